@@ -1,0 +1,164 @@
+"""The build task: stages in order into a staging folder, published by one rename when complete.
+
+A folder `artifacts/<model>-<mode>-<target>/` either holds a complete build (manifest.json is
+written last, and the folder appears by rename) or does not exist; a build killed half-way leaves
+only a hidden `.<name>.staging-*` folder that the next build of that name removes.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.config import QuantgateError
+from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
+from pipeline.progress import say
+from pipeline.targets import UnknownFeatureError, required_cpu_features
+
+EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR = 0, 1, 2
+
+
+def _value(item) -> str:
+    return str(getattr(item, "value", item))
+
+
+def artifact_name(cfg) -> str:
+    return f"{cfg.model.name}-{_value(cfg.mode.name)}-{cfg.target.name}"
+
+
+def artifact_folder(cfg) -> Path:
+    return Path(cfg.out) if cfg.out else Path(cfg.artifacts_dir) / artifact_name(cfg)
+
+
+def validate(cfg) -> None:
+    """Every check that needs no model or data, so a bad config fails before any work."""
+    from pipeline.stages.quantize import policy
+
+    try:
+        required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features))
+    except UnknownFeatureError as error:
+        raise QuantgateError(f"target {cfg.target.name}: {error}") from None
+    if cfg.calibration.n_samples <= 0 or cfg.calibration.n_heldout <= 0:
+        raise QuantgateError(f"calibration.n_samples={cfg.calibration.n_samples} and calibration.n_heldout="
+                             f"{cfg.calibration.n_heldout} must both be positive integers")
+    if _value(cfg.mode.name) == "dynamic" and _value(cfg.calibration.method) != "minmax":
+        raise QuantgateError(f"calibration.method={_value(cfg.calibration.method)} only applies to mode=static "
+                             f"(dynamic quantization computes ranges at run time); drop the override or use "
+                             f"mode=static")
+    policy(cfg)
+    if cfg.model.name_or_path is not None:
+        from pipeline.stages.export import resolve_model_path
+        resolve_model_path(cfg.model.name_or_path)
+
+
+@contextmanager
+def build_lock(folder: Path):
+    """One build per artifact folder at a time; a second one fails at once, naming the first."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise QuantgateError(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
+                                 f"or build elsewhere with out=PATH") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    for stale in folder.parent.glob(f".{folder.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.parent.glob(f".{folder.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    previous = None
+    if folder.exists():
+        previous = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        os.rename(folder, previous)
+    os.rename(staging, folder)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _build_record(started: float, overrides: list[str]) -> BuildRecord:
+    import archspec.cpu
+
+    from pipeline.cpuid import host_features
+    return BuildRecord(time_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       host=socket.gethostname(), host_microarchitecture=archspec.cpu.host().name,
+                       host_cpu_features=sorted(host_features()), seconds=round(time.perf_counter() - started, 1),
+                       config_overrides=list(overrides))
+
+
+def build(cfg, overrides: list[str] | None = None) -> Manifest:
+    """Run load, calibrate, quantize and stamp; return the manifest of the published folder."""
+    from pipeline.stages import calibrate, export, quantize, stamp
+
+    validate(cfg)
+    started = time.perf_counter()
+    folder = artifact_folder(cfg)
+    with build_lock(folder):
+        _remove_stale_staging(folder)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
+        staging.chmod(0o777 & ~_umask())
+        try:
+            manifest = Manifest(name=folder.name, model=cfg.model.name, mode=_value(cfg.mode.name),
+                                target=cfg.target.name, artifact_dir=str(staging))
+            manifest = export.run(cfg, manifest)
+            manifest, calibration_batches = calibrate.run(cfg, manifest)
+            manifest = quantize.run(cfg, manifest, calibration_batches)
+            manifest = stamp.run(cfg, manifest)
+            manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
+            manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
+            manifest.build = _build_record(started, overrides or [])
+            manifest.record_files()
+            manifest.save()  # last: a folder with manifest.json is complete
+            _publish(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    manifest.artifact_dir = str(folder)
+    return manifest
+
+
+def print_summary(manifest: Manifest) -> None:
+    ratio = manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)
+    lines = [
+        f"artifact   {manifest.folder}/{manifest.model_file}",
+        f"target     {manifest.target} (needs {', '.join(f for f in manifest.required_cpu_features if f.startswith(('avx', 'fma', 'sse4')))})",
+        f"size       {manifest.model_size_bytes / 1e6:.1f} MB int8 vs {manifest.reference_size_bytes / 1e6:.1f} MB fp32 ({ratio:.2f}x)",
+        f"sha256     {manifest.model_sha256}",
+        f"calibration {manifest.calibration.n} examples, sha256 {manifest.calibration.sha256[:16]}...",
+    ]
+    if manifest.verify_status:
+        lines.append(f"verify     {manifest.verify_status} (details in {manifest.folder}/verify.json)")
+    print("\n".join(lines), flush=True)
+
+
+def quantize_task(cfg, overrides: list[str] | None = None) -> int:
+    """Build, then verify unless verify.enabled=false. Returns the process exit code."""
+    try:
+        manifest = build(cfg, overrides)
+        if cfg.verify.enabled:
+            from pipeline.stages import verify
+            manifest = verify.run(cfg, manifest)
+    except QuantgateError as error:
+        print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
+    print_summary(manifest)
+    return EXIT_VERIFY_FAILED if manifest.verify_status == "fail" else EXIT_OK

@@ -1,0 +1,45 @@
+"""The `quantgate` command: `quantgate [hydra overrides]` builds; `inspect` and `verify` are subcommands."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def inspect(path: str) -> int:
+    """Print an artifact's stamp and whether this host can run it."""
+    from pipeline.guard import StampError, check_stamp, read_stamp
+
+    try:
+        stamp = read_stamp(path)
+        verdict = check_stamp(stamp)
+    except StampError as error:
+        print(f"quantgate: error: {error}", file=sys.stderr)
+        return 2
+    for key in sorted(stamp):
+        value = stamp[key]
+        if value.startswith(("{", "[")):
+            value = json.dumps(json.loads(value), sort_keys=True)
+        print(f"quantgate.{key:<22} {value}")
+    print(f"\nthis host: {'CAN run it' if verdict.can_run else 'must NOT run it'}: {verdict.message()}")
+    return 0 if verdict.can_run else 3
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["inspect"]:
+        if len(args) != 2:
+            print("usage: quantgate inspect MODEL.onnx", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(inspect(args[1]))
+    if args[:1] == ["verify"]:
+        from pipeline.stages.verify import main as verify_main
+        sys.exit(verify_main(args[1:]))
+    if args[:1] == ["build"]:
+        args = args[1:]
+    from pipeline.__main__ import main as build_main
+    sys.argv = [sys.argv[0], *args]
+    build_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The typed manifest of a build, sha256 helpers and atomic file writes."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_SCHEMA = "quantgate.manifest/1"
+MANIFEST_FILE = "manifest.json"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass
+class FileRecord:
+    path: str  # relative to the artifact folder
+    sha256: str
+    size_bytes: int
+
+
+@dataclass
+class CalibrationRecord:
+    dataset: str
+    split: str
+    n: int
+    n_heldout: int
+    method: str
+    sha256: str
+    heldout_sha256: str
+    seed: int
+    indices: list[int] = field(default_factory=list)
+    heldout_indices: list[int] = field(default_factory=list)
+
+
+@dataclass
+class QuantizationRecord:
+    mode: str
+    quant_format: str
+    weight_type: str
+    activation_type: str
+    per_channel: bool
+    reduce_range: bool
+    calibration_method: str | None = None
+
+
+@dataclass
+class BuildRecord:
+    time_utc: str
+    host: str
+    host_microarchitecture: str
+    host_cpu_features: list[str]
+    seconds: float = 0.0
+    config_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    """Everything a build produced, in one record that each stage extends and returns."""
+
+    name: str  # <model>-<mode>-<target>
+    model: str
+    mode: str
+    target: str
+    artifact_dir: str
+    schema: str = MANIFEST_SCHEMA
+    model_file: str = "model.onnx"
+    reference_file: str = "reference.onnx"
+    heldout_file: str = "heldout.npz"
+    model_kind: str = "embedding"  # embedding | classifier
+    source_model: str = ""
+    source_weights_sha256: str = ""
+    input_names: list[str] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
+    opset: int = 0
+    required_cpu_features: list[str] = field(default_factory=list)
+    calibration: CalibrationRecord | None = None
+    quantization: QuantizationRecord | None = None
+    stamp: dict[str, str] = field(default_factory=dict)
+    config_sha256: str = ""
+    build: BuildRecord | None = None
+    files: list[FileRecord] = field(default_factory=list)
+    reference_size_bytes: int = 0
+    model_size_bytes: int = 0
+    model_sha256: str = ""
+    # Set by the verify stage after the folder is published; verify.json holds the details.
+    verify_status: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.artifact_dir)
+
+    def path(self, relative: str) -> Path:
+        return self.folder / relative
+
+    def to_json(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)
+        # The folder is wherever it lies now (a build writes it under a staging name first).
+        payload.pop("artifact_dir")
+        payload.pop("verify_status")
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> "Manifest":
+        nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord}
+        values = dict(payload)
+        for key, record_type in nested.items():
+            if values.get(key) is not None:
+                values[key] = record_type(**values[key])
+        values["files"] = [FileRecord(**record) for record in values.get("files", [])]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Manifest":
+        path = Path(folder) / MANIFEST_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: {folder} is not a complete quantgate artifact folder "
+                                    f"(build it with `make quantize`)")
+        payload = json.loads(path.read_text())
+        payload["artifact_dir"] = str(Path(folder))
+        manifest = cls.from_json(payload)
+        return manifest
+
+    def record_files(self) -> None:
+        """sha256 of every file in the folder except the manifest itself and verify results."""
+        self.files = []
+        for path in sorted(self.folder.rglob("*")):
+            if not path.is_file() or path.name in (MANIFEST_FILE, "verify.json") or path.name.startswith("."):
+                continue
+            self.files.append(FileRecord(str(path.relative_to(self.folder)), sha256_file(path), path.stat().st_size))
+
+    def tampered_files(self) -> list[str]:
+        """Files whose bytes no longer match the sha256 recorded at build time (or that vanished)."""
+        changed = []
+        for record in self.files:
+            path = self.folder / record.path
+            if not path.is_file() or sha256_file(path) != record.sha256:
+                changed.append(record.path)
+        return changed
+
+    def save(self) -> None:
+        atomic_write_json(self.folder / MANIFEST_FILE, self.to_json())

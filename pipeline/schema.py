@@ -1,0 +1,135 @@
+"""Typed Hydra configs. YAML under conf/ is the user's surface; these dataclasses validate it.
+
+Register with `register_configs()` (an explicit call, not an import side effect) before composing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ModelKind(str, Enum):
+    embedding = "embedding"  # fidelity: cosine similarity of output vectors
+    classifier = "classifier"  # fidelity: top-1 agreement (and accuracy with labels)
+
+
+class CalibrationSource(str, Enum):
+    pydoc_topics = "pydoc_topics"  # English text shipped with Python itself: always offline
+    files = "files"  # local csv / json / parquet / text files
+    hub = "hub"  # a datasets hub name (needs the dataset in the local cache when offline)
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class QuantMode(str, Enum):
+    dynamic = "dynamic"
+    static = "static"
+    qat = "qat"
+
+
+class QuantFormat(str, Enum):
+    QDQ = "QDQ"
+    QOperator = "QOperator"
+
+
+class IntType(str, Enum):
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    kind: ModelKind = ModelKind.embedding
+    # A local transformers checkpoint folder; null = the embedded all-MiniLM-L6-v2 package.
+    name_or_path: Optional[str] = None
+    max_length: int = 64
+    opset: int = 18
+
+
+@dataclass
+class CalibrationConfig:
+    source: CalibrationSource = CalibrationSource.pydoc_topics
+    data_files: list[str] = field(default_factory=list)
+    hub_name: Optional[str] = None
+    split: str = "train"
+    text_column: str = "text"
+    n_samples: int = 64
+    n_heldout: int = 16
+    seed: int = 0
+    method: CalibrationMethod = CalibrationMethod.minmax
+    batch_size: int = 8
+    min_chars: int = 24  # shorter fragments are headings and code, not traffic
+    deduplicate: bool = True
+
+
+@dataclass
+class ModeConfig:
+    name: QuantMode = MISSING
+    quant_format: QuantFormat = QuantFormat.QDQ
+    # Static: quantizing Add/Softmax/LayerNorm outputs of a transformer with per-tensor ranges
+    # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types.
+    op_types_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Conv"])
+
+
+@dataclass
+class TargetConfig:
+    name: str = MISSING
+    family: str = "x86_64"
+    # archspec microarchitecture whose features the artifact may use, plus named extras.
+    microarchitecture: str = MISSING
+    extra_features: list[str] = field(default_factory=list)
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: IntType = IntType.uint8
+    weight_type: IntType = IntType.int8
+    floor_profile: Optional[str] = None  # the emulated lowest CPU; null = no emulator can model it
+    below_floor_profiles: list[str] = field(default_factory=list)  # must be refused by the guard
+
+
+@dataclass
+class VerifyConfig:
+    enabled: bool = True
+    profiles: Optional[list[str]] = None  # null = what the target lists
+    timeout_seconds: float = 900.0
+    memory_limit_mb: int = 8192
+    emulated_max_samples: int = 3
+    native_max_samples: int = 64
+    latency_repeats: int = 20
+    min_cosine_mean: float = 0.98
+    min_cosine_worst: float = 0.95
+    min_top1_agreement: float = 0.97
+    max_abs_error: Optional[float] = None
+    # Pretend the native host has exactly these CPU features (tests, what-if runs); null = CPUID.
+    assume_host_features: Optional[list[str]] = None
+
+
+@dataclass
+class QuantgateConfig:
+    model: ModelConfig = MISSING
+    calibration: CalibrationConfig = MISSING
+    mode: ModeConfig = MISSING
+    target: TargetConfig = MISSING
+    verify: VerifyConfig = MISSING
+    artifacts_dir: str = "artifacts"
+    # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>.
+    out: Optional[str] = None
+    experiment: Any = None
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=QuantgateConfig)
+    # Schemas live in their own group so `target=...` lists only real choices; each YAML option
+    # starts with `defaults: [/schema/<group>@_here_]`.
+    for group, node in (("model", ModelConfig), ("calibration", CalibrationConfig), ("mode", ModeConfig),
+                        ("target", TargetConfig), ("verify", VerifyConfig)):
+        store.store(group="schema", name=group, node=node)

@@ -1,0 +1,89 @@
+"""Stage 4, stamp: provenance into model.onnx's metadata_props; the guard reads it back.
+
+No timestamps or host names inside the artifact: the same inputs give the same bytes. Build time
+and host go in manifest.json (written by the build app once every file is in place).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from importlib import metadata
+
+from omegaconf import OmegaConf
+
+from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
+from pipeline.manifest import Manifest, atomic_write_bytes, sha256_bytes
+from pipeline.targets import required_cpu_features
+
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy", "quantgate")
+# Keys that do not change the artifact's bytes: where it is written and how it is verified.
+_CONFIG_KEYS_NOT_HASHED = ("verify", "artifacts_dir", "out", "experiment")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def config_sha256(cfg) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in _CONFIG_KEYS_NOT_HASHED:
+        resolved.pop(key, None)
+    return sha256_bytes(json.dumps(resolved, sort_keys=True).encode())
+
+
+def _compact(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
+    quantization, calibration = manifest.quantization, manifest.calibration
+    values = {
+        "schema": STAMP_SCHEMA,
+        "target_isa": cfg.target.name,
+        "required_cpu_features": manifest.required_cpu_features,
+        "mode": quantization.mode,
+        "quant_format": quantization.quant_format,
+        "weight_type": quantization.weight_type,
+        "activation_type": quantization.activation_type,
+        "per_channel": str(quantization.per_channel).lower(),
+        "reduce_range": str(quantization.reduce_range).lower(),
+        "calibration": {"dataset": calibration.dataset, "split": calibration.split, "n": calibration.n,
+                        "method": quantization.calibration_method or "none (dynamic ranges at run time)",
+                        "sha256": calibration.sha256},
+        "source_model": {"name": manifest.source_model, "weights_sha256": manifest.source_weights_sha256},
+        "versions": library_versions(),
+        "opset": str(manifest.opset),
+        "config_sha256": manifest.config_sha256,
+    }
+    assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
+    return {key: _compact(value) for key, value in values.items()}
+
+
+def write_stamp(path, values: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [entry for entry in model.metadata_props if not entry.key.startswith(STAMP_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key in sorted(values):
+        model.metadata_props.add(key=STAMP_PREFIX + key, value=values[key])
+    atomic_write_bytes(path, model.SerializeToString(deterministic=True))
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    manifest.required_cpu_features = required_cpu_features(cfg.target.microarchitecture,
+                                                           list(cfg.target.extra_features))
+    manifest.config_sha256 = config_sha256(cfg)
+    values = stamp_values(cfg, manifest)
+    write_stamp(manifest.path(manifest.model_file), values)
+    if read_stamp(manifest.path(manifest.model_file)) != values:
+        raise RuntimeError("the stamp read back from model.onnx differs from the one written")
+    manifest.stamp = values
+    return manifest

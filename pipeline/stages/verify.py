@@ -1,0 +1,501 @@
+"""Verify an artifact on every CPU profile of its target, each run in its own child process.
+
+    python -m pipeline.stages.verify --artifact-dir artifacts/minilm-dynamic-avx2
+    python -m pipeline.stages.verify --artifact q.onnx --reference fp32.onnx --inputs in.npz --target avx2 \
+        [--out verify.json] [verify.emulated_max_samples=2 model.kind=classifier ...]
+
+A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate), `native` when this
+host has the target's features, and the CPUs just below the floor, where the guard must refuse the
+artifact cleanly (exit 3) instead of letting it die. A child killed by a signal is a finding, never a
+crash of this process. Fidelity is measured against the fp32 reference run natively; latency natively.
+Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
+verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import QuantgateError, compose_config
+from pipeline.guard import EXIT_REFUSED, StampError, read_stamp
+from pipeline.manifest import Manifest, atomic_write_json, sha256_file
+from pipeline.targets import CpuProfile, profile, required_cpu_features
+from pipeline.verify_child import EXIT_OUT_OF_MEMORY, OUT_OF_MEMORY_WORDS
+
+VERIFY_FILE = "verify.json"
+REPORT_SCHEMA = "quantgate.verify/1"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+QEMU_X86 = "qemu-x86_64"
+EXIT_FAILED, EXIT_NOT_VERIFIED = 1, 4
+STDERR_TAIL_LINES = 15
+QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
+SIGNAL_WORDS = {
+    signal.SIGILL: "this artifact or its runtime executes an instruction that {cpu} lacks (SIGILL)",
+    signal.SIGSEGV: "segmentation fault (SIGSEGV): the runtime touched memory it does not own; a runtime bug "
+                    "or a malformed model, not a missing instruction",
+    signal.SIGABRT: "aborted (SIGABRT): the runtime stopped on a fatal internal error (a failed check or an "
+                    "uncaught C++ exception)",
+    signal.SIGKILL: "killed (SIGKILL) on {cpu}: most often the kernel's out-of-memory killer (see `dmesg`)",
+    signal.SIGBUS: "bus error (SIGBUS): a misaligned or unmapped memory access, e.g. a truncated memory-mapped file",
+    signal.SIGFPE: "arithmetic fault (SIGFPE): an integer division by zero or overflow in a kernel",
+}
+
+
+# --- running one command on one CPU profile --------------------------------------------------------
+class EmulatorMissing(RuntimeError):
+    pass
+
+
+@dataclass
+class ChildRun:
+    """What happened to one child process: exit code or signal, timeout, time, and its last words."""
+
+    profile: str
+    command: list[str]
+    returncode: int | None  # None when it was killed for running past the timeout
+    timed_out: bool
+    wall_seconds: float
+    timeout_seconds: float
+    memory_limit_mb: int
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode is None or self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+    def reproduce(self) -> str:
+        return f"cd {shlex.quote(str(PROJECT_ROOT))} && {shlex.join(self.command)}"
+
+
+@dataclass
+class Outcome:
+    status: str  # pass | fail | refused_by_guard | crashed  (pass = it ran; fidelity may still fail it)
+    failure: str | None  # sigill, sigsegv, ..., out_of_memory, timeout, error; None when it ran or was refused
+    reason: str
+
+
+def emulator_prefix(cpu: CpuProfile) -> list[str]:
+    if not cpu.emulated:
+        return []
+    qemu = shutil.which(QEMU_X86)
+    if qemu is None:
+        raise EmulatorMissing(f"{QEMU_X86} is not on PATH, so {cpu.name} cannot be emulated: "
+                              f"`apt-get install qemu-user`")
+    return [qemu, "-cpu", cpu.qemu_cpu]
+
+
+def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
+                      memory_limit_mb: int) -> ChildRun:
+    """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
+    full_command = emulator_prefix(cpu) + [str(part) for part in command]
+    limit = memory_limit_mb * 1024 * 1024
+
+    def limit_address_space() -> None:  # in the child, before exec; QEMU fits in a few hundred MB more
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    started = time.monotonic()
+    process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_address_space)
+    timed_out = False
+    try:
+        output, _ = process.communicate(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(process.pid, signal.SIGKILL)  # the whole group: QEMU and anything the child started
+        output, _ = process.communicate()
+    lines = [line for line in output.decode(errors="replace").splitlines() if QEMU_NOISE not in line]
+    return ChildRun(cpu.name, full_command, None if timed_out else process.returncode, timed_out,
+                    time.monotonic() - started, timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:])
+
+
+def classify(run: ChildRun) -> Outcome:
+    """Name what happened to a child in words a user can act on."""
+    cpu = "this host" if run.profile == "native" else run.profile
+    last_line = run.stderr_tail[-1] if run.stderr_tail else "(no output)"
+    if run.timed_out:
+        return Outcome("fail", "timeout", f"timed out after {run.timeout_seconds:g} s on {cpu} and was killed with its "
+                       f"process group; raise verify.timeout_seconds or lower the sample count")
+    if run.returncode == 0:
+        return Outcome("pass", None, "ran to completion")
+    if run.returncode == EXIT_REFUSED:
+        return Outcome("refused_by_guard", None, last_line.removeprefix("quantgate guard: "))
+    if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in OUT_OF_MEMORY_WORDS + ("MemoryError",)):
+        return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
+                       f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")
+    if run.returncode < 0:
+        words = SIGNAL_WORDS.get(-run.returncode, f"killed by {run.signal_name}")
+        return Outcome("crashed", run.signal_name.lower(), words.format(cpu=cpu))
+    return Outcome("fail", "error", f"exited with code {run.returncode} on {cpu}: {last_line}")
+
+
+# --- which profiles a target needs, and what each must show --------------------------------------------
+@dataclass
+class Plan:
+    name: str
+    expected: str  # pass | refused_by_guard
+    required: bool
+    why: str
+    not_verified: str | None = None  # why this profile cannot be run here
+
+
+def host_cpu_features(cfg) -> frozenset[str]:
+    if cfg.verify.assume_host_features is not None:
+        return frozenset(cfg.verify.assume_host_features)
+    from pipeline.cpuid import host_features
+    return host_features()
+
+
+def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
+    target = cfg.target
+    if target.family != "x86_64":
+        return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
+                     f"no {target.family} emulation yet: it needs qemu-aarch64 with an arm64 sysroot (a later issue)")]
+    names = list(cfg.verify.profiles) if cfg.verify.profiles is not None else \
+        [name for name in (target.floor_profile, "native", *target.below_floor_profiles) if name]
+    plans = []
+    for name in names:
+        try:
+            cpu = profile(name)
+        except KeyError as error:
+            raise QuantgateError(error.args[0]) from None
+        missing = sorted(set(required_features) - (host if name == "native" else cpu.features()))
+        if not missing:
+            plans.append(Plan(name, "pass", True, f"{name} has every feature the artifact needs"))
+        elif name == "native":
+            no_emulator = any(feature.startswith("avx512") for feature in missing)
+            plans.append(Plan(name, "pass", target.floor_profile is None, "this host as a target CPU",
+                              f"this host lacks {', '.join(missing)}" + (
+                                  "; QEMU 7.2 cannot emulate AVX-512, so this target needs a host that has it"
+                                  if no_emulator else "")))
+        elif stamped:
+            plans.append(Plan(name, "refused_by_guard", True, f"{name} lacks {', '.join(missing)}: the guard must refuse"))
+        else:
+            plans.append(Plan(name, "refused_by_guard", False, f"{name} lacks {', '.join(missing)}, but the artifact "
+                              f"has no quantgate stamp, so no guard can refuse it: this is what a user there would see"))
+    return plans
+
+
+# --- fidelity against the fp32 reference ------------------------------------------------------------
+def thresholds(cfg, model_kind: str) -> dict:
+    v = cfg.verify
+    chosen = {"min_cosine_mean": v.min_cosine_mean, "min_cosine_worst": v.min_cosine_worst} \
+        if model_kind == "embedding" else {"min_top1_agreement": v.min_top1_agreement}
+    return chosen | {"max_abs_error": v.max_abs_error}
+
+
+def fidelity(model_kind: str, output: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
+             limits: dict) -> tuple[dict, list[str]]:
+    """Figures comparing int8 outputs with the fp32 reference on the same samples, and what is out of bounds."""
+    n = len(output)
+    a, b = output.reshape(n, -1).astype(np.float64), reference[:n].reshape(n, -1).astype(np.float64)
+    max_abs = float(np.abs(a - b).max())
+    # Relative to the reference's largest magnitude: element-wise ratios explode near zero.
+    figures = {"max_abs_error": max_abs, "max_rel_error": max_abs / max(float(np.abs(b).max()), 1e-12)}
+    problems = []
+    if model_kind == "embedding":
+        cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        figures |= {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+        if figures["cosine_mean"] < limits["min_cosine_mean"]:
+            problems.append(f"cosine mean {figures['cosine_mean']:.4f} < {limits['min_cosine_mean']}")
+        if figures["cosine_worst"] < limits["min_cosine_worst"]:
+            problems.append(f"cosine worst {figures['cosine_worst']:.4f} < {limits['min_cosine_worst']}")
+    else:
+        predicted, expected = a.argmax(1), b.argmax(1)
+        figures["top1_agreement"] = float((predicted == expected).mean())
+        if labels is not None:
+            figures["accuracy"] = float((predicted == labels[:n]).mean())
+            figures["reference_accuracy"] = float((expected == labels[:n]).mean())
+        if figures["top1_agreement"] < limits["min_top1_agreement"]:
+            problems.append(f"top-1 agreement {figures['top1_agreement']:.4f} < {limits['min_top1_agreement']}")
+    if limits["max_abs_error"] is not None and max_abs > limits["max_abs_error"]:
+        problems.append(f"max abs error {max_abs:.4g} > {limits['max_abs_error']}")
+    return figures, problems
+
+
+def percentiles_ms(seconds: list[float]) -> dict:
+    p50, p95 = np.percentile(np.asarray(seconds) * 1000.0, [50, 95])
+    return {"p50_ms": float(p50), "p95_ms": float(p95)}
+
+
+# --- one verification ------------------------------------------------------------------------------
+def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
+                  latency_repeats: int = 0, guard: bool = True) -> list[str]:
+    command = [sys.executable, "-m", "pipeline.verify_child", "--model", str(model), "--inputs", str(inputs),
+               "--out", str(out_dir), "--samples", str(samples)]
+    command += ["--threads", str(threads)] * bool(threads) + ["--latency-repeats", str(latency_repeats)] * bool(latency_repeats)
+    return command + ["--no-guard"] * (not guard)
+
+
+def read_child_results(out_dir: Path) -> tuple[dict, dict] | None:
+    if not (out_dir / "outputs.npz").is_file():
+        return None
+    with np.load(out_dir / "outputs.npz") as arrays:
+        outputs = {name: arrays[name] for name in arrays.files}
+    return outputs, json.loads((out_dir / "run.json").read_text())
+
+
+def graph_io(path: Path) -> tuple[list[str], list[str]]:
+    import onnx
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise QuantgateError(f"{path} is not a readable ONNX model: {error}") from None
+    initializers = {init.name for init in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output]
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
+                 output_name: str | None = None) -> dict:
+    """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`."""
+    artifact, reference, inputs, out = Path(artifact), Path(reference), Path(inputs), Path(out)
+    for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
+        if not path.is_file():
+            raise QuantgateError(f"the {what} {path} does not exist")
+    model_kind = model_kind or str(getattr(cfg.model.kind, "value", cfg.model.kind))
+    input_names, output_names = graph_io(artifact)
+    reference_output_names = graph_io(reference)[1]
+    output_name = output_name or output_names[0]
+    if output_name not in output_names or output_name not in reference_output_names:
+        raise QuantgateError(f"output {output_name!r} is not in both models (artifact: {output_names}, "
+                             f"reference: {reference_output_names})")
+    with np.load(inputs) as arrays:
+        absent = [name for name in input_names if name not in arrays.files]
+        if absent:
+            raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
+        n_available = len(arrays[input_names[0]])
+        labels = arrays["labels"] if "labels" in arrays.files else None
+    try:
+        stamp = read_stamp(artifact)
+    except StampError as error:
+        raise QuantgateError(str(error)) from None
+    target = cfg.target
+    # What the guard will act on is the stamp; an unstamped artifact is judged by the target's features.
+    required = json.loads(stamp["required_cpu_features"]) if "required_cpu_features" in stamp else \
+        required_cpu_features(target.microarchitecture, list(target.extra_features))
+    host = host_cpu_features(cfg)
+    plans = plan_profiles(cfg, required, bool(stamp), host)
+    v = cfg.verify
+    native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
+    limits = thresholds(cfg, model_kind)
+    notes = []
+    if not stamp:
+        notes.append("the artifact has no quantgate stamp: the guard cannot refuse it on any CPU")
+    elif stamp.get("target_isa") != target.name:
+        notes.append(f"the artifact was stamped for {stamp.get('target_isa')}, verified here for {target.name}")
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
+    try:
+        runnable = [plan for plan in plans if plan.not_verified is None]
+        reference_record, reference_outputs = None, None
+        if runnable:
+            progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
+            reference_run = run_under_profile(
+                child_command(reference, inputs, work / "reference", native_n, 0, v.latency_repeats, guard=False),
+                profile("native"), v.timeout_seconds, v.memory_limit_mb)
+            outcome, results = classify(reference_run), read_child_results(work / "reference")
+            reference_record = {"status": outcome.status if results else "crashed", "reason": outcome.reason,
+                                "command": reference_run.reproduce(), "wall_seconds": round(reference_run.wall_seconds, 3),
+                                "exit_code": reference_run.returncode, "signal": reference_run.signal_name,
+                                "stderr_tail": reference_run.stderr_tail}
+            if results:
+                reference_outputs, info = results
+                reference_record |= {"versions": info["versions"], "samples": info["samples"]}
+                if info["latency_seconds"]:
+                    reference_record["latency"] = percentiles_ms(info["latency_seconds"])
+            else:
+                notes.append(f"the fp32 reference could not run natively: {outcome.reason}")
+
+        profiles = {}
+        for index, plan in enumerate(plans, 1):
+            profiles[plan.name] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why}
+            if plan.not_verified:
+                record |= {"status": "not_verified", "reason": plan.not_verified, "requirement_met": False}
+                progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.name}: not verified ({plan.not_verified})")
+                continue
+            cpu = profile(plan.name)
+            samples = emulated_n if cpu.emulated else native_n
+            progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.name} "
+                     f"({'qemu -cpu ' + cpu.qemu_cpu if cpu.emulated else 'native'}, {samples} samples) ...")
+            record |= verify_on_profile(cpu, artifact, inputs, work / plan.name, samples, cfg, model_kind,
+                                        output_name, reference_outputs, labels, limits)
+            record["requirement_met"] = record["status"] == plan.expected
+            if plan.required and plan.expected == "refused_by_guard" and record["status"] in ("pass", "fail"):
+                record["reason"] = (f"ran on {plan.name} although it lacks features the artifact needs: the guard "
+                                    f"should have refused it ({record['reason']})")
+            progress(f"verify {target.name}:     {plan.name}: {record['status']} in {record['wall_seconds']:.1f} s"
+                     + ("" if record["requirement_met"] else f" (expected {plan.expected})"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
+    unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
+    failed |= reference_record is not None and reference_outputs is None
+    status = "fail" if failed else "not_verified" if unverified else "pass"
+    report = {
+        "schema": REPORT_SCHEMA, "status": status, "passed": status == "pass", "target": target.name,
+        "required_cpu_features": required, "model_kind": model_kind, "output_name": output_name,
+        "artifact": {"path": str(artifact.resolve()), "sha256": sha256_file(artifact), "stamped": bool(stamp),
+                     "stamp_target": stamp.get("target_isa")},
+        "reference": {"path": str(reference.resolve()), "sha256": sha256_file(reference), "run": reference_record},
+        "inputs": {"path": str(inputs.resolve()), "sha256": sha256_file(inputs), "samples_available": n_available},
+        "host": {"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
+        "settings": {"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
+                     "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
+                     "latency_repeats": v.latency_repeats},
+        "profiles": profiles, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
+    }
+    atomic_write_json(out, report)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return report
+
+
+def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, output_name, reference_outputs,
+                      labels, limits) -> dict:
+    """Run the artifact on one profile in a child; the record of what happened and, if it ran, how well."""
+    v = cfg.verify
+    threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
+    command = child_command(artifact, inputs, out_dir, samples, threads, 0 if cpu.emulated else v.latency_repeats)
+    try:
+        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb)
+    except EmulatorMissing as missing:
+        return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
+    outcome = classify(run)
+    record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
+              "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
+              "command": run.reproduce(), "emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads,
+              "stderr_tail": run.stderr_tail}
+    if outcome.status != "pass":
+        return record
+    results = read_child_results(out_dir)
+    if results is None:
+        return record | {"status": "fail", "failure": "error", "reason": "the child exited 0 but wrote no outputs"}
+    outputs, info = results
+    record |= {"versions": info["versions"], "samples": info["samples"], "guard": info["guard"],
+               "cpu_features_seen": info["cpu_features"], "thresholds": limits}
+    if info["latency_seconds"]:
+        record["latency"] = {"batch": 1, "repeats": len(info["latency_seconds"]),
+                             "int8": percentiles_ms(info["latency_seconds"])}
+    if reference_outputs is None:
+        return record | {"status": "not_verified", "reason": "ran, but the fp32 reference did not: nothing to compare"}
+    figures, problems = fidelity(model_kind, outputs[output_name], reference_outputs[output_name], labels, limits)
+    record["fidelity"] = figures
+    if problems:
+        record |= {"status": "fail", "failure": "fidelity", "reason": "out of bounds: " + "; ".join(problems)}
+    else:
+        record["reason"] = "ran; outputs within bounds of the fp32 reference"
+    return record
+
+
+def format_table(report: dict) -> str:
+    rows = [("profile", "expected", "status", "ok", "n", "time", "detail")]
+    for name, p in report["profiles"].items():
+        figures = p.get("fidelity", {})
+        detail = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if key != "max_rel_error") or p["reason"]
+        if "this CPU lacks:" in detail:  # the guard's message: the missing features are the news
+            detail = "guard: lacks " + detail.split("this CPU lacks:")[1].split(".")[0].strip()
+        if "latency" in p and report["reference"]["run"] and "latency" in report["reference"]["run"]:
+            detail += (f"; batch-1 p50 int8 {p['latency']['int8']['p50_ms']:.3g} ms, "
+                       f"fp32 {report['reference']['run']['latency']['p50_ms']:.3g} ms")
+        ok = "yes" if p["requirement_met"] else ("no" if p["required"] else "info")
+        rows.append((name, p["expected"], p["status"], ok, str(p.get("samples", "-")),
+                     f"{p.get('wall_seconds', 0):.1f}s", detail[:110]))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines = [f"verify {report['target']}: {report['status'].upper()}  {report['artifact']['path']}"]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6] for row in rows]
+    return "\n".join(lines + [f"  note: {note}" for note in report["notes"]])
+
+
+# --- the stage and the command line -------------------------------------------------------------------
+def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
+    changed = manifest.tampered_files()
+    if changed:
+        raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
+                             f"manifest.json); rebuild the artifact instead of verifying edited files")
+    return verify_files(manifest.path(manifest.model_file), manifest.path(manifest.reference_file),
+                        manifest.path(manifest.heldout_file), cfg, out or manifest.path(VERIFY_FILE),
+                        model_kind=manifest.model_kind,
+                        output_name=manifest.output_names[0] if manifest.output_names else None)
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    """The verify stage: writes verify.json beside the artifact and sets manifest.verify_status."""
+    if not cfg.verify.enabled:
+        progress("verify: skipped (verify.enabled=false)")
+        manifest.verify_status = "skipped"
+        return manifest
+    manifest.verify_status = verify_folder(cfg, manifest)["status"]
+    return manifest
+
+
+def exit_code(status: str) -> int:
+    return {"pass": 0, "not_verified": EXIT_NOT_VERIFIED}.get(status, EXIT_FAILED)
+
+
+def load_config(target: str, overrides: list[str]):
+    from hydra.errors import HydraException
+    try:
+        return compose_config([f"target={target}", *overrides])
+    except HydraException as error:
+        known = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "target").glob("*.yaml"))
+        message = f"unknown target {target!r}; valid targets: {', '.join(known)}" if f"target/{target}" in str(error) \
+            else str(error).splitlines()[0] + (f": {error.__cause__}" if error.__cause__ else "")
+        raise QuantgateError(message) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact-dir", type=Path, help="a folder built by quantgate (manifest.json inside)")
+    parser.add_argument("--artifact", type=Path, help="an int8 ONNX model built anywhere")
+    parser.add_argument("--reference", type=Path, help="its fp32 ONNX reference")
+    parser.add_argument("--inputs", type=Path, help=".npz with one array per model input (and optionally labels)")
+    parser.add_argument("--target", help="e.g. avx2; default for --artifact-dir: the manifest's target")
+    parser.add_argument("--out", type=Path, help="where to write verify.json; default: beside the artifact")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. verify.emulated_max_samples=2")
+    args = parser.parse_args(argv)
+    try:
+        if args.artifact_dir is not None:
+            if args.artifact or args.reference or args.inputs:
+                raise QuantgateError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
+            try:
+                manifest = Manifest.load(args.artifact_dir)
+            except FileNotFoundError as error:
+                raise QuantgateError(str(error)) from None
+            report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
+        else:
+            if not (args.artifact and args.reference and args.inputs and args.target):
+                raise QuantgateError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
+            cfg = load_config(args.target, args.overrides)
+            report = verify_files(args.artifact, args.reference, args.inputs, cfg,
+                                  args.out or args.artifact.parent / VERIFY_FILE)
+    except QuantgateError as error:
+        print(f"quantgate verify: {error}", file=sys.stderr)
+        return error.exit_code
+    return exit_code(report["status"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Targets (the lowest CPU an artifact must run on) and CPU profiles (named CPUs to verify on).
+
+A target's required CPU features come from archspec's microarchitecture data; the quantization
+policy a target implies lives in its YAML under conf/target/. Stdlib-only at import time (archspec
+is pure Python) because the guard imports this under emulated CPUs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import archspec.cpu
+
+
+class UnknownFeatureError(ValueError):
+    pass
+
+
+def microarchitecture_features(name: str) -> frozenset[str]:
+    """Every feature archspec lists for a microarchitecture, inherited ones included."""
+    if name not in archspec.cpu.TARGETS:
+        known = ", ".join(sorted(t for t in archspec.cpu.TARGETS if archspec.cpu.TARGETS[t].family.name in ("x86_64", "aarch64")))
+        raise UnknownFeatureError(f"archspec does not know the microarchitecture {name!r}; known: {known}")
+    return frozenset(archspec.cpu.TARGETS[name].features)
+
+
+def known_feature_names(family: str) -> frozenset[str]:
+    return frozenset().union(*(t.features for t in archspec.cpu.TARGETS.values() if t.family.name == family))
+
+
+def required_cpu_features(microarchitecture: str, extra_features: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The target's feature set: archspec's microarchitecture plus named extras (e.g. avx512_vnni)."""
+    features = set(microarchitecture_features(microarchitecture))
+    family = archspec.cpu.TARGETS[microarchitecture].family.name
+    unknown = set(extra_features) - known_feature_names(family)
+    if unknown:
+        raise UnknownFeatureError(
+            f"unknown CPU feature(s) {sorted(unknown)} for {family}; use archspec's names, e.g. avx512_vnni")
+    return sorted(features | set(extra_features))
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    """A named CPU to run an artifact on: emulated by QEMU user mode, or this host (`native`)."""
+
+    name: str
+    family: str  # x86_64 | aarch64
+    qemu_cpu: str | None  # `qemu-x86_64 -cpu MODEL`; None = run natively
+    microarchitecture: str | None  # archspec name of what the profile provides; None = the host's
+
+    @property
+    def emulated(self) -> bool:
+        return self.qemu_cpu is not None
+
+    def features(self) -> frozenset[str] | None:
+        """Features the profile provides, from archspec; None for native (read by CPUID at run time)."""
+        return None if self.microarchitecture is None else microarchitecture_features(self.microarchitecture)
+
+
+PROFILES: dict[str, CpuProfile] = {
+    "nehalem": CpuProfile("nehalem", "x86_64", "Nehalem", "nehalem"),
+    "sandybridge": CpuProfile("sandybridge", "x86_64", "SandyBridge", "sandybridge"),
+    "haswell": CpuProfile("haswell", "x86_64", "Haswell", "haswell"),
+    "native": CpuProfile("native", "x86_64", None, None),
+}
+
+
+def profile(name: str) -> CpuProfile:
+    if name not in PROFILES:
+        raise KeyError(f"unknown CPU profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,135 @@
+"""One verification run of an ONNX model on one CPU profile, in its own process.
+
+    [qemu-x86_64 -cpu Haswell] python -m pipeline.verify_child --model M.onnx --inputs I.npz --out DIR \
+        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard]
+
+The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
+numpy 2.4 already dies with SIGILL, so a child that imported numpy first would crash exactly where
+the guard must refuse. Only after the guard agrees are numpy and onnxruntime imported.
+
+Writes DIR/outputs.npz (every model output, first N samples) and DIR/run.json (versions, timings,
+the CPU features CPUID showed). Exit codes: 0 ran; 2 bad inputs; 3 refused by the guard
+(pipeline.guard.EXIT_REFUSED); 4 out of memory; anything else, or a signal, is a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError, ensure_can_run, read_stamp
+
+EXIT_BAD_INPUTS = 2
+EXIT_OUT_OF_MEMORY = 4
+DEFAULT_BATCH = 16
+# onnxruntime reports allocation failures as exceptions with these words, not as MemoryError.
+OUT_OF_MEMORY_WORDS = ("bad_alloc", "Failed to allocate memory", "Unable to allocate")
+ONNX_TO_NUMPY = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+                 "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+                 "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.verify_child", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--inputs", required=True, help=".npz with one array per model input, samples on axis 0")
+    parser.add_argument("--out", required=True, help="folder for outputs.npz and run.json")
+    parser.add_argument("--samples", type=int, default=0, help="use the first N samples; 0 = all")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
+    parser.add_argument("--latency-repeats", type=int, default=0, help="time N batch-1 runs after one warm-up")
+    parser.add_argument("--no-guard", action="store_true", help="skip the guard (the fp32 reference has no stamp)")
+    return parser.parse_args(argv)
+
+
+def guard(model: str) -> str:
+    """The guard's verdict in words; raises ArtifactRefused/StampError when it refuses."""
+    if not read_stamp(model):
+        # An artifact built outside quantgate: nothing to check, and nothing to refuse with.
+        return "no quantgate stamp: the guard cannot check this artifact"
+    return ensure_can_run(model).message()
+
+
+def run_model(args: argparse.Namespace, guard_message: str) -> int:
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if args.threads:
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        # A spinning pool burns emulated cycles for nothing under QEMU.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    started = time.perf_counter()
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    load_seconds = time.perf_counter() - started
+
+    arrays = np.load(args.inputs)
+    feeds = {}
+    for node in session.get_inputs():
+        if node.name not in arrays.files:
+            print(f"{args.inputs} has no array named {node.name!r} (model inputs: "
+                  f"{[n.name for n in session.get_inputs()]}; arrays: {arrays.files})", file=sys.stderr)
+            return EXIT_BAD_INPUTS
+        array = arrays[node.name][: args.samples or None]
+        feeds[node.name] = array.astype(ONNX_TO_NUMPY.get(node.type, array.dtype), copy=False)
+    n_samples = len(next(iter(feeds.values())))
+    # A model exported with a fixed batch size only accepts that batch.
+    first_batch_dim = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    batch = first_batch_dim if isinstance(first_batch_dim, int) and first_batch_dim > 0 else DEFAULT_BATCH
+
+    output_names = [node.name for node in session.get_outputs()]
+    started = time.perf_counter()
+    chunks = [session.run(None, {k: v[i:i + batch] for k, v in feeds.items()}) for i in range(0, n_samples, batch)]
+    run_seconds = time.perf_counter() - started
+    outputs = {name: np.concatenate([chunk[j] for chunk in chunks]) for j, name in enumerate(output_names)}
+
+    latency_seconds = []
+    if args.latency_repeats:
+        one = {k: v[:1] for k, v in feeds.items()}
+        session.run(None, one)  # warm-up: first run allocates and plans
+        for _ in range(args.latency_repeats):
+            started = time.perf_counter()
+            session.run(None, one)
+            latency_seconds.append(time.perf_counter() - started)
+
+    from pipeline.cpuid import host_features
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "outputs.npz", **outputs)
+    report = {
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": ort.__version__},
+        "guard": guard_message, "samples": n_samples, "batch": batch, "threads": args.threads,
+        "output_names": output_names, "load_seconds": load_seconds, "run_seconds": run_seconds,
+        "latency_seconds": latency_seconds, "cpu_features": sorted(host_features()),
+    }
+    (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    guard_message = "guard skipped (--no-guard)"
+    if not args.no_guard:
+        try:
+            guard_message = guard(args.model)
+        except (ArtifactRefused, StampError) as refusal:
+            print(f"quantgate guard: refused: {refusal}", file=sys.stderr)
+            return EXIT_REFUSED
+    try:
+        return run_model(args, guard_message)
+    except MemoryError as error:
+        print(f"out of memory: {error}", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except Exception as error:  # onnxruntime raises its own types for allocation failures
+        if any(words in str(error) for words in OUT_OF_MEMORY_WORDS):
+            print(f"out of memory: {error}", file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

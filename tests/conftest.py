@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def compose():
+    """Compose the project's Hydra config with overrides, as the app would."""
+    from pipeline.config import compose_config
+    return compose_config
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ...` (or another module via args) as a user would."""
+    return subprocess.run([sys.executable, *args], cwd=cwd or REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HYDRA_FULL_ERROR": "0"})

@@ -1,0 +1,118 @@
+"""End-to-end builds of the real all-MiniLM-L6-v2, offline, with a small calibration sample."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from pipeline.app import build
+from pipeline.guard import REQUIRED_STAMP_KEYS, read_stamp
+from pipeline.manifest import Manifest, sha256_file
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+SMALL = ["calibration.n_samples=16", "calibration.n_heldout=4", "verify.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def dynamic_build(artifacts):
+    from pipeline.config import compose_config
+    return build(compose_config(["target=avx2", "mode=dynamic", f"artifacts_dir={artifacts}", *SMALL]))
+
+
+@pytest.fixture(scope="module")
+def static_build(artifacts):
+    from pipeline.config import compose_config
+    return build(compose_config(["target=avx512_vnni", "mode=static", f"artifacts_dir={artifacts}", *SMALL]))
+
+
+def cosine_to_reference(manifest: Manifest) -> np.ndarray:
+    inputs = dict(np.load(manifest.path(manifest.heldout_file)))
+    reference = ort.InferenceSession(str(manifest.path(manifest.reference_file))).run(None, inputs)[0]
+    quantized = ort.InferenceSession(str(manifest.path(manifest.model_file))).run(None, inputs)[0]
+    return (reference * quantized).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(quantized, axis=1)
+
+
+def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
+    folder = artifacts / "minilm-dynamic-avx2"
+    assert dynamic_build.folder == folder
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz"}
+    manifest = Manifest.load(folder)
+    assert manifest.heldout_file == "heldout.npz" and manifest.calibration.n == 16
+    assert not manifest.tampered_files()
+    assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz"}
+    assert manifest.build.host_cpu_features and manifest.build.time_utc
+    assert manifest.model_size_bytes < 0.4 * manifest.reference_size_bytes
+    assert not list(artifacts.glob(".minilm-dynamic-avx2.staging-*"))
+
+
+def test_exported_graph_takes_attention_mask_with_dynamic_axes(dynamic_build):
+    session = ort.InferenceSession(str(dynamic_build.path("reference.onnx")))
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    assert all(isinstance(dim, str) for shape in inputs.values() for dim in shape)
+    # Padding must not change a sentence's embedding: the mask is honoured.
+    heldout = dict(np.load(dynamic_build.path("heldout.npz")))
+    shortest = int(heldout["attention_mask"].sum(1).argmin())
+    length = int(heldout["attention_mask"][shortest].sum())
+    unpadded = {k: v[shortest:shortest + 1, :length] for k, v in heldout.items()}
+    padded = {k: v[shortest:shortest + 1] for k, v in heldout.items()}
+    np.testing.assert_allclose(session.run(None, unpadded)[0], session.run(None, padded)[0], atol=1e-5)
+
+
+def test_dynamic_int8_is_close_to_fp32(dynamic_build):
+    cosine = cosine_to_reference(dynamic_build)
+    assert cosine.mean() > 0.98 and cosine.min() > 0.95, cosine
+
+
+def test_every_stamp_key_is_present_and_correct(dynamic_build):
+    stamp = read_stamp(dynamic_build.path("model.onnx"))
+    assert set(REQUIRED_STAMP_KEYS) <= set(stamp)
+    assert stamp["target_isa"] == "avx2" and stamp["mode"] == "dynamic"
+    assert {"avx2", "fma"} <= set(json.loads(stamp["required_cpu_features"]))
+    assert "avx512f" not in json.loads(stamp["required_cpu_features"])
+    assert stamp["reduce_range"] == "true" and stamp["per_channel"] == "true"
+    assert stamp["weight_type"] == "int8" and stamp["activation_type"] == "uint8"
+    calibration = json.loads(stamp["calibration"])
+    assert calibration["n"] == 16 and calibration["sha256"] == dynamic_build.calibration.sha256
+    versions = json.loads(stamp["versions"])
+    assert versions["torch"].startswith("2.13.0") and versions["onnxruntime"] == ort.__version__
+    assert set(versions) >= {"python", "torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy",
+                             "quantgate"}
+    assert json.loads(stamp["source_model"])["weights_sha256"] == dynamic_build.source_weights_sha256
+    assert stamp["opset"] == "18" and len(stamp["config_sha256"]) == 64
+    # The stamp is readable by onnx itself too.
+    props = {p.key: p.value for p in onnx.load(str(dynamic_build.path("model.onnx"))).metadata_props}
+    assert props["quantgate.target_isa"] == "avx2"
+
+
+def test_rebuild_is_byte_identical(dynamic_build, tmp_path):
+    from pipeline.config import compose_config
+    again = build(compose_config(["target=avx2", "mode=dynamic", f"artifacts_dir={tmp_path}", *SMALL]))
+    assert sha256_file(again.path("model.onnx")) == sha256_file(dynamic_build.path("model.onnx"))
+    assert sha256_file(again.path("reference.onnx")) == sha256_file(dynamic_build.path("reference.onnx"))
+
+
+def test_static_build_follows_the_vnni_policy(static_build):
+    stamp = read_stamp(static_build.path("model.onnx"))
+    assert stamp["mode"] == "static" and stamp["quant_format"] == "QDQ"
+    assert stamp["reduce_range"] == "false" and "avx512_vnni" in json.loads(stamp["required_cpu_features"])
+    assert json.loads(stamp["calibration"])["method"] == "minmax"
+    ops = {node.op_type for node in onnx.load(str(static_build.path("model.onnx"))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert cosine_to_reference(static_build).mean() > 0.85
+
+
+def test_cli_build_then_inspect(tmp_path):
+    result = run_cli("-m", "pipeline", "target=avx2", f"artifacts_dir={tmp_path}", *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "minilm-dynamic-avx2/model.onnx" in result.stdout and "sha256" in result.stdout
+    inspected = run_cli("-m", "pipeline.cli", "inspect", str(tmp_path / "minilm-dynamic-avx2" / "model.onnx"))
+    assert inspected.returncode == 0, inspected.stderr
+    assert "quantgate.target_isa" in inspected.stdout and "CAN run it" in inspected.stdout
