@@ -28,6 +28,29 @@ def pydoc_sentences(min_chars: int) -> list[str]:
     return sentences
 
 
+def load_table(calibration_cfg):
+    """Local csv / json / parquet / text files as one `datasets.Dataset` (split `train`)."""
+    import datasets
+
+    files = [Path(f).expanduser() for f in calibration_cfg.data_files]
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        raise QuantgateError(f"calibration.data_files: {missing or 'none given'} not found; give existing "
+                             f"csv/json/jsonl/parquet/txt files, e.g. 'calibration.data_files=[traffic.jsonl]'")
+    formats = {FILE_FORMATS.get(f.suffix.lower()) for f in files}
+    if None in formats or len(formats) != 1:
+        raise QuantgateError(f"calibration.data_files must all be one of {sorted(FILE_FORMATS)}; got "
+                             f"{[f.name for f in files]}")
+    if all(f.stat().st_size == 0 for f in files):
+        raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} are empty; give files with examples")
+    try:
+        return datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
+    except Exception as error:  # datasets raises many types for a file it cannot parse
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise QuantgateError(f"calibration.data_files could not be parsed ({message}); check the file's "
+                             f"format matches its extension") from None
+
+
 def load_text_dataset(calibration_cfg):
     """The configured source as a Dataset whose column `text` holds one example per row."""
     import datasets
@@ -37,19 +60,7 @@ def load_text_dataset(calibration_cfg):
     if source == "pydoc_topics":
         return datasets.Dataset.from_dict({"text": pydoc_sentences(calibration_cfg.min_chars)})
     if source == "files":
-        files = [Path(f).expanduser() for f in calibration_cfg.data_files]
-        missing = [str(f) for f in files if not f.is_file()]
-        if not files or missing:
-            raise QuantgateError(f"calibration.data_files: {missing or 'none given'} not found; give existing "
-                                 f"csv/json/jsonl/parquet/txt files, e.g. 'calibration.data_files=[traffic.jsonl]'")
-        formats = {FILE_FORMATS.get(f.suffix.lower()) for f in files}
-        if None in formats or len(formats) != 1:
-            raise QuantgateError(f"calibration.data_files must all be one of {sorted(FILE_FORMATS)}; got "
-                                 f"{[f.name for f in files]}")
-        try:
-            dataset = datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
-        except Exception as error:  # datasets raises many types for a file it cannot parse
-            raise QuantgateError(f"calibration.data_files could not be parsed: {error}") from None
+        dataset = load_table(calibration_cfg)
         if column not in dataset.column_names:
             raise QuantgateError(f"calibration.text_column={column!r} is not a column of {files[0].name}; "
                                  f"columns: {dataset.column_names}")
@@ -65,5 +76,9 @@ def load_text_dataset(calibration_cfg):
                                  f"columns: {dataset.column_names}")
     else:
         raise QuantgateError(f"unknown calibration.source {source!r}")
-    texts = [t for t in dataset[column] if isinstance(t, str) and len(t.strip()) >= calibration_cfg.min_chars]
+    values = dataset[column]
+    if values and not any(isinstance(value, str) for value in values):
+        raise QuantgateError(f"calibration.text_column={column!r} holds {type(values[0]).__name__} values, not "
+                             f"text; point it at the column with the input text")
+    texts = [t for t in values if isinstance(t, str) and len(t.strip()) >= calibration_cfg.min_chars]
     return datasets.Dataset.from_dict({"text": texts})

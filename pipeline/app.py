@@ -54,7 +54,7 @@ def validate(cfg) -> None:
                              f"mode=static")
     policy(cfg)
     if cfg.model.name_or_path is not None:
-        from pipeline.stages.export import resolve_model_path
+        from pipeline.models import resolve_model_path
         resolve_model_path(cfg.model.name_or_path)
 
 
@@ -107,7 +107,7 @@ def _build_record(started: float, overrides: list[str]) -> BuildRecord:
 
 def build(cfg, overrides: list[str] | None = None) -> Manifest:
     """Run load, calibrate, quantize and stamp; return the manifest of the published folder."""
-    from pipeline.stages import calibrate, export, quantize, stamp
+    from pipeline.stages import calibrate, export, gate, quantize, stamp
 
     validate(cfg)
     started = time.perf_counter()
@@ -119,10 +119,8 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         try:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=_value(cfg.mode.name),
                                 target=cfg.target.name, artifact_dir=str(staging))
-            manifest = export.run(cfg, manifest)
-            manifest, calibration_batches = calibrate.run(cfg, manifest)
-            manifest = quantize.run(cfg, manifest, calibration_batches)
-            manifest = stamp.run(cfg, manifest)
+            for stage in (export, calibrate, quantize, gate, stamp):
+                manifest = stage.run(cfg, manifest)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
             manifest.build = _build_record(started, overrides or [])
@@ -161,4 +159,5 @@ def quantize_task(cfg, overrides: list[str] | None = None) -> int:
         print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
     print_summary(manifest)
-    return EXIT_VERIFY_FAILED if manifest.verify_status == "fail" else EXIT_OK
+    from pipeline.stages.verify import exit_code
+    return exit_code(manifest.verify_status) if manifest.verify_status else EXIT_OK

@@ -86,6 +86,16 @@ class QuantizationRecord:
 
 
 @dataclass
+class FallbackRecord:
+    """The accuracy gate's work: nodes left in fp32 and the metric after each step."""
+
+    budget: str
+    excluded_nodes: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    within_budget: bool = True
+
+
+@dataclass
 class BuildRecord:
     time_utc: str
     host: str
@@ -108,6 +118,9 @@ class Manifest:
     model_file: str = "model.onnx"
     reference_file: str = "reference.onnx"
     heldout_file: str = "heldout.npz"
+    validation_file: str = "validation.npz"
+    calibration_file: str = "calibration.npz"
+    calibration_report_file: str = "calibration_report.json"
     model_kind: str = "embedding"  # embedding | classifier
     source_model: str = ""
     source_weights_sha256: str = ""
@@ -117,6 +130,12 @@ class Manifest:
     required_cpu_features: list[str] = field(default_factory=list)
     calibration: CalibrationRecord | None = None
     quantization: QuantizationRecord | None = None
+    # Metrics on the validation split (build-time gate) and the held-out split (fp32 reference).
+    fp32_metrics: dict[str, float] = field(default_factory=dict)
+    int8_metrics: dict[str, float] = field(default_factory=dict)
+    coverage_status: str = ""
+    fallback: FallbackRecord | None = None
+    qat: dict[str, Any] = field(default_factory=dict)
     stamp: dict[str, str] = field(default_factory=dict)
     config_sha256: str = ""
     build: BuildRecord | None = None
@@ -143,7 +162,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> "Manifest":
-        nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord}
+        nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord,
+                  "fallback": FallbackRecord}
         values = dict(payload)
         for key, record_type in nested.items():
             if values.get(key) is not None:

@@ -19,8 +19,15 @@ class ModelKind(str, Enum):
 
 class CalibrationSource(str, Enum):
     pydoc_topics = "pydoc_topics"  # English text shipped with Python itself: always offline
+    digits = "digits"  # scikit-learn's bundled digits splits (for model=digits_cnn)
     files = "files"  # local csv / json / parquet / text files
     hub = "hub"  # a datasets hub name (needs the dataset in the local cache when offline)
+
+
+class SamplingStrategy(str, Enum):
+    random = "random"
+    stratified = "stratified"  # by label
+    length_stratified = "length_stratified"  # by text length quartile
 
 
 class CalibrationMethod(str, Enum):
@@ -48,11 +55,14 @@ class IntType(str, Enum):
 @dataclass
 class ModelConfig:
     name: str = MISSING
+    family: str = "text_embedding"  # text_embedding | digits_cnn (see pipeline/models.py)
     kind: ModelKind = ModelKind.embedding
     # A local transformers checkpoint folder; null = the embedded all-MiniLM-L6-v2 package.
     name_or_path: Optional[str] = None
     max_length: int = 64
     opset: int = 18
+    seed: int = 0
+    train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
 
 
 @dataclass
@@ -63,12 +73,19 @@ class CalibrationConfig:
     split: str = "train"
     text_column: str = "text"
     n_samples: int = 64
-    n_heldout: int = 16
+    n_validation: int = 32  # the build-time accuracy gate's sample
+    n_heldout: int = 16  # saved as heldout.npz for verification
+    min_samples: int = 16  # fewer calibration examples than this is refused
+    strategy: SamplingStrategy = SamplingStrategy.length_stratified
     seed: int = 0
     method: CalibrationMethod = CalibrationMethod.minmax
     batch_size: int = 8
     min_chars: int = 24  # shorter fragments are headings and code, not traffic
     deduplicate: bool = True
+    # Coverage: the share of held-out activation values outside the calibration range (clipped
+    # at int8), worst tensor. Above warn: the build warns; above fail: it fails (static and QAT).
+    coverage_warn: float = 0.01
+    coverage_fail: float = 0.2
 
 
 @dataclass
@@ -76,8 +93,13 @@ class ModeConfig:
     name: QuantMode = MISSING
     quant_format: QuantFormat = QuantFormat.QDQ
     # Static: quantizing Add/Softmax/LayerNorm outputs of a transformer with per-tensor ranges
-    # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types.
-    op_types_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Conv"])
+    # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types
+    # (Gather: the embedding table, weight-only in effect).
+    op_types_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Conv", "Gather"])
+    # QAT (torchao PT2E): fine-tuning steps, learning rate and batch size.
+    qat_steps: int = 100
+    qat_learning_rate: float = 1e-4
+    qat_batch_size: int = 16
 
 
 @dataclass
@@ -108,6 +130,12 @@ class VerifyConfig:
     min_cosine_worst: float = 0.95
     min_top1_agreement: float = 0.97
     max_abs_error: Optional[float] = None
+    max_accuracy_drop: float = 0.02  # classifiers: fp32 accuracy minus int8 accuracy
+    # The same budget gates the build on the validation split; over it, the most sensitive nodes
+    # stay fp32, a few per step, up to this many, then the build fails with the numbers.
+    build_gate: bool = True
+    fallback_max_excluded_nodes: int = 8
+    fallback_nodes_per_step: int = 2
     # Pretend the native host has exactly these CPU features (tests, what-if runs); null = CPUID.
     assume_host_features: Optional[list[str]] = None
 

@@ -1,7 +1,9 @@
-"""Stage 2, calibrate: a seeded, deduplicated calibration sample and a disjoint held-out split.
+"""Stage 2, calibrate: disjoint, seeded, deduplicated calibration / validation / held-out samples.
 
-The held-out inputs are saved as `heldout.npz` (arrays named after the model's inputs) for the
-verify stage; the calibration batches stay in memory for the quantize stage.
+Writes `calibration.npz` (the calibration batches), `validation.npz` (the accuracy gate's inputs),
+`heldout.npz` (verification's inputs; arrays named after the model inputs, plus `labels` for
+classifiers) and `calibration_report.json` (coverage: are held-out activations inside the
+calibration ranges?).
 """
 from __future__ import annotations
 
@@ -9,38 +11,113 @@ import io
 
 import numpy as np
 
-from calibration.readers import text_batches, tokenize
-from calibration.sampling import split_calibration_heldout
-from calibration.sources import load_text_dataset
-from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes
-from pipeline.progress import step
-from pipeline.stages.export import load_tokenizer
+from calibration.coverage import coverage_report, describe
+from calibration.sampling import draw
+from pipeline.config import QuantgateError
+from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.models import model_family
+from pipeline.progress import say, step
 
 
-def run(cfg, manifest: Manifest) -> tuple[Manifest, list[dict[str, np.ndarray]]]:
-    """Returns the manifest and the calibration batches (model inputs) for quantize."""
+def _value(item) -> str:
+    return str(getattr(item, "value", item))
+
+
+def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_batches(path, batches: list[dict[str, np.ndarray]]) -> None:
+    save_npz(path, {f"{index:04d}.{name}": array for index, batch in enumerate(batches)
+                    for name, array in batch.items()})
+
+
+def load_batches(path) -> list[dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as archive:
+        batches: dict[str, dict[str, np.ndarray]] = {}
+        for key in sorted(archive.files):
+            index, name = key.split(".", 1)
+            batches.setdefault(index, {})[name] = archive[key]
+    return [batches[index] for index in sorted(batches)]
+
+
+def load_inputs(path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in input_names}, (archive["labels"] if "labels" in archive else None)
+
+
+def check_calibration_values(batches: list[dict[str, np.ndarray]], n_examples: int, minimum: int) -> None:
+    """Refuse, before any quantization, a sample that is empty, too small, or not finite."""
+    if n_examples == 0:
+        raise QuantgateError("the calibration sample is empty; point calibration at data with examples")
+    if n_examples < minimum:
+        raise QuantgateError(f"the calibration sample has {n_examples} examples, fewer than calibration.min_samples"
+                             f"={minimum}; add data or raise calibration.n_samples")
+    for batch in batches:
+        for name, array in batch.items():
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                bad = int((~np.isfinite(array)).sum())
+                raise QuantgateError(f"the calibration data holds {bad} NaN or inf value(s) in input {name!r}; "
+                                     f"clean the data (drop or impute those rows) and rebuild")
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
     calibration_cfg = cfg.calibration
-    source = getattr(calibration_cfg.source, "value", calibration_cfg.source)
-    with step(f"calibrate: {calibration_cfg.n_samples} calibration + {calibration_cfg.n_heldout} held-out "
-              f"examples from {source} (seed {calibration_cfg.seed})"):
-        texts = load_text_dataset(calibration_cfg)["text"]
-        calibration, heldout = split_calibration_heldout(
-            texts, calibration_cfg.n_samples, calibration_cfg.n_heldout, calibration_cfg.seed,
-            calibration_cfg.deduplicate)
-        tokenizer = load_tokenizer(cfg)
-        histogram_method = getattr(calibration_cfg.method, "value", calibration_cfg.method) != "minmax"
-        batches = text_batches(tokenizer, calibration.texts, calibration_cfg.batch_size, cfg.model.max_length,
-                               pad_to_max_length=histogram_method)
-        heldout_inputs = tokenize(tokenizer, heldout.texts, cfg.model.max_length)
-        buffer = io.BytesIO()
-        np.savez(buffer, **heldout_inputs)
-        atomic_write_bytes(manifest.path(manifest.heldout_file), buffer.getvalue())
-    method = getattr(calibration_cfg.method, "value", calibration_cfg.method)
-    dataset_name = {"pydoc_topics": "pydoc_data.topics", "hub": calibration_cfg.hub_name,
-                    "files": ",".join(calibration_cfg.data_files)}[source]
+    family = model_family(cfg)
+    strategy, seed = _value(calibration_cfg.strategy), int(calibration_cfg.seed)
+    with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
+              f"{calibration_cfg.n_heldout} held-out examples ({strategy}, seed {seed})"):
+        data = family.data()
+        if len(data.calibration_pool) == 0:
+            raise QuantgateError("the calibration source holds no usable examples; check the data files and "
+                                 "calibration.text_column / calibration.min_chars")
+        calibration = draw(data.calibration_pool, calibration_cfg.n_samples, seed, strategy,
+                           data.calibration_labels, deduplicate=calibration_cfg.deduplicate,
+                           what="calibration sample")
+        used = set(calibration.indices) if data.shared_pool else set()
+        validation = draw(data.validation_pool, calibration_cfg.n_validation, seed + 1, strategy,
+                          data.validation_labels, exclude=used, deduplicate=calibration_cfg.deduplicate,
+                          what="validation sample (calibration.n_validation)")
+        used |= set(validation.indices) if data.shared_pool else set()
+        heldout = draw(data.heldout_pool, calibration_cfg.n_heldout, seed + 2, strategy, data.heldout_labels,
+                       exclude=used, deduplicate=calibration_cfg.deduplicate,
+                       what="held-out sample (calibration.n_heldout)")
+        histogram_method = _value(calibration_cfg.method) != "minmax"
+        batch_size = int(calibration_cfg.batch_size)
+        batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
+                   for start in range(0, len(calibration), batch_size)]
+        check_calibration_values(batches, len(calibration), int(calibration_cfg.min_samples))
+        save_batches(manifest.path(manifest.calibration_file), batches)
+        for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
+            arrays = family.encode(sample.examples)
+            if sample.labels is not None:
+                arrays["labels"] = np.asarray(sample.labels, dtype=np.int64)
+            save_npz(manifest.path(filename), arrays)
+
+    with step("calibrate: coverage of held-out activations by calibration ranges"):
+        heldout_inputs, _ = load_inputs(manifest.path(manifest.heldout_file), family.input_names)
+        report = coverage_report(
+            manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize), batches,
+            [heldout_inputs], float(calibration_cfg.coverage_warn), float(calibration_cfg.coverage_fail),
+            enforced=_value(cfg.mode.name) in ("static", "qat"))
+        report["calibration_sha256"] = calibration.sha256()
+        atomic_write_json(manifest.path(manifest.calibration_report_file), report)
+    say(describe(report))
+    if report["status"] == "warn":
+        say(f"WARNING: calibration may not represent real inputs: tensors {', '.join(report['worst_tensors'][:3])} "
+            f"see held-out values outside their calibration range; use more calibration data "
+            f"(calibration.n_samples) or data closer to real traffic (calibration=files)")
+    if report["status"] == "fail":
+        raise QuantgateError(
+            f"calibration is not representative: {report['worst_fraction_outside']:.1%} of held-out values of "
+            f"{report['worst_tensors'][0]} fall outside the calibration range (calibration.coverage_fail="
+            f"{calibration_cfg.coverage_fail}); worst tensors: {', '.join(report['worst_tensors'][:3])}. Use more "
+            f"or more varied calibration data (calibration.n_samples, calibration.strategy=stratified)")
+    manifest.coverage_status = report["status"]
     manifest.calibration = CalibrationRecord(
-        dataset=str(dataset_name), split=calibration_cfg.split, n=len(calibration.texts),
-        n_heldout=len(heldout.texts), method=method, sha256=calibration.sha256(),
-        heldout_sha256=heldout.sha256(), seed=int(calibration_cfg.seed),
-        indices=calibration.indices, heldout_indices=heldout.indices)
-    return manifest, batches
+        dataset=data.dataset_name, split=calibration_cfg.split, n=len(calibration), n_heldout=len(heldout),
+        method=_value(calibration_cfg.method), sha256=calibration.sha256(), heldout_sha256=heldout.sha256(),
+        seed=seed, indices=calibration.indices, heldout_indices=heldout.indices)
+    return manifest

@@ -1,11 +1,13 @@
-"""Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx with onnxruntime.quantization.
+"""Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx.
 
-The target's policy (per-channel, reduce_range, signedness) comes from its config; see the
-policy table in README.md. Dynamic quantization always uses uint8 activations (onnxruntime's
-DynamicQuantizeLinear is u8-only), which the stamp records truthfully.
+`dynamic` and `static` use onnxruntime.quantization; `qat` fine-tunes with fake quantization in
+torch (pipeline/qat.py) and exports QDQ ONNX. The target's policy (per-channel, reduce_range,
+signedness) comes from its config; see the policy table in README.md. Dynamic quantization always
+uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only); the stamp says so.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -25,16 +27,18 @@ def policy(cfg) -> QuantizationRecord:
     """What the mode and target imply, and the combinations that make no sense, refused up front."""
     mode, target = _value(cfg.mode.name), cfg.target
     activation_type = "uint8" if mode == "dynamic" else _value(target.activation_type)
-    method = _value(cfg.calibration.method) if mode in ("static", "qat") else None
-    if mode == "qat":
-        raise QuantgateError("mode=qat is not available yet (it comes with QAT support); use mode=static or "
-                             "mode=dynamic")
+    method = _value(cfg.calibration.method) if mode == "static" else None
     if mode == "dynamic" and _value(cfg.mode.quant_format) != "QDQ":
         raise QuantgateError("mode=dynamic has no quant_format choice; leave mode.quant_format at QDQ")
+    if mode == "qat" and _value(cfg.mode.quant_format) != "QDQ":
+        raise QuantgateError("mode=qat exports QuantizeLinear/DequantizeLinear pairs: mode.quant_format must be QDQ")
+    if mode == "qat" and cfg.mode.qat_steps <= 0:
+        raise QuantgateError(f"mode.qat_steps={cfg.mode.qat_steps} must be a positive number of training steps")
     return QuantizationRecord(
         mode=mode, quant_format="QOperator" if mode == "dynamic" else _value(cfg.mode.quant_format),
         weight_type=_value(target.weight_type), activation_type=activation_type,
-        per_channel=bool(target.per_channel), reduce_range=bool(target.reduce_range), calibration_method=method)
+        per_channel=bool(target.per_channel), reduce_range=bool(target.reduce_range),
+        calibration_method=method if mode == "static" else ("qat" if mode == "qat" else None))
 
 
 def _quant_type(name: str):
@@ -42,38 +46,56 @@ def _quant_type(name: str):
     return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
-def run(cfg, manifest: Manifest, calibration_batches: list | None = None) -> Manifest:
+def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, calibration_batches: list,
+                  op_types: list[str], nodes_to_exclude: list[str] = (), quiet: bool = False) -> None:
+    """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+
+    if record.mode == "dynamic":
+        quantize_dynamic(reference, output, per_channel=record.per_channel, reduce_range=record.reduce_range,
+                         weight_type=_quant_type(record.weight_type), op_types_to_quantize=list(op_types),
+                         nodes_to_exclude=list(nodes_to_exclude))
+        return
+    progress = tqdm(total=len(calibration_batches), desc="calibration batches", unit="batch", disable=quiet)
+    # onnxruntime logs a generic "consider pre-processing" warning on every call; ours are explicit.
+    logging.getLogger().setLevel(logging.ERROR)
+    reader = BatchReader(calibration_batches, on_batch=lambda: progress.update(1))
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[record.calibration_method or "minmax"]
+    try:
+        quantize_static(
+            reference, output, reader, quant_format=QuantFormat[record.quant_format],
+            per_channel=record.per_channel, reduce_range=record.reduce_range,
+            activation_type=_quant_type(record.activation_type), weight_type=_quant_type(record.weight_type),
+            calibrate_method=method, op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
+            extra_options={"CalibTensorRangeSymmetric": False})
+    finally:
+        progress.close()
+
+
+def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
+    from pipeline.stages.calibrate import load_batches
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
+    calibration_batches = load_batches(manifest.path(manifest.calibration_file))
     with tempfile.TemporaryDirectory(dir=manifest.folder, prefix=".quantize-") as scratch:
         output = Path(scratch) / "model.onnx"
-        if record.mode == "dynamic":
-            with step(f"quantize: dynamic int8 (per_channel={record.per_channel}, "
+        excluded = f", {len(nodes_to_exclude)} node(s) kept fp32" if nodes_to_exclude else ""
+        if record.mode == "qat":
+            from pipeline import qat
+            with step(f"quantize: QAT, {cfg.mode.qat_steps} fake-quant steps (activations {record.activation_type}, "
+                      f"weights {record.weight_type}, per_channel={record.per_channel}, "
                       f"reduce_range={record.reduce_range})"):
-                quantize_dynamic(reference, output, per_channel=record.per_channel,
-                                 reduce_range=record.reduce_range, weight_type=_quant_type(record.weight_type))
+                manifest.qat = qat.train_and_export(cfg, record, calibration_batches, output)
         else:
-            if not calibration_batches:
-                raise QuantgateError("mode=static needs calibration batches; calibration.n_samples must be > 0")
-            with step(f"quantize: static {record.quant_format} (method {record.calibration_method}, "
-                      f"activations {record.activation_type}, weights {record.weight_type}, "
-                      f"per_channel={record.per_channel}, reduce_range={record.reduce_range})"):
-                progress = tqdm(total=len(calibration_batches), desc="calibration batches", unit="batch")
-                reader = BatchReader(calibration_batches, on_batch=lambda: progress.update(1))
-                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                          "percentile": CalibrationMethod.Percentile}[record.calibration_method]
-                try:
-                    quantize_static(
-                        reference, output, reader, quant_format=QuantFormat[record.quant_format],
-                        per_channel=record.per_channel, reduce_range=record.reduce_range,
-                        activation_type=_quant_type(record.activation_type),
-                        weight_type=_quant_type(record.weight_type), calibrate_method=method,
-                        op_types_to_quantize=list(cfg.mode.op_types_to_quantize),
-                        extra_options={"CalibTensorRangeSymmetric": False})
-                finally:
-                    progress.close()
+            what = "dynamic int8" if record.mode == "dynamic" else (
+                f"static {record.quant_format} (method {record.calibration_method}, activations "
+                f"{record.activation_type}, weights {record.weight_type})")
+            with step(f"quantize: {what}, per_channel={record.per_channel}, reduce_range={record.reduce_range}"
+                      f"{excluded}"):
+                quantize_onnx(record, reference, output, calibration_batches, list(cfg.mode.op_types_to_quantize),
+                              nodes_to_exclude)
         atomic_write_bytes(manifest.path(manifest.model_file), output.read_bytes())
     manifest.quantization = record
     return manifest

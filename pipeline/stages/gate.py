@@ -1,0 +1,173 @@
+"""Stage 3b, gate: hold the int8 model to the accuracy budget at build time, with fp32 fallback.
+
+The budget is the verify thresholds (`verify/`): accuracy drop for classifiers, cosine for
+embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
+quantization noise (onnxruntime's qdq_loss_debug: SQNR of each node's quantized activation and
+weight) stay in fp32, a few per step, until the budget holds or the limit is reached; then the
+build fails with the numbers.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from calibration.readers import BatchReader
+from pipeline.config import QuantgateError
+from pipeline.manifest import FallbackRecord, Manifest
+from pipeline.progress import say
+
+RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
+
+
+def run_model(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)[0]
+
+
+def metrics(kind: str, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    if kind == "classifier":
+        result = {"top1_agreement": float(np.mean(outputs.argmax(1) == reference.argmax(1)))}
+        if labels is not None:
+            result["accuracy"] = float(np.mean(outputs.argmax(1) == labels))
+        return result
+    cosine = (outputs * reference).sum(1) / (np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1))
+    return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+
+
+def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
+    if kind == "classifier":
+        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}" if has_labels
+                else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
+    return f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}"
+
+
+def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float], verify_cfg) -> tuple[bool, str]:
+    if kind == "classifier":
+        if "accuracy" in quantized:
+            drop = fp32["accuracy"] - quantized["accuracy"]
+            return (drop <= verify_cfg.max_accuracy_drop,
+                    f"accuracy {quantized['accuracy']:.4f} vs fp32 {fp32['accuracy']:.4f} (drop {drop:.4f}, "
+                    f"budget {verify_cfg.max_accuracy_drop})")
+        agreement = quantized["top1_agreement"]
+        return (agreement >= verify_cfg.min_top1_agreement,
+                f"top-1 agreement {agreement:.4f} (budget >= {verify_cfg.min_top1_agreement})")
+    ok = (quantized["cosine_mean"] >= verify_cfg.min_cosine_mean
+          and quantized["cosine_worst"] >= verify_cfg.min_cosine_worst)
+    return ok, (f"cosine mean {quantized['cosine_mean']:.4f} worst {quantized['cosine_worst']:.4f} (budget mean >= "
+                f"{verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst})")
+
+
+def _noise(sqnr_db: float) -> float:
+    """Noise-to-signal power from SQNR in dB; noise powers of a node's inputs add up."""
+    return float(10 ** (-sqnr_db / 10)) if np.isfinite(sqnr_db) else 0.0
+
+
+def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.ndarray], op_types: list[str],
+                         excluded: list[str]) -> list[tuple[str, float]]:
+    """Quantized nodes, noisiest first: (node name, noise-to-signal power of its quantized inputs)."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         compute_weight_error, create_activation_matching,
+                                                         create_weight_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    sample = {name: array[:RANKING_EXAMPLES] for name, array in inputs.items()}
+    with tempfile.TemporaryDirectory() as scratch:
+        augmented_float, augmented_qdq = Path(scratch) / "float.onnx", Path(scratch) / "qdq.onnx"
+        modify_model_output_intermediate_tensors(reference, augmented_float)
+        modify_model_output_intermediate_tensors(qdq_model, augmented_qdq)
+        float_activations = collect_activations(str(augmented_float), BatchReader([sample]))
+        qdq_activations = collect_activations(str(augmented_qdq), BatchReader([sample]))
+    activation_error = compute_activation_error(create_activation_matching(qdq_activations, float_activations))
+    weight_error = compute_weight_error(create_weight_matching(str(reference), str(qdq_model)))
+    scores = []
+    for node in onnx.load(str(reference), load_external_data=False).graph.node:
+        if node.op_type not in op_types or node.name in excluded:
+            continue
+        activation_noise = sum(_noise(activation_error[name]["qdq_err"])
+                               for name in node.input if name in activation_error)
+        weight_noise = sum(_noise(weight_error[name]) for name in node.input if name in weight_error)
+        if activation_noise + weight_noise > 0:
+            # Weight-only nodes (embedding lookups) rank last: a LayerNorm follows them and absorbs
+            # their noise, while their fp32 tables cost the most bytes.
+            scores.append((node.name, activation_noise + weight_noise, activation_noise > 0))
+    scores.sort(key=lambda item: (not item[2], -item[1], item[0]))
+    return [(name, noise) for name, noise, _ in scores]
+
+
+def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> Path:
+    """A QDQ model to rank nodes on: the artifact itself, or a static QDQ twin of a dynamic one."""
+    from dataclasses import replace
+
+    from pipeline.stages.calibrate import load_batches
+    from pipeline.stages.quantize import quantize_onnx
+
+    if manifest.quantization.mode != "dynamic":
+        return manifest.path(manifest.model_file)
+    probe = scratch / "probe.onnx"
+    record = replace(manifest.quantization, mode="static", quant_format="QDQ", calibration_method="minmax")
+    quantize_onnx(record, manifest.path(manifest.reference_file), probe,
+                  load_batches(manifest.path(manifest.calibration_file)), list(cfg.mode.op_types_to_quantize),
+                  excluded, quiet=True)
+    return probe
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    from pipeline.stages import quantize
+    from pipeline.stages.calibrate import load_inputs
+
+    kind, verify_cfg = manifest.model_kind, cfg.verify
+    validation, validation_labels = load_inputs(manifest.path(manifest.validation_file), manifest.input_names)
+    heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
+    reference_validation = run_model(manifest.path(manifest.reference_file), validation)
+    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels)
+    manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
+    if heldout_labels is not None:
+        manifest.fp32_metrics["test_accuracy"] = float(np.mean(reference_heldout.argmax(1) == heldout_labels))
+
+    def measure() -> tuple[bool, str, dict[str, float]]:
+        quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
+                            validation_labels)
+        ok, description = within_budget(kind, quantized, fp32, verify_cfg)
+        return ok, description, quantized
+
+    ok, description, quantized = measure()
+    fallback = FallbackRecord(budget=budget_text(kind, verify_cfg, validation_labels is not None))
+    fallback.steps.append({"excluded_nodes": 0, **quantized})
+    say(f"gate: validation {description}: {'within budget' if ok else 'OVER BUDGET'}")
+    limit, per_step = int(verify_cfg.fallback_max_excluded_nodes), max(1, int(verify_cfg.fallback_nodes_per_step))
+    can_fall_back = verify_cfg.build_gate and manifest.quantization.mode in ("static", "dynamic")
+    while not ok and can_fall_back and len(fallback.excluded_nodes) < limit:
+        with tempfile.TemporaryDirectory() as scratch:
+            probe = _qdq_probe(cfg, manifest, fallback.excluded_nodes, Path(scratch))
+            ranked = rank_sensitive_nodes(manifest.path(manifest.reference_file), probe, validation,
+                                          list(cfg.mode.op_types_to_quantize), fallback.excluded_nodes)
+        chosen = [name for name, _ in ranked[: min(per_step, limit - len(fallback.excluded_nodes))]]
+        if not chosen:
+            break
+        fallback.excluded_nodes.extend(chosen)
+        say(f"gate: keeping {', '.join(chosen)} in fp32 (the noisiest quantized nodes); requantizing")
+        manifest = quantize.run(cfg, manifest, nodes_to_exclude=fallback.excluded_nodes)
+        ok, description, quantized = measure()
+        fallback.steps.append({"excluded_nodes": len(fallback.excluded_nodes), "added": chosen, **quantized})
+        say(f"gate: with {len(fallback.excluded_nodes)} node(s) in fp32: {description}")
+    fallback.within_budget = ok
+    manifest.fallback = fallback
+    manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
+    if heldout_labels is not None:
+        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
+        manifest.int8_metrics["test_accuracy"] = float(np.mean(heldout_outputs.argmax(1) == heldout_labels))
+    if not ok and verify_cfg.build_gate:
+        steps = "; ".join(f"{s['excluded_nodes']} fp32 node(s): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)
+        hint = ("QAT has no fp32 fallback; train longer (mode.qat_steps) or use mode=static"
+                if manifest.quantization.mode == "qat" else
+                f"stopped at verify.fallback_max_excluded_nodes={limit}; raise it, calibrate with more data, or "
+                f"relax the budget in verify/")
+        raise QuantgateError(f"the int8 model is over its accuracy budget on the validation split: {description}. "
+                             f"Steps: {steps}. {hint}")
+    return manifest
