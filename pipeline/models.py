@@ -235,8 +235,22 @@ class DigitsCnnFamily:
 FAMILIES = {"text_embedding": TextEmbeddingFamily, "digits_cnn": DigitsCnnFamily}
 
 
+_FAMILY_CACHE: dict[str, object] = {}
+
+
 def model_family(cfg):
+    """The family for this config; one instance per model+data config in a process, so a model the
+    pipeline trains (digits_cnn) is trained once per build, not once per stage."""
+    import json
+
+    from omegaconf import OmegaConf
+
     family = _value(cfg.model.family)
     if family not in FAMILIES:
         raise QuantgateError(f"unknown model.family {family!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[family](cfg)
+    key = json.dumps(OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True), sort_keys=True) + \
+        json.dumps(OmegaConf.to_container(cfg.calibration, resolve=True, enum_to_str=True), sort_keys=True)
+    if key not in _FAMILY_CACHE:
+        _FAMILY_CACHE.clear()  # one build at a time per process; do not keep old models alive
+        _FAMILY_CACHE[key] = FAMILIES[family](cfg)
+    return _FAMILY_CACHE[key]

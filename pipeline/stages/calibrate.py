@@ -12,7 +12,7 @@ import io
 import numpy as np
 
 from calibration.coverage import coverage_report, describe
-from calibration.sampling import draw
+from calibration.sampling import deduplicated_indices, draw
 from pipeline.config import QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.models import model_family
@@ -50,9 +50,9 @@ def load_inputs(path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np
 
 def check_calibration_values(batches: list[dict[str, np.ndarray]], n_examples: int, minimum: int) -> None:
     """Refuse, before any quantization, a sample that is empty, too small, or not finite."""
-    if n_examples == 0:
+    if n_examples <= 0:
         raise QuantgateError("the calibration sample is empty; point calibration at data with examples")
-    if n_examples < minimum:
+    if 0 < n_examples < minimum:
         raise QuantgateError(f"the calibration sample has {n_examples} examples, fewer than calibration.min_samples"
                              f"={minimum}; add data or raise calibration.n_samples")
     for batch in batches:
@@ -73,7 +73,17 @@ def run(cfg, manifest: Manifest) -> Manifest:
         if len(data.calibration_pool) == 0:
             raise QuantgateError("the calibration source holds no usable examples; check the data files and "
                                  "calibration.text_column / calibration.min_chars")
-        calibration = draw(data.calibration_pool, calibration_cfg.n_samples, seed, strategy,
+        # A small user file is used whole (down to calibration.min_samples, checked below); the
+        # validation and held-out samples still need their full counts.
+        available = len(deduplicated_indices(data.calibration_pool)) if calibration_cfg.deduplicate \
+            else len(data.calibration_pool)
+        reserved = (calibration_cfg.n_validation + calibration_cfg.n_heldout) if data.shared_pool else 0
+        n_samples = min(int(calibration_cfg.n_samples), max(available - reserved, 1))
+        if n_samples < calibration_cfg.n_samples:
+            say(f"calibrate: the source has {available} distinct examples; calibrating on {n_samples}, not "
+                f"calibration.n_samples={calibration_cfg.n_samples}")
+        check_calibration_values([], n_samples, int(calibration_cfg.min_samples))
+        calibration = draw(data.calibration_pool, n_samples, seed, strategy,
                            data.calibration_labels, deduplicate=calibration_cfg.deduplicate,
                            what="calibration sample")
         used = set(calibration.indices) if data.shared_pool else set()

@@ -12,7 +12,8 @@ from pipeline.manifest import Manifest, sha256_file
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
-SMALL = ["calibration.n_samples=16", "calibration.n_heldout=4", "verify.enabled=false"]
+SMALL = ["calibration.n_samples=16", "calibration.n_validation=8", "calibration.n_heldout=4", "verify.enabled=false",
+         "verify.build_gate=false"]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,13 @@ def cosine_to_reference(manifest: Manifest) -> np.ndarray:
 def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     folder = artifacts / "minilm-dynamic-avx2"
     assert dynamic_build.folder == folder
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz"}
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz",
+                                                  "validation.npz", "calibration.npz", "calibration_report.json"}
     manifest = Manifest.load(folder)
     assert manifest.heldout_file == "heldout.npz" and manifest.calibration.n == 16
     assert not manifest.tampered_files()
-    assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz"}
+    assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
+                                                "calibration.npz", "calibration_report.json"}
     assert manifest.build.host_cpu_features and manifest.build.time_utc
     assert manifest.model_size_bytes < 0.4 * manifest.reference_size_bytes
     assert not list(artifacts.glob(".minilm-dynamic-avx2.staging-*"))

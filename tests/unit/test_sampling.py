@@ -41,7 +41,7 @@ def test_stratified_without_labels_is_a_clear_error():
 
 
 def test_too_few_examples_and_nonpositive_counts_are_clear_errors():
-    with pytest.raises(QuantgateError, match="only 3"):
+    with pytest.raises(QuantgateError, match="only 1 left"):
         split_calibration_heldout(["a", "b", "c"], 2, 2, seed=0)
     with pytest.raises(QuantgateError, match="positive"):
         split_calibration_heldout(["a", "b", "c"], 0, 1, seed=0)

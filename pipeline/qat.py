@@ -1,0 +1,125 @@
+"""Quantization-aware training with torchao's PT2E flow, exported as QDQ ONNX.
+
+Why PT2E (torchao 0.18, `prepare_qat_pt2e` / `convert_pt2e`): it is the maintained successor of
+`torch.ao.quantization` (deprecated in torch 2.13), it works on a `torch.export` graph that the
+dynamo ONNX exporter takes as is, and a converted graph exports as QuantizeLinear /
+DequantizeLinear pairs that onnxruntime fuses into int8 kernels.
+
+The target's policy maps onto the quantizer: x86 targets use X86InductorQuantizer's u8
+activations and s8 per-channel weights, with `reduce_range` (7-bit activations) where the target
+asks for it; an s8 activation target (arm64) gets the same config with int8 activations.
+
+Objectives: classifiers (digits_cnn) fine-tune on their labelled train split with cross-entropy;
+embedding models (minilm) need no labels: the fake-quantized student matches the fp32 model's
+embeddings on the calibration text (1 - cosine similarity), i.e. self-distillation.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.manifest import QuantizationRecord
+from pipeline.models import model_family
+
+
+def quantizer_for(record: QuantizationRecord):
+    import torch
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=record.reduce_range)
+    if record.activation_type == "int8":
+        def signed(spec):
+            return None if spec is None else dataclasses.replace(spec, dtype=torch.int8, quant_min=-128,
+                                                                 quant_max=63 if record.reduce_range else 127)
+        config = dataclasses.replace(config, input_activation=signed(config.input_activation),
+                                     output_activation=signed(config.output_activation))
+    if not record.per_channel:
+        weight = dataclasses.replace(config.weight, qscheme=torch.per_tensor_symmetric, ch_axis=0)
+        config = dataclasses.replace(config, weight=weight)
+    return X86InductorQuantizer().set_global(config)
+
+
+def _batches(arrays: dict[str, np.ndarray], labels, batch_size: int, steps: int, seed: int):
+    import torch
+    generator = np.random.default_rng(seed)
+    count = len(next(iter(arrays.values())))
+    for _ in range(steps):
+        rows = generator.choice(count, size=min(batch_size, count), replace=False)
+        yield ({name: torch.from_numpy(array[rows]) for name, array in arrays.items()},
+               None if labels is None else torch.from_numpy(np.asarray(labels)[rows]))
+
+
+def _merge(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Calibration batches padded to one length, so the QAT sampler can draw rows across them."""
+    width = max(batch[next(iter(batch))].shape[-1] for batch in batches) if batches[0][next(iter(batches[0]))].ndim == 2 else None
+    merged: dict[str, list] = {}
+    for batch in batches:
+        for name, array in batch.items():
+            if width is not None:
+                array = np.pad(array, ((0, 0), (0, width - array.shape[1])))
+            merged.setdefault(name, []).append(array)
+    return {name: np.concatenate(arrays) for name, arrays in merged.items()}
+
+
+def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
+    """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
+    import torch
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    from tqdm import tqdm
+
+    from pipeline.stages.export import export_onnx
+
+    family = model_family(cfg)
+    torch.manual_seed(int(cfg.model.seed))
+    teacher = family.load_torch().eval()
+    student = copy.deepcopy(teacher)
+    example = family.example_inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch").setLevel(logging.ERROR)
+        graph = torch.export.export(student, example, dynamic_shapes=family.dynamic_shapes()).module()
+        prepared = prepare_qat_pt2e(graph, quantizer_for(record))
+    move_exported_model_to_train(prepared)
+
+    data = family.data()
+    if family.kind == "classifier" and data.train_inputs is not None:
+        arrays, labels, objective = data.train_inputs, data.train_labels, "cross-entropy on the labelled train split"
+    else:
+        arrays, labels, objective = _merge(calibration_batches), None, \
+            "1 - cosine to the fp32 model's embeddings on the calibration text (no labels)"
+    optimizer = torch.optim.Adam(prepared.parameters(), lr=float(cfg.mode.qat_learning_rate))
+    losses = []
+    steps = int(cfg.mode.qat_steps)
+    progress = tqdm(_batches(arrays, labels, int(cfg.mode.qat_batch_size), steps, int(cfg.model.seed)),
+                    total=steps, desc="QAT fine-tuning", unit="step")
+    for inputs, target in progress:
+        ordered = [inputs[name] for name in family.input_names]
+        outputs = prepared(*ordered)
+        if target is not None:
+            loss = torch.nn.functional.cross_entropy(outputs, target)
+        else:
+            with torch.no_grad():
+                reference = teacher(*ordered)
+            loss = (1 - torch.nn.functional.cosine_similarity(outputs, reference, dim=1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared)
+    onnx_bytes = export_onnx(converted, example, family.dynamic_shapes(), family.input_names, family.output_names,
+                             int(cfg.model.opset))
+    output.write_bytes(onnx_bytes)
+    window = max(1, steps // 10)
+    return {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
+            "objective": objective, "steps": steps, "learning_rate": float(cfg.mode.qat_learning_rate),
+            "batch_size": int(cfg.mode.qat_batch_size), "loss_first": float(np.mean(losses[:window])),
+            "loss_last": float(np.mean(losses[-window:]))}
