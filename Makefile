@@ -3,6 +3,10 @@
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
 #   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx
+#   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
+#   make matrix [RELEASE=candidate] [JOBS=2] [ARGS='target=avx2,avx512']   (conf/experiment/release.yaml)
+#   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml]   (reports/<release>/)
+#   make bench                                   (bench/results.json, bench/results.md)
 #   make test
 
 PYTHON ?= python3
@@ -17,9 +21,20 @@ TARGET ?= avx2
 MODE ?= dynamic
 MODEL ?= minilm
 ARGS ?=
+RUNTIME ?=
+# A name selects conf/runtime/<name>.yaml; pip lines (they contain = < or >) fill runtime=custom.
+comma := ,
+space := $(subst x, ,x)
+RUNTIME_ARG = $(if $(RUNTIME),$(if $(findstring =,$(RUNTIME))$(findstring <,$(RUNTIME))$(findstring >,$(RUNTIME)),\
+	runtime=custom 'runtime.requirements=[$(subst $(space),$(comma),$(patsubst %,"%",$(RUNTIME)))]',runtime=$(RUNTIME)))
 ARTIFACT_DIR := artifacts/$(MODEL)-$(MODE)-$(TARGET)
 
-.PHONY: setup quantize verify inspect test test-fast clean
+# A release: every artifact of `make matrix` lands in artifacts/$(RELEASE)/, signed off into reports/$(RELEASE)/.
+RELEASE ?= candidate
+JOBS ?= 2
+WAIVERS ?=
+
+.PHONY: setup quantize verify inspect matrix signoff bench test test-fast clean
 
 setup: $(SETUP_STAMP)
 
@@ -32,18 +47,33 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 
 quantize: setup
-	$(PY) -m pipeline model=$(MODEL) mode=$(MODE) target=$(TARGET) $(ARGS)
+	$(PY) -m pipeline model=$(MODEL) mode=$(MODE) target=$(TARGET) $(RUNTIME_ARG) $(ARGS)
 
 verify: setup
 ifdef ARTIFACT
 	$(PY) -m pipeline.cli verify --artifact $(ARTIFACT) --reference $(REFERENCE) --inputs $(INPUTS) \
-		--target $(TARGET) $(if $(OUT),--out $(OUT)) $(ARGS)
+		--target $(TARGET) $(if $(OUT),--out $(OUT)) $(RUNTIME_ARG) $(ARGS)
 else
-	$(PY) -m pipeline.cli verify --artifact-dir $(ARTIFACT_DIR) --target $(TARGET) $(if $(OUT),--out $(OUT)) $(ARGS)
+	$(PY) -m pipeline.cli verify --artifact-dir $(ARTIFACT_DIR) --target $(TARGET) $(if $(OUT),--out $(OUT)) \
+		$(RUNTIME_ARG) $(ARGS)
 endif
 
 inspect: setup
 	$(PY) -m pipeline.cli inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx)
+
+# Builds and verifies every combination in parallel; one failed combination does not stop the others,
+# and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.
+matrix: setup
+	$(PY) -m pipeline --multirun experiment=release hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
+		artifacts_dir=artifacts/$(RELEASE) $(ARGS)
+
+# Exit 0 only when the verdict is `ready`.
+signoff: setup
+	$(PY) -m pipeline.signoff --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --out reports/$(RELEASE) \
+		$(if $(WAIVERS),--waivers $(WAIVERS))
+
+bench: setup
+	$(PY) -m pipeline.bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q
@@ -52,4 +82,4 @@ test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
 
 clean:
-	rm -rf artifacts logs
+	rm -rf artifacts logs reports bench

@@ -44,11 +44,18 @@ def load_table(calibration_cfg):
     if all(f.stat().st_size == 0 for f in files):
         raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} are empty; give files with examples")
     try:
-        return datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
+        table = datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
     except Exception as error:  # datasets raises many types for a file it cannot parse
+        if "corresponds to no data" in str(error):
+            raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give "
+                                 f"files with examples") from None
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise QuantgateError(f"calibration.data_files could not be parsed ({message}); check the file's "
                              f"format matches its extension") from None
+    if table.num_rows == 0:
+        raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give files "
+                             f"with examples")
+    return table
 
 
 def load_text_dataset(calibration_cfg):

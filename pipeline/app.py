@@ -6,6 +6,7 @@ only a hidden `.<name>.staging-*` folder that the next build of that name remove
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -53,9 +54,31 @@ def validate(cfg) -> None:
                              f"(dynamic quantization computes ranges at run time); drop the override or use "
                              f"mode=static")
     policy(cfg)
+    from pipeline.targets import PROFILES
+    unknown = [name for name in (cfg.verify.profiles or []) if name not in PROFILES]
+    if unknown:
+        raise QuantgateError(f"verify.profiles: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
     if cfg.model.name_or_path is not None:
         from pipeline.models import resolve_model_path
         resolve_model_path(cfg.model.name_or_path)
+    _check_calibration_source(cfg)
+
+
+def _check_calibration_source(cfg) -> None:
+    """Read the calibration source before any export or training, so bad data fails in seconds."""
+    import numpy as np
+
+    from pipeline.models import model_family
+
+    pool = model_family(cfg).data().calibration_pool
+    if len(pool) == 0:
+        raise QuantgateError("the calibration data is empty: the source holds no usable examples; point "
+                             "calibration at data with examples")
+    if not isinstance(pool[0], str):
+        values = np.asarray(pool, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise QuantgateError(f"the calibration data holds {int((~np.isfinite(values)).sum())} NaN or inf "
+                                 f"value(s); clean the data (drop or impute those rows) and rebuild")
 
 
 @contextmanager
@@ -127,6 +150,13 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
             manifest.record_files()
             manifest.save()  # last: a folder with manifest.json is complete
             _publish(staging, folder)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise QuantgateError(f"could not write the artifact under {folder.parent}: {error.strerror} "
+                                     f"(disk full or file size limit). Nothing was published; free space and "
+                                     f"rebuild") from None
+            raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

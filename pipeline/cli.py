@@ -7,11 +7,14 @@ import sys
 
 def inspect(path: str) -> int:
     """Print an artifact's stamp and whether this host can run it."""
-    from pipeline.guard import StampError, check_stamp, read_stamp
+    from pipeline.guard import StampError, check_stamp, read_onnx_versions, read_stamp
 
     try:
         stamp = read_stamp(path)
         verdict = check_stamp(stamp)
+        if verdict.can_run:  # the CPU can run it: ask the installed onnxruntime whether it loads it
+            from pipeline.runtime_probe import installed_limits
+            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits())
     except StampError as error:
         print(f"quantgate: error: {error}", file=sys.stderr)
         return 2

@@ -3,17 +3,18 @@
 The error a user should have seen instead of "Illegal instruction (core dumped)". Standard
 library only: it must run on CPUs where importing numpy or onnxruntime already dies (numpy 2.4
 does on Nehalem), so it reads the ONNX stamp with a tiny protobuf walker and the CPU through
-CPUID (`pipeline.cpuid`).
+CPUID (`pipeline.cpuid`). Only once the CPU passes does it import the installed onnxruntime and
+ask it (`pipeline.runtime_probe`) which IR version and opsets it loads, to predict in words
+whether this artifact will load at all.
 
     from pipeline.guard import ensure_can_run
-    ensure_can_run("model.onnx")          # raises ArtifactRefused, before any runtime is loaded
+    ensure_can_run("model.onnx")          # raises ArtifactRefused, before the model is loaded
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 STAMP_PREFIX = "quantgate."
@@ -34,7 +35,7 @@ class StampError(ValueError):
     """The artifact carries no readable quantgate stamp."""
 
 
-# --- a minimal reader of ONNX ModelProto fields, enough for metadata_props (14) and ir_version (1)
+# --- a minimal reader of ONNX ModelProto fields: ir_version (1), opset_import (8), metadata_props (14)
 def _read_varint(handle) -> int:
     shift = result = 0
     while True:
@@ -60,7 +61,7 @@ def _read_fields(handle, end: int):
             length = _read_varint(handle)
             if handle.tell() + length > end:
                 raise EOFError
-            if number == 14:
+            if number in (8, 14):  # opset_import, metadata_props: small messages we parse
                 yield number, wire, handle.read(length)
             else:
                 handle.seek(length, os.SEEK_CUR)
@@ -89,18 +90,52 @@ def _parse_entry(data: bytes) -> tuple[str, str]:
     return key, value
 
 
+def _parse_opset(data: bytes) -> tuple[str, int]:
+    import io
+    handle, domain, version = io.BytesIO(data), "", 0
+    while handle.tell() < len(data):
+        tag = _read_varint(handle)
+        if tag == (1 << 3 | 2):
+            domain = handle.read(_read_varint(handle)).decode("utf-8")
+        elif tag == (2 << 3):
+            version = _read_varint(handle)
+        else:
+            raise ValueError("malformed opset_import entry")
+    return domain, version
+
+
+@dataclass
+class ModelVersions:
+    """What a runtime must support to load a model: its IR version and opset per domain ("" = ai.onnx)."""
+
+    ir_version: int
+    opsets: dict[str, int]
+
+
 def read_onnx_header(path: str | Path) -> tuple[int, dict[str, str]]:
     """(ir_version, metadata_props) of an ONNX file, without loading the graph."""
+    versions, props = _read_header(path)
+    return versions.ir_version, props
+
+
+def read_onnx_versions(path: str | Path) -> ModelVersions:
+    return _read_header(path)[0]
+
+
+def _read_header(path: str | Path) -> tuple[ModelVersions, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise StampError(f"{path} does not exist or is not a file")
     size = path.stat().st_size
-    ir_version, props = 0, {}
+    ir_version, props, opsets = 0, {}, {}
     try:
         with open(path, "rb") as handle:
             for number, wire, value in _read_fields(handle, size):
                 if number == 1 and wire == 0:
                     ir_version = value
+                elif number == 8 and wire == 2:
+                    domain, version = _parse_opset(value)
+                    opsets["" if domain == "ai.onnx" else domain] = version
                 elif number == 14 and wire == 2:
                     key, text = _parse_entry(value)
                     props[key] = text
@@ -109,7 +144,7 @@ def read_onnx_header(path: str | Path) -> tuple[int, dict[str, str]]:
                          f"rebuild it or check the file") from None
     if ir_version == 0:
         raise StampError(f"{path} is not an ONNX model (no ir_version field); check the file")
-    return ir_version, props
+    return ModelVersions(ir_version, opsets), props
 
 
 def read_stamp(path: str | Path) -> dict[str, str]:
@@ -130,17 +165,10 @@ class GuardVerdict:
         return "; ".join(self.problems) if self.problems else f"this host can run the artifact built for {self.target_isa}"
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split("+")[0].split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
 def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] | None = None,
-                runtime_versions: dict[str, str] | None = None) -> GuardVerdict:
-    """Compare a stamp with a host's CPU features (CPUID by default) and installed runtime."""
+                model: ModelVersions | None = None, runtime: dict | None = None) -> GuardVerdict:
+    """Compare a stamp with a host's CPU features (CPUID by default) and, given both `model`
+    (read_onnx_versions) and `runtime` (pipeline.runtime_probe.probe()), predict whether it loads."""
     if not stamp:
         raise StampError("the artifact carries no quantgate stamp (no quantgate.* metadata_props); "
                          "build it with quantgate or verify it with an explicit TARGET=")
@@ -162,18 +190,29 @@ def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] 
             f"artifact built for {stamp['target_isa']} needs {', '.join(required_headline(required, missing))}; "
             f"this CPU lacks: {', '.join(missing)}. Build for a lower target (e.g. TARGET=x86_64_v2) "
             f"or deploy on a CPU with these features")
-    if runtime_versions is None:
-        runtime_versions = installed_runtime_versions()
-    built_with = json.loads(stamp["versions"]).get("onnxruntime")
-    installed = runtime_versions.get("onnxruntime")
-    if installed is None:
-        verdict.problems.append("onnxruntime is not installed; `pip install onnxruntime` to run this artifact")
-    elif built_with and _version_tuple(installed) < _version_tuple(built_with):
-        verdict.problems.append(
-            f"artifact built with onnxruntime {built_with}; this host runs {installed}, which may not load it. "
-            f"Upgrade onnxruntime to >= {built_with} or rebuild against the deployed runtime")
+    if model is not None and runtime is not None:
+        verdict.problems += predict_load(model, runtime)
     verdict.can_run = not verdict.problems
     return verdict
+
+
+def predict_load(model: ModelVersions, runtime: dict) -> list[str]:
+    """Why `runtime` (limits from pipeline.runtime_probe) will refuse to load `model`, in words; [] = it loads."""
+    version = runtime.get("versions", {}).get("onnxruntime")
+    if not version:
+        return ["onnxruntime is not installed; `pip install onnxruntime` to run this artifact"]
+    fix = f"rebuild with RUNTIME=onnxruntime=={version} or upgrade the runtime"
+    problems = []
+    if model.ir_version > runtime["max_ir_version"]:
+        problems.append(f"artifact has IR version {model.ir_version}; onnxruntime {version} loads at most "
+                        f"{runtime['max_ir_version']}; {fix}")
+    limits = runtime["max_opsets"]
+    for domain, opset in sorted(model.opsets.items()):
+        # A domain the probe did not ask about (a custom op library) is not predicted either way.
+        if domain in limits and opset > limits[domain]:
+            problems.append(f"artifact imports opset {opset} of {domain or 'ai.onnx'}; onnxruntime {version} "
+                            f"loads at most {limits[domain]}; {fix}")
+    return problems
 
 
 def required_headline(required: list[str], missing: list[str]) -> list[str]:
@@ -181,20 +220,20 @@ def required_headline(required: list[str], missing: list[str]) -> list[str]:
     return [feature for feature in required if feature in missing] or required
 
 
-def installed_runtime_versions() -> dict[str, str]:
-    versions = {}
-    for package in ("onnxruntime", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
 def ensure_can_run(path: str | Path, host_features: frozenset[str] | set[str] | None = None,
-                   runtime_versions: dict[str, str] | None = None) -> GuardVerdict:
-    """Raise ArtifactRefused (or StampError) unless this host can run the artifact at `path`."""
-    verdict = check_stamp(read_stamp(path), host_features, runtime_versions)
+                   runtime: dict | None = None, check_runtime: bool = True) -> GuardVerdict:
+    """Raise ArtifactRefused (or StampError) unless this host can run the artifact at `path`.
+
+    The CPU is checked first, with the standard library only; only a CPU that passes imports the
+    installed onnxruntime to ask what it loads (unless `runtime` limits are given)."""
+    versions, props = _read_header(path)
+    stamp = {k[len(STAMP_PREFIX):]: v for k, v in props.items() if k.startswith(STAMP_PREFIX)}
+    verdict = check_stamp(stamp, host_features)
+    if verdict.can_run and check_runtime:
+        if runtime is None:
+            from pipeline.runtime_probe import installed_limits
+            runtime = installed_limits()
+        verdict = check_stamp(stamp, host_features, versions, runtime)
     if not verdict.can_run:
         raise ArtifactRefused(f"{Path(path).name}: {verdict.message()}")
     return verdict

@@ -136,6 +136,8 @@ class Manifest:
     coverage_status: str = ""
     fallback: FallbackRecord | None = None
     qat: dict[str, Any] = field(default_factory=dict)
+    # The runtime built for (pipeline.runtimes.RuntimeEnv.record): versions, what it loads, its venv.
+    runtime: dict[str, Any] = field(default_factory=dict)
     stamp: dict[str, str] = field(default_factory=dict)
     config_sha256: str = ""
     build: BuildRecord | None = None
@@ -182,6 +184,10 @@ class Manifest:
         payload["artifact_dir"] = str(Path(folder))
         manifest = cls.from_json(payload)
         return manifest
+
+    def runtime_limits(self) -> dict:
+        """What the built-for runtime loads, in pipeline.runtime_probe's shape."""
+        return {key: self.runtime[key] for key in ("versions", "max_ir_version", "max_opsets")}
 
     def record_files(self) -> None:
         """sha256 of every file in the folder except the manifest itself and verify results."""

@@ -63,6 +63,23 @@ def weight_files(path: Path) -> list[Path]:
     return sorted(file for pattern in WEIGHT_FILE_PATTERNS for file in path.glob(pattern))
 
 
+def refuse_code_in_checkpoints(path: Path) -> None:
+    """Open every pickle checkpoint with `weights_only=True` first: a pickle that would run code
+    is refused here, before any library could unpickle it less carefully."""
+    import pickle
+
+    import torch
+
+    for checkpoint in path.glob("*.bin"):
+        try:
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+            raise QuantgateError(
+                f"{checkpoint} was refused: it is not a plain weights file ({str(error).splitlines()[0][:200]}). "
+                f"quantgate loads checkpoints with torch.load(weights_only=True) only; convert it to safetensors "
+                f"with a trusted tool") from None
+
+
 class TextEmbeddingFamily:
     input_names = ["input_ids", "attention_mask"]
     output_names = ["sentence_embedding"]
@@ -101,10 +118,11 @@ class TextEmbeddingFamily:
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
+        refuse_code_in_checkpoints(self.path)
         try:
             encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise QuantgateError(f"transformers could not load {self.path}: {error}") from None
+        except (OSError, ValueError, RuntimeError) as error:
+            raise QuantgateError(f"transformers could not load {self.path}: {str(error).splitlines()[0]}") from None
         return MeanPooledEmbedding(encoder).eval()
 
     def example_inputs(self):

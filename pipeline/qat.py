@@ -27,7 +27,33 @@ from pipeline.manifest import QuantizationRecord
 from pipeline.models import model_family
 
 
-def quantizer_for(record: QuantizationRecord):
+def _linear_only_quantizer(config):
+    """Annotates every aten.linear (activation and weight) with the x86 config and nothing else.
+
+    X86InductorQuantizer (torchao 0.18) raises IndexError on MiniLM's exported graph while
+    matching linear+unary fusion partitions; transformer QAT only needs its linears quantized,
+    which the documented `Quantizer.annotate` interface expresses in a few lines.
+    """
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+
+    class LinearOnlyQuantizer(Quantizer):
+        def annotate(self, model):
+            for node in model.graph.nodes:
+                if node.op == "call_function" and node.target == torch.ops.aten.linear.default:
+                    activation, weight = node.args[0], node.args[1]
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={activation: config.input_activation, weight: config.weight},
+                        _annotated=True)
+            return model
+
+        def validate(self, model):
+            pass
+
+    return LinearOnlyQuantizer()
+
+
+def quantizer_for(record: QuantizationRecord, linear_only: bool = False):
     import torch
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
@@ -42,7 +68,7 @@ def quantizer_for(record: QuantizationRecord):
     if not record.per_channel:
         weight = dataclasses.replace(config.weight, qscheme=torch.per_tensor_symmetric, ch_axis=0)
         config = dataclasses.replace(config, weight=weight)
-    return X86InductorQuantizer().set_global(config)
+    return _linear_only_quantizer(config) if linear_only else X86InductorQuantizer().set_global(config)
 
 
 def _batches(arrays: dict[str, np.ndarray], labels, batch_size: int, steps: int, seed: int):
@@ -85,7 +111,7 @@ def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list,
         warnings.simplefilter("ignore")
         logging.getLogger("torch").setLevel(logging.ERROR)
         graph = torch.export.export(student, example, dynamic_shapes=family.dynamic_shapes()).module()
-        prepared = prepare_qat_pt2e(graph, quantizer_for(record))
+        prepared = prepare_qat_pt2e(graph, quantizer_for(record, linear_only=family.kind == "embedding"))
     move_exported_model_to_train(prepared)
 
     data = family.data()

@@ -88,6 +88,14 @@ def probe() -> dict:
             "source": f"probed from onnxruntime {ort.__version__} itself by loading one-node models"}
 
 
+def installed_limits() -> dict:
+    """probe() of the onnxruntime this process would import; no versions when there is none."""
+    try:
+        return probe()
+    except ImportError:
+        return {"versions": {}, "max_ir_version": 0, "max_opsets": {}, "source": "onnxruntime is not installed"}
+
+
 if __name__ == "__main__":
     json.dump(probe(), sys.stdout)
     print()

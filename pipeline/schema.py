@@ -139,6 +139,23 @@ class VerifyConfig:
     fallback_nodes_per_step: int = 2
     # Pretend the native host has exactly these CPU features (tests, what-if runs); null = CPUID.
     assume_host_features: Optional[list[str]] = None
+    # Padding invariance (models with input_ids): each held-out sequence alone vs inside a batch
+    # padded `padding_extra_tokens` past the longest; compared like fidelity, with these bounds.
+    padding_check: bool = True
+    padding_extra_tokens: int = 16
+    padding_min_cosine_mean: float = 0.98
+    padding_min_cosine_worst: float = 0.95
+    padding_min_top1_agreement: float = 0.97
+    padding_max_abs_error: Optional[float] = None
+
+
+@dataclass
+class RuntimeConfig:
+    """The runtime stack a build targets and verifies in: pip requirement lines (conf/runtime/)."""
+
+    name: str = MISSING
+    # Empty = this project's own venv (pinned); otherwise a cached venv built from these lines.
+    requirements: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -148,6 +165,8 @@ class QuantgateConfig:
     mode: ModeConfig = MISSING
     target: TargetConfig = MISSING
     verify: VerifyConfig = MISSING
+    # null = build for this venv's runtime; verify in the runtime the artifact was stamped for.
+    runtime: Optional[RuntimeConfig] = None
     artifacts_dir: str = "artifacts"
     # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>.
     out: Optional[str] = None
@@ -160,5 +179,5 @@ def register_configs() -> None:
     # Schemas live in their own group so `target=...` lists only real choices; each YAML option
     # starts with `defaults: [/schema/<group>@_here_]`.
     for group, node in (("model", ModelConfig), ("calibration", CalibrationConfig), ("mode", ModeConfig),
-                        ("target", TargetConfig), ("verify", VerifyConfig)):
+                        ("target", TargetConfig), ("verify", VerifyConfig), ("runtime", RuntimeConfig)):
         store.store(group="schema", name=group, node=node)

@@ -1,15 +1,18 @@
 """One verification run of an ONNX model on one CPU profile, in its own process.
 
     [qemu-x86_64 -cpu Haswell] python -m pipeline.verify_child --model M.onnx --inputs I.npz --out DIR \
-        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard]
+        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K]
 
 The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
 numpy 2.4 already dies with SIGILL, so a child that imported numpy first would crash exactly where
 the guard must refuse. Only after the guard agrees are numpy and onnxruntime imported.
 
 Writes DIR/outputs.npz (every model output, first N samples) and DIR/run.json (versions, timings,
-the CPU features CPUID showed). Exit codes: 0 ran; 2 bad inputs; 3 refused by the guard
-(pipeline.guard.EXIT_REFUSED); 4 out of memory; anything else, or a signal, is a crash.
+the CPU features CPUID showed). The guard here checks the CPU only: whether this runtime loads the
+model was predicted by the parent, and the load below is the proof. Exit codes: 0 ran; 2 bad inputs;
+3 refused by the guard (pipeline.guard.EXIT_REFUSED); 4 out of memory; 5 onnxruntime refused to load
+the model; anything else, or a signal, is a crash. Imports nothing beyond the standard library, numpy
+and onnxruntime, so it runs in any runtime environment (pipeline.runtimes).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError, ensure_can
 
 EXIT_BAD_INPUTS = 2
 EXIT_OUT_OF_MEMORY = 4
+EXIT_LOAD_FAILED = 5
+LOAD_FAILED_PREFIX = "quantgate load: "
 DEFAULT_BATCH = 16
 # onnxruntime reports allocation failures as exceptions with these words, not as MemoryError.
 OUT_OF_MEMORY_WORDS = ("bad_alloc", "Failed to allocate memory", "Unable to allocate")
@@ -41,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
     parser.add_argument("--latency-repeats", type=int, default=0, help="time N batch-1 runs after one warm-up")
     parser.add_argument("--no-guard", action="store_true", help="skip the guard (the fp32 reference has no stamp)")
+    parser.add_argument("--padding-extra", type=int, default=0,
+                        help="also run each sequence alone and all of them padded K tokens past the longest")
     return parser.parse_args(argv)
 
 
@@ -49,7 +56,7 @@ def guard(model: str) -> str:
     if not read_stamp(model):
         # An artifact built outside quantgate: nothing to check, and nothing to refuse with.
         return "no quantgate stamp: the guard cannot check this artifact"
-    return ensure_can_run(model).message()
+    return ensure_can_run(model, check_runtime=False).message()
 
 
 def run_model(args: argparse.Namespace, guard_message: str) -> int:
@@ -64,7 +71,17 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     started = time.perf_counter()
-    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # the runtime's verdict on this model: the proof of the guard's prediction
+        if any(words in str(error) for words in OUT_OF_MEMORY_WORDS):
+            raise
+        text = " ".join(str(error).split())
+        print(text, file=sys.stderr)
+        # onnxruntime puts its C++ source location and signature first; the words come after it.
+        said = text.rsplit(") ", 1)[-1] if "onnxruntime_src" in text else text
+        print(f"{LOAD_FAILED_PREFIX}onnxruntime {ort.__version__} refused to load the model: {said}", file=sys.stderr)
+        return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
 
     arrays = np.load(args.inputs)
@@ -96,6 +113,9 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
             session.run(None, one)
             latency_seconds.append(time.perf_counter() - started)
 
+    if args.padding_extra:
+        outputs |= padding_runs(session, feeds, args.padding_extra)
+
     from pipeline.cpuid import host_features
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +128,31 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     }
     (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def padding_runs(session, feeds: dict, extra: int) -> dict:
+    """Each sequence alone (trimmed to its mask) and all together padded `extra` tokens past the
+    longest; outputs named padding_alone.<output> and padding_batched.<output>."""
+    import numpy as np
+
+    mask = feeds["attention_mask"]
+    lengths = mask.sum(axis=1).astype(int)
+    pad_id = int(feeds["input_ids"][mask == 0][0]) if (mask == 0).any() else 0  # the tokenizer's own pad id
+    width = int(lengths.max()) + extra
+    alone, batched = [], {}
+    for name, array in feeds.items():
+        padded = np.full((len(array), width), pad_id if name == "input_ids" else 0, dtype=array.dtype)
+        for i, length in enumerate(lengths):
+            padded[i, :length] = array[i, :length]
+        batched[name] = padded
+    for i, length in enumerate(lengths):
+        alone.append(session.run(None, {name: array[i:i + 1, :length] for name, array in feeds.items()}))
+    together = session.run(None, batched)
+    result = {}
+    for j, node in enumerate(session.get_outputs()):
+        result[f"padding_alone.{node.name}"] = np.concatenate([run[j] for run in alone])
+        result[f"padding_batched.{node.name}"] = together[j]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

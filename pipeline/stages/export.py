@@ -32,6 +32,23 @@ def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names:
         return target.read_bytes()
 
 
+def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, int]:
+    """The fp32 export lowered to what the target runtime loads (IR version, opset), before
+    quantization, so the quantizer works on (and keeps) versions that runtime accepts."""
+    import onnx
+
+    from pipeline import runtimes
+    env = runtimes.prepare(runtimes.resolve(cfg.runtime))
+    manifest.runtime = env.record()
+    model, changes = runtimes.fit_model(onnx.load_from_string(onnx_bytes), env.limits, cfg.model.name)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if not changes:
+        return onnx_bytes, opset
+    with step(f"export: fit to onnxruntime {env.limits['versions']['onnxruntime']} ({env.runtime.name}): "
+              f"{', '.join(changes)}"):
+        return model.SerializeToString(deterministic=True), opset
+
+
 def run(cfg, manifest: Manifest) -> Manifest:
     import torch
 
@@ -41,11 +58,12 @@ def run(cfg, manifest: Manifest) -> Manifest:
         model = family.load_torch()
         onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
                                  family.output_names, int(cfg.model.opset))
+    onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
     atomic_write_bytes(manifest.path(manifest.reference_file), onnx_bytes)
     manifest.source_model = family.source_name
     manifest.source_weights_sha256 = family.weights_sha256()
     manifest.model_kind = family.kind
     manifest.input_names, manifest.output_names = list(family.input_names), list(family.output_names)
-    manifest.opset = int(cfg.model.opset)
+    manifest.opset = opset
     manifest.reference_size_bytes = len(onnx_bytes)
     return manifest

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, atomic_write_bytes, sha256_bytes
+from pipeline.progress import say
 from pipeline.targets import required_cpu_features
 
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy", "quantgate")
@@ -62,6 +63,9 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
         "config_sha256": manifest.config_sha256,
     }
     assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
+    if manifest.runtime:  # the runtime stack it was built (and fitted) for; verification defaults to it
+        values["runtime"] = {"name": manifest.runtime["name"], "requirements": manifest.runtime["requirements"],
+                             "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
         values["fallback"] = {"fp32_nodes": manifest.fallback.excluded_nodes, "budget": manifest.fallback.budget,
                               "before": manifest.fallback.steps[0], "after": manifest.fallback.steps[-1]}
@@ -84,6 +88,13 @@ def run(cfg, manifest: Manifest) -> Manifest:
     manifest.required_cpu_features = required_cpu_features(cfg.target.microarchitecture,
                                                            list(cfg.target.extra_features))
     manifest.config_sha256 = config_sha256(cfg)
+    if manifest.runtime:
+        # The quantizer (or QAT's own export) may write a newer IR version or opset than the reference had.
+        from pipeline import runtimes
+        changes = runtimes.fit_file(manifest.path(manifest.model_file), manifest.runtime_limits(), "the int8 model")
+        if changes:
+            say(f"stamp: fitted model.onnx to onnxruntime {manifest.runtime['versions']['onnxruntime']}: "
+                f"{', '.join(changes)}")
     values = stamp_values(cfg, manifest)
     write_stamp(manifest.path(manifest.model_file), values)
     if read_stamp(manifest.path(manifest.model_file)) != values:

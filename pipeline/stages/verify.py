@@ -8,6 +8,10 @@ A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate
 host has the target's features, and the CPUs just below the floor, where the guard must refuse the
 artifact cleanly (exit 3) instead of letting it die. A child killed by a signal is a finding, never a
 crash of this process. Fidelity is measured against the fp32 reference run natively; latency natively.
+Each profile also names a runtime (`haswell@ort116`; default: the one the artifact was stamped for):
+the child runs in that runtime's venv (pipeline.runtimes), after the guard has predicted in words
+whether that runtime loads the artifact; the real load confirms or refutes the prediction. Token
+models are also checked for padding invariance on every profile that runs.
 Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
 verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
 """
@@ -29,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import runtimes
 from pipeline.config import QuantgateError, compose_config
-from pipeline.guard import EXIT_REFUSED, StampError, read_stamp
+from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_versions, read_stamp
 from pipeline.manifest import Manifest, atomic_write_json, sha256_file
 from pipeline.targets import CpuProfile, profile, required_cpu_features
-from pipeline.verify_child import EXIT_OUT_OF_MEMORY, OUT_OF_MEMORY_WORDS
+from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
 
 VERIFY_FILE = "verify.json"
 REPORT_SCHEMA = "quantgate.verify/1"
@@ -142,6 +147,9 @@ def classify(run: ChildRun) -> Outcome:
         return Outcome("pass", None, "ran to completion")
     if run.returncode == EXIT_REFUSED:
         return Outcome("refused_by_guard", None, last_line.removeprefix("quantgate guard: "))
+    if run.returncode == EXIT_LOAD_FAILED:
+        said = next((line for line in run.stderr_tail if line.startswith(LOAD_FAILED_PREFIX)), last_line)
+        return Outcome("fail", "load", said.removeprefix(LOAD_FAILED_PREFIX))
     if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in OUT_OF_MEMORY_WORDS + ("MemoryError",)):
         return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
                        f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")
@@ -154,11 +162,17 @@ def classify(run: ChildRun) -> Outcome:
 # --- which profiles a target needs, and what each must show --------------------------------------------
 @dataclass
 class Plan:
-    name: str
+    name: str  # the CPU profile
     expected: str  # pass | refused_by_guard
     required: bool
     why: str
     not_verified: str | None = None  # why this profile cannot be run here
+    runtime: runtimes.Runtime = runtimes.Runtime(runtimes.PINNED)
+
+    @property
+    def key(self) -> str:
+        """The deployment profile's name in verify.json: the CPU, plus @runtime unless pinned."""
+        return self.name if self.runtime.pinned else f"{self.name}@{self.runtime.name}"
 
 
 def host_cpu_features(cfg) -> frozenset[str]:
@@ -168,7 +182,18 @@ def host_cpu_features(cfg) -> frozenset[str]:
     return host_features()
 
 
-def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
+def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozenset[str],
+                  runtime: runtimes.Runtime = runtimes.Runtime(runtimes.PINNED)) -> list[Plan]:
+    """Deployment profiles: CPU names from the target or verify.profiles, each `cpu[@runtime]`
+    (a runtime profile name or pip lines); without @, the artifact's `runtime`."""
+    plans = _plan_cpus(cfg, required_features, stamped, host)
+    for plan in plans:
+        cpu, _, named = plan.name.partition("@")
+        plan.name, plan.runtime = cpu, runtimes.parse(named) if named else runtime
+    return plans
+
+
+def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
     target = cfg.target
     if target.family != "x86_64":
         return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
@@ -178,13 +203,13 @@ def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozen
     plans = []
     for name in names:
         try:
-            cpu = profile(name)
+            cpu = profile(name.partition("@")[0])
         except KeyError as error:
             raise QuantgateError(error.args[0]) from None
-        missing = sorted(set(required_features) - (host if name == "native" else cpu.features()))
+        missing = sorted(set(required_features) - (host if cpu.name == "native" else cpu.features()))
         if not missing:
             plans.append(Plan(name, "pass", True, f"{name} has every feature the artifact needs"))
-        elif name == "native":
+        elif cpu.name == "native":
             no_emulator = any(feature.startswith("avx512") for feature in missing)
             plans.append(Plan(name, "pass", target.floor_profile is None, "this host as a target CPU",
                               f"this host lacks {', '.join(missing)}" + (
@@ -246,11 +271,69 @@ def percentiles_ms(seconds: list[float]) -> dict:
 
 # --- one verification ------------------------------------------------------------------------------
 def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
-                  latency_repeats: int = 0, guard: bool = True) -> list[str]:
-    command = [sys.executable, "-m", "pipeline.verify_child", "--model", str(model), "--inputs", str(inputs),
-               "--out", str(out_dir), "--samples", str(samples)]
+                  latency_repeats: int = 0, guard: bool = True, python: str | None = None,
+                  padding_extra: int = 0) -> list[str]:
+    # `python` is a runtime environment's interpreter; it finds `pipeline` in the working folder (the repo).
+    command = [python or sys.executable, "-m", "pipeline.verify_child", "--model", str(model), "--inputs",
+               str(inputs), "--out", str(out_dir), "--samples", str(samples)]
     command += ["--threads", str(threads)] * bool(threads) + ["--latency-repeats", str(latency_repeats)] * bool(latency_repeats)
-    return command + ["--no-guard"] * (not guard)
+    return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
+
+
+# --- runtimes: which one an artifact is verified in, and whether it will load there ----------------
+def default_runtime(cfg, stamp: dict) -> runtimes.Runtime:
+    """runtime=... when given; else the runtime stamped into the artifact; else this venv."""
+    if cfg.runtime is not None:
+        return runtimes.resolve(cfg.runtime)
+    if "runtime" in stamp:
+        built_for = json.loads(stamp["runtime"])
+        return runtimes.Runtime(built_for["name"], tuple(built_for["requirements"]))
+    return runtimes.Runtime(runtimes.PINNED)
+
+
+def judge_prediction(record: dict, problems: list[str]) -> str | None:
+    """Set record['runtime']['confirmed'] by what the real load did; a disagreement in words, or None."""
+    if record.get("failure") == "load":
+        loaded = False
+    elif record["status"] == "pass" or record.get("failure") in ("fidelity", "padding"):
+        loaded = True
+    else:  # refused by the guard, crashed, timed out: the load was never the question
+        record["runtime"]["confirmed"] = None
+        return None
+    predicted = not problems
+    record["runtime"]["confirmed"] = loaded == predicted
+    if not loaded and not predicted:
+        record["reason"] = f"{'; '.join(problems)} (predicted by the guard; confirmed by the load: {record['reason']})"
+    if loaded == predicted:
+        return None
+    if loaded:
+        return (f"the guard predicted onnxruntime would refuse it ({'; '.join(problems)}), but it loaded: "
+                f"prediction and reality disagree")
+    return f"the guard predicted it loads, but it did not ({record['reason']}): prediction and reality disagree"
+
+
+# --- padding invariance -----------------------------------------------------------------------------
+def padding_plan(artifact: Path, input_names: list[str], cfg) -> dict:
+    """Whether the padding check applies, and a failure that needs no run (no mask, or a mask no node reads)."""
+    v = cfg.verify
+    if not v.padding_check:
+        return {"status": "skipped", "reason": "verify.padding_check=false"}
+    if "input_ids" not in input_names:
+        return {"status": "skipped", "reason": f"no input_ids input (inputs: {', '.join(input_names)}): not a "
+                                               f"token-sequence model, padding does not apply"}
+    if "attention_mask" not in input_names:
+        return {"status": "fail", "reason": "the model takes input_ids but was exported without an attention_mask "
+                "input: it cannot tell padding from tokens, so a sequence padded inside a batch gives a different "
+                "result than alone; export it with attention_mask"}
+    import onnx
+    graph = onnx.load(str(artifact), load_external_data=False).graph
+    if not any("attention_mask" in node.input for node in graph.node):
+        return {"status": "fail", "reason": "attention_mask is a model input that no node reads: the mask is "
+                                            "ignored, so padded batches give different results"}
+    limits = {"min_cosine_mean": v.padding_min_cosine_mean, "min_cosine_worst": v.padding_min_cosine_worst,
+              "min_top1_agreement": v.padding_min_top1_agreement, "max_abs_error": v.padding_max_abs_error}
+    return {"status": "pending", "extra_tokens": v.padding_extra_tokens, "thresholds": limits,
+            "reason": "each held-out sequence alone vs in a batch padded past the longest, on every profile that runs"}
 
 
 def read_child_results(out_dir: Path) -> tuple[dict, dict] | None:
@@ -304,7 +387,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     required = json.loads(stamp["required_cpu_features"]) if "required_cpu_features" in stamp else \
         required_cpu_features(target.microarchitecture, list(target.extra_features))
     host = host_cpu_features(cfg)
-    plans = plan_profiles(cfg, required, bool(stamp), host)
+    plans = plan_profiles(cfg, required, bool(stamp), host, default_runtime(cfg, stamp))
+    model_versions = read_onnx_versions(artifact)
+    padding = padding_plan(artifact, input_names, cfg)
     v = cfg.verify
     native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
     limits = thresholds(cfg, model_kind)
@@ -324,24 +409,45 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             if reference_outputs is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
 
+        envs = {}  # each runtime prepared once (a cached venv), before any profile runs
+        for runtime in dict.fromkeys(plan.runtime for plan in plans if not plan.not_verified):
+            try:
+                envs[runtime] = runtimes.prepare(runtime, progress=lambda m: progress(f"verify {target.name}: {m}"))
+            except QuantgateError as error:
+                envs[runtime] = error
+
         profiles = {}
         for index, plan in enumerate(plans, 1):
-            profiles[plan.name] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why}
+            profiles[plan.key] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why,
+                                           "cpu": plan.name}
+            env = envs.get(plan.runtime)
+            if isinstance(env, QuantgateError):
+                plan.not_verified = f"runtime {plan.runtime.label()} could not be prepared: {env}"
             if plan.not_verified:
                 record |= {"status": "not_verified", "reason": plan.not_verified, "requirement_met": False}
-                progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.name}: not verified ({plan.not_verified})")
+                progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key}: not verified ({plan.not_verified})")
                 continue
+            # The guard's prediction, in words, before anything runs; the child's real load proves it.
+            problems = predict_load(model_versions, env.limits)
+            record["runtime"] = env.record() | {"prediction": {"loads": not problems, "problems": problems}}
             cpu = profile(plan.name)
             samples = emulated_n if cpu.emulated else native_n
-            progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.name} "
-                     f"({'qemu -cpu ' + cpu.qemu_cpu if cpu.emulated else 'native'}, {samples} samples) ...")
-            record |= verify_on_profile(cpu, artifact, inputs, work / plan.name, samples, cfg, model_kind,
-                                        output_name, reference_outputs, labels, limits)
+            progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key} "
+                     f"({'qemu -cpu ' + cpu.qemu_cpu if cpu.emulated else 'native'}, onnxruntime "
+                     f"{env.limits['versions']['onnxruntime']}, {samples} samples) ..."
+                     + "".join(f"\n    guard predicts: {problem}" for problem in problems))
+            record |= verify_on_profile(cpu, artifact, inputs, work / plan.key, samples, cfg, model_kind,
+                                        output_name, reference_outputs, labels, limits, env.python,
+                                        padding if padding["status"] == "pending" else None)
+            disagreement = judge_prediction(record, problems)
+            if disagreement:
+                record["runtime"]["disagreement"] = disagreement
+                notes.append(f"{plan.key}: {disagreement}")
             record["requirement_met"] = record["status"] == plan.expected
             if plan.required and plan.expected == "refused_by_guard" and record["status"] in ("pass", "fail"):
                 record["reason"] = (f"ran on {plan.name} although it lacks features the artifact needs: the guard "
                                     f"should have refused it ({record['reason']})")
-            progress(f"verify {target.name}:     {plan.name}: {record['status']} in {record['wall_seconds']:.1f} s"
+            progress(f"verify {target.name}:     {plan.key}: {record['status']} in {record['wall_seconds']:.1f} s"
                      + ("" if record["requirement_met"] else f" (expected {plan.expected})"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -352,6 +458,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
     unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
     failed |= reference_record is not None and reference_outputs is None
+    padding = summarize_padding(padding, profiles)
+    failed |= padding["status"] == "fail"
     status = "fail" if failed else "not_verified" if unverified else "pass"
     report = {
         "schema": REPORT_SCHEMA, "status": status, "passed": status == "pass", "target": target.name,
@@ -364,7 +472,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         "settings": {"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                      "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                      "latency_repeats": v.latency_repeats},
-        "profiles": profiles, "latency": native_latency, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
+        "profiles": profiles, "padding": padding, "latency": native_latency, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
     }
     atomic_write_json(out, report)
     print(format_table(report))
@@ -391,11 +499,13 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, output_name, reference_outputs,
-                      labels, limits) -> dict:
-    """Run the artifact on one profile in a child; the record of what happened and, if it ran, how well."""
+                      labels, limits, python: str | None = None, padding: dict | None = None) -> dict:
+    """Run the artifact on one profile (in the runtime whose interpreter is `python`) in a child; the
+    record of what happened and, if it ran, how well (and, given `padding`, whether padding changes it)."""
     v = cfg.verify
     threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
-    command = child_command(artifact, inputs, out_dir, samples, threads, 0 if cpu.emulated else v.latency_repeats)
+    command = child_command(artifact, inputs, out_dir, samples, threads, 0 if cpu.emulated else v.latency_repeats,
+                            python=python, padding_extra=padding["extra_tokens"] if padding else 0)
     try:
         run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb)
     except EmulatorMissing as missing:
@@ -424,7 +534,31 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, 
         record |= {"status": "fail", "failure": "fidelity", "reason": "out of bounds: " + "; ".join(problems)}
     else:
         record["reason"] = "ran; outputs within bounds of the fp32 reference"
+    if padding:
+        alone, batched = outputs[f"padding_alone.{output_name}"], outputs[f"padding_batched.{output_name}"]
+        padding_figures, padding_problems = fidelity(model_kind, batched, alone, None, padding["thresholds"])
+        record["padding"] = {"status": "fail" if padding_problems else "pass", "figures": padding_figures,
+                             "samples": len(alone)}
+        if padding_problems:
+            words = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the longest "
+                     f"in a batch: {'; '.join(padding_problems)}): the attention_mask is ignored or not fully applied")
+            record["padding"]["reason"] = words
+            record |= {"status": "fail", "failure": record.get("failure") or "padding",
+                       "reason": words if not problems else f"{record['reason']}; {words}"}
     return record
+
+
+def summarize_padding(padding: dict, profiles: dict) -> dict:
+    """The report's padding verdict: a static failure as is; otherwise from the profiles that ran it."""
+    if padding["status"] != "pending":
+        return padding
+    ran = {key: p["padding"] for key, p in profiles.items() if "padding" in p}
+    failed = [key for key, result in ran.items() if result["status"] == "fail"]
+    status = "fail" if failed else "pass" if ran else "not_verified"
+    reason = (f"padding changes the output on {', '.join(failed)}: {ran[failed[0]]['reason']}" if failed else
+              f"each held-out sequence gives the same result alone and padded on {', '.join(ran)}" if ran else
+              "no profile ran the model, so padding invariance was not measured")
+    return padding | {"status": status, "reason": reason, "profiles": ran}
 
 
 def format_table(report: dict) -> str:
@@ -432,6 +566,8 @@ def format_table(report: dict) -> str:
     for name, p in report["profiles"].items():
         figures = p.get("fidelity", {})
         detail = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if key != "max_rel_error") or p["reason"]
+        if p.get("failure") == "padding":
+            detail = p["reason"]
         if "this CPU lacks:" in detail:  # the guard's message: the missing features are the news
             detail = "guard: lacks " + detail.split("this CPU lacks:")[1].split(".")[0].strip()
         if "fp32" in p.get("latency", {}):
@@ -442,6 +578,9 @@ def format_table(report: dict) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = [f"verify {report['target']}: {report['status'].upper()}  {report['artifact']['path']}"]
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6] for row in rows]
+    padding = report.get("padding") or {}
+    if padding:
+        lines.append(f"  padding invariance: {padding['status']}: {padding['reason']}")
     return "\n".join(lines + [f"  note: {note}" for note in report["notes"]])
 
 

@@ -6,11 +6,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from pipeline.cpuid import READABLE_FEATURES, host_features
-from pipeline.guard import (REQUIRED_STAMP_KEYS, ArtifactRefused, StampError, check_stamp, ensure_can_run,
-                            read_onnx_header, read_stamp)
+from pipeline.guard import (REQUIRED_STAMP_KEYS, ArtifactRefused, ModelVersions, StampError, check_stamp,
+                            ensure_can_run, predict_load, read_onnx_header, read_onnx_versions, read_stamp)
 from pipeline.targets import microarchitecture_features, required_cpu_features
 
-RUNTIME = {"onnxruntime": "1.32.0", "numpy": "2.4.6"}
+# What pipeline.runtime_probe reports for onnxruntime 1.16.3 (measured) and 1.32.0.
+ORT116 = {"versions": {"onnxruntime": "1.16.3"}, "max_ir_version": 9, "max_opsets": {"": 19, "ai.onnx.ml": 3, "com.microsoft": 1}}
+RUNTIME = {"versions": {"onnxruntime": "1.32.0"}, "max_ir_version": 14, "max_opsets": {"": 28, "ai.onnx.ml": 5}}
 
 
 def stamp_for(target="avx2", microarchitecture="x86_64_v3", **changes):
@@ -34,7 +36,7 @@ def write_stamped_model(path, stamp):
 
 def test_refuses_host_without_avx2_naming_the_missing_features():
     haswell_less = microarchitecture_features("sandybridge")
-    verdict = check_stamp(stamp_for(), host_features=haswell_less, runtime_versions=RUNTIME)
+    verdict = check_stamp(stamp_for(), host_features=haswell_less)
     assert not verdict.can_run
     assert {"avx2", "fma"} <= set(verdict.missing_cpu_features)
     message = verdict.message()
@@ -43,23 +45,31 @@ def test_refuses_host_without_avx2_naming_the_missing_features():
 
 
 def test_accepts_a_host_with_the_features():
-    verdict = check_stamp(stamp_for(), host_features=microarchitecture_features("haswell"), runtime_versions=RUNTIME)
+    verdict = check_stamp(stamp_for(), host_features=microarchitecture_features("haswell"),
+                          model=ModelVersions(10, {"": 18}), runtime=RUNTIME)
     assert verdict.can_run, verdict.message()
 
 
-def test_refuses_older_runtime_than_the_build():
+def test_predicts_in_words_that_an_older_runtime_will_not_load_it():
     verdict = check_stamp(stamp_for(), host_features=microarchitecture_features("haswell"),
-                          runtime_versions={"onnxruntime": "1.16.3"})
-    assert not verdict.can_run and "1.16.3" in verdict.message()
+                          model=ModelVersions(10, {"": 20, "ai.onnx.ml": 3}), runtime=ORT116)
+    assert not verdict.can_run
+    assert verdict.problems == [
+        "artifact has IR version 10; onnxruntime 1.16.3 loads at most 9; rebuild with "
+        "RUNTIME=onnxruntime==1.16.3 or upgrade the runtime",
+        "artifact imports opset 20 of ai.onnx; onnxruntime 1.16.3 loads at most 19; rebuild with "
+        "RUNTIME=onnxruntime==1.16.3 or upgrade the runtime"]
+    assert predict_load(ModelVersions(9, {"": 18, "custom.ops": 99}), ORT116) == []  # unknown domains: no guess
+    assert "not installed" in predict_load(ModelVersions(9, {"": 18}), {"versions": {}})[0]
 
 
 def test_newer_schema_and_missing_keys_are_stamp_errors():
     with pytest.raises(StampError, match="schema"):
-        check_stamp(stamp_for(schema="2"), host_features=set(), runtime_versions=RUNTIME)
+        check_stamp(stamp_for(schema="2"), host_features=set())
     incomplete = stamp_for()
     del incomplete["required_cpu_features"]
     with pytest.raises(StampError, match="required_cpu_features"):
-        check_stamp(incomplete, host_features=set(), runtime_versions=RUNTIME)
+        check_stamp(incomplete, host_features=set())
 
 
 def test_reads_stamp_from_onnx_without_onnx(tmp_path):
@@ -68,8 +78,13 @@ def test_reads_stamp_from_onnx_without_onnx(tmp_path):
     assert read_stamp(path) == stamp_for()
     ir_version, _ = read_onnx_header(path)
     assert ir_version == onnx.load(path).ir_version
+    assert read_onnx_versions(path) == ModelVersions(ir_version, {"": 18})
     with pytest.raises(ArtifactRefused, match="this CPU lacks: .*avx2"):
-        ensure_can_run(path, host_features=microarchitecture_features("nehalem"), runtime_versions=RUNTIME)
+        ensure_can_run(path, host_features=microarchitecture_features("nehalem"))
+    haswell = microarchitecture_features("haswell")
+    with pytest.raises(ArtifactRefused, match=f"IR version {ir_version}; onnxruntime 1.16.3 loads at most 9"):
+        ensure_can_run(path, host_features=haswell, runtime=ORT116)
+    assert ensure_can_run(path, host_features=haswell).can_run  # asks the installed onnxruntime itself
 
 
 def test_truncated_or_random_files_are_stamp_errors(tmp_path):

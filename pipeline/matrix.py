@@ -1,0 +1,154 @@
+"""The release matrix: one outcome per combination of a `--multirun`, and a table when the sweep ends.
+
+Each combination runs `quantize_task` through `run_combination`, which never raises (one failed or
+crashed combination must not stop the others, whatever the launcher) and writes `outcome.json` into
+the job's Hydra output folder. `MatrixTable`, a Hydra callback that runs where the sweep was started,
+collects those files once every job is done, prints the table and writes `matrix.json` into the
+artifacts folder, where the signoff reads it: a combination that failed to build leaves no artifact
+folder, so without this record a release would look complete while missing it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import traceback
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+
+from pipeline.manifest import atomic_write_json
+
+OUTCOME_FILE = "outcome.json"
+MATRIX_FILE = "matrix.json"
+MATRIX_SCHEMA = "quantgate.matrix/1"
+EXIT_CRASHED = 70  # an unexpected exception in the build or verify code (EX_SOFTWARE)
+ERROR_PREFIX = "quantgate: error: "
+# What a combination's exit code means when it printed no error (see pipeline/stages/verify.py).
+OUTCOME_BY_EXIT = {0: "pass", 1: "fail", 4: "not_verified"}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _StderrTail:
+    """Pass stderr through unchanged and keep its last lines, to say why a combination failed."""
+
+    def __init__(self, stream, keep: int = 40):
+        self.stream, self.lines, self._partial = stream, deque(maxlen=keep), ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *complete, self._partial = (self._partial + text).replace("\r", "\n").split("\n")
+        self.lines.extend(line for line in complete if line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding ... as the real stream
+        return getattr(self.stream, name)
+
+
+def _verify_reason(folder: Path) -> tuple[str | None, str]:
+    """The verify status in verify.json and the reasons of the profiles that did not meet their requirement."""
+    try:
+        report = json.loads((folder / "verify.json").read_text())
+    except (OSError, ValueError):
+        return None, "no verify.json"
+    reasons = [f"{name}: {p.get('reason', '')}" for name, p in report.get("profiles", {}).items()
+               if p.get("required") and not p.get("requirement_met")]
+    return report.get("status"), "; ".join(reasons) or "every required profile met its requirement"
+
+
+def run_combination(cfg, overrides: list[str]) -> int:
+    """Build and verify one combination of a sweep; record what happened; return its exit code."""
+    from pipeline.app import artifact_folder, quantize_task
+
+    started, tail = time.monotonic(), _StderrTail(sys.stderr)
+    folder = artifact_folder(cfg)
+    crash = None
+    try:
+        with contextlib.redirect_stderr(tail):
+            code = quantize_task(cfg, overrides)
+    except Exception as error:  # noqa: BLE001 - the sweep goes on; the traceback is printed and recorded
+        traceback.print_exc()
+        code, crash = EXIT_CRASHED, f"{type(error).__name__}: {error}"
+    errors = [line.removeprefix(ERROR_PREFIX) for line in tail.lines if line.startswith(ERROR_PREFIX)]
+    verify_status = None
+    if crash:
+        outcome, reason = "crashed", crash
+    elif errors:  # a QuantgateError: the build (or its config) was refused before anything was published
+        outcome, reason = "build_failed", errors[-1]
+    elif not cfg.verify.enabled:
+        outcome, reason = "built", "verification skipped (verify.enabled=false)"
+    else:
+        verify_status, reason = _verify_reason(folder)
+        outcome = OUTCOME_BY_EXIT.get(code, "fail")
+    record = {"job": HydraConfig.get().job.num, "overrides": list(overrides), "artifact": folder.name,
+              "artifact_dir": str(folder), "outcome": outcome, "exit_code": code, "verify_status": verify_status,
+              "reason": reason, "seconds": round(time.monotonic() - started, 1), "finished_utc": utc_now()}
+    atomic_write_json(Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE, record)
+    return code
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every job's outcome in a sweep folder; a job folder without one died before it could write it."""
+    outcomes = []
+    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                          key=lambda p: (len(p.name), p.name)):
+        path = job_dir / OUTCOME_FILE
+        if path.is_file():
+            outcomes.append(json.loads(path.read_text()))
+        else:
+            outcomes.append({"job": job_dir.name, "overrides": [], "artifact": f"(job {job_dir.name})",
+                             "artifact_dir": None, "outcome": "crashed", "exit_code": None, "verify_status": None,
+                             "reason": f"the job died without recording an outcome; see {job_dir}", "seconds": None,
+                             "finished_utc": utc_now()})
+    return outcomes
+
+
+def format_table(outcomes: list[dict[str, Any]]) -> str:
+    # The overrides that tell the combinations apart (the artifact name alone may not, e.g. when
+    # a sweep varies calibration.n_samples).
+    common = set.intersection(*(set(o["overrides"]) for o in outcomes)) if outcomes else set()
+    rows = [("job", "artifact", "outcome", "exit", "time", "swept", "detail")]
+    for o in outcomes:
+        seconds = "-" if o["seconds"] is None else f"{o['seconds']:.0f}s"
+        swept = " ".join(item for item in o["overrides"] if item not in common) or "-"
+        rows.append((str(o["job"]), o["artifact"], o["outcome"], str(o["exit_code"]), seconds, swept,
+                     o["reason"][:120]))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6] for row in rows]
+    counts = {}
+    for o in outcomes:
+        counts[o["outcome"]] = counts.get(o["outcome"], 0) + 1
+    summary = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+    return "\n".join([f"matrix: {len(outcomes)} combination(s): {summary}", *lines])
+
+
+class MatrixTable(Callback):
+    """Hydra callback: after a --multirun, print the table and write matrix.json (sweep and artifacts folders)."""
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        outcomes = collect(sweep_dir)
+        print("\n" + format_table(outcomes), flush=True)
+        payload = {"schema": MATRIX_SCHEMA, "finished_utc": utc_now(), "sweep_dir": str(sweep_dir),
+                   "launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
+                   "combinations": outcomes}
+        atomic_write_json(sweep_dir / MATRIX_FILE, payload)
+        # One release = one artifacts folder; the signoff reads <artifacts_dir>/matrix.json.
+        for release_dir in sorted({str(Path(o["artifact_dir"]).parent) for o in outcomes if o["artifact_dir"]}):
+            mine = [o for o in outcomes if o["artifact_dir"] and str(Path(o["artifact_dir"]).parent) == release_dir]
+            atomic_write_json(Path(release_dir) / MATRIX_FILE, payload | {"release": Path(release_dir).name,
+                                                                          "combinations": mine})
+            print(f"matrix: wrote {Path(release_dir) / MATRIX_FILE}", flush=True)

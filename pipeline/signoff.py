@@ -1,0 +1,457 @@
+"""The release signoff: every artifact folder of a release, judged and written up for a person and for CI.
+
+    python -m pipeline.signoff --release NAME [--artifacts-dir artifacts/NAME] [--waivers FILE] [--out reports/NAME]
+
+writes reports/<name>/signoff.md, signoff.html (self-contained: plots embedded, no network) and
+signoff.json (the same facts), and exits 0 only when the verdict is `ready`; 1 when `blocked`;
+2 on a usage error (no such release, a malformed waivers file).
+
+A release is blocked by any of: a file whose bytes no longer match its manifest (never waivable:
+rebuild), a verify.json made for other bytes (never waivable), an artifact never verified, a required
+CPU profile that did not meet its requirement, a matrix combination that did not build, or a waiver
+that covers one of these but has expired. A valid waiver turns a failure into `waived`.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import io
+import json
+import shlex
+import sys
+from datetime import date, datetime, timezone
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
+from pipeline.matrix import MATRIX_FILE
+
+SCHEMA = "quantgate.signoff/1"
+READY, BLOCKED = "ready", "blocked"
+EXIT_READY, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WAIVERS_DIR = PROJECT_ROOT / "conf" / "waivers"
+VERIFY_FILE = "verify.json"
+# Rows that are not CPU profiles: checks on the artifact as a whole.
+INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
+
+
+class SignoffError(Exception):
+    """A usage error: printed as one message, exit 2."""
+
+
+# --- waivers ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Waiver:
+    artifact: str  # artifact folder name; shell-style wildcards allowed (minilm-*-avx512)
+    profile: str  # a CPU profile (native, haswell, ...), `build`, `verify`, or a wildcard
+    reason: str
+    who: str
+    expires: date  # valid through this day (UTC)
+    used_by: list[str] = dataclasses.field(default_factory=list)
+
+    def matches(self, artifact: str, profile: str) -> bool:
+        return fnmatchcase(artifact, self.artifact) and fnmatchcase(profile, self.profile)
+
+    def expired(self, today: date) -> bool:
+        return today > self.expires
+
+    def to_json(self, today: date) -> dict[str, Any]:
+        return {"artifact": self.artifact, "profile": self.profile, "reason": self.reason, "who": self.who,
+                "expires": self.expires.isoformat(), "expired": self.expired(today), "used_by": self.used_by}
+
+
+def load_waivers(path: Path | None) -> list[Waiver]:
+    """A YAML file `waivers: [{artifact, profile, reason, who, expires: YYYY-MM-DD}, ...]`; missing file = none."""
+    if path is None or not path.is_file():
+        return []
+    import yaml
+    try:
+        payload = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SignoffError(f"{path} is not valid YAML: {error}") from None
+    entries = payload.get("waivers") if isinstance(payload, dict) else None
+    if not isinstance(entries, list):
+        raise SignoffError(f"{path}: expected a top-level `waivers:` list")
+    waivers = []
+    for index, entry in enumerate(entries, 1):
+        fields = ("artifact", "profile", "reason", "who", "expires")
+        missing = [name for name in fields if not isinstance(entry, dict) or not entry.get(name)]
+        if missing:
+            raise SignoffError(f"{path}: waiver #{index} lacks {', '.join(missing)} (each waiver needs "
+                               f"{', '.join(fields)})")
+        expires = entry["expires"]
+        if not isinstance(expires, date):
+            try:
+                expires = date.fromisoformat(str(expires))
+            except ValueError:
+                raise SignoffError(f"{path}: waiver #{index} expires={expires!r} is not a date (YYYY-MM-DD)") from None
+        unknown = sorted(set(entry) - set(fields))
+        if unknown:
+            raise SignoffError(f"{path}: waiver #{index} has unknown key(s) {', '.join(unknown)}")
+        waivers.append(Waiver(str(entry["artifact"]), str(entry["profile"]), str(entry["reason"]).strip(),
+                              str(entry["who"]), expires))
+    return waivers
+
+
+# --- one artifact folder ---------------------------------------------------------------------------
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def fidelity_words(profile: dict[str, Any]) -> str:
+    """The figures against their thresholds, e.g. `cosine mean 0.9913 >= 0.98, worst 0.9804 >= 0.95`."""
+    figures, limits = profile.get("fidelity") or {}, profile.get("thresholds") or {}
+    parts = []
+
+    def against(label, key, limit_key):
+        if key in figures:
+            limit = limits.get(limit_key)
+            sign = "" if limit is None else (" ≥ " if figures[key] >= limit else " < ") + f"{limit:g}"
+            parts.append(f"{label} {figures[key]:.4f}{sign}")
+    against("cosine mean", "cosine_mean", "min_cosine_mean")
+    against("cosine worst", "cosine_worst", "min_cosine_worst")
+    against("top-1 agreement", "top1_agreement", "min_top1_agreement")
+    if "accuracy" in figures:
+        parts.append(f"accuracy {figures['accuracy']:.3f} (fp32 {figures.get('reference_accuracy', float('nan')):.3f})")
+    if limits.get("max_abs_error") is not None and "max_abs_error" in figures:
+        parts.append(f"max abs error {figures['max_abs_error']:.3g} (limit {limits['max_abs_error']:g})")
+    return ", ".join(parts)
+
+
+def latency_figures(verify: dict[str, Any] | None) -> dict[str, float] | None:
+    latency = (verify or {}).get("latency") or {}
+    if "int8" not in latency or "fp32" not in latency:
+        return None
+    figures = {"int8_p50_ms": latency["int8"]["p50_ms"], "int8_p95_ms": latency["int8"]["p95_ms"],
+               "fp32_p50_ms": latency["fp32"]["p50_ms"], "fp32_p95_ms": latency["fp32"]["p95_ms"],
+               "batch": latency.get("batch", 1)}
+    figures["p50_ratio"] = figures["int8_p50_ms"] / max(figures["fp32_p50_ms"], 1e-12)
+    return figures
+
+
+def _row(artifact: str, profile: str, status: str, ok: bool | None, reason: str, *, expected: str = "",
+         required: bool = True, waivable: bool = True, **extra) -> dict[str, Any]:
+    """One artifact x profile (or artifact x check) row; `ok` None = informational, never blocks."""
+    return {"artifact": artifact, "profile": profile, "expected": expected, "status": status, "ok": ok,
+            "required": required, "waivable": waivable, "reason": reason, "outcome": None, "waiver": None,
+            "fidelity": "", "figures": {}, "thresholds": {}, "latency": None, **extra}
+
+
+def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The facts of one artifact folder and its rows (integrity checks, then one row per CPU profile)."""
+    manifest = Manifest.load(folder)
+    name, rows = folder.name, []
+    changed = manifest.tampered_files()
+    recorded = {record.path: record.sha256 for record in manifest.files}
+    files = [{"path": r.path, "sha256": r.sha256, "size_bytes": r.size_bytes, "matches_manifest": r.path not in changed}
+             for r in manifest.files]
+    if changed:
+        rows.append(_row(name, "files", "tampered", False, f"{', '.join(changed)} changed after the build (sha256 "
+                         f"differs from manifest.json, or the file is gone): rebuild, a changed artifact cannot be "
+                         f"signed off", waivable=False))
+    else:
+        rows.append(_row(name, "files", "intact", True, f"all {len(files)} files match the sha256 in manifest.json"))
+
+    verify_path = folder / VERIFY_FILE
+    verify = json.loads(verify_path.read_text()) if verify_path.is_file() else None
+    if verify is None:
+        rows.append(_row(name, "verify", "not_verified", False, "no verify.json: the artifact was never verified "
+                         f"(`make verify ARTIFACT_DIR={folder}` or rebuild with verification)"))
+    else:
+        files.append({"path": VERIFY_FILE, "sha256": sha256_file(verify_path), "size_bytes": verify_path.stat().st_size,
+                      "matches_manifest": None})
+        # verify.json names the bytes it judged: they must be the bytes the manifest vouches for.
+        judged = {manifest.model_file: verify["artifact"]["sha256"], manifest.reference_file: verify["reference"]["sha256"],
+                  manifest.heldout_file: verify["inputs"]["sha256"]}
+        stale = [path for path, digest in judged.items() if recorded.get(path) != digest]
+        if stale:
+            rows.append(_row(name, "verify-inputs", "stale", False, f"verify.json judged other bytes than manifest.json "
+                             f"records for {', '.join(stale)}: verify again", waivable=False))
+        for profile_name, p in verify.get("profiles", {}).items():
+            ok = p.get("requirement_met", False) if p.get("required") else None
+            reason = p.get("reason", "")
+            if p.get("status") == "refused_by_guard" and "this CPU lacks:" in reason:  # the guard's words: keep the news
+                reason = "refused by the guard: lacks " + reason.split("this CPU lacks:")[1].split(".")[0].strip()
+            row = _row(name, profile_name, p.get("status", "unknown"), ok, reason, expected=p.get("expected", ""),
+                       required=bool(p.get("required")), fidelity=fidelity_words(p), figures=p.get("fidelity") or {},
+                       thresholds=p.get("thresholds") or {}, failure=p.get("failure"), command=p.get("command"),
+                       wall_seconds=p.get("wall_seconds"))
+            if profile_name == "native":
+                row["latency"] = latency_figures(verify)
+            rows.append(row)
+        reference = (verify.get("reference") or {}).get("run") or {}
+        if reference and reference.get("status") != "pass":
+            rows.append(_row(name, "reference", reference.get("status", "unknown"), False,
+                             f"the fp32 reference did not run: {reference.get('reason', '')}"))
+
+    stamp_versions = json.loads(manifest.stamp.get("versions", "{}")) if manifest.stamp else {}
+    versions = {"build": stamp_versions}
+    if getattr(manifest, "runtime", None) and manifest.runtime.get("versions"):
+        versions["runtime built for"] = manifest.runtime["versions"]
+    if verify is not None:
+        reference = (verify.get("reference") or {}).get("run") or {}
+        if reference.get("versions"):
+            versions["verify: fp32 reference (native)"] = reference["versions"]
+        for profile_name, p in verify.get("profiles", {}).items():
+            if p.get("versions"):
+                versions[f"verify: {profile_name}"] = p["versions"]
+    coverage = {}
+    report_path = folder / manifest.calibration_report_file
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        coverage = {key: report.get(key) for key in ("status", "enforced", "worst_fraction_outside", "warn_threshold",
+                                                      "fail_threshold", "n_tensors")}
+        coverage["worst_tensors"] = [{"tensor": t["tensor"], "fraction_outside": t["fraction_outside"]}
+                                     for t in report.get("tensors", [])[:3]]
+    fallback = dataclasses.asdict(manifest.fallback) if manifest.fallback else None
+    overrides = manifest.build.config_overrides if manifest.build else []
+    facts = {
+        "name": name, "folder": str(folder), "model": manifest.model, "mode": manifest.mode, "target": manifest.target,
+        "model_kind": manifest.model_kind, "verify_status": (verify or {}).get("status", "not_verified"),
+        "size": {"int8_bytes": manifest.model_size_bytes, "fp32_bytes": manifest.reference_size_bytes,
+                 "ratio": manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)},
+        "latency": latency_figures(verify), "model_sha256": manifest.model_sha256,
+        "config_sha256": manifest.config_sha256, "quantization": dataclasses.asdict(manifest.quantization)
+        if manifest.quantization else None,
+        "build": dataclasses.asdict(manifest.build) if manifest.build else None,
+        "build_metrics": {"fp32": manifest.fp32_metrics, "int8": manifest.int8_metrics},
+        "coverage_status": manifest.coverage_status, "coverage": coverage, "fallback": fallback,
+        "versions": versions, "files": files, "tampered": changed,
+        "reproduce": {"overrides": overrides,
+                      "command": shlex.join([".venv/bin/python", "-m", "pipeline", *overrides])},
+        "notes": (verify or {}).get("notes", []),
+    }
+    if facts["build"]:
+        facts["build"].pop("host_cpu_features", None)  # long, and in manifest.json for whoever needs it
+    size_words = f"{_mb(manifest.model_size_bytes)} / {_mb(manifest.reference_size_bytes)} ({facts['size']['ratio']:.2f}x)"
+    for row in rows:
+        row["size"] = size_words
+    return facts, rows
+
+
+def matrix_rows(release_dir: Path, found: dict[str, dict]) -> tuple[dict | None, list[dict[str, Any]]]:
+    """Rows for matrix combinations that did not build, unless rebuilt after the matrix finished."""
+    path = release_dir / MATRIX_FILE
+    if not path.is_file():
+        return None, []
+    matrix = json.loads(path.read_text())
+    rows = []
+    for combo in matrix.get("combinations", []):
+        if combo["outcome"] not in ("build_failed", "crashed"):
+            continue
+        rebuilt = found.get(combo["artifact"])
+        if rebuilt and (rebuilt.get("build") or {}).get("time_utc", "") > matrix.get("finished_utc", ""):
+            continue
+        rows.append(_row(combo["artifact"], "build", combo["outcome"], False,
+                         f"the matrix combination `{' '.join(combo['overrides'])}` did not build: {combo['reason']}",
+                         reproduce=shlex.join([".venv/bin/python", "-m", "pipeline", *combo["overrides"]])))
+    return matrix, rows
+
+
+# --- the verdict -----------------------------------------------------------------------------------
+def apply_waivers(rows: list[dict[str, Any]], waivers: list[Waiver], today: date) -> None:
+    for row in rows:
+        if row["ok"] is None:
+            row["outcome"] = "info"
+            continue
+        if row["ok"]:
+            row["outcome"] = "ok"
+            continue
+        row["outcome"] = "failed"
+        if not row["waivable"]:
+            continue
+        waiver = next((w for w in waivers if w.matches(row["artifact"], row["profile"])), None)
+        if waiver is None:
+            continue
+        waiver.used_by.append(f"{row['artifact']}/{row['profile']}")
+        row["waiver"] = waiver.to_json(today) | {"used_by": None}
+        row["outcome"] = "waiver_expired" if waiver.expired(today) else "waived"
+
+
+def blocking_words(row: dict[str, Any]) -> str:
+    where = f"{row['artifact']} / {row['profile']}"
+    if row["outcome"] == "waiver_expired":
+        w = row["waiver"]
+        return f"{where}: {row['status']}: {row['reason']} (the waiver by {w['who']} expired on {w['expires']})"
+    return f"{where}: {row['status']}: {row['reason']}"
+
+
+def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None) -> dict[str, Any]:
+    """Gather, judge and return the report as one JSON-ready dict (no files written)."""
+    today = today or datetime.now(timezone.utc).date()
+    if not release_dir.is_dir():
+        raise SignoffError(f"{release_dir} does not exist: build the release first (`make matrix RELEASE={release}`)")
+    waivers = load_waivers(waivers_path)
+    artifacts, rows = [], []
+    for folder in sorted(p.parent for p in release_dir.glob(f"*/{MANIFEST_FILE}")):
+        facts, artifact_rows = inspect_artifact(folder)
+        artifacts.append(facts)
+        rows += artifact_rows
+    matrix, build_rows = matrix_rows(release_dir, {a["name"]: a for a in artifacts})
+    rows += build_rows
+    apply_waivers(rows, waivers, today)
+    blocking = [blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")]
+    if not artifacts:
+        blocking.insert(0, f"no artifact folders (with {MANIFEST_FILE}) in {release_dir}")
+    for facts in artifacts:
+        mine = [r for r in rows if r["artifact"] == facts["name"]]
+        facts["verdict"] = BLOCKED if any(r["outcome"] in ("failed", "waiver_expired") for r in mine) else \
+            "ready (waived)" if any(r["outcome"] == "waived" for r in mine) else READY
+    counts = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {
+        "schema": SCHEMA, "release": release, "verdict": BLOCKED if blocking else READY,
+        "generated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "today": today.isoformat(),
+        "release_dir": str(release_dir), "waivers_file": str(waivers_path) if waivers_path and waivers_path.is_file() else None,
+        "blocking": blocking,
+        "waived": [f"{r['artifact']} / {r['profile']}: {r['status']}: {r['reason']} (waived by {r['waiver']['who']} "
+                   f"until {r['waiver']['expires']}: {r['waiver']['reason']})" for r in rows if r["outcome"] == "waived"],
+        "counts": counts, "artifacts": artifacts, "rows": rows,
+        # combinations with no artifact folder (they did not build): rows without facts
+        "missing": [{"name": name} for name in sorted({r["artifact"] for r in rows} - {a["name"] for a in artifacts})],
+        "waivers": [w.to_json(today) for w in waivers], "matrix": matrix,
+        "versions": version_groups(artifacts),
+    }
+
+
+def version_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct set of library versions, and where it was used (build or a verification profile)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for facts in artifacts:
+        for where, versions in facts["versions"].items():
+            key = json.dumps(versions, sort_keys=True)
+            group = groups.setdefault(key, {"versions": versions, "used_in": []})
+            group["used_in"].append(f"{facts['name']}: {where}")
+    for group in groups.values():  # a short column title: what kind of runs, how many
+        wheres = [u.split(": ", 1)[1] for u in group["used_in"]]
+        kinds = sorted({"verification" if w.startswith("verify: ") else w for w in wheres})
+        runs = sorted({w.removeprefix("verify: ") for w in wheres if w.startswith("verify: ")})
+        group["label"] = f"{' + '.join(kinds)} ({len(wheres)} run(s)" + (f": {', '.join(runs)})" if runs else ")")
+    return list(groups.values())
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+def plots(report: dict[str, Any]) -> dict[str, bytes]:
+    """PNG bytes of: fidelity per artifact x profile against its threshold; latency and size int8/fp32."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = {}
+    measured = [r for r in report["rows"] if r["figures"] and r["outcome"] != "info"]
+    if measured:
+        labels, values, limits, colors = [], [], [], []
+        for row in measured:
+            figures, key = row["figures"], "cosine_mean" if "cosine_mean" in row["figures"] else "top1_agreement"
+            limit_key = {"cosine_mean": "min_cosine_mean", "top1_agreement": "min_top1_agreement"}[key]
+            labels.append(f"{row['artifact']} / {row['profile']}\n({key.replace('_', ' ')})")
+            values.append(figures.get(key, 0.0))
+            limits.append(row["thresholds"].get(limit_key))
+            colors.append({"ok": "#2e7d32", "waived": "#f9a825"}.get(row["outcome"], "#c62828"))
+        figure, axis = plt.subplots(figsize=(8, 0.55 * len(measured) + 1.2))
+        positions = range(len(measured))
+        axis.barh(positions, values, color=colors, height=0.6)
+        low = min(min(values), *(l for l in limits if l is not None)) if any(l is not None for l in limits) else min(values)
+        axis.set_xlim(max(0.0, low - 0.02), 1.0025)
+        for y, (value, limit) in enumerate(zip(values, limits)):
+            if limit is not None:
+                axis.plot([limit, limit], [y - 0.4, y + 0.4], color="black", linewidth=2)
+            axis.text(value, y, f" {value:.4f}", va="center", fontsize=8)
+        axis.set_yticks(list(positions), labels, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlabel("fidelity to the fp32 reference (black tick: threshold)")
+        axis.set_title("Fidelity per artifact and CPU profile")
+        images["fidelity.png"] = _png(figure, plt)
+    if report["artifacts"]:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 0.5 * len(report["artifacts"]) + 1.6), sharey=True)
+        names = [a["name"] for a in report["artifacts"]]
+        sizes = [a["size"]["ratio"] for a in report["artifacts"]]
+        latencies = [a["latency"]["p50_ratio"] if a["latency"] else 0.0 for a in report["artifacts"]]
+        for axis, values, title in ((left, latencies, "latency p50, batch 1 (native)"), (right, sizes, "file size")):
+            axis.barh(range(len(names)), values, color=["#1565c0" if v <= 1 else "#ef6c00" for v in values], height=0.6)
+            axis.axvline(1.0, color="black", linewidth=1)
+            for y, value in enumerate(values):
+                axis.text(value, y, f" {value:.2f}x" if value else " not measured", va="center", fontsize=8)
+            axis.set_title(f"int8 / fp32: {title}", fontsize=10)
+            axis.set_xlim(0, max(max(values) * 1.3, 1.2))
+        left.set_yticks(range(len(names)), names, fontsize=8)
+        left.invert_yaxis()
+        figure.suptitle("int8 versus fp32 (below 1 = int8 smaller / faster)", fontsize=11)
+        images["ratios.png"] = _png(figure, plt)
+    return images
+
+
+def _png(figure, plt) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def render(report: dict[str, Any], images: dict[str, bytes]) -> tuple[str, str]:
+    """(markdown, html) from the same report dict."""
+    import jinja2
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("pipeline", "templates"),
+                                     autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True,
+                                     lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    environment.filters["mb"] = _mb
+    environment.filters["pct"] = lambda value: "-" if value is None else f"{100 * value:.2f}%"
+    environment.filters["step"] = lambda step: ", ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value
+                                                         in step.items() if isinstance(value, float))
+    environment.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # Markdown tables
+    embedded = {name: base64.b64encode(data).decode() for name, data in images.items()}
+    markdown = environment.get_template("signoff.md.j2").render(r=report, images=sorted(images))
+    html = environment.get_template("signoff.html.j2").render(r=report, images=embedded)
+    return markdown, html
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    images = plots(report)
+    markdown, html = render(report, images)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        atomic_write_bytes(out_dir / name, data)
+    atomic_write_bytes(out_dir / "signoff.md", markdown.encode())
+    atomic_write_bytes(out_dir / "signoff.html", html.encode())
+    atomic_write_json(out_dir / "signoff.json", report)  # last: its presence means the set is complete
+
+
+def summary(report: dict[str, Any], out_dir: Path) -> str:
+    lines = [f"signoff {report['release']}: {report['verdict'].upper()} "
+             f"({len(report['artifacts'])} artifacts; " + ", ".join(f"{n} {k}" for k, n in sorted(report['counts'].items())) + ")"]
+    lines += [f"  blocking: {words}" for words in report["blocking"]]
+    lines += [f"  waived:   {words}" for words in report["waived"]]
+    lines.append(f"  report:   {out_dir}/signoff.html (.md, .json)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.signoff", description=__doc__.splitlines()[0])
+    parser.add_argument("--release", required=True, help="the release name (artifacts/<name>/ by default)")
+    parser.add_argument("--artifacts-dir", type=Path, help="the release's artifact folder; default artifacts/<release>")
+    parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
+    parser.add_argument("--out", type=Path, help="report folder; default reports/<release>")
+    parser.add_argument("--today", type=date.fromisoformat, help="judge waiver expiry as of this date (YYYY-MM-DD)")
+    args = parser.parse_args(argv)
+    release_dir = args.artifacts_dir or Path("artifacts") / args.release
+    out_dir = args.out or Path("reports") / args.release
+    waivers = args.waivers or WAIVERS_DIR / f"{args.release}.yaml"
+    try:
+        if args.waivers and not args.waivers.is_file():
+            raise SignoffError(f"the waivers file {args.waivers} does not exist")
+        report = signoff(args.release, release_dir, waivers, args.today)
+    except SignoffError as error:
+        print(f"quantgate signoff: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    write_report(report, out_dir)
+    print(summary(report, out_dir))
+    return EXIT_READY if report["verdict"] == READY else EXIT_BLOCKED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""A small real release shared by the signoff and bench tests: two digits_cnn artifacts, one failing."""
+import pytest
+
+# Natively only: these tests are about the signoff, not about emulated CPUs (test_verify covers QEMU).
+FAST = ["model=digits_cnn", "target=avx2", "verify.profiles=[native]"]
+
+
+@pytest.fixture(scope="session")
+def digits_release(tmp_path_factory):
+    """artifacts/<release>/ with digits_cnn-static-avx2 (passes) and digits_cnn-dynamic-avx2 (fails fidelity)."""
+    from pipeline.app import quantize_task
+    from pipeline.config import compose_config
+
+    release = tmp_path_factory.mktemp("artifacts") / "rc1"
+    good = [*FAST, "mode=static", f"artifacts_dir={release}"]
+    # An impossible bar for top-1 agreement: verification fails on `native`, the build's gate does not
+    # (for a labelled classifier it budgets the accuracy drop instead).
+    bad = [*FAST, "mode=dynamic", "verify.min_top1_agreement=1.01", f"artifacts_dir={release}"]
+    assert quantize_task(compose_config(good), good) == 0
+    assert quantize_task(compose_config(bad), bad) == 1
+    return release

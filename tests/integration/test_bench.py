@@ -1,0 +1,24 @@
+"""The benchmark on the small digits_cnn release: valid JSON with int8/fp32 ratios and the Markdown table."""
+import json
+
+import pytest
+
+from pipeline.bench import main as bench_main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_writes_ratios_for_every_artifact(digits_release, tmp_path):
+    assert bench_main(["--artifacts-dir", str(digits_release), "--out", str(tmp_path), "--batches", "1", "8",
+                       "--seconds", "0.2"]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert {a["artifact"] for a in report["artifacts"]} == {"digits_cnn-static-avx2", "digits_cnn-dynamic-avx2"}
+    for case in report["artifacts"]:
+        assert set(case["latency"]) == {"1", "8"}
+        for figures in case["latency"]["8"].values():
+            assert figures["p95_ms"] >= figures["p50_ms"] > 0 and figures["repeats"] >= 5
+        assert 0 < case["ratios"]["size_int8_vs_fp32"] < 1
+        assert case["ratios"]["8"]["int8_vs_plain_int8_p50"] > 0
+        assert 0 <= case["fidelity"]["int8"]["top1_agreement"] <= 1
+    table = (tmp_path / "results.md").read_text()
+    assert "| digits_cnn-static-avx2 |" in table and "plain ORT dyn" in table
