@@ -3,8 +3,11 @@
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
 #   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx
+#   EXPORT=aoti: a torch AOTInductor package (model.pt2) instead of ONNX, e.g.
+#     make quantize EXPORT=aoti MODEL=digits_cnn MODE=static TARGET=avx2   (artifacts/...-aoti/)
+#   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
-#   make matrix [RELEASE=candidate] [JOBS=2] [ARGS='target=avx2,avx512']   (conf/experiment/release.yaml)
+#   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib] [ARGS='target=avx2,avx512']
 #   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml]   (reports/<release>/)
 #   make bench                                   (bench/results.json, bench/results.md)
 #   make test
@@ -20,6 +23,7 @@ export HF_DATASETS_OFFLINE := 1
 TARGET ?= avx2
 MODE ?= dynamic
 MODEL ?= minilm
+EXPORT ?= onnx
 ARGS ?=
 RUNTIME ?=
 # A name selects conf/runtime/<name>.yaml; pip lines (they contain = < or >) fill runtime=custom.
@@ -27,14 +31,18 @@ comma := ,
 space := $(subst x, ,x)
 RUNTIME_ARG = $(if $(RUNTIME),$(if $(findstring =,$(RUNTIME))$(findstring <,$(RUNTIME))$(findstring >,$(RUNTIME)),\
 	runtime=custom 'runtime.requirements=[$(subst $(space),$(comma),$(patsubst %,"%",$(RUNTIME)))]',runtime=$(RUNTIME)))
-ARTIFACT_DIR := artifacts/$(MODEL)-$(MODE)-$(TARGET)
+ARTIFACT_DIR := artifacts/$(MODEL)-$(MODE)-$(TARGET)$(if $(filter aoti,$(EXPORT)),-aoti)
+# Compare with TARGET only when the user named one; otherwise the artifact's own stamp (if any).
+TARGET_GIVEN = $(filter command line environment,$(origin TARGET))
 
 # A release: every artifact of `make matrix` lands in artifacts/$(RELEASE)/, signed off into reports/$(RELEASE)/.
 RELEASE ?= candidate
 JOBS ?= 2
+# conf/hydra/launcher/: joblib | submitit_local | submitit_slurm | ray
+LAUNCHER ?= joblib
 WAIVERS ?=
 
-.PHONY: setup quantize verify inspect matrix signoff bench test test-fast clean
+.PHONY: setup quantize verify audit inspect matrix signoff bench test test-fast clean
 
 setup: $(SETUP_STAMP)
 
@@ -47,10 +55,12 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 
 quantize: setup
-	$(PY) -m pipeline model=$(MODEL) mode=$(MODE) target=$(TARGET) $(RUNTIME_ARG) $(ARGS)
+	$(PY) -m pipeline model=$(MODEL) mode=$(MODE) target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG) $(ARGS)
 
 verify: setup
-ifdef ARTIFACT
+ifneq ($(filter aoti,$(EXPORT))$(filter %.pt2,$(ARTIFACT)),)
+	$(PY) -m pipeline.aoti_verify $(or $(patsubst %/model.pt2,%,$(ARTIFACT)),$(ARTIFACT_DIR)) $(ARGS)
+else ifdef ARTIFACT
 	$(PY) -m pipeline.cli verify --artifact $(ARTIFACT) --reference $(REFERENCE) --inputs $(INPUTS) \
 		--target $(TARGET) $(if $(OUT),--out $(OUT)) $(RUNTIME_ARG) $(ARGS)
 else
@@ -58,14 +68,18 @@ else
 		$(RUNTIME_ARG) $(ARGS)
 endif
 
+audit: setup
+	$(PY) -m pipeline.audit $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(TARGET_GIVEN),--target $(TARGET)) \
+		$(if $(OUT),--json $(OUT))
+
 inspect: setup
 	$(PY) -m pipeline.cli inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx)
 
 # Builds and verifies every combination in parallel; one failed combination does not stop the others,
 # and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.
 matrix: setup
-	$(PY) -m pipeline --multirun experiment=release hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
-		artifacts_dir=artifacts/$(RELEASE) $(ARGS)
+	$(PY) -m pipeline --multirun experiment=release hydra/launcher=$(LAUNCHER) \
+		$(if $(filter joblib,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS)) artifacts_dir=artifacts/$(RELEASE) $(ARGS)
 
 # Exit 0 only when the verdict is `ready`.
 signoff: setup

@@ -31,7 +31,9 @@ def _value(item) -> str:
 
 
 def artifact_name(cfg) -> str:
-    return f"{cfg.model.name}-{_value(cfg.mode.name)}-{cfg.target.name}"
+    # export=aoti builds sit beside the ONNX build of the same model, mode and target.
+    suffix = "-aoti" if _value(getattr(cfg, "export", "onnx")) == "aoti" else ""
+    return f"{cfg.model.name}-{_value(cfg.mode.name)}-{cfg.target.name}{suffix}"
 
 
 def artifact_folder(cfg) -> Path:
@@ -54,6 +56,8 @@ def validate(cfg) -> None:
                              f"(dynamic quantization computes ranges at run time); drop the override or use "
                              f"mode=static")
     policy(cfg)
+    from pipeline import aoti
+    aoti.validate(cfg)
     from pipeline.targets import PROFILES
     unknown = [name for name in (cfg.verify.profiles or []) if name not in PROFILES]
     if unknown:
@@ -142,7 +146,11 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         try:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=_value(cfg.mode.name),
                                 target=cfg.target.name, artifact_dir=str(staging))
-            for stage in (export, calibrate, quantize, gate, stamp):
+            from pipeline import aoti
+            # export=aoti: quantize, compile, audit, gate and stamp a model.pt2 (pipeline/aoti.py).
+            stages = (export, calibrate, aoti) if aoti.export_kind(cfg) == "aoti" else \
+                (export, calibrate, quantize, gate, stamp)
+            for stage in stages:
                 manifest = stage.run(cfg, manifest)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
@@ -183,8 +191,9 @@ def quantize_task(cfg, overrides: list[str] | None = None) -> int:
     try:
         manifest = build(cfg, overrides)
         if cfg.verify.enabled:
+            from pipeline import aoti, aoti_verify
             from pipeline.stages import verify
-            manifest = verify.run(cfg, manifest)
+            manifest = (aoti_verify if aoti.export_kind(cfg) == "aoti" else verify).run(cfg, manifest)
     except QuantgateError as error:
         print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code

@@ -60,6 +60,9 @@ X86_64_BASELINE = {
     "INTEL8086", "INTEL186", "INTEL286", "INTEL386", "INTEL486", "X64", "FPU", "FPU287", "FPU387", "CMOV",
     "CX8", "FXSR", "MMX", "SSE", "SSE2", "SYSCALL", "TSC", "CPUID", "PAUSE", "MULTIBYTENOP", "CLFSH", "SEP",
     "MSR", "RDPMC",
+    # endbr64 (CET indirect-branch tracking, emitted by Debian's gcc) is encoded in the hint-NOP
+    # space: a CPU without CET executes it as a NOP.
+    "CET_IBT",
 }
 # Not named by archspec, but in every CPU that has the named feature (Intel SDM): no separate finding.
 IMPLIED_BY = {"PREFETCHW": "avx2", "RDTSCP": "sse4_2", "LAHF": "lahf_lm"}
@@ -118,16 +121,16 @@ def _feature_names() -> dict[int, str]:
     return {value: name for name, value in vars(CpuidFeature).items() if isinstance(value, int) and not name.startswith("_")}
 
 
-def _function_symbols(elf) -> tuple[list[int], list[str]]:
-    """Function start addresses and names (symtab, else dynsym), to say where an instruction lives."""
+def _function_symbols(elf) -> tuple[list[int], list[tuple[int, str]]]:
+    """Function starts, and (end, name) of each (symtab, else dynsym), to say where an instruction lives."""
     for section_name in (".symtab", ".dynsym"):
         section = elf.get_section_by_name(section_name)
         if section is None:
             continue
-        symbols = sorted((s["st_value"], s.name) for s in section.iter_symbols()
+        symbols = sorted((s["st_value"], s["st_value"] + s["st_size"], s.name) for s in section.iter_symbols()
                          if s["st_info"]["type"] == "STT_FUNC" and s["st_value"] and s.name)
         if symbols:
-            return [address for address, _ in symbols], [name for _, name in symbols]
+            return [start for start, _, _ in symbols], [(end, name) for _, end, name in symbols]
     return [], []
 
 
@@ -173,11 +176,17 @@ def audit_elf(data: bytes, name: str) -> LibraryAudit:
                 shown = examples.setdefault(feature, [])
                 if len(shown) < EXAMPLES_PER_FEATURE:
                     where = bisect.bisect_right(addresses, instruction.ip) - 1
-                    symbol = f" <{symbols[where]}>" if where >= 0 else ""
+                    # Inside a known function only: a stripped library's nearest export says nothing.
+                    inside = where >= 0 and instruction.ip < symbols[where][0]
+                    symbol = f" <{_short(symbols[where][1])}>" if inside else ""
                     shown.append(f"{instruction.ip:#x}{symbol}: {instruction}")
     return LibraryAudit(name, len(data), architecture, True, "", instructions, undecodable,
                         dict(sorted(counts.items())), dict(sorted(examples.items())),
                         round(time.perf_counter() - started, 3))
+
+
+def _short(symbol: str, limit: int = 64) -> str:
+    return symbol if len(symbol) <= limit else symbol[:limit - 3] + "..."
 
 
 def _archspec_names(features: list[int], names: dict[int, str]):

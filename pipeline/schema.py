@@ -36,6 +36,11 @@ class CalibrationMethod(str, Enum):
     percentile = "percentile"
 
 
+class ExportKind(str, Enum):
+    onnx = "onnx"  # model.onnx for onnxruntime (the default)
+    aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/aoti.py)
+
+
 class QuantMode(str, Enum):
     dynamic = "dynamic"
     static = "static"
@@ -167,6 +172,7 @@ class QuantgateConfig:
     verify: VerifyConfig = MISSING
     # null = build for this venv's runtime; verify in the runtime the artifact was stamped for.
     runtime: Optional[RuntimeConfig] = None
+    export: ExportKind = ExportKind.onnx  # `export=aoti` (make EXPORT=aoti): a torch AOTInductor package
     artifacts_dir: str = "artifacts"
     # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>.
     out: Optional[str] = None

@@ -246,7 +246,7 @@ def matrix_rows(release_dir: Path, found: dict[str, dict]) -> tuple[dict | None,
         if rebuilt and (rebuilt.get("build") or {}).get("time_utc", "") > matrix.get("finished_utc", ""):
             continue
         rows.append(_row(combo["artifact"], "build", combo["outcome"], False,
-                         f"the matrix combination `{' '.join(combo['overrides'])}` did not build: {combo['reason']}",
+                         f"the matrix combination {' '.join(combo['overrides'])} did not build: {combo['reason']}",
                          reproduce=shlex.join([".venv/bin/python", "-m", "pipeline", *combo["overrides"]])))
     return matrix, rows
 

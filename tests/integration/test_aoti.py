@@ -1,0 +1,65 @@
+"""export=aoti end to end: real PT2E quantization, real AOTInductor compilation, real QEMU.
+
+Two compilations in all (20-70 s each here): the avx2 package, and a deliberately mis-targeted
+build (inductor's defaults: -march=native on this AVX-512 host) that the audit must stop.
+"""
+import json
+import shutil
+
+import pytest
+
+from pipeline import aoti, audit
+from pipeline.cpuid import host_features
+
+pytestmark = pytest.mark.slow
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64 (qemu-user)")
+BUILD = ["model=digits_cnn", "mode=static", "target=avx2", "export=aoti", "verify.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def avx2_package(tmp_path_factory):
+    from pipeline.app import build
+    from pipeline.config import compose_config
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    return build(compose_config([*BUILD, f"artifacts_dir={artifacts}"]))
+
+
+def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
+    folder = avx2_package.folder
+    assert folder.name == "digits_cnn-static-avx2-aoti"
+    assert {"model.pt2", "audit.json", "reference_outputs.npz", "heldout.npz", "manifest.json"} <= \
+        {p.name for p in folder.iterdir()}
+    report = json.loads((folder / "audit.json").read_text())
+    measured = report["audited_cpu_features"]
+    assert measured and not [f for f in measured if f.startswith("avx512")], measured
+    assert set(measured) <= set(avx2_package.required_cpu_features)
+    from pipeline.guard_torch import read_package_stamp
+    stamp = read_package_stamp(folder / "model.pt2")
+    assert json.loads(stamp["audited_cpu_features"]) == measured
+    assert stamp["target_isa"] == "avx2" and stamp["artifact_kind"] == "aoti"
+    assert json.loads(stamp["compiler"])["march"] == "x86-64-v3"
+    assert avx2_package.int8_metrics["accuracy"] >= avx2_package.fp32_metrics["accuracy"] - 0.02
+
+
+@needs_qemu
+def test_avx2_package_runs_on_haswell_and_is_refused_on_sandybridge(avx2_package, compose):
+    from pipeline.aoti_verify import verify_package
+    cfg = compose([*BUILD, "verify.profiles=[haswell,sandybridge]", "verify.emulated_max_samples=3"])
+    report = verify_package(cfg, avx2_package)
+    haswell, sandybridge = report["profiles"]["haswell"], report["profiles"]["sandybridge"]
+    assert haswell["status"] == "pass", haswell
+    assert haswell["fidelity"]["top1_agreement"] >= 0.97
+    assert sandybridge["status"] == "refused_by_guard", sandybridge
+    assert sandybridge["signal"] is None and "lacks" in sandybridge["reason"] and "avx2" in sandybridge["reason"]
+    assert report["audit"]["status"] == "pass" and report["status"] == "pass"
+
+
+@pytest.mark.skipif("avx512f" not in host_features(), reason="the mis-targeted build needs an AVX-512 build host")
+def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path, monkeypatch):
+    """Inductor's own defaults (no plan: -march=native, host vector ISA) for an avx2 target."""
+    from pipeline.app import build
+    from pipeline.config import QuantgateError, compose_config
+    monkeypatch.setattr(aoti, "isa_plan", lambda *args: None)
+    with pytest.raises(QuantgateError, match=r"outside target avx2: .*avx512\w* \(\d+ instructions\).*0x[0-9a-f]+"):
+        build(compose_config([*BUILD, f"artifacts_dir={tmp_path}"]))
+    assert not (tmp_path / "digits_cnn-static-avx2-aoti").exists()  # nothing published
