@@ -54,20 +54,27 @@ def _linear_only_quantizer(config):
 
 
 def quantizer_for(record: QuantizationRecord, linear_only: bool = False):
+    """The target's policy as a PT2E quantizer, matching what onnxruntime does for static.
+
+    onnxruntime's `reduce_range` means 7-bit weights; torchao's x86 `reduce_range` flag would
+    instead cut activations to 7 bits, so the policy is applied to the weight spec here.
+    """
     import torch
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
-    config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=record.reduce_range)
+    config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=False)
+    weight = config.weight
+    if record.reduce_range:
+        weight = dataclasses.replace(weight, quant_min=-64, quant_max=63)
+    if not record.per_channel:
+        weight = dataclasses.replace(weight, qscheme=torch.per_tensor_symmetric, ch_axis=0)
+    config = dataclasses.replace(config, weight=weight)
     if record.activation_type == "int8":
         def signed(spec):
-            return None if spec is None else dataclasses.replace(spec, dtype=torch.int8, quant_min=-128,
-                                                                 quant_max=63 if record.reduce_range else 127)
+            return None if spec is None else dataclasses.replace(spec, dtype=torch.int8, quant_min=-128, quant_max=127)
         config = dataclasses.replace(config, input_activation=signed(config.input_activation),
                                      output_activation=signed(config.output_activation))
-    if not record.per_channel:
-        weight = dataclasses.replace(config.weight, qscheme=torch.per_tensor_symmetric, ch_axis=0)
-        config = dataclasses.replace(config, weight=weight)
     return _linear_only_quantizer(config) if linear_only else X86InductorQuantizer().set_global(config)
 
 
@@ -112,6 +119,14 @@ def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list,
         logging.getLogger("torch").setLevel(logging.ERROR)
         graph = torch.export.export(student, example, dynamic_shapes=family.dynamic_shapes()).module()
         prepared = prepare_qat_pt2e(graph, quantizer_for(record, linear_only=family.kind == "embedding"))
+    # Start from post-training ranges: observe the calibration batches with fake quantization off,
+    # then train with it on. Starting from empty ranges costs MiniLM half its cosine at step one.
+    from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
+    prepared.apply(disable_fake_quant)
+    with torch.no_grad():
+        for batch in calibration_batches:
+            prepared(*[torch.from_numpy(batch[name]) for name in family.input_names])
+    prepared.apply(enable_fake_quant)
     move_exported_model_to_train(prepared)
 
     data = family.data()
