@@ -127,7 +127,10 @@ def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list,
         for batch in calibration_batches:
             prepared(*[torch.from_numpy(batch[name]) for name in family.input_names])
     prepared.apply(enable_fake_quant)
-    move_exported_model_to_train(prepared)
+    if family.kind == "classifier":
+        move_exported_model_to_train(prepared)
+    # Embedding models stay in eval mode: BERT's dropout would make the student's embeddings
+    # differ from the teacher's at every step, and the loss would chase noise.
 
     data = family.data()
     if family.kind == "classifier" and data.train_inputs is not None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline import runtimes
 from pipeline.config import QuantgateError, compose_config
-from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_versions, read_stamp
+from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.manifest import Manifest, atomic_write_json, sha256_file
 from pipeline.targets import CpuProfile, profile, required_cpu_features
 from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
@@ -139,7 +139,7 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
 def classify(run: ChildRun) -> Outcome:
     """Name what happened to a child in words a user can act on."""
     cpu = "this host" if run.profile == "native" else run.profile
-    last_line = run.stderr_tail[-1] if run.stderr_tail else "(no output)"
+    last_line = next((line for line in reversed(run.stderr_tail) if line.strip()), "(no output)")
     if run.timed_out:
         return Outcome("fail", "timeout", f"timed out after {run.timeout_seconds:g} s on {cpu} and was killed with its "
                        f"process group; raise verify.timeout_seconds or lower the sample count")
@@ -150,7 +150,9 @@ def classify(run: ChildRun) -> Outcome:
     if run.returncode == EXIT_LOAD_FAILED:
         said = next((line for line in run.stderr_tail if line.startswith(LOAD_FAILED_PREFIX)), last_line)
         return Outcome("fail", "load", said.removeprefix(LOAD_FAILED_PREFIX))
-    if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in OUT_OF_MEMORY_WORDS + ("MemoryError",)):
+    # "failed to map segment": the dynamic loader could not map a library under the address-space limit.
+    memory_words = OUT_OF_MEMORY_WORDS + ("MemoryError", "failed to map segment", "Cannot allocate memory")
+    if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in memory_words):
         return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
                        f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")
     if run.returncode < 0:
@@ -358,6 +360,26 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def preflight(*models: Path) -> None:
+    """Refuse, before onnx or onnxruntime opens them, files that are not ONNX, point outside their
+    folder for external data, or carry a stamp this quantgate cannot read."""
+    from pipeline.guard import check_stamp
+    from pipeline.onnx_checks import UnsafeModelError, check_external_data
+
+    for model in models:
+        try:
+            read_onnx_header(model)
+            check_external_data(model)
+        except (StampError, UnsafeModelError) as error:
+            raise QuantgateError(str(error)) from None
+    stamp = read_stamp(models[0])
+    if stamp:
+        try:
+            check_stamp(stamp, host_features=frozenset())  # validates schema and keys only
+        except StampError as error:
+            raise QuantgateError(f"{models[0].name}: {error}") from None
+
+
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
                  output_name: str | None = None) -> dict:
     """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`."""
@@ -366,18 +388,29 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         if not path.is_file():
             raise QuantgateError(f"the {what} {path} does not exist")
     model_kind = model_kind or str(getattr(cfg.model.kind, "value", cfg.model.kind))
+    preflight(artifact, reference)
     input_names, output_names = graph_io(artifact)
     reference_output_names = graph_io(reference)[1]
     output_name = output_name or output_names[0]
     if output_name not in output_names or output_name not in reference_output_names:
         raise QuantgateError(f"output {output_name!r} is not in both models (artifact: {output_names}, "
                              f"reference: {reference_output_names})")
-    with np.load(inputs) as arrays:
-        absent = [name for name in input_names if name not in arrays.files]
-        if absent:
-            raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
-        n_available = len(arrays[input_names[0]])
-        labels = arrays["labels"] if "labels" in arrays.files else None
+    try:
+        with np.load(inputs, allow_pickle=False) as arrays:
+            absent = [name for name in input_names if name not in arrays.files]
+            if absent:
+                raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
+            for name in input_names:
+                arrays[name]  # an object array raises here: pickles are never loaded
+            n_available = len(arrays[input_names[0]])
+            labels = arrays["labels"] if "labels" in arrays.files else None
+            ignored = [name for name in arrays.files if name not in input_names and name != "labels"]
+    except (ValueError, OSError, EOFError) as error:
+        reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
+        raise QuantgateError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
+                             f"after the model inputs {input_names}") from None
+    if ignored:
+        progress(f"verify: {inputs.name}: arrays {ignored} match no model input and are ignored")
     try:
         stamp = read_stamp(artifact)
     except StampError as error:
@@ -394,6 +427,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
     limits = thresholds(cfg, model_kind)
     notes = []
+    if ignored:
+        notes.append(f"arrays {ignored} in {inputs.name} match no model input and were ignored")
     if not stamp:
         notes.append("the artifact has no quantgate stamp: the guard cannot refuse it on any CPU")
     elif stamp.get("target_isa") != target.name:
@@ -590,6 +625,9 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
     if changed:
         raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
                              f"manifest.json); rebuild the artifact instead of verifying edited files")
+    if manifest.model_file.endswith(".pt2"):  # a torch AOTInductor package: audited, then run per profile
+        from pipeline.aoti_verify import verify_package
+        return verify_package(cfg, manifest)
     return verify_files(manifest.path(manifest.model_file), manifest.path(manifest.reference_file),
                         manifest.path(manifest.heldout_file), cfg, out or manifest.path(VERIFY_FILE),
                         model_kind=manifest.model_kind,
