@@ -49,6 +49,8 @@ setup: $(SETUP_STAMP)
 $(SETUP_STAMP): pyproject.toml
 	@command -v qemu-x86_64 >/dev/null || { echo "installing qemu-user (emulated CPU profiles)"; \
 		apt-get update -qq && apt-get install -y -qq qemu-user; }
+	@command -v debootstrap >/dev/null || { echo "installing debootstrap (arm64 sysroot for the Arm CPU profiles)"; \
+		apt-get update -qq && apt-get install -y -qq debootstrap; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -147,16 +147,9 @@ def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=N
 
 # --- quantization: torchao PT2E with X86InductorQuantizer -----------------------------------------------
 def static_quantizer(record):
-    """X86InductorQuantizer with observers (not fake quant) and the target's policy, as qat.quantizer_for."""
-    import torch
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
-
-    config = get_default_x86_inductor_quantization_config(is_qat=False, reduce_range=record.reduce_range)
-    if not record.per_channel:
-        config = dataclasses.replace(config, weight=dataclasses.replace(
-            config.weight, qscheme=torch.per_tensor_symmetric, ch_axis=0))
-    return X86InductorQuantizer().set_global(config)
+    """The same policy mapping as QAT's (pipeline/qat.py), with observers instead of fake quant."""
+    from pipeline.qat import quantizer_for
+    return quantizer_for(record, is_qat=False)
 
 
 def quantize_static(cfg, record, calibration_batches: list):
@@ -180,25 +173,9 @@ def quantize_static(cfg, record, calibration_batches: list):
 
 
 def quantize_qat(cfg, record, calibration_batches: list):
-    """QAT's fine-tuned, converted graph. `qat.train_and_export` ends in an ONNX export of exactly
-    that graph; until qat.py exposes it on its own, it is taken at that call (no training is copied)."""
+    """QAT's fine-tuned, converted graph (pipeline/qat.py), compiled here instead of exported."""
     from pipeline import qat
-    from pipeline.stages import export
-
-    captured = {}
-
-    def capture(model, *args, **kwargs) -> bytes:
-        captured["model"] = model
-        return b""
-
-    original = export.export_onnx
-    export.export_onnx = capture
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            summary = qat.train_and_export(cfg, record, calibration_batches, Path(scratch) / "unused.onnx")
-    finally:
-        export.export_onnx = original
-    return captured["model"], summary
+    return qat.train(cfg, record, calibration_batches)
 
 
 # --- the stage ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Read this CPU's features through the CPUID instruction, using only the standard library.
+"""Read this CPU's features through the CPUID instruction (x86) or getauxval(AT_HWCAP) (64-bit Arm),
+using only the standard library.
 
 Why not /proc/cpuinfo: under QEMU user mode it shows the real host, while CPUID is emulated,
 and the runtimes (numpy, onnxruntime, torch) dispatch on CPUID. Why not numpy's dispatch table:
@@ -94,9 +95,34 @@ def _registers(code: _MachineCode, leaf: int, subleaf: int) -> dict[str, int]:
     return dict(zip(("eax", "ebx", "ecx", "edx"), out))
 
 
+# 64-bit Arm: the kernel's HWCAP bits (arch/arm64/include/uapi/asm/hwcap.h), read by getauxval as
+# onnxruntime's and numpy's Arm detection do; names as in /proc/cpuinfo's Features line = archspec's.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
+                "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+_HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
+                 "svebf16 i8mm bf16 dgh rng bti mte").split()
+ARM_READABLE_FEATURES = frozenset(_HWCAP_NAMES + _HWCAP2_NAMES)
+
+
+def arm_hwcaps() -> tuple[int, int]:
+    """(AT_HWCAP, AT_HWCAP2) of this process: under qemu-aarch64, those of the emulated -cpu model."""
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype, libc.getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return libc.getauxval(_AT_HWCAP), libc.getauxval(_AT_HWCAP2)
+
+
+def arm_features(hwcap: int, hwcap2: int) -> frozenset[str]:
+    return frozenset([name for bit, name in enumerate(_HWCAP_NAMES) if hwcap >> bit & 1]
+                     + [name for bit, name in enumerate(_HWCAP2_NAMES) if hwcap2 >> bit & 1])
+
+
 def host_features() -> frozenset[str]:
     """Features of the CPU this process runs on (the emulated one under QEMU), archspec names."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return arm_features(*arm_hwcaps())
+    if machine not in ("x86_64", "amd64"):
         return frozenset()
     code = _MachineCode()
     max_leaf = _registers(code, 0, 0)["eax"]

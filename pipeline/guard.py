@@ -188,8 +188,11 @@ def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] 
         verdict.missing_cpu_features = missing
         verdict.problems.append(
             f"artifact built for {stamp['target_isa']} needs {', '.join(required_headline(required, missing))}; "
-            f"this CPU lacks: {', '.join(missing)}. Build for a lower target (e.g. TARGET=x86_64_v2) "
-            f"or deploy on a CPU with these features")
+            f"this CPU lacks: {', '.join(missing)}. " + (
+                # fp/asimd are the Arm baseline: a host without them is no Arm CPU at all.
+                "This artifact is for 64-bit Arm (aarch64); run it on an Arm CPU"
+                if {"fp", "asimd"} <= set(missing) else
+                "Build for a lower target (e.g. TARGET=x86_64_v2) or deploy on a CPU with these features"))
     if model is not None and runtime is not None:
         verdict.problems += predict_load(model, runtime)
     verdict.can_run = not verdict.problems

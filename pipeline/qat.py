@@ -53,7 +53,7 @@ def _linear_only_quantizer(config):
     return LinearOnlyQuantizer()
 
 
-def quantizer_for(record: QuantizationRecord, linear_only: bool = False):
+def quantizer_for(record: QuantizationRecord, linear_only: bool = False, is_qat: bool = True):
     """The target's policy as a PT2E quantizer, matching what onnxruntime does for static.
 
     onnxruntime's `reduce_range` means 7-bit weights; torchao's x86 `reduce_range` flag would
@@ -63,7 +63,7 @@ def quantizer_for(record: QuantizationRecord, linear_only: bool = False):
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
-    config = get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=False)
+    config = get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=False)
     weight = config.weight
     if record.reduce_range:
         weight = dataclasses.replace(weight, quant_min=-64, quant_max=63)
@@ -102,12 +102,21 @@ def _merge(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
     """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
+    from pipeline.stages.export import export_onnx
+
+    family = model_family(cfg)
+    converted, summary = train(cfg, record, calibration_batches)
+    output.write_bytes(export_onnx(converted, family.example_inputs(), family.dynamic_shapes(), family.input_names,
+                                   family.output_names, int(cfg.model.opset)))
+    return summary
+
+
+def train(cfg, record: QuantizationRecord, calibration_batches: list):
+    """Fine-tune with fake quantization; returns the converted (int8) graph and a summary."""
     import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from tqdm import tqdm
-
-    from pipeline.stages.export import export_onnx
 
     family = model_family(cfg)
     torch.manual_seed(int(cfg.model.seed))
@@ -159,11 +168,8 @@ def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list,
         progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
-    onnx_bytes = export_onnx(converted, example, family.dynamic_shapes(), family.input_names, family.output_names,
-                             int(cfg.model.opset))
-    output.write_bytes(onnx_bytes)
     window = max(1, steps // 10)
-    return {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
+    return converted, {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
             "objective": objective, "steps": steps, "learning_rate": float(cfg.mode.qat_learning_rate),
             "batch_size": int(cfg.mode.qat_batch_size), "loss_first": float(np.mean(losses[:window])),
             "loss_last": float(np.mean(losses[-window:]))}

@@ -27,9 +27,14 @@ def known_feature_names(family: str) -> frozenset[str]:
     return frozenset().union(*(t.features for t in archspec.cpu.TARGETS.values() if t.family.name == family))
 
 
+# Features archspec lists that are not instructions a program can need: Arm's `evtstrm` is the kernel's
+# timer event stream. QEMU user mode does not report it in AT_HWCAP, and no kernel decides what runs on it.
+NOT_INSTRUCTION_FEATURES = frozenset({"evtstrm"})
+
+
 def required_cpu_features(microarchitecture: str, extra_features: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The target's feature set: archspec's microarchitecture plus named extras (e.g. avx512_vnni)."""
-    features = set(microarchitecture_features(microarchitecture))
+    features = set(microarchitecture_features(microarchitecture)) - NOT_INSTRUCTION_FEATURES
     family = archspec.cpu.TARGETS[microarchitecture].family.name
     unknown = set(extra_features) - known_feature_names(family)
     if unknown:
@@ -46,6 +51,7 @@ class CpuProfile:
     family: str  # x86_64 | aarch64
     qemu_cpu: str | None  # `qemu-x86_64 -cpu MODEL`; None = run natively
     microarchitecture: str | None  # archspec name of what the profile provides; None = the host's
+    extra_features: tuple[str, ...] = ()  # what the emulated model has beyond archspec's microarchitecture
 
     @property
     def emulated(self) -> bool:
@@ -53,7 +59,9 @@ class CpuProfile:
 
     def features(self) -> frozenset[str] | None:
         """Features the profile provides, from archspec; None for native (read by CPUID at run time)."""
-        return None if self.microarchitecture is None else microarchitecture_features(self.microarchitecture)
+        if self.microarchitecture is None:
+            return None
+        return microarchitecture_features(self.microarchitecture) | frozenset(self.extra_features)
 
 
 PROFILES: dict[str, CpuProfile] = {
@@ -61,6 +69,12 @@ PROFILES: dict[str, CpuProfile] = {
     "sandybridge": CpuProfile("sandybridge", "x86_64", "SandyBridge", "sandybridge"),
     "haswell": CpuProfile("haswell", "x86_64", "Haswell", "haswell"),
     "native": CpuProfile("native", "x86_64", None, None),
+    # 64-bit Arm under qemu-aarch64 with an arm64 sysroot (pipeline.arm); features read by AT_HWCAP match
+    # archspec's for these models under QEMU 7.2 (evtstrm aside).
+    "cortex-a72": CpuProfile("cortex-a72", "aarch64", "cortex-a72", "cortex_a72"),  # Armv8.0 + crypto, NEON
+    "neoverse-n1": CpuProfile("neoverse-n1", "aarch64", "neoverse-n1", "neoverse_n1"),  # Armv8.2, dot product
+    # Armv8.2 + SVE, no dot product; QEMU 7.2's a64fx model also reports aes and pmull (AT_HWCAP), archspec's not.
+    "a64fx": CpuProfile("a64fx", "aarch64", "a64fx", "a64fx", ("aes", "pmull")),
 }
 
 

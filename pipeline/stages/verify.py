@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import shlex
 import shutil
@@ -33,18 +34,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import runtimes
+from pipeline import arm, runtimes
 from pipeline.config import QuantgateError, compose_config
 from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.manifest import Manifest, atomic_write_json, sha256_file
-from pipeline.targets import CpuProfile, profile, required_cpu_features
+from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
 from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
 
 VERIFY_FILE = "verify.json"
 REPORT_SCHEMA = "quantgate.verify/1"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 QEMU_X86 = "qemu-x86_64"
+QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
 EXIT_FAILED, EXIT_NOT_VERIFIED = 1, 4
+HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 STDERR_TAIL_LINES = 15
 QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
 SIGNAL_WORDS = {
@@ -97,20 +100,22 @@ class Outcome:
     reason: str
 
 
-def emulator_prefix(cpu: CpuProfile) -> list[str]:
+def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """`qemu-x86_64 -cpu MODEL`, or for Arm `qemu-aarch64 -cpu MODEL` + emulator_args (-L SYSROOT -E ...)."""
     if not cpu.emulated:
         return []
-    qemu = shutil.which(QEMU_X86)
+    binary = QEMU_BY_FAMILY[cpu.family]
+    qemu = shutil.which(binary)
     if qemu is None:
-        raise EmulatorMissing(f"{QEMU_X86} is not on PATH, so {cpu.name} cannot be emulated: "
+        raise EmulatorMissing(f"{binary} is not on PATH, so {cpu.name} cannot be emulated: "
                               f"`apt-get install qemu-user`")
-    return [qemu, "-cpu", cpu.qemu_cpu]
+    return [qemu, "-cpu", cpu.qemu_cpu, *emulator_args]
 
 
 def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
-                      memory_limit_mb: int) -> ChildRun:
+                      memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
     """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
-    full_command = emulator_prefix(cpu) + [str(part) for part in command]
+    full_command = emulator_prefix(cpu, emulator_args) + [str(part) for part in command]
     limit = memory_limit_mb * 1024 * 1024
 
     def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
@@ -197,17 +202,23 @@ def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozen
 
 def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
     target = cfg.target
-    if target.family != "x86_64":
-        return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
-                     f"no {target.family} emulation yet: it needs qemu-aarch64 with an arm64 sysroot (a later issue)")]
+    # `native` is a profile only where this host is of the target's family (an x86 host cannot run Arm code).
+    native = "native" if target.family == HOST_FAMILY else None
     names = list(cfg.verify.profiles) if cfg.verify.profiles is not None else \
-        [name for name in (target.floor_profile, "native", *target.below_floor_profiles) if name]
+        [name for name in (target.floor_profile, native, *target.below_floor_profiles) if name]
+    if not names:
+        return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
+                     f"no emulated {target.family} CPU profile is named for {target.name} and this host is not one")]
     plans = []
     for name in names:
         try:
             cpu = profile(name.partition("@")[0])
         except KeyError as error:
             raise QuantgateError(error.args[0]) from None
+        if cpu.family != target.family and cpu.name != "native":
+            same = ", ".join(n for n, p in PROFILES.items() if p.family == target.family and p.emulated)
+            raise QuantgateError(f"profile {cpu.name} is a {cpu.family} CPU; target {target.name} runs on "
+                                 f"{target.family}: use {same or 'a ' + target.family + ' profile'}")
         missing = sorted(set(required_features) - (host if cpu.name == "native" else cpu.features()))
         if not missing:
             plans.append(Plan(name, "pass", True, f"{name} has every feature the artifact needs"))
@@ -444,18 +455,22 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             if reference_outputs is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
 
-        envs = {}  # each runtime prepared once (a cached venv), before any profile runs
-        for runtime in dict.fromkeys(plan.runtime for plan in plans if not plan.not_verified):
+        # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
+        # pipeline.arm), before any profile runs.
+        envs = {}
+        for runtime, family in dict.fromkeys((plan.runtime, profile(plan.name).family) for plan in plans
+                                             if not plan.not_verified):
+            prepare = arm.prepare if family == "aarch64" else runtimes.prepare
             try:
-                envs[runtime] = runtimes.prepare(runtime, progress=lambda m: progress(f"verify {target.name}: {m}"))
+                envs[runtime, family] = prepare(runtime, progress=lambda m: progress(f"verify {target.name}: {m}"))
             except QuantgateError as error:
-                envs[runtime] = error
+                envs[runtime, family] = error
 
         profiles = {}
         for index, plan in enumerate(plans, 1):
             profiles[plan.key] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why,
                                            "cpu": plan.name}
-            env = envs.get(plan.runtime)
+            env = envs.get((plan.runtime, profile(plan.name).family)) if not plan.not_verified else None
             if isinstance(env, QuantgateError):
                 plan.not_verified = f"runtime {plan.runtime.label()} could not be prepared: {env}"
             if plan.not_verified:
@@ -473,7 +488,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                      + "".join(f"\n    guard predicts: {problem}" for problem in problems))
             record |= verify_on_profile(cpu, artifact, inputs, work / plan.key, samples, cfg, model_kind,
                                         output_name, reference_outputs, labels, limits, env.python,
-                                        padding if padding["status"] == "pending" else None)
+                                        padding if padding["status"] == "pending" else None,
+                                        emulator_args=getattr(env, "emulator_args", ()))
             disagreement = judge_prediction(record, problems)
             if disagreement:
                 record["runtime"]["disagreement"] = disagreement
@@ -534,7 +550,8 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, output_name, reference_outputs,
-                      labels, limits, python: str | None = None, padding: dict | None = None) -> dict:
+                      labels, limits, python: str | None = None, padding: dict | None = None,
+                      emulator_args: list[str] | tuple[str, ...] = ()) -> dict:
     """Run the artifact on one profile (in the runtime whose interpreter is `python`) in a child; the
     record of what happened and, if it ran, how well (and, given `padding`, whether padding changes it)."""
     v = cfg.verify
@@ -542,7 +559,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, 
     command = child_command(artifact, inputs, out_dir, samples, threads, 0 if cpu.emulated else v.latency_repeats,
                             python=python, padding_extra=padding["extra_tokens"] if padding else 0)
     try:
-        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb)
+        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
     except EmulatorMissing as missing:
         return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
     outcome = classify(run)

@@ -173,12 +173,6 @@ def test_classifier_fidelity_counts_agreement_and_accuracy():
     assert problems == ["top-1 agreement 0.7500 < 0.97"]
 
 
-def test_arm64_is_not_verified_with_the_reason(tmp_path):
-    artifact, reference, inputs = make_standalone(tmp_path)
-    report = verify.verify_files(artifact, reference, inputs, compose_config(["target=arm64"]), tmp_path / "v.json")
-    assert report["status"] == "not_verified" and "sysroot" in report["profiles"]["aarch64"]["reason"]
-
-
 @pytest.mark.parametrize("problem", ["missing_file", "unknown_target", "npz_lacks_input", "unknown_profile"])
 def test_user_errors_are_one_line_and_exit_2(tmp_path, problem):
     artifact, reference, inputs = make_standalone(tmp_path)
