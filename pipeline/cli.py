@@ -7,12 +7,20 @@ import sys
 
 def inspect(path: str) -> int:
     """Print an artifact's stamp and whether this host can run it."""
-    from pipeline.guard import StampError, check_stamp, read_onnx_versions, read_stamp
+    from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions, read_stamp
 
     try:
-        stamp = read_stamp(path)
-        verdict = check_stamp(stamp)
-        if verdict.can_run:  # the CPU can run it: ask the installed onnxruntime whether it loads it
+        if path.endswith(".pt2"):  # a torch AOTInductor package
+            from pipeline.guard_torch import ensure_can_run, read_package_stamp
+            stamp = read_package_stamp(path)
+            try:
+                verdict = ensure_can_run(path)
+            except ArtifactRefused:
+                verdict = check_stamp(stamp)
+        else:
+            stamp = read_stamp(path)
+            verdict = check_stamp(stamp)
+        if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
             from pipeline.runtime_probe import installed_limits
             verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits())
     except StampError as error:
@@ -31,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["inspect"]:
         if len(args) != 2:
-            print("usage: quantgate inspect MODEL.onnx", file=sys.stderr)
+            print("usage: quantgate inspect MODEL.onnx|MODEL.pt2", file=sys.stderr)
             sys.exit(2)
         sys.exit(inspect(args[1]))
     if args[:1] == ["verify"]:

@@ -243,14 +243,17 @@ def ensure_can_run(path: str | Path, host_features: frozenset[str] | set[str] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.guard MODEL.onnx`: exit 0 if this host can run it, 3 if refused."""
+    """`python -m pipeline.guard MODEL.onnx|MODEL.pt2`: exit 0 if this host can run it, 3 if refused."""
     import sys
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m pipeline.guard MODEL.onnx", file=sys.stderr)
+        print("usage: python -m pipeline.guard MODEL.onnx|MODEL.pt2", file=sys.stderr)
         return 2
+    check = ensure_can_run
+    if args[0].endswith(".pt2"):  # a torch AOTInductor package: its stamp travels inside the zip
+        from pipeline.guard_torch import ensure_can_run as check
     try:
-        verdict = ensure_can_run(args[0])
+        verdict = check(args[0])
     except (ArtifactRefused, StampError) as error:
         print(f"quantgate guard: refused: {error}", file=sys.stderr)
         return EXIT_REFUSED

@@ -106,18 +106,9 @@ def load_package(path: str | Path, host_features=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipeline.guard_torch MODEL.pt2", file=sys.stderr)
-        return 2
-    try:
-        verdict = ensure_can_run(args[0])
-    except (ArtifactRefused, StampError) as error:
-        print(f"quantgate guard: refused: {error}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(f"quantgate guard: ok: {verdict.message()}")
-    return 0
+    """`python -m pipeline.guard_torch MODEL.pt2`: the same command as `python -m pipeline.guard`."""
+    from pipeline.guard import main as guard_main
+    return guard_main(argv)
 
 
 if __name__ == "__main__":
