@@ -42,15 +42,19 @@ JOBS ?= 2
 LAUNCHER ?= joblib
 WAIVERS ?=
 
-.PHONY: setup quantize verify audit inspect matrix signoff bench test test-fast clean
+.PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean
 
-setup: $(SETUP_STAMP)
+setup: system-tools $(SETUP_STAMP)
 
-$(SETUP_STAMP): pyproject.toml
+# Checked on every run, not only when the venv is built: a machine set up before a tool was
+# added still gets it.
+system-tools:
 	@command -v qemu-x86_64 >/dev/null || { echo "installing qemu-user (emulated CPU profiles)"; \
 		apt-get update -qq && apt-get install -y -qq qemu-user; }
 	@command -v debootstrap >/dev/null || { echo "installing debootstrap (arm64 sysroot for the Arm CPU profiles)"; \
 		apt-get update -qq && apt-get install -y -qq debootstrap; }
+
+$(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

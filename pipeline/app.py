@@ -172,11 +172,17 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
     return manifest
 
 
+def _headline_features(features: list[str]) -> list[str]:
+    """The few features that tell CPUs apart (x86 vector extensions; every Arm feature)."""
+    x86 = [f for f in features if f.startswith(("avx", "fma", "sse4"))]
+    return x86 or features
+
+
 def print_summary(manifest: Manifest) -> None:
     ratio = manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)
     lines = [
         f"artifact   {manifest.folder}/{manifest.model_file}",
-        f"target     {manifest.target} (needs {', '.join(f for f in manifest.required_cpu_features if f.startswith(('avx', 'fma', 'sse4')))})",
+        f"target     {manifest.target} (needs {', '.join(_headline_features(manifest.required_cpu_features))})",
         f"size       {manifest.model_size_bytes / 1e6:.1f} MB int8 vs {manifest.reference_size_bytes / 1e6:.1f} MB fp32 ({ratio:.2f}x)",
         f"sha256     {manifest.model_sha256}",
         f"calibration {manifest.calibration.n} examples, sha256 {manifest.calibration.sha256[:16]}...",

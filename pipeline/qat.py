@@ -147,7 +147,8 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list):
     else:
         arrays, labels, objective = _merge(calibration_batches), None, \
             "1 - cosine to the fp32 model's embeddings on the calibration text (no labels)"
-    optimizer = torch.optim.Adam(prepared.parameters(), lr=float(cfg.mode.qat_learning_rate))
+    learning_rate = float(cfg.model.qat_learning_rate or cfg.mode.qat_learning_rate)
+    optimizer = torch.optim.Adam(prepared.parameters(), lr=learning_rate)
     losses = []
     steps = int(cfg.mode.qat_steps)
     progress = tqdm(_batches(arrays, labels, int(cfg.mode.qat_batch_size), steps, int(cfg.model.seed)),
@@ -170,6 +171,6 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list):
     converted = convert_pt2e(prepared)
     window = max(1, steps // 10)
     return converted, {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
-            "objective": objective, "steps": steps, "learning_rate": float(cfg.mode.qat_learning_rate),
+            "objective": objective, "steps": steps, "learning_rate": learning_rate,
             "batch_size": int(cfg.mode.qat_batch_size), "loss_first": float(np.mean(losses[:window])),
             "loss_last": float(np.mean(losses[-window:]))}

@@ -68,6 +68,8 @@ class ModelConfig:
     opset: int = 18
     seed: int = 0
     train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
+    # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
+    qat_learning_rate: Optional[float] = None
 
 
 @dataclass

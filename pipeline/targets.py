@@ -75,6 +75,11 @@ PROFILES: dict[str, CpuProfile] = {
     "neoverse-n1": CpuProfile("neoverse-n1", "aarch64", "neoverse-n1", "neoverse_n1"),  # Armv8.2, dot product
     # Armv8.2 + SVE, no dot product; QEMU 7.2's a64fx model also reports aes and pmull (AT_HWCAP), archspec's not.
     "a64fx": CpuProfile("a64fx", "aarch64", "a64fx", "a64fx", ("aes", "pmull")),
+    # QEMU's newest Arm (Armv8.x/9 with SVE2, i8mm, bf16; what it holds grows with the QEMU version): at least
+    # neoverse_n1 plus these, as AT_HWCAP showed under QEMU 7.2.
+    "max": CpuProfile("max", "aarch64", "max", "neoverse_n1", ("sve", "sve2", "i8mm", "bf16", "svei8mm", "svebf16",
+                                                           "asimdfhm", "sha3", "sha512", "jscvt", "fcma", "ilrcpc",
+                                                           "flagm", "frint")),
 }
 
 

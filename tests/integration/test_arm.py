@@ -50,7 +50,7 @@ def test_arm64_artifact_passes_on_emulated_cortex_a72(arm_env, tmp_path):
 @pytest.mark.slow
 def test_hwcap_differs_per_arm_cpu_model(arm_env):
     seen = {}
-    for cpu in ("cortex-a72", "neoverse-n1", "a64fx"):
+    for cpu in ("cortex-a72", "neoverse-n1", "a64fx", "max"):
         run, outcome = run_on(cpu, [arm_env.python, "-m", "pipeline.cpuid"], arm_env)
         assert outcome.status == "pass", run.stderr_tail
         seen[cpu] = set(run.stderr_tail[-1].split())
@@ -58,6 +58,7 @@ def test_hwcap_differs_per_arm_cpu_model(arm_env):
         assert profile(cpu).features() - {"evtstrm"} <= seen[cpu], cpu
     assert "asimddp" not in seen["cortex-a72"] and "asimddp" in seen["neoverse-n1"]
     assert "sve" in seen["a64fx"] and "sve" not in seen["neoverse-n1"]
+    assert {"sve2", "i8mm"} <= seen["max"] and "sve2" not in seen["a64fx"]
 
 
 @pytest.mark.slow
