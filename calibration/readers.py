@@ -37,9 +37,3 @@ class BatchReader(CalibrationDataReader):
 
     def __len__(self) -> int:
         return len(self._batches)
-
-
-def text_batches(tokenizer, texts: list[str], batch_size: int, max_length: int,
-                 pad_to_max_length: bool = False) -> list[dict[str, np.ndarray]]:
-    return [tokenize(tokenizer, texts[start:start + batch_size], max_length, pad_to_max_length)
-            for start in range(0, len(texts), batch_size)]

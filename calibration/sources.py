@@ -69,7 +69,7 @@ def load_text_dataset(calibration_cfg):
     if source == "files":
         dataset = load_table(calibration_cfg)
         if column not in dataset.column_names:
-            raise QuantgateError(f"calibration.text_column={column!r} is not a column of {files[0].name}; "
+            raise QuantgateError(f"calibration.text_column={column!r} is not a column of the data files; "
                                  f"columns: {dataset.column_names}")
     elif source == "hub":
         try:

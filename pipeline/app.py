@@ -20,7 +20,6 @@ from pathlib import Path
 
 from pipeline.config import QuantgateError
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
-from pipeline.progress import say
 from pipeline.targets import UnknownFeatureError, required_cpu_features
 
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR = 0, 1, 2
@@ -70,19 +69,9 @@ def validate(cfg) -> None:
 
 def _check_calibration_source(cfg) -> None:
     """Read the calibration source before any export or training, so bad data fails in seconds."""
-    import numpy as np
-
     from pipeline.models import model_family
-
-    pool = model_family(cfg).data().calibration_pool
-    if len(pool) == 0:
-        raise QuantgateError("the calibration data is empty: the source holds no usable examples; point "
-                             "calibration at data with examples")
-    if not isinstance(pool[0], str):
-        values = np.asarray(pool, dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise QuantgateError(f"the calibration data holds {int((~np.isfinite(values)).sum())} NaN or inf "
-                                 f"value(s); clean the data (drop or impute those rows) and rebuild")
+    from pipeline.stages.calibrate import check_source_values
+    check_source_values(model_family(cfg).data().calibration_pool)
 
 
 @contextmanager

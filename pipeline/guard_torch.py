@@ -19,7 +19,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.guard import EXIT_REFUSED, STAMP_PREFIX, ArtifactRefused, GuardVerdict, StampError, check_stamp
+from pipeline.guard import STAMP_PREFIX, ArtifactRefused, GuardVerdict, StampError, check_stamp
 
 STAMP_MEMBER = "quantgate_stamp.json"
 AUDITED_KEY = "audited_cpu_features"

@@ -48,19 +48,25 @@ def load_inputs(path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np
         return {name: archive[name] for name in input_names}, (archive["labels"] if "labels" in archive else None)
 
 
-def check_calibration_values(batches: list[dict[str, np.ndarray]], n_examples: int, minimum: int) -> None:
-    """Refuse, before any quantization, a sample that is empty, too small, or not finite."""
+def check_sample_size(n_examples: int, minimum: int) -> None:
+    """Refuse, before any quantization, a calibration sample that is empty or too small."""
     if n_examples <= 0:
         raise QuantgateError("the calibration sample is empty; point calibration at data with examples")
-    if 0 < n_examples < minimum:
+    if n_examples < minimum:
         raise QuantgateError(f"the calibration sample has {n_examples} examples, fewer than calibration.min_samples"
                              f"={minimum}; add data or raise calibration.n_samples")
-    for batch in batches:
-        for name, array in batch.items():
-            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-                bad = int((~np.isfinite(array)).sum())
-                raise QuantgateError(f"the calibration data holds {bad} NaN or inf value(s) in input {name!r}; "
-                                     f"clean the data (drop or impute those rows) and rebuild")
+
+
+def check_source_values(pool: list) -> None:
+    """Refuse a calibration source that is empty or holds NaN or inf, before any export or training."""
+    if len(pool) == 0:
+        raise QuantgateError("the calibration data is empty: the source holds no usable examples; point "
+                             "calibration at data with examples")
+    if not isinstance(pool[0], str):
+        values = np.asarray(pool, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise QuantgateError(f"the calibration data holds {int((~np.isfinite(values)).sum())} NaN or inf "
+                                 f"value(s); clean the data (drop or impute those rows) and rebuild")
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
@@ -70,9 +76,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
               f"{calibration_cfg.n_heldout} held-out examples ({strategy}, seed {seed})"):
         data = family.data()
-        if len(data.calibration_pool) == 0:
-            raise QuantgateError("the calibration source holds no usable examples; check the data files and "
-                                 "calibration.text_column / calibration.min_chars")
+        check_source_values(data.calibration_pool)
         # A small user file is used whole (down to calibration.min_samples, checked below); the
         # validation and held-out samples still need their full counts.
         available = len(deduplicated_indices(data.calibration_pool)) if calibration_cfg.deduplicate \
@@ -82,7 +86,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
         if n_samples < calibration_cfg.n_samples:
             say(f"calibrate: the source has {available} distinct examples; calibrating on {n_samples}, not "
                 f"calibration.n_samples={calibration_cfg.n_samples}")
-        check_calibration_values([], n_samples, int(calibration_cfg.min_samples))
+        check_sample_size(n_samples, int(calibration_cfg.min_samples))
         calibration = draw(data.calibration_pool, n_samples, seed, strategy,
                            data.calibration_labels, deduplicate=calibration_cfg.deduplicate,
                            what="calibration sample")
@@ -98,7 +102,6 @@ def run(cfg, manifest: Manifest) -> Manifest:
         batch_size = int(calibration_cfg.batch_size)
         batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
                    for start in range(0, len(calibration), batch_size)]
-        check_calibration_values(batches, len(calibration), int(calibration_cfg.min_samples))
         save_batches(manifest.path(manifest.calibration_file), batches)
         for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
             arrays = family.encode(sample.examples)

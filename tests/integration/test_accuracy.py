@@ -103,9 +103,13 @@ def test_fallback_records_excluded_nodes_when_it_succeeds(tmp_path):
                                      "target.per_channel=false", "verify.fallback_max_excluded_nodes=4",
                                      f"artifacts_dir={tmp_path}", *NO_VERIFY]))
     record = manifest.fallback
-    assert record.steps[0]["excluded_nodes"] == 0
-    if record.excluded_nodes:  # over budget at first: the fallback fixed it and says how
-        assert record.within_budget and json.loads(manifest.stamp["fallback"])["fp32_nodes"] == record.excluded_nodes
+    # Per-tensor weights lose accuracy (measured: 0.953 vs fp32 0.967 on validation); a zero-drop
+    # budget forces the fallback, which keeps the noisiest nodes in fp32 until the drop is gone.
+    assert record.steps[0]["excluded_nodes"] == 0 and record.steps[0]["accuracy"] < manifest.fp32_metrics[
+        "validation_accuracy"]
+    assert record.excluded_nodes and record.within_budget
+    assert record.steps[-1]["accuracy"] >= manifest.fp32_metrics["validation_accuracy"]
+    assert json.loads(manifest.stamp["fallback"])["fp32_nodes"] == record.excluded_nodes
 
 
 @pytest.mark.parametrize("problem", ["nan", "empty"])

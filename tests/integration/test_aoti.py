@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pipeline import aoti, audit
+from pipeline import aoti
 from pipeline.cpuid import host_features
 
 pytestmark = pytest.mark.slow

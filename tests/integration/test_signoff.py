@@ -97,7 +97,7 @@ def test_a_byte_changed_after_verification_blocks_and_cannot_be_waived(digits_re
     data[-1] ^= 0xFF
     model.write_bytes(bytes(data))
     path = tmp_path / "waivers.yaml"
-    path.write_text(f"waivers:\n  - {{artifact: '*', profile: '*', reason: all, who: me, expires: 2999-01-01}}\n")
+    path.write_text("waivers:\n  - {artifact: '*', profile: '*', reason: all, who: me, expires: 2999-01-01}\n")
     code, report, _ = run(folder, tmp_path, "--waivers", str(path))
     assert code == 1 and report["verdict"] == "blocked"
     assert report["artifacts"][0]["tampered"] == ["model.onnx"]

@@ -121,3 +121,12 @@ def test_text_calibration_column_holding_numbers(tmp_path):
                        "verify.enabled=false")
     assert_user_error(result, "not text")
     assert published(tmp_path / "a") == []
+
+
+def test_text_column_that_does_not_exist(tmp_path):
+    data = tmp_path / "traffic.jsonl"
+    data.write_text("".join(f'{{"body": "sentence number {i} of the traffic sample"}}\n' for i in range(100)))
+    result = quantgate("calibration=files", f"calibration.data_files=[{data}]", "calibration.text_column=text",
+                       f"artifacts_dir={tmp_path / 'a'}", "verify.enabled=false")
+    assert_user_error(result, "calibration.text_column='text' is not a column", "body")
+    assert published(tmp_path / "a") == []

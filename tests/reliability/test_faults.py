@@ -1,6 +1,5 @@
 """Injected faults: killed builds, concurrent builds, full disks, dying verification children."""
 import json
-import os
 import resource
 import shutil
 import signal
