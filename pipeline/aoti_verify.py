@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.manifest import Manifest, atomic_write_json
+from pipeline.manifest import Manifest, sha256_file
 
-VERIFY_FILE = "verify.json"
-REPORT_SCHEMA = "quantgate.verify/1"
 
 
 def _child(package: Path, inputs: Path, out: Path, samples: int) -> list[str]:
@@ -31,9 +29,10 @@ def _child(package: Path, inputs: Path, out: Path, samples: int) -> list[str]:
 def verify_package(cfg, manifest: Manifest) -> dict:
     from pipeline import audit
     from pipeline.aoti import REFERENCE_OUTPUTS_FILE
-    from pipeline.cpuid import host_features
-    from pipeline.stages.verify import classify, fidelity, run_under_profile, thresholds
+    from pipeline.stages.verify import classify, host_cpu_features, limits_from, run_under_profile
     from pipeline.targets import profile
+    from pipeline.verify.fidelity import compare_cpus, judge, output_scale
+    from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 
     started = time.monotonic()
     target, v = cfg.target, cfg.verify
@@ -43,55 +42,92 @@ def verify_package(cfg, manifest: Manifest) -> dict:
     audit_record = {"status": "fail" if problems else "pass" if shipped.audited else "not_verified",
                     "audited_cpu_features": shipped.features(), "instructions": shipped.counts(),
                     "reason": " | ".join(problems) or shipped.note or "within the target"}
-    with np.load(manifest.path(REFERENCE_OUTPUTS_FILE)) as archive:
-        reference = archive[archive.files[0]]
+    reference_path = manifest.path(REFERENCE_OUTPUTS_FILE)
+    with np.load(reference_path) as archive:
+        fp32_all = {"output": archive[archive.files[0]]}
     with np.load(manifest.path(manifest.heldout_file)) as archive:
         labels = archive["labels"] if "labels" in archive.files else None
-    host = frozenset(v.assume_host_features) if v.assume_host_features is not None else host_features()
+    host = host_cpu_features(cfg)
+    limits = limits_from(cfg)
+    scales = {name: output_scale(array, None) for name, array in fp32_all.items()}
 
     names = list(v.profiles) if v.profiles is not None else \
-        [name for name in (target.floor_profile, "native", *target.below_floor_profiles) if name]
-    profiles = {}
+        [name for name in ("native", target.floor_profile, *target.below_floor_profiles) if name]
+    names.sort(key=lambda name: name != "native")  # native first: the other profiles are compared with it
+    profiles, native_outputs = {}, None
     for name in names:
         cpu = profile(name)
         missing = sorted(set(required) - (host if name == "native" else cpu.features()))
         expected = "pass" if not missing else "refused_by_guard"
         if name == "native" and missing:
-            profiles[name] = {"status": "not_verified", "expected": "pass", "required": target.floor_profile is None,
+            profiles[name] = {"cpu": name, "status": "not_verified", "expected": "pass", "why": "this host",
+                              "required": target.floor_profile is None,
                               "reason": f"this host lacks {', '.join(missing)}", "requirement_met": False}
             continue
-        samples = v.emulated_max_samples if cpu.emulated else v.native_max_samples
+        samples = min(v.emulated_max_samples if cpu.emulated else v.native_max_samples, len(fp32_all["output"]))
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(scratch) / "outputs.npz"
             run = run_under_profile(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
                                     v.timeout_seconds, v.memory_limit_mb)
             outcome = classify(run)
-            record = {"status": outcome.status, "expected": expected, "required": True, "failure": outcome.failure,
-                      "reason": outcome.reason, "command": run.reproduce(), "wall_seconds": round(run.wall_seconds, 1),
-                      "exit_code": run.returncode, "signal": run.signal_name, "stderr_tail": run.stderr_tail}
+            record = {"cpu": name, "status": outcome.status, "expected": expected, "required": True,
+                      "why": f"{name} has every feature the package needs" if not missing else
+                      f"{name} lacks {', '.join(missing)}: the guard must refuse",
+                      "failure": outcome.failure, "reason": outcome.reason, "command": run.reproduce(),
+                      "wall_seconds": round(run.wall_seconds, 1), "exit_code": run.returncode,
+                      "signal": run.signal_name, "stderr_tail": run.stderr_tail, "emulated": cpu.emulated,
+                      "qemu_cpu": cpu.qemu_cpu, "threads": 1}
             if outcome.status == "pass" and out.is_file():
                 with np.load(out) as archive:
-                    output = archive["output"]
-                figures, bad = fidelity(manifest.model_kind, output, reference, labels, thresholds(cfg, manifest.model_kind))
-                record["fidelity"] = figures
+                    outputs = {"output": archive["output"]}
+                ids = list(range(samples))
+                fp32 = {key: array[:samples] for key, array in fp32_all.items()}
+                judgement = judge(outputs, fp32, model_kind=manifest.model_kind, mask=None,
+                                  labels=labels[:samples] if labels is not None else None, limits=limits, scales=scales)
+                record |= {"samples": samples, "sample_ids": ids, "fidelity": judgement.summary,
+                           "fidelity_by_output": judgement.by_output,
+                           "thresholds": limits.to_json() | {"max_cpu_divergence": v.max_cpu_divergence}}
+                bad = list(judgement.problems)
+                if name == "native":
+                    native_outputs = outputs
+                elif native_outputs is not None:
+                    comparison = compare_cpus(name, outputs, {k: a[:samples] for k, a in native_outputs.items()},
+                                              fp32, reference_cpu="native", mask=None, sample_ids=ids, scales=scales,
+                                              bound=v.max_cpu_divergence)
+                    record["cpu_comparison"] = comparison.to_json()
+                    if comparison.status == "fail":
+                        bad.append(comparison.reason)
                 if bad:
-                    record |= {"status": "fail", "failure": "fidelity", "reason": "out of bounds: " + "; ".join(bad)}
+                    record |= {"status": "fail", "failure": "fidelity" if judgement.problems else "cpu_numerics",
+                               "reason": "out of bounds: " + "; ".join(bad)}
         record["requirement_met"] = record["status"] == expected
         profiles[name] = record
     failed = audit_record["status"] == "fail" or any(
         p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
     unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
     status = "fail" if failed else "not_verified" if unverified else "pass"
-    report = {"schema": REPORT_SCHEMA, "status": status, "passed": status == "pass", "target": target.name,
-              "artifact": str(package), "artifact_kind": "aoti", "required_cpu_features": required,
-              "audit": audit_record, "profiles": profiles, "wall_seconds": round(time.monotonic() - started, 1)}
-    atomic_write_json(manifest.path(VERIFY_FILE), report)
+    heldout = manifest.path(manifest.heldout_file)
+    report = VerifyReport(
+        status=status, target=target.name, required_cpu_features=required, model_kind=manifest.model_kind,
+        output_names=["output"], artifact=ArtifactRef(str(package), sha256_file(package), "pt2", True, manifest.target),
+        reference=ReferenceRef(str(reference_path), sha256_file(reference_path), None),
+        inputs=InputsRef(str(heldout), sha256_file(heldout), len(fp32_all["output"])),
+        reference_cpu={"cpu": "native", "configured": "native",
+                       "why": "a .pt2 package holds machine code compiled for the target; the native run is the "
+                              "reference for the others"},
+        host={"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
+        settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
+                  "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
+                  "max_cpu_divergence": v.max_cpu_divergence},
+        profiles={name: ProfileResult(**record) for name, record in profiles.items()}, audit=audit_record,
+        wall_seconds=round(time.monotonic() - started, 1))
+    report.save(manifest.path(VERIFY_FILE))
     for name, record in profiles.items():
         print(f"verify {target.name}: {name:<12} {record['status']:<17} (expected {record['expected']}) "
               f"{record['reason']}", flush=True)
     print(f"verify {target.name}: audit {audit_record['status']}: {json.dumps(audit_record['audited_cpu_features'])}",
           flush=True)
-    return report
+    return report.to_json()
 
 
 def run(cfg, manifest: Manifest) -> Manifest:

@@ -138,6 +138,16 @@ class VerifyConfig:
     min_cosine_worst: float = 0.95
     min_top1_agreement: float = 0.97
     max_abs_error: Optional[float] = None
+    # Element-wise error to fp32 in units of the output's scale (RMS over non-padding positions); null = not bounded.
+    max_scaled_error: Optional[float] = None
+    # Token models: hidden states are judged per non-padding token, and also after pooling when asked.
+    pooling: str = "none"  # none | mean | cls
+    # Per-CPU numerics: every profile's outputs against the same artifact's on the reference CPU, element-wise
+    # on each output's scale. `auto`: this host when it has VNNI (exact int8 kernels); otherwise sandybridge
+    # (emulated; SSE/AVX kernels widen int8 products to 16 bits and never saturate). Measured kernel noise and
+    # why this bound: docs/verification.md.
+    reference_cpu: str = "auto"
+    max_cpu_divergence: float = 0.25
     max_accuracy_drop: float = 0.02  # classifiers: fp32 accuracy minus int8 accuracy
     # The same budget gates the build on the validation split; over it, the most sensitive nodes
     # stay fp32, a few per step, up to this many, then the build fails with the numbers.

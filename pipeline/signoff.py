@@ -27,13 +27,13 @@ from typing import Any
 
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.matrix import MATRIX_FILE
+from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
 
 SCHEMA = "quantgate.signoff/1"
 READY, BLOCKED = "ready", "blocked"
 EXIT_READY, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAIVERS_DIR = PROJECT_ROOT / "conf" / "waivers"
-VERIFY_FILE = "verify.json"
 # Rows that are not CPU profiles: checks on the artifact as a whole.
 INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
 
@@ -156,16 +156,23 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         rows.append(_row(name, "files", "intact", True, f"all {len(files)} files match the sha256 in manifest.json"))
 
     verify_path = folder / VERIFY_FILE
-    verify = json.loads(verify_path.read_text()) if verify_path.is_file() else None
-    if verify is None:
+    verify, unreadable = None, None
+    if verify_path.is_file():
+        try:
+            verify = VerifyReport.load(verify_path).to_json()
+        except VerifyReportError as error:
+            unreadable = str(error)
+    if unreadable:
+        rows.append(_row(name, "verify", "unreadable", False, unreadable, waivable=False))
+    elif verify is None:
         rows.append(_row(name, "verify", "not_verified", False, "no verify.json: the artifact was never verified "
                          f"(`make verify ARTIFACT_DIR={folder}` or rebuild with verification)"))
     else:
         files.append({"path": VERIFY_FILE, "sha256": sha256_file(verify_path), "size_bytes": verify_path.stat().st_size,
                       "matches_manifest": None})
         # verify.json names the bytes it judged: they must be the bytes the manifest vouches for.
-        judged = {manifest.model_file: verify["artifact"]["sha256"], manifest.reference_file: verify["reference"]["sha256"],
-                  manifest.heldout_file: verify["inputs"]["sha256"]}
+        judged = {Path(ref["path"]).name: ref["sha256"] for ref in (verify["artifact"], verify.get("reference"),
+                                                                   verify.get("inputs")) if ref}
         stale = [path for path, digest in judged.items() if recorded.get(path) != digest]
         if stale:
             rows.append(_row(name, "verify-inputs", "stale", False, f"verify.json judged other bytes than manifest.json "

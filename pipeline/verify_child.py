@@ -131,8 +131,9 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
 
 
 def padding_runs(session, feeds: dict, extra: int) -> dict:
-    """Each sequence alone (trimmed to its mask) and all together padded `extra` tokens past the
-    longest; outputs named padding_alone.<output> and padding_batched.<output>."""
+    """Each sequence alone (trimmed to its mask) and all together padded `extra` tokens past the longest;
+    outputs named padding_alone.<output> and padding_batched.<output>, plus padding_mask (which positions
+    are tokens). Per-token outputs of a sequence run alone are padded with zeros to the batch's width."""
     import numpy as np
 
     mask = feeds["attention_mask"]
@@ -141,16 +142,24 @@ def padding_runs(session, feeds: dict, extra: int) -> dict:
     width = int(lengths.max()) + extra
     alone, batched = [], {}
     for name, array in feeds.items():
-        padded = np.full((len(array), width), pad_id if name == "input_ids" else 0, dtype=array.dtype)
+        padded = np.full((len(array), width, *array.shape[2:]), pad_id if name == "input_ids" else 0, dtype=array.dtype)
         for i, length in enumerate(lengths):
             padded[i, :length] = array[i, :length]
         batched[name] = padded
     for i, length in enumerate(lengths):
         alone.append(session.run(None, {name: array[i:i + 1, :length] for name, array in feeds.items()}))
     together = session.run(None, batched)
-    result = {}
+    result = {"padding_mask": (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)}
     for j, node in enumerate(session.get_outputs()):
-        result[f"padding_alone.{node.name}"] = np.concatenate([run[j] for run in alone])
+        runs = []
+        for run, length in zip(alone, lengths):
+            out = run[j]
+            if out.ndim >= 2 and out.shape[1] == length and together[j].ndim == out.ndim and together[j].shape[1] == width:
+                grown = np.zeros((out.shape[0], width, *out.shape[2:]), dtype=out.dtype)
+                grown[:, :length] = out
+                out = grown
+            runs.append(out)
+        result[f"padding_alone.{node.name}"] = np.concatenate(runs)
         result[f"padding_batched.{node.name}"] = together[j]
     return result
 

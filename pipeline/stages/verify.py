@@ -39,16 +39,17 @@ from pipeline.config import QuantgateError, compose_config
 from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.manifest import Manifest, atomic_write_json, sha256_file
 from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
+from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
+from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
 
-VERIFY_FILE = "verify.json"
-REPORT_SCHEMA = "quantgate.verify/1"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 QEMU_X86 = "qemu-x86_64"
 QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
 EXIT_FAILED, EXIT_NOT_VERIFIED = 1, 4
 HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 STDERR_TAIL_LINES = 15
+VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni"})  # int8 dot products without 16-bit saturation
 QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
 SIGNAL_WORDS = {
     signal.SIGILL: "this artifact or its runtime executes an instruction that {cpu} lacks (SIGILL)",
@@ -236,50 +237,60 @@ def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset
     return plans
 
 
-# --- fidelity against the fp32 reference ------------------------------------------------------------
-def thresholds(cfg, model_kind: str) -> dict:
+# --- fidelity: the bounds, and the evidence every profile is judged against --------------------------
+def limits_from(cfg) -> Limits:
     v = cfg.verify
-    chosen = {"min_cosine_mean": v.min_cosine_mean, "min_cosine_worst": v.min_cosine_worst} \
-        if model_kind == "embedding" else {"min_top1_agreement": v.min_top1_agreement}
-    return chosen | {"max_abs_error": v.max_abs_error}
-
-
-def fidelity(model_kind: str, output: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
-             limits: dict) -> tuple[dict, list[str]]:
-    """Figures comparing int8 outputs with the fp32 reference on the same samples, and what is out of bounds."""
-    n = len(output)
-    if output.shape[1:] != reference.shape[1:]:
-        return {}, [f"output shape {list(output.shape)} differs from the reference's {list(reference.shape)}"]
-    a, b = output.reshape(n, -1).astype(np.float64), reference[:n].reshape(n, -1).astype(np.float64)
-    if not np.isfinite(a).all():  # NaN compares false with every threshold: catch it before it passes
-        return {}, [f"{int((~np.isfinite(a)).sum())} output values are NaN or infinite"]
-    max_abs = float(np.abs(a - b).max())
-    # Relative to the reference's largest magnitude: element-wise ratios explode near zero.
-    figures = {"max_abs_error": max_abs, "max_rel_error": max_abs / max(float(np.abs(b).max()), 1e-12)}
-    problems = []
-    if model_kind == "embedding":
-        cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-        figures |= {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
-        if figures["cosine_mean"] < limits["min_cosine_mean"]:
-            problems.append(f"cosine mean {figures['cosine_mean']:.4f} < {limits['min_cosine_mean']}")
-        if figures["cosine_worst"] < limits["min_cosine_worst"]:
-            problems.append(f"cosine worst {figures['cosine_worst']:.4f} < {limits['min_cosine_worst']}")
-    else:
-        predicted, expected = a.argmax(1), b.argmax(1)
-        figures["top1_agreement"] = float((predicted == expected).mean())
-        if labels is not None:
-            figures["accuracy"] = float((predicted == labels[:n]).mean())
-            figures["reference_accuracy"] = float((expected == labels[:n]).mean())
-        if figures["top1_agreement"] < limits["min_top1_agreement"]:
-            problems.append(f"top-1 agreement {figures['top1_agreement']:.4f} < {limits['min_top1_agreement']}")
-    if limits["max_abs_error"] is not None and max_abs > limits["max_abs_error"]:
-        problems.append(f"max abs error {max_abs:.4g} > {limits['max_abs_error']}")
-    return figures, problems
+    return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
+                  str(v.pooling))
 
 
 def percentiles_ms(seconds: list[float]) -> dict:
     p50, p95 = np.percentile(np.asarray(seconds) * 1000.0, [50, 95])
     return {"p50_ms": float(p50), "p95_ms": float(p95)}
+
+
+@dataclass
+class Evidence:
+    """What every profile's outputs are judged against: the fp32 outputs on the native sample set, and the
+    same artifact's outputs on the reference CPU (on the samples that CPU ran)."""
+
+    fp32: dict[str, np.ndarray]
+    mask: np.ndarray | None
+    labels: np.ndarray | None
+    scales: dict[str, float]
+    limits: Limits
+    model_kind: str
+    reference_cpu: str
+    reference_cpu_outputs: dict[str, np.ndarray] | None = None
+    reference_cpu_ids: list[int] = field(default_factory=list)
+    reference_cpu_reason: str = ""
+
+    def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
+        labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
+        return ({name: array[ids] for name, array in self.fp32.items()},
+                self.mask[ids] if self.mask is not None else None, labels)
+
+
+def resolve_reference_cpu(cfg, host: frozenset[str]) -> str:
+    """The CPU whose run of the artifact every profile is compared with (verify.reference_cpu)."""
+    name = str(cfg.verify.reference_cpu)
+    if name != "auto":
+        try:
+            return profile(name).name
+        except KeyError as error:
+            raise QuantgateError(f"verify.reference_cpu: {error.args[0]}") from None
+    if HOST_FAMILY != "x86_64" or host & VNNI_FEATURES:
+        return "native"
+    return "sandybridge"  # SSE/AVX int8 kernels widen products to 16 bits: exact, where AVX2's saturate
+
+
+def numerics_hint(cpu_name: str, host: frozenset[str]) -> str:
+    cpu = profile(cpu_name)
+    features = host if cpu.name == "native" else (cpu.features() or frozenset())
+    if cpu.family == "x86_64" and not features & VNNI_FEATURES:
+        return (f"likely u8s8 saturation on CPUs without VNNI ({cpu_name} adds pairs of u8 x s8 products in 16 bits, "
+                f"VPMADDUBSW); rebuild with reduce_range or u8 weights, or target avx512_vnni")
+    return f"the int8 kernels on {cpu_name} compute differently from the reference CPU's"
 
 
 # --- one verification ------------------------------------------------------------------------------
@@ -308,7 +319,7 @@ def judge_prediction(record: dict, problems: list[str]) -> str | None:
     """Set record['runtime']['confirmed'] by what the real load did; a disagreement in words, or None."""
     if record.get("failure") == "load":
         loaded = False
-    elif record["status"] == "pass" or record.get("failure") in ("fidelity", "padding"):
+    elif record["status"] == "pass" or record.get("failure") in ("fidelity", "padding", "cpu_numerics"):
         loaded = True
     else:  # refused by the guard, crashed, timed out: the load was never the question
         record["runtime"]["confirmed"] = None
@@ -343,9 +354,9 @@ def padding_plan(artifact: Path, input_names: list[str], cfg) -> dict:
     if not any("attention_mask" in node.input for node in graph.node):
         return {"status": "fail", "reason": "attention_mask is a model input that no node reads: the mask is "
                                             "ignored, so padded batches give different results"}
-    limits = {"min_cosine_mean": v.padding_min_cosine_mean, "min_cosine_worst": v.padding_min_cosine_worst,
-              "min_top1_agreement": v.padding_min_top1_agreement, "max_abs_error": v.padding_max_abs_error}
-    return {"status": "pending", "extra_tokens": v.padding_extra_tokens, "thresholds": limits,
+    limits = Limits(v.padding_min_cosine_mean, v.padding_min_cosine_worst, v.padding_min_top1_agreement,
+                    v.padding_max_abs_error, pooling=str(v.pooling))
+    return {"status": "pending", "extra_tokens": v.padding_extra_tokens, "thresholds": limits.to_json(),
             "reason": "each held-out sequence alone vs in a batch padded past the longest, on every profile that runs"}
 
 
@@ -391,8 +402,34 @@ def preflight(*models: Path) -> None:
             raise QuantgateError(f"{models[0].name}: {error}") from None
 
 
+def load_inputs(inputs: Path, input_names: list[str]) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
+    """Samples available, labels, attention mask and ignored arrays of the held-out .npz; refuses, before
+    any profile runs, a file whose arrays do not fit the model's inputs."""
+    try:
+        with np.load(inputs, allow_pickle=False) as arrays:
+            absent = [name for name in input_names if name not in arrays.files]
+            if absent:
+                raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
+            loaded = {name: arrays[name] for name in arrays.files}  # an object array raises: no pickles
+    except (ValueError, OSError, EOFError) as error:
+        reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
+        raise QuantgateError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
+                             f"after the model inputs {input_names}") from None
+    counts = {name: (loaded[name].shape[0] if loaded[name].ndim else None) for name in input_names}
+    if any(count is None for count in counts.values()) or len(set(counts.values())) != 1 or 0 in counts.values():
+        raise QuantgateError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
+                             f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
+    n = next(iter(counts.values()))
+    labels = loaded.get("labels")
+    if labels is not None and (labels.ndim == 0 or labels.shape[0] != n):
+        raise QuantgateError(f"{inputs}: labels has shape {list(labels.shape)}, but the inputs hold {n} samples")
+    mask = loaded.get("attention_mask") if "attention_mask" in input_names else None
+    ignored = [name for name in loaded if name not in input_names and name != "labels"]
+    return n, labels, mask, ignored
+
+
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
-                 output_name: str | None = None) -> dict:
+                 output_names: list[str] | None = None) -> dict:
     """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`."""
     artifact, reference, inputs, out = Path(artifact), Path(reference), Path(inputs), Path(out)
     for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
@@ -400,26 +437,16 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             raise QuantgateError(f"the {what} {path} does not exist")
     model_kind = model_kind or str(getattr(cfg.model.kind, "value", cfg.model.kind))
     preflight(artifact, reference)
-    input_names, output_names = graph_io(artifact)
-    reference_output_names = graph_io(reference)[1]
-    output_name = output_name or output_names[0]
-    if output_name not in output_names or output_name not in reference_output_names:
-        raise QuantgateError(f"output {output_name!r} is not in both models (artifact: {output_names}, "
-                             f"reference: {reference_output_names})")
-    try:
-        with np.load(inputs, allow_pickle=False) as arrays:
-            absent = [name for name in input_names if name not in arrays.files]
-            if absent:
-                raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
-            for name in input_names:
-                arrays[name]  # an object array raises here: pickles are never loaded
-            n_available = len(arrays[input_names[0]])
-            labels = arrays["labels"] if "labels" in arrays.files else None
-            ignored = [name for name in arrays.files if name not in input_names and name != "labels"]
-    except (ValueError, OSError, EOFError) as error:
-        reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
-        raise QuantgateError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
-                             f"after the model inputs {input_names}") from None
+    input_names, artifact_outputs = graph_io(artifact)
+    reference_inputs, reference_outputs = graph_io(reference)
+    judged = [name for name in (output_names or reference_outputs) if name in artifact_outputs]
+    if not judged:
+        raise QuantgateError(f"the artifact and the fp32 reference share no output (artifact: {artifact_outputs}, "
+                             f"reference: {reference_outputs}): they are not the same model")
+    if sorted(reference_inputs) != sorted(input_names):
+        raise QuantgateError(f"the artifact takes inputs {input_names} but the fp32 reference takes "
+                             f"{reference_inputs}: they are not the same model")
+    n_available, labels, mask, ignored = load_inputs(inputs, input_names)
     if ignored:
         progress(f"verify: {inputs.name}: arrays {ignored} match no model input and are ignored")
     try:
@@ -436,24 +463,36 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     padding = padding_plan(artifact, input_names, cfg)
     v = cfg.verify
     native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
-    limits = thresholds(cfg, model_kind)
+    limits = limits_from(cfg)
+    reference_cpu = resolve_reference_cpu(cfg, host)
     notes = []
     if ignored:
         notes.append(f"arrays {ignored} in {inputs.name} match no model input and were ignored")
     if not stamp:
-        notes.append("the artifact has no quantgate stamp: the guard cannot refuse it on any CPU")
+        notes.append(f"the artifact has no quantgate stamp: the guard cannot refuse it on any CPU; verified for "
+                     f"the target named here, {target.name}")
     elif stamp.get("target_isa") != target.name:
         notes.append(f"the artifact was stamped for {stamp.get('target_isa')}, verified here for {target.name}")
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
+    profiles: dict[str, dict] = {}
+    reference_record, evidence, selection, reference_cpu_record = None, None, None, None
+    emulated_inputs = inputs
     try:
-        reference_record, reference_outputs = None, None
         if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
-            reference_record, reference_outputs = run_reference(reference, inputs, work / "reference", native_n, cfg)
-            if reference_outputs is None:
+            reference_record, fp32 = run_reference(reference, inputs, work / "reference", native_n, cfg)
+            if fp32 is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
+            else:
+                fp32 = {name: fp32[name] for name in judged}
+                window = mask[:native_n] if mask is not None else None
+                evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
+                                    {name: output_scale(array, window) for name, array in fp32.items()}, limits,
+                                    model_kind, reference_cpu)
+                selection, emulated_inputs, reference_cpu_record = prepare_comparison(
+                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
 
         # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
         # pipeline.arm), before any profile runs.
@@ -466,7 +505,6 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             except QuantgateError as error:
                 envs[runtime, family] = error
 
-        profiles = {}
         for index, plan in enumerate(plans, 1):
             profiles[plan.key] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why,
                                            "cpu": plan.name}
@@ -481,13 +519,13 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             problems = predict_load(model_versions, env.limits)
             record["runtime"] = env.record() | {"prediction": {"loads": not problems, "problems": problems}}
             cpu = profile(plan.name)
-            samples = emulated_n if cpu.emulated else native_n
+            ids = list(selection["emulated"]) if cpu.emulated and selection else list(range(native_n))
             progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key} "
                      f"({'qemu -cpu ' + cpu.qemu_cpu if cpu.emulated else 'native'}, onnxruntime "
-                     f"{env.limits['versions']['onnxruntime']}, {samples} samples) ..."
+                     f"{env.limits['versions']['onnxruntime']}, {len(ids)} samples) ..."
                      + "".join(f"\n    guard predicts: {problem}" for problem in problems))
-            record |= verify_on_profile(cpu, artifact, inputs, work / plan.key, samples, cfg, model_kind,
-                                        output_name, reference_outputs, labels, limits, env.python,
+            record |= verify_on_profile(cpu, artifact, emulated_inputs if cpu.emulated else inputs, work / plan.key,
+                                        ids, cfg, evidence, host, env.python,
                                         padding if padding["status"] == "pending" else None,
                                         emulator_args=getattr(env, "emulator_args", ()))
             disagreement = judge_prediction(record, problems)
@@ -499,7 +537,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                 record["reason"] = (f"ran on {plan.name} although it lacks features the artifact needs: the guard "
                                     f"should have refused it ({record['reason']})")
             progress(f"verify {target.name}:     {plan.key}: {record['status']} in {record['wall_seconds']:.1f} s"
-                     + ("" if record["requirement_met"] else f" (expected {plan.expected})"))
+                     + ("" if record["requirement_met"] else f" (expected {plan.expected}: {record['reason'][:300]})"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -508,39 +546,51 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         native_latency["fp32"] = reference_record["latency"]
     failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
     unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
-    failed |= reference_record is not None and reference_outputs is None
+    failed |= reference_record is not None and evidence is None
     padding = summarize_padding(padding, profiles)
     failed |= padding["status"] == "fail"
     status = "fail" if failed else "not_verified" if unverified else "pass"
-    report = {
-        "schema": REPORT_SCHEMA, "status": status, "passed": status == "pass", "target": target.name,
-        "required_cpu_features": required, "model_kind": model_kind, "output_name": output_name,
-        "artifact": {"path": str(artifact.resolve()), "sha256": sha256_file(artifact), "stamped": bool(stamp),
-                     "stamp_target": stamp.get("target_isa")},
-        "reference": {"path": str(reference.resolve()), "sha256": sha256_file(reference), "run": reference_record},
-        "inputs": {"path": str(inputs.resolve()), "sha256": sha256_file(inputs), "samples_available": n_available},
-        "host": {"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
-        "settings": {"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
-                     "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
-                     "latency_repeats": v.latency_repeats},
-        "profiles": profiles, "padding": padding, "latency": native_latency, "notes": notes, "wall_seconds": round(time.monotonic() - started, 3),
-    }
-    atomic_write_json(out, report)
-    print(format_table(report))
+    report = VerifyReport(
+        status=status, target=target.name, required_cpu_features=required, model_kind=model_kind, output_names=judged,
+        artifact=ArtifactRef(str(artifact.resolve()), sha256_file(artifact), "onnx", bool(stamp), stamp.get("target_isa")),
+        reference=ReferenceRef(str(reference.resolve()), sha256_file(reference), reference_record),
+        inputs=InputsRef(str(inputs.resolve()), sha256_file(inputs), n_available),
+        reference_cpu=reference_cpu_record, sample_selection=selection,
+        host={"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
+        settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
+                  "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
+                  "latency_repeats": v.latency_repeats, "reference_cpu": str(v.reference_cpu),
+                  "max_cpu_divergence": v.max_cpu_divergence},
+        profiles={name: ProfileResult(**record) for name, record in profiles.items()}, padding=padding,
+        latency=native_latency, notes=notes, wall_seconds=round(time.monotonic() - started, 3))
+    report.save(out)
+    payload = report.to_json()
+    print(format_table(payload))
     print(f"wrote {out}")
-    return report
+    return payload
+
+
+def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg,
+              emulator_args: list[str] | tuple[str, ...] = ()) -> tuple[dict, tuple[dict, dict] | None]:
+    """One child on one CPU: the record of what happened, and its outputs when it ran."""
+    v = cfg.verify
+    run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
+    outcome = classify(run)
+    record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
+              "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
+              "command": run.reproduce(), "stderr_tail": run.stderr_tail}
+    results = read_child_results(out_dir) if outcome.status == "pass" else None
+    if outcome.status == "pass" and results is None:
+        record |= {"status": "fail", "failure": "error", "reason": "the child exited 0 but wrote no outputs"}
+    return record, results
 
 
 def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg) -> tuple[dict, dict | None]:
     """The fp32 reference, natively and in a child too (a broken reference must not take the parent down)."""
-    v = cfg.verify
-    command = child_command(reference, inputs, out_dir, samples, latency_repeats=v.latency_repeats, guard=False)
-    run = run_under_profile(command, profile("native"), v.timeout_seconds, v.memory_limit_mb)
-    outcome, results = classify(run), read_child_results(out_dir)
-    record = {"status": outcome.status if results else "crashed", "failure": outcome.failure, "reason": outcome.reason,
-              "command": run.reproduce(), "wall_seconds": round(run.wall_seconds, 3), "exit_code": run.returncode,
-              "signal": run.signal_name, "stderr_tail": run.stderr_tail}
+    command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False)
+    record, results = run_child(command, profile("native"), out_dir, cfg)
     if results is None:
+        record["status"] = "crashed" if record["status"] == "pass" else record["status"]
         return record, None
     outputs, info = results
     record |= {"versions": info["versions"], "samples": info["samples"]}
@@ -549,55 +599,137 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
     return record, outputs
 
 
-def verify_on_profile(cpu, artifact, inputs, out_dir, samples, cfg, model_kind, output_name, reference_outputs,
-                      labels, limits, python: str | None = None, padding: dict | None = None,
+def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, emulated_n: int,
+                       evidence: Evidence, cfg, notes: list[str]) -> tuple[dict, Path, dict]:
+    """Run the artifact natively (no guard: a measurement, not a deployment), choose from that run the samples
+    the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
+    .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_*."""
+    native_dir = work / "native-measurement"
+    record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False),
+                                profile("native"), native_dir, cfg)
+    native = results[0] if results else None
+    if native is not None and all(name in native for name in evidence.fp32):
+        chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
+    else:
+        chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
+        native = None
+    with np.load(inputs, allow_pickle=False) as arrays:
+        subset = {name: arrays[name][chosen] if arrays[name].ndim and len(arrays[name]) >= native_n else arrays[name]
+                  for name in arrays.files}
+    emulated_inputs = work / "emulated_inputs.npz"
+    np.savez(emulated_inputs, **subset)
+    selection = {"native": list(range(native_n)), "emulated": chosen, "why": why}
+
+    cpu = profile(evidence.reference_cpu)
+    if not cpu.emulated:
+        outputs, ids = native, list(range(native_n))
+    else:
+        ref_dir = work / "reference-cpu"
+        progress(f"verify {cfg.target.name}: reference CPU {cpu.name} (qemu -cpu {cpu.qemu_cpu}), {len(chosen)} "
+                 f"samples: the run every profile is compared with ...")
+        try:
+            record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False),
+                                        cpu, ref_dir, cfg)
+        except EmulatorMissing as missing:
+            record, results = {"status": "not_verified", "reason": str(missing)}, None
+        outputs, ids = (results[0] if results else None), chosen
+    if outputs is not None and not all(name in outputs for name in evidence.fp32):
+        outputs = None
+    evidence.reference_cpu_outputs, evidence.reference_cpu_ids = outputs, ids
+    if outputs is None:
+        evidence.reference_cpu_reason = f"the artifact did not run on the reference CPU {cpu.name}: {record['reason']}"
+        notes.append(f"per-CPU numerics not measured: {evidence.reference_cpu_reason}")
+    if outputs is not None:
+        record.pop("stderr_tail", None)
+    return selection, emulated_inputs, {"cpu": cpu.name, "samples": len(ids), "sample_ids": ids,
+                                        "configured": str(cfg.verify.reference_cpu), **record}
+
+
+def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evidence: Evidence | None,
+                      host: frozenset[str], python: str | None = None, padding: dict | None = None,
                       emulator_args: list[str] | tuple[str, ...] = ()) -> dict:
     """Run the artifact on one profile (in the runtime whose interpreter is `python`) in a child; the
-    record of what happened and, if it ran, how well (and, given `padding`, whether padding changes it)."""
+    record of what happened and, if it ran, how well: against fp32, against the reference CPU, and (given
+    `padding`) whether padding changes it."""
     v = cfg.verify
     threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
-    command = child_command(artifact, inputs, out_dir, samples, threads, 0 if cpu.emulated else v.latency_repeats,
-                            python=python, padding_extra=padding["extra_tokens"] if padding else 0)
+    command = child_command(artifact, inputs, out_dir, 0 if cpu.emulated else len(ids), threads,
+                            0 if cpu.emulated else v.latency_repeats, python=python,
+                            padding_extra=padding["extra_tokens"] if padding else 0)
     try:
-        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
+        record, results = run_child(command, cpu, out_dir, cfg, emulator_args)
     except EmulatorMissing as missing:
         return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
-    outcome = classify(run)
-    record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
-              "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
-              "command": run.reproduce(), "emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads,
-              "stderr_tail": run.stderr_tail}
-    if outcome.status != "pass":
-        return record
-    results = read_child_results(out_dir)
+    record |= {"emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads}
     if results is None:
-        return record | {"status": "fail", "failure": "error", "reason": "the child exited 0 but wrote no outputs"}
+        return record
     outputs, info = results
-    record |= {"versions": info["versions"], "samples": info["samples"], "guard": info["guard"],
-               "cpu_features_seen": info["cpu_features"], "thresholds": limits}
+    record |= {"versions": info["versions"], "samples": info["samples"], "sample_ids": ids, "guard": info["guard"],
+               "cpu_features_seen": info["cpu_features"]}
     if info["latency_seconds"]:
         record["latency"] = {"batch": 1, "repeats": len(info["latency_seconds"]),
                              "int8": percentiles_ms(info["latency_seconds"])}
-    if reference_outputs is None:
+    if evidence is None:
         return record | {"status": "not_verified", "reason": "ran, but the fp32 reference did not: nothing to compare"}
-    figures, problems = fidelity(model_kind, outputs[output_name], reference_outputs[output_name], labels, limits)
-    record["fidelity"] = figures
+    record["thresholds"] = evidence.limits.to_json() | {"max_cpu_divergence": v.max_cpu_divergence}
+    fp32, mask, labels = evidence.rows(ids)
+    judgement = judge(outputs, fp32, model_kind=evidence.model_kind, mask=mask, labels=labels,
+                      limits=evidence.limits, scales=evidence.scales)
+    record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
+    problems = list(judgement.problems)
+    failure = "fidelity" if problems else None
+    comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v.max_cpu_divergence)
+    record["cpu_comparison"] = comparison.to_json()
+    if comparison.status == "fail":
+        problems.append(comparison.reason)
+        failure = failure or "cpu_numerics"
     if problems:
-        record |= {"status": "fail", "failure": "fidelity", "reason": "out of bounds: " + "; ".join(problems)}
+        record |= {"status": "fail", "failure": failure, "reason": "out of bounds: " + "; ".join(problems)}
     else:
-        record["reason"] = "ran; outputs within bounds of the fp32 reference"
+        record["reason"] = "ran; outputs within bounds of the fp32 reference" + (
+            f" and of {evidence.reference_cpu}'s" if comparison.status == "pass" else "")
     if padding:
-        alone, batched = outputs[f"padding_alone.{output_name}"], outputs[f"padding_batched.{output_name}"]
-        padding_figures, padding_problems = fidelity(model_kind, batched, alone, None, padding["thresholds"])
-        record["padding"] = {"status": "fail" if padding_problems else "pass", "figures": padding_figures,
-                             "samples": len(alone)}
-        if padding_problems:
-            words = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the longest "
-                     f"in a batch: {'; '.join(padding_problems)}): the attention_mask is ignored or not fully applied")
-            record["padding"]["reason"] = words
+        record["padding"] = judge_padding(outputs, evidence, padding)
+        if record["padding"]["status"] == "fail":
+            words = record["padding"]["reason"]
             record |= {"status": "fail", "failure": record.get("failure") or "padding",
                        "reason": words if not problems else f"{record['reason']}; {words}"}
     return record
+
+
+def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evidence, host: frozenset[str],
+                               bound: float) -> CpuComparison:
+    if evidence.reference_cpu_outputs is None:
+        return CpuComparison("not_measured", evidence.reference_cpu_reason, evidence.reference_cpu)
+    shared = [i for i in ids if i in evidence.reference_cpu_ids]
+    if not shared:
+        return CpuComparison("not_measured", "no sample ran on both this profile and the reference CPU",
+                             evidence.reference_cpu)
+    here = [ids.index(i) for i in shared]
+    there = [evidence.reference_cpu_ids.index(i) for i in shared]
+    fp32, mask, _ = evidence.rows(shared)
+    return compare_cpus(cpu.name, {k: v[here] for k, v in outputs.items() if k in fp32},
+                        {k: v[there] for k, v in evidence.reference_cpu_outputs.items() if k in fp32}, fp32,
+                        reference_cpu=evidence.reference_cpu, mask=mask, sample_ids=shared, scales=evidence.scales,
+                        bound=bound, hint=numerics_hint(cpu.name, host))
+
+
+def judge_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict:
+    """Each sequence alone vs inside a padded batch, over the positions that are tokens."""
+    limits = Limits(**padding["thresholds"])
+    mask = outputs.get("padding_mask")
+    alone = {name: outputs[f"padding_alone.{name}"] for name in evidence.fp32 if f"padding_alone.{name}" in outputs}
+    batched = {name: outputs[f"padding_batched.{name}"] for name in alone}
+    scales = {name: output_scale(array, mask) for name, array in alone.items()}
+    judgement = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
+                      scales=scales)
+    result = {"status": "fail" if judgement.problems else "pass", "figures": judgement.summary,
+              "figures_by_output": judgement.by_output, "samples": len(next(iter(alone.values()))) if alone else 0}
+    if judgement.problems:
+        result["reason"] = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the "
+                            f"longest in a batch: {'; '.join(judgement.problems)}): the attention_mask is ignored or "
+                            f"not fully applied")
+    return result
 
 
 def summarize_padding(padding: dict, profiles: dict) -> dict:
@@ -616,23 +748,30 @@ def summarize_padding(padding: dict, profiles: dict) -> dict:
 def format_table(report: dict) -> str:
     rows = [("profile", "expected", "status", "ok", "n", "time", "detail")]
     for name, p in report["profiles"].items():
-        figures = p.get("fidelity", {})
-        detail = ", ".join(f"{key} {value:.4g}" for key, value in figures.items() if key != "max_rel_error") or p["reason"]
-        if p.get("failure") == "padding":
+        figures = p.get("fidelity") or {}
+        detail = ", ".join(f"{key} {figures[key]:.4g}" for key in ("cosine_mean", "cosine_worst", "top1_agreement",
+                                                                    "accuracy", "max_scaled_error") if key in figures)
+        comparison = p.get("cpu_comparison") or {}
+        if comparison.get("divergence") is not None:
+            detail += f", vs {comparison['reference_cpu']} {comparison['divergence']:.3g}x scale"
+        if p["status"] != "pass" or not detail:
             detail = p["reason"]
         if "this CPU lacks:" in detail:  # the guard's message: the missing features are the news
             detail = "guard: lacks " + detail.split("this CPU lacks:")[1].split(".")[0].strip()
-        if "fp32" in p.get("latency", {}):
+        if "fp32" in (p.get("latency") or {}):
             detail += f"; batch-1 p50 int8 {p['latency']['int8']['p50_ms']:.3g} ms, fp32 {p['latency']['fp32']['p50_ms']:.3g} ms"
         ok = "yes" if p["requirement_met"] else ("no" if p["required"] else "info")
-        rows.append((name, p["expected"], p["status"], ok, str(p.get("samples", "-")),
-                     f"{p.get('wall_seconds', 0):.1f}s", detail[:110]))
+        rows.append((name, p["expected"], p["status"], ok, str(p.get("samples") or "-"),
+                     f"{p.get('wall_seconds', 0):.1f}s", detail[:160]))
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = [f"verify {report['target']}: {report['status'].upper()}  {report['artifact']['path']}"]
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6] for row in rows]
     padding = report.get("padding") or {}
     if padding:
         lines.append(f"  padding invariance: {padding['status']}: {padding['reason']}")
+    selection = report.get("sample_selection") or {}
+    if selection:
+        lines.append(f"  emulated samples {selection['emulated']}: {selection['why']}")
     return "\n".join(lines + [f"  note: {note}" for note in report["notes"]])
 
 
@@ -647,8 +786,7 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
         return verify_package(cfg, manifest)
     return verify_files(manifest.path(manifest.model_file), manifest.path(manifest.reference_file),
                         manifest.path(manifest.heldout_file), cfg, out or manifest.path(VERIFY_FILE),
-                        model_kind=manifest.model_kind,
-                        output_name=manifest.output_names[0] if manifest.output_names else None)
+                        model_kind=manifest.model_kind, output_names=manifest.output_names or None)
 
 
 def run(cfg, manifest: Manifest) -> Manifest:

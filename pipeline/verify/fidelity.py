@@ -1,0 +1,271 @@
+"""How close an artifact's outputs are: to the fp32 reference, and to the same artifact on the reference CPU.
+
+Every output of the model is judged, whatever its rank:
+
+- element-wise, on the output's own scale (the RMS of the fp32 reference over the positions that count),
+  so a few destroyed values show even when a whole-vector cosine stays at 0.9999;
+- by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
+  classifier), `token_states` (an output whose first two axes are the batch and the sequence of an
+  `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
+  sample over the flattened output).
+
+Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
+profile's outputs are also compared with the same artifact's outputs on the reference CPU, on the
+same samples. Kernel-to-kernel noise is small (integer accumulation is exact; only fp32 parts and the
+rounding of dynamic ranges differ); saturation loses a large part of some values. The bound is
+`verify.max_cpu_divergence`, in units of the output's scale.
+
+numpy only: the parent imports this, never a child.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LOGITS, TOKEN_STATES, VECTOR = "logits", "token_states", "vector"
+WORST_SHOWN = 5  # worst values listed per profile in verify.json and the signoff
+
+
+@dataclass
+class Limits:
+    """The bounds one comparison is held to (from `verify.*`)."""
+
+    min_cosine_mean: float
+    min_cosine_worst: float
+    min_top1_agreement: float
+    max_abs_error: float | None = None
+    max_scaled_error: float | None = None
+    pooling: str = "none"  # mean | cls | none: token_states also judged after pooling
+
+    def to_json(self) -> dict:
+        return {key: value for key, value in self.__dict__.items()}
+
+
+@dataclass
+class Judgement:
+    """Figures per output, a flat summary (the worst of each figure over outputs), and what broke a bound."""
+
+    by_output: dict[str, dict] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def token_mask(mask: np.ndarray | None, output: np.ndarray) -> np.ndarray | None:
+    """The attention mask when this output is per token (first two axes = the mask's), else None."""
+    if mask is None or output.ndim < 3 or output.shape[:2] != mask.shape[:2]:
+        return None
+    return mask.astype(bool)
+
+
+def output_kind(name: str, output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
+    if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
+        return LOGITS
+    if token_mask(mask, output) is not None:
+        return TOKEN_STATES
+    return VECTOR
+
+
+def valid_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The values that count: non-padding positions of a per-token output, everything otherwise."""
+    tokens = token_mask(mask, array)
+    return array[tokens] if tokens is not None else array
+
+
+def output_scale(reference: np.ndarray, mask: np.ndarray | None) -> float:
+    """The RMS of the fp32 output over the positions that count: the unit of element-wise errors."""
+    values = valid_values(reference, mask).astype(np.float64)
+    return max(float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0, 1e-12)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two 2-D arrays; two all-zero rows count as identical."""
+    dot = (a * b).sum(1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    return np.where(both_zero, 1.0, dot / np.maximum(norms, 1e-30))
+
+
+def _pool(array: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    if how == "cls":
+        return array[:, 0].reshape(len(array), -1)
+    weights = mask.astype(np.float64).reshape(*mask.shape[:2], *([1] * (array.ndim - 2)))
+    return ((array * weights).sum(1) / np.maximum(weights.sum(1), 1)).reshape(len(array), -1)
+
+
+def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
+                 labels: np.ndarray | None, limits: Limits, scale: float) -> tuple[dict, list[str]]:
+    """One output against its fp32 reference on the same samples."""
+    if output.shape != reference.shape:
+        return {}, [f"{name}: shape {list(output.shape)} differs from the fp32 reference's {list(reference.shape)}"]
+    a, b = output.astype(np.float64), reference.astype(np.float64)
+    if not np.isfinite(a).all():  # NaN compares false with every threshold: catch it before it passes
+        return {}, [f"{name}: {int((~np.isfinite(a)).sum())} output values are NaN or infinite"]
+    tokens = token_mask(mask, a)
+    difference = np.abs(valid_values(a, mask) - valid_values(b, mask))
+    max_abs = float(difference.max()) if difference.size else 0.0
+    figures = {"kind": kind, "max_abs_error": max_abs, "max_scaled_error": max_abs / scale, "scale": scale,
+               "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
+    problems = []
+    if kind == LOGITS:
+        predicted, expected = a.argmax(-1), b.argmax(-1)
+        agree = predicted == expected
+        if tokens is not None:
+            agree = agree[tokens]
+        figures["top1_agreement"] = float(agree.mean()) if agree.size else 1.0
+        if labels is not None and labels.shape == predicted.shape:
+            counted = tokens if tokens is not None else np.ones(predicted.shape, bool)
+            counted = counted & (labels >= 0)  # -100: positions a token classifier ignores
+            figures["accuracy"] = float((predicted == labels)[counted].mean())
+            figures["reference_accuracy"] = float((expected == labels)[counted].mean())
+        if figures["top1_agreement"] < limits.min_top1_agreement:
+            problems.append(f"{name}: top-1 agreement {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
+    else:
+        if kind == TOKEN_STATES:
+            cosine = _cosines(a[tokens].reshape(int(tokens.sum()), -1), b[tokens].reshape(int(tokens.sum()), -1))
+            what = "per-token cosine"
+        else:
+            cosine = _cosines(a.reshape(len(a), -1), b.reshape(len(b), -1))
+            what = "cosine"
+        figures |= {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+        checks = [(what, figures["cosine_mean"], figures["cosine_worst"])]
+        if kind == TOKEN_STATES and limits.pooling in ("mean", "cls"):
+            pooled = _cosines(_pool(a, tokens, limits.pooling), _pool(b, tokens, limits.pooling))
+            figures |= {"pooled_cosine_mean": float(pooled.mean()), "pooled_cosine_worst": float(pooled.min()),
+                        "pooling": limits.pooling}
+            checks.append((f"{limits.pooling}-pooled cosine", figures["pooled_cosine_mean"],
+                           figures["pooled_cosine_worst"]))
+        for label, mean, worst in checks:
+            if mean < limits.min_cosine_mean:
+                problems.append(f"{name}: {label} mean {mean:.4f} < {limits.min_cosine_mean}")
+            if worst < limits.min_cosine_worst:
+                problems.append(f"{name}: {label} worst {worst:.4f} < {limits.min_cosine_worst}")
+    if limits.max_abs_error is not None and max_abs > limits.max_abs_error:
+        problems.append(f"{name}: max abs error {max_abs:.4g} > {limits.max_abs_error}")
+    if limits.max_scaled_error is not None and figures["max_scaled_error"] > limits.max_scaled_error:
+        problems.append(f"{name}: max error {figures['max_scaled_error']:.3g}x the output's scale > "
+                        f"{limits.max_scaled_error}")
+    return figures, problems
+
+
+SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
+                 "top1_agreement": min, "accuracy": min, "reference_accuracy": min, "max_abs_error": max,
+                 "max_scaled_error": max, "max_rel_error": max}
+
+
+def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, model_kind: str,
+          mask: np.ndarray | None, labels: np.ndarray | None, limits: Limits,
+          scales: dict[str, float]) -> Judgement:
+    """Every output of `outputs` against `reference` (same samples, same order)."""
+    judgement = Judgement()
+    for name, ref in reference.items():
+        if name not in outputs:
+            judgement.problems.append(f"{name}: the artifact has no such output (it has {sorted(outputs)})")
+            continue
+        kind = output_kind(name, ref, model_kind, mask)
+        figures, problems = judge_output(name, kind, outputs[name], ref, mask, labels, limits, scales[name])
+        judgement.by_output[name] = figures
+        judgement.problems += problems
+    for key, pick in SUMMARY_WORST.items():
+        values = [figures[key] for figures in judgement.by_output.values() if key in figures]
+        if values:
+            judgement.summary[key] = float(pick(values))
+    return judgement
+
+
+# --- the same artifact on two CPUs ------------------------------------------------------------------
+@dataclass
+class CpuComparison:
+    """A profile's outputs against the reference CPU's, on the same samples."""
+
+    status: str  # pass | fail | not_measured
+    reason: str
+    reference_cpu: str
+    bound: float | None = None
+    divergence: float | None = None  # max |profile - reference CPU| / output scale, worst output
+    error_ratio: float | None = None  # profile's max error to fp32 / the reference CPU's, worst output
+    by_output: dict[str, dict] = field(default_factory=dict)
+    worst: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compare_cpus(profile_name: str, outputs: dict[str, np.ndarray], on_reference_cpu: dict[str, np.ndarray],
+                 fp32: dict[str, np.ndarray], *, reference_cpu: str, mask: np.ndarray | None,
+                 sample_ids: list[int], scales: dict[str, float], bound: float,
+                 hint: str = "") -> CpuComparison:
+    """Element-wise distance between two CPUs' outputs of one artifact, on the output's scale."""
+    comparison = CpuComparison("pass", "", reference_cpu, bound)
+    candidates = []
+    for name, ref_cpu in on_reference_cpu.items():
+        if name not in outputs or outputs[name].shape != ref_cpu.shape:
+            continue
+        here, there, exact = (x.astype(np.float64) for x in (outputs[name], ref_cpu, fp32[name]))
+        tokens = token_mask(mask, here)
+        valid = tokens if tokens is not None else np.ones(here.shape, bool)
+        if tokens is not None:
+            valid = valid.reshape(*tokens.shape, *([1] * (here.ndim - 2))) & np.ones(here.shape, bool)
+        gap = np.where(valid, np.abs(here - there), 0.0)
+        scale = scales[name]
+        error_here = float(np.where(valid, np.abs(here - exact), 0.0).max(initial=0.0))
+        error_there = float(np.where(valid, np.abs(there - exact), 0.0).max(initial=0.0))
+        figures = {"divergence": float(gap.max(initial=0.0)) / scale, "max_abs_difference": float(gap.max(initial=0.0)),
+                   "max_error_to_fp32": error_here, "reference_cpu_max_error_to_fp32": error_there,
+                   "error_ratio": error_here / max(error_there, 1e-12 * scale)}
+        comparison.by_output[name] = figures
+        for flat in np.argsort(gap, axis=None)[::-1][:WORST_SHOWN]:
+            index = np.unravel_index(int(flat), gap.shape)
+            candidates.append({"output": name, "sample": sample_ids[index[0]], "position": [int(i) for i in index[1:]],
+                               "value": float(here[index]), "reference_cpu_value": float(there[index]),
+                               "fp32_value": float(exact[index]), "scaled_difference": float(gap[index]) / scale})
+    if not comparison.by_output:
+        comparison.status, comparison.reason = "not_measured", "no output shared with the reference CPU's run"
+        return comparison
+    worst_name = max(comparison.by_output, key=lambda n: comparison.by_output[n]["divergence"])
+    worst = comparison.by_output[worst_name]
+    comparison.divergence, comparison.error_ratio = worst["divergence"], worst["error_ratio"]
+    comparison.worst = sorted(candidates, key=lambda c: -c["scaled_difference"])[:WORST_SHOWN]
+    if comparison.divergence <= bound:
+        comparison.reason = (f"within {bound:g}x the output scale of {reference_cpu}'s outputs "
+                             f"(largest difference {comparison.divergence:.3g}x)")
+        return comparison
+    top = comparison.worst[0]
+    comparison.status = "fail"
+    comparison.reason = (
+        f"outputs on {profile_name} differ from {reference_cpu} by up to {comparison.divergence:.3g}x the scale of "
+        f"{worst_name} (bound {bound:g}; sample {top['sample']} position {top['position']}: {top['value']:.5g} vs "
+        f"{top['reference_cpu_value']:.5g} on {reference_cpu}, fp32 {top['fp32_value']:.5g}); its error to fp32 is "
+        f"{comparison.error_ratio:.3g}x the reference CPU's" + (f"; {hint}" if hint else ""))
+    return comparison
+
+
+# --- which samples the emulated profiles run ---------------------------------------------------------
+def choose_samples(native: dict[str, np.ndarray], fp32: dict[str, np.ndarray], mask: np.ndarray | None,
+                   scales: dict[str, float], k: int) -> tuple[list[int], str]:
+    """The k samples that stress the kernels most, judged from the native run: alternately the largest
+    element-wise error to fp32 and the largest fp32 magnitude (the largest accumulations)."""
+    n = len(next(iter(fp32.values())))
+    if k >= n:
+        return list(range(n)), f"all {n} held-out samples"
+    error, magnitude = np.zeros(n), np.zeros(n)
+    for name, exact in fp32.items():
+        if name not in native or native[name].shape != exact.shape:
+            continue
+        tokens = token_mask(mask, exact)
+        weight = 1.0 if tokens is None else tokens.reshape(*tokens.shape, *([1] * (exact.ndim - 2)))
+        flat_error = (np.abs(native[name].astype(np.float64) - exact) * weight).reshape(n, -1).max(1)
+        flat_size = (np.abs(exact.astype(np.float64)) * weight).reshape(n, -1).max(1)
+        error = np.maximum(error, flat_error / scales[name])
+        magnitude = np.maximum(magnitude, flat_size / scales[name])
+    chosen: list[int] = []
+    by_error, by_magnitude = list(np.argsort(-error, kind="stable")), list(np.argsort(-magnitude, kind="stable"))
+    while len(chosen) < k:
+        for ranking in (by_error, by_magnitude):
+            pick = next(int(i) for i in ranking if int(i) not in chosen)
+            if len(chosen) < k:
+                chosen.append(pick)
+    why = (f"{k} of {n} held-out samples chosen from the native run: alternately the largest element-wise error "
+           f"to fp32 and the largest fp32 output magnitude (the largest accumulations), where kernels that "
+           f"saturate or round differently show first")
+    return chosen, why

@@ -1,0 +1,192 @@
+"""verify.json: one typed report, written by the ONNX and the `.pt2` verifiers, read by signoff, matrix and bench.
+
+`VerifyReport.load(path)` validates what it reads (a hand-edited or truncated file is a clear error,
+never a KeyError three modules later); `save` writes it atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.config import QuantgateError
+from pipeline.manifest import atomic_write_json
+
+VERIFY_FILE = "verify.json"
+SCHEMA = "quantgate.verify/2"
+READABLE_SCHEMAS = ("quantgate.verify/1", SCHEMA)
+STATUSES = ("pass", "fail", "not_verified")
+PROFILE_STATUSES = ("pass", "fail", "refused_by_guard", "crashed", "not_verified")
+
+
+class VerifyReportError(QuantgateError):
+    """verify.json cannot be read: malformed, of another schema, or missing what it must hold."""
+
+
+@dataclass
+class FileRef:
+    path: str
+    sha256: str
+
+
+@dataclass
+class ArtifactRef(FileRef):
+    kind: str = "onnx"  # onnx | pt2
+    stamped: bool = False
+    stamp_target: Optional[str] = None
+
+
+@dataclass
+class ReferenceRef(FileRef):
+    run: Optional[dict] = None  # the fp32 reference's own run (status, versions, latency)
+
+
+@dataclass
+class InputsRef(FileRef):
+    samples_available: int = 0
+
+
+@dataclass
+class ProfileResult:
+    """One CPU profile (or the reference CPU): what was expected, what happened, and how close it was."""
+
+    cpu: str
+    expected: str  # pass | refused_by_guard
+    required: bool
+    why: str
+    status: str  # one of PROFILE_STATUSES
+    reason: str
+    requirement_met: bool = False
+    failure: Optional[str] = None  # sigill, timeout, fidelity, cpu_numerics, padding, load, ...
+    exit_code: Optional[int] = None
+    signal: Optional[str] = None
+    wall_seconds: float = 0.0
+    command: Optional[str] = None
+    emulated: Optional[bool] = None
+    qemu_cpu: Optional[str] = None
+    threads: Optional[int] = None
+    stderr_tail: list[str] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    samples: Optional[int] = None
+    sample_ids: Optional[list[int]] = None  # which held-out samples ran (emulated runs: chosen on purpose)
+    guard: Optional[str] = None
+    cpu_features_seen: Optional[list[str]] = None
+    thresholds: dict = field(default_factory=dict)
+    fidelity: dict = field(default_factory=dict)  # the worst of each figure over outputs
+    fidelity_by_output: dict = field(default_factory=dict)
+    cpu_comparison: Optional[dict] = None  # against the same artifact on the reference CPU
+    latency: Optional[dict] = None
+    padding: Optional[dict] = None
+    runtime: Optional[dict] = None
+
+
+@dataclass
+class VerifyReport:
+    status: str  # pass | fail | not_verified
+    target: str
+    artifact: ArtifactRef
+    required_cpu_features: list[str]
+    profiles: dict[str, ProfileResult]
+    model_kind: str = "embedding"
+    output_names: list[str] = field(default_factory=list)
+    reference: Optional[ReferenceRef] = None
+    inputs: Optional[InputsRef] = None
+    reference_cpu: Optional[dict] = None  # the run every profile's outputs are compared with
+    sample_selection: Optional[dict] = None  # which samples the emulated profiles ran, and why
+    host: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    padding: dict = field(default_factory=dict)
+    latency: Optional[dict] = None
+    audit: Optional[dict] = None  # .pt2: the static ISA audit of the package
+    notes: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    schema: str = SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"passed": self.passed}
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, payload: Any, where: str = VERIFY_FILE) -> "VerifyReport":
+        if not isinstance(payload, dict):
+            raise VerifyReportError(f"{where} is not a JSON object: verify again")
+        payload = dict(payload)
+        payload.pop("passed", None)
+        if payload.get("schema") not in READABLE_SCHEMAS:
+            raise VerifyReportError(f"{where} has schema {payload.get('schema')!r}; this quantgate reads "
+                                    f"{', '.join(READABLE_SCHEMAS)}: verify again")
+        payload["schema"] = SCHEMA
+        if isinstance(payload.get("artifact"), str):  # schema 1 of the .pt2 verifier wrote a bare path
+            payload["artifact"] = {"path": payload["artifact"], "sha256": "", "kind": payload.pop("artifact_kind", "pt2")}
+        payload.pop("artifact_kind", None)
+        if "output_name" in payload:  # schema 1: one judged output
+            payload["output_names"] = [payload.pop("output_name")] if payload.get("output_name") else []
+        try:
+            report = _build(cls, payload, where)
+        except (TypeError, ValueError) as error:
+            raise VerifyReportError(f"{where} is malformed: {error}; verify again") from None
+        if report.status not in STATUSES:
+            raise VerifyReportError(f"{where}: status {report.status!r} is not one of {', '.join(STATUSES)}")
+        for name, profile in report.profiles.items():
+            if profile.status not in PROFILE_STATUSES:
+                raise VerifyReportError(f"{where}: profile {name} has status {profile.status!r}, not one of "
+                                        f"{', '.join(PROFILE_STATUSES)}")
+        return report
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VerifyReport":
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise VerifyReportError(f"{path} does not exist: the artifact was never verified") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise VerifyReportError(f"{path} cannot be read as JSON ({error}): verify again") from None
+        return cls.from_json(payload, str(path))
+
+
+def _build(kind: type, payload: Any, where: str):
+    """A dataclass from a JSON object: unknown keys and wrong basic types are errors, not surprises."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"{kind.__name__} must be an object, not {type(payload).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {kind.__name__}")
+    values = {}
+    for name, value in payload.items():
+        declared = str(fields[name].type)
+        if name == "profiles":
+            if not isinstance(value, dict):
+                raise ValueError("profiles must be an object")
+            value = {key: _build(ProfileResult, entry, where) for key, entry in value.items()}
+        elif declared in ("ArtifactRef", "Optional[ReferenceRef]", "Optional[InputsRef]") and value is not None:
+            value = _build({"ArtifactRef": ArtifactRef, "Optional[ReferenceRef]": ReferenceRef,
+                            "Optional[InputsRef]": InputsRef}[declared], value, where)
+        elif value is not None and not _fits(declared, value):
+            raise ValueError(f"{kind.__name__}.{name} should be {declared}, not {type(value).__name__}")
+        values[name] = value
+    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{kind.__name__} lacks {', '.join(missing)}")
+    return kind(**values)
+
+
+def _fits(declared: str, value: Any) -> bool:
+    checks = {"str": str, "bool": bool, "int": int, "float": (int, float), "dict": dict, "list": list}
+    for word, python_type in checks.items():
+        if declared == word or declared == f"Optional[{word}]" or declared.startswith(f"{word}[") or \
+                declared.startswith(f"Optional[{word}["):
+            if python_type is int and isinstance(value, bool):
+                return False
+            return isinstance(value, python_type) and not (word in ("int", "float") and isinstance(value, bool))
+    return True
