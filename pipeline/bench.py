@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
 WARMUP = 3
 MIN_REPEATS, MAX_REPEATS = 5, 200
@@ -104,11 +105,11 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         "stage_seconds": (json.loads((folder / MANIFEST_FILE).read_text()).get("build") or {}).get("stage_seconds"),
         "plain_quantize_seconds": round(plain_seconds, 2),
     }
-    verify_path = folder / "verify.json"
+    verify_path = folder / VERIFY_FILE
     if verify_path.is_file():
-        verify = json.loads(verify_path.read_text())
-        result["verify_seconds"] = verify.get("wall_seconds")
-        result["verify_profile_seconds"] = {name: p.get("wall_seconds") for name, p in verify.get("profiles", {}).items()}
+        verify = VerifyReport.load(verify_path)
+        result["verify_seconds"] = verify.wall_seconds
+        result["verify_profile_seconds"] = {name: p.wall_seconds for name, p in verify.profiles.items()}
     for batch in batches:
         feed = batch_of(inputs, batch)
         figures = {name: time_runs(sess, feed, seconds) for name, sess in sessions.items()}

@@ -58,13 +58,13 @@ class _StderrTail:
 
 def _verify_reason(folder: Path) -> tuple[str | None, str]:
     """The verify status in verify.json and the reasons of the profiles that did not meet their requirement."""
+    from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
     try:
-        report = json.loads((folder / "verify.json").read_text())
-    except (OSError, ValueError):
-        return None, "no verify.json"
-    reasons = [f"{name}: {p.get('reason', '')}" for name, p in report.get("profiles", {}).items()
-               if p.get("required") and not p.get("requirement_met")]
-    return report.get("status"), "; ".join(reasons) or "every required profile met its requirement"
+        report = VerifyReport.load(folder / VERIFY_FILE)
+    except VerifyReportError as error:
+        return None, str(error)
+    reasons = [f"{name}: {p.reason}" for name, p in report.profiles.items() if p.required and not p.requirement_met]
+    return report.status, "; ".join(reasons) or "every required profile met its requirement"
 
 
 def run_combination(cfg, overrides: list[str]) -> int:

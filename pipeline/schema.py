@@ -147,6 +147,8 @@ class VerifyConfig:
     # (emulated; SSE/AVX kernels widen int8 products to 16 bits and never saturate). Measured kernel noise and
     # why this bound: docs/verification.md.
     reference_cpu: str = "auto"
+    # Custom-operator libraries the artifact needs (onnxruntime's register_custom_ops_library), for every run.
+    custom_op_libraries: list[str] = field(default_factory=list)
     max_cpu_divergence: float = 0.25
     max_accuracy_drop: float = 0.02  # classifiers: fp32 accuracy minus int8 accuracy
     # The same budget gates the build on the validation split; over it, the most sensitive nodes

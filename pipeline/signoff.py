@@ -185,7 +185,10 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             row = _row(name, profile_name, p.get("status", "unknown"), ok, reason, expected=p.get("expected", ""),
                        required=bool(p.get("required")), fidelity=fidelity_words(p), figures=p.get("fidelity") or {},
                        thresholds=p.get("thresholds") or {}, failure=p.get("failure"), command=p.get("command"),
-                       wall_seconds=p.get("wall_seconds"))
+                       wall_seconds=p.get("wall_seconds"), cpu_comparison=p.get("cpu_comparison"),
+                       reference_cpu=(p.get("cpu_comparison") or {}).get("reference_cpu"),
+                       worst_outputs=(p.get("cpu_comparison") or {}).get("worst") if p.get("failure") == "cpu_numerics"
+                       else None)
             if profile_name == "native":
                 row["latency"] = latency_figures(verify)
             rows.append(row)

@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
     parser.add_argument("--latency-repeats", type=int, default=0, help="time N batch-1 runs after one warm-up")
     parser.add_argument("--no-guard", action="store_true", help="skip the guard (the fp32 reference has no stamp)")
+    parser.add_argument("--custom-ops", action="append", default=[], metavar="LIB",
+                        help="a custom-operator library to register (onnxruntime's register_custom_ops_library)")
     parser.add_argument("--padding-extra", type=int, default=0,
                         help="also run each sequence alone and all of them padded K tokens past the longest")
     return parser.parse_args(argv)
@@ -70,6 +72,8 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
         # A spinning pool burns emulated cycles for nothing under QEMU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    for library in args.custom_ops:  # native code of the user's: it runs (and may crash) on this CPU
+        options.register_custom_ops_library(library)
     started = time.perf_counter()
     try:
         session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
@@ -101,8 +105,12 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     output_names = [node.name for node in session.get_outputs()]
     started = time.perf_counter()
     chunks = [session.run(None, {k: v[i:i + batch] for k, v in feeds.items()}) for i in range(0, n_samples, batch)]
+    if len(chunks) > 1 and any(chunk[j].ndim == 0 or chunk[j].shape[1:] != chunks[0][j].shape[1:]
+                               for chunk in chunks for j in range(len(output_names))):
+        chunks = [session.run(None, feeds)]  # outputs not batch-major, or shaped by the batch: one run
     run_seconds = time.perf_counter() - started
-    outputs = {name: np.concatenate([chunk[j] for chunk in chunks]) for j, name in enumerate(output_names)}
+    outputs = {name: np.concatenate([chunk[j] for chunk in chunks]) if len(chunks) > 1 else chunks[0][j]
+               for j, name in enumerate(output_names)}
 
     latency_seconds = []
     if args.latency_repeats:

@@ -296,11 +296,12 @@ def numerics_hint(cpu_name: str, host: frozenset[str]) -> str:
 # --- one verification ------------------------------------------------------------------------------
 def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
                   latency_repeats: int = 0, guard: bool = True, python: str | None = None,
-                  padding_extra: int = 0) -> list[str]:
+                  padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = ()) -> list[str]:
     # `python` is a runtime environment's interpreter; it finds `pipeline` in the working folder (the repo).
     command = [python or sys.executable, "-m", "pipeline.verify_child", "--model", str(model), "--inputs",
                str(inputs), "--out", str(out_dir), "--samples", str(samples)]
     command += ["--threads", str(threads)] * bool(threads) + ["--latency-repeats", str(latency_repeats)] * bool(latency_repeats)
+    command += [part for library in custom_ops for part in ("--custom-ops", str(Path(library).resolve()))]
     return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
 
 
@@ -435,6 +436,10 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
         if not path.is_file():
             raise QuantgateError(f"the {what} {path} does not exist")
+    for library in cfg.verify.custom_op_libraries:
+        if not Path(library).is_file():
+            raise QuantgateError(f"verify.custom_op_libraries: {library} does not exist (a shared library with "
+                                 f"onnxruntime's RegisterCustomOps entry point)")
     model_kind = model_kind or str(getattr(cfg.model.kind, "value", cfg.model.kind))
     preflight(artifact, reference)
     input_names, artifact_outputs = graph_io(artifact)
@@ -587,7 +592,8 @@ def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg,
 
 def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg) -> tuple[dict, dict | None]:
     """The fp32 reference, natively and in a child too (a broken reference must not take the parent down)."""
-    command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False)
+    command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False,
+                            custom_ops=cfg.verify.custom_op_libraries)
     record, results = run_child(command, profile("native"), out_dir, cfg)
     if results is None:
         record["status"] = "crashed" if record["status"] == "pass" else record["status"]
@@ -605,7 +611,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
     the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_*."""
     native_dir = work / "native-measurement"
-    record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False),
+    record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
+                                              custom_ops=cfg.verify.custom_op_libraries),
                                 profile("native"), native_dir, cfg)
     native = results[0] if results else None
     if native is not None and all(name in native for name in evidence.fp32):
@@ -628,7 +635,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
         progress(f"verify {cfg.target.name}: reference CPU {cpu.name} (qemu -cpu {cpu.qemu_cpu}), {len(chosen)} "
                  f"samples: the run every profile is compared with ...")
         try:
-            record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False),
+            record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False,
+                                                          custom_ops=cfg.verify.custom_op_libraries),
                                         cpu, ref_dir, cfg)
         except EmulatorMissing as missing:
             record, results = {"status": "not_verified", "reason": str(missing)}, None
@@ -655,7 +663,8 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
     threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
     command = child_command(artifact, inputs, out_dir, 0 if cpu.emulated else len(ids), threads,
                             0 if cpu.emulated else v.latency_repeats, python=python,
-                            padding_extra=padding["extra_tokens"] if padding else 0)
+                            padding_extra=padding["extra_tokens"] if padding else 0,
+                            custom_ops=cfg.verify.custom_op_libraries)
     try:
         record, results = run_child(command, cpu, out_dir, cfg, emulator_args)
     except EmulatorMissing as missing:

@@ -63,3 +63,23 @@ def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path
     with pytest.raises(QuantgateError, match=r"outside target avx2: .*avx512\w* \(\d+ instructions\).*0x[0-9a-f]+"):
         build(compose_config([*BUILD, f"artifacts_dir={tmp_path}"]))
     assert not (tmp_path / "digits_cnn-static-avx2-aoti").exists()  # nothing published
+
+
+def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
+    """Contract: both verifiers write one verify.json shape, and the signoff reads both."""
+    from pipeline.aoti_verify import verify_package
+    from pipeline.app import quantize_task
+    from pipeline.signoff import signoff
+    from pipeline.verify.report import VerifyReport
+    release = avx2_package.folder.parent
+    verify_package(compose([*BUILD, "verify.profiles=[native]"]), avx2_package)
+    onnx_build = ["model=digits_cnn", "mode=static", "target=avx2", "verify.profiles=[native]", f"artifacts_dir={release}"]
+    assert quantize_task(compose(onnx_build), onnx_build) == 0
+    reports = {VerifyReport.load(folder / "verify.json").artifact.kind: VerifyReport.load(folder / "verify.json")
+               for folder in (avx2_package.folder, release / "digits_cnn-static-avx2")}
+    assert set(reports) == {"onnx", "pt2"}
+    for report in reports.values():
+        assert report.profiles["native"].status == "pass" and report.profiles["native"].fidelity["top1_agreement"] > 0.9
+    result = signoff("contract", release, None)
+    assert {a["name"] for a in result["artifacts"]} == {"digits_cnn-static-avx2-aoti", "digits_cnn-static-avx2"}
+    assert result["verdict"] == "ready", result["blocking"]

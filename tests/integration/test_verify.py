@@ -17,18 +17,11 @@ from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from pipeline.stages import verify
 from pipeline.targets import profile, required_cpu_features
+from pipeline.verify.fidelity import Limits, judge_output
+from tests.helpers.cpu import isa_custom_op_library, isa_program, requires_host_features
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = verify.PROJECT_ROOT
-
-AVX2_PROGRAM = r"""
-int main(void) {
-    /* vpaddd on ymm registers: AVX2, absent on Nehalem */
-    __asm__ volatile("vpxor %%ymm0, %%ymm0, %%ymm0\n\tvpaddd %%ymm0, %%ymm0, %%ymm1\n\tvzeroupper" ::: "xmm0", "xmm1");
-    return 0;
-}
-"""
-
 
 def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "pipeline.stages.verify", *map(str, args)], cwd=REPO,
@@ -42,9 +35,7 @@ def outcome_of(command, profile_name, timeout_seconds=60, memory_limit_mb=4096):
 
 @pytest.mark.slow
 def test_avx2_program_dies_with_sigill_on_nehalem_and_runs_on_haswell(tmp_path):
-    source, binary = tmp_path / "avx2.c", tmp_path / "avx2"
-    source.write_text(AVX2_PROGRAM)
-    subprocess.run(["gcc", "-mavx2", "-O2", "-o", str(binary), str(source)], check=True)
+    binary = isa_program(tmp_path, "avx2")
 
     run, outcome = outcome_of([binary], "nehalem")
     assert (outcome.status, outcome.failure, run.signal_name) == ("crashed", "sigill", "SIGILL")
@@ -66,11 +57,15 @@ def test_guard_refuses_avx2_artifact_on_nehalem_instead_of_crashing(tmp_path):
 
 
 @pytest.mark.slow
+@requires_host_features("avx2", why="the artifact's custom-op library is built with -mavx2 and runs natively too")
 def test_standalone_cli_on_artifact_built_outside_the_pipeline(tmp_path):
     artifact, reference, inputs = make_standalone(tmp_path)  # no quantgate stamp
+    # Its native code (a custom-op library built with -mavx2, as a vendor's would be) dies on Nehalem.
+    library = isa_custom_op_library(tmp_path, "avx2")
     out = tmp_path / "report" / "verify.json"
     result = run_cli("--artifact", artifact, "--reference", reference, "--inputs", inputs, "--target", "avx2",
-                     "--out", out, "verify.emulated_max_samples=2")
+                     "--out", out, "verify.emulated_max_samples=2", "verify.reference_cpu=native",
+                     f"verify.custom_op_libraries=[{library}]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "haswell" in result.stderr and "Traceback" not in result.stderr  # progress, no crash
     report = json.loads(out.read_text())
@@ -85,7 +80,7 @@ def test_standalone_cli_on_artifact_built_outside_the_pipeline(tmp_path):
     assert "qemu-x86_64 -cpu Haswell" in profiles["haswell"]["command"]
     assert profiles["native"]["latency"]["int8"]["p95_ms"] > 0
     assert report["latency"]["fp32"]["p50_ms"] > 0 and report["latency"]["repeats"] == 20
-    # Without a stamp nothing can refuse it: numpy itself dies on Nehalem. Reported, not required.
+    # Without a stamp nothing can refuse it: its AVX2 library dies on Nehalem. Reported, not required.
     assert profiles["nehalem"]["status"] == "crashed" and profiles["nehalem"]["failure"] == "sigill"
     assert profiles["nehalem"]["required"] is False
 
@@ -167,10 +162,10 @@ def test_wrong_outputs_fail_on_fidelity(tmp_path):
 def test_classifier_fidelity_counts_agreement_and_accuracy():
     reference = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     output = np.array([[0.2, 0.8], [0.7, 0.3], [0.6, 0.4], [0.6, 0.4]])
-    limits = {"min_top1_agreement": 0.97, "max_abs_error": None}
-    figures, problems = verify.fidelity("classifier", output, reference, np.array([1, 0, 1, 1]), limits)
+    limits = Limits(0.98, 0.95, 0.97)
+    figures, problems = judge_output("logits", "logits", output, reference, None, np.array([1, 0, 1, 1]), limits, 1.0)
     assert figures["top1_agreement"] == 0.75 and figures["accuracy"] == 0.5 and figures["reference_accuracy"] == 0.75
-    assert problems == ["top-1 agreement 0.7500 < 0.97"]
+    assert problems == ["logits: top-1 agreement 0.7500 < 0.97"]
 
 
 @pytest.mark.parametrize("problem", ["missing_file", "unknown_target", "npz_lacks_input", "unknown_profile"])
@@ -195,8 +190,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, problem):
 def test_nan_outputs_fail_instead_of_slipping_past_thresholds():
     reference = np.ones((2, 4))
     output = np.array([[1.0, np.nan, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
-    limits = {"min_cosine_mean": 0.98, "min_cosine_worst": 0.95, "max_abs_error": None}
-    assert verify.fidelity("embedding", output, reference, None, limits)[1] == ["1 output values are NaN or infinite"]
+    limits = Limits(0.98, 0.95, 0.97)
+    assert judge_output("e", "vector", output, reference, None, None, limits, 1.0)[1] == \
+        ["e: 1 output values are NaN or infinite"]
 
 
 def test_folder_edited_after_the_build_is_refused(tmp_path, capsys):

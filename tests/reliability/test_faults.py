@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pipeline.manifest import Manifest
+from tests.helpers.cpu import isa_custom_op_library, requires_host_features
 from tests.reliability.helpers import DIGITS, REPO, assert_user_error, published, quantgate
 
 pytestmark = pytest.mark.slow
@@ -114,12 +115,15 @@ def test_child_past_its_timeout_is_reported_and_the_next_profile_runs(digits_bui
     assert result.returncode != 0
 
 
+@requires_host_features("avx2", why="the artifact's custom-op library is built with -mavx2 and runs natively too")
 def test_unstamped_artifact_crashing_on_one_profile_does_not_stop_the_others(tmp_path):
     from tests.fixtures.tiny_artifact import make_standalone
     artifact, reference, inputs = make_standalone(tmp_path / "standalone")
+    library = isa_custom_op_library(tmp_path, "avx2")  # native code built for AVX2: SIGILL on Nehalem
     out = tmp_path / "verify.json"
     result = quantgate("verify", "--artifact", str(artifact), "--reference", str(reference), "--inputs", str(inputs),
-                       "--target", "avx2", "--out", str(out), "verify.profiles=[nehalem,haswell,native]")
+                       "--target", "avx2", "--out", str(out), "verify.profiles=[nehalem,haswell,native]",
+                       "verify.reference_cpu=native", f"verify.custom_op_libraries=[{library}]")
     report = json.loads(out.read_text())
     nehalem = report["profiles"]["nehalem"]
     assert nehalem["status"] == "crashed" and "SIGILL" in json.dumps(nehalem)
