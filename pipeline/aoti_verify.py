@@ -86,14 +86,16 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                                   labels=labels[:samples] if labels is not None else None, limits=limits, scales=scales)
                 record |= {"samples": samples, "sample_ids": ids, "fidelity": judgement.summary,
                            "fidelity_by_output": judgement.by_output,
-                           "thresholds": limits.to_json() | {"max_cpu_divergence": v.max_cpu_divergence}}
+                           "thresholds": limits.to_json() | {"max_cpu_excess_error": v.max_cpu_excess_error,
+                                                            "max_cpu_error_ratio": v.max_cpu_error_ratio}}
                 bad = list(judgement.problems)
                 if name == "native":
                     native_outputs = outputs
                 elif native_outputs is not None:
                     comparison = compare_cpus(name, outputs, {k: a[:samples] for k, a in native_outputs.items()},
                                               fp32, reference_cpu="native", mask=None, sample_ids=ids, scales=scales,
-                                              bound=v.max_cpu_divergence)
+                                              max_excess_error=v.max_cpu_excess_error,
+                                              max_error_ratio=v.max_cpu_error_ratio)
                     record["cpu_comparison"] = comparison.to_json()
                     if comparison.status == "fail":
                         bad.append(comparison.reason)
@@ -118,7 +120,7 @@ def verify_package(cfg, manifest: Manifest) -> dict:
         host={"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
         settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                   "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
-                  "max_cpu_divergence": v.max_cpu_divergence},
+                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio},
         profiles={name: ProfileResult(**record) for name, record in profiles.items()}, audit=audit_record,
         wall_seconds=round(time.monotonic() - started, 1))
     report.save(manifest.path(VERIFY_FILE))

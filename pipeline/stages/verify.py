@@ -403,9 +403,28 @@ def preflight(*models: Path) -> None:
             raise QuantgateError(f"{models[0].name}: {error}") from None
 
 
-def load_inputs(inputs: Path, input_names: list[str]) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
+def input_specs(path: Path) -> dict[str, tuple[str, int | None]]:
+    """Each graph input's numpy dtype kind ('f' float, 'i' integer, 'b' bool) and rank (None if unknown)."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    kinds = {onnx.TensorProto.FLOAT: "f", onnx.TensorProto.DOUBLE: "f", onnx.TensorProto.FLOAT16: "f",
+             onnx.TensorProto.BOOL: "b"}
+    specs = {}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        rank = len(tensor.shape.dim) if tensor.HasField("shape") else None
+        specs[value.name] = (kinds.get(tensor.elem_type, "i"), rank)
+    return specs
+
+
+def load_inputs(inputs: Path, input_names: list[str],
+                specs: dict[str, tuple[str, int | None]] | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
     """Samples available, labels, attention mask and ignored arrays of the held-out .npz; refuses, before
-    any profile runs, a file whose arrays do not fit the model's inputs."""
+    any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
+    sample counts)."""
     try:
         with np.load(inputs, allow_pickle=False) as arrays:
             absent = [name for name in input_names if name not in arrays.files]
@@ -421,6 +440,17 @@ def load_inputs(inputs: Path, input_names: list[str]) -> tuple[int, np.ndarray |
         raise QuantgateError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
                              f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
     n = next(iter(counts.values()))
+    for name, (kind, rank) in (specs or {}).items():
+        array = loaded[name]
+        if rank is not None and array.ndim != rank:
+            raise QuantgateError(f"{inputs}: array {name} has {array.ndim} axes {list(array.shape)}, but the model "
+                                 f"input {name} has {rank} (samples on axis 0)")
+        if kind == "f" and array.dtype.kind not in "f":
+            raise QuantgateError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
+                                 f"floating-point values")
+        if kind in "ib" and array.dtype.kind not in "iub":
+            raise QuantgateError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
+                                 f"integers (token ids, masks)")
     labels = loaded.get("labels")
     if labels is not None and (labels.ndim == 0 or labels.shape[0] != n):
         raise QuantgateError(f"{inputs}: labels has shape {list(labels.shape)}, but the inputs hold {n} samples")
@@ -451,7 +481,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     if sorted(reference_inputs) != sorted(input_names):
         raise QuantgateError(f"the artifact takes inputs {input_names} but the fp32 reference takes "
                              f"{reference_inputs}: they are not the same model")
-    n_available, labels, mask, ignored = load_inputs(inputs, input_names)
+    n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact))
     if ignored:
         progress(f"verify: {inputs.name}: arrays {ignored} match no model input and are ignored")
     try:
@@ -565,7 +595,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                   "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                   "latency_repeats": v.latency_repeats, "reference_cpu": str(v.reference_cpu),
-                  "max_cpu_divergence": v.max_cpu_divergence},
+                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio},
         profiles={name: ProfileResult(**record) for name, record in profiles.items()}, padding=padding,
         latency=native_latency, notes=notes, wall_seconds=round(time.monotonic() - started, 3))
     report.save(out)
@@ -680,14 +710,15 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                              "int8": percentiles_ms(info["latency_seconds"])}
     if evidence is None:
         return record | {"status": "not_verified", "reason": "ran, but the fp32 reference did not: nothing to compare"}
-    record["thresholds"] = evidence.limits.to_json() | {"max_cpu_divergence": v.max_cpu_divergence}
+    record["thresholds"] = evidence.limits.to_json() | {"max_cpu_excess_error": v.max_cpu_excess_error,
+                                                              "max_cpu_error_ratio": v.max_cpu_error_ratio}
     fp32, mask, labels = evidence.rows(ids)
     judgement = judge(outputs, fp32, model_kind=evidence.model_kind, mask=mask, labels=labels,
                       limits=evidence.limits, scales=evidence.scales)
     record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
     problems = list(judgement.problems)
     failure = "fidelity" if problems else None
-    comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v.max_cpu_divergence)
+    comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v)
     record["cpu_comparison"] = comparison.to_json()
     if comparison.status == "fail":
         problems.append(comparison.reason)
@@ -707,7 +738,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
 
 
 def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evidence, host: frozenset[str],
-                               bound: float) -> CpuComparison:
+                               v) -> CpuComparison:
     if evidence.reference_cpu_outputs is None:
         return CpuComparison("not_measured", evidence.reference_cpu_reason, evidence.reference_cpu)
     shared = [i for i in ids if i in evidence.reference_cpu_ids]
@@ -720,7 +751,8 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
     return compare_cpus(cpu.name, {k: v[here] for k, v in outputs.items() if k in fp32},
                         {k: v[there] for k, v in evidence.reference_cpu_outputs.items() if k in fp32}, fp32,
                         reference_cpu=evidence.reference_cpu, mask=mask, sample_ids=shared, scales=evidence.scales,
-                        bound=bound, hint=numerics_hint(cpu.name, host))
+                        max_excess_error=v.max_cpu_excess_error, max_error_ratio=v.max_cpu_error_ratio,
+                        hint=numerics_hint(cpu.name, host))
 
 
 def judge_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict:

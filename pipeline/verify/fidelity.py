@@ -11,9 +11,12 @@ Every output of the model is judged, whatever its rank:
 
 Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
 profile's outputs are also compared with the same artifact's outputs on the reference CPU, on the
-same samples. Kernel-to-kernel noise is small (integer accumulation is exact; only fp32 parts and the
-rounding of dynamic ranges differ); saturation loses a large part of some values. The bound is
-`verify.max_cpu_divergence`, in units of the output's scale.
+same samples. Kernel-to-kernel noise is not small for dynamic int8 (fp32 parts round differently by
+ISA, and every layer quantizes its activations again: MiniLM differs by about half its output scale
+between SSE and AVX2 kernels) but it leaves the error to fp32 where it was; saturation makes it many
+times worse. So a profile fails when its largest error to fp32 exceeds the reference CPU's by more
+than `verify.max_cpu_excess_error` (in units of the output's scale) and by more than
+`verify.max_cpu_error_ratio` times. The bounds and the noise they were set from: docs/verification.md.
 
 numpy only: the parent imports this, never a child.
 """
@@ -181,9 +184,10 @@ class CpuComparison:
     status: str  # pass | fail | not_measured
     reason: str
     reference_cpu: str
-    bound: float | None = None
+    bounds: dict = field(default_factory=dict)  # max_excess_error (x scale), max_error_ratio
     divergence: float | None = None  # max |profile - reference CPU| / output scale, worst output
-    error_ratio: float | None = None  # profile's max error to fp32 / the reference CPU's, worst output
+    excess_error: float | None = None  # (profile's max error to fp32 - the reference CPU's) / scale, worst output
+    error_ratio: float | None = None  # profile's max error to fp32 / the reference CPU's, on that output
     by_output: dict[str, dict] = field(default_factory=dict)
     worst: list[dict] = field(default_factory=list)
 
@@ -193,10 +197,12 @@ class CpuComparison:
 
 def compare_cpus(profile_name: str, outputs: dict[str, np.ndarray], on_reference_cpu: dict[str, np.ndarray],
                  fp32: dict[str, np.ndarray], *, reference_cpu: str, mask: np.ndarray | None,
-                 sample_ids: list[int], scales: dict[str, float], bound: float,
-                 hint: str = "") -> CpuComparison:
-    """Element-wise distance between two CPUs' outputs of one artifact, on the output's scale."""
-    comparison = CpuComparison("pass", "", reference_cpu, bound)
+                 sample_ids: list[int], scales: dict[str, float], max_excess_error: float,
+                 max_error_ratio: float, hint: str = "") -> CpuComparison:
+    """Two CPUs' outputs of one artifact, element-wise on each output's scale: how far apart they are, and
+    how much worse this profile's error to fp32 is than the reference CPU's."""
+    comparison = CpuComparison("pass", "", reference_cpu, {"max_excess_error": max_excess_error,
+                                                           "max_error_ratio": max_error_ratio})
     candidates = []
     for name, ref_cpu in on_reference_cpu.items():
         if name not in outputs or outputs[name].shape != ref_cpu.shape:
@@ -212,7 +218,8 @@ def compare_cpus(profile_name: str, outputs: dict[str, np.ndarray], on_reference
         error_there = float(np.where(valid, np.abs(there - exact), 0.0).max(initial=0.0))
         figures = {"divergence": float(gap.max(initial=0.0)) / scale, "max_abs_difference": float(gap.max(initial=0.0)),
                    "max_error_to_fp32": error_here, "reference_cpu_max_error_to_fp32": error_there,
-                   "error_ratio": error_here / max(error_there, 1e-12 * scale)}
+                   "excess_error": (error_here - error_there) / scale,
+                   "error_ratio": error_here / max(error_there, 1e-6 * scale)}
         comparison.by_output[name] = figures
         for flat in np.argsort(gap, axis=None)[::-1][:WORST_SHOWN]:
             index = np.unravel_index(int(flat), gap.shape)
@@ -222,21 +229,25 @@ def compare_cpus(profile_name: str, outputs: dict[str, np.ndarray], on_reference
     if not comparison.by_output:
         comparison.status, comparison.reason = "not_measured", "no output shared with the reference CPU's run"
         return comparison
-    worst_name = max(comparison.by_output, key=lambda n: comparison.by_output[n]["divergence"])
+    worst_name = max(comparison.by_output, key=lambda n: comparison.by_output[n]["excess_error"])
     worst = comparison.by_output[worst_name]
-    comparison.divergence, comparison.error_ratio = worst["divergence"], worst["error_ratio"]
+    comparison.divergence = max(figures["divergence"] for figures in comparison.by_output.values())
+    comparison.excess_error, comparison.error_ratio = worst["excess_error"], worst["error_ratio"]
     comparison.worst = sorted(candidates, key=lambda c: -c["scaled_difference"])[:WORST_SHOWN]
-    if comparison.divergence <= bound:
-        comparison.reason = (f"within {bound:g}x the output scale of {reference_cpu}'s outputs "
-                             f"(largest difference {comparison.divergence:.3g}x)")
+    if comparison.excess_error <= max_excess_error or comparison.error_ratio <= max_error_ratio:
+        comparison.reason = (f"error to fp32 {comparison.error_ratio:.3g}x {reference_cpu}'s ({comparison.excess_error:+.3g}x "
+                             f"the output scale; bounds {max_error_ratio:g}x and {max_excess_error:+g}); outputs differ "
+                             f"from {reference_cpu}'s by up to {comparison.divergence:.3g}x the scale: kernel noise")
         return comparison
-    top = comparison.worst[0]
+    top = next(c for c in comparison.worst if c["output"] == worst_name) if any(
+        c["output"] == worst_name for c in comparison.worst) else comparison.worst[0]
     comparison.status = "fail"
     comparison.reason = (
-        f"outputs on {profile_name} differ from {reference_cpu} by up to {comparison.divergence:.3g}x the scale of "
-        f"{worst_name} (bound {bound:g}; sample {top['sample']} position {top['position']}: {top['value']:.5g} vs "
-        f"{top['reference_cpu_value']:.5g} on {reference_cpu}, fp32 {top['fp32_value']:.5g}); its error to fp32 is "
-        f"{comparison.error_ratio:.3g}x the reference CPU's" + (f"; {hint}" if hint else ""))
+        f"outputs on {profile_name} are materially worse than on {reference_cpu}: the largest error to fp32 of "
+        f"{worst_name} is {comparison.error_ratio:.3g}x {reference_cpu}'s ({comparison.excess_error:+.3g}x the output's "
+        f"scale; bounds {max_error_ratio:g}x and {max_excess_error:+g}); sample {top['sample']} position "
+        f"{top['position']}: {top['value']:.5g} on {profile_name} vs {top['reference_cpu_value']:.5g} on "
+        f"{reference_cpu}, fp32 {top['fp32_value']:.5g}" + (f"; {hint}" if hint else ""))
     return comparison
 
 

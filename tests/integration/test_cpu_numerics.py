@@ -38,6 +38,7 @@ def test_saturating_artifact_fails_on_haswell_against_an_exact_reference_cpu(sat
     assert haswell["fidelity"]["cosine_worst"] > 0.98  # the whole-vector cosine does not see it
     comparison = haswell["cpu_comparison"]
     assert comparison["reference_cpu"] == "sandybridge" and comparison["divergence"] > 1.0
+    assert comparison["excess_error"] > 1.0
     assert comparison["error_ratio"] > 50  # its error to fp32 is many times the exact kernels'
     assert "u8s8 saturation" in haswell["reason"] and "reduce_range" in haswell["reason"]
     worst = comparison["worst"][0]
@@ -77,12 +78,13 @@ def test_cpu_comparison_masks_padding_and_names_the_worst_value():
     other["hidden"][0, 3, :] = 100.0  # padding: does not count
     scales = {"hidden": 1.0}
     same = compare_cpus("haswell", other, fp32, fp32, reference_cpu="native", mask=mask, sample_ids=[5, 9],
-                        scales=scales, bound=0.25)
+                        scales=scales, max_excess_error=0.5, max_error_ratio=2.0)
     assert same.status == "pass" and same.divergence == 0.0
     other["hidden"][1, 2, 1] = fp32["hidden"][1, 2, 1] + 3.0
     broken = compare_cpus("haswell", other, fp32, fp32, reference_cpu="native", mask=mask, sample_ids=[5, 9],
-                          scales=scales, bound=0.25, hint="a hint")
+                          scales=scales, max_excess_error=0.5, max_error_ratio=2.0, hint="a hint")
     assert broken.status == "fail" and broken.divergence == pytest.approx(3.0)
+    assert broken.excess_error == pytest.approx(3.0) and broken.error_ratio > 1e5
     assert broken.worst[0]["sample"] == 9 and broken.worst[0]["position"] == [2, 1]
     assert "sample 9 position [2, 1]" in broken.reason and broken.reason.endswith("a hint")
 
