@@ -137,16 +137,24 @@ class Registry:
 
     def upload(self, repository: str, path: Path, layer: dict) -> bool:
         """Upload one blob unless the registry has it; True if uploaded."""
+        import oras.utils
         container = self.container(repository, "unused")
         try:
             if self.oras.blob_exists(layer, container):
                 return False
-            response = self.oras.put_upload(str(path), container, layer)
-        except TrustError:
-            raise
-        except Exception as error:  # noqa: BLE001 - requests errors, or oras' ValueError on a refused upload
+        except Exception as error:  # noqa: BLE001 - requests errors
             raise TrustError(self._words(error)) from None
-        if response.status_code not in (200, 201, 202):
+        # oras-py's put_upload, with the registry's answer to each step checked (it reads a refused POST's
+        # body as JSON and fails on an empty one): POST opens an upload session, PUT ?digest= closes it.
+        opened = self.request("POST", f"{self.base}/v2/{repository}/blobs/uploads/",
+                              headers={"Content-Type": "application/octet-stream"})
+        session = self.oras._get_location(opened, container) if opened.status_code == 202 else ""
+        response = opened
+        if session:
+            response = self.request("PUT", oras.utils.append_url_params(session, {"digest": layer["digest"]}),
+                                    data=path.read_bytes(), headers={"Content-Length": str(layer["size"]),
+                                                                     "Content-Type": "application/octet-stream"})
+        if not session or response.status_code not in (200, 201, 202):
             raise TrustError(f"the registry at {self.host} refused the upload of {path.name} to {repository} (HTTP "
                              f"{response.status_code}: {_errors(response)}): check that it accepts pushes (read-only "
                              f"mode, permissions, quota)")

@@ -72,7 +72,7 @@ def annotations(manifest: Manifest, release: str) -> dict[str, str]:
               f"{ANNOTATION}signature": SIGNATURE_FILE, f"{ANNOTATION}provenance": PROVENANCE_FILE}
     if manifest.build is not None:
         values["org.opencontainers.image.created"] = manifest.build.time_utc
-    stamp = manifest.stamp or {}
+    stamp = artifact_stamp(manifest)
     for key in STAMP_ANNOTATIONS:
         if key in stamp:
             values[f"{ANNOTATION}{key}"] = stamp[key]
@@ -81,6 +81,19 @@ def annotations(manifest: Manifest, release: str) -> dict[str, str]:
     if f"{ANNOTATION}required_cpu_features" not in values:
         values[f"{ANNOTATION}required_cpu_features"] = json.dumps(manifest.required_cpu_features)
     return values
+
+
+def artifact_stamp(manifest: Manifest) -> dict[str, str]:
+    """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
+    from pipeline.guard import StampError, read_stamp
+    model = manifest.path(manifest.model_file)
+    try:
+        if model.suffix == ".pt2":
+            from pipeline.guard_torch import read_package_stamp
+            return read_package_stamp(model) or dict(manifest.stamp)
+        return read_stamp(model) or dict(manifest.stamp)
+    except (StampError, OSError, ValueError):
+        return dict(manifest.stamp)
 
 
 def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifact:
