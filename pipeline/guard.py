@@ -266,7 +266,7 @@ def check_signature(path: str | Path, public_key: str | Path) -> None:
     from pipeline.release import TrustError
     from pipeline.release.sign import Trust, verify_folder
     try:
-        verify_folder(Path(path).parent, Trust(public_key=Path(public_key)))
+        verify_folder(Path(path).parent, Trust.of(public_key))
     except TrustError as error:
         raise ArtifactRefused(str(error)) from None  # the words name the folder and the fix
 

@@ -100,7 +100,7 @@ def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifa
     """Descriptors of every file in the folder, the config blob (written to `scratch`) and the manifest."""
     manifest = Manifest.load(folder)
     labels = annotations(manifest, release)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*") if p.is_file())  # every file: the signature covers them all
     layers = [Blob(p, _descriptor(p, media_type(p.relative_to(folder).as_posix()), p.relative_to(folder).as_posix()))
               for p in files]
     config_path = scratch / f"{folder.name}.config.json"
@@ -122,8 +122,8 @@ def publish_release(release: str, release_dir: Path, report_dir: Path, registry:
     from pipeline.release.sign import judge
     host, namespace = split_registry(registry)
     check_tag(release)
-    from pipeline.release.keys import load_public_key
-    load_public_key(public_key)  # a clear error for a missing or wrong key, before judging
+    from pipeline.release.sign import Trust
+    Trust.of(public_key).check()  # a clear error for a missing or wrong key, before judging
     report = judge(release, release_dir, report_dir, waivers, public_key=public_key, require_signatures=True)
     client = Registry(host)
     client.ping()

@@ -23,17 +23,17 @@ from pipeline.release.oci import ANNOTATION, CONFIG_MEDIA_TYPE, TITLE, Registry,
 
 def _safe_relative(title: str, reference: str) -> Path:
     path = PurePosixPath(title)
-    if not title or path.is_absolute() or ".." in path.parts or title.startswith("."):
+    if not title or path.is_absolute() or ".." in path.parts or "\\" in title:
         raise TrustError(f"{reference} names a file {title!r} outside its folder: refusing to write it")
     return Path(*path.parts)
 
 
 def pull(reference: str, out: Path, public_key: Path, force: bool = False, progress=print) -> Path:
     """Download, verify, then place REF at `out/<artifact>/`; returns that folder."""
-    from pipeline.release.keys import load_public_key
     from pipeline.release.sign import Trust, verify_folder
     host, repository, tag = split_reference(reference)
-    load_public_key(public_key)  # a missing or wrong key fails before any download
+    trust = Trust.of(public_key)  # a public key, or a CA's certificate for certificate-signed artifacts
+    trust.check()  # a missing or wrong key fails before any download
     client = Registry(host)
     client.ping()
     manifest = client.manifest(repository, tag)
@@ -71,7 +71,7 @@ def pull(reference: str, out: Path, public_key: Path, force: bool = False, progr
         config_path.unlink()
         if not (staging / MANIFEST_FILE).is_file():
             raise TrustError(f"{reference} has no {MANIFEST_FILE}: not a complete quantgate artifact folder")
-        result = verify_folder(staging, Trust(public_key=public_key))
+        result = verify_folder(staging, trust)
         changed = Manifest.load(staging).tampered_files()
         if changed:  # cannot happen with a valid signature over these files; kept as a second check
             raise TrustError(f"{reference}: {', '.join(changed)} differ from the artifact's manifest.json")

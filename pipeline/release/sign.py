@@ -44,6 +44,24 @@ class Trust:
             raise TrustError("give either a public key (PUBLIC_KEY=keys/quantgate.pub) or a CA certificate chain "
                              "to verify signatures with, not both and not neither")
 
+    @classmethod
+    def of(cls, path: Path | str) -> "Trust":
+        """What a PUBLIC_KEY file holds: a PEM public key, or PEM CA certificate(s) for certificate-signed folders."""
+        path = Path(path)
+        if path.is_file() and b"-----BEGIN CERTIFICATE-----" in path.read_bytes():
+            return cls(certificate_chain=(path,))
+        return cls(public_key=path)
+
+    def check(self) -> None:
+        """A clear error now for a missing or unreadable key or certificate, before any work."""
+        if self.public_key is not None:
+            from pipeline.release.keys import load_public_key
+            load_public_key(self.public_key)
+        else:
+            from pipeline.release.keys import load_certificate
+            for path in self.certificate_chain:
+                load_certificate(Path(path))
+
     def describe(self) -> str:
         return f"public key {self.public_key}" if self.public_key else \
             f"certificate chain {', '.join(map(str, self.certificate_chain))}"
@@ -99,6 +117,16 @@ def _bundle_public_key(folder: Path):
     return x509.load_der_x509_certificate(base64.b64decode(chain[0]["rawBytes"])).public_key()
 
 
+def _bundle_kind(folder: Path) -> str:
+    """`key` or `certificate`: how the bundle in model.sig says it was signed."""
+    try:
+        material = json.loads((folder / SIGNATURE_FILE).read_text())["verificationMaterial"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise TrustError(f"{folder.name}: {SIGNATURE_FILE} is not a model-signing bundle (unreadable, or altered): "
+                         f"sign the release again") from None
+    return "certificate" if "x509CertificateChain" in material else "key"
+
+
 def _signature_words(error: Exception, folder: Path, trust: Trust) -> str:
     text = str(error)
     if text.startswith("Signature mismatch"):
@@ -123,6 +151,13 @@ def verify_folder(folder: Path, trust: Trust) -> dict[str, Any]:
     if not (folder / SIGNATURE_FILE).is_file():
         raise TrustError(f"{folder.name} is not signed (no {SIGNATURE_FILE}): sign the release (`make sign "
                          f"RELEASE=...`) or get the signed artifact")
+    kind = _bundle_kind(folder)
+    if kind == "certificate" and trust.public_key is not None:
+        raise TrustError(f"{folder.name} was signed with a certificate: verify it with your CA's certificate "
+                         f"(PUBLIC_KEY=ca.pem), not with the public key {trust.public_key}")
+    if kind == "key" and trust.certificate_chain:
+        raise TrustError(f"{folder.name} was signed with a plain key, not a certificate: verify it with that key's "
+                         f"public key (PUBLIC_KEY=keys/quantgate.pub)")
     model_signing = _model_signing()
     config = model_signing.verifying.Config()
     if trust.public_key is not None:
@@ -173,7 +208,7 @@ def signoff_rows(folders: list[Path], public_key: Path | None = None, require: b
                              waivable=False, required=require))
             continue
         try:
-            result = verify_folder(folder, Trust(public_key=public_key))
+            result = verify_folder(folder, Trust.of(public_key))
         except TrustError as error:
             rows.append(_row(name, "signature", "invalid", False, str(error), waivable=False))
             continue
@@ -260,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         code = 0
         try:
-            trust = Trust(args.public_key, tuple(args.certificate_chain))
+            trust = Trust.of(args.public_key) if args.public_key and not args.certificate_chain else \
+                Trust(args.public_key, tuple(args.certificate_chain))
         except TrustError as error:
             return cli_error("sign --verify", error)
         for folder in args.verify:

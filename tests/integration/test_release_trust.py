@@ -289,6 +289,11 @@ def test_publish_a_ready_release_then_pull_into_an_empty_folder_and_load(signed,
         assert (folder / "model.onnx").read_bytes() == (release / name / "model.onnx").read_bytes()
         verdict = ensure_can_run(folder / "model.onnx", public_key=keys["pub"])
         assert verdict.can_run
+        import numpy as np
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        inputs = dict(np.load(folder / "heldout.npz"))
+        assert session.run(None, {"x": inputs["x"]})[0].shape == (8, 8)
     assert sorted(p.name for p in deploy.iterdir()) == sorted(NAMES)  # no staging folders left
     # Publishing the same bytes again is a no-op.
     again = publish_release("rc", release, report, target, keys["pub"], progress=lambda _: None)
@@ -440,3 +445,17 @@ def test_usage_errors_name_the_fix(tmp_path, keys):
     assert_refused(result, "holds no artifact folders", "make matrix")
     result = quantgate("pull", "127.0.0.1:1/q/x:rc", "--out", str(tmp_path), "--public-key", str(keys["key"]))
     assert_refused(result, "is not a PEM public key")
+
+
+def test_certificate_mode_signs_with_the_chain_and_verifies_against_the_ca(ready_release, keys, tmp_path):
+    release, report = copy_release(ready_release, tmp_path)
+    signing_key = load_signing_key(keys["key"])  # keys/quantgate.crt beside it: its certificate
+    assert signing_key.certificate == keys["cert"] and signing_key.not_after > datetime.now(timezone.utc)
+    sign_release("rc", release, report, signing_key, (keys["cert"],), progress=lambda _: None)
+    assert verify_folder(release / NAMES[0], Trust.of(keys["cert"]))["files"] == 7
+    with pytest.raises(TrustError, match="signed with a certificate: verify it with your CA's certificate"):
+        verify_folder(release / NAMES[0], Trust.of(keys["pub"]))
+    other_ca = generate_keys(tmp_path / "other-ca")[2]
+    with pytest.raises(TrustError, match="does not chain to"):
+        verify_folder(release / NAMES[0], Trust.of(other_ca))
+    assert signoff("rc", release, None, public_key=keys["cert"])["verdict"] == "ready"
