@@ -127,13 +127,25 @@ def _bundle_kind(folder: Path) -> str:
     return "certificate" if "x509CertificateChain" in material else "key"
 
 
+def _file_differences(folder: Path) -> str:
+    """Which files changed, appeared or vanished since signing, from the signed payload's list of resources."""
+    import base64
+    from pipeline.manifest import sha256_file
+    bundle = json.loads((folder / SIGNATURE_FILE).read_text())
+    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    signed = {r["name"]: r["digest"] for r in payload["predicate"]["resources"]}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {SIGNATURE_FILE}
+    changed = sorted(n for n in signed.keys() & present if sha256_file(folder / n) != signed[n])
+    parts = [f"{', '.join(names)} {what}" for names, what in ((changed, "changed"), (sorted(present - signed.keys()),
+             "appeared"), (sorted(signed.keys() - present), "vanished")) if names]
+    return "; ".join(parts) or "the signed list and the folder disagree"
+
+
 def _signature_words(error: Exception, folder: Path, trust: Trust) -> str:
     text = str(error)
-    if text.startswith("Signature mismatch"):
-        details = text.split(":", 1)[1].strip().strip("[]").replace("\"", "'")
-        changed = sorted(set(part.split("'")[1] for part in details.split(", ") if "'" in part))
-        return (f"{folder.name}: files differ from what was signed ({details}): {', '.join(changed) or 'see above'} "
-                f"changed, appeared or vanished after signing; rebuild or restore the signed files, then sign again")
+    if text.startswith("Signature mismatch"):  # the signature is valid; the files are not the signed ones
+        return (f"{folder.name}: files differ from what was signed ({_file_differences(folder)} since signing): "
+                f"rebuild or restore the signed files, then sign again")
     if "Key mismatch" in text or type(error).__name__ == "InvalidSignature":
         return (f"{folder.name}: the signature does not verify with {trust.describe()} (signed with another key, "
                 f"or {SIGNATURE_FILE} was altered): give the public key the release was signed with")

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
@@ -135,11 +134,11 @@ def test_sign_every_folder_then_detect_a_changed_file(signed, keys):
     # verify.json is outside manifest.json's sha256 list: only the signature vouches for it.
     verify_json = release / NAMES[0] / "verify.json"
     verify_json.write_text(verify_json.read_text().replace('"pass"', '"PASS"', 1))
-    with pytest.raises(TrustError, match=r"verify\.json.*changed, appeared or vanished after signing"):
+    with pytest.raises(TrustError, match=r"files differ from what was signed \(verify\.json changed since signing\)"):
         verify_folder(release / NAMES[0], trust)
     # A file added after signing is refused too.
     (release / NAMES[1] / "extra.onnx").write_bytes(b"not signed")
-    with pytest.raises(TrustError, match="extra.onnx"):
+    with pytest.raises(TrustError, match="extra.onnx appeared"):
         verify_folder(release / NAMES[1], trust)
 
 
