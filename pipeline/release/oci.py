@@ -113,6 +113,9 @@ class Registry:
             return self.oras.do_request(url, method, **kwargs)
         except (requests.exceptions.RequestException, OSError) as error:
             raise TrustError(self._words(error)) from None
+        except Exception as error:  # noqa: BLE001 - oras' authentication errors (ValueError, AuthenticationException)
+            raise TrustError(f"the registry at {self.host} refused {method} {url.split(self.host, 1)[-1]}: {error} "
+                             f"(if it needs a login: `oras login {self.host}` or `docker login {self.host}`)") from None
 
     def ping(self) -> None:
         response = self.request("GET", f"{self.base}/v2/")
