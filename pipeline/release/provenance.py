@@ -152,6 +152,9 @@ def build_statement(folder: Path, release: str | None = None):
                                         digest={"gitCommit": source["commit"]},
                                         annotations={"dirty": source["dirty"], "recorded": "when the provenance "
                                                      "was written (the build's own commit is not in the manifest)"}))
+    else:  # an installed quantgate: its version is all there is
+        dependencies.append(_descriptor(name="quantgate", uri=f"pkg:pypi/quantgate@{_version('quantgate')}",
+                                        annotations={"note": source["note"]}))
     if manifest.source_weights_sha256 or manifest.source_model:
         dependencies.append(_descriptor(name=f"source-model:{manifest.source_model or manifest.model}",
                                         digest={"sha256": manifest.source_weights_sha256} if
