@@ -10,6 +10,14 @@
 #   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib] [ARGS='target=avx2,avx512']
 #   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml]   (reports/<release>/)
 #   make bench                                   (bench/results.json, bench/results.md)
+# Release trust (README "Release trust"): signatures, provenance, an OCI registry.
+#   make keys [DAYS=365] [FORCE=1]               (keys/quantgate.{key,pub,crt}: a development key pair)
+#   make sign [RELEASE=candidate] [KEY=keys/quantgate.key] [CERT=... CHAIN=...]   (a ready release only)
+#   make provenance ARTIFACT=artifacts/<release>/<artifact> [PUBLIC_KEY=keys/quantgate.pub]
+#   make registry [REGISTRY_PORT=5000] / make registry-stop   (local CNCF registry on 127.0.0.1, .registry/)
+#   make publish [RELEASE=candidate] [REGISTRY=localhost:5000/quantgate] [FORCE=1]
+#   make pull REF=localhost:5000/quantgate/<artifact>:<release> [OUT=deploy/] [PUBLIC_KEY=...] [FORCE=1]
+#   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
 #   make test
 
 PYTHON ?= python3
@@ -42,7 +50,22 @@ JOBS ?= 2
 LAUNCHER ?= joblib
 WAIVERS ?=
 
-.PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean
+# Release trust: keys, the registry, publishing and pulling (pipeline/release/).
+KEYS_DIR ?= keys
+KEY ?= $(KEYS_DIR)/quantgate.key
+PUBLIC_KEY ?= $(KEYS_DIR)/quantgate.pub
+CERT ?=
+CHAIN ?=
+DAYS ?= 365
+FORCE ?=
+REQUIRE_SIGNATURES ?=
+REGISTRY_PORT ?= 5000
+REGISTRY_DIR ?= .registry
+REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
+REF ?=
+
+.PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
+	keys sign provenance registry registry-stop publish pull
 
 setup: system-tools $(SETUP_STAMP)
 
@@ -53,6 +76,8 @@ system-tools:
 		apt-get update -qq && apt-get install -y -qq qemu-user; }
 	@command -v debootstrap >/dev/null || { echo "installing debootstrap (arm64 sysroot for the Arm CPU profiles)"; \
 		apt-get update -qq && apt-get install -y -qq debootstrap; }
+	@command -v docker-registry >/dev/null || { echo "installing docker-registry (local OCI registry: make registry, publish tests)"; \
+		apt-get update -qq && apt-get install -y -qq docker-registry; }
 
 $(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,7 +115,35 @@ matrix: setup
 # Exit 0 only when the verdict is `ready`.
 signoff: setup
 	$(PY) -m pipeline.signoff --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --out reports/$(RELEASE) \
-		$(if $(WAIVERS),--waivers $(WAIVERS))
+		$(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY)) \
+		$(if $(REQUIRE_SIGNATURES),--require-signatures)
+
+keys: setup
+	$(PY) -m pipeline.cli keys --out $(KEYS_DIR) --days $(DAYS) $(if $(FORCE),--force)
+
+# Signs every artifact folder of a ready release (signoff.json, provenance.intoto.json, model.sig).
+sign: setup
+	$(PY) -m pipeline.cli sign --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --report reports/$(RELEASE) \
+		--key $(KEY) $(if $(CERT),--certificate $(CERT)) $(if $(CHAIN),--chain $(CHAIN)) $(if $(WAIVERS),--waivers $(WAIVERS))
+
+provenance: setup
+	$(PY) -m pipeline.cli provenance $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY))
+
+registry: setup
+	$(PY) -m pipeline.cli registry start --dir $(REGISTRY_DIR) --port $(REGISTRY_PORT)
+
+registry-stop:
+	$(PY) -m pipeline.cli registry stop --dir $(REGISTRY_DIR)
+
+publish: setup
+	$(PY) -m pipeline.cli publish --release $(RELEASE) --registry $(REGISTRY) --artifacts-dir artifacts/$(RELEASE) \
+		--report reports/$(RELEASE) --public-key $(PUBLIC_KEY) $(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(FORCE),--force)
+
+# Verifies every sha256 and the signature before anything lands in OUT/<artifact>/.
+pull: setup
+	@test -n "$(REF)" || { echo "quantgate pull: give REF=<host[:port]>/<repository>:<tag>, e.g." \
+		"REF=localhost:5000/quantgate/minilm-dynamic-avx2:rc1" >&2; exit 2; }
+	$(PY) -m pipeline.cli pull $(REF) --out $(or $(OUT),deploy) --public-key $(PUBLIC_KEY) $(if $(FORCE),--force)
 
 bench: setup
 	$(PY) -m pipeline.bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)

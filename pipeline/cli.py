@@ -1,8 +1,14 @@
-"""The `quantgate` command: `quantgate [hydra overrides]` builds; `inspect` and `verify` are subcommands."""
+"""The `quantgate` command: `quantgate [hydra overrides]` builds; `inspect` and `verify` are subcommands,
+and so are the release-trust commands (pipeline/release/): keys, sign, provenance, publish, pull, registry."""
 from __future__ import annotations
 
 import json
 import sys
+
+# `quantgate <command> ...` -> that module's main(argv): release trust (issue 18).
+RELEASE_COMMANDS = {name: f"pipeline.release.{module}" for name, module in (
+    ("keys", "keys"), ("sign", "sign"), ("provenance", "provenance"), ("publish", "publish"), ("pull", "pull"),
+    ("registry", "registry"))}
 
 
 def inspect(path: str) -> int:
@@ -45,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["verify"]:
         from pipeline.stages.verify import main as verify_main
         sys.exit(verify_main(args[1:]))
+    if args[:1] and args[0] in RELEASE_COMMANDS:
+        import importlib
+        sys.exit(importlib.import_module(RELEASE_COMMANDS[args[0]]).main(args[1:]))
     if args[:1] == ["build"]:
         args = args[1:]
     from pipeline.__main__ import main as build_main

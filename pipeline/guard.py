@@ -9,6 +9,11 @@ whether this artifact will load at all.
 
     from pipeline.guard import ensure_can_run
     ensure_can_run("model.onnx")          # raises ArtifactRefused, before the model is loaded
+    ensure_can_run("deploy/minilm-dynamic-avx2/model.onnx", public_key="keys/quantgate.pub")
+                                          # also refuses an unsigned or altered artifact folder
+
+Signature checks are optional and the one thing here beyond the standard library: only with
+`public_key` does the guard import model-signing (pipeline.release.sign), and says so if it is missing.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ EXIT_REFUSED = 3  # the exit code of `python -m pipeline.guard` and of verificat
 
 class ArtifactRefused(RuntimeError):
     """This host must not run the artifact; the message says why and what to do."""
+
+
+class SignatureCheckUnavailable(ArtifactRefused):
+    """A public key was given, but the package that checks signatures (model-signing) is not installed."""
 
 
 class StampError(ValueError):
@@ -224,11 +233,15 @@ def required_headline(required: list[str], missing: list[str]) -> list[str]:
 
 
 def ensure_can_run(path: str | Path, host_features: frozenset[str] | set[str] | None = None,
-                   runtime: dict | None = None, check_runtime: bool = True) -> GuardVerdict:
+                   runtime: dict | None = None, check_runtime: bool = True,
+                   public_key: str | Path | None = None) -> GuardVerdict:
     """Raise ArtifactRefused (or StampError) unless this host can run the artifact at `path`.
 
-    The CPU is checked first, with the standard library only; only a CPU that passes imports the
-    installed onnxruntime to ask what it loads (unless `runtime` limits are given)."""
+    With `public_key`, the artifact's folder must first carry a valid signature by that key over all
+    its files (check_signature). The CPU is checked next, with the standard library only; only a CPU
+    that passes imports the installed onnxruntime to ask what it loads (unless `runtime` is given)."""
+    if public_key is not None:
+        check_signature(path, public_key)
     versions, props = _read_header(path)
     stamp = {k[len(STAMP_PREFIX):]: v for k, v in props.items() if k.startswith(STAMP_PREFIX)}
     verdict = check_stamp(stamp, host_features)
@@ -242,17 +255,38 @@ def ensure_can_run(path: str | Path, host_features: frozenset[str] | set[str] | 
     return verdict
 
 
+def check_signature(path: str | Path, public_key: str | Path) -> None:
+    """Refuse an artifact whose folder is unsigned, altered after signing, or signed with another key."""
+    try:
+        import model_signing  # noqa: F401 - optional: imported only when a public key is given
+    except ImportError:
+        raise SignatureCheckUnavailable(
+            f"{Path(path).name}: a public key was given, but signature checks need the model-signing package, "
+            f"which is not installed: `pip install model-signing==1.1.1 pyopenssl==26.4.0` (or drop public_key)") from None
+    from pipeline.release import TrustError
+    from pipeline.release.sign import Trust, verify_folder
+    try:
+        verify_folder(Path(path).parent, Trust.of(public_key))
+    except TrustError as error:
+        raise ArtifactRefused(str(error)) from None  # the words name the folder and the fix
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipeline.guard MODEL.onnx|MODEL.pt2`: exit 0 if this host can run it, 3 if refused."""
     import sys
     args = sys.argv[1:] if argv is None else argv
+    public_key = None
+    if len(args) == 3 and args[1] == "--public-key":  # also check the folder's signature (pipeline.release)
+        args, public_key = args[:1], args[2]
     if len(args) != 1:
-        print("usage: python -m pipeline.guard MODEL.onnx|MODEL.pt2", file=sys.stderr)
+        print("usage: python -m pipeline.guard MODEL.onnx|MODEL.pt2 [--public-key KEY.pub]", file=sys.stderr)
         return 2
     check = ensure_can_run
     if args[0].endswith(".pt2"):  # a torch AOTInductor package: its stamp travels inside the zip
         from pipeline.guard_torch import ensure_can_run as check
     try:
+        if public_key is not None:
+            check_signature(args[0], public_key)
         verdict = check(args[0])
     except (ArtifactRefused, StampError) as error:
         print(f"quantgate guard: refused: {error}", file=sys.stderr)

@@ -289,7 +289,8 @@ def blocking_words(row: dict[str, Any]) -> str:
     return f"{where}: {row['status']}: {row['reason']}"
 
 
-def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None) -> dict[str, Any]:
+def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None,
+            public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
     """Gather, judge and return the report as one JSON-ready dict (no files written)."""
     today = today or datetime.now(timezone.utc).date()
     if not release_dir.is_dir():
@@ -302,6 +303,10 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
         rows += artifact_rows
     matrix, build_rows = matrix_rows(release_dir, {a["name"]: a for a in artifacts})
     rows += build_rows
+    # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
+    # required, given a key, or present; a missing or invalid signature is never waivable.
+    from pipeline.release.sign import signoff_rows
+    rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
     apply_waivers(rows, waivers, today)
     blocking = [blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")]
     if not artifacts:
@@ -447,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
     parser.add_argument("--out", type=Path, help="report folder; default reports/<release>")
     parser.add_argument("--today", type=date.fromisoformat, help="judge waiver expiry as of this date (YYYY-MM-DD)")
+    parser.add_argument("--public-key", type=Path, help="check each artifact's signature with this public key")
+    parser.add_argument("--require-signatures", action="store_true", help="an unsigned artifact blocks the release")
     args = parser.parse_args(argv)
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     out_dir = args.out or Path("reports") / args.release
@@ -454,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.waivers and not args.waivers.is_file():
             raise SignoffError(f"the waivers file {args.waivers} does not exist")
-        report = signoff(args.release, release_dir, waivers, args.today)
+        report = signoff(args.release, release_dir, waivers, args.today, args.public_key, args.require_signatures)
     except SignoffError as error:
         print(f"quantgate signoff: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,343 @@
+"""Sign every artifact folder of a ready release with OpenSSF model-signing; verify a signed folder.
+
+    python -m pipeline.release.sign --release NAME [--artifacts-dir artifacts/NAME] [--report reports/NAME]
+        [--key keys/quantgate.key] [--certificate CERT --chain CA.pem ...] [--waivers FILE]     (`make sign`)
+    python -m pipeline.release.sign --verify FOLDER [FOLDER ...] --public-key keys/quantgate.pub
+
+Signing refuses a release whose signoff (reports/NAME/signoff.json) is missing or `blocked`, and judges
+the release again first (a file changed since the report blocks it too). Then, per artifact folder:
+`signoff.json` (the signoff's verdict and rows for this artifact), `provenance.intoto.json` (pipeline.
+release.provenance, DSSE-signed with the same key) and, last, `model.sig`: a model-signing bundle whose
+payload lists the sha256 of every other file in the folder. If anything fails, the files this run
+wrote are taken back: no release is left half-signed.
+
+Key-based signing works offline: an EC private key (`make keys`), verified with its public key. With
+--certificate (and --chain, your CA's certificates) the bundle carries the certificate chain and is
+verified against the CA instead (`--certificate-chain`). Exit codes: 0 signed / verified, 1 a signature
+that does not verify, 2 a usage error (no key, no signoff, a blocked release).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.manifest import MANIFEST_FILE, atomic_write_json
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError, cli_error
+
+ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trust:
+    """What a verifier trusts: a public key, or a CA's certificates (for certificate-signed folders)."""
+
+    public_key: Path | None = None
+    certificate_chain: tuple[Path, ...] = ()
+
+    def __post_init__(self):
+        if (self.public_key is None) == (not self.certificate_chain):
+            raise TrustError("give either a public key (PUBLIC_KEY=keys/quantgate.pub) or a CA certificate chain "
+                             "to verify signatures with, not both and not neither")
+
+    @classmethod
+    def of(cls, path: Path | str) -> "Trust":
+        """What a PUBLIC_KEY file holds: a PEM public key, or PEM CA certificate(s) for certificate-signed folders."""
+        path = Path(path)
+        if path.is_file() and b"-----BEGIN CERTIFICATE-----" in path.read_bytes():
+            return cls(certificate_chain=(path,))
+        return cls(public_key=path)
+
+    def check(self) -> None:
+        """A clear error now for a missing or unreadable key or certificate, before any work."""
+        if self.public_key is not None:
+            from pipeline.release.keys import load_public_key
+            load_public_key(self.public_key)
+        else:
+            from pipeline.release.keys import load_certificate
+            for path in self.certificate_chain:
+                load_certificate(Path(path))
+
+    def describe(self) -> str:
+        return f"public key {self.public_key}" if self.public_key else \
+            f"certificate chain {', '.join(map(str, self.certificate_chain))}"
+
+
+def hashing_config():
+    """Every file of the folder, sha256 per file; only the signature itself is left out."""
+    from model_signing import hashing
+    return hashing.Config().use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(
+        paths=[SIGNATURE_FILE], ignore_git_paths=False)
+
+
+def _model_signing():
+    try:
+        import model_signing.signing
+        import model_signing.verifying
+    except ImportError as error:
+        raise TrustError(f"signature checks need the model-signing package ({error}): `.venv/bin/pip install -e .` "
+                         f"(or `pip install model-signing pyopenssl`)") from None
+    return model_signing
+
+
+def sign_folder(folder: Path, signing_key, certificate_chain: tuple[Path, ...] = ()) -> Path:
+    """Write `model.sig` over every other file of `folder` (atomically: a temp file, then rename)."""
+    model_signing = _model_signing()
+    config = model_signing.signing.Config().set_hashing_config(hashing_config())
+    if signing_key.certificate is not None and certificate_chain:
+        config.use_certificate_signer(private_key=signing_key.path, signing_certificate=signing_key.certificate,
+                                      certificate_chain=list(certificate_chain))
+    else:
+        password = os.environ.get("QUANTGATE_KEY_PASSWORD")  # as keys.load_signing_key read it
+        config.use_elliptic_key_signer(private_key=signing_key.path, password=password.encode() if password else None)
+    folder = Path(folder)
+    handle, temp = tempfile.mkstemp(dir=folder.parent, prefix=f".{folder.name}.sig.", suffix=".tmp")
+    os.close(handle)
+    try:
+        config.sign(folder, temp)
+        from pipeline.manifest import _umask
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a signature is an ordinary file
+        Path(temp).replace(folder / SIGNATURE_FILE)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return folder / SIGNATURE_FILE
+
+
+def _bundle_public_key(folder: Path):
+    """The public key of the leaf certificate in a certificate-signed bundle (checked by model-signing first)."""
+    import base64
+
+    from cryptography import x509
+    bundle = json.loads((folder / SIGNATURE_FILE).read_text())
+    chain = bundle["verificationMaterial"]["x509CertificateChain"]["certificates"]
+    return x509.load_der_x509_certificate(base64.b64decode(chain[0]["rawBytes"])).public_key()
+
+
+def _bundle_kind(folder: Path) -> str:
+    """`key` or `certificate`: how the bundle in model.sig says it was signed."""
+    try:
+        material = json.loads((folder / SIGNATURE_FILE).read_text())["verificationMaterial"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise TrustError(f"{folder.name}: {SIGNATURE_FILE} is not a model-signing bundle (unreadable, or altered): "
+                         f"sign the release again") from None
+    return "certificate" if "x509CertificateChain" in material else "key"
+
+
+def _file_differences(folder: Path) -> str:
+    """Which files changed, appeared or vanished since signing, from the signed payload's list of resources."""
+    import base64
+    from pipeline.manifest import sha256_file
+    bundle = json.loads((folder / SIGNATURE_FILE).read_text())
+    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    signed = {r["name"]: r["digest"] for r in payload["predicate"]["resources"]}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {SIGNATURE_FILE}
+    changed = sorted(n for n in signed.keys() & present if sha256_file(folder / n) != signed[n])
+    parts = [f"{', '.join(names)} {what}" for names, what in ((changed, "changed"), (sorted(present - signed.keys()),
+             "appeared"), (sorted(signed.keys() - present), "vanished")) if names]
+    return "; ".join(parts) or "the signed list and the folder disagree"
+
+
+def _signature_words(error: Exception, folder: Path, trust: Trust) -> str:
+    text = str(error)
+    if text.startswith("Signature mismatch"):  # the signature is valid; the files are not the signed ones
+        return (f"{folder.name}: files differ from what was signed ({_file_differences(folder)} since signing): "
+                f"rebuild or restore the signed files, then sign again")
+    if "Key mismatch" in text or type(error).__name__ == "InvalidSignature":
+        return (f"{folder.name}: the signature does not verify with {trust.describe()} (signed with another key, "
+                f"or {SIGNATURE_FILE} was altered): give the public key the release was signed with")
+    if "certificate" in text.lower() or type(error).__name__ == "X509StoreContextError":
+        return f"{folder.name}: the signing certificate does not chain to {trust.describe()} ({text})"
+    return f"{folder.name}: {SIGNATURE_FILE} is not a valid model-signing bundle ({type(error).__name__}: {text})"
+
+
+def verify_folder(folder: Path, trust: Trust) -> dict[str, Any]:
+    """Raise TrustError unless `folder` carries a signature by `trust` over exactly its files, and a provenance
+    signed by the same key that matches them. Returns {"files": n, "signer": words}."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrustError(f"{folder} is not a folder: give an artifact folder")
+    if not (folder / SIGNATURE_FILE).is_file():
+        raise TrustError(f"{folder.name} is not signed (no {SIGNATURE_FILE}): sign the release (`make sign "
+                         f"RELEASE=...`) or get the signed artifact")
+    kind = _bundle_kind(folder)
+    if kind == "certificate" and trust.public_key is not None:
+        raise TrustError(f"{folder.name} was signed with a certificate: verify it with your CA's certificate "
+                         f"(PUBLIC_KEY=ca.pem), not with the public key {trust.public_key}")
+    if kind == "key" and trust.certificate_chain:
+        raise TrustError(f"{folder.name} was signed with a plain key, not a certificate: verify it with that key's "
+                         f"public key (PUBLIC_KEY=keys/quantgate.pub)")
+    model_signing = _model_signing()
+    config = model_signing.verifying.Config()
+    if trust.public_key is not None:
+        from pipeline.release.keys import load_public_key
+        public_key = load_public_key(trust.public_key)
+        config.use_elliptic_key_verifier(public_key=trust.public_key)
+    else:
+        missing = [str(p) for p in trust.certificate_chain if not Path(p).is_file()]
+        if missing:
+            raise TrustError(f"no certificate at {', '.join(missing)}: give your CA's PEM certificates")
+        config.use_certificate_verifier(certificate_chain=list(trust.certificate_chain))
+    try:
+        config.verify(folder, folder / SIGNATURE_FILE)
+    except Exception as error:  # noqa: BLE001 - model-signing raises ValueError, crypto and OpenSSL errors
+        raise TrustError(_signature_words(error, folder, trust)) from None
+    if trust.public_key is None:
+        public_key = _bundle_public_key(folder)
+    from pipeline.release.provenance import verify_provenance
+    verify_provenance(folder, public_key)
+    signed = len([p for p in folder.rglob("*") if p.is_file()]) - 1
+    return {"files": signed, "signer": trust.describe()}
+
+
+# --- the signoff's hook ---------------------------------------------------------------------------
+def signoff_rows(folders: list[Path], public_key: Path | None = None, require: bool = False) -> list[dict[str, Any]]:
+    """Rows for pipeline.signoff: one `signature` row per artifact folder (never waivable).
+
+    A signature is required when `require` is set or when any folder of the release is signed (a release is
+    signed as a whole: a folder whose signature was removed blocks). Without a public key a signature
+    cannot be checked: reported, and blocking only where signatures are required."""
+    from pipeline.signoff import _row
+    signed = [f for f in folders if (f / SIGNATURE_FILE).is_file()]
+    required = require or bool(signed)
+    if not signed and not required and public_key is None:
+        return []
+    rows = []
+    for folder in folders:
+        name = folder.name
+        if not (folder / SIGNATURE_FILE).is_file():
+            why = "the release requires signatures" if require else "other artifacts of this release are signed"
+            rows.append(_row(name, "signature", "unsigned", False if required else None,
+                             f"no {SIGNATURE_FILE}: {why}; sign the release (`make sign`)" if required else
+                             "not signed (`make sign` signs a ready release)", waivable=False, required=required))
+            continue
+        if public_key is None:
+            rows.append(_row(name, "signature", "unchecked", False if require else None,
+                             "signed, but no public key was given to check it with (PUBLIC_KEY=keys/quantgate.pub)",
+                             waivable=False, required=require))
+            continue
+        try:
+            result = verify_folder(folder, Trust.of(public_key))
+        except TrustError as error:
+            rows.append(_row(name, "signature", "invalid", False, str(error), waivable=False))
+            continue
+        rows.append(_row(name, "signature", "verified", True, f"model-signing signature over all {result['files']} "
+                         f"files and signed provenance verified with {public_key}", waivable=False))
+    return rows
+
+
+# --- signing a release ------------------------------------------------------------------------------
+def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The release signoff, cut down to one artifact: what travels with it."""
+    name = facts["name"]
+    rows = [{k: r[k] for k in ("profile", "expected", "status", "outcome", "reason", "fidelity", "waiver")}
+            for r in report["rows"] if r["artifact"] == name]
+    return {"schema": ARTIFACT_SIGNOFF_SCHEMA, "release": report["release"], "release_verdict": report["verdict"],
+            "artifact": name, "verdict": facts["verdict"], "generated_utc": report["generated_utc"],
+            "waived": [w for w in report["waived"] if w.startswith(f"{name} / ")], "rows": rows,
+            "versions": facts["versions"], "files": facts["files"], "model_sha256": facts["model_sha256"],
+            "target": facts["target"], "mode": facts["mode"], "model": facts["model"]}
+
+
+def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
+          public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
+    """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
+    from pipeline.signoff import READY, WAIVERS_DIR, SignoffError, signoff
+    saved = Path(report_dir) / "signoff.json"
+    if not saved.is_file():
+        raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
+                         f"RELEASE={release}` first")
+    previous = json.loads(saved.read_text())
+    if previous.get("verdict") != READY:
+        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous.get("blocking", [])[:5]))
+    try:
+        report = signoff(release, Path(release_dir), waivers or WAIVERS_DIR / f"{release}.yaml",
+                         public_key=public_key, require_signatures=require_signatures)
+    except SignoffError as error:
+        raise TrustError(str(error)) from None
+    if report["verdict"] != READY:
+        raise TrustError(f"release {release} is blocked now, although {saved} said ready (something changed since "
+                         f"the signoff): " + "; ".join(report["blocking"][:5]))
+    return report
+
+
+def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key, certificate_chain=(),
+                 waivers: Path | None = None, progress=print) -> list[Path]:
+    """Sign every artifact folder of a ready release; all or nothing."""
+    from pipeline.release.provenance import write_provenance
+    report = judge(release, release_dir, report_dir, waivers)
+    folders = [Path(facts["folder"]) for facts in report["artifacts"]]
+    backups: dict[Path, bytes | None] = {folder / name: ((folder / name).read_bytes() if (folder / name).is_file()
+                                                         else None) for folder in folders for name in TRUST_FILES}
+    try:
+        for facts, folder in zip(report["artifacts"], folders):
+            (folder / SIGNATURE_FILE).unlink(missing_ok=True)  # an old signature must not outlive a failed run
+            atomic_write_json(folder / SIGNOFF_FILE, artifact_signoff(report, facts))
+            write_provenance(folder, signing_key, release)
+            sign_folder(folder, signing_key, tuple(certificate_chain))
+            progress(f"signed {folder} ({SIGNOFF_FILE}, {PROVENANCE_FILE}, {SIGNATURE_FILE})")
+    except BaseException:
+        for path, data in backups.items():  # take back what this run wrote
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        raise
+    return folders
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quantgate sign", description=__doc__.splitlines()[0])
+    parser.add_argument("--release", help="the release to sign (its signoff must be ready)")
+    parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")
+    parser.add_argument("--report", type=Path, help="the signoff's folder; default reports/<release>")
+    parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
+    parser.add_argument("--key", type=Path, default=Path("keys/quantgate.key"), help="EC private key (PEM)")
+    parser.add_argument("--certificate", type=Path, help="the key's certificate; default <key>.crt if it exists")
+    parser.add_argument("--chain", type=Path, nargs="*", default=[],
+                        help="CA certificates: sign in certificate mode (bundle carries the chain)")
+    parser.add_argument("--verify", type=Path, nargs="+", metavar="FOLDER", help="verify these folders instead")
+    parser.add_argument("--public-key", type=Path, help="with --verify: the public key")
+    parser.add_argument("--certificate-chain", type=Path, nargs="*", default=[],
+                        help="with --verify: CA certificates (certificate-signed folders)")
+    args = parser.parse_args(argv)
+    if args.verify:
+        code = 0
+        try:
+            trust = Trust.of(args.public_key) if args.public_key and not args.certificate_chain else \
+                Trust(args.public_key, tuple(args.certificate_chain))
+        except TrustError as error:
+            return cli_error("sign --verify", error)
+        for folder in args.verify:
+            try:
+                result = verify_folder(folder, trust)
+                print(f"verified {folder}: {result['files']} files signed, provenance matches ({result['signer']})")
+            except TrustError as error:
+                cli_error("sign --verify", error)
+                code = 1
+        return code
+    if not args.release:
+        parser.error("--release is required (or --verify FOLDER)")
+    release_dir = args.artifacts_dir or Path("artifacts") / args.release
+    report_dir = args.report or Path("reports") / args.release
+    try:
+        if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+            raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
+                             f"RELEASE={args.release}`)")
+        from pipeline.release.keys import load_signing_key
+        signing_key = load_signing_key(args.key, args.certificate)
+        if args.chain and signing_key.certificate is None:
+            raise TrustError("--chain needs the key's certificate (--certificate, or <key>.crt beside the key)")
+        folders = sign_release(args.release, release_dir, report_dir, signing_key, tuple(args.chain), args.waivers)
+    except TrustError as error:
+        return cli_error("sign", error)
+    expiry = f"; key valid until {signing_key.not_after:%Y-%m-%d}" if signing_key.not_after else ""
+    print(f"quantgate sign: release {args.release}: {len(folders)} artifact folder(s) signed with {args.key}{expiry}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
