@@ -7,11 +7,15 @@
 A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate), `native` when this
 host has the target's features, and the CPUs just below the floor, where the guard must refuse the
 artifact cleanly (exit 3) instead of letting it die. A child killed by a signal is a finding, never a
-crash of this process. Fidelity is measured against the fp32 reference run natively; latency natively.
-Each profile also names a runtime (`haswell@ort116`; default: the one the artifact was stamped for):
-the child runs in that runtime's venv (pipeline.runtimes), after the guard has predicted in words
-whether that runtime loads the artifact; the real load confirms or refutes the prediction. Token
-models are also checked for padding invariance on every profile that runs.
+crash of this process. Order of work: the fp32 reference natively; the artifact natively (no guard: a
+measurement), from which the few samples the emulated profiles run are chosen (the most stressed); the
+artifact on the reference CPU (verify.reference_cpu); then every profile. Each profile's outputs are
+judged against fp32 (every output, pipeline.verify.fidelity) and against the reference CPU's on the
+same samples (per-CPU numerics: u8s8 saturation without VNNI). Each profile also names a runtime
+(`haswell@ort116`; default: the one the artifact was stamped for): the child runs in that runtime's
+venv (pipeline.runtimes), after the guard has predicted in words whether that runtime loads the
+artifact; the real load confirms or refutes the prediction. Token models are also checked for padding
+invariance on every profile that runs. The report is pipeline.verify.report.VerifyReport.
 Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
 verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
 """
