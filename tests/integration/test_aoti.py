@@ -72,8 +72,8 @@ def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
     from pipeline.signoff import signoff
     from pipeline.verify.report import VerifyReport
     release = avx2_package.folder.parent
-    verify_package(compose([*BUILD, "verify.profiles=[native]"]), avx2_package)
-    onnx_build = ["model=digits_cnn", "mode=static", "target=avx2", "verify.profiles=[native]", f"artifacts_dir={release}"]
+    verify_package(compose([*BUILD, "verify.profiles=[native]", "verify.reference_cpu=native"]), avx2_package)
+    onnx_build = ["model=digits_cnn", "mode=static", "target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={release}"]
     assert quantize_task(compose(onnx_build), onnx_build) == 0
     reports = {VerifyReport.load(folder / "verify.json").artifact.kind: VerifyReport.load(folder / "verify.json")
                for folder in (avx2_package.folder, release / "digits_cnn-static-avx2")}
