@@ -41,7 +41,7 @@ import numpy as np
 from pipeline import arm, runtimes
 from pipeline.config import QuantgateError, compose_config
 from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
-from pipeline.manifest import Manifest, atomic_write_json, sha256_file
+from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_json, sha256_file
 from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
 from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
@@ -464,8 +464,11 @@ def load_inputs(inputs: Path, input_names: list[str],
 
 
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
-                 output_names: list[str] | None = None) -> dict:
-    """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`."""
+                 output_names: list[str] | None = None, folder: Path | None = None,
+                 manifest_sha256: str | None = None) -> dict:
+    """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`.
+    `folder`: the build folder these files are a snapshot of (the report names the files there);
+    `manifest_sha256`: its manifest.json's, which binds the report to that build."""
     artifact, reference, inputs, out = Path(artifact), Path(reference), Path(inputs), Path(out)
     for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
         if not path.is_file():
@@ -512,6 +515,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                      f"the target named here, {target.name}")
     elif stamp.get("target_isa") != target.name:
         notes.append(f"the artifact was stamped for {stamp.get('target_isa')}, verified here for {target.name}")
+
+    def shown(path: Path) -> str:  # where the user's file is (not the snapshot verified)
+        return str((folder / path.name) if folder else path.resolve())
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
@@ -591,9 +597,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     status = "fail" if failed else "not_verified" if unverified else "pass"
     report = VerifyReport(
         status=status, target=target.name, required_cpu_features=required, model_kind=model_kind, output_names=judged,
-        artifact=ArtifactRef(str(artifact.resolve()), sha256_file(artifact), "onnx", bool(stamp), stamp.get("target_isa")),
-        reference=ReferenceRef(str(reference.resolve()), sha256_file(reference), reference_record),
-        inputs=InputsRef(str(inputs.resolve()), sha256_file(inputs), n_available),
+        artifact=ArtifactRef(shown(artifact), sha256_file(artifact), "onnx", bool(stamp), stamp.get("target_isa")),
+        reference=ReferenceRef(shown(reference), sha256_file(reference), reference_record),
+        inputs=InputsRef(shown(inputs), sha256_file(inputs), n_available), manifest_sha256=manifest_sha256,
         reference_cpu=reference_cpu_record, sample_selection=selection,
         host={"cpu_features": sorted(host), "assumed": v.assume_host_features is not None},
         settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
@@ -827,6 +833,8 @@ def format_table(report: dict) -> str:
 
 # --- the stage and the command line -------------------------------------------------------------------
 def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
+    """Verify a build folder on a snapshot of its files: a rebuild that replaces the folder meanwhile can
+    neither mix old and new files into one verification nor receive a verify.json made for other bytes."""
     changed = manifest.tampered_files()
     if changed:
         raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
@@ -834,9 +842,37 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
     if manifest.model_file.endswith(".pt2"):  # a torch AOTInductor package: audited, then run per profile
         from pipeline.aoti_verify import verify_package
         return verify_package(cfg, manifest)
-    return verify_files(manifest.path(manifest.model_file), manifest.path(manifest.reference_file),
-                        manifest.path(manifest.heldout_file), cfg, out or manifest.path(VERIFY_FILE),
-                        model_kind=manifest.model_kind, output_names=manifest.output_names or None)
+    from pipeline.onnx_checks import external_data_locations
+    manifest_file = manifest.folder / MANIFEST_FILE
+    manifest_sha256 = sha256_file(manifest_file)
+    recorded = {record.path: record.sha256 for record in manifest.files}
+    names = [manifest.model_file, manifest.reference_file, manifest.heldout_file]
+    for model in names[:2]:
+        names += [str(Path(model).parent / location) for location in external_data_locations(manifest.path(model))]
+    with tempfile.TemporaryDirectory(prefix="quantgate-snapshot-") as scratch:
+        snapshot = Path(scratch)
+        for name in dict.fromkeys(names):
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(manifest.path(name), snapshot / name)
+            except FileNotFoundError:
+                raise QuantgateError(f"{manifest.folder}: {name} vanished while being read: another build is replacing "
+                                     f"this folder; verify again once it has finished") from None
+            if name in recorded and sha256_file(snapshot / name) != recorded[name]:
+                raise QuantgateError(f"{manifest.folder}: {name} changed while being read (another build is replacing "
+                                     f"this folder); verify again once it has finished")
+        report_path = out or manifest.path(VERIFY_FILE)
+        staged = snapshot / VERIFY_FILE
+        report = verify_files(snapshot / manifest.model_file, snapshot / manifest.reference_file,
+                              snapshot / manifest.heldout_file, cfg, staged, model_kind=manifest.model_kind,
+                              output_names=manifest.output_names or None, folder=manifest.folder,
+                              manifest_sha256=manifest_sha256)
+        if not manifest_file.is_file() or sha256_file(manifest_file) != manifest_sha256:
+            raise QuantgateError(f"{manifest.folder} was replaced by another build while it was being verified; its "
+                                 f"verify.json was not written (it would judge other bytes): verify again")
+        shutil.copyfile(staged, report_path.with_name(f".{report_path.name}.tmp"))
+        os.replace(report_path.with_name(f".{report_path.name}.tmp"), report_path)
+    return report
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
