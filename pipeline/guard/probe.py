@@ -13,7 +13,6 @@ import json
 import platform
 import re
 import sys
-from importlib import metadata
 
 from .protobuf import encode_field as _field
 
@@ -66,6 +65,7 @@ def probe() -> dict:
         opsets = lambda v: base | {domain: v}  # noqa: E731
         max_opsets[domain] = _highest(lambda v: _loads(ort, tiny_model(max_ir, opsets(v)))[0], 1, SEARCH_CEILING)
     versions = {"python": platform.python_version(), "onnxruntime": ort.__version__}
+    from importlib import metadata
     try:
         versions["numpy"] = metadata.version("numpy")
     except metadata.PackageNotFoundError:

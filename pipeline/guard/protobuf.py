@@ -7,10 +7,9 @@ the (start, end) span inside the same buffer, which the caller walks again (a ne
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple, Union
+from collections.abc import Iterator
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
-Span = Tuple[int, int]
 
 
 class ProtobufError(ValueError):
@@ -33,7 +32,7 @@ def read_varint(buffer, position: int, end: int) -> tuple[int, int]:
             raise ProtobufError("malformed varint")
 
 
-def fields(buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, Union[int, Span]]]:
+def fields(buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int | tuple[int, int]]]:
     """Yield (field_number, wire_type, value) for each field of the message in buffer[start:end]."""
     end = len(buffer) if end is None else end
     position = start
@@ -57,7 +56,7 @@ def fields(buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[int
         yield number, wire, value
 
 
-def text(buffer, span: Span) -> str:
+def text(buffer, span: tuple[int, int]) -> str:
     """A string field's value."""
     try:
         return bytes(buffer[span[0]:span[1]]).decode("utf-8")

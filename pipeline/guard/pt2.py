@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 from .errors import ArtifactRefused, StampError, UnreadableArtifact
@@ -73,6 +72,7 @@ def check_package(stamp: dict[str, str], host_features=None, torch_version: str 
                                     f"which this CPU lacks")
     if check_runtime:
         if torch_version == "installed":
+            from importlib import metadata  # 40 ms to import: only when asked (children start under QEMU)
             try:
                 torch_version = metadata.version("torch")
             except metadata.PackageNotFoundError:
