@@ -18,6 +18,8 @@
 #   make publish [RELEASE=candidate] [REGISTRY=localhost:5000/quantgate] [FORCE=1]
 #   make pull REF=localhost:5000/quantgate/<artifact>:<release> [OUT=deploy/] [PUBLIC_KEY=...] [FORCE=1]
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
+# The guard alone, for deployments (README "The guard in a deployment"; no network):
+#   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
 #   make test
 
 PYTHON ?= python3
@@ -65,7 +67,7 @@ REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
 REF ?=
 
 .PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
-	keys sign provenance registry registry-stop publish pull
+	keys sign provenance registry registry-stop publish pull guard-wheel
 
 setup: system-tools $(SETUP_STAMP)
 
@@ -147,6 +149,16 @@ pull: setup
 
 bench: setup
 	$(PY) -m pipeline.bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
+
+# pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with
+# the venv's pip and setuptools: no build isolation, no index, so no network.
+DIST ?= dist
+GUARD_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+guard-wheel:
+	@mkdir -p $(DIST) && tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp pipeline/guard/*.py pipeline/guard/pyproject.toml "$$tmp"/ && \
+		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
+		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
 
 test: setup
 	$(PY) -m pytest -q
