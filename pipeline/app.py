@@ -97,11 +97,50 @@ def build_lock(folder: Path):
 def _remove_stale_staging(folder: Path) -> None:
     for stale in folder.parent.glob(f".{folder.name}.staging-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in folder.parent.glob(f".{folder.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (f".{folder.name}.old-*", f".{folder.name}.rejected-*"):
+        for stale in folder.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
-def _publish(staging: Path, folder: Path) -> None:
+def ours(folder: Path) -> bool:
+    """Whether `folder` is provably a quantgate artifact folder: the only kind of folder a build replaces."""
+    try:
+        manifest = Manifest.load(folder)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
+        return False
+    return bool(manifest.model_file) and manifest.path(manifest.model_file).is_file()
+
+
+def check_destination(folder: Path) -> None:
+    """Refuse, before any work, to build over anything that is not one of quantgate's own artifact folders."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise QuantgateError(f"{folder} exists and is not a folder; quantgate replaces only artifact folders it "
+                             f"built itself: choose another out=PATH")
+    if folder.is_dir() and any(folder.iterdir()) and not ours(folder):
+        raise QuantgateError(f"{folder} is an existing folder that is not a quantgate artifact folder (no readable "
+                             f"manifest.json beside its model); quantgate will not replace it: choose a new or empty "
+                             f"out=PATH")
+
+
+def verified(folder: Path) -> bool:
+    """Whether `folder` holds an artifact whose verification passed."""
+    from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
+    try:
+        return ours(folder) and VerifyReport.load(folder / VERIFY_FILE).status == "pass"
+    except VerifyReportError:
+        return False
+
+
+def _publish(staging: Path, folder: Path, manifest: Manifest, replace_verified: bool) -> Manifest:
+    """Rename the staging folder into place. A verified artifact is never replaced by a build that failed
+    or could not be verified unless `replace_verified`: that build is kept beside it, hidden, to inspect."""
+    check_destination(folder)  # again: something may have appeared there during the build
+    if manifest.verify_status not in ("", "skipped", "pass") and verified(folder) and not replace_verified:
+        kept = folder.parent / f".{folder.name}.rejected-{os.getpid()}"
+        os.rename(staging, kept)
+        manifest.artifact_dir = str(kept)
+        manifest.kept_previous = str(folder)
+        return manifest
     previous = None
     if folder.exists():
         previous = folder.parent / f".{folder.name}.old-{os.getpid()}"
@@ -109,6 +148,8 @@ def _publish(staging: Path, folder: Path) -> None:
     os.rename(staging, folder)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+    manifest.artifact_dir = str(folder)
+    return manifest
 
 
 def _build_record(started: float, overrides: list[str]) -> BuildRecord:
@@ -121,13 +162,15 @@ def _build_record(started: float, overrides: list[str]) -> BuildRecord:
                        config_overrides=list(overrides))
 
 
-def build(cfg, overrides: list[str] | None = None) -> Manifest:
-    """Run load, calibrate, quantize and stamp; return the manifest of the published folder."""
+def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
+    """Run load, calibrate, quantize and stamp, then `verify(manifest) -> manifest` (if given) on the staging
+    folder, before anything is published; return the manifest of the published folder."""
     from pipeline.stages import calibrate, export, gate, quantize, stamp
 
     validate(cfg)
     started = time.perf_counter()
     folder = artifact_folder(cfg)
+    check_destination(folder)
     with build_lock(folder):
         _remove_stale_staging(folder)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
@@ -146,7 +189,9 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
             manifest.build = _build_record(started, overrides or [])
             manifest.record_files()
             manifest.save()  # last: a folder with manifest.json is complete
-            _publish(staging, folder)
+            if verify is not None:
+                manifest = verify(manifest, folder)
+            manifest = _publish(staging, folder, manifest, bool(cfg.replace_verified))
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -157,7 +202,6 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    manifest.artifact_dir = str(folder)
     return manifest
 
 
@@ -182,16 +226,28 @@ def print_summary(manifest: Manifest) -> None:
 
 
 def quantize_task(cfg, overrides: list[str] | None = None) -> int:
-    """Build, then verify unless verify.enabled=false. Returns the process exit code."""
+    """Build, verify (unless verify.enabled=false) on the staging folder, then publish. Returns the exit code."""
+    from pipeline.stages.verify import exit_code
+
+    def verify(manifest: Manifest, published_as: Path) -> Manifest:
+        from pipeline import aoti, aoti_verify
+        from pipeline.stages import verify as onnx_verify
+        if aoti.export_kind(cfg) == "aoti":
+            return aoti_verify.run(cfg, manifest)
+        return onnx_verify.run(cfg, manifest, shown_folder=published_as)
+
     try:
-        manifest = build(cfg, overrides)
-        if cfg.verify.enabled:
-            from pipeline import aoti, aoti_verify
-            from pipeline.stages import verify
-            manifest = (aoti_verify if aoti.export_kind(cfg) == "aoti" else verify).run(cfg, manifest)
+        manifest = build(cfg, overrides, verify if cfg.verify.enabled else None)
     except QuantgateError as error:
         print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
+    if not cfg.verify.enabled:
+        manifest.verify_status = "skipped"
+        print("[quantgate] verify: skipped (verify.enabled=false)", file=sys.stderr, flush=True)
     print_summary(manifest)
-    from pipeline.stages.verify import exit_code
-    return exit_code(manifest.verify_status) if manifest.verify_status else EXIT_OK
+    if getattr(manifest, "kept_previous", None):
+        print(f"quantgate: verification {manifest.verify_status}: {manifest.kept_previous} still holds the previously "
+              f"verified build, unchanged; the new build is kept at {manifest.artifact_dir} to inspect (replaced by "
+              f"the next build). To publish it over the verified one anyway: replace_verified=true",
+              file=sys.stderr, flush=True)
+    return exit_code(manifest.verify_status) if manifest.verify_status not in ("", "skipped") else EXIT_OK

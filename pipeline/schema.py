@@ -190,8 +190,11 @@ class QuantgateConfig:
     runtime: Optional[RuntimeConfig] = None
     export: ExportKind = ExportKind.onnx  # `export=aoti` (make EXPORT=aoti): a torch AOTInductor package
     artifacts_dir: str = "artifacts"
-    # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>.
+    # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>. Only a folder quantgate
+    # built itself (or a new or empty one) is ever replaced.
     out: Optional[str] = None
+    # A rebuild that fails verification never replaces a verified artifact, unless this is true.
+    replace_verified: bool = False
     experiment: Any = None
 
 

@@ -832,7 +832,7 @@ def format_table(report: dict) -> str:
 
 
 # --- the stage and the command line -------------------------------------------------------------------
-def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
+def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder: Path | None = None) -> dict:
     """Verify a build folder on a snapshot of its files: a rebuild that replaces the folder meanwhile can
     neither mix old and new files into one verification nor receive a verify.json made for other bytes."""
     changed = manifest.tampered_files()
@@ -865,7 +865,7 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
         staged = snapshot / VERIFY_FILE
         report = verify_files(snapshot / manifest.model_file, snapshot / manifest.reference_file,
                               snapshot / manifest.heldout_file, cfg, staged, model_kind=manifest.model_kind,
-                              output_names=manifest.output_names or None, folder=manifest.folder,
+                              output_names=manifest.output_names or None, folder=shown_folder or manifest.folder,
                               manifest_sha256=manifest_sha256)
         if not manifest_file.is_file() or sha256_file(manifest_file) != manifest_sha256:
             raise QuantgateError(f"{manifest.folder} was replaced by another build while it was being verified; its "
@@ -875,13 +875,14 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None) -> dict:
     return report
 
 
-def run(cfg, manifest: Manifest) -> Manifest:
-    """The verify stage: writes verify.json beside the artifact and sets manifest.verify_status."""
+def run(cfg, manifest: Manifest, shown_folder: Path | None = None) -> Manifest:
+    """The verify stage: writes verify.json beside the artifact and sets manifest.verify_status.
+    `shown_folder`: where the folder will be published (a build verifies its staging folder first)."""
     if not cfg.verify.enabled:
         progress("verify: skipped (verify.enabled=false)")
         manifest.verify_status = "skipped"
         return manifest
-    manifest.verify_status = verify_folder(cfg, manifest)["status"]
+    manifest.verify_status = verify_folder(cfg, manifest, shown_folder=shown_folder)["status"]
     return manifest
 
 
