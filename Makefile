@@ -2,7 +2,7 @@
 #   make quantize TARGET=avx2 [MODE=dynamic|static] [MODEL=minilm] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
-#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx
+#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
 #   EXPORT=aoti: a torch AOTInductor package (model.pt2) instead of ONNX, e.g.
 #     make quantize EXPORT=aoti MODEL=digits_cnn MODE=static TARGET=avx2   (artifacts/...-aoti/)
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
@@ -106,7 +106,8 @@ audit: setup
 		$(if $(OUT),--json $(OUT))
 
 inspect: setup
-	$(PY) -m pipeline.cli inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx)
+	$(PY) -m pipeline.cli inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx) \
+		$(if $(NODE),$(if $(filter all,$(NODE)),--nodes,--node $(NODE)))
 
 # Builds and verifies every combination in parallel; one failed combination does not stop the others,
 # and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.

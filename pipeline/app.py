@@ -162,6 +162,18 @@ def _build_record(started: float, overrides: list[str]) -> BuildRecord:
                        config_overrides=list(overrides))
 
 
+def _check_no_host_paths(staging: Path, folder: Path) -> None:
+    """Same inputs, same bytes, in any folder: no published file may name a folder of this machine
+    (the checkout, the venv, home, temp, the artifacts folder). manifest.json and verify.json may."""
+    from pipeline import reproducible
+    parents = (str(folder.parent.absolute()), os.path.realpath(folder.parent))
+    found = reproducible.host_paths_in_folder(staging, extra_roots=parents)
+    if found:
+        raise RuntimeError("the build wrote absolute paths of this machine into the artifact, so it would differ "
+                           "when built in another folder: " + "; ".join(f"{name}: {', '.join(roots)}"
+                                                                       for name, roots in found.items()))
+
+
 def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
     """Run load, calibrate, quantize and stamp, then `verify(manifest) -> manifest` (if given) on the staging
     folder, before anything is published; return the manifest of the published folder."""
@@ -184,6 +196,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
                 (export, calibrate, quantize, gate, stamp)
             for stage in stages:
                 manifest = stage.run(cfg, manifest)
+            _check_no_host_paths(staging, folder)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
             manifest.build = _build_record(started, overrides or [])

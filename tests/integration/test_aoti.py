@@ -5,6 +5,7 @@ build (inductor's defaults: -march=native on this AVX-512 host) that the audit m
 """
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,20 @@ def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
     assert stamp["target_isa"] == "avx2" and stamp["artifact_kind"] == "aoti"
     assert json.loads(stamp["compiler"])["march"] == "x86-64-v3"
     assert avx2_package.int8_metrics["accuracy"] >= avx2_package.fp32_metrics["accuracy"] - 0.02
+
+
+def test_avx2_package_names_no_folder_of_this_machine(avx2_package):
+    """Measured before issue 19: the .cpp files ended with compile commands naming the build's inductor
+    cache, the venv and /tmp/torchinductor_<user>; the .so's line tables and __FILE__ strings named the
+    same folders; file names were hashes of code holding them and a memory address (pipeline/aoti.py)."""
+    import zipfile
+
+    from pipeline.reproducible import host_paths_in_folder
+    folder = avx2_package.folder
+    assert host_paths_in_folder(folder, (str(folder.parent),)) == {}
+    with zipfile.ZipFile(folder / "model.pt2") as package:
+        names = {Path(n).name for n in package.namelist() if "/aotinductor/" in n}
+    assert {"model.wrapper.so", "model.wrapper.cpp", "model.kernel.cpp"} <= names, names
 
 
 @needs_qemu
