@@ -152,6 +152,21 @@ def _publish(staging: Path, folder: Path, manifest: Manifest, replace_verified: 
     return manifest
 
 
+@contextmanager
+def temporary_files_under(staging: Path):
+    """Every temporary file of the build (ours and the libraries', through `tempfile`) goes under the staging
+    folder: removed with it on every exit path, and by the next build after a kill."""
+    scratch = staging / ".tmp"
+    scratch.mkdir()
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _build_record(started: float, overrides: list[str]) -> BuildRecord:
     import archspec.cpu
 
@@ -194,8 +209,9 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
             # export=aoti: quantize, compile, audit, gate and stamp a model.pt2 (pipeline/aoti.py).
             stages = (export, calibrate, aoti) if aoti.export_kind(cfg) == "aoti" else \
                 (export, calibrate, quantize, gate, stamp)
-            for stage in stages:
-                manifest = stage.run(cfg, manifest)
+            with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
+                for stage in stages:
+                    manifest = stage.run(cfg, manifest)
             _check_no_host_paths(staging, folder)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))

@@ -105,6 +105,14 @@ class Outcome:
     reason: str
 
 
+def die_with_parent() -> None:
+    """In a child before exec: the kernel kills it when the verifying process dies, even by SIGKILL, so no
+    emulator is left running orphaned with nothing to enforce its timeout (Linux PR_SET_PDEATHSIG)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] = ()) -> list[str]:
     """`qemu-x86_64 -cpu MODEL`, or for Arm `qemu-aarch64 -cpu MODEL` + emulator_args (-L SYSROOT -E ...)."""
     if not cpu.emulated:
@@ -126,6 +134,7 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
     def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # QEMU dumps qemu_*.core into the cwd on SIGILL
+        die_with_parent()
 
     started = time.monotonic()
     process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
