@@ -620,7 +620,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     report.save(out)
     payload = report.to_json()
     print(format_table(payload))
-    print(f"wrote {out}")
+    if folder is None:  # a build folder's report is written by verify_folder, once it is safe to
+        print(f"wrote {out}")
     return payload
 
 
@@ -881,6 +882,7 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder
                                  f"verify.json was not written (it would judge other bytes): verify again")
         shutil.copyfile(staged, report_path.with_name(f".{report_path.name}.tmp"))
         os.replace(report_path.with_name(f".{report_path.name}.tmp"), report_path)
+    print(f"wrote {(shown_folder / report_path.name) if shown_folder and out is None else report_path}")
     return report
 
 
