@@ -74,6 +74,15 @@ def ready_release(tmp_path_factory):
     return release, report
 
 
+def rebind_verify_json(folder):
+    """verify.json records the sha256 of the manifest it judged; a test that edits manifest.json re-binds it."""
+    import json
+    from pipeline.manifest import sha256_file
+    report = json.loads((folder / "verify.json").read_text())
+    report["manifest_sha256"] = sha256_file(folder / "manifest.json")
+    (folder / "verify.json").write_text(json.dumps(report))
+
+
 def copy_release(ready_release, tmp_path):
     release, report = ready_release
     copy = tmp_path / "artifacts" / "rc"
@@ -266,6 +275,7 @@ def test_provenance_records_the_full_config_and_refuses_one_it_cannot_reproduce(
     manifest = Manifest.load(release / NAMES[1])
     manifest.config_sha256 = "0" * 64  # conf/ changed since the build: the config cannot be reproduced
     manifest.save()
+    rebind_verify_json(release / NAMES[1])  # keep verify.json bound to this manifest: only the config differs
     with pytest.raises(TrustError, match="conf/ or the code changed since the build"):
         sign_release("rc", release, report, load_signing_key(keys["key"]), progress=lambda _: None)
     assert trust_files(release) == []
