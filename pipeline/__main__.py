@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline.config import CONF_DIR
-from pipeline.schema import register_configs
+from pipeline.config.schema import register_configs
 
 
 # An absolute path: a relative one would resolve against the importing module's package when the

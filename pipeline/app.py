@@ -18,21 +18,14 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.config import QuantgateError
+from pipeline.errors import BuildFailed, ExitCode, QuantgateError
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
-from pipeline.targets import UnknownFeatureError, required_cpu_features
-
-EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR = 0, 1, 2
-
-
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
 
 
 def artifact_name(cfg) -> str:
     # export=aoti builds sit beside the ONNX build of the same model, mode and target.
-    suffix = "-aoti" if _value(getattr(cfg, "export", "onnx")) == "aoti" else ""
-    return f"{cfg.model.name}-{_value(cfg.mode.name)}-{cfg.target.name}{suffix}"
+    suffix = "-aoti" if cfg.export == "aoti" else ""
+    return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{suffix}"
 
 
 def artifact_folder(cfg) -> Path:
@@ -41,26 +34,8 @@ def artifact_folder(cfg) -> Path:
 
 def validate(cfg) -> None:
     """Every check that needs no model or data, so a bad config fails before any work."""
-    from pipeline.stages.quantize import policy
-
-    try:
-        required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features))
-    except UnknownFeatureError as error:
-        raise QuantgateError(f"target {cfg.target.name}: {error}") from None
-    if cfg.calibration.n_samples <= 0 or cfg.calibration.n_heldout <= 0:
-        raise QuantgateError(f"calibration.n_samples={cfg.calibration.n_samples} and calibration.n_heldout="
-                             f"{cfg.calibration.n_heldout} must both be positive integers")
-    if _value(cfg.mode.name) == "dynamic" and _value(cfg.calibration.method) != "minmax":
-        raise QuantgateError(f"calibration.method={_value(cfg.calibration.method)} only applies to mode=static "
-                             f"(dynamic quantization computes ranges at run time); drop the override or use "
-                             f"mode=static")
-    policy(cfg)
-    from pipeline import aoti
-    aoti.validate(cfg)
-    from pipeline.targets import PROFILES
-    unknown = [name for name in (cfg.verify.profiles or []) if name not in PROFILES]
-    if unknown:
-        raise QuantgateError(f"verify.profiles: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
+    from pipeline.config import rules
+    rules.check(cfg)
     if cfg.model.name_or_path is not None:
         from pipeline.models import resolve_model_path
         resolve_model_path(cfg.model.name_or_path)
@@ -85,7 +60,7 @@ def build_lock(folder: Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise QuantgateError(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
+            raise BuildFailed(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
                                  f"or build elsewhere with out=PATH") from None
         handle.seek(0)
         handle.truncate()
@@ -133,11 +108,11 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
         staging.chmod(0o777 & ~_umask())
         try:
-            manifest = Manifest(name=folder.name, model=cfg.model.name, mode=_value(cfg.mode.name),
+            manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
             from pipeline import aoti
             # export=aoti: quantize, compile, audit, gate and stamp a model.pt2 (pipeline/aoti.py).
-            stages = (export, calibrate, aoti) if aoti.export_kind(cfg) == "aoti" else \
+            stages = (export, calibrate, aoti) if cfg.export == "aoti" else \
                 (export, calibrate, quantize, gate, stamp)
             for stage in stages:
                 manifest = stage.run(cfg, manifest)
@@ -150,7 +125,7 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                raise QuantgateError(f"could not write the artifact under {folder.parent}: {error.strerror} "
+                raise BuildFailed(f"could not write the artifact under {folder.parent}: {error.strerror} "
                                      f"(disk full or file size limit). Nothing was published; free space and "
                                      f"rebuild") from None
             raise
@@ -186,12 +161,12 @@ def quantize_task(cfg, overrides: list[str] | None = None) -> int:
     try:
         manifest = build(cfg, overrides)
         if cfg.verify.enabled:
-            from pipeline import aoti, aoti_verify
+            from pipeline import aoti_verify
             from pipeline.stages import verify
-            manifest = (aoti_verify if aoti.export_kind(cfg) == "aoti" else verify).run(cfg, manifest)
+            manifest = (aoti_verify if cfg.export == "aoti" else verify).run(cfg, manifest)
     except QuantgateError as error:
         print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
     print_summary(manifest)
     from pipeline.stages.verify import exit_code
-    return exit_code(manifest.verify_status) if manifest.verify_status else EXIT_OK
+    return exit_code(manifest.verify_status) if manifest.verify_status else ExitCode.OK

@@ -18,10 +18,6 @@ from pipeline.manifest import sha256_bytes, sha256_file
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
-
-
 @dataclass
 class DataSplits:
     """Sample pools a build draws from: text families draw all three from one pool."""
@@ -139,7 +135,7 @@ class TextEmbeddingFamily:
         from calibration.sources import load_text_dataset
         texts = load_text_dataset(self.cfg.calibration)["text"]
         name = {"pydoc_topics": "pydoc_data.topics", "hub": self.cfg.calibration.hub_name,
-                "files": ",".join(self.cfg.calibration.data_files)}[_value(self.cfg.calibration.source)]
+                "files": ",".join(self.cfg.calibration.data_files)}[self.cfg.calibration.source]
         return DataSplits(texts, texts, texts, dataset_name=str(name), shared_pool=True)
 
     def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
@@ -211,7 +207,7 @@ class DigitsCnnFamily:
     def data(self) -> DataSplits:
         from calibration.digits import to_model_input
         splits = self.splits()
-        source = _value(self.cfg.calibration.source)
+        source = self.cfg.calibration.source
         if source == "digits":
             calibration_pixels, calibration_labels = splits["calibration"]["pixels"], splits["calibration"]["label"]
         elif source == "files":
@@ -263,7 +259,7 @@ def model_family(cfg):
 
     from omegaconf import OmegaConf
 
-    family = _value(cfg.model.family)
+    family = cfg.model.family
     if family not in FAMILIES:
         raise QuantgateError(f"unknown model.family {family!r}; valid: {', '.join(FAMILIES)}")
     key = json.dumps(OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True), sort_keys=True) + \
