@@ -11,14 +11,13 @@ import fcntl
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import BuildFailed, ExitCode, QuantgateError
+from pipeline.errors import BuildFailed, ExitCode
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
@@ -157,16 +156,13 @@ def print_summary(manifest: Manifest) -> None:
 
 
 def quantize_task(cfg, overrides: list[str] | None = None) -> int:
-    """Build, then verify unless verify.enabled=false. Returns the process exit code."""
-    try:
-        manifest = build(cfg, overrides)
-        if cfg.verify.enabled:
-            from pipeline import aoti_verify
-            from pipeline.stages import verify
-            manifest = (aoti_verify if cfg.export == "aoti" else verify).run(cfg, manifest)
-    except QuantgateError as error:
-        print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
-        return error.exit_code
+    """Build, then verify unless verify.enabled=false. Returns the exit code of the verification's outcome
+    (0 pass or skipped, 1 fail, 4 not verified); a refused build raises a QuantgateError."""
+    manifest = build(cfg, overrides)
+    if cfg.verify.enabled:
+        from pipeline import aoti_verify
+        from pipeline.stages import verify
+        manifest = (aoti_verify if cfg.export == "aoti" else verify).run(cfg, manifest)
     print_summary(manifest)
     from pipeline.stages.verify import exit_code
     return exit_code(manifest.verify_status) if manifest.verify_status else ExitCode.OK

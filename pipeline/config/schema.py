@@ -215,9 +215,15 @@ GROUP_SCHEMAS = {"model": ModelConfig, "calibration": CalibrationConfig, "mode":
 
 
 def register_configs() -> None:
+    from pipeline.config.compose import build_help
+
     store = ConfigStore.instance()
     store.store(name="base_config", node=QuantgateConfig)
     # Schemas live in their own group so `target=...` lists only real choices; each YAML option
     # starts with `defaults: [/schema/<group>@_here_]`.
     for group, node in GROUP_SCHEMAS.items():
         store.store(group="schema", name=group, node=node)
+    # `python -m pipeline --help` and `quantgate build --help`: Hydra's own --help, with quantgate's text
+    # (the real config groups and their choices) instead of Hydra's generic one (conf/config.yaml selects it).
+    store.store(group="hydra/help", name="quantgate",
+                node={"app_name": "quantgate build", "header": "", "footer": "", "template": build_help()})
