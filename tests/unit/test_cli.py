@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.cli import ALL_COMMANDS, run_command
 from pipeline.config.compose import config_groups
-from pipeline.errors import ExitCode, NotVerified, Refused, UsageError, VerificationFailed
+from pipeline.errors import MEANING, ExitCode, NotVerified, Refused, UsageError, VerificationFailed
 from tests.conftest import REPO
 
 # Options (or words) each command's --help must list.
@@ -149,3 +149,10 @@ def test_run_command_is_where_errors_become_exit_codes(capsys, raised, code):
 def test_a_command_returns_its_outcome_code():
     assert run_command("quantgate x", lambda argv: ExitCode.NOT_VERIFIED, []) == 4
 
+
+def test_readme_has_the_exit_code_table_and_every_command():
+    section = (REPO / "README.md").read_text().split("## Command line")[1].split("\n## ")[0]
+    for code in ExitCode:
+        assert re.search(rf"^\| {code.value} \|", section, re.M), f"exit code {code.value} ({MEANING[code]})"
+    for command in ALL_COMMANDS:
+        assert re.search(rf"`quantgate [^`]*\b{command}\b", section), command
