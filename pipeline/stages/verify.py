@@ -12,8 +12,8 @@ Each profile also names a runtime (`haswell@ort116`; default: the one the artifa
 the child runs in that runtime's venv (pipeline.runtimes), after the guard has predicted in words
 whether that runtime loads the artifact; the real load confirms or refutes the prediction. Token
 models are also checked for padding invariance on every profile that runs.
-Exit codes (pipeline/errors.py): 0 every required check passed; 1 a check failed; 4 a required check could
-not be verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
+Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
+verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
 """
 from __future__ import annotations
 
