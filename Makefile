@@ -6,7 +6,7 @@
 #   make quantize TARGET=avx2 [MODE=dynamic|static] [MODEL=minilm] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
-#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx
+#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
 #   EXPORT=aoti: a torch AOTInductor package (model.pt2) instead of ONNX, e.g.
 #     make quantize EXPORT=aoti MODEL=digits_cnn MODE=static TARGET=avx2   (artifacts/...-aoti/)
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
@@ -22,6 +22,8 @@
 #   make publish [RELEASE=candidate] [REGISTRY=localhost:5000/quantgate] [FORCE=1]
 #   make pull REF=localhost:5000/quantgate/<artifact>:<release> [OUT=deploy/] [PUBLIC_KEY=...] [FORCE=1]
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
+# The guard alone, for deployments (README "The guard in a deployment"; no network):
+#   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
 #   make test
 
 PYTHON ?= python3
@@ -70,7 +72,7 @@ REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
 REF ?=
 
 .PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
-	keys sign provenance registry registry-stop publish pull
+	keys sign provenance registry registry-stop publish pull guard-wheel
 
 setup: system-tools $(SETUP_STAMP)
 
@@ -109,7 +111,8 @@ audit: setup
 		$(if $(OUT),--json $(OUT))
 
 inspect: setup
-	$(QG) inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx)
+	$(QG) inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx) \
+		$(if $(NODE),$(if $(filter all,$(NODE)),--nodes,--node $(NODE)))
 
 # Builds and verifies every combination in parallel; one failed combination does not stop the others,
 # and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.
@@ -151,6 +154,16 @@ pull: setup
 
 bench: setup
 	$(QG) bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
+
+# pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with
+# the venv's pip and setuptools: no build isolation, no index, so no network.
+DIST ?= dist
+GUARD_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+guard-wheel:
+	@mkdir -p $(DIST) && tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp pipeline/guard/*.py pipeline/guard/pyproject.toml "$$tmp"/ && \
+		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
+		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
 
 test: setup
 	$(PY) -m pytest -q

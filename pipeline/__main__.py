@@ -39,8 +39,11 @@ def quantize(cfg: DictConfig) -> int:
         _outcome.append(error)
         return error.exit_code
     if code != ExitCode.OK:
+        import os
         status = "failed" if code == ExitCode.FAILED else "could not be completed (not verified)"
-        _outcome.append(error_for(code, f"verification {status}: see {artifact_folder(cfg) / 'verify.json'}"))
+        folder = artifact_folder(cfg)
+        kept = folder.parent / f".{folder.name}.rejected-{os.getpid()}"  # app._publish kept a verified build
+        _outcome.append(error_for(code, f"verification {status}: see {(kept if kept.is_dir() else folder) / 'verify.json'}"))
     return code
 
 

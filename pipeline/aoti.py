@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -110,6 +111,62 @@ def pinned_isa(plan: IsaPlan):
             cpu_vec_isa.valid_vec_isa_list = original
 
 
+@contextmanager
+def portable_compile(cache: str):
+    """Inductor set to write no build-machine path, address or cache-dependent name into a package.
+
+    Measured on torch 2.13 (digits_cnn, two checkouts): left alone, the wrapper/kernel .cpp end with
+    the compile and link commands (the per-build cache folder, the venv's torch/include, Python's
+    include folder, the precompiled header under /tmp/torchinductor_<user>), the .so's line tables
+    (-g1) and `__FILE__` strings name the same folders, the generated files are named by hashes of
+    code that holds those paths and, in size-assert messages, `<function ... at 0x7f...>` (a memory
+    address: different in every process). So:
+    - `-ffile-prefix-map=OLD=NEW` (gcc >= 8: debug info and `__FILE__`) for the cache folder and
+      every folder in `reproducible.host_roots()`, shortest first (gcc tries the last one first);
+    - `aot_inductor.model_name_for_generated_files="model"`: fixed file names instead of code hashes;
+    - `size_asserts=False`: drops the per-buffer asserts whose messages carry the address; in an AOT
+      package they only ran with AOTI_RUNTIME_CHECK_INPUTS=1 (the input checks stay);
+    - `aot_inductor.precompile_headers=False`: the header is named by a hash of the preprocessed torch
+      headers (venv paths inside) and lives in a cache shared across builds.
+    The .cpp files' trailing command comments are rewritten afterwards (`portable_sources`).
+    """
+    from torch._inductor import config, cpp_builder
+
+    from pipeline import reproducible
+
+    maps = [(root, label.rstrip("/") or ".") for root, label in reproducible.host_roots()]
+    maps += [(cache, "<inductor-cache>"), (os.path.realpath(cache), "<inductor-cache>")]
+    flags = [f"ffile-prefix-map={old}={new}" for old, new in sorted(set(maps), key=lambda m: len(m[0]))]
+    original = cpp_builder._get_optimization_cflags
+
+    def with_prefix_maps(*args, **kwargs):
+        cflags, ldflags = original(*args, **kwargs)
+        return cflags + flags, ldflags
+
+    with config.patch({"aot_inductor.model_name_for_generated_files": "model", "size_asserts": False,
+                       "aot_inductor.precompile_headers": False}):
+        cpp_builder._get_optimization_cflags = with_prefix_maps
+        try:
+            yield
+        finally:
+            cpp_builder._get_optimization_cflags = original
+
+
+def portable_sources(files: list, cache: str) -> None:
+    """The generated sources and json that go into the package, with the cache folder and this
+    machine's folders replaced by portable names (they end with the compile and link commands)."""
+    from pipeline import reproducible
+
+    for name in files:
+        if not isinstance(name, str) or not name.endswith((".cpp", ".h", ".json", ".txt")):
+            continue
+        path = Path(name)
+        text = path.read_text()
+        for folder in {cache, os.path.realpath(cache)}:
+            text = text.replace(folder, "<inductor-cache>")
+        path.write_text(reproducible.portable(text))
+
+
 def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=None,
                     freezing: bool = False) -> float:
     """AOTInductor-compile an ExportedProgram into a .pt2 at `path`; returns the seconds it took.
@@ -132,12 +189,14 @@ def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=N
     started = time.perf_counter()
     options = {"aot_inductor.package": True, "freezing": freezing}
     with tempfile.TemporaryDirectory(prefix="quantgate-inductor-") as cache, temporary_cache_dir(cache), \
-            (pinned_isa(plan) if plan else nullcontext()), warnings.catch_warnings(), torch.no_grad():
+            portable_compile(cache), (pinned_isa(plan) if plan else nullcontext()), warnings.catch_warnings(), \
+            torch.no_grad():
         warnings.simplefilter("ignore")
         # aoti_compile_and_package is aot_compile + package_pt2; done in two steps so the stamp
         # goes into the package through package_pt2's own `extra_files` (extra/ in the archive).
         args, kwargs = program.example_inputs
         files = torch._inductor.aot_compile(program.module(), args, kwargs, options=options)
+        portable_sources(files, cache)
         native = [Path(f) for f in files if isinstance(f, str) and f.endswith(".so")]
         extra_files = extra_files_for(native) if extra_files_for else {}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +322,12 @@ def run(cfg, manifest: Manifest) -> Manifest:
     shipped = audit.audit_path(package)
     if shipped.features() != json.loads(manifest.stamp[audit.STAMP_KEY]) or read_package_stamp(package) != manifest.stamp:
         raise RuntimeError("model.pt2 does not hold the libraries and stamp that were audited")
-    atomic_write_json(manifest.path(audit.AUDIT_FILE), shipped.to_json() | {"target": cfg.target.name, "allowed": required})
+    # Named as in the folder, not by the staging path it was audited at: same inputs, same audit.json.
+    evidence = shipped.to_json() | {"artifact": PACKAGE_FILE, "target": cfg.target.name, "allowed": required}
+    for library in evidence["libraries"]:
+        library["name"] = library["name"].replace(str(package), PACKAGE_FILE, 1)
+        library.pop("seconds", None)  # the audit's own run time: the only byte that changed between builds
+    atomic_write_json(manifest.path(audit.AUDIT_FILE), evidence)
 
     # Build-time accuracy gate on the validation split, against the fp32 torch model (no fallback).
     model = family.load_torch()

@@ -122,6 +122,7 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                   "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                   "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio},
         profiles={name: ProfileResult(**record) for name, record in profiles.items()}, audit=audit_record,
+        manifest_sha256=sha256_file(manifest.folder / "manifest.json"),
         wall_seconds=round(time.monotonic() - started, 1))
     report.save(manifest.path(VERIFY_FILE))
     for name, record in profiles.items():

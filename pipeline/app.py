@@ -11,13 +11,14 @@ import fcntl
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import BuildFailed, ExitCode
+from pipeline.errors import BuildFailed, ExitCode, UsageError
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
@@ -71,11 +72,50 @@ def build_lock(folder: Path):
 def _remove_stale_staging(folder: Path) -> None:
     for stale in folder.parent.glob(f".{folder.name}.staging-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in folder.parent.glob(f".{folder.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (f".{folder.name}.old-*", f".{folder.name}.rejected-*"):
+        for stale in folder.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
-def _publish(staging: Path, folder: Path) -> None:
+def ours(folder: Path) -> bool:
+    """Whether `folder` is provably a quantgate artifact folder: the only kind of folder a build replaces."""
+    try:
+        manifest = Manifest.load(folder)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
+        return False
+    return bool(manifest.model_file) and manifest.path(manifest.model_file).is_file()
+
+
+def check_destination(folder: Path) -> None:
+    """Refuse, before any work, to build over anything that is not one of quantgate's own artifact folders."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UsageError(f"{folder} exists and is not a folder; quantgate replaces only artifact folders it "
+                             f"built itself: choose another out=PATH")
+    if folder.is_dir() and any(folder.iterdir()) and not ours(folder):
+        raise UsageError(f"{folder} is an existing folder that is not a quantgate artifact folder (no readable "
+                             f"manifest.json beside its model); quantgate will not replace it: choose a new or empty "
+                             f"out=PATH")
+
+
+def verified(folder: Path) -> bool:
+    """Whether `folder` holds an artifact whose verification passed."""
+    from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
+    try:
+        return ours(folder) and VerifyReport.load(folder / VERIFY_FILE).status == "pass"
+    except VerifyReportError:
+        return False
+
+
+def _publish(staging: Path, folder: Path, manifest: Manifest, replace_verified: bool) -> Manifest:
+    """Rename the staging folder into place. A verified artifact is never replaced by a build that failed
+    or could not be verified unless `replace_verified`: that build is kept beside it, hidden, to inspect."""
+    check_destination(folder)  # again: something may have appeared there during the build
+    if manifest.verify_status not in ("", "skipped", "pass") and verified(folder) and not replace_verified:
+        kept = folder.parent / f".{folder.name}.rejected-{os.getpid()}"
+        os.rename(staging, kept)
+        manifest.artifact_dir = str(kept)
+        manifest.kept_previous = str(folder)
+        return manifest
     previous = None
     if folder.exists():
         previous = folder.parent / f".{folder.name}.old-{os.getpid()}"
@@ -83,6 +123,23 @@ def _publish(staging: Path, folder: Path) -> None:
     os.rename(staging, folder)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+    manifest.artifact_dir = str(folder)
+    return manifest
+
+
+@contextmanager
+def temporary_files_under(staging: Path):
+    """Every temporary file of the build (ours and the libraries', through `tempfile`) goes under the staging
+    folder: removed with it on every exit path, and by the next build after a kill."""
+    scratch = staging / ".tmp"
+    scratch.mkdir()
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _build_record(started: float, overrides: list[str]) -> BuildRecord:
@@ -95,13 +152,27 @@ def _build_record(started: float, overrides: list[str]) -> BuildRecord:
                        config_overrides=list(overrides))
 
 
-def build(cfg, overrides: list[str] | None = None) -> Manifest:
-    """Run load, calibrate, quantize and stamp; return the manifest of the published folder."""
+def _check_no_host_paths(staging: Path, folder: Path) -> None:
+    """Same inputs, same bytes, in any folder: no published file may name a folder of this machine
+    (the checkout, the venv, home, temp, the artifacts folder). manifest.json and verify.json may."""
+    from pipeline import reproducible
+    parents = (str(folder.parent.absolute()), os.path.realpath(folder.parent))
+    found = reproducible.host_paths_in_folder(staging, extra_roots=parents)
+    if found:
+        raise RuntimeError("the build wrote absolute paths of this machine into the artifact, so it would differ "
+                           "when built in another folder: " + "; ".join(f"{name}: {', '.join(roots)}"
+                                                                       for name, roots in found.items()))
+
+
+def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
+    """Run load, calibrate, quantize and stamp, then `verify(manifest) -> manifest` (if given) on the staging
+    folder, before anything is published; return the manifest of the published folder."""
     from pipeline.stages import calibrate, export, gate, quantize, stamp
 
     validate(cfg)
     started = time.perf_counter()
     folder = artifact_folder(cfg)
+    check_destination(folder)
     with build_lock(folder):
         _remove_stale_staging(folder)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
@@ -113,14 +184,18 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
             # export=aoti: quantize, compile, audit, gate and stamp a model.pt2 (pipeline/aoti.py).
             stages = (export, calibrate, aoti) if cfg.export == "aoti" else \
                 (export, calibrate, quantize, gate, stamp)
-            for stage in stages:
-                manifest = stage.run(cfg, manifest)
+            with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
+                for stage in stages:
+                    manifest = stage.run(cfg, manifest)
+            _check_no_host_paths(staging, folder)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
             manifest.build = _build_record(started, overrides or [])
             manifest.record_files()
             manifest.save()  # last: a folder with manifest.json is complete
-            _publish(staging, folder)
+            if verify is not None:
+                manifest = verify(manifest, folder)
+            manifest = _publish(staging, folder, manifest, bool(cfg.replace_verified))
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -131,7 +206,6 @@ def build(cfg, overrides: list[str] | None = None) -> Manifest:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    manifest.artifact_dir = str(folder)
     return manifest
 
 
@@ -156,13 +230,26 @@ def print_summary(manifest: Manifest) -> None:
 
 
 def quantize_task(cfg, overrides: list[str] | None = None) -> int:
-    """Build, then verify unless verify.enabled=false. Returns the exit code of the verification's outcome
-    (0 pass or skipped, 1 fail, 4 not verified); a refused build raises a QuantgateError."""
-    manifest = build(cfg, overrides)
-    if cfg.verify.enabled:
-        from pipeline import aoti_verify
-        from pipeline.stages import verify
-        manifest = (aoti_verify if cfg.export == "aoti" else verify).run(cfg, manifest)
-    print_summary(manifest)
+    """Build, verify (unless verify.enabled=false) on the staging folder, then publish. Returns the exit code of
+    the verification's outcome (0 pass or skipped, 1 fail, 4 not verified); a refused build raises a
+    QuantgateError (pipeline.cli.run_command prints it and exits with its code)."""
     from pipeline.stages.verify import exit_code
-    return exit_code(manifest.verify_status) if manifest.verify_status else ExitCode.OK
+
+    def verify(manifest: Manifest, published_as: Path) -> Manifest:
+        from pipeline import aoti_verify
+        from pipeline.stages import verify as onnx_verify
+        if cfg.export == "aoti":
+            return aoti_verify.run(cfg, manifest)
+        return onnx_verify.run(cfg, manifest, shown_folder=published_as)
+
+    manifest = build(cfg, overrides, verify if cfg.verify.enabled else None)
+    if not cfg.verify.enabled:
+        manifest.verify_status = "skipped"
+        print("[quantgate] verify: skipped (verify.enabled=false)", file=sys.stderr, flush=True)
+    print_summary(manifest)
+    if getattr(manifest, "kept_previous", None):
+        print(f"quantgate: verification {manifest.verify_status}: {manifest.kept_previous} still holds the previously "
+              f"verified build, unchanged; the new build is kept at {manifest.artifact_dir} to inspect (replaced by "
+              f"the next build). To publish it over the verified one anyway: replace_verified=true",
+              file=sys.stderr, flush=True)
+    return exit_code(manifest.verify_status) if manifest.verify_status not in ("", "skipped") else ExitCode.OK

@@ -8,6 +8,8 @@ Each command is a module's `main(argv) -> int` (also run as `python -m <module>`
 with `command_parser` and does its work inside `run_command`, which turns a QuantgateError into one line,
 `quantgate <command>: error: <message>`, and its exit code (pipeline/errors.py holds the table). Config
 values are Hydra overrides (`key=value` after the options) wherever a command composes the config.
+
+`quantgate inspect PATH --nodes` / `--node NAME`: the source files each node came from (debug/ beside it).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import MEANING, ExitCode, QuantgateError, UsageError
@@ -191,8 +194,57 @@ def inspect(path: str) -> int:
         if value.startswith(("{", "[")):
             value = json.dumps(json.loads(value), sort_keys=True)
         print(f"quantgate.{key:<22} {value}")
+    from pipeline import reproducible
+    if reproducible.load_sidecar(path) is not None:
+        print(f"\nnode sources   {reproducible.debug_file_for(Path(path).name)} beside it: "
+              f"quantgate inspect {path} --nodes | --node NAME")
     print(f"\nthis host: {'CAN run it' if verdict.can_run else 'must NOT run it'}: {verdict.message()}")
     return 0 if verdict.can_run else 3
+
+
+def inspect_nodes(path: str, node: str | None = None) -> int:
+    """Which source files the nodes of an ONNX artifact came from, from the debug file beside it
+    (debug/<file>.nodes.json: the exporter's per-node metadata, kept out of the artifact itself)."""
+
+    from pipeline import reproducible
+
+    sidecar = reproducible.load_sidecar(path)
+    if sidecar is None:
+        print(f"quantgate: error: no {reproducible.debug_file_for(Path(path).name)} beside {path}: node sources are "
+              f"recorded for ONNX files built by this quantgate, in the artifact folder's debug/ (not shipped with "
+              f"the artifact everywhere)", file=sys.stderr)
+        return 2
+    nodes = sidecar["nodes"]
+    if node is None:
+        print(f"{len(nodes)} node(s) of {sidecar['file']} with recorded sources (paths {sidecar['paths']})")
+        width = max((len(name) for name in nodes), default=4)
+        for name, entry in nodes.items():
+            via = f"  (from {entry['derived_from']})" if entry.get("derived_from", name) != name else ""
+            print(f"{name:<{width}}  {entry['op_type']:<22} {entry.get('origin') or '-'}{via}")
+        return 0
+    if node not in nodes:
+        close = difflib.get_close_matches(node, list(nodes), n=5)
+        print(f"quantgate: error: {sidecar['file']} has no recorded node {node!r}"
+              + (f"; close: {', '.join(close)}" if close else "") + " (`--nodes` lists them)", file=sys.stderr)
+        return 2
+    entry = nodes[node]
+    metadata = entry.get("metadata")
+    print(f"node           {node} ({entry['op_type']}) in {sidecar['file']}")
+    if entry.get("derived_from") and entry["derived_from"] != node:
+        print(f"derived from   {entry['derived_from']} (the node of the fp32 export it replaces)")
+        reference = reproducible.load_sidecar(Path(path).with_name("reference.onnx"))
+        metadata = ((reference or {}).get("nodes", {}).get(entry["derived_from"]) or {}).get("metadata")
+    metadata = metadata or {}
+    if metadata.get("namespace"):
+        print(f"module         {metadata['namespace']}")
+    print(f"origin         {entry.get('origin') or '-'}")
+    print("source files   " + ("\n               ".join(entry.get("source_files") or ["-"])))
+    frames = reproducible.frames(metadata)
+    if frames:
+        print("stack (outermost first):")
+        for frame in frames:
+            print(f"  {frame['file']}:{frame['line']} in {frame['function']}")
+    return 0
 
 
 def inspect_main(argv: list[str] | None = None) -> int:
@@ -203,7 +255,13 @@ def _inspect_command(argv: list[str]) -> int:
     parser = command_parser("quantgate inspect", "Print an artifact's quantgate stamp and whether this host can "
                             "run it (exit 3 when it must not: the guard's verdict).")
     parser.add_argument("path", metavar="MODEL.onnx|MODEL.pt2", help="an artifact (ONNX model or AOTInductor package)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--nodes", action="store_true",
+                       help="list the ONNX nodes with recorded source files (debug/<file>.nodes.json beside it)")
+    which.add_argument("--node", metavar="NAME", help="the source files and stack one ONNX node came from")
     args = parser.parse_args(argv)
+    if args.nodes or args.node is not None:
+        return inspect_nodes(args.path, args.node)
     return inspect(args.path)
 
 

@@ -1,115 +1,15 @@
-"""The guard for torch AOTInductor packages (`model.pt2`): refuse before the library is mapped.
+"""The guard for torch AOTInductor packages lives in pipeline/guard/pt2.py; this name stays for its importers.
 
-A .pt2 is a zip; quantgate stores its stamp as `<archive>/extra/quantgate_stamp.json` (the same
-`quantgate.*` keys as an ONNX artifact's metadata_props, plus `audited_cpu_features`: what the
-machine code was measured to need). This reads it with zipfile and compares it with CPUID, using
-the standard library only, like `pipeline.guard`: on a CPU that lacks a feature even
-`import numpy` or `import torch` may die, and `aoti_load_package` maps the package's library,
-whose static initialisers already run the target's instructions.
-
-    from pipeline.guard_torch import load_package
-    runner = load_package("model.pt2")      # ArtifactRefused on this CPU, else the loaded model
-
-    python -m pipeline.guard_torch model.pt2     # exit 0 runnable, 3 refused
+    python -m pipeline.guard_torch model.pt2     # the same command as `python -m pipeline.guard`: exit 0 runnable, 3 refused
 """
-from __future__ import annotations
+from pipeline.guard.cli import main
+from pipeline.guard.errors import ArtifactRefused, StampError
+from pipeline.guard.pt2 import (AUDITED_KEY, STAMP_MEMBER, check_package, ensure_can_run, load_package, package_path,
+                                read_package_stamp)
+from pipeline.guard.stamp import GuardVerdict
 
-import json
-import zipfile
-from importlib import metadata
-from pathlib import Path
-
-from pipeline.guard import STAMP_PREFIX, ArtifactRefused, GuardVerdict, StampError, check_stamp
-
-STAMP_MEMBER = "quantgate_stamp.json"
-AUDITED_KEY = "audited_cpu_features"
-
-
-def package_path(path: str | Path) -> Path:
-    """An artifact folder means its model.pt2."""
-    path = Path(path)
-    return path / "model.pt2" if path.is_dir() else path
-
-
-def read_package_stamp(path: str | Path) -> dict[str, str]:
-    """The quantgate.* keys of a .pt2 package, prefix removed; {} when it carries none."""
-    path = package_path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return {}
-    with zipfile.ZipFile(path) as archive:
-        members = [name for name in archive.namelist() if name.endswith(f"/extra/{STAMP_MEMBER}")]
-        if not members:
-            return {}
-        try:
-            stamp = json.loads(archive.read(members[0]))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise StampError(f"{path}: {members[0]} is not readable JSON ({error}); rebuild the package") from None
-    return {key[len(STAMP_PREFIX):]: value for key, value in stamp.items() if key.startswith(STAMP_PREFIX)}
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
-
-
-def check_package(stamp: dict[str, str], host_features=None, torch_version: str | None = "installed") -> GuardVerdict:
-    """The ONNX guard's CPU check on the declared features, then the measured ones, then torch's version."""
-    verdict = check_stamp(stamp, host_features)
-    if AUDITED_KEY in stamp and verdict.can_run:
-        # The declared set covers the measured one (the build fails otherwise); check the measured
-        # set anyway: it is what the machine code will actually execute.
-        if host_features is None:
-            from pipeline.cpuid import host_features as read_host_features
-            host_features = read_host_features()
-        missing = sorted(set(json.loads(stamp[AUDITED_KEY])) - set(host_features))
-        if missing:
-            verdict.missing_cpu_features = missing
-            verdict.problems.append(f"the package's machine code was audited to need {', '.join(missing)}, "
-                                    f"which this CPU lacks")
-    if torch_version == "installed":
-        try:
-            torch_version = metadata.version("torch")
-        except metadata.PackageNotFoundError:
-            torch_version = None
-    built_with = json.loads(stamp["versions"]).get("torch", "")
-    if torch_version is None:
-        verdict.problems.append("torch is not installed; an AOTInductor package runs inside libtorch "
-                                f"(built with torch {built_with})")
-    elif built_with and _version_tuple(torch_version) < _version_tuple(built_with):
-        # The package calls libtorch's C shim; an older libtorch may lack functions it uses.
-        verdict.problems.append(f"package built with torch {built_with}; this torch is {torch_version}, older; "
-                                f"upgrade torch or rebuild the package with this version")
-    verdict.can_run = not verdict.problems
-    return verdict
-
-
-def ensure_can_run(path: str | Path, host_features=None) -> GuardVerdict:
-    """Raise ArtifactRefused (or StampError) unless this host can run the package at `path`."""
-    path = package_path(path)
-    stamp = read_package_stamp(path)
-    if not stamp:
-        raise StampError(f"{path} carries no quantgate stamp (no extra/{STAMP_MEMBER} inside); "
-                         f"build it with quantgate (export=aoti) or audit it with `make audit ARTIFACT={path}`")
-    if stamp.get("artifact_kind") != "aoti":
-        raise StampError(f"{path}: the stamp is not for an AOTInductor package (artifact_kind="
-                         f"{stamp.get('artifact_kind')!r})")
-    verdict = check_package(stamp, host_features)
-    if not verdict.can_run:
-        raise ArtifactRefused(f"{path.name}: {verdict.message()}")
-    return verdict
-
-
-def load_package(path: str | Path, host_features=None):
-    """The guard, then torch's loader: a refused package is never mapped."""
-    ensure_can_run(path, host_features)
-    import torch
-    return torch._inductor.aoti_load_package(str(package_path(path)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.guard_torch MODEL.pt2`: the same command as `python -m pipeline.guard`."""
-    from pipeline.guard import main as guard_main
-    return guard_main(argv)
-
+__all__ = ["AUDITED_KEY", "STAMP_MEMBER", "ArtifactRefused", "GuardVerdict", "StampError", "check_package",
+           "ensure_can_run", "load_package", "main", "package_path", "read_package_stamp"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,6 +12,7 @@ from typing import Any
 
 MANIFEST_SCHEMA = "quantgate.manifest/1"
 MANIFEST_FILE = "manifest.json"
+DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/reproducible.py)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -142,6 +143,9 @@ class Manifest:
     config_sha256: str = ""
     build: BuildRecord | None = None
     files: list[FileRecord] = field(default_factory=list)
+    # Debug-only files (debug/: the exporters' per-node metadata, pipeline/reproducible.py): listed with
+    # their sha256 for reference, but not part of the artifact: dropping them is not tampering.
+    debug_files: list[FileRecord] = field(default_factory=list)
     reference_size_bytes: int = 0
     model_size_bytes: int = 0
     model_sha256: str = ""
@@ -171,6 +175,7 @@ class Manifest:
             if values.get(key) is not None:
                 values[key] = record_type(**values[key])
         values["files"] = [FileRecord(**record) for record in values.get("files", [])]
+        values["debug_files"] = [FileRecord(**record) for record in values.get("debug_files", [])]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -190,12 +195,15 @@ class Manifest:
         return {key: self.runtime[key] for key in ("versions", "max_ir_version", "max_opsets")}
 
     def record_files(self) -> None:
-        """sha256 of every file in the folder except the manifest itself and verify results."""
-        self.files = []
+        """sha256 of every file in the folder except the manifest itself and verify results; files under
+        debug/ go to `debug_files`, outside the artifact's integrity check."""
+        self.files, self.debug_files = [], []
         for path in sorted(self.folder.rglob("*")):
             if not path.is_file() or path.name in (MANIFEST_FILE, "verify.json") or path.name.startswith("."):
                 continue
-            self.files.append(FileRecord(str(path.relative_to(self.folder)), sha256_file(path), path.stat().st_size))
+            relative = path.relative_to(self.folder).as_posix()
+            record = FileRecord(relative, sha256_file(path), path.stat().st_size)
+            (self.debug_files if relative.startswith(DEBUG_DIR + "/") else self.files).append(record)
 
     def tampered_files(self) -> list[str]:
         """Files whose bytes no longer match the sha256 recorded at build time (or that vanished)."""

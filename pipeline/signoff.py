@@ -26,7 +26,7 @@ from typing import Any
 from pipeline.errors import ExitCode, InputError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.matrix import MATRIX_FILE
-from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
+from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
 
 SCHEMA = "quantgate.signoff/1"
 READY, BLOCKED = "ready", "blocked"
@@ -135,7 +135,8 @@ def _row(artifact: str, profile: str, status: str, ok: bool | None, reason: str,
     """One artifact x profile (or artifact x check) row; `ok` None = informational, never blocks."""
     return {"artifact": artifact, "profile": profile, "expected": expected, "status": status, "ok": ok,
             "required": required, "waivable": waivable, "reason": reason, "outcome": None, "waiver": None,
-            "fidelity": "", "figures": {}, "thresholds": {}, "latency": None, **extra}
+            "fidelity": "", "figures": {}, "thresholds": {}, "latency": None, "cpu_comparison": None,
+            "reference_cpu": None, "worst_outputs": None, **extra}
 
 
 def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -157,7 +158,8 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     verify, unreadable = None, None
     if verify_path.is_file():
         try:
-            verify = VerifyReport.load(verify_path).to_json()
+            verified = VerifyReport.load(verify_path)
+            verify = verified.to_json()
         except VerifyReportError as error:
             unreadable = str(error)
     if unreadable:
@@ -175,6 +177,16 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         if stale:
             rows.append(_row(name, "verify-inputs", "stale", False, f"verify.json judged other bytes than manifest.json "
                              f"records for {', '.join(stale)}: verify again", waivable=False))
+        bound_to = verify.get("manifest_sha256")
+        if bound_to and bound_to != sha256_file(folder / MANIFEST_FILE):
+            rows.append(_row(name, "verify-inputs", "stale", False, "verify.json was made for another build of this "
+                             "folder (its manifest.json sha256 differs): verify again", waivable=False))
+        for profile_name, typed in verified.profiles.items():
+            wrong = contradictions(typed)
+            if wrong:
+                rows.append(_row(name, profile_name, "inconsistent", False, f"verify.json says pass, but its own "
+                                 f"figures break its own limits ({'; '.join(wrong)}): was it edited? verify again",
+                                 waivable=False))
         for profile_name, p in verify.get("profiles", {}).items():
             ok = p.get("requirement_met", False) if p.get("required") else None
             reason = p.get("reason", "")

@@ -4,8 +4,9 @@
         [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K]
 
 The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
-numpy 2.4 already dies with SIGILL, so a child that imported numpy first would crash exactly where
-the guard must refuse. Only after the guard agrees are numpy and onnxruntime imported.
+a wheel built for a newer CPU can already die with SIGILL (numpy 2.4 did under -cpu Nehalem on an Intel
+host), so a child that imported numpy first could crash exactly where the guard must refuse. Only after
+the guard agrees are numpy and onnxruntime imported.
 
 Writes DIR/outputs.npz (every model output, first N samples) and DIR/run.json (versions, timings,
 the CPU features CPUID showed). The guard here checks the CPU only: whether this runtime loads the

@@ -204,8 +204,11 @@ class QuantgateConfig:
     # target (make EXPORT=aoti)
     export: ExportKind = ExportKind.onnx
     artifacts_dir: str = "artifacts"
-    # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>.
+    # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>. Only a folder quantgate
+    # built itself (or a new or empty one) is ever replaced.
     out: Optional[str] = None
+    # A rebuild that fails verification never replaces a verified artifact, unless this is true.
+    replace_verified: bool = False
     experiment: Any = None
 
 

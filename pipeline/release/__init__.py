@@ -19,8 +19,8 @@ Every error a user can cause is a TrustError whose message names what is wrong a
 from __future__ import annotations
 
 from pipeline.errors import InputError
+from pipeline.guard.signature import SIGNATURE_FILE  # the guard checks signatures too: one name
 
-SIGNATURE_FILE = "model.sig"
 PROVENANCE_FILE = "provenance.intoto.json"
 SIGNOFF_FILE = "signoff.json"
 # Written by `make sign`, in this order: the signature is last and covers the other two.

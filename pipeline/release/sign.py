@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import VerificationFailed
+from pipeline.guard import ArtifactRefused
 from pipeline.manifest import MANIFEST_FILE, atomic_write_json
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
 
@@ -68,21 +69,19 @@ class Trust:
             f"certificate chain {', '.join(map(str, self.certificate_chain))}"
 
 
-def hashing_config():
-    """Every file of the folder, sha256 per file; only the signature itself is left out."""
-    from model_signing import hashing
-    return hashing.Config().use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(
-        paths=[SIGNATURE_FILE], ignore_git_paths=False)
-
-
 def _model_signing():
+    from pipeline.guard.signature import SignatureCheckUnavailable, model_signing
     try:
-        import model_signing.signing
-        import model_signing.verifying
-    except ImportError as error:
-        raise TrustError(f"signature checks need the model-signing package ({error}): `.venv/bin/pip install -e .` "
-                         f"(or `pip install model-signing pyopenssl`)") from None
-    return model_signing
+        return model_signing()
+    except SignatureCheckUnavailable as error:
+        raise TrustError(f"{error}; in this checkout: `.venv/bin/pip install -e .`") from None
+
+
+def hashing_config():
+    """Every file of the folder, sha256 per file; only the signature itself is left out (the guard's)."""
+    _model_signing()
+    from pipeline.guard.signature import hashing_config
+    return hashing_config()
 
 
 def sign_folder(folder: Path, signing_key, certificate_chain: tuple[Path, ...] = ()) -> Path:
@@ -118,74 +117,18 @@ def _bundle_public_key(folder: Path):
     return x509.load_der_x509_certificate(base64.b64decode(chain[0]["rawBytes"])).public_key()
 
 
-def _bundle_kind(folder: Path) -> str:
-    """`key` or `certificate`: how the bundle in model.sig says it was signed."""
-    try:
-        material = json.loads((folder / SIGNATURE_FILE).read_text())["verificationMaterial"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise TrustError(f"{folder.name}: {SIGNATURE_FILE} is not a model-signing bundle (unreadable, or altered): "
-                         f"sign the release again") from None
-    return "certificate" if "x509CertificateChain" in material else "key"
-
-
-def _file_differences(folder: Path) -> str:
-    """Which files changed, appeared or vanished since signing, from the signed payload's list of resources."""
-    import base64
-    from pipeline.manifest import sha256_file
-    bundle = json.loads((folder / SIGNATURE_FILE).read_text())
-    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-    signed = {r["name"]: r["digest"] for r in payload["predicate"]["resources"]}
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {SIGNATURE_FILE}
-    changed = sorted(n for n in signed.keys() & present if sha256_file(folder / n) != signed[n])
-    parts = [f"{', '.join(names)} {what}" for names, what in ((changed, "changed"), (sorted(present - signed.keys()),
-             "appeared"), (sorted(signed.keys() - present), "vanished")) if names]
-    return "; ".join(parts) or "the signed list and the folder disagree"
-
-
-def _signature_words(error: Exception, folder: Path, trust: Trust) -> str:
-    text = str(error)
-    if text.startswith("Signature mismatch"):  # the signature is valid; the files are not the signed ones
-        return (f"{folder.name}: files differ from what was signed ({_file_differences(folder)} since signing): "
-                f"rebuild or restore the signed files, then sign again")
-    if "Key mismatch" in text or type(error).__name__ == "InvalidSignature":
-        return (f"{folder.name}: the signature does not verify with {trust.describe()} (signed with another key, "
-                f"or {SIGNATURE_FILE} was altered): give the public key the release was signed with")
-    if "certificate" in text.lower() or type(error).__name__ == "X509StoreContextError":
-        return f"{folder.name}: the signing certificate does not chain to {trust.describe()} ({text})"
-    return f"{folder.name}: {SIGNATURE_FILE} is not a valid model-signing bundle ({type(error).__name__}: {text})"
-
-
 def verify_folder(folder: Path, trust: Trust) -> dict[str, Any]:
     """Raise TrustError unless `folder` carries a signature by `trust` over exactly its files, and a provenance
     signed by the same key that matches them. Returns {"files": n, "signer": words}."""
+    from pipeline.guard.signature import verify_signature
     folder = Path(folder)
-    if not folder.is_dir():
-        raise TrustError(f"{folder} is not a folder: give an artifact folder")
-    if not (folder / SIGNATURE_FILE).is_file():
-        raise TrustError(f"{folder.name} is not signed (no {SIGNATURE_FILE}): sign the release (`make sign "
-                         f"RELEASE=...`) or get the signed artifact")
-    kind = _bundle_kind(folder)
-    if kind == "certificate" and trust.public_key is not None:
-        raise TrustError(f"{folder.name} was signed with a certificate: verify it with your CA's certificate "
-                         f"(PUBLIC_KEY=ca.pem), not with the public key {trust.public_key}")
-    if kind == "key" and trust.certificate_chain:
-        raise TrustError(f"{folder.name} was signed with a plain key, not a certificate: verify it with that key's "
-                         f"public key (PUBLIC_KEY=keys/quantgate.pub)")
-    model_signing = _model_signing()
-    config = model_signing.verifying.Config()
+    try:  # the guard's verifier: there is no second one
+        verify_signature(folder, trust.public_key, trust.certificate_chain)
+    except ArtifactRefused as error:
+        raise TrustError(str(error)) from None
     if trust.public_key is not None:
         from pipeline.release.keys import load_public_key
         public_key = load_public_key(trust.public_key)
-        config.use_elliptic_key_verifier(public_key=trust.public_key)
-    else:
-        missing = [str(p) for p in trust.certificate_chain if not Path(p).is_file()]
-        if missing:
-            raise TrustError(f"no certificate at {', '.join(missing)}: give your CA's PEM certificates")
-        config.use_certificate_verifier(certificate_chain=list(trust.certificate_chain))
-    try:
-        config.verify(folder, folder / SIGNATURE_FILE)
-    except Exception as error:  # noqa: BLE001 - model-signing raises ValueError, crypto and OpenSSL errors
-        raise TrustError(_signature_words(error, folder, trust)) from None
     if trust.public_key is None:
         public_key = _bundle_public_key(folder)
     from pipeline.release.provenance import verify_provenance

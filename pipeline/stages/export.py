@@ -11,6 +11,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from pipeline import reproducible
 from pipeline.manifest import Manifest, atomic_write_bytes
 from pipeline.models import model_family
 from pipeline.progress import step
@@ -59,7 +60,11 @@ def run(cfg, manifest: Manifest) -> Manifest:
         onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
                                  family.output_names, int(cfg.model.opset))
     onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
+    # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
+    # debug/reference.nodes.json, not into the artifact: same inputs, same bytes, in any folder.
+    onnx_bytes, stripped, stripped_model = reproducible.strip_bytes(onnx_bytes)
     atomic_write_bytes(manifest.path(manifest.reference_file), onnx_bytes)
+    reproducible.write_sidecar(manifest.folder, manifest.reference_file, stripped_model, stripped)
     manifest.source_model = family.source_name
     manifest.source_weights_sha256 = family.weights_sha256()
     manifest.model_kind = family.kind

@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from calibration.readers import BatchReader
-from pipeline.manifest import Manifest, QuantizationRecord, atomic_write_bytes
+from pipeline import reproducible
+from pipeline.manifest import Manifest, QuantizationRecord
 from pipeline.progress import step
 
 
@@ -86,6 +87,8 @@ def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
                       f"{excluded}"):
                 quantize_onnx(record, reference, output, calibration_batches, list(cfg.mode.op_types_to_quantize),
                               nodes_to_exclude)
-        atomic_write_bytes(manifest.path(manifest.model_file), output.read_bytes())
+        # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
+        # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
+        reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)
     manifest.quantization = record
     return manifest

@@ -1,7 +1,9 @@
 """Stage 4, stamp: provenance into model.onnx's metadata_props; the guard reads it back.
 
-No timestamps or host names inside the artifact: the same inputs give the same bytes. Build time
-and host go in manifest.json (written by the build app once every file is in place).
+No timestamps, host names or paths inside the artifact: the same inputs give the same bytes in any
+folder on any machine. User-given paths (a checkpoint folder, calibration files) are stamped as
+basename + sha256 of the bytes (pipeline/reproducible.py). Build time and host go in manifest.json
+(written by the build app once every file is in place).
 """
 from __future__ import annotations
 
@@ -31,11 +33,29 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def portable_config(resolved: dict) -> dict:
+    """The config with its path values (checkpoint folder, data files, a local hub dataset, wheel paths in
+    runtime requirements) as basename (+ sha256 of a file's bytes): the same inputs hash the same in any
+    folder on any machine, and different data under the same name does not."""
+    from pipeline.reproducible import portable_path_value
+    model, calibration, runtime = resolved.get("model") or {}, resolved.get("calibration") or {}, \
+        resolved.get("runtime") or {}
+    if model.get("name_or_path"):
+        model["name_or_path"] = portable_path_value(model["name_or_path"])
+    if calibration.get("data_files"):
+        calibration["data_files"] = [portable_path_value(f) for f in calibration["data_files"]]
+    if calibration.get("hub_name"):
+        calibration["hub_name"] = portable_path_value(calibration["hub_name"])
+    if runtime.get("requirements"):
+        runtime["requirements"] = [portable_path_value(line) for line in runtime["requirements"]]
+    return resolved
+
+
 def config_sha256(cfg) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in _CONFIG_KEYS_NOT_HASHED:
         resolved.pop(key, None)
-    return sha256_bytes(json.dumps(resolved, sort_keys=True).encode())
+    return sha256_bytes(json.dumps(portable_config(resolved), sort_keys=True).encode())
 
 
 def _compact(value) -> str:
@@ -64,7 +84,9 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
     }
     assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
     if manifest.runtime:  # the runtime stack it was built (and fitted) for; verification defaults to it
-        values["runtime"] = {"name": manifest.runtime["name"], "requirements": manifest.runtime["requirements"],
+        from pipeline.reproducible import portable_path_value
+        values["runtime"] = {"name": manifest.runtime["name"],
+                             "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
         values["fallback"] = {"fp32_nodes": manifest.fallback.excluded_nodes, "budget": manifest.fallback.budget,

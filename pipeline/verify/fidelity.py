@@ -44,6 +44,12 @@ class Limits:
     def to_json(self) -> dict:
         return {key: value for key, value in self.__dict__.items()}
 
+    def per_sample_only(self) -> "Limits":
+        """The bounds that hold for any subset of samples. Means and agreement rates are properties of the
+        whole held-out set (judged on the native run); on the few samples chosen for emulation, the hardest
+        ones, they would be biased low, so there only per-sample bounds (and the per-CPU comparison) apply."""
+        return Limits(-1.0, self.min_cosine_worst, 0.0, self.max_abs_error, self.max_scaled_error, self.pooling)
+
 
 @dataclass
 class Judgement:

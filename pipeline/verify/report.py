@@ -100,6 +100,7 @@ class VerifyReport:
     padding: dict = field(default_factory=dict)
     latency: Optional[dict] = None
     audit: Optional[dict] = None  # .pt2: the static ISA audit of the package
+    manifest_sha256: Optional[str] = None  # the manifest.json of the build folder verified (binds the two)
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     schema: str = SCHEMA
@@ -190,3 +191,33 @@ def _fits(declared: str, value: Any) -> bool:
                 return False
             return isinstance(value, python_type) and not (word in ("int", "float") and isinstance(value, bool))
     return True
+
+
+def contradictions(profile: ProfileResult) -> list[str]:
+    """Where a profile's recorded figures break its own recorded limits although its status says it passed.
+    The signoff recomputes the verdict this way instead of trusting the status field of a file no hash covers."""
+    if profile.status != "pass":
+        return []
+    limits, found = profile.thresholds or {}, []
+    figure_sets = [("", profile.fidelity or {})] + [(f"{name}: ", figures) for name, figures in
+                                                    (profile.fidelity_by_output or {}).items()]
+    lower = (("cosine_mean", "min_cosine_mean"), ("cosine_worst", "min_cosine_worst"),
+             ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
+             ("top1_agreement", "min_top1_agreement"))
+    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"))
+    for where, figures in figure_sets:
+        for key, limit in lower:
+            if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
+                    and figures[key] < limits[limit]:
+                found.append(f"{where}{key} {figures[key]:.4g} < {limit} {limits[limit]:g}")
+        for key, limit in upper:
+            if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
+                    and figures[key] > limits[limit]:
+                found.append(f"{where}{key} {figures[key]:.4g} > {limit} {limits[limit]:g}")
+    comparison = profile.cpu_comparison or {}
+    bounds = comparison.get("bounds") or {}
+    excess, ratio = comparison.get("excess_error"), comparison.get("error_ratio")
+    if None not in (excess, ratio, bounds.get("max_excess_error"), bounds.get("max_error_ratio")) and \
+            excess > bounds["max_excess_error"] and ratio > bounds["max_error_ratio"]:
+        found.append(f"error to fp32 {ratio:.3g}x the reference CPU's ({excess:+.3g}x scale) is past both bounds")
+    return list(dict.fromkeys(found))

@@ -1,8 +1,8 @@
 """A small real release shared by the signoff and bench tests: two digits_cnn artifacts, one failing."""
 import pytest
 
-# Natively only: these tests are about the signoff, not about emulated CPUs (test_verify covers QEMU).
-FAST = ["model=digits_cnn", "target=avx2", "verify.profiles=[native]"]
+# Natively only, compared with this host itself: these tests are about the signoff, not about CPUs.
+FAST = ["model=digits_cnn", "target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"]
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def qat_digits(artifacts):
                                  *NO_VERIFY]))
 
 
-def digits_csv(path, label=None, count=48, nan=False):
+def digits_csv(path, label=None, count=48, nan=False, brightness=1.0):
     from sklearn.datasets import load_digits
     digits = load_digits()
     rows = [i for i in range(len(digits.target)) if label is None or digits.target[i] == label][:count]
@@ -40,7 +40,7 @@ def digits_csv(path, label=None, count=48, nan=False):
         writer = csv.writer(handle)
         writer.writerow([f"p{i}" for i in range(64)] + ["label"])
         for number, row in enumerate(rows):
-            pixels = list(digits.data[row] / 16.0)
+            pixels = list(digits.data[row] / 16.0 * brightness)
             if nan and number == 3:
                 pixels[10] = float("nan")
             writer.writerow(pixels + [int(digits.target[row])])
@@ -99,12 +99,16 @@ def test_fallback_excludes_nodes_then_stops_at_the_limit(tmp_path):
 
 
 def test_fallback_records_excluded_nodes_when_it_succeeds(tmp_path):
+    # Activation ranges calibrated on images a quarter as bright as real traffic: int8 clips and loses
+    # accuracy on every host (per-tensor weights alone did on AVX-512 hosts, 0.953 vs 0.967, and not on an
+    # AVX2 one). A zero-drop budget forces the fallback, which keeps the noisiest nodes in fp32 until the
+    # drop is gone.
+    dim = digits_csv(tmp_path / "dim.csv", brightness=0.25)
     manifest = build(compose_config(["model=digits_cnn", "mode=static", "verify.max_accuracy_drop=0.0",
-                                     "target.per_channel=false", "verify.fallback_max_excluded_nodes=4",
-                                     f"artifacts_dir={tmp_path}", *NO_VERIFY]))
+                                     "target.per_channel=false", "verify.fallback_max_excluded_nodes=8",
+                                     "calibration.source=files", f"calibration.data_files=[{dim}]",
+                                     "calibration.coverage_fail=1.0", f"artifacts_dir={tmp_path}", *NO_VERIFY]))
     record = manifest.fallback
-    # Per-tensor weights lose accuracy (measured: 0.953 vs fp32 0.967 on validation); a zero-drop
-    # budget forces the fallback, which keeps the noisiest nodes in fp32 until the drop is gone.
     assert record.steps[0]["excluded_nodes"] == 0 and record.steps[0]["accuracy"] < manifest.fp32_metrics[
         "validation_accuracy"]
     assert record.excluded_nodes and record.within_budget

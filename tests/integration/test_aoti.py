@@ -5,6 +5,7 @@ build (inductor's defaults: -march=native on this AVX-512 host) that the audit m
 """
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,20 @@ def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
     assert avx2_package.int8_metrics["accuracy"] >= avx2_package.fp32_metrics["accuracy"] - 0.02
 
 
+def test_avx2_package_names_no_folder_of_this_machine(avx2_package):
+    """Measured before issue 19: the .cpp files ended with compile commands naming the build's inductor
+    cache, the venv and /tmp/torchinductor_<user>; the .so's line tables and __FILE__ strings named the
+    same folders; file names were hashes of code holding them and a memory address (pipeline/aoti.py)."""
+    import zipfile
+
+    from pipeline.reproducible import host_paths_in_folder
+    folder = avx2_package.folder
+    assert host_paths_in_folder(folder, (str(folder.parent),)) == {}
+    with zipfile.ZipFile(folder / "model.pt2") as package:
+        names = {Path(n).name for n in package.namelist() if "/aotinductor/" in n}
+    assert {"model.wrapper.so", "model.wrapper.cpp", "model.kernel.cpp"} <= names, names
+
+
 @needs_qemu
 def test_avx2_package_runs_on_haswell_and_is_refused_on_sandybridge(avx2_package, compose):
     from pipeline.aoti_verify import verify_package
@@ -72,8 +87,8 @@ def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
     from pipeline.signoff import signoff
     from pipeline.verify.report import VerifyReport
     release = avx2_package.folder.parent
-    verify_package(compose([*BUILD, "verify.profiles=[native]"]), avx2_package)
-    onnx_build = ["model=digits_cnn", "mode=static", "target=avx2", "verify.profiles=[native]", f"artifacts_dir={release}"]
+    verify_package(compose([*BUILD, "verify.profiles=[native]", "verify.reference_cpu=native"]), avx2_package)
+    onnx_build = ["model=digits_cnn", "mode=static", "target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={release}"]
     assert quantize_task(compose(onnx_build), onnx_build) == 0
     reports = {VerifyReport.load(folder / "verify.json").artifact.kind: VerifyReport.load(folder / "verify.json")
                for folder in (avx2_package.folder, release / "digits_cnn-static-avx2")}

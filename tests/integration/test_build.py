@@ -44,12 +44,15 @@ def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     folder = artifacts / "minilm-dynamic-avx2"
     assert dynamic_build.folder == folder
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz",
-                                                  "validation.npz", "calibration.npz", "calibration_report.json"}
+                                                  "validation.npz", "calibration.npz", "calibration_report.json",
+                                                  "debug"}
     manifest = Manifest.load(folder)
     assert manifest.heldout_file == "heldout.npz" and manifest.calibration.n == 16
     assert not manifest.tampered_files()
     assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
                                                 "calibration.npz", "calibration_report.json"}
+    # The exporter's per-node debug metadata, outside the artifact (pipeline/reproducible.py).
+    assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json"}
     assert manifest.build.host_cpu_features and manifest.build.time_utc
     assert manifest.model_size_bytes < 0.4 * manifest.reference_size_bytes
     assert not list(artifacts.glob(".minilm-dynamic-avx2.staging-*"))
@@ -102,6 +105,16 @@ def test_rebuild_is_byte_identical(dynamic_build, tmp_path):
     assert sha256_file(again.path("reference.onnx")) == sha256_file(dynamic_build.path("reference.onnx"))
 
 
+def test_no_file_names_this_machines_folders(dynamic_build, static_build):
+    """reference.onnx held 1,566 absolute paths of the checkout and venv (node stack traces) before issue 19."""
+    from pipeline.reproducible import host_paths_in_folder
+    for manifest in (dynamic_build, static_build):
+        assert host_paths_in_folder(manifest.folder, (str(manifest.folder.parent),)) == {}
+        for name in ("reference.onnx", "model.onnx"):
+            model = onnx.load(str(manifest.path(name)))
+            assert not any(node.metadata_props or node.doc_string for node in model.graph.node)
+
+
 def test_static_build_follows_the_vnni_policy(static_build):
     stamp = read_stamp(static_build.path("model.onnx"))
     assert stamp["mode"] == "static" and stamp["quant_format"] == "QDQ"
@@ -119,6 +132,7 @@ def test_cli_build_then_inspect(tmp_path):
     inspected = run_cli("-m", "pipeline.cli", "inspect", str(tmp_path / "minilm-dynamic-avx2" / "model.onnx"))
     assert inspected.returncode == 0, inspected.stderr
     assert "quantgate.target_isa" in inspected.stdout and "CAN run it" in inspected.stdout
+    assert "debug/model.nodes.json" in inspected.stdout  # where `inspect --node NAME` reads node sources
 
 
 def test_minilm_qat_self_distillation_builds_within_budget(tmp_path):

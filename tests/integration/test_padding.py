@@ -41,7 +41,7 @@ def run(tmp_path, use_mask):
     token_model(model, use_mask)
     ids = np.array([[3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 11], [12, 13, 0, 0, 0, 0]], np.int64)
     np.savez(inputs, input_ids=ids, attention_mask=(ids != 0).astype(np.int64))
-    cfg = compose_config(["target=avx2", "verify.profiles=[native]"])
+    cfg = compose_config(["target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"])
     return verify.verify_files(model, model, inputs, cfg, tmp_path / "verify.json", model_kind="embedding")
 
 
@@ -61,6 +61,6 @@ def test_mask_read_but_ignored_fails_in_words(tmp_path):
 
 def test_models_without_token_inputs_skip_padding_with_a_note(tmp_path):
     artifact, reference, inputs = make_standalone(tmp_path)
-    report = verify.verify_files(artifact, reference, inputs, compose_config(["target=avx2", "verify.profiles=[native]"]),
+    report = verify.verify_files(artifact, reference, inputs, compose_config(["target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"]),
                                  tmp_path / "verify.json")
     assert report["padding"]["status"] == "skipped" and "no input_ids input" in report["padding"]["reason"]

@@ -67,7 +67,7 @@ def ready_release(tmp_path_factory):
                                      host_cpu_features=["avx2"], seconds=1.0, config_overrides=overrides)
         manifest.config_sha256 = config_sha256(compose_config(overrides))
         manifest.save()
-        cfg = compose_config([f"target={target}", "verify.profiles=[native]", "verify.latency_repeats=2"])
+        cfg = compose_config([f"target={target}", "verify.profiles=[native]", "verify.reference_cpu=native", "verify.latency_repeats=2"])
         assert verify.run(cfg, Manifest.load(folder)).verify_status == "pass"
     report = release.parent / "reports"
     assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report)]) == 0

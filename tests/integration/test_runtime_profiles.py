@@ -68,7 +68,7 @@ def test_a_disagreement_between_prediction_and_load_is_reported(ort116_env, tmp_
     # ... while the guard is told the runtime stops at IR 8: its prediction must be shown wrong.
     wrong = dataclasses.replace(ort116_env, limits=ort116_env.limits | {"max_ir_version": 8})
     monkeypatch.setattr(runtimes, "prepare", lambda runtime, progress=None: wrong)
-    cfg = compose_config(["target=avx2", "runtime=ort116", "verify.profiles=[native]"])
+    cfg = compose_config(["target=avx2", "runtime=ort116", "verify.profiles=[native]", "verify.reference_cpu=native"])
     report = verify.verify_files(artifact, reference, inputs, cfg, tmp_path / "verify.json")
     record = report["profiles"]["native@ort116"]
     assert record["status"] == "pass" and record["runtime"]["confirmed"] is False
@@ -130,7 +130,7 @@ def test_padding_check_fails_for_minilm_exported_without_attention_mask(tmp_path
                                  ["input_ids"], ["sentence_embedding"], 18))
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, **family.encode(["a short one", "a somewhat longer sentence about padding tokens"]))
-    cfg = compose_config(["target=avx2", "verify.profiles=[native]"])
+    cfg = compose_config(["target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"])
     report = verify.verify_files(path, path, inputs, cfg, tmp_path / "verify.json", model_kind="embedding")
     assert report["status"] == "fail" and report["padding"]["status"] == "fail"
     assert "exported without an attention_mask input" in report["padding"]["reason"]

@@ -122,3 +122,35 @@ def test_usage_errors_exit_2(tmp_path, digits_release):
     bad.write_text("waivers:\n  - {artifact: x, profile: native}\n")
     assert signoff_main(["--release", "rc", "--artifacts-dir", str(digits_release), "--out", str(tmp_path / "r"),
                          "--waivers", str(bad)]) == 2
+
+
+def test_verify_json_edited_to_say_pass_is_caught_from_its_own_figures(digits_release, tmp_path):
+    """The verdict is recomputed from the recorded figures and limits, not read from the status field."""
+    folder = release_with(tmp_path, digits_release, BAD)
+    path = folder / BAD / "verify.json"
+    edited = json.loads(path.read_text())
+    edited["status"], edited["passed"] = "pass", True
+    for profile in edited["profiles"].values():
+        profile |= {"status": "pass", "requirement_met": True, "failure": None, "reason": "ran"}
+    path.write_text(json.dumps(edited))
+    code, report, _ = run(folder, tmp_path)
+    assert code == 1 and report["verdict"] == "blocked"
+    row = next(r for r in report["rows"] if r["status"] == "inconsistent")
+    assert "top1_agreement" in row["reason"] and "was it edited" in row["reason"] and not row["waivable"]
+
+
+def test_verify_json_of_another_build_is_stale(digits_release, tmp_path):
+    folder = release_with(tmp_path, digits_release, GOOD)
+    edited = json.loads((folder / GOOD / "verify.json").read_text())
+    edited["manifest_sha256"] = "0" * 64
+    (folder / GOOD / "verify.json").write_text(json.dumps(edited))
+    code, report, _ = run(folder, tmp_path)
+    assert code == 1 and any(r["status"] == "stale" and "another build" in r["reason"] for r in report["rows"])
+
+
+def test_malformed_verify_json_blocks_in_words(digits_release, tmp_path):
+    folder = release_with(tmp_path, digits_release, GOOD)
+    (folder / GOOD / "verify.json").write_text('{"schema": "quantgate.verify/2", "status": "pass", "profiles": []}')
+    code, report, _ = run(folder, tmp_path)
+    row = next(r for r in report["rows"] if r["profile"] == "verify")
+    assert code == 1 and row["status"] == "unreadable" and "verify again" in row["reason"]

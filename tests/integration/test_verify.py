@@ -152,7 +152,7 @@ def test_wrong_outputs_fail_on_fidelity(tmp_path):
     artifact, reference, inputs = make_standalone(tmp_path)
     write_fp32_mlp(reference, seed=7)  # a reference from other weights: the artifact no longer matches it
     result = run_cli("--artifact", artifact, "--reference", reference, "--inputs", inputs, "--target", "avx2",
-                     "verify.profiles=[native]")
+                     "verify.profiles=[native]", "verify.reference_cpu=native")
     assert result.returncode == verify.EXIT_FAILED, result.stderr
     native = json.loads((tmp_path / "verify.json").read_text())["profiles"]["native"]
     assert (native["status"], native["failure"]) == ("fail", "fidelity")

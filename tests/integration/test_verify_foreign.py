@@ -53,7 +53,7 @@ def test_onnxruntime_quantized_encoder_passes_on_haswell_and_native(encoder, tmp
 def test_per_tensor_artifact_below_the_bound_fails_naming_the_cosine(encoder, tmp_path):
     _, (artifact, reference, inputs) = encoder
     out = tmp_path / "verify.json"
-    result = run_verify(artifact, reference, inputs, out, "verify.profiles=[native]")
+    result = run_verify(artifact, reference, inputs, out, "verify.profiles=[native]", "verify.reference_cpu=native")
     assert result.returncode == verify.EXIT_FAILED, result.stderr[-3000:]
     native = json.loads(out.read_text())["profiles"]["native"]
     assert (native["status"], native["failure"]) == ("fail", "fidelity")

@@ -17,7 +17,7 @@ def standalone(tmp_path):
 
 def verify_files(artifact, reference, inputs, out, *overrides):
     return quantgate("verify", "--artifact", str(artifact), "--reference", str(reference), "--inputs", str(inputs),
-                     "--target", "avx2", "--out", str(out), "verify.profiles=[native]", *overrides)
+                     "--target", "avx2", "--out", str(out), "verify.profiles=[native]", "verify.reference_cpu=native", *overrides)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random_bytes", "empty"])
@@ -91,7 +91,7 @@ def test_bad_stamp_is_refused(tmp_path, change, expected):
     manifest = Manifest.load(folder)
     manifest.record_files()  # a consistent manifest: the stamp itself is what is wrong
     manifest.save()
-    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]")
+    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]", "verify.reference_cpu=native")
     assert_user_error(result, expected)
 
 
@@ -99,7 +99,7 @@ def test_tampered_artifact_is_refused_by_verify(tmp_path):
     folder = make_artifact_folder(tmp_path / "built", target="avx2")
     with open(folder / "model.onnx", "ab") as handle:
         handle.write(b"\0")
-    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]")
+    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]", "verify.reference_cpu=native")
     assert_user_error(result, "model.onnx")
     assert "sha256" in result.stderr or "changed" in result.stderr
     assert not json.loads((folder / "manifest.json").read_text())["files"] == []

@@ -131,3 +131,52 @@ def test_unstamped_artifact_crashing_on_one_profile_does_not_stop_the_others(tmp
     assert report["profiles"]["haswell"]["status"] == "pass"
     assert report["profiles"]["native"]["status"] == "pass"
     assert "Traceback" not in result.stderr
+
+
+def _processes_naming(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if text in line and "ps -eww" not in line]
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_verifier_takes_its_emulator_with_it(tmp_path, how):
+    from tests.fixtures.tiny_artifact import make_standalone
+    artifact, reference, inputs = make_standalone(tmp_path / "standalone")
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.stages.verify", "--artifact", str(artifact),
+                                "--reference", str(reference), "--inputs", str(inputs), "--target", "avx2",
+                                "verify.profiles=[haswell]", "verify.reference_cpu=native"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(str(tmp_path) in line for line in _processes_naming("qemu-x86_64")):
+        assert process.poll() is None and time.monotonic() < deadline, "the emulated run never started"
+        time.sleep(0.05)
+    process.send_signal(how)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(str(tmp_path) in line for line in _processes_naming("qemu-x86_64")):
+        assert time.monotonic() < deadline, f"orphaned emulator: {_processes_naming('qemu-x86_64')}"
+        time.sleep(0.1)
+
+
+def test_build_killed_while_quantizing_leaves_no_temporary_files_behind(tmp_path):
+    artifacts, temp = tmp_path / "artifacts", tmp_path / "tmp"
+    temp.mkdir()
+    process = subprocess.Popen(build_command(artifacts), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env={**__import__("os").environ, "TMPDIR": str(temp)})
+    for line in process.stderr:  # the quantizer has started writing its temporary models
+        if "quantize: static" in line:
+            time.sleep(0.3)
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not left_behind(temp), f"left in the system temp folder: {left_behind(temp)}"
+    again = subprocess.run(build_command(artifacts), cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**__import__("os").environ, "TMPDIR": str(temp)})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list(artifacts.glob(".*staging*")) and not left_behind(temp)
+
+
+def left_behind(temp):
+    """Folders and files of any size in `temp`: the quantizer's models are tens of MB. (A third-party library
+    writes a 51-byte session marker, `.ses`, there on import: not ours, and not data.)"""
+    return [p for p in temp.iterdir() if p.is_dir() or p.stat().st_size > 1024]
