@@ -1,4 +1,8 @@
 # quantgate: build int8 artifacts for a CPU target and verify them on that target's CPUs.
+# Every target runs the one command line, `quantgate COMMAND [options] [key=value ...]` (here $(QG), i.e.
+# .venv/bin/python -m pipeline.cli; `quantgate --help`, `quantgate COMMAND --help`). ARGS are Hydra overrides.
+# Exit codes are the same for every command (README "Command line"): 0 ok, 1 a check failed, 2 refused
+# (bad command line, config or input), 3 refused by the guard, 4 not verified.
 #   make quantize TARGET=avx2 [MODE=dynamic|static] [MODEL=minilm] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
@@ -25,6 +29,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+QG := $(PY) -m pipeline.cli
 SETUP_STAMP := $(VENV)/.quantgate-setup
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -88,68 +93,67 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 
 quantize: setup
-	$(PY) -m pipeline model=$(MODEL) mode=$(MODE) target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG) $(ARGS)
+	$(QG) build model=$(MODEL) mode=$(MODE) target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG) $(ARGS)
 
 verify: setup
 ifneq ($(filter aoti,$(EXPORT))$(filter %.pt2,$(ARTIFACT)),)
-	$(PY) -m pipeline.aoti_verify $(or $(patsubst %/model.pt2,%,$(ARTIFACT)),$(ARTIFACT_DIR)) $(ARGS)
+	$(QG) verify --artifact-dir $(or $(patsubst %/model.pt2,%,$(ARTIFACT)),$(ARTIFACT_DIR)) $(ARGS)
 else ifdef ARTIFACT
-	$(PY) -m pipeline.cli verify --artifact $(ARTIFACT) --reference $(REFERENCE) --inputs $(INPUTS) \
+	$(QG) verify --artifact $(ARTIFACT) --reference $(REFERENCE) --inputs $(INPUTS) \
 		--target $(TARGET) $(if $(OUT),--out $(OUT)) $(RUNTIME_ARG) $(ARGS)
 else
-	$(PY) -m pipeline.cli verify --artifact-dir $(ARTIFACT_DIR) --target $(TARGET) $(if $(OUT),--out $(OUT)) \
+	$(QG) verify --artifact-dir $(ARTIFACT_DIR) --target $(TARGET) $(if $(OUT),--out $(OUT)) \
 		$(RUNTIME_ARG) $(ARGS)
 endif
 
 audit: setup
-	$(PY) -m pipeline.audit $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(TARGET_GIVEN),--target $(TARGET)) \
+	$(QG) audit $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(TARGET_GIVEN),--target $(TARGET)) \
 		$(if $(OUT),--json $(OUT))
 
 inspect: setup
-	$(PY) -m pipeline.cli inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx) \
+	$(QG) inspect $(or $(ARTIFACT),$(ARTIFACT_DIR)/model.onnx) \
 		$(if $(NODE),$(if $(filter all,$(NODE)),--nodes,--node $(NODE)))
 
 # Builds and verifies every combination in parallel; one failed combination does not stop the others,
 # and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.
 matrix: setup
-	$(PY) -m pipeline --multirun experiment=release hydra/launcher=$(LAUNCHER) \
-		$(if $(filter joblib,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS)) artifacts_dir=artifacts/$(RELEASE) $(ARGS)
+	$(QG) matrix --release $(RELEASE) --launcher $(LAUNCHER) --jobs $(JOBS) $(ARGS)
 
 # Exit 0 only when the verdict is `ready`.
 signoff: setup
-	$(PY) -m pipeline.signoff --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --out reports/$(RELEASE) \
+	$(QG) signoff --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --out reports/$(RELEASE) \
 		$(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY)) \
 		$(if $(REQUIRE_SIGNATURES),--require-signatures)
 
 keys: setup
-	$(PY) -m pipeline.cli keys --out $(KEYS_DIR) --days $(DAYS) $(if $(FORCE),--force)
+	$(QG) keys --out $(KEYS_DIR) --days $(DAYS) $(if $(FORCE),--force)
 
 # Signs every artifact folder of a ready release (signoff.json, provenance.intoto.json, model.sig).
 sign: setup
-	$(PY) -m pipeline.cli sign --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --report reports/$(RELEASE) \
+	$(QG) sign --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --report reports/$(RELEASE) \
 		--key $(KEY) $(if $(CERT),--certificate $(CERT)) $(if $(CHAIN),--chain $(CHAIN)) $(if $(WAIVERS),--waivers $(WAIVERS))
 
 provenance: setup
-	$(PY) -m pipeline.cli provenance $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY))
+	$(QG) provenance $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY))
 
 registry: setup
-	$(PY) -m pipeline.cli registry start --dir $(REGISTRY_DIR) --port $(REGISTRY_PORT)
+	$(QG) registry start --dir $(REGISTRY_DIR) --port $(REGISTRY_PORT)
 
 registry-stop:
-	$(PY) -m pipeline.cli registry stop --dir $(REGISTRY_DIR)
+	$(QG) registry stop --dir $(REGISTRY_DIR)
 
 publish: setup
-	$(PY) -m pipeline.cli publish --release $(RELEASE) --registry $(REGISTRY) --artifacts-dir artifacts/$(RELEASE) \
+	$(QG) publish --release $(RELEASE) --registry $(REGISTRY) --artifacts-dir artifacts/$(RELEASE) \
 		--report reports/$(RELEASE) --public-key $(PUBLIC_KEY) $(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(FORCE),--force)
 
 # Verifies every sha256 and the signature before anything lands in OUT/<artifact>/.
 pull: setup
 	@test -n "$(REF)" || { echo "quantgate pull: give REF=<host[:port]>/<repository>:<tag>, e.g." \
 		"REF=localhost:5000/quantgate/minilm-dynamic-avx2:rc1" >&2; exit 2; }
-	$(PY) -m pipeline.cli pull $(REF) --out $(or $(OUT),deploy) --public-key $(PUBLIC_KEY) $(if $(FORCE),--force)
+	$(QG) pull $(REF) --out $(or $(OUT),deploy) --public-key $(PUBLIC_KEY) $(if $(FORCE),--force)
 
 bench: setup
-	$(PY) -m pipeline.bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
+	$(QG) bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
 
 # pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with
 # the venv's pip and setuptools: no build isolation, no index, so no network.

@@ -238,28 +238,6 @@ def quantize_qat(cfg, record, calibration_batches: list):
 
 
 # --- the stage ----------------------------------------------------------------------------------------
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
-
-
-def export_kind(cfg) -> str:
-    return _value(getattr(cfg, "export", "onnx"))
-
-
-def validate(cfg) -> None:
-    """export=aoti combinations refused before any work."""
-    if export_kind(cfg) != "aoti":
-        return
-    if _value(cfg.mode.name) == "dynamic":
-        raise QuantgateError("export=aoti quantizes with torchao PT2E: use mode=static or mode=qat "
-                             "(mode=dynamic is onnxruntime's run-time quantization)")
-    if cfg.target.family != "x86_64":
-        raise QuantgateError(f"export=aoti compiles x86-64 code only (inductor builds for the build host's "
-                             f"architecture, no cross-compiler); target {cfg.target.name} is {cfg.target.family}")
-    if _value(cfg.model.family) != "digits_cnn":
-        say(f"export=aoti: {cfg.model.name} is untested with AOTInductor here (tested: digits_cnn)")
-
-
 def run_package(path: Path, inputs: dict, input_names: list[str], batch: int = 64):
     """Outputs of a .pt2 on `inputs` (numpy), in batches; loads the package in this process."""
     import numpy as np
@@ -300,7 +278,6 @@ def run(cfg, manifest: Manifest) -> Manifest:
     from pipeline.targets import required_cpu_features
 
     family = model_family(cfg)
-    validate(cfg)
     record = policy(cfg)
     manifest.quantization = record = dataclasses.replace(record, quant_format="PT2E")
     manifest.required_cpu_features = required = required_cpu_features(

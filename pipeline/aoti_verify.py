@@ -142,23 +142,26 @@ def run(cfg, manifest: Manifest) -> Manifest:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.aoti_verify FOLDER|FOLDER/model.pt2 [verify.* overrides]` (make verify EXPORT=aoti)."""
-    import sys
+    """`python -m pipeline.aoti_verify FOLDER|FOLDER/model.pt2 [verify.* overrides]` (the same as
+    `quantgate verify --artifact-dir FOLDER`, which also checks the files against the manifest first)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate verify", _command, argv)
 
-    from pipeline.config import QuantgateError, compose_config
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    from pipeline.config import compose_config
+    from pipeline.errors import InputError
     from pipeline.stages.verify import exit_code
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m pipeline.aoti_verify ARTIFACT_DIR [verify.emulated_max_samples=3 ...]", file=sys.stderr)
-        return 2
-    folder = Path(args[0])
-    folder = folder.parent if folder.is_file() else folder
+    parser = command_parser("python -m pipeline.aoti_verify", __doc__, overrides=True)
+    parser.add_argument("folder", type=Path, metavar="ARTIFACT_DIR", help="an export=aoti build (or its model.pt2)")
+    args = parser.parse_args(argv)
+    folder = args.folder.parent if args.folder.is_file() else args.folder
     try:
         manifest = Manifest.load(folder)
-        cfg = compose_config([f"target={manifest.target}", "export=aoti", *args[1:]])
-    except (FileNotFoundError, QuantgateError) as error:
-        print(f"quantgate: error: {error}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from None
+    cfg = compose_config([f"target={manifest.target}", "export=aoti", *args.overrides])
     return exit_code(verify_package(cfg, manifest)["status"])
 
 

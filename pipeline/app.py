@@ -18,21 +18,14 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.config import QuantgateError
+from pipeline.errors import BuildFailed, ExitCode, UsageError
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
-from pipeline.targets import UnknownFeatureError, required_cpu_features
-
-EXIT_OK, EXIT_VERIFY_FAILED, EXIT_USER_ERROR = 0, 1, 2
-
-
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
 
 
 def artifact_name(cfg) -> str:
     # export=aoti builds sit beside the ONNX build of the same model, mode and target.
-    suffix = "-aoti" if _value(getattr(cfg, "export", "onnx")) == "aoti" else ""
-    return f"{cfg.model.name}-{_value(cfg.mode.name)}-{cfg.target.name}{suffix}"
+    suffix = "-aoti" if cfg.export == "aoti" else ""
+    return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{suffix}"
 
 
 def artifact_folder(cfg) -> Path:
@@ -41,26 +34,8 @@ def artifact_folder(cfg) -> Path:
 
 def validate(cfg) -> None:
     """Every check that needs no model or data, so a bad config fails before any work."""
-    from pipeline.stages.quantize import policy
-
-    try:
-        required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features))
-    except UnknownFeatureError as error:
-        raise QuantgateError(f"target {cfg.target.name}: {error}") from None
-    if cfg.calibration.n_samples <= 0 or cfg.calibration.n_heldout <= 0:
-        raise QuantgateError(f"calibration.n_samples={cfg.calibration.n_samples} and calibration.n_heldout="
-                             f"{cfg.calibration.n_heldout} must both be positive integers")
-    if _value(cfg.mode.name) == "dynamic" and _value(cfg.calibration.method) != "minmax":
-        raise QuantgateError(f"calibration.method={_value(cfg.calibration.method)} only applies to mode=static "
-                             f"(dynamic quantization computes ranges at run time); drop the override or use "
-                             f"mode=static")
-    policy(cfg)
-    from pipeline import aoti
-    aoti.validate(cfg)
-    from pipeline.targets import PROFILES
-    unknown = [name for name in (cfg.verify.profiles or []) if name not in PROFILES]
-    if unknown:
-        raise QuantgateError(f"verify.profiles: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
+    from pipeline.config import rules
+    rules.check(cfg)
     if cfg.model.name_or_path is not None:
         from pipeline.models import resolve_model_path
         resolve_model_path(cfg.model.name_or_path)
@@ -85,7 +60,7 @@ def build_lock(folder: Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise QuantgateError(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
+            raise BuildFailed(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
                                  f"or build elsewhere with out=PATH") from None
         handle.seek(0)
         handle.truncate()
@@ -114,10 +89,10 @@ def ours(folder: Path) -> bool:
 def check_destination(folder: Path) -> None:
     """Refuse, before any work, to build over anything that is not one of quantgate's own artifact folders."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise QuantgateError(f"{folder} exists and is not a folder; quantgate replaces only artifact folders it "
+        raise UsageError(f"{folder} exists and is not a folder; quantgate replaces only artifact folders it "
                              f"built itself: choose another out=PATH")
     if folder.is_dir() and any(folder.iterdir()) and not ours(folder):
-        raise QuantgateError(f"{folder} is an existing folder that is not a quantgate artifact folder (no readable "
+        raise UsageError(f"{folder} is an existing folder that is not a quantgate artifact folder (no readable "
                              f"manifest.json beside its model); quantgate will not replace it: choose a new or empty "
                              f"out=PATH")
 
@@ -203,11 +178,11 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
         staging.chmod(0o777 & ~_umask())
         try:
-            manifest = Manifest(name=folder.name, model=cfg.model.name, mode=_value(cfg.mode.name),
+            manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
             from pipeline import aoti
             # export=aoti: quantize, compile, audit, gate and stamp a model.pt2 (pipeline/aoti.py).
-            stages = (export, calibrate, aoti) if aoti.export_kind(cfg) == "aoti" else \
+            stages = (export, calibrate, aoti) if cfg.export == "aoti" else \
                 (export, calibrate, quantize, gate, stamp)
             with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
                 for stage in stages:
@@ -224,7 +199,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                raise QuantgateError(f"could not write the artifact under {folder.parent}: {error.strerror} "
+                raise BuildFailed(f"could not write the artifact under {folder.parent}: {error.strerror} "
                                      f"(disk full or file size limit). Nothing was published; free space and "
                                      f"rebuild") from None
             raise
@@ -255,21 +230,19 @@ def print_summary(manifest: Manifest) -> None:
 
 
 def quantize_task(cfg, overrides: list[str] | None = None) -> int:
-    """Build, verify (unless verify.enabled=false) on the staging folder, then publish. Returns the exit code."""
+    """Build, verify (unless verify.enabled=false) on the staging folder, then publish. Returns the exit code of
+    the verification's outcome (0 pass or skipped, 1 fail, 4 not verified); a refused build raises a
+    QuantgateError (pipeline.cli.run_command prints it and exits with its code)."""
     from pipeline.stages.verify import exit_code
 
     def verify(manifest: Manifest, published_as: Path) -> Manifest:
-        from pipeline import aoti, aoti_verify
+        from pipeline import aoti_verify
         from pipeline.stages import verify as onnx_verify
-        if aoti.export_kind(cfg) == "aoti":
+        if cfg.export == "aoti":
             return aoti_verify.run(cfg, manifest)
         return onnx_verify.run(cfg, manifest, shown_folder=published_as)
 
-    try:
-        manifest = build(cfg, overrides, verify if cfg.verify.enabled else None)
-    except QuantgateError as error:
-        print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
-        return error.exit_code
+    manifest = build(cfg, overrides, verify if cfg.verify.enabled else None)
     if not cfg.verify.enabled:
         manifest.verify_status = "skipped"
         print("[quantgate] verify: skipped (verify.enabled=false)", file=sys.stderr, flush=True)
@@ -279,4 +252,4 @@ def quantize_task(cfg, overrides: list[str] | None = None) -> int:
               f"verified build, unchanged; the new build is kept at {manifest.artifact_dir} to inspect (replaced by "
               f"the next build). To publish it over the verified one anyway: replace_verified=true",
               file=sys.stderr, flush=True)
-    return exit_code(manifest.verify_status) if manifest.verify_status not in ("", "skipped") else EXIT_OK
+    return exit_code(manifest.verify_status) if manifest.verify_status not in ("", "skipped") else ExitCode.OK

@@ -1,6 +1,6 @@
 """64-bit Arm runtimes on an x86 machine: an arm64 Debian sysroot plus aarch64 wheels, run by qemu-aarch64.
 
-    python -m pipeline.arm [--requirements 'onnxruntime==1.32.0 numpy==2.4.6']   # prepare (once) and print
+    quantgate arm [--requirements 'onnxruntime==1.32.0 numpy==2.4.6']   # prepare (once) and print
 
 A deployment profile on Arm is a QEMU Arm CPU model plus a runtime spec; a child runs as
 
@@ -264,17 +264,18 @@ def prepare(runtime: Runtime, progress=say, probe_cpu: str = "cortex-a72") -> Ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m pipeline.arm", description=__doc__.splitlines()[0])
+    """`quantgate arm` (also `python -m pipeline.arm`)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate arm", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate arm", __doc__)
     parser.add_argument("--requirements", help="pip lines, space-separated; default: this venv's onnxruntime and numpy")
     args = parser.parse_args(argv)
     runtime = Runtime("custom", tuple(args.requirements.split())) if args.requirements else Runtime("pinned")
-    try:
-        env = prepare(runtime)
-    except QuantgateError as error:
-        print(f"quantgate arm64: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(env.record(), indent=2))
+    print(json.dumps(prepare(runtime).record(), indent=2))
     return 0
 
 

@@ -6,7 +6,7 @@ package (a zip), a bare `.so`, an artifact folder -- with iced-x86 (decoder) and
 (sections, symbols), and lists each CPUID feature its instructions need, in archspec's names,
 with how many instructions need it and a few of them with addresses.
 
-    python -m pipeline.audit artifacts/digits_cnn-static-avx2/model.pt2 [--target avx2] [--json OUT]
+    quantgate audit artifacts/digits_cnn-static-avx2/model.pt2 [--target avx2] [--json OUT] [key=value ...]
     make audit ARTIFACT=path/to/libsomething.so TARGET=avx2
 
 Static means conservative in one direction only: code that is present but never executed (a
@@ -15,24 +15,25 @@ library with runtime dispatch "exceeds" any target; code quantgate compiles for 
 such branches, so for it the audit is exact. An ONNX artifact holds no native code at all: its
 runtime (onnxruntime) picks kernels by CPUID at run time, which verification checks instead.
 
-Exit codes: 0 within the target (or no target given), 1 exceeds it, 2 user error, 4 nothing
-could be audited (e.g. only aarch64 libraries: this audit decodes x86-64 only).
+Exit codes (pipeline/errors.py): 0 within the target (or no target given), 1 exceeds it, 2 user error,
+4 nothing could be audited (e.g. only aarch64 libraries: this audit decodes x86-64 only).
 """
 from __future__ import annotations
 
-import argparse
 import bisect
 import io
 import json
-import sys
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.errors import ExitCode, InputError, NotVerified
+
 ELF_MAGIC = b"\x7fELF"
 EXAMPLES_PER_FEATURE = 3
-EXIT_OK, EXIT_EXCEEDS, EXIT_USER_ERROR, EXIT_NOT_AUDITED = 0, 1, 2, 4
+EXIT_OK, EXIT_EXCEEDS, EXIT_USER_ERROR, EXIT_NOT_AUDITED = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, \
+    ExitCode.NOT_VERIFIED
 AUDIT_FILE = "audit.json"
 STAMP_KEY = "audited_cpu_features"  # quantgate.audited_cpu_features, beside required_cpu_features
 
@@ -68,7 +69,7 @@ X86_64_BASELINE = {
 IMPLIED_BY = {"PREFETCHW": "avx2", "RDTSCP": "sse4_2", "LAHF": "lahf_lm"}
 
 
-class AuditError(Exception):
+class AuditError(InputError):
     """The path cannot be audited at all (missing, unreadable); a user error."""
 
 
@@ -277,10 +278,14 @@ def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
     from pipeline.targets import required_cpu_features
     if args.features:
         return sorted(f.strip() for f in args.features.split(",") if f.strip()), "custom"
-    if args.target:
+    overrides = [*([f"target={args.target}"] if args.target else []), *args.overrides]
+    if any(o.startswith("target=") for o in overrides):
         from pipeline.config import compose_config
-        cfg = compose_config([f"target={args.target}"])
-        return required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features)), args.target
+        cfg = compose_config(overrides)
+        return required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features)), cfg.target.name
+    if overrides:
+        from pipeline.errors import UsageError
+        raise UsageError(f"config overrides ({' '.join(overrides)}) shape the target's features: give --target NAME")
     from pipeline.guard_torch import read_package_stamp
     stamp = read_package_stamp(path)
     if stamp:
@@ -289,29 +294,31 @@ def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.audit", description=__doc__.split("\n\n")[0])
+    """`quantgate audit` (also `python -m pipeline.audit`)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate audit", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate audit", __doc__, overrides=True)
     parser.add_argument("artifact", help=".pt2 package, .so library, .onnx model or artifact folder")
     parser.add_argument("--target", help="compare with this target's features (conf/target/NAME.yaml); default: "
                                           "the artifact's own stamp, if any")
     parser.add_argument("--features", help="compare with these archspec feature names, comma-separated")
     parser.add_argument("--json", help="also write the report as JSON to this path")
     args = parser.parse_args(argv)
-    try:
-        report = audit_path(args.artifact)
-        allowed, target = _allowed_for(args, Path(args.artifact))
-    except AuditError as error:
-        print(f"quantgate audit: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    report = audit_path(args.artifact)
+    allowed, target = _allowed_for(args, Path(args.artifact))
     print(describe(report, allowed, target))
     if args.json:
         from pipeline.manifest import atomic_write_json
         atomic_write_json(args.json, report.to_json() | {"target": target or None, "allowed": allowed})
     if not report.audited:
         if report.libraries:
-            print("quantgate audit: not audited: no x86-64 library inside", file=sys.stderr)
-            return EXIT_NOT_AUDITED
-        return EXIT_OK  # nothing native to audit: nothing can exceed the target
-    return EXIT_EXCEEDS if allowed is not None and report.exceeding(allowed) else EXIT_OK
+            raise NotVerified("not audited: no x86-64 library inside")
+        return ExitCode.OK  # nothing native to audit: nothing can exceed the target
+    return ExitCode.FAILED if allowed is not None and report.exceeding(allowed) else ExitCode.OK
 
 
 if __name__ == "__main__":

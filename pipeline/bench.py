@@ -1,7 +1,7 @@
 """What int8 buys on this host: latency, throughput, size and fidelity of each built artifact against its fp32
 reference, and against a plain onnxruntime `quantize_dynamic` of the same reference with default settings.
 
-    python -m pipeline.bench [--artifacts-dir artifacts/candidate] [--out bench] [--batches 1 32] [--seconds 2]
+    quantgate bench [--artifacts-dir artifacts/candidate] [--out bench] [--batches 1 32] [--seconds 2]
 
 Every figure of one artifact is measured in the same process, one session after another with the same
 session options (all graph optimizations, intra-op threads pinned to the core count, sequential
@@ -10,7 +10,6 @@ milliseconds. Writes <out>/results.json and <out>/results.md and prints the tabl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import ExitCode, InputError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
@@ -160,7 +160,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    """`quantgate bench` (also `python -m pipeline.bench`)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate bench", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate bench", __doc__)
     parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts/candidate"),
                         help="a folder of artifact folders (a release), or one artifact folder")
     parser.add_argument("--out", type=Path, default=Path("bench"))
@@ -171,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.artifacts_dir
     folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
     if not folders:
-        print(f"quantgate bench: no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")
-        return 2
+        raise InputError(f"no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")
     import onnxruntime as ort
     report: dict[str, Any] = {
         "schema": "quantgate.bench/1",
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.out / "results.md", table.encode())
     print(table)
     print(f"wrote {args.out}/results.json and results.md in {report['wall_seconds']} s")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

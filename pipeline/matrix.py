@@ -2,19 +2,18 @@
 
 Each combination runs `quantize_task` through `run_combination`, which never raises (one failed or
 crashed combination must not stop the others, whatever the launcher) and writes `outcome.json` into
-the job's Hydra output folder. `MatrixTable`, a Hydra callback that runs where the sweep was started,
-collects those files once every job is done, prints the table and writes `matrix.json` into the
-artifacts folder, where the signoff reads it: a combination that failed to build leaves no artifact
-folder, so without this record a release would look complete while missing it.
+the job's Hydra output folder, the outcome taken from what the task returned or raised. `MatrixTable`,
+a Hydra callback that runs where the sweep was started, collects those files once every job is done,
+prints the table and writes `matrix.json` into the artifacts folder, where the signoff reads it: a
+combination that failed to build leaves no artifact folder, so without this record a release would
+look complete while missing it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
 import traceback
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,38 +21,18 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
+from pipeline.errors import ExitCode, QuantgateError
 from pipeline.manifest import atomic_write_json
 
 OUTCOME_FILE = "outcome.json"
 MATRIX_FILE = "matrix.json"
 MATRIX_SCHEMA = "quantgate.matrix/1"
-EXIT_CRASHED = 70  # an unexpected exception in the build or verify code (EX_SOFTWARE)
-ERROR_PREFIX = "quantgate: error: "
-# What a combination's exit code means when it printed no error (see pipeline/stages/verify.py).
-OUTCOME_BY_EXIT = {0: "pass", 1: "fail", 4: "not_verified"}
+# What the verification's exit code says about a combination that built (pipeline/errors.py).
+OUTCOME_BY_EXIT = {ExitCode.OK: "pass", ExitCode.FAILED: "fail", ExitCode.NOT_VERIFIED: "not_verified"}
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class _StderrTail:
-    """Pass stderr through unchanged and keep its last lines, to say why a combination failed."""
-
-    def __init__(self, stream, keep: int = 40):
-        self.stream, self.lines, self._partial = stream, deque(maxlen=keep), ""
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        *complete, self._partial = (self._partial + text).replace("\r", "\n").split("\n")
-        self.lines.extend(line for line in complete if line.strip())
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name):  # isatty, fileno, encoding ... as the real stream
-        return getattr(self.stream, name)
 
 
 def _verify_reason(folder: Path) -> tuple[str | None, str]:
@@ -68,31 +47,31 @@ def _verify_reason(folder: Path) -> tuple[str | None, str]:
 
 
 def run_combination(cfg, overrides: list[str]) -> int:
-    """Build and verify one combination of a sweep; record what happened; return its exit code."""
+    """Build and verify one combination of a sweep; record what happened; return its exit code.
+
+    The outcome comes from what quantize_task returned (the verification's exit code) or raised: a
+    QuantgateError is a build refused with a message; anything else is a crash (traceback printed)."""
     from pipeline.app import artifact_folder, quantize_task
 
-    started, tail = time.monotonic(), _StderrTail(sys.stderr)
+    started = time.monotonic()
     folder = artifact_folder(cfg)
-    crash = None
+    verify_status = None
     try:
-        with contextlib.redirect_stderr(tail):
-            code = quantize_task(cfg, overrides)
+        code = quantize_task(cfg, overrides)
+    except QuantgateError as error:  # refused before anything was published
+        print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
+        code, outcome, reason = error.exit_code, "build_failed", str(error)
     except Exception as error:  # noqa: BLE001 - the sweep goes on; the traceback is printed and recorded
         traceback.print_exc()
-        code, crash = EXIT_CRASHED, f"{type(error).__name__}: {error}"
-    errors = [line.removeprefix(ERROR_PREFIX) for line in tail.lines if line.startswith(ERROR_PREFIX)]
-    verify_status = None
-    if crash:
-        outcome, reason = "crashed", crash
-    elif errors:  # a QuantgateError: the build (or its config) was refused before anything was published
-        outcome, reason = "build_failed", errors[-1]
-    elif not cfg.verify.enabled:
-        outcome, reason = "built", "verification skipped (verify.enabled=false)"
+        code, outcome, reason = ExitCode.INTERNAL, "crashed", f"{type(error).__name__}: {error}"
     else:
-        verify_status, reason = _verify_reason(folder)
-        outcome = OUTCOME_BY_EXIT.get(code, "fail")
+        if not cfg.verify.enabled:
+            outcome, reason = "built", "verification skipped (verify.enabled=false)"
+        else:
+            verify_status, reason = _verify_reason(folder)
+            outcome = OUTCOME_BY_EXIT.get(code, "fail")
     record = {"job": HydraConfig.get().job.num, "overrides": list(overrides), "artifact": folder.name,
-              "artifact_dir": str(folder), "outcome": outcome, "exit_code": code, "verify_status": verify_status,
+              "artifact_dir": str(folder), "outcome": outcome, "exit_code": int(code), "verify_status": verify_status,
               "reason": reason, "seconds": round(time.monotonic() - started, 1), "finished_utc": utc_now()}
     atomic_write_json(Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE, record)
     return code

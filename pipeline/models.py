@@ -18,10 +18,6 @@ from pipeline.manifest import sha256_bytes, sha256_file
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
-
-
 @dataclass
 class DataSplits:
     """Sample pools a build draws from: text families draw all three from one pool."""
@@ -43,7 +39,7 @@ def dataset_identity(calibration_cfg) -> str:
     (`traffic.jsonl sha256:...`), a hub dataset by name (a local dataset folder by its basename), never
     by where they lie on the build machine."""
     from pipeline.reproducible import portable_path_value
-    if _value(calibration_cfg.source) == "files":
+    if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
     return portable_path_value(str(calibration_cfg.hub_name))
 
@@ -154,7 +150,7 @@ class TextEmbeddingFamily:
         from calibration.sources import load_text_dataset
         texts = load_text_dataset(self.cfg.calibration)["text"]
         name = {"pydoc_topics": lambda: "pydoc_data.topics", "hub": lambda: dataset_identity(self.cfg.calibration),
-                "files": lambda: dataset_identity(self.cfg.calibration)}[_value(self.cfg.calibration.source)]()
+                "files": lambda: dataset_identity(self.cfg.calibration)}[self.cfg.calibration.source]()
         return DataSplits(texts, texts, texts, dataset_name=str(name), shared_pool=True)
 
     def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
@@ -226,7 +222,7 @@ class DigitsCnnFamily:
     def data(self) -> DataSplits:
         from calibration.digits import to_model_input
         splits = self.splits()
-        source = _value(self.cfg.calibration.source)
+        source = self.cfg.calibration.source
         if source == "digits":
             calibration_pixels, calibration_labels = splits["calibration"]["pixels"], splits["calibration"]["label"]
         elif source == "files":
@@ -278,7 +274,7 @@ def model_family(cfg):
 
     from omegaconf import OmegaConf
 
-    family = _value(cfg.model.family)
+    family = cfg.model.family
     if family not in FAMILIES:
         raise QuantgateError(f"unknown model.family {family!r}; valid: {', '.join(FAMILIES)}")
     key = json.dumps(OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True), sort_keys=True) + \

@@ -1,6 +1,6 @@
 """The release signoff: every artifact folder of a release, judged and written up for a person and for CI.
 
-    python -m pipeline.signoff --release NAME [--artifacts-dir artifacts/NAME] [--waivers FILE] [--out reports/NAME]
+    quantgate signoff --release NAME [--artifacts-dir artifacts/NAME] [--waivers FILE] [--out reports/NAME]
 
 writes reports/<name>/signoff.md, signoff.html (self-contained: plots embedded, no network) and
 signoff.json (the same facts), and exits 0 only when the verdict is `ready`; 1 when `blocked`;
@@ -13,33 +13,31 @@ that covers one of these but has expired. A valid waiver turns a failure into `w
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import io
 import json
 import shlex
-import sys
 from datetime import date, datetime, timezone
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ExitCode, InputError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.matrix import MATRIX_FILE
 from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
 
 SCHEMA = "quantgate.signoff/1"
 READY, BLOCKED = "ready", "blocked"
-EXIT_READY, EXIT_BLOCKED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAIVERS_DIR = PROJECT_ROOT / "conf" / "waivers"
 # Rows that are not CPU profiles: checks on the artifact as a whole.
 INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
 
 
-class SignoffError(Exception):
-    """A usage error: printed as one message, exit 2."""
+class SignoffError(InputError):
+    """The release or its waivers cannot be judged (no such release, a malformed waivers file): exit 2."""
 
 
 # --- waivers ---------------------------------------------------------------------------------------
@@ -458,7 +456,14 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.signoff", description=__doc__.splitlines()[0])
+    """`quantgate signoff` (also `python -m pipeline.signoff`)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate signoff", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate signoff", __doc__)
     parser.add_argument("--release", required=True, help="the release name (artifacts/<name>/ by default)")
     parser.add_argument("--artifacts-dir", type=Path, help="the release's artifact folder; default artifacts/<release>")
     parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
@@ -470,16 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     out_dir = args.out or Path("reports") / args.release
     waivers = args.waivers or WAIVERS_DIR / f"{args.release}.yaml"
-    try:
-        if args.waivers and not args.waivers.is_file():
-            raise SignoffError(f"the waivers file {args.waivers} does not exist")
-        report = signoff(args.release, release_dir, waivers, args.today, args.public_key, args.require_signatures)
-    except SignoffError as error:
-        print(f"quantgate signoff: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.waivers and not args.waivers.is_file():
+        raise SignoffError(f"the waivers file {args.waivers} does not exist")
+    report = signoff(args.release, release_dir, waivers, args.today, args.public_key, args.require_signatures)
     write_report(report, out_dir)
     print(summary(report, out_dir))
-    return EXIT_READY if report["verdict"] == READY else EXIT_BLOCKED
+    return ExitCode.OK if report["verdict"] == READY else ExitCode.FAILED
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 A target's required CPU features come from archspec's microarchitecture data; the quantization
 policy a target implies lives in its YAML under conf/target/. Stdlib-only at import time (archspec
-is pure Python) because the guard imports this under emulated CPUs.
+is pure Python) because the guard imports this under emulated CPUs. CPU profiles are YAML files,
+conf/cpu/<name>.yaml, read on first use of PROFILES.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import archspec.cpu
 
@@ -64,23 +68,59 @@ class CpuProfile:
         return microarchitecture_features(self.microarchitecture) | frozenset(self.extra_features)
 
 
-PROFILES: dict[str, CpuProfile] = {
-    "nehalem": CpuProfile("nehalem", "x86_64", "Nehalem", "nehalem"),
-    "sandybridge": CpuProfile("sandybridge", "x86_64", "SandyBridge", "sandybridge"),
-    "haswell": CpuProfile("haswell", "x86_64", "Haswell", "haswell"),
-    "native": CpuProfile("native", "x86_64", None, None),
-    # 64-bit Arm under qemu-aarch64 with an arm64 sysroot (pipeline.arm); features read by AT_HWCAP match
-    # archspec's for these models under QEMU 7.2 (evtstrm aside).
-    "cortex-a72": CpuProfile("cortex-a72", "aarch64", "cortex-a72", "cortex_a72"),  # Armv8.0 + crypto, NEON
-    "neoverse-n1": CpuProfile("neoverse-n1", "aarch64", "neoverse-n1", "neoverse_n1"),  # Armv8.2, dot product
-    # Armv8.2 + SVE, no dot product; QEMU 7.2's a64fx model also reports aes and pmull (AT_HWCAP), archspec's not.
-    "a64fx": CpuProfile("a64fx", "aarch64", "a64fx", "a64fx", ("aes", "pmull")),
-    # QEMU's newest Arm (Armv8.x/9 with SVE2, i8mm, bf16; what it holds grows with the QEMU version): at least
-    # neoverse_n1 plus these, as AT_HWCAP showed under QEMU 7.2.
-    "max": CpuProfile("max", "aarch64", "max", "neoverse_n1", ("sve", "sve2", "i8mm", "bf16", "svei8mm", "svebf16",
-                                                           "asimdfhm", "sha3", "sha512", "jscvt", "fcma", "ilrcpc",
-                                                           "flagm", "frint")),
-}
+# One YAML file per profile (conf/cpu/<name>.yaml, keys: CpuProfile's fields), read on first use: the guard
+# side imports this module under emulated CPUs, where only the standard library and archspec may load.
+CPU_DIR = Path(__file__).resolve().parent.parent / "conf" / "cpu"
+
+
+class CpuProfileError(ValueError):
+    pass
+
+
+def load_profile(path: Path) -> CpuProfile:
+    """conf/cpu/<name>.yaml as a CpuProfile: the file name is the profile's name; keys are CpuProfile's fields."""
+    import yaml
+
+    values = yaml.safe_load(path.read_text()) or {}
+    fields = {f.name: f for f in dataclasses.fields(CpuProfile) if f.name != "name"}
+    unknown = sorted(set(values) - set(fields))
+    missing = sorted(name for name, f in fields.items() if name not in values
+                     and f.default is dataclasses.MISSING)
+    if unknown or missing:
+        raise CpuProfileError(f"{path}: " + "; ".join(
+            ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))
+            + f"; a CPU profile has {', '.join(fields)}")
+    for key, value in values.items():
+        if key == "extra_features":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise CpuProfileError(f"{path}: extra_features must be a list of archspec feature names")
+        elif value is not None and not isinstance(value, str):
+            raise CpuProfileError(f"{path}: {key} must be a string or null, not {value!r}")
+    return CpuProfile(name=path.stem, **{**values, "extra_features": tuple(values.get("extra_features", ()))})
+
+
+class _Profiles(Mapping[str, CpuProfile]):
+    """Every CPU profile by name, loaded from conf/cpu/ once, when first used."""
+
+    def __init__(self, folder: Path):
+        self._folder, self._loaded = folder, None
+
+    def _profiles(self) -> dict[str, CpuProfile]:
+        if self._loaded is None:
+            self._loaded = {path.stem: load_profile(path) for path in sorted(self._folder.glob("*.yaml"))}
+        return self._loaded
+
+    def __getitem__(self, name: str) -> CpuProfile:
+        return self._profiles()[name]
+
+    def __iter__(self):
+        return iter(self._profiles())
+
+    def __len__(self) -> int:
+        return len(self._profiles())
+
+
+PROFILES: Mapping[str, CpuProfile] = _Profiles(CPU_DIR)
 
 
 def profile(name: str) -> CpuProfile:

@@ -18,6 +18,7 @@ Every error a user can cause is a TrustError whose message names what is wrong a
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
 from pipeline.guard.signature import SIGNATURE_FILE  # the guard checks signatures too: one name
 
 PROVENANCE_FILE = "provenance.intoto.json"
@@ -26,12 +27,5 @@ SIGNOFF_FILE = "signoff.json"
 TRUST_FILES = (SIGNOFF_FILE, PROVENANCE_FILE, SIGNATURE_FILE)
 
 
-class TrustError(Exception):
-    """A bad input (key, signature, folder, registry, reference): printed as one message, non-zero exit."""
-
-
-def cli_error(command: str, error: BaseException) -> int:
-    """`quantgate <command>: <words>` on stderr; the exit code for a refused input."""
-    import sys
-    print(f"quantgate {command}: {error}", file=sys.stderr)
-    return 2
+class TrustError(InputError):
+    """A bad input (key, signature, folder, registry, reference): refused with one message, exit 2."""

@@ -10,13 +10,12 @@ certificate issued by your CA).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.release import TrustError, cli_error
+from pipeline.release import TrustError
 
 DEFAULT_DIR = Path("keys")
 KEY_NAME = "quantgate"
@@ -160,15 +159,19 @@ def load_public_key(path: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate keys", description=__doc__.splitlines()[0])
+    """`quantgate keys`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate keys", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate keys", __doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder for the key pair (default keys/)")
     parser.add_argument("--days", type=float, default=365, help="lifetime of the key's certificate (default 365)")
     parser.add_argument("--force", action="store_true", help="replace an existing key pair")
     args = parser.parse_args(argv)
-    try:
-        key, pub, cert = generate_keys(args.out, args.days, force=args.force)
-    except TrustError as error:
-        return cli_error("keys", error)
+    key, pub, cert = generate_keys(args.out, args.days, force=args.force)
     print(f"quantgate keys: wrote {key} (private: keep it out of git), {pub} (give it to whoever verifies) and "
           f"{cert} (valid {args.days:g} days)")
     return 0

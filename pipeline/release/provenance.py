@@ -24,19 +24,18 @@ therefore covers it too). What it records:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import socket
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import VerificationFailed
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError, cli_error
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -323,28 +322,31 @@ def summary(statement: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate provenance", description=__doc__.splitlines()[0])
+    """`quantgate provenance`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate provenance", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate provenance", __doc__)
     parser.add_argument("path", type=Path, help="an artifact folder (or a file in it)")
     parser.add_argument("--public-key", type=Path, help="also check the DSSE signature with this public key")
     parser.add_argument("--json", action="store_true", help="print the whole statement as JSON")
     args = parser.parse_args(argv)
     folder = args.path if args.path.is_dir() else args.path.parent
-    try:
-        if not (folder / MANIFEST_FILE).is_file():
-            raise TrustError(f"{args.path} is not an artifact folder (no {MANIFEST_FILE}): give a folder built by "
-                             f"quantgate")
-        envelope, statement = read_provenance(folder)
-        if args.public_key:
-            from pipeline.release.keys import load_public_key
-            verify_envelope(envelope, load_public_key(args.public_key), folder.name)
-    except TrustError as error:
-        return cli_error("provenance", error)
+    if not (folder / MANIFEST_FILE).is_file():
+        raise TrustError(f"{args.path} is not an artifact folder (no {MANIFEST_FILE}): give a folder built by "
+                         f"quantgate")
+    envelope, statement = read_provenance(folder)
+    if args.public_key:
+        from pipeline.release.keys import load_public_key
+        verify_envelope(envelope, load_public_key(args.public_key), folder.name)
     print(json.dumps(statement, indent=2) if args.json else summary(statement))
     problems = check_files(folder, statement)
     signed = "signature verified, " if args.public_key else ""
     if problems:
-        print(f"quantgate provenance: {folder.name}: does NOT match the files: {'; '.join(problems)}", file=sys.stderr)
-        return 1
+        raise VerificationFailed(f"{folder.name}: does NOT match the files: {'; '.join(problems)}")
     print(f"provenance: {signed}every subject's sha256 matches the files in {folder}")
     return 0
 

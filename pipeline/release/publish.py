@@ -14,7 +14,6 @@ Exit codes: 0 published, 2 refused (blocked or unsigned release, registry down o
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.manifest import MANIFEST_FILE, Manifest
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError, cli_error
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
 from pipeline.release.oci import (ANNOTATION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TITLE, Registry,
                                   check_tag, media_type, split_registry)
 
@@ -165,7 +164,14 @@ def publish_release(release: str, release_dir: Path, report_dir: Path, registry:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate publish", description=__doc__.splitlines()[0])
+    """`quantgate publish`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate publish", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate publish", __doc__)
     parser.add_argument("--release", required=True)
     parser.add_argument("--registry", required=True, help="host[:port][/namespace], e.g. localhost:5000/quantgate")
     parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")
@@ -176,14 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace tags that hold other content")
     args = parser.parse_args(argv)
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
-    try:
-        if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
-            raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
-                             f"RELEASE={args.release}`)")
-        records = publish_release(args.release, release_dir, args.report or Path("reports") / args.release,
-                                  args.registry, args.public_key, args.force, args.waivers)
-    except TrustError as error:
-        return cli_error("publish", error)
+    if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+        raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
+                         f"RELEASE={args.release}`)")
+    records = publish_release(args.release, release_dir, args.report or Path("reports") / args.release,
+                              args.registry, args.public_key, args.force, args.waivers)
     print(f"quantgate publish: release {args.release}: {len(records)} artifact(s) in {args.registry}; pull one with "
           f"`make pull REF={records[0]['reference']} OUT=deploy/`")
     return 0

@@ -11,13 +11,12 @@ that does not match, the folder already there without --force).
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.manifest import MANIFEST_FILE, Manifest, _umask
-from pipeline.release import TrustError, cli_error
+from pipeline.release import TrustError
 from pipeline.release.oci import ANNOTATION, CONFIG_MEDIA_TYPE, TITLE, Registry, check_repository, split_reference
 
 
@@ -86,16 +85,20 @@ def pull(reference: str, out: Path, public_key: Path, force: bool = False, progr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate pull", description=__doc__.splitlines()[0])
+    """`quantgate pull`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate pull", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate pull", __doc__)
     parser.add_argument("reference", help="<host[:port]>/<repository>:<tag>")
     parser.add_argument("--out", type=Path, required=True, help="the folder to put <artifact>/ in")
     parser.add_argument("--public-key", type=Path, default=Path("keys/quantgate.pub"))
     parser.add_argument("--force", action="store_true", help="replace OUT/<artifact>/ if it exists")
     args = parser.parse_args(argv)
-    try:
-        destination = pull(args.reference, args.out, args.public_key, args.force)
-    except TrustError as error:
-        return cli_error("pull", error)
+    destination = pull(args.reference, args.out, args.public_key, args.force)
     manifest = Manifest.load(destination)
     print(f"quantgate pull: {destination} (target {manifest.target}); check this host before loading it: "
           f"`python -m pipeline.guard {destination / manifest.model_file} --public-key {args.public_key}`")

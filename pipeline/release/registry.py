@@ -10,7 +10,6 @@ process (its id from the pid file, checked against its command line).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
@@ -20,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.release import TrustError, cli_error
+from pipeline.release import TrustError
 
 BINARY = "docker-registry"
 DEFAULT_DIR = Path(".registry")
@@ -144,21 +143,25 @@ def stop(folder: Path = DEFAULT_DIR, timeout: float = 10) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate registry", description=__doc__.splitlines()[0])
+    """`quantgate registry`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate registry", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate registry", __doc__)
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="config, storage, log and pid (default .registry)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
-    try:
-        if args.action == "start":
-            process = start(args.dir, args.port)
-            print(f"quantgate registry: running on 127.0.0.1:{args.port} (pid {process.pid}, storage {args.dir}/storage);"
-                  f" publish with `make publish REGISTRY=localhost:{args.port}/quantgate`, stop with "
-                  f"`make registry-stop`")
-        else:
-            print("quantgate registry: stopped" if stop(args.dir) else f"quantgate registry: none running from {args.dir}")
-    except TrustError as error:
-        return cli_error("registry", error)
+    if args.action == "start":
+        process = start(args.dir, args.port)
+        print(f"quantgate registry: running on 127.0.0.1:{args.port} (pid {process.pid}, storage {args.dir}/storage);"
+              f" publish with `make publish REGISTRY=localhost:{args.port}/quantgate`, stop with "
+              f"`make registry-stop`")
+    else:
+        print("quantgate registry: stopped" if stop(args.dir) else f"quantgate registry: none running from {args.dir}")
     return 0
 
 

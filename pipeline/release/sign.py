@@ -18,17 +18,18 @@ that does not verify, 2 a usage error (no key, no signoff, a blocked release).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import VerificationFailed
 from pipeline.guard import ArtifactRefused
 from pipeline.manifest import MANIFEST_FILE, atomic_write_json
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError, cli_error
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
 
 ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
 
@@ -233,7 +234,14 @@ def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgate sign", description=__doc__.splitlines()[0])
+    """`quantgate sign`."""
+    from pipeline.cli import run_command
+    return run_command("quantgate sign", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    parser = command_parser("quantgate sign", __doc__)
     parser.add_argument("--release", help="the release to sign (its signoff must be ready)")
     parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")
     parser.add_argument("--report", type=Path, help="the signoff's folder; default reports/<release>")
@@ -248,35 +256,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --verify: CA certificates (certificate-signed folders)")
     args = parser.parse_args(argv)
     if args.verify:
-        code = 0
-        try:
-            trust = Trust.of(args.public_key) if args.public_key and not args.certificate_chain else \
-                Trust(args.public_key, tuple(args.certificate_chain))
-        except TrustError as error:
-            return cli_error("sign --verify", error)
-        for folder in args.verify:
+        trust = Trust.of(args.public_key) if args.public_key and not args.certificate_chain else \
+            Trust(args.public_key, tuple(args.certificate_chain))
+        failed = []
+        for folder in args.verify:  # every folder is checked and reported, then the verdict
             try:
                 result = verify_folder(folder, trust)
                 print(f"verified {folder}: {result['files']} files signed, provenance matches ({result['signer']})")
             except TrustError as error:
-                cli_error("sign --verify", error)
-                code = 1
-        return code
+                print(f"quantgate sign --verify: {folder}: {error}", file=sys.stderr)
+                failed.append(str(folder))
+        if failed:
+            raise VerificationFailed(f"{len(failed)} of {len(args.verify)} folder(s) did not verify: {', '.join(failed)}")
+        return 0
     if not args.release:
         parser.error("--release is required (or --verify FOLDER)")
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     report_dir = args.report or Path("reports") / args.release
-    try:
-        if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
-            raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
-                             f"RELEASE={args.release}`)")
-        from pipeline.release.keys import load_signing_key
-        signing_key = load_signing_key(args.key, args.certificate)
-        if args.chain and signing_key.certificate is None:
-            raise TrustError("--chain needs the key's certificate (--certificate, or <key>.crt beside the key)")
-        folders = sign_release(args.release, release_dir, report_dir, signing_key, tuple(args.chain), args.waivers)
-    except TrustError as error:
-        return cli_error("sign", error)
+    if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+        raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
+                         f"RELEASE={args.release}`)")
+    from pipeline.release.keys import load_signing_key
+    signing_key = load_signing_key(args.key, args.certificate)
+    if args.chain and signing_key.certificate is None:
+        raise TrustError("--chain needs the key's certificate (--certificate, or <key>.crt beside the key)")
+    folders = sign_release(args.release, release_dir, report_dir, signing_key, tuple(args.chain), args.waivers)
     expiry = f"; key valid until {signing_key.not_after:%Y-%m-%d}" if signing_key.not_after else ""
     print(f"quantgate sign: release {args.release}: {len(folders)} artifact folder(s) signed with {args.key}{expiry}")
     return 0

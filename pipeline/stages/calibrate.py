@@ -19,10 +19,6 @@ from pipeline.models import model_family
 from pipeline.progress import say, step
 
 
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
-
-
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -72,7 +68,7 @@ def check_source_values(pool: list) -> None:
 def run(cfg, manifest: Manifest) -> Manifest:
     calibration_cfg = cfg.calibration
     family = model_family(cfg)
-    strategy, seed = _value(calibration_cfg.strategy), int(calibration_cfg.seed)
+    strategy, seed = calibration_cfg.strategy, int(calibration_cfg.seed)
     with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
               f"{calibration_cfg.n_heldout} held-out examples ({strategy}, seed {seed})"):
         data = family.data()
@@ -98,7 +94,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
         heldout = draw(data.heldout_pool, calibration_cfg.n_heldout, seed + 2, strategy, data.heldout_labels,
                        exclude=used, deduplicate=calibration_cfg.deduplicate,
                        what="held-out sample (calibration.n_heldout)")
-        histogram_method = _value(calibration_cfg.method) != "minmax"
+        histogram_method = calibration_cfg.method != "minmax"
         batch_size = int(calibration_cfg.batch_size)
         batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
                    for start in range(0, len(calibration), batch_size)]
@@ -114,7 +110,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
         report = coverage_report(
             manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize), batches,
             [heldout_inputs], float(calibration_cfg.coverage_warn), float(calibration_cfg.coverage_fail),
-            enforced=_value(cfg.mode.name) in ("static", "qat"))
+            enforced=cfg.mode.name in ("static", "qat"))
         report["calibration_sha256"] = calibration.sha256()
         atomic_write_json(manifest.path(manifest.calibration_report_file), report)
     say(describe(report))
@@ -131,6 +127,6 @@ def run(cfg, manifest: Manifest) -> Manifest:
     manifest.coverage_status = report["status"]
     manifest.calibration = CalibrationRecord(
         dataset=data.dataset_name, split=calibration_cfg.split, n=len(calibration), n_heldout=len(heldout),
-        method=_value(calibration_cfg.method), sha256=calibration.sha256(), heldout_sha256=heldout.sha256(),
+        method=calibration_cfg.method, sha256=calibration.sha256(), heldout_sha256=heldout.sha256(),
         seed=seed, indices=calibration.indices, heldout_indices=heldout.indices)
     return manifest

@@ -14,30 +14,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from calibration.readers import BatchReader
-from pipeline.config import QuantgateError
 from pipeline import reproducible
 from pipeline.manifest import Manifest, QuantizationRecord
 from pipeline.progress import step
 
 
-def _value(item) -> str:
-    return str(getattr(item, "value", item))
-
-
 def policy(cfg) -> QuantizationRecord:
-    """What the mode and target imply, and the combinations that make no sense, refused up front."""
-    mode, target = _value(cfg.mode.name), cfg.target
-    activation_type = "uint8" if mode == "dynamic" else _value(target.activation_type)
-    method = _value(cfg.calibration.method) if mode == "static" else None
-    if mode == "dynamic" and _value(cfg.mode.quant_format) != "QDQ":
-        raise QuantgateError("mode=dynamic has no quant_format choice; leave mode.quant_format at QDQ")
-    if mode == "qat" and _value(cfg.mode.quant_format) != "QDQ":
-        raise QuantgateError("mode=qat exports QuantizeLinear/DequantizeLinear pairs: mode.quant_format must be QDQ")
-    if mode == "qat" and cfg.mode.qat_steps <= 0:
-        raise QuantgateError(f"mode.qat_steps={cfg.mode.qat_steps} must be a positive number of training steps")
+    """What the mode and target imply (the combinations that make no sense are refused by
+    pipeline/config/rules.py before any work)."""
+    mode, target = cfg.mode.name, cfg.target
+    activation_type = "uint8" if mode == "dynamic" else target.activation_type
+    method = cfg.calibration.method if mode == "static" else None
     return QuantizationRecord(
-        mode=mode, quant_format="QOperator" if mode == "dynamic" else _value(cfg.mode.quant_format),
-        weight_type=_value(target.weight_type), activation_type=activation_type,
+        mode=mode, quant_format="QOperator" if mode == "dynamic" else cfg.mode.quant_format,
+        weight_type=target.weight_type, activation_type=activation_type,
         per_channel=bool(target.per_channel), reduce_range=bool(target.reduce_range),
         calibration_method=method if mode == "static" else ("qat" if mode == "qat" else None))
 

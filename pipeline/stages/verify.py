@@ -1,7 +1,7 @@
 """Verify an artifact on every CPU profile of its target, each run in its own child process.
 
-    python -m pipeline.stages.verify --artifact-dir artifacts/minilm-dynamic-avx2
-    python -m pipeline.stages.verify --artifact q.onnx --reference fp32.onnx --inputs in.npz --target avx2 \
+    quantgate verify --artifact-dir artifacts/minilm-dynamic-avx2
+    quantgate verify --artifact q.onnx --reference fp32.onnx --inputs in.npz --target avx2 \
         [--out verify.json] [verify.emulated_max_samples=2 model.kind=classifier ...]
 
 A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate), `native` when this
@@ -21,7 +21,6 @@ verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unkno
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ import numpy as np
 
 from pipeline import arm, runtimes
 from pipeline.config import QuantgateError, compose_config
+from pipeline.errors import ExitCode
 from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_json, sha256_file
 from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
@@ -50,7 +50,7 @@ from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAI
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 QEMU_X86 = "qemu-x86_64"
 QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
-EXIT_FAILED, EXIT_NOT_VERIFIED = 1, 4
+EXIT_FAILED, EXIT_NOT_VERIFIED = ExitCode.FAILED, ExitCode.NOT_VERIFIED
 HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 STDERR_TAIL_LINES = 15
 VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni"})  # int8 dot products without 16-bit saturation
@@ -898,7 +898,8 @@ def run(cfg, manifest: Manifest, shown_folder: Path | None = None) -> Manifest:
 
 
 def exit_code(status: str) -> int:
-    return {"pass": 0, "not_verified": EXIT_NOT_VERIFIED}.get(status, EXIT_FAILED)
+    """A verify status as the process exit code (pipeline/errors.py): pass 0, not_verified 4, else 1."""
+    return {"pass": ExitCode.OK, "not_verified": ExitCode.NOT_VERIFIED}.get(status, ExitCode.FAILED)
 
 
 def load_config(target: str, overrides: list[str]):
@@ -913,33 +914,36 @@ def load_config(target: str, overrides: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.verify", description=__doc__.splitlines()[0])
+    """`quantgate verify` (also `python -m pipeline.stages.verify`)."""
+    from pipeline.cli import run_command
+    return run_command("quantgate verify", _command, argv)
+
+
+def _command(argv: list[str]) -> int:
+    from pipeline.cli import command_parser
+    from pipeline.errors import InputError, UsageError
+    parser = command_parser("quantgate verify", __doc__, overrides=True)
     parser.add_argument("--artifact-dir", type=Path, help="a folder built by quantgate (manifest.json inside)")
     parser.add_argument("--artifact", type=Path, help="an int8 ONNX model built anywhere")
     parser.add_argument("--reference", type=Path, help="its fp32 ONNX reference")
     parser.add_argument("--inputs", type=Path, help=".npz with one array per model input (and optionally labels)")
     parser.add_argument("--target", help="e.g. avx2; default for --artifact-dir: the manifest's target")
     parser.add_argument("--out", type=Path, help="where to write verify.json; default: beside the artifact")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. verify.emulated_max_samples=2")
     args = parser.parse_args(argv)
-    try:
-        if args.artifact_dir is not None:
-            if args.artifact or args.reference or args.inputs:
-                raise QuantgateError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
-            try:
-                manifest = Manifest.load(args.artifact_dir)
-            except FileNotFoundError as error:
-                raise QuantgateError(str(error)) from None
-            report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
-        else:
-            if not (args.artifact and args.reference and args.inputs and args.target):
-                raise QuantgateError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
-            cfg = load_config(args.target, args.overrides)
-            report = verify_files(args.artifact, args.reference, args.inputs, cfg,
-                                  args.out or args.artifact.parent / VERIFY_FILE)
-    except QuantgateError as error:
-        print(f"quantgate verify: {error}", file=sys.stderr)
-        return error.exit_code
+    if args.artifact_dir is not None:
+        if args.artifact or args.reference or args.inputs:
+            raise UsageError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
+        try:
+            manifest = Manifest.load(args.artifact_dir)
+        except FileNotFoundError as error:
+            raise InputError(str(error)) from None
+        report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
+    else:
+        if not (args.artifact and args.reference and args.inputs and args.target):
+            raise UsageError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
+        cfg = load_config(args.target, args.overrides)
+        report = verify_files(args.artifact, args.reference, args.inputs, cfg,
+                              args.out or args.artifact.parent / VERIFY_FILE)
     return exit_code(report["status"])
 
 

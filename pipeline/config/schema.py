@@ -1,58 +1,64 @@
-"""Typed Hydra configs. YAML under conf/ is the user's surface; these dataclasses validate it.
+"""Typed Hydra configs: the only home of defaults. YAML under conf/ is the user's surface and only
+overrides (a YAML value equal to the default here is refused by tests/config/test_schema.py).
+
+Every group composes onto its dataclass (`defaults: [/schema/<group>@_here_]` in each option), so the
+config a build sees is typed and validated once, when Hydra composes it: unknown keys, wrong types and
+enum values that do not exist fail there. Enums are `StrEnum`s: a value reads as its string
+(`cfg.mode.name == "static"`, f-strings), no `.value` needed. `MISSING` marks what each option must say.
 
 Register with `register_configs()` (an explicit call, not an import side effect) before composing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class ModelKind(str, Enum):
+class ModelKind(StrEnum):
     embedding = "embedding"  # fidelity: cosine similarity of output vectors
     classifier = "classifier"  # fidelity: top-1 agreement (and accuracy with labels)
 
 
-class CalibrationSource(str, Enum):
+class CalibrationSource(StrEnum):
     pydoc_topics = "pydoc_topics"  # English text shipped with Python itself: always offline
     digits = "digits"  # scikit-learn's bundled digits splits (for model=digits_cnn)
     files = "files"  # local csv / json / parquet / text files
     hub = "hub"  # a datasets hub name (needs the dataset in the local cache when offline)
 
 
-class SamplingStrategy(str, Enum):
+class SamplingStrategy(StrEnum):
     random = "random"
     stratified = "stratified"  # by label
     length_stratified = "length_stratified"  # by text length quartile
 
 
-class CalibrationMethod(str, Enum):
+class CalibrationMethod(StrEnum):
     minmax = "minmax"
     entropy = "entropy"
     percentile = "percentile"
 
 
-class ExportKind(str, Enum):
+class ExportKind(StrEnum):
     onnx = "onnx"  # model.onnx for onnxruntime (the default)
     aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/aoti.py)
 
 
-class QuantMode(str, Enum):
+class QuantMode(StrEnum):
     dynamic = "dynamic"
     static = "static"
     qat = "qat"
 
 
-class QuantFormat(str, Enum):
+class QuantFormat(StrEnum):
     QDQ = "QDQ"
     QOperator = "QOperator"
 
 
-class IntType(str, Enum):
+class IntType(StrEnum):
     int8 = "int8"
     uint8 = "uint8"
 
@@ -74,12 +80,12 @@ class ModelConfig:
 
 @dataclass
 class CalibrationConfig:
-    source: CalibrationSource = CalibrationSource.pydoc_topics
+    source: CalibrationSource = MISSING  # each option under conf/calibration/ names its source
     data_files: list[str] = field(default_factory=list)
     hub_name: Optional[str] = None
     split: str = "train"
     text_column: str = "text"
-    n_samples: int = 64
+    n_samples: int = 64  # calibration examples the quantizer sees (at least min_samples)
     n_validation: int = 32  # the build-time accuracy gate's sample
     n_heldout: int = 16  # saved as heldout.npz for verification
     min_samples: int = 16  # fewer calibration examples than this is refused
@@ -117,20 +123,24 @@ class TargetConfig:
     # archspec microarchitecture whose features the artifact may use, plus named extras.
     microarchitecture: str = MISSING
     extra_features: list[str] = field(default_factory=list)
-    per_channel: bool = True
-    reduce_range: bool = False
-    activation_type: IntType = IntType.uint8
-    weight_type: IntType = IntType.int8
+    # The quantization policy: every target states it (README, "Targets and the quantization policy").
+    per_channel: bool = MISSING
+    reduce_range: bool = MISSING  # u8s8 without VNNI saturates (VPMADDUBSW): 7-bit weights
+    activation_type: IntType = MISSING
+    weight_type: IntType = MISSING
     floor_profile: Optional[str] = None  # the emulated lowest CPU; null = no emulator can model it
     below_floor_profiles: list[str] = field(default_factory=list)  # must be refused by the guard
 
 
 @dataclass
 class VerifyConfig:
+    """Verification on the target's CPU profiles. Emulated runs use one intra-op thread and a few held-out
+    samples (QEMU is ~100x slower); latency is measured natively."""
+
     enabled: bool = True
-    profiles: Optional[list[str]] = None  # null = what the target lists
-    timeout_seconds: float = 900.0
-    memory_limit_mb: int = 8192
+    profiles: Optional[list[str]] = None  # null = what the target lists; names from conf/cpu/ (`haswell@ort116`)
+    timeout_seconds: float = 900.0  # per child process
+    memory_limit_mb: int = 8192  # per child process (RLIMIT_AS)
     emulated_max_samples: int = 3
     native_max_samples: int = 64
     latency_repeats: int = 20
@@ -161,7 +171,9 @@ class VerifyConfig:
     # Pretend the native host has exactly these CPU features (tests, what-if runs); null = CPUID.
     assume_host_features: Optional[list[str]] = None
     # Padding invariance (models with input_ids): each held-out sequence alone vs inside a batch
-    # padded `padding_extra_tokens` past the longest; compared like fidelity, with these bounds.
+    # padded `padding_extra_tokens` past the longest; compared like fidelity, with these bounds. Dynamic
+    # int8 takes activation ranges over padded positions too, so this is a tolerance (MiniLM int8: cosine
+    # ~0.98-0.99), not equality; an ignored mask gives ~0.2-0.4.
     padding_check: bool = True
     padding_extra_tokens: int = 16
     padding_min_cosine_mean: float = 0.98
@@ -188,7 +200,9 @@ class QuantgateConfig:
     verify: VerifyConfig = MISSING
     # null = build for this venv's runtime; verify in the runtime the artifact was stamped for.
     runtime: Optional[RuntimeConfig] = None
-    export: ExportKind = ExportKind.onnx  # `export=aoti` (make EXPORT=aoti): a torch AOTInductor package
+    # onnx: model.onnx for onnxruntime; aoti: model.pt2, a torch AOTInductor package compiled for the
+    # target (make EXPORT=aoti)
+    export: ExportKind = ExportKind.onnx
     artifacts_dir: str = "artifacts"
     # An explicit artifact folder; null = <artifacts_dir>/<model>-<mode>-<target>. Only a folder quantgate
     # built itself (or a new or empty one) is ever replaced.
@@ -198,11 +212,21 @@ class QuantgateConfig:
     experiment: Any = None
 
 
+# Each config group and the dataclass its options compose onto (conf/<group>/*.yaml).
+GROUP_SCHEMAS = {"model": ModelConfig, "calibration": CalibrationConfig, "mode": ModeConfig,
+                 "target": TargetConfig, "verify": VerifyConfig, "runtime": RuntimeConfig}
+
+
 def register_configs() -> None:
+    from pipeline.config.compose import build_help
+
     store = ConfigStore.instance()
     store.store(name="base_config", node=QuantgateConfig)
     # Schemas live in their own group so `target=...` lists only real choices; each YAML option
     # starts with `defaults: [/schema/<group>@_here_]`.
-    for group, node in (("model", ModelConfig), ("calibration", CalibrationConfig), ("mode", ModeConfig),
-                        ("target", TargetConfig), ("verify", VerifyConfig), ("runtime", RuntimeConfig)):
+    for group, node in GROUP_SCHEMAS.items():
         store.store(group="schema", name=group, node=node)
+    # `python -m pipeline --help` and `quantgate build --help`: Hydra's own --help, with quantgate's text
+    # (the real config groups and their choices) instead of Hydra's generic one (conf/config.yaml selects it).
+    store.store(group="hydra/help", name="quantgate",
+                node={"app_name": "quantgate build", "header": "", "footer": "", "template": build_help()})
