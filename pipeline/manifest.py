@@ -10,17 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.guard.signature import sha256_file  # noqa: F401 (one implementation, shared with the guard)
+
 MANIFEST_SCHEMA = "quantgate.manifest/1"
 MANIFEST_FILE = "manifest.json"
+
 DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/reproducible.py)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -66,7 +66,8 @@ def bundle_kind(folder: Path) -> str:
     return "certificate" if "x509CertificateChain" in material else "key"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (also the project's own: pipeline.manifest re-exports it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -80,7 +81,7 @@ def file_differences(folder: Path) -> str:
     payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
     signed = {r["name"]: r["digest"] for r in payload["predicate"]["resources"]}
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {SIGNATURE_FILE}
-    changed = sorted(n for n in signed.keys() & present if _sha256(folder / n) != signed[n])
+    changed = sorted(n for n in signed.keys() & present if sha256_file(folder / n) != signed[n])
     parts = [f"{', '.join(names)} {what}" for names, what in ((changed, "changed"), (sorted(present - signed.keys()),
              "appeared"), (sorted(signed.keys() - present), "vanished")) if names]
     return "; ".join(parts) or "the signed list and the folder disagree"

@@ -41,7 +41,7 @@ from pipeline import arm, runtimes
 from pipeline.config import QuantgateError, compose_config
 from pipeline.errors import ExitCode
 from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
-from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_json, sha256_file
+from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
 from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
 from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
