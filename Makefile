@@ -90,6 +90,8 @@ $(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# The venv runs quantgate from this checkout (pyproject.toml installs no package of it).
+	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "quantgate-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
 quantize: setup

@@ -10,7 +10,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pipeline.config import QuantgateError
+from calibration.errors import CalibrationError
 
 STRATEGIES = ("random", "stratified", "length_stratified")
 
@@ -53,7 +53,7 @@ def _strata(examples: list, labels: list[int] | None, strategy: str, candidates:
         return {0: candidates}
     if strategy == "stratified":
         if labels is None:
-            raise QuantgateError("calibration.strategy=stratified needs labels; this source has none. Use "
+            raise CalibrationError("calibration.strategy=stratified needs labels; this source has none. Use "
                                  "calibration.strategy=length_stratified (text) or random")
         keys = {i: labels[i] for i in candidates}
     elif strategy == "length_stratified":
@@ -61,7 +61,7 @@ def _strata(examples: list, labels: list[int] | None, strategy: str, candidates:
         quartiles = [lengths[len(lengths) * q // 4] for q in (1, 2, 3)]
         keys = {i: sum(len(examples[i]) > bound for bound in quartiles) for i in candidates}
     else:
-        raise QuantgateError(f"unknown calibration.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        raise CalibrationError(f"unknown calibration.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     strata = defaultdict(list)
     for index in candidates:
         strata[keys[index]].append(index)
@@ -72,11 +72,11 @@ def draw(examples: list, n: int, seed: int, strategy: str = "random", labels: li
          exclude: set[int] | frozenset[int] = frozenset(), deduplicate: bool = True, what: str = "sample") -> Sample:
     """n rows not in `exclude`, each stratum represented in proportion (largest remainder)."""
     if n <= 0:
-        raise QuantgateError(f"the {what} size must be a positive integer, got {n}")
+        raise CalibrationError(f"the {what} size must be a positive integer, got {n}")
     candidates = deduplicated_indices(examples) if deduplicate else list(range(len(examples)))
     candidates = [i for i in candidates if i not in exclude]
     if len(candidates) < n:
-        raise QuantgateError(f"the {what} needs {n} distinct examples but the source has only {len(candidates)} "
+        raise CalibrationError(f"the {what} needs {n} distinct examples but the source has only {len(candidates)} "
                              f"left; lower the count or add data")
     rng = random.Random(seed)
     strata = _strata(examples, labels, strategy, candidates)
@@ -97,7 +97,7 @@ def split_calibration_heldout(texts: list[str], n_samples: int, n_heldout: int, 
                               deduplicate: bool = True, strategy: str = "random") -> tuple[Sample, Sample]:
     """Disjoint calibration and held-out samples from one pool."""
     if n_samples <= 0 or n_heldout <= 0:
-        raise QuantgateError(f"calibration.n_samples ({n_samples}) and calibration.n_heldout ({n_heldout}) "
+        raise CalibrationError(f"calibration.n_samples ({n_samples}) and calibration.n_heldout ({n_heldout}) "
                              f"must both be positive")
     calibration = draw(texts, n_samples, seed, strategy, deduplicate=deduplicate, what="calibration sample")
     heldout = draw(texts, n_heldout, seed + 1, strategy, exclude=set(calibration.indices), deduplicate=deduplicate,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.config import QuantgateError
+from calibration.errors import CalibrationError
 
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -35,25 +35,25 @@ def load_table(calibration_cfg):
     files = [Path(f).expanduser() for f in calibration_cfg.data_files]
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
-        raise QuantgateError(f"calibration.data_files: {missing or 'none given'} not found; give existing "
+        raise CalibrationError(f"calibration.data_files: {missing or 'none given'} not found; give existing "
                              f"csv/json/jsonl/parquet/txt files, e.g. 'calibration.data_files=[traffic.jsonl]'")
     formats = {FILE_FORMATS.get(f.suffix.lower()) for f in files}
     if None in formats or len(formats) != 1:
-        raise QuantgateError(f"calibration.data_files must all be one of {sorted(FILE_FORMATS)}; got "
+        raise CalibrationError(f"calibration.data_files must all be one of {sorted(FILE_FORMATS)}; got "
                              f"{[f.name for f in files]}")
     if all(f.stat().st_size == 0 for f in files):
-        raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} are empty; give files with examples")
+        raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} are empty; give files with examples")
     try:
         table = datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
     except Exception as error:  # datasets raises many types for a file it cannot parse
         if "corresponds to no data" in str(error):
-            raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give "
+            raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give "
                                  f"files with examples") from None
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise QuantgateError(f"calibration.data_files could not be parsed ({message}); check the file's "
+        raise CalibrationError(f"calibration.data_files could not be parsed ({message}); check the file's "
                              f"format matches its extension") from None
     if table.num_rows == 0:
-        raise QuantgateError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give files "
+        raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give files "
                              f"with examples")
     return table
 
@@ -69,23 +69,23 @@ def load_text_dataset(calibration_cfg):
     if source == "files":
         dataset = load_table(calibration_cfg)
         if column not in dataset.column_names:
-            raise QuantgateError(f"calibration.text_column={column!r} is not a column of the data files; "
+            raise CalibrationError(f"calibration.text_column={column!r} is not a column of the data files; "
                                  f"columns: {dataset.column_names}")
     elif source == "hub":
         try:
             dataset = datasets.load_dataset(calibration_cfg.hub_name, split=calibration_cfg.split)
         except Exception as error:
-            raise QuantgateError(f"dataset {calibration_cfg.hub_name!r} split {calibration_cfg.split!r} could not "
+            raise CalibrationError(f"dataset {calibration_cfg.hub_name!r} split {calibration_cfg.split!r} could not "
                                  f"be loaded offline ({type(error).__name__}: {error}); download it into the "
                                  f"datasets cache first or use calibration=files") from None
         if column not in dataset.column_names:
-            raise QuantgateError(f"calibration.text_column={column!r} is not a column of {calibration_cfg.hub_name}; "
+            raise CalibrationError(f"calibration.text_column={column!r} is not a column of {calibration_cfg.hub_name}; "
                                  f"columns: {dataset.column_names}")
     else:
-        raise QuantgateError(f"unknown calibration.source {source!r}")
+        raise CalibrationError(f"unknown calibration.source {source!r}")
     values = dataset[column]
     if values and not any(isinstance(value, str) for value in values):
-        raise QuantgateError(f"calibration.text_column={column!r} holds {type(values[0]).__name__} values, not "
+        raise CalibrationError(f"calibration.text_column={column!r} holds {type(values[0]).__name__} values, not "
                              f"text; point it at the column with the input text")
     texts = [t for t in values if isinstance(t, str) and len(t.strip()) >= calibration_cfg.min_chars]
     return datasets.Dataset.from_dict({"text": texts})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from calibration.errors import CalibrationError
+
 
 class ExitCode(IntEnum):
     OK = 0  # done: verification passed, the release is ready, the artifact is within its target
@@ -70,3 +72,10 @@ def error_for(code: int, message: str) -> QuantgateError:
     kind = {ExitCode.FAILED: VerificationFailed, ExitCode.REFUSED: Refused,
             ExitCode.NOT_VERIFIED: NotVerified}.get(code, QuantgateError)
     return kind(message)
+
+
+def translate(error: BaseException) -> QuantgateError | None:
+    """A library's error that is really a user's input error, as quantgate's; None for anything else (a bug)."""
+    if isinstance(error, CalibrationError):
+        return InputError(str(error))
+    return None

@@ -14,8 +14,9 @@ from pipeline.guard.signature import sha256_file  # noqa: F401 (one implementati
 
 MANIFEST_SCHEMA = "quantgate.manifest/1"
 MANIFEST_FILE = "manifest.json"
+REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"  # export=aoti: the fp32 torch model's outputs on heldout.npz
 
-DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/reproducible.py)
+DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/build/reproducible.py)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -132,13 +133,13 @@ class Manifest:
     coverage_status: str = ""
     fallback: FallbackRecord | None = None
     qat: dict[str, Any] = field(default_factory=dict)
-    # The runtime built for (pipeline.runtimes.RuntimeEnv.record): versions, what it loads, its venv.
+    # The runtime built for (pipeline.runtimes.venvs.RuntimeEnv.record): versions, what it loads, its venv.
     runtime: dict[str, Any] = field(default_factory=dict)
     stamp: dict[str, str] = field(default_factory=dict)
     config_sha256: str = ""
     build: BuildRecord | None = None
     files: list[FileRecord] = field(default_factory=list)
-    # Debug-only files (debug/: the exporters' per-node metadata, pipeline/reproducible.py): listed with
+    # Debug-only files (debug/: the exporters' per-node metadata, pipeline/build/reproducible.py): listed with
     # their sha256 for reference, but not part of the artifact: dropping them is not tampering.
     debug_files: list[FileRecord] = field(default_factory=list)
     reference_size_bytes: int = 0
@@ -186,7 +187,7 @@ class Manifest:
         return manifest
 
     def runtime_limits(self) -> dict:
-        """What the built-for runtime loads, in pipeline.runtime_probe's shape."""
+        """What the built-for runtime loads, in pipeline.guard.probe's shape."""
         return {key: self.runtime[key] for key in ("versions", "max_ir_version", "max_opsets")}
 
     def record_files(self) -> None:

@@ -30,11 +30,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
 def ort116_env(tmp_path_factory):
     """The one older runtime the suite builds (onnxruntime 1.16.3, from the package registry), in a
     cache of its own so tests can corrupt it; every test that needs it shares it, as do children."""
-    from pipeline import runtimes
+    from pipeline.runtimes import venvs
     previous = os.environ.get("QUANTGATE_RUNTIME_CACHE")
     os.environ["QUANTGATE_RUNTIME_CACHE"] = str(tmp_path_factory.mktemp("runtimes"))
     messages = []
-    env = runtimes.prepare(runtimes.parse("ort116"), progress=messages.append)
+    env = venvs.prepare(venvs.parse("ort116"), progress=messages.append)
     env.build_messages = messages
     yield env
     if previous is None:

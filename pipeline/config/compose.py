@@ -12,21 +12,34 @@ import os
 import re
 from contextlib import contextmanager
 from enum import Enum
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from pipeline.config.schema import GROUP_SCHEMAS, QuantgateConfig, register_configs
+from pipeline.config.schema import GROUP_SCHEMAS, QuantgateConfig
 from pipeline.errors import UsageError
+from pipeline.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Folders under conf/ that are not config groups of the build (Hydra lists them as groups all the same).
 NOT_GROUPS = {"hydra": "Hydra's own groups; hydra/launcher is listed on its own",
               "waivers": "a release's waivers, read by quantgate signoff",
-              "cpu": "CPU profiles, read by pipeline.targets (verify.profiles=[...])"}
+              "cpu": "CPU profiles, read by pipeline.isa.targets (verify.profiles=[...])"}
 HYDRA_GROUPS = ("hydra/launcher",)  # Hydra's groups with options under conf/ that users choose
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=QuantgateConfig)
+    # Schemas live in their own group so `target=...` lists only real choices; each YAML option
+    # starts with `defaults: [/schema/<group>@_here_]`.
+    for group, node in GROUP_SCHEMAS.items():
+        store.store(group="schema", name=group, node=node)
+    # `python -m pipeline --help` and `quantgate build --help`: Hydra's own --help, with quantgate's text
+    # (the real config groups and their choices) instead of Hydra's generic one (conf/config.yaml selects it).
+    store.store(group="hydra/help", name="quantgate",
+                node={"app_name": "quantgate build", "header": "", "footer": "", "template": build_help()})
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

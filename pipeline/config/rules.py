@@ -1,4 +1,4 @@
-"""Every rule between config values, in one place, checked once before any work (`pipeline.app.validate`).
+"""Every rule between config values, in one place, checked once before any work (`pipeline.build.task.validate`).
 
 A rule here needs the composed config only: no model, no data. Types, enum values and unknown keys are
 already checked by the schema when Hydra composes; what is left is what no single field can say.
@@ -28,7 +28,7 @@ def _no_missing_values(cfg) -> None:
 
 
 def _target(cfg) -> None:
-    from pipeline.targets import UnknownFeatureError, required_cpu_features
+    from pipeline.isa.targets import UnknownFeatureError, required_cpu_features
     try:
         required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features))
     except UnknownFeatureError as error:
@@ -79,7 +79,7 @@ def _export(cfg) -> None:
 
 
 def _verify(cfg) -> None:
-    from pipeline.targets import PROFILES
+    from pipeline.isa.targets import PROFILES
     # A profile may name a runtime after `@` (haswell@ort116); the CPU is the part before it.
     unknown = [name for name in (cfg.verify.profiles or []) if name.partition("@")[0] not in PROFILES]
     if unknown:

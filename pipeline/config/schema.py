@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -44,7 +43,7 @@ class CalibrationMethod(StrEnum):
 
 class ExportKind(StrEnum):
     onnx = "onnx"  # model.onnx for onnxruntime (the default)
-    aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/aoti.py)
+    aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/build/aoti.py)
 
 
 class QuantMode(StrEnum):
@@ -66,7 +65,7 @@ class IntType(StrEnum):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    family: str = "text_embedding"  # text_embedding | digits_cnn (see pipeline/models.py)
+    family: str = "text_embedding"  # text_embedding | digits_cnn (see pipeline/build/models.py)
     kind: ModelKind = ModelKind.embedding
     # A local transformers checkpoint folder; null = the embedded all-MiniLM-L6-v2 package.
     name_or_path: Optional[str] = None
@@ -215,18 +214,3 @@ class QuantgateConfig:
 # Each config group and the dataclass its options compose onto (conf/<group>/*.yaml).
 GROUP_SCHEMAS = {"model": ModelConfig, "calibration": CalibrationConfig, "mode": ModeConfig,
                  "target": TargetConfig, "verify": VerifyConfig, "runtime": RuntimeConfig}
-
-
-def register_configs() -> None:
-    from pipeline.config.compose import build_help
-
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=QuantgateConfig)
-    # Schemas live in their own group so `target=...` lists only real choices; each YAML option
-    # starts with `defaults: [/schema/<group>@_here_]`.
-    for group, node in GROUP_SCHEMAS.items():
-        store.store(group="schema", name=group, node=node)
-    # `python -m pipeline --help` and `quantgate build --help`: Hydra's own --help, with quantgate's text
-    # (the real config groups and their choices) instead of Hydra's generic one (conf/config.yaml selects it).
-    store.store(group="hydra/help", name="quantgate",
-                node={"app_name": "quantgate build", "header": "", "footer": "", "template": build_help()})

@@ -1,6 +1,6 @@
 """Ask an installed onnxruntime what it can load: the highest IR version and opset per domain.
 
-    python -m pipeline.runtime_probe          # prints JSON; run inside any runtime environment
+    python -m pipeline.guard.probe          # prints JSON; run inside any runtime environment
 
 Nothing is looked up in a table: the runtime is handed tiny one-node models (written with the guard's
 protobuf writer, since a deployment environment has no `onnx` package) and either loads them or says

@@ -160,12 +160,12 @@ def load_public_key(path: Path):
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate keys`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate keys", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate keys", __doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder for the key pair (default keys/)")
     parser.add_argument("--days", type=float, default=365, help="lifetime of the key's certificate (default 365)")

@@ -36,13 +36,13 @@ from typing import Any
 from pipeline.errors import VerificationFailed
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
+from pipeline.paths import PROJECT_ROOT
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 BUILD_TYPE = "urn:quantgate:build-type:artifact-folder:v1"
 BUILDER_ID = "urn:quantgate:builder:local"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Verifying the folder needs these left out: they are written after (provenance) or over (signature) it.
 NOT_SUBJECTS = (PROVENANCE_FILE, SIGNATURE_FILE)
 
@@ -87,7 +87,7 @@ def build_config(manifest: Manifest) -> tuple[dict | None, str]:
     from omegaconf import OmegaConf
 
     from pipeline.config import compose_config
-    from pipeline.stages.stamp import config_sha256
+    from pipeline.build.stamp import config_sha256
     try:
         cfg = compose_config(manifest.build.config_overrides)
     except Exception as error:  # noqa: BLE001 - any composition failure means: cannot reproduce
@@ -323,12 +323,12 @@ def summary(statement: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate provenance`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate provenance", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate provenance", __doc__)
     parser.add_argument("path", type=Path, help="an artifact folder (or a file in it)")
     parser.add_argument("--public-key", type=Path, help="also check the DSSE signature with this public key")

@@ -88,7 +88,7 @@ def artifact_stamp(manifest: Manifest) -> dict[str, str]:
     model = manifest.path(manifest.model_file)
     try:
         if model.suffix == ".pt2":
-            from pipeline.guard_torch import read_package_stamp
+            from pipeline.guard.pt2 import read_package_stamp
             return read_package_stamp(model) or dict(manifest.stamp)
         return read_stamp(model) or dict(manifest.stamp)
     except (StampError, OSError, ValueError):
@@ -121,7 +121,7 @@ def publish_release(release: str, release_dir: Path, report_dir: Path, registry:
     from pipeline.release.sign import judge
     host, namespace = split_registry(registry)
     check_tag(release)
-    from pipeline.release.sign import Trust
+    from pipeline.release.trust import Trust
     Trust.of(public_key).check()  # a clear error for a missing or wrong key, before judging
     report = judge(release, release_dir, report_dir, waivers, public_key=public_key, require_signatures=True)
     client = Registry(host)
@@ -165,12 +165,12 @@ def publish_release(release: str, release_dir: Path, report_dir: Path, registry:
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate publish`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate publish", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate publish", __doc__)
     parser.add_argument("--release", required=True)
     parser.add_argument("--registry", required=True, help="host[:port][/namespace], e.g. localhost:5000/quantgate")

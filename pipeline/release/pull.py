@@ -29,7 +29,7 @@ def _safe_relative(title: str, reference: str) -> Path:
 
 def pull(reference: str, out: Path, public_key: Path, force: bool = False, progress=print) -> Path:
     """Download, verify, then place REF at `out/<artifact>/`; returns that folder."""
-    from pipeline.release.sign import Trust, verify_folder
+    from pipeline.release.trust import Trust, verify_folder
     host, repository, tag = split_reference(reference)
     trust = Trust.of(public_key)  # a public key, or a CA's certificate for certificate-signed artifacts
     trust.check()  # a missing or wrong key fails before any download
@@ -86,12 +86,12 @@ def pull(reference: str, out: Path, public_key: Path, force: bool = False, progr
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate pull`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate pull", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate pull", __doc__)
     parser.add_argument("reference", help="<host[:port]>/<repository>:<tag>")
     parser.add_argument("--out", type=Path, required=True, help="the folder to put <artifact>/ in")

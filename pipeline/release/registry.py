@@ -144,12 +144,12 @@ def stop(folder: Path = DEFAULT_DIR, timeout: float = 10) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate registry`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate registry", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate registry", __doc__)
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="config, storage, log and pid (default .registry)")

@@ -18,7 +18,6 @@ that does not verify, 2 a usage error (no key, no signoff, a blocked release).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -27,66 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import VerificationFailed
-from pipeline.guard import ArtifactRefused
 from pipeline.manifest import MANIFEST_FILE, atomic_write_json
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
+from pipeline.release.trust import Trust, hashing_config, model_signing_module, verify_folder
 
 ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
 
 
-@dataclasses.dataclass(frozen=True)
-class Trust:
-    """What a verifier trusts: a public key, or a CA's certificates (for certificate-signed folders)."""
-
-    public_key: Path | None = None
-    certificate_chain: tuple[Path, ...] = ()
-
-    def __post_init__(self):
-        if (self.public_key is None) == (not self.certificate_chain):
-            raise TrustError("give either a public key (PUBLIC_KEY=keys/quantgate.pub) or a CA certificate chain "
-                             "to verify signatures with, not both and not neither")
-
-    @classmethod
-    def of(cls, path: Path | str) -> "Trust":
-        """What a PUBLIC_KEY file holds: a PEM public key, or PEM CA certificate(s) for certificate-signed folders."""
-        path = Path(path)
-        if path.is_file() and b"-----BEGIN CERTIFICATE-----" in path.read_bytes():
-            return cls(certificate_chain=(path,))
-        return cls(public_key=path)
-
-    def check(self) -> None:
-        """A clear error now for a missing or unreadable key or certificate, before any work."""
-        if self.public_key is not None:
-            from pipeline.release.keys import load_public_key
-            load_public_key(self.public_key)
-        else:
-            from pipeline.release.keys import load_certificate
-            for path in self.certificate_chain:
-                load_certificate(Path(path))
-
-    def describe(self) -> str:
-        return f"public key {self.public_key}" if self.public_key else \
-            f"certificate chain {', '.join(map(str, self.certificate_chain))}"
-
-
-def _model_signing():
-    from pipeline.guard.signature import SignatureCheckUnavailable, model_signing
-    try:
-        return model_signing()
-    except SignatureCheckUnavailable as error:
-        raise TrustError(f"{error}; in this checkout: `.venv/bin/pip install -e .`") from None
-
-
-def hashing_config():
-    """Every file of the folder, sha256 per file; only the signature itself is left out (the guard's)."""
-    _model_signing()
-    from pipeline.guard.signature import hashing_config
-    return hashing_config()
-
-
 def sign_folder(folder: Path, signing_key, certificate_chain: tuple[Path, ...] = ()) -> Path:
     """Write `model.sig` over every other file of `folder` (atomically: a temp file, then rename)."""
-    model_signing = _model_signing()
+    model_signing = model_signing_module()
     config = model_signing.signing.Config().set_hashing_config(hashing_config())
     if signing_key.certificate is not None and certificate_chain:
         config.use_certificate_signer(private_key=signing_key.path, signing_certificate=signing_key.certificate,
@@ -107,72 +56,6 @@ def sign_folder(folder: Path, signing_key, certificate_chain: tuple[Path, ...] =
     return folder / SIGNATURE_FILE
 
 
-def _bundle_public_key(folder: Path):
-    """The public key of the leaf certificate in a certificate-signed bundle (checked by model-signing first)."""
-    import base64
-
-    from cryptography import x509
-    bundle = json.loads((folder / SIGNATURE_FILE).read_text())
-    chain = bundle["verificationMaterial"]["x509CertificateChain"]["certificates"]
-    return x509.load_der_x509_certificate(base64.b64decode(chain[0]["rawBytes"])).public_key()
-
-
-def verify_folder(folder: Path, trust: Trust) -> dict[str, Any]:
-    """Raise TrustError unless `folder` carries a signature by `trust` over exactly its files, and a provenance
-    signed by the same key that matches them. Returns {"files": n, "signer": words}."""
-    from pipeline.guard.signature import verify_signature
-    folder = Path(folder)
-    try:  # the guard's verifier: there is no second one
-        verify_signature(folder, trust.public_key, trust.certificate_chain)
-    except ArtifactRefused as error:
-        raise TrustError(str(error)) from None
-    if trust.public_key is not None:
-        from pipeline.release.keys import load_public_key
-        public_key = load_public_key(trust.public_key)
-    if trust.public_key is None:
-        public_key = _bundle_public_key(folder)
-    from pipeline.release.provenance import verify_provenance
-    verify_provenance(folder, public_key)
-    signed = len([p for p in folder.rglob("*") if p.is_file()]) - 1
-    return {"files": signed, "signer": trust.describe()}
-
-
-# --- the signoff's hook ---------------------------------------------------------------------------
-def signoff_rows(folders: list[Path], public_key: Path | None = None, require: bool = False) -> list[dict[str, Any]]:
-    """Rows for pipeline.signoff: one `signature` row per artifact folder (never waivable).
-
-    A signature is required when `require` is set or when any folder of the release is signed (a release is
-    signed as a whole: a folder whose signature was removed blocks). Without a public key a signature
-    cannot be checked: reported, and blocking only where signatures are required."""
-    from pipeline.signoff import _row
-    signed = [f for f in folders if (f / SIGNATURE_FILE).is_file()]
-    required = require or bool(signed)
-    if not signed and not required and public_key is None:
-        return []
-    rows = []
-    for folder in folders:
-        name = folder.name
-        if not (folder / SIGNATURE_FILE).is_file():
-            why = "the release requires signatures" if require else "other artifacts of this release are signed"
-            rows.append(_row(name, "signature", "unsigned", False if required else None,
-                             f"no {SIGNATURE_FILE}: {why}; sign the release (`make sign`)" if required else
-                             "not signed (`make sign` signs a ready release)", waivable=False, required=required))
-            continue
-        if public_key is None:
-            rows.append(_row(name, "signature", "unchecked", False if require else None,
-                             "signed, but no public key was given to check it with (PUBLIC_KEY=keys/quantgate.pub)",
-                             waivable=False, required=require))
-            continue
-        try:
-            result = verify_folder(folder, Trust.of(public_key))
-        except TrustError as error:
-            rows.append(_row(name, "signature", "invalid", False, str(error), waivable=False))
-            continue
-        rows.append(_row(name, "signature", "verified", True, f"model-signing signature over all {result['files']} "
-                         f"files and signed provenance verified with {public_key}", waivable=False))
-    return rows
-
-
 # --- signing a release ------------------------------------------------------------------------------
 def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     """The release signoff, cut down to one artifact: what travels with it."""
@@ -189,7 +72,7 @@ def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str,
 def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
           public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
     """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
-    from pipeline.signoff import READY, WAIVERS_DIR, SignoffError, signoff
+    from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, signoff
     saved = Path(report_dir) / "signoff.json"
     if not saved.is_file():
         raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
@@ -235,12 +118,12 @@ def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key,
 
 def main(argv: list[str] | None = None) -> int:
     """`quantgate sign`."""
-    from pipeline.cli import run_command
+    from pipeline.commandline import run_command
     return run_command("quantgate sign", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate sign", __doc__)
     parser.add_argument("--release", help="the release to sign (its signoff must be ready)")
     parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")

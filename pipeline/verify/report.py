@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.config import QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.manifest import atomic_write_json
 
 VERIFY_FILE = "verify.json"

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import NOT_GROUPS, config_groups
 from pipeline.config.schema import GROUP_SCHEMAS, QuantgateConfig
-from pipeline.targets import PROFILES, load_profile, required_cpu_features
+from pipeline.isa.targets import PROFILES, load_profile, required_cpu_features
 
 # experiment=release selects our joblib launcher file, which Hydra validates against the plugin's schema
 # and warns about (pipeline/__init__.py silences it; pytest resets filters per test).
@@ -75,7 +75,7 @@ def test_every_cpu_profile_loads_with_archspec_features(path):
 
 
 def test_a_cpu_profile_with_an_unknown_key_is_refused(tmp_path):
-    from pipeline.targets import CpuProfileError
+    from pipeline.isa.targets import CpuProfileError
     (tmp_path / "p.yaml").write_text("family: x86_64\nqemu_cpu: Haswell\nmicroarchitecture: haswell\ncores: 4\n")
     with pytest.raises(CpuProfileError, match=r"unknown key\(s\) \['cores'\]"):
         load_profile(tmp_path / "p.yaml")
@@ -83,7 +83,7 @@ def test_a_cpu_profile_with_an_unknown_key_is_refused(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "waivers").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_waivers_file_loads(path):
-    from pipeline.signoff import load_waivers
+    from pipeline.release.signoff import load_waivers
     load_waivers(path)
 
 

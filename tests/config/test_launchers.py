@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from pipeline.config import CONF_DIR
-from pipeline.config.schema import register_configs
+from pipeline.config.compose import register_configs
 
 # Our launcher files share the plugins' names, so Hydra validates them against the plugins' schemas
 # and warns that this is deprecated (pipeline/__init__.py silences it; pytest resets filters per test).
@@ -63,7 +63,7 @@ def test_release_defaults_to_joblib_and_a_small_matrix(compose_hydra):
     for key in ("model", "mode", "target"):
         combinations *= len(str(params[key]).split(","))
     assert combinations <= 8
-    assert [c.get("_target_") for c in cfg.hydra.callbacks.values()] == ["pipeline.matrix.MatrixTable"]
+    assert [c.get("_target_") for c in cfg.hydra.callbacks.values()] == ["pipeline.release.matrix.MatrixTable"]
 
 
 def test_command_line_overrides_still_win_over_the_experiment(compose_hydra):

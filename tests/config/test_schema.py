@@ -4,7 +4,6 @@ import dataclasses
 import re
 import typing
 from enum import Enum
-from pathlib import Path
 
 import pytest
 import yaml

@@ -26,7 +26,7 @@ VNNI = frozenset({"avx512_vnni", "avx_vnni"})  # int8 dot products that accumula
 
 @cache
 def host_features() -> frozenset[str]:
-    from pipeline.cpuid import host_features as read
+    from pipeline.guard.cpuid import host_features as read
     return frozenset(read())
 
 

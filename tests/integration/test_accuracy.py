@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.app import build
+from pipeline.build.task import build
 from pipeline.config import QuantgateError, compose_config
 from pipeline.manifest import Manifest
 from tests.conftest import run_cli

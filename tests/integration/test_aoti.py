@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import aoti
-from pipeline.cpuid import host_features
+from pipeline.build import aoti
+from pipeline.guard.cpuid import host_features
 
 pytestmark = pytest.mark.slow
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64 (qemu-user)")
@@ -19,7 +19,7 @@ BUILD = ["model=digits_cnn", "mode=static", "target=avx2", "export=aoti", "verif
 
 @pytest.fixture(scope="module")
 def avx2_package(tmp_path_factory):
-    from pipeline.app import build
+    from pipeline.build.task import build
     from pipeline.config import compose_config
     artifacts = tmp_path_factory.mktemp("artifacts")
     return build(compose_config([*BUILD, f"artifacts_dir={artifacts}"]))
@@ -34,7 +34,7 @@ def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
     measured = report["audited_cpu_features"]
     assert measured and not [f for f in measured if f.startswith("avx512")], measured
     assert set(measured) <= set(avx2_package.required_cpu_features)
-    from pipeline.guard_torch import read_package_stamp
+    from pipeline.guard.pt2 import read_package_stamp
     stamp = read_package_stamp(folder / "model.pt2")
     assert json.loads(stamp["audited_cpu_features"]) == measured
     assert stamp["target_isa"] == "avx2" and stamp["artifact_kind"] == "aoti"
@@ -45,10 +45,10 @@ def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
 def test_avx2_package_names_no_folder_of_this_machine(avx2_package):
     """Measured before issue 19: the .cpp files ended with compile commands naming the build's inductor
     cache, the venv and /tmp/torchinductor_<user>; the .so's line tables and __FILE__ strings named the
-    same folders; file names were hashes of code holding them and a memory address (pipeline/aoti.py)."""
+    same folders; file names were hashes of code holding them and a memory address (pipeline/build/aoti.py)."""
     import zipfile
 
-    from pipeline.reproducible import host_paths_in_folder
+    from pipeline.build.reproducible import host_paths_in_folder
     folder = avx2_package.folder
     assert host_paths_in_folder(folder, (str(folder.parent),)) == {}
     with zipfile.ZipFile(folder / "model.pt2") as package:
@@ -58,7 +58,7 @@ def test_avx2_package_names_no_folder_of_this_machine(avx2_package):
 
 @needs_qemu
 def test_avx2_package_runs_on_haswell_and_is_refused_on_sandybridge(avx2_package, compose):
-    from pipeline.aoti_verify import verify_package
+    from pipeline.verify.pt2 import verify_package
     cfg = compose([*BUILD, "verify.profiles=[haswell,sandybridge]", "verify.emulated_max_samples=3"])
     report = verify_package(cfg, avx2_package)
     haswell, sandybridge = report["profiles"]["haswell"], report["profiles"]["sandybridge"]
@@ -72,7 +72,7 @@ def test_avx2_package_runs_on_haswell_and_is_refused_on_sandybridge(avx2_package
 @pytest.mark.skipif("avx512f" not in host_features(), reason="the mis-targeted build needs an AVX-512 build host")
 def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path, monkeypatch):
     """Inductor's own defaults (no plan: -march=native, host vector ISA) for an avx2 target."""
-    from pipeline.app import build
+    from pipeline.build.task import build
     from pipeline.config import QuantgateError, compose_config
     monkeypatch.setattr(aoti, "isa_plan", lambda *args: None)
     with pytest.raises(QuantgateError, match=r"outside target avx2: .*avx512\w* \(\d+ instructions\).*0x[0-9a-f]+"):
@@ -82,9 +82,9 @@ def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path
 
 def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
     """Contract: both verifiers write one verify.json shape, and the signoff reads both."""
-    from pipeline.aoti_verify import verify_package
-    from pipeline.app import quantize_task
-    from pipeline.signoff import signoff
+    from pipeline.verify.pt2 import verify_package
+    from pipeline.build.task import quantize_task
+    from pipeline.release.signoff import signoff
     from pipeline.verify.report import VerifyReport
     release = avx2_package.folder.parent
     verify_package(compose([*BUILD, "verify.profiles=[native]", "verify.reference_cpu=native"]), avx2_package)

@@ -1,4 +1,4 @@
-"""64-bit Arm from this x86 machine: a real arm64 sysroot and aarch64 wheels (pipeline.arm), run by
+"""64-bit Arm from this x86 machine: a real arm64 sysroot and aarch64 wheels (pipeline.runtimes.arm), run by
 qemu-aarch64 under Arm CPU models. The sysroot is built once per cache (about 25 s) and reused from
 ~/.cache/quantgate/arm64 by later sessions; each emulated child then costs about 4 s."""
 import json
@@ -9,13 +9,14 @@ import stat
 import pytest
 from tests.fixtures.tiny_artifact import make_standalone
 
-from pipeline import arm
+from pipeline.runtimes import arm
 from pipeline.config import QuantgateError, compose_config
-from pipeline.cpuid import arm_features
+from pipeline.guard.cpuid import arm_features
 from pipeline.guard import check_stamp
-from pipeline.runtimes import PINNED, Runtime
-from pipeline.stages import verify
-from pipeline.targets import profile, required_cpu_features
+from pipeline.runtimes.venvs import PINNED, Runtime
+from pipeline.verify import onnx as verify
+from pipeline.verify import sandbox
+from pipeline.isa.targets import profile, required_cpu_features
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="needs qemu-aarch64 (apt-get install qemu-user)")
 
@@ -29,8 +30,8 @@ def arm_env():
 
 
 def run_on(cpu_name, command, env, timeout=120):
-    run = verify.run_under_profile(command, profile(cpu_name), timeout, 4096, env.emulator_args)
-    return run, verify.classify(run)
+    run = sandbox.run_under_profile(command, profile(cpu_name), timeout, 4096, env.emulator_args)
+    return run, sandbox.classify(run)
 
 
 @pytest.mark.slow
@@ -51,7 +52,7 @@ def test_arm64_artifact_passes_on_emulated_cortex_a72(arm_env, tmp_path):
 def test_hwcap_differs_per_arm_cpu_model(arm_env):
     seen = {}
     for cpu in ("cortex-a72", "neoverse-n1", "a64fx", "max"):
-        run, outcome = run_on(cpu, [arm_env.python, "-m", "pipeline.cpuid"], arm_env)
+        run, outcome = run_on(cpu, [arm_env.python, "-m", "pipeline.guard.cpuid"], arm_env)
         assert outcome.status == "pass", run.stderr_tail
         seen[cpu] = set(run.stderr_tail[-1].split())
         # What the profile promises the planner (archspec) is what the emulated CPU reports.

@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.app import build
+from pipeline.build.task import build
 from pipeline.guard import REQUIRED_STAMP_KEYS, read_stamp
 from pipeline.manifest import Manifest, sha256_file
 from tests.conftest import run_cli
@@ -51,7 +51,7 @@ def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     assert not manifest.tampered_files()
     assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
                                                 "calibration.npz", "calibration_report.json"}
-    # The exporter's per-node debug metadata, outside the artifact (pipeline/reproducible.py).
+    # The exporter's per-node debug metadata, outside the artifact (pipeline/build/reproducible.py).
     assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json"}
     assert manifest.build.host_cpu_features and manifest.build.time_utc
     assert manifest.model_size_bytes < 0.4 * manifest.reference_size_bytes
@@ -107,7 +107,7 @@ def test_rebuild_is_byte_identical(dynamic_build, tmp_path):
 
 def test_no_file_names_this_machines_folders(dynamic_build, static_build):
     """reference.onnx held 1,566 absolute paths of the checkout and venv (node stack traces) before issue 19."""
-    from pipeline.reproducible import host_paths_in_folder
+    from pipeline.build.reproducible import host_paths_in_folder
     for manifest in (dynamic_build, static_build):
         assert host_paths_in_folder(manifest.folder, (str(manifest.folder.parent),)) == {}
         for name in ("reference.onnx", "model.onnx"):

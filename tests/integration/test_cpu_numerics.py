@@ -11,7 +11,7 @@ from tests.fixtures import cpu_numerics
 from tests.helpers.cpu import VNNI, emulated_python_runs, host_features, requires_emulated_python
 
 from pipeline.config import compose_config
-from pipeline.stages import verify
+from pipeline.verify import onnx as verify
 from pipeline.verify.fidelity import Limits, choose_samples, compare_cpus, judge
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from onnx import TensorProto, helper, numpy_helper, save
 from tests.fixtures.tiny_artifact import make_standalone
 
 from pipeline.config import compose_config
-from pipeline.stages import verify
+from pipeline.verify import onnx as verify
 
 VOCAB, WIDTH = 20, 8
 

@@ -22,9 +22,10 @@ from pipeline.release.keys import generate_keys, load_signing_key
 from pipeline.release.provenance import verify_provenance
 from pipeline.release.publish import publish_release
 from pipeline.release.pull import pull
-from pipeline.release.sign import Trust, sign_release, verify_folder
-from pipeline.signoff import main as signoff_main
-from pipeline.signoff import signoff
+from pipeline.release.sign import sign_release
+from pipeline.release.trust import Trust, verify_folder
+from pipeline.release.signoff import main as signoff_main
+from pipeline.release.signoff import signoff
 from tests.conftest import REPO
 from tests.fixtures.tiny_artifact import make_artifact_folder
 
@@ -50,8 +51,8 @@ def keys(tmp_path_factory):
 def ready_release(tmp_path_factory):
     """Two tiny artifacts, verified natively (real verify.json), with a `ready` signoff report."""
     from pipeline.config import compose_config
-    from pipeline.stages import verify
-    from pipeline.stages.stamp import config_sha256
+    from pipeline.verify import stage as verify_stage
+    from pipeline.build.stamp import config_sha256
 
     release = tmp_path_factory.mktemp("release") / "rc"
     for target, name in zip(TARGETS, NAMES):
@@ -68,7 +69,7 @@ def ready_release(tmp_path_factory):
         manifest.config_sha256 = config_sha256(compose_config(overrides))
         manifest.save()
         cfg = compose_config([f"target={target}", "verify.profiles=[native]", "verify.reference_cpu=native", "verify.latency_repeats=2"])
-        assert verify.run(cfg, Manifest.load(folder)).verify_status == "pass"
+        assert verify_stage.run(cfg, Manifest.load(folder)).verify_status == "pass"
     report = release.parent / "reports"
     assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report)]) == 0
     return release, report

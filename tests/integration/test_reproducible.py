@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import reproducible
+from pipeline.build import reproducible
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_inspect_shows_which_source_files_a_node_came_from(two_checkouts):
     # A quantized attention MatMul: derived from the exported node, sourced in transformers' BERT and ours.
     name = next(n for n, e in nodes.items() if e["op_type"] == "MatMulInteger"
                 and any("modeling_bert.py" in f for f in e["source_files"]))
-    assert "pipeline/models.py" in nodes[name]["source_files"], nodes[name]
+    assert "pipeline/build/models.py" in nodes[name]["source_files"], nodes[name]
     shown = run_cli("-m", "pipeline.cli", "inspect", str(model), "--node", name)
     assert shown.returncode == 0, shown.stderr
     assert "site-packages/transformers/models/bert/modeling_bert.py" in shown.stdout

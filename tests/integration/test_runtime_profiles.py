@@ -9,36 +9,37 @@ import onnx
 import pytest
 from tests.fixtures.tiny_artifact import make_artifact_folder, make_standalone
 
-from pipeline import runtimes
-from pipeline.app import build
+from pipeline.runtimes import venvs
+from pipeline.build.task import build
 from pipeline.config import compose_config
 from pipeline.guard import ArtifactRefused, ensure_can_run, read_stamp
 from pipeline.manifest import Manifest
-from pipeline.stages import verify
-from pipeline.targets import microarchitecture_features
+from pipeline.verify import onnx as verify
+from pipeline.verify import stage as verify_stage
+from pipeline.isa.targets import microarchitecture_features
 
 pytestmark = pytest.mark.slow
 SMALL = ["calibration.n_samples=16", "calibration.n_validation=8", "calibration.n_heldout=4", "verify.build_gate=false"]
 
 
 def test_runtime_env_is_built_once_recorded_and_reused(ort116_env):
-    record = json.loads((runtimes.Path(ort116_env.folder) / "install.json").read_text())
+    record = json.loads((venvs.Path(ort116_env.folder) / "install.json").read_text())
     assert "onnxruntime==1.16.3" in record["installed"] and record["seconds"] > 0
     assert any("Successfully installed" in m for m in ort116_env.build_messages)  # progress was shown
     assert ort116_env.limits["versions"]["onnxruntime"] == "1.16.3"
     assert ort116_env.limits["versions"]["numpy"].startswith("1.")
     assert (ort116_env.limits["max_ir_version"], ort116_env.limits["max_opsets"][""]) == (9, 19)
 
-    again = runtimes.prepare(runtimes.parse("onnxruntime==1.16.3"), progress=print)
+    again = venvs.prepare(venvs.parse("onnxruntime==1.16.3"), progress=print)
     assert again.install["status"] == "reused" and again.folder == ort116_env.folder
 
 
 def test_corrupted_cache_is_detected_and_rebuilt(ort116_env):
-    venv = runtimes.Path(ort116_env.folder) / "venv"
+    venv = venvs.Path(ort116_env.folder) / "venv"
     (init,) = venv.glob("lib/python*/site-packages/onnxruntime/__init__.py")
     init.write_text("raise ImportError('corrupted by the test')\n")
     messages = []
-    rebuilt = runtimes.prepare(ort116_env.runtime, progress=messages.append)
+    rebuilt = venvs.prepare(ort116_env.runtime, progress=messages.append)
     assert rebuilt.install["status"] == "built" and rebuilt.folder == ort116_env.folder
     assert "is broken (ImportError: corrupted by the test); rebuilding it" in messages[0]
     assert rebuilt.limits["max_ir_version"] == 9
@@ -47,7 +48,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(ort116_env):
 def test_ir_drift_is_predicted_in_words_and_confirmed_by_the_real_load(ort116_env, tmp_path):
     folder = make_artifact_folder(tmp_path / "tiny")  # onnx.helper model at IR 10, as the issue saw
     cfg = compose_config(["target=avx2", "runtime=ort116", "verify.profiles=[native,native@pinned]"])
-    report = verify.verify_folder(cfg, Manifest.load(folder))
+    report = verify_stage.verify_folder(cfg, Manifest.load(folder))
     old, pinned = report["profiles"]["native@ort116"], report["profiles"]["native"]
     assert report["status"] == "fail" and pinned["status"] == "pass"
     prediction = old["runtime"]["prediction"]
@@ -67,7 +68,7 @@ def test_a_disagreement_between_prediction_and_load_is_reported(ort116_env, tmp_
     onnx.save(model, str(artifact))
     # ... while the guard is told the runtime stops at IR 8: its prediction must be shown wrong.
     wrong = dataclasses.replace(ort116_env, limits=ort116_env.limits | {"max_ir_version": 8})
-    monkeypatch.setattr(runtimes, "prepare", lambda runtime, progress=None: wrong)
+    monkeypatch.setattr(venvs, "prepare", lambda runtime, progress=None: wrong)
     cfg = compose_config(["target=avx2", "runtime=ort116", "verify.profiles=[native]", "verify.reference_cpu=native"])
     report = verify.verify_files(artifact, reference, inputs, cfg, tmp_path / "verify.json")
     record = report["profiles"]["native@ort116"]
@@ -83,7 +84,7 @@ def ort116_build(ort116_env, tmp_path_factory):
     cfg = compose_config(["target=avx2", "mode=dynamic", "runtime=ort116", f"artifacts_dir={out}", *SMALL,
                           "verify.profiles=[haswell,native]", "verify.emulated_max_samples=2"])
     manifest = build(cfg)
-    return manifest, verify.verify_folder(cfg, manifest)
+    return manifest, verify_stage.verify_folder(cfg, manifest)
 
 
 def test_build_for_an_older_runtime_loads_and_passes_there(ort116_build):
@@ -110,8 +111,8 @@ def test_padding_invariance_passes_for_minilm(ort116_build):
 def test_padding_check_fails_for_minilm_exported_without_attention_mask(tmp_path):
     import torch
 
-    from pipeline.models import model_family
-    from pipeline.stages.export import export_onnx
+    from pipeline.build.models import model_family
+    from pipeline.build.export import export_onnx
 
     family = model_family(compose_config([]))
 

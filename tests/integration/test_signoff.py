@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pipeline.signoff import main as signoff_main
+from pipeline.release.signoff import main as signoff_main
 
 pytestmark = pytest.mark.slow
 GOOD, BAD = "digits_cnn-static-avx2", "digits_cnn-dynamic-avx2"

@@ -15,22 +15,26 @@ from tests.fixtures.tiny_artifact import make_artifact_folder, make_standalone, 
 
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
-from pipeline.stages import verify
-from pipeline.targets import profile, required_cpu_features
+from pipeline.verify import onnx as verify
+from pipeline.verify import sandbox
+from pipeline.verify import stage as verify_stage
+from pipeline.paths import PROJECT_ROOT
+from pipeline.errors import ExitCode
+from pipeline.isa.targets import profile, required_cpu_features
 from pipeline.verify.fidelity import Limits, judge_output
 from tests.helpers.cpu import isa_custom_op_library, isa_program, requires_host_features
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-REPO = verify.PROJECT_ROOT
+REPO = PROJECT_ROOT
 
 def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipeline.stages.verify", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pipeline.verify.stage", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def outcome_of(command, profile_name, timeout_seconds=60, memory_limit_mb=4096):
-    run = verify.run_under_profile(command, profile(profile_name), timeout_seconds, memory_limit_mb)
-    return run, verify.classify(run)
+    run = sandbox.run_under_profile(command, profile(profile_name), timeout_seconds, memory_limit_mb)
+    return run, sandbox.classify(run)
 
 
 @pytest.mark.slow
@@ -76,7 +80,7 @@ def test_standalone_cli_on_artifact_built_outside_the_pipeline(tmp_path):
         assert profiles[name]["status"] == "pass" and profiles[name]["samples"] == samples
         assert profiles[name]["fidelity"]["cosine_worst"] > 0.99
         assert profiles[name]["versions"]["onnxruntime"]
-        assert "pipeline.verify_child" in profiles[name]["command"]
+        assert "pipeline.verify.child_onnx" in profiles[name]["command"]
     assert "qemu-x86_64 -cpu Haswell" in profiles["haswell"]["command"]
     assert profiles["native"]["latency"]["int8"]["p95_ms"] > 0
     assert report["latency"]["fp32"]["p50_ms"] > 0 and report["latency"]["repeats"] == 20
@@ -89,7 +93,7 @@ def test_standalone_cli_on_artifact_built_outside_the_pipeline(tmp_path):
 def test_run_stage_on_a_build_folder(tmp_path):
     folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
     cfg = compose_config(["target=avx2", "verify.emulated_max_samples=1", "verify.latency_repeats=5"])
-    manifest = verify.run(cfg, Manifest.load(folder))
+    manifest = verify_stage.run(cfg, Manifest.load(folder))
     report = json.loads((folder / "verify.json").read_text())
     assert manifest.verify_status == "pass" == report["status"], report
     statuses = {name: p["status"] for name, p in report["profiles"].items()}
@@ -110,7 +114,7 @@ def test_not_verified_for_avx512_vnni_when_host_lacks_it(tmp_path):
     assert "avx512_vnni" in native["reason"] and "QEMU" in native["reason"]
     assert report["profiles"]["haswell"]["status"] == "refused_by_guard"
     assert report["status"] == "not_verified" and not report["passed"]
-    assert verify.exit_code(report["status"]) != 0
+    assert verify_stage.exit_code(report["status"]) != 0
 
 
 def test_timeout_kills_the_process_group_and_the_parent_continues():
@@ -153,7 +157,7 @@ def test_wrong_outputs_fail_on_fidelity(tmp_path):
     write_fp32_mlp(reference, seed=7)  # a reference from other weights: the artifact no longer matches it
     result = run_cli("--artifact", artifact, "--reference", reference, "--inputs", inputs, "--target", "avx2",
                      "verify.profiles=[native]", "verify.reference_cpu=native")
-    assert result.returncode == verify.EXIT_FAILED, result.stderr
+    assert result.returncode == ExitCode.FAILED, result.stderr
     native = json.loads((tmp_path / "verify.json").read_text())["profiles"]["native"]
     assert (native["status"], native["failure"]) == ("fail", "fidelity")
     assert "cosine mean" in native["reason"] and native["thresholds"]["min_cosine_mean"] == 0.98
@@ -198,5 +202,5 @@ def test_nan_outputs_fail_instead_of_slipping_past_thresholds():
 def test_folder_edited_after_the_build_is_refused(tmp_path, capsys):
     folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
     np.savez(folder / "heldout.npz", x=np.zeros((2, 16), dtype=np.float32))
-    assert verify.main(["--artifact-dir", str(folder)]) == 2
+    assert verify_stage.main(["--artifact-dir", str(folder)]) == 2
     assert "heldout.npz changed since the build" in capsys.readouterr().err

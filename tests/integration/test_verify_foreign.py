@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from tests.fixtures import tiny_encoder
 
-from pipeline.stages import verify
+from pipeline.paths import PROJECT_ROOT
+from pipeline.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +25,9 @@ def encoder(tmp_path_factory):
 
 
 def run_verify(artifact, reference, inputs, out, *overrides):
-    return subprocess.run([sys.executable, "-m", "pipeline.stages.verify", "--artifact", str(artifact), "--reference",
+    return subprocess.run([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(artifact), "--reference",
                            str(reference), "--inputs", str(inputs), "--target", "avx2", "--out", str(out),
-                           *overrides], cwd=verify.PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+                           *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
 
 
 def test_onnxruntime_quantized_encoder_passes_on_haswell_and_native(encoder, tmp_path):
@@ -54,7 +55,7 @@ def test_per_tensor_artifact_below_the_bound_fails_naming_the_cosine(encoder, tm
     _, (artifact, reference, inputs) = encoder
     out = tmp_path / "verify.json"
     result = run_verify(artifact, reference, inputs, out, "verify.profiles=[native]", "verify.reference_cpu=native")
-    assert result.returncode == verify.EXIT_FAILED, result.stderr[-3000:]
+    assert result.returncode == ExitCode.FAILED, result.stderr[-3000:]
     native = json.loads(out.read_text())["profiles"]["native"]
     assert (native["status"], native["failure"]) == ("fail", "fidelity")
     assert "last_hidden_state: per-token cosine mean" in native["reason"]

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from pipeline import audit
+from pipeline.isa import audit
 from pipeline.guard import ArtifactRefused, StampError
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to compile a test library")
@@ -31,7 +31,7 @@ def test_audit_flags_avx512f_and_fails_an_avx2_target(tmp_path):
     assert report.kind == "elf" and report.audited
     counts = report.counts()
     assert counts.get("avx512f", 0) > 0, counts
-    from pipeline.targets import required_cpu_features
+    from pipeline.isa.targets import required_cpu_features
     avx2 = required_cpu_features("x86_64_v3")
     problems = audit.check(report, avx2, "avx2")
     assert len(problems) == 1
@@ -46,11 +46,11 @@ def test_audit_flags_avx512f_and_fails_an_avx2_target(tmp_path):
 def test_audit_cli_exit_codes(tmp_path):
     avx512 = compile_library(tmp_path, "-mavx512f")
     sse = compile_library(tmp_path)  # the psABI baseline only
-    over = subprocess.run([sys.executable, "-m", "pipeline.audit", avx512, "--target", "avx2"],
+    over = subprocess.run([sys.executable, "-m", "pipeline.isa.audit", avx512, "--target", "avx2"],
                           capture_output=True, text=True)
     assert over.returncode == audit.EXIT_EXCEEDS, over.stdout + over.stderr
     assert "EXCEEDED by avx512f" in over.stdout
-    within = subprocess.run([sys.executable, "-m", "pipeline.audit", sse, "--target", "x86_64_v2",
+    within = subprocess.run([sys.executable, "-m", "pipeline.isa.audit", sse, "--target", "x86_64_v2",
                              "--json", str(tmp_path / "a.json")], capture_output=True, text=True)
     assert within.returncode == 0, within.stdout + within.stderr
     assert json.loads((tmp_path / "a.json").read_text())["audited_cpu_features"] == []
@@ -91,14 +91,14 @@ def test_onnx_and_plain_files_hold_no_native_code(tmp_path):
     ("x86_64_v4", ["avx512_vnni"], ("x86-64-v4", "avx512_vnni", 512)),
 ])
 def test_isa_plan_per_target(microarchitecture, extra, expected):
-    from pipeline.aoti import isa_plan
-    from pipeline.targets import required_cpu_features
+    from pipeline.build.aoti import isa_plan
+    from pipeline.isa.targets import required_cpu_features
     plan = isa_plan(microarchitecture, required_cpu_features(microarchitecture, extra))
     assert (plan.march, plan.vec_isa, plan.simdlen) == expected
 
 
 def test_isa_plan_refuses_arm64():
-    from pipeline.aoti import isa_plan
+    from pipeline.build.aoti import isa_plan
     from pipeline.config import QuantgateError
     with pytest.raises(QuantgateError, match="x86-64 code only"):
         isa_plan("cortex_a72", [])
@@ -108,7 +108,7 @@ def test_pinned_isa_ignores_what_the_build_host_has():
     """On a VNNI/BF16 host inductor alone would pick `avx512 avx512_vnni` and add -mavx512bf16."""
     from torch._inductor import config, cpu_vec_isa
 
-    from pipeline.aoti import IsaPlan, pinned_isa
+    from pipeline.build.aoti import IsaPlan, pinned_isa
     with pinned_isa(IsaPlan("x86-64-v4", "avx512", 512)):
         isa = cpu_vec_isa.pick_vec_isa()
         assert str(isa) == "avx512" and config.cpp.march == "x86-64-v4"
@@ -120,7 +120,7 @@ def test_pinned_isa_ignores_what_the_build_host_has():
 
 def _stamped_package(tmp_path, **overrides):
     from pipeline.guard import REQUIRED_STAMP_KEYS
-    from pipeline.targets import required_cpu_features
+    from pipeline.isa.targets import required_cpu_features
     stamp = {key: "x" for key in REQUIRED_STAMP_KEYS} | {
         "schema": "1", "target_isa": "avx2", "artifact_kind": "aoti",
         "required_cpu_features": json.dumps(required_cpu_features("x86_64_v3")),
@@ -133,8 +133,8 @@ def _stamped_package(tmp_path, **overrides):
 
 
 def test_torch_guard_refuses_a_cpu_without_avx2(tmp_path):
-    from pipeline.guard_torch import ensure_can_run
-    from pipeline.targets import microarchitecture_features
+    from pipeline.guard.pt2 import ensure_can_run
+    from pipeline.isa.targets import microarchitecture_features
     package = _stamped_package(tmp_path)
     with pytest.raises(ArtifactRefused, match=r"built for avx2 needs .*avx2.*; this CPU lacks: .*avx2"):
         ensure_can_run(package, microarchitecture_features("sandybridge"))
@@ -142,8 +142,8 @@ def test_torch_guard_refuses_a_cpu_without_avx2(tmp_path):
 
 
 def test_torch_guard_checks_the_audited_set_and_torch_version(tmp_path):
-    from pipeline.guard_torch import check_package, read_package_stamp
-    from pipeline.targets import microarchitecture_features
+    from pipeline.guard.pt2 import check_package, read_package_stamp
+    from pipeline.isa.targets import microarchitecture_features
     lying = read_package_stamp(_stamped_package(tmp_path, audited_cpu_features=json.dumps(["avx512f"])))
     verdict = check_package(lying, microarchitecture_features("haswell"))
     assert not verdict.can_run and "audited to need avx512f" in verdict.message()
@@ -153,7 +153,7 @@ def test_torch_guard_checks_the_audited_set_and_torch_version(tmp_path):
 
 
 def test_torch_guard_needs_a_stamp(tmp_path):
-    from pipeline.guard_torch import ensure_can_run
+    from pipeline.guard.pt2 import ensure_can_run
     package = tmp_path / "bare.pt2"
     with zipfile.ZipFile(package, "w") as archive:
         archive.writestr("bare/archive_format", "pt2")

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from pipeline.cli import ALL_COMMANDS, run_command
+from pipeline.cli import ALL_COMMANDS
+from pipeline.commandline import run_command
 from pipeline.config.compose import config_groups
 from pipeline.errors import MEANING, ExitCode, NotVerified, Refused, UsageError, VerificationFailed
 from tests.conftest import REPO

@@ -5,12 +5,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline.cpuid import READABLE_FEATURES, host_features
+from pipeline.guard.cpuid import READABLE_FEATURES, host_features
 from pipeline.guard import (REQUIRED_STAMP_KEYS, ArtifactRefused, ModelVersions, StampError, check_stamp,
                             ensure_can_run, predict_load, read_onnx_header, read_onnx_versions, read_stamp)
-from pipeline.targets import microarchitecture_features, required_cpu_features
+from pipeline.isa.targets import microarchitecture_features, required_cpu_features
 
-# What pipeline.runtime_probe reports for onnxruntime 1.16.3 (measured) and 1.32.0.
+# What pipeline.guard.probe reports for onnxruntime 1.16.3 (measured) and 1.32.0.
 ORT116 = {"versions": {"onnxruntime": "1.16.3"}, "max_ir_version": 9, "max_opsets": {"": 19, "ai.onnx.ml": 3, "com.microsoft": 1}}
 RUNTIME = {"versions": {"onnxruntime": "1.32.0"}, "max_ir_version": 14, "max_opsets": {"": 28, "ai.onnx.ml": 5}}
 

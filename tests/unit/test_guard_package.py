@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from pipeline.targets import microarchitecture_features, required_cpu_features
+from pipeline.isa.targets import microarchitecture_features, required_cpu_features
 from tests.conftest import REPO
 from tests.unit.test_guard import stamp_for, write_stamped_model
 
@@ -58,8 +58,8 @@ def test_guard_modules_import_only_the_standard_library_and_each_other():
                 assert root in stdlib or root == "__future__" or lazy, f"{path.name} imports {name}"
 
 
-@pytest.mark.parametrize("module", ["pipeline.guard", "pipeline.guard_torch", "pipeline.cpuid", "pipeline.onnx_checks",
-                                    "pipeline.runtime_probe", "pipeline.verify_child", "pipeline.aoti_child"])
+@pytest.mark.parametrize("module", ["pipeline.guard", "pipeline.guard.pt2", "pipeline.guard.cpuid", "pipeline.guard.onnx",
+                                    "pipeline.guard.probe", "pipeline.verify.child_onnx", "pipeline.verify.child_pt2"])
 def test_the_guard_and_the_child_runners_import_no_heavy_package(module):
     code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -70,23 +70,22 @@ def test_the_guard_and_the_child_runners_import_no_heavy_package(module):
 
 def test_one_exception_tree_behind_every_import_path():
     import pipeline.guard as guard
-    import pipeline.guard_torch as guard_torch
-    import pipeline.onnx_checks as onnx_checks
+    import pipeline.guard.onnx as guard_onnx
+    import pipeline.guard.pt2 as guard_pt2
     from pipeline.guard import errors
-    assert guard.ArtifactRefused is guard_torch.ArtifactRefused is errors.ArtifactRefused
-    assert guard.StampError is guard_torch.StampError is errors.StampError
-    assert issubclass(onnx_checks.UnsafeModelError, guard.ArtifactRefused)
+    assert guard.ArtifactRefused is guard_pt2.ArtifactRefused is errors.ArtifactRefused
+    assert guard.StampError is guard_pt2.StampError is errors.StampError
+    assert issubclass(guard_onnx.UnsafeModelError, guard.ArtifactRefused)
     assert issubclass(guard.UnreadableArtifact, guard.StampError)
     assert issubclass(guard.SignatureCheckUnavailable, guard.ArtifactRefused)
 
 
-@pytest.mark.parametrize("module", ["pipeline.guard", "pipeline.guard_torch"])
-def test_the_command_refuses_onnx_and_pt2_with_exit_3(tmp_path, module):
+def test_the_command_refuses_onnx_and_pt2_with_exit_3(tmp_path):
     write_stamped_model(tmp_path / "arm.onnx", stamp_for("arm64", required_cpu_features=ARM))
     (tmp_path / "pt2").mkdir()
     package = stamped_package(tmp_path / "pt2", target_isa="arm64", required_cpu_features=ARM)
     for path in (tmp_path / "arm.onnx", package, package.parent):
-        assert_one_line(guard_command(path, module=module), 3, "quantgate guard: refused: ",
+        assert_one_line(guard_command(path), 3, "quantgate guard: refused: ",
                         "artifact built for arm64 needs", "this CPU lacks: asimd")
 
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline import reproducible
+from pipeline.build import reproducible
 from tests.conftest import REPO
 
 SITE_PACKAGES = next(root for root, label in reproducible.host_roots() if label == "site-packages/")
@@ -110,7 +110,7 @@ def test_scan_finds_this_machines_paths_in_any_published_file(tmp_path):
 
 
 def test_the_build_refuses_to_publish_a_file_naming_the_checkout(tmp_path):
-    from pipeline.app import _check_no_host_paths
+    from pipeline.build.task import _check_no_host_paths
     staging, folder = tmp_path / ".x.staging-1", tmp_path / "x"
     staging.mkdir()
     (staging / "reference.onnx").write_bytes(b"ok")
@@ -141,8 +141,8 @@ def test_export_of_a_module_defined_here_is_stripped_and_sourced(tmp_path, capsy
     export stage publishes does not, and `inspect --node` shows where each node came from."""
     import torch
 
-    from pipeline.cli import inspect_nodes
-    from pipeline.stages.export import export_onnx
+    from pipeline.inspect import inspect_nodes
+    from pipeline.build.export import export_onnx
 
     class Tiny(torch.nn.Module):
         def __init__(self):

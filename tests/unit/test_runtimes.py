@@ -1,11 +1,11 @@
-"""Runtime specs and fitting an export to what a runtime loads (limits as pipeline.runtime_probe reports them)."""
+"""Runtime specs and fitting an export to what a runtime loads (limits as pipeline.guard.probe reports them)."""
 import json
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import runtimes
+from pipeline.runtimes import venvs
 from pipeline.config import QuantgateError, compose_config
 from pipeline.guard import ModelVersions, predict_load
 
@@ -24,14 +24,14 @@ def layer_norm_model(opset=18, ir_version=10):
 
 
 def test_fit_lowers_ir_version_and_keeps_a_loadable_opset():
-    model, changes = runtimes.fit_model(layer_norm_model(), ORT116, "tiny")
+    model, changes = venvs.fit_model(layer_norm_model(), ORT116, "tiny")
     assert changes == ["IR version 10 -> 9"]
     assert predict_load(ModelVersions(model.ir_version, {"": 18}), ORT116) == []
 
 
 def test_fit_converts_the_opset_down_with_onnx_version_converter():
     limits = ORT116 | {"max_opsets": {"": 17}}
-    model, changes = runtimes.fit_model(layer_norm_model(), limits, "tiny")
+    model, changes = venvs.fit_model(layer_norm_model(), limits, "tiny")
     assert changes == ["ai.onnx opset 18 -> 17", "IR version 10 -> 9"]
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
 
@@ -40,34 +40,34 @@ def test_no_loadable_export_names_the_operator_that_blocks_it():
     limits = ORT116 | {"max_opsets": {"": 15}}
     with pytest.raises(QuantgateError, match="no export of tiny loads in onnxruntime 1.16.3: it loads ai.onnx "
                                              "opset <= 15, but LayerNormalization exists only from opset 17"):
-        runtimes.fit_model(layer_norm_model(), limits, "tiny")
+        venvs.fit_model(layer_norm_model(), limits, "tiny")
 
 
 def test_runtime_specs_resolve_to_shipped_profiles_and_hash_by_content():
-    ort116 = runtimes.resolve(compose_config(["runtime=ort116"]).runtime)
+    ort116 = venvs.resolve(compose_config(["runtime=ort116"]).runtime)
     assert ort116.requirements == ("onnxruntime==1.16.3", "numpy<2")
     custom = compose_config(["runtime=custom", 'runtime.requirements=["onnxruntime==1.16.3"]']).runtime
-    assert runtimes.resolve(custom) == ort116  # the shipped profile carries the numpy it needs
-    assert runtimes.resolve(None).pinned and runtimes.resolve(compose_config(["runtime=pinned"]).runtime).pinned
-    assert runtimes.parse("ort116") == ort116 == runtimes.parse("onnxruntime==1.16.3")
-    other = runtimes.parse("onnxruntime==1.17.3,numpy<2")
+    assert venvs.resolve(custom) == ort116  # the shipped profile carries the numpy it needs
+    assert venvs.resolve(None).pinned and venvs.resolve(compose_config(["runtime=pinned"]).runtime).pinned
+    assert venvs.parse("ort116") == ort116 == venvs.parse("onnxruntime==1.16.3")
+    other = venvs.parse("onnxruntime==1.17.3,numpy<2")
     assert other.name == "custom" and other.key != ort116.key
     with pytest.raises(QuantgateError, match="unknown runtime 'ort999'"):
-        runtimes.parse("ort999")
+        venvs.parse("ort999")
     assert compose_config([]).runtime is None  # default: this venv to build, the stamped runtime to verify
 
 
 def test_verify_profiles_name_their_runtime():
-    from pipeline.stages.verify import plan_profiles
+    from pipeline.verify.onnx import plan_profiles
     cfg = compose_config(["target=avx2", "verify.profiles=[haswell@ort116,native]"])
-    plans = plan_profiles(cfg, ["avx2"], True, frozenset({"avx2"}), runtimes.parse("ort116"))
+    plans = plan_profiles(cfg, ["avx2"], True, frozenset({"avx2"}), venvs.parse("ort116"))
     assert [(p.key, p.runtime.name) for p in plans] == [("haswell@ort116", "ort116"), ("native@ort116", "ort116")]
     plans = plan_profiles(cfg, ["avx2"], True, frozenset({"avx2"}))
     assert [p.key for p in plans] == ["haswell@ort116", "native"]
 
 
 def test_probe_asks_the_installed_runtime_itself():
-    from pipeline.runtime_probe import probe
+    from pipeline.guard.probe import probe
     limits = probe()
     assert limits["max_ir_version"] >= 10 and limits["max_opsets"][""] >= 18
     assert json.loads(json.dumps(limits)) == limits

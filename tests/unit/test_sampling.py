@@ -4,7 +4,7 @@ import pytest
 
 from calibration.sampling import deduplicated_indices, draw, split_calibration_heldout
 from calibration.sources import pydoc_sentences
-from pipeline.config import QuantgateError
+from calibration.errors import CalibrationError
 
 
 def test_split_is_seeded_deduplicated_and_disjoint():
@@ -36,14 +36,14 @@ def test_length_stratified_sampling_takes_long_texts_too():
 
 
 def test_stratified_without_labels_is_a_clear_error():
-    with pytest.raises(QuantgateError, match="needs labels"):
+    with pytest.raises(CalibrationError, match="needs labels"):
         draw(["a", "b"], 1, seed=0, strategy="stratified")
 
 
 def test_too_few_examples_and_nonpositive_counts_are_clear_errors():
-    with pytest.raises(QuantgateError, match="only 1 left"):
+    with pytest.raises(CalibrationError, match="only 1 left"):
         split_calibration_heldout(["a", "b", "c"], 2, 2, seed=0)
-    with pytest.raises(QuantgateError, match="positive"):
+    with pytest.raises(CalibrationError, match="positive"):
         split_calibration_heldout(["a", "b", "c"], 0, 1, seed=0)
 
 

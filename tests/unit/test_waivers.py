@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from pipeline.signoff import SignoffError, load_waivers
+from pipeline.release.signoff import SignoffError, load_waivers
 
 
 def write(tmp_path, text):

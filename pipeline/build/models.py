@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
 
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -38,7 +38,7 @@ def dataset_identity(calibration_cfg) -> str:
     """The calibration source as the stamp names it: user files by basename and sha256 of their bytes
     (`traffic.jsonl sha256:...`), a hub dataset by name (a local dataset folder by its basename), never
     by where they lie on the build machine."""
-    from pipeline.reproducible import portable_path_value
+    from pipeline.build.reproducible import portable_path_value
     if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
     return portable_path_value(str(calibration_cfg.hub_name))
@@ -102,7 +102,7 @@ class TextEmbeddingFamily:
         # (the stamp carries no absolute path; the weights' sha256 identifies it).
         if self.cfg.model.name_or_path is None:
             return "sentence-transformers/all-MiniLM-L6-v2"
-        from pipeline.reproducible import portable_path_value
+        from pipeline.build.reproducible import portable_path_value
         return portable_path_value(self.cfg.model.name_or_path)
 
     def weights_sha256(self) -> str:

@@ -11,9 +11,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from pipeline import reproducible
+from pipeline.build import reproducible
 from pipeline.manifest import Manifest, atomic_write_bytes
-from pipeline.models import model_family
+from pipeline.build.models import model_family
 from pipeline.progress import step
 
 
@@ -38,10 +38,10 @@ def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, i
     quantization, so the quantizer works on (and keeps) versions that runtime accepts."""
     import onnx
 
-    from pipeline import runtimes
-    env = runtimes.prepare(runtimes.resolve(cfg.runtime))
+    from pipeline.runtimes import venvs
+    env = venvs.prepare(venvs.resolve(cfg.runtime))
     manifest.runtime = env.record()
-    model, changes = runtimes.fit_model(onnx.load_from_string(onnx_bytes), env.limits, cfg.model.name)
+    model, changes = venvs.fit_model(onnx.load_from_string(onnx_bytes), env.limits, cfg.model.name)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not changes:
         return onnx_bytes, opset

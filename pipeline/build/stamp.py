@@ -2,7 +2,7 @@
 
 No timestamps, host names or paths inside the artifact: the same inputs give the same bytes in any
 folder on any machine. User-given paths (a checkpoint folder, calibration files) are stamped as
-basename + sha256 of the bytes (pipeline/reproducible.py). Build time and host go in manifest.json
+basename + sha256 of the bytes (pipeline/build/reproducible.py). Build time and host go in manifest.json
 (written by the build app once every file is in place).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, atomic_write_bytes, sha256_bytes
 from pipeline.progress import say
-from pipeline.targets import required_cpu_features
+from pipeline.isa.targets import required_cpu_features
 
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy", "quantgate")
 # Keys that do not change the artifact's bytes: where it is written and how it is verified.
@@ -37,7 +37,7 @@ def portable_config(resolved: dict) -> dict:
     """The config with its path values (checkpoint folder, data files, a local hub dataset, wheel paths in
     runtime requirements) as basename (+ sha256 of a file's bytes): the same inputs hash the same in any
     folder on any machine, and different data under the same name does not."""
-    from pipeline.reproducible import portable_path_value
+    from pipeline.build.reproducible import portable_path_value
     model, calibration, runtime = resolved.get("model") or {}, resolved.get("calibration") or {}, \
         resolved.get("runtime") or {}
     if model.get("name_or_path"):
@@ -84,7 +84,7 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
     }
     assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
     if manifest.runtime:  # the runtime stack it was built (and fitted) for; verification defaults to it
-        from pipeline.reproducible import portable_path_value
+        from pipeline.build.reproducible import portable_path_value
         values["runtime"] = {"name": manifest.runtime["name"],
                              "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
@@ -112,8 +112,8 @@ def run(cfg, manifest: Manifest) -> Manifest:
     manifest.config_sha256 = config_sha256(cfg)
     if manifest.runtime:
         # The quantizer (or QAT's own export) may write a newer IR version or opset than the reference had.
-        from pipeline import runtimes
-        changes = runtimes.fit_file(manifest.path(manifest.model_file), manifest.runtime_limits(), "the int8 model")
+        from pipeline.runtimes import venvs
+        changes = venvs.fit_file(manifest.path(manifest.model_file), manifest.runtime_limits(), "the int8 model")
         if changes:
             say(f"stamp: fitted model.onnx to onnxruntime {manifest.runtime['versions']['onnxruntime']}: "
                 f"{', '.join(changes)}")

@@ -1,10 +1,10 @@
 """Verify a `model.pt2` folder (export=aoti) on its target's CPU profiles, and audit it again.
 
-Until pipeline/stages/verify.py learns the .pt2 kind, this is its small counterpart, built from
-the same pieces (`run_under_profile`, `classify`, `fidelity`): the static audit of the package
-(`pipeline.audit`) against the target; the floor CPU under QEMU and this host when it has the
+The .pt2 counterpart of pipeline/verify/onnx.py (pipeline/verify/stage.py picks by kind), built from
+the same pieces (`sandbox.run_under_profile`, `sandbox.classify`, `fidelity`): the static audit of the package
+(`pipeline.isa.audit`) against the target; the floor CPU under QEMU and this host when it has the
 features (the package must load, run and match the fp32 torch model on held-out samples); and the
-CPUs below the floor, where `pipeline.aoti_child`'s guard must refuse it (exit 3) before the
+CPUs below the floor, where `pipeline.verify.child_pt2`'s guard must refuse it (exit 3) before the
 library is mapped. Writes verify.json beside the package.
 """
 from __future__ import annotations
@@ -16,23 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.manifest import Manifest, sha256_file
+from pipeline.isa import audit
+from pipeline.isa.targets import profile
+from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
+from pipeline.verify.fidelity import compare_cpus, judge, output_scale
+from pipeline.verify.planning import host_cpu_features, limits_from
+from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
+from pipeline.verify.sandbox import classify, run_under_profile
 
 
 
 def _child(package: Path, inputs: Path, out: Path, samples: int) -> list[str]:
     import sys
-    return [sys.executable, "-m", "pipeline.aoti_child", "--package", str(package.resolve()),
+    return [sys.executable, "-m", "pipeline.verify.child_pt2", "--package", str(package.resolve()),
             "--inputs", str(inputs.resolve()), "--out", str(out), "--samples", str(samples)]
 
 
 def verify_package(cfg, manifest: Manifest) -> dict:
-    from pipeline import audit
-    from pipeline.aoti import REFERENCE_OUTPUTS_FILE
-    from pipeline.stages.verify import classify, host_cpu_features, limits_from, run_under_profile
-    from pipeline.targets import profile
-    from pipeline.verify.fidelity import compare_cpus, judge, output_scale
-    from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 
     started = time.monotonic()
     target, v = cfg.target, cfg.verify
@@ -131,39 +131,3 @@ def verify_package(cfg, manifest: Manifest) -> dict:
     print(f"verify {target.name}: audit {audit_record['status']}: {json.dumps(audit_record['audited_cpu_features'])}",
           flush=True)
     return report.to_json()
-
-
-def run(cfg, manifest: Manifest) -> Manifest:
-    if not cfg.verify.enabled:
-        manifest.verify_status = "skipped"
-        return manifest
-    manifest.verify_status = verify_package(cfg, manifest)["status"]
-    return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.aoti_verify FOLDER|FOLDER/model.pt2 [verify.* overrides]` (the same as
-    `quantgate verify --artifact-dir FOLDER`, which also checks the files against the manifest first)."""
-    from pipeline.cli import run_command
-    return run_command("quantgate verify", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
-    from pipeline.config import compose_config
-    from pipeline.errors import InputError
-    from pipeline.stages.verify import exit_code
-    parser = command_parser("python -m pipeline.aoti_verify", __doc__, overrides=True)
-    parser.add_argument("folder", type=Path, metavar="ARTIFACT_DIR", help="an export=aoti build (or its model.pt2)")
-    args = parser.parse_args(argv)
-    folder = args.folder.parent if args.folder.is_file() else args.folder
-    try:
-        manifest = Manifest.load(folder)
-    except FileNotFoundError as error:
-        raise InputError(str(error)) from None
-    cfg = compose_config([f"target={manifest.target}", "export=aoti", *args.overrides])
-    return exit_code(verify_package(cfg, manifest)["status"])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

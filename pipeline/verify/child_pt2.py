@@ -1,6 +1,6 @@
 """Run a .pt2 package once, in a child process on a CPU profile (under `qemu-x86_64 -cpu MODEL`).
 
-    python -m pipeline.aoti_child --package model.pt2 --inputs heldout.npz --out outputs.npz [--samples 3]
+    python -m pipeline.verify.child_pt2 --package model.pt2 --inputs heldout.npz --out outputs.npz [--samples 3]
 
 The guard comes first, with the standard library only: refused -> exit 3 and one line on stderr,
 before numpy, torch or the package's library is loaded. Then torch loads the package and runs
@@ -15,7 +15,7 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.aoti_child")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.verify.child_pt2")
     parser.add_argument("--package", required=True)
     parser.add_argument("--inputs", required=True)
     parser.add_argument("--out", required=True)
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError
-    from pipeline.guard_torch import ensure_can_run, read_package_stamp
+    from pipeline.guard.pt2 import ensure_can_run, read_package_stamp
     if not args.no_guard:
         try:
             verdict = ensure_can_run(args.package)

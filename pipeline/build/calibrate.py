@@ -13,9 +13,9 @@ import numpy as np
 
 from calibration.coverage import coverage_report, describe
 from calibration.sampling import deduplicated_indices, draw
-from pipeline.config import QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
-from pipeline.models import model_family
+from pipeline.build.models import model_family
 from pipeline.progress import say, step
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.readers import BatchReader
-from pipeline.config import QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 
@@ -102,8 +102,8 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
     """A QDQ model to rank nodes on: the artifact itself, or a static QDQ twin of a dynamic one."""
     from dataclasses import replace
 
-    from pipeline.stages.calibrate import load_batches
-    from pipeline.stages.quantize import quantize_onnx
+    from pipeline.build.calibrate import load_batches
+    from pipeline.build.quantize import quantize_onnx
 
     if manifest.quantization.mode != "dynamic":
         return manifest.path(manifest.model_file)
@@ -116,8 +116,8 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
-    from pipeline.stages import quantize
-    from pipeline.stages.calibrate import load_inputs
+    from pipeline.build import quantize
+    from pipeline.build.calibrate import load_inputs
 
     kind, verify_cfg = manifest.model_kind, cfg.verify
     validation, validation_labels = load_inputs(manifest.path(manifest.validation_file), manifest.input_names)

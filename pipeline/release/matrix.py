@@ -21,7 +21,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
-from pipeline.errors import ExitCode, QuantgateError
+from pipeline.errors import ExitCode, QuantgateError, translate
 from pipeline.manifest import atomic_write_json
 
 OUTCOME_FILE = "outcome.json"
@@ -51,13 +51,16 @@ def run_combination(cfg, overrides: list[str]) -> int:
 
     The outcome comes from what quantize_task returned (the verification's exit code) or raised: a
     QuantgateError is a build refused with a message; anything else is a crash (traceback printed)."""
-    from pipeline.app import artifact_folder, quantize_task
+    from pipeline.build.task import artifact_folder, quantize_task
 
     started = time.monotonic()
     folder = artifact_folder(cfg)
     verify_status = None
     try:
-        code = quantize_task(cfg, overrides)
+        try:
+            code = quantize_task(cfg, overrides)
+        except Exception as error:
+            raise translate(error) or error
     except QuantgateError as error:  # refused before anything was published
         print(f"quantgate: error: {error}", file=sys.stderr, flush=True)
         code, outcome, reason = error.exit_code, "build_failed", str(error)

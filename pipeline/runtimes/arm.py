@@ -4,7 +4,7 @@
 
 A deployment profile on Arm is a QEMU Arm CPU model plus a runtime spec; a child runs as
 
-    qemu-aarch64 -cpu cortex-a72 -L SYSROOT -E PYTHONPATH=SITE:REPO SYSROOT/usr/bin/python3.11 -m pipeline.verify_child ...
+    qemu-aarch64 -cpu cortex-a72 -L SYSROOT -E PYTHONPATH=SITE:REPO SYSROOT/usr/bin/python3.11 -m pipeline.verify.child_onnx ...
 
 Prepared once and cached under `~/.cache/quantgate/arm64/` (QUANTGATE_ARM_CACHE overrides the root):
 
@@ -26,7 +26,6 @@ sees: no mount namespace needed, and onnxruntime 1.32.0 imports and runs.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -37,20 +36,20 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.config import QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.progress import say
-from pipeline.runtimes import PROJECT_ROOT, Runtime
+from pipeline.runtimes.cache import COMPLETE, build_once
+from pipeline.runtimes.venvs import Runtime
+from pipeline.paths import PROJECT_ROOT
 
 QEMU_AARCH64 = "qemu-aarch64"
 SUITE = "bookworm"  # Debian 12: python3.11, matching the wheels' cp311 tag
 GUEST_PYTHON = "usr/bin/python3.11"
 PYTHON_TAG = "3.11"
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")  # bookworm's glibc 2.36 takes both
-COMPLETE = "COMPLETE"
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 # What onnxruntime's cpuinfo parser expects from an Arm Linux: one Cortex-A72-shaped core. Features here are
 # informational only; runtimes dispatch on AT_HWCAP, which QEMU sets from its -cpu model.
@@ -101,34 +100,6 @@ def apt_mirror(sources=SOURCES) -> str:
     return debian[0]
 
 
-# --- building, once, under a lock -------------------------------------------------------------------------
-def _cached(folder: Path, build, what: str, progress) -> dict:
-    """`build(tmp)` into a sibling temp folder, renamed to `folder` with COMPLETE last; reused when complete."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{folder.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two verifications preparing one sysroot: the second waits, then reuses
-        if (folder / COMPLETE).is_file():
-            return json.loads((folder / "install.json").read_text()) | {"status": "reused"}
-        if folder.exists():
-            progress(f"arm64: {folder} is half-built (no {COMPLETE} marker); rebuilding it")
-            shutil.rmtree(folder)
-        tmp = folder.with_name(f".{folder.name}.building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        started = time.monotonic()
-        try:
-            record = build(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        record |= {"status": "built", "seconds": round(time.monotonic() - started, 1),
-                   "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        (tmp / "install.json").write_text(json.dumps(record, indent=2) + "\n")
-        os.rename(tmp, folder)
-        (folder / COMPLETE).write_text(what + "\n")  # last: only a complete folder has it
-        progress(f"arm64: {what} ready in {record['seconds']:.1f} s ({folder})")
-        return record
-
-
 def _run(command: list[str], what: str, progress, prefixes=()) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
@@ -175,7 +146,9 @@ def sysroot(progress=say, mirror: str | None = None) -> Path:
             path.write_text(value + "\n")
         return {"suite": SUITE, "mirror": mirror, "packages": [d.name for d in debs]}
 
-    _cached(folder, build, f"Debian {SUITE} arm64 sysroot", progress)
+    record = build_once(folder, build, "arm64", progress)
+    if record["status"] == "built":
+        progress(f"arm64: Debian {SUITE} arm64 sysroot ready in {record['seconds']:.1f} s ({folder})")
     return folder
 
 
@@ -209,16 +182,18 @@ def site(requirements: list[str], progress=say) -> Path:
         wheels.rmdir()
         return {"requirements": requirements, "wheels": [w.name for w in found]}
 
-    _cached(folder, build, f"aarch64 wheels ({' '.join(requirements)})", progress)
+    record = build_once(folder, build, "arm64", progress)
+    if record["status"] == "built":
+        progress(f"arm64: aarch64 wheels ({' '.join(requirements)}) ready in {record['seconds']:.1f} s ({folder})")
     return folder
 
 
-# --- a prepared Arm runtime, shaped like pipeline.runtimes.RuntimeEnv --------------------------------------
+# --- a prepared Arm runtime, shaped like pipeline.runtimes.venvs.RuntimeEnv --------------------------------------
 @dataclass
 class ArmEnv:
     runtime: Runtime
     python: str  # the guest interpreter, run by qemu-aarch64
-    limits: dict  # pipeline.runtime_probe.probe() run under qemu-aarch64
+    limits: dict  # pipeline.guard.probe.probe() run under qemu-aarch64
     folder: str
     emulator_args: list[str]  # after `qemu-aarch64 -cpu MODEL`: -L SYSROOT -E PYTHONPATH=...
     install: dict = field(default_factory=dict)
@@ -248,7 +223,7 @@ def prepare(runtime: Runtime, progress=say, probe_cpu: str = "cortex-a72") -> Ar
     if limits_file.is_file():
         limits = json.loads(limits_file.read_text())
     else:
-        command = [qemu_path, "-cpu", probe_cpu, *args, str(root / GUEST_PYTHON), "-m", "pipeline.runtime_probe"]
+        command = [qemu_path, "-cpu", probe_cpu, *args, str(root / GUEST_PYTHON), "-m", "pipeline.guard.probe"]
         result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
@@ -264,13 +239,13 @@ def prepare(runtime: Runtime, progress=say, probe_cpu: str = "cortex-a72") -> Ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`quantgate arm` (also `python -m pipeline.arm`)."""
-    from pipeline.cli import run_command
+    """`quantgate arm` (also `python -m pipeline.runtimes.arm`)."""
+    from pipeline.commandline import run_command
     return run_command("quantgate arm", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate arm", __doc__)
     parser.add_argument("--requirements", help="pip lines, space-separated; default: this venv's onnxruntime and numpy")
     args = parser.parse_args(argv)

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.manifest import DEBUG_DIR, MANIFEST_FILE, atomic_write_bytes, atomic_write_json
+from pipeline.paths import PROJECT_ROOT
 
 NODES_SCHEMA = "quantgate.debug-nodes/1"
 # Exporters' per-node keys, as written by torch 2.13's dynamo exporter and onnxscript's rewriter; every
@@ -51,7 +52,7 @@ def host_roots() -> tuple[tuple[str, str], ...]:
     """(absolute folder, portable prefix) for every folder of this machine that exporters and libraries
     write into their output, both as seen (a symlinked .venv) and resolved; longest first, so a venv
     inside the checkout becomes `site-packages/...`, not a path in the checkout."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = PROJECT_ROOT
     candidates: list[tuple[str | None, str]] = [(str(checkout), "")]
     for key in ("purelib", "platlib"):
         candidates.append((sysconfig.get_paths().get(key), "site-packages/"))
@@ -204,7 +205,7 @@ def source_files(metadata: dict[str, str]) -> list[str]:
 
 
 def origin(metadata: dict[str, str]) -> str:
-    """The innermost frame outside torch itself (the model's own code: modeling_bert.py, pipeline/models.py),
+    """The innermost frame outside torch itself (the model's own code: modeling_bert.py, pipeline/build/models.py),
     as `file:line`; the innermost frame when all are torch's; "" without a stack trace."""
     found = frames(metadata)
     for frame in reversed(found):

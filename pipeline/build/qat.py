@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.manifest import QuantizationRecord
-from pipeline.models import model_family
+from pipeline.build.models import model_family
 
 
 def _linear_only_quantizer(config):
@@ -102,7 +102,7 @@ def _merge(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
     """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
-    from pipeline.stages.export import export_onnx
+    from pipeline.build.export import export_onnx
 
     family = model_family(cfg)
     converted, summary = train(cfg, record, calibration_batches)

@@ -275,7 +275,7 @@ def describe(report: AuditReport, allowed: list[str] | None = None, target: str 
 
 def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
     """The features the artifact may use: --features, --target, else its own stamp/manifest, else none."""
-    from pipeline.targets import required_cpu_features
+    from pipeline.isa.targets import required_cpu_features
     if args.features:
         return sorted(f.strip() for f in args.features.split(",") if f.strip()), "custom"
     overrides = [*([f"target={args.target}"] if args.target else []), *args.overrides]
@@ -286,7 +286,7 @@ def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
     if overrides:
         from pipeline.errors import UsageError
         raise UsageError(f"config overrides ({' '.join(overrides)}) shape the target's features: give --target NAME")
-    from pipeline.guard_torch import read_package_stamp
+    from pipeline.guard.pt2 import read_package_stamp
     stamp = read_package_stamp(path)
     if stamp:
         return json.loads(stamp["required_cpu_features"]), stamp["target_isa"]
@@ -294,13 +294,13 @@ def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`quantgate audit` (also `python -m pipeline.audit`)."""
-    from pipeline.cli import run_command
+    """`quantgate audit` (also `python -m pipeline.isa.audit`)."""
+    from pipeline.commandline import run_command
     return run_command("quantgate audit", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate audit", __doc__, overrides=True)
     parser.add_argument("artifact", help=".pt2 package, .so library, .onnx model or artifact folder")
     parser.add_argument("--target", help="compare with this target's features (conf/target/NAME.yaml); default: "

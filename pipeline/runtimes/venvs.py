@@ -8,29 +8,25 @@ onnxruntime on every use detect a half-built or broken cache, which is then rebu
 processes that run there import only the stdlib, numpy, onnxruntime and this repository's
 `pipeline.guard` / `verify_child` / `runtime_probe` (found through PYTHONPATH / the working folder).
 
-The build also asks the runtime what it loads (`pipeline.runtime_probe`) and fits the exported
+The build also asks the runtime what it loads (`pipeline.guard.probe`) and fits the exported
 ONNX to it: a lower IR version, onnx's version converter for the opset, or an error naming the
 operator that has no older version.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.config import CONF_DIR, QuantgateError
+from pipeline.errors import QuantgateError
 from pipeline.progress import say
+from pipeline.runtimes.cache import build_once
+from pipeline.paths import CONF_DIR, PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-COMPLETE = "COMPLETE"
 PINNED = "pinned"
 CUSTOM = "custom"
 
@@ -111,7 +107,7 @@ class RuntimeEnv:
 
     runtime: Runtime
     python: str
-    limits: dict  # pipeline.runtime_probe.probe(): versions, max_ir_version, max_opsets
+    limits: dict  # pipeline.guard.probe.probe(): versions, max_ir_version, max_opsets
     folder: str | None = None
     install: dict = field(default_factory=dict)  # what was installed, how long it took, or "reused"
 
@@ -130,23 +126,27 @@ def prepare(runtime: Runtime, progress=say) -> RuntimeEnv:
     global _pinned_limits
     if runtime.pinned:
         if _pinned_limits is None:
-            from pipeline.runtime_probe import probe
+            from pipeline.guard.probe import probe
             _pinned_limits = probe()
         return RuntimeEnv(runtime, sys.executable, _pinned_limits, install={"status": "this venv"})
     folder = cache_root() / runtime.key[:16]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{folder.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds preparing one runtime: the second waits, then reuses
-        if (folder / COMPLETE).is_file():
-            limits, error = _probe(folder)
-            if limits is not None:
-                record = json.loads((folder / "install.json").read_text()) | {"status": "reused"}
-                return RuntimeEnv(runtime, str(_python(folder)), limits, str(folder), record)
-            progress(f"runtime {runtime.name}: the cached environment {folder} is broken ({error}); rebuilding it")
-        elif folder.exists():
-            progress(f"runtime {runtime.name}: {folder} is half-built (no {COMPLETE} marker); rebuilding it")
-        shutil.rmtree(folder, ignore_errors=True)
-        return _build(runtime, folder, progress)
+    probed: dict = {}
+
+    def check(folder: Path) -> str | None:  # the probe imports onnxruntime: it is also the health check
+        probed["limits"], error = _probe(folder)
+        return None if probed["limits"] is not None else error
+
+    def build(folder: Path) -> dict:
+        record, probed["limits"] = _build(runtime, folder, progress)
+        return record
+
+    record = build_once(folder, build, f"runtime {runtime.name}", progress, check=check, in_place=True)
+    if record["status"] == "built":
+        limits = probed["limits"]
+        progress(f"runtime {runtime.name}: ready in {record['seconds']:.1f} s (onnxruntime "
+                 f"{limits['versions']['onnxruntime']}, numpy {limits['versions'].get('numpy')}; loads IR <= "
+                 f"{limits['max_ir_version']}, ai.onnx opset <= {limits['max_opsets']['']})")
+    return RuntimeEnv(runtime, str(_python(folder)), probed["limits"], str(folder), record)
 
 
 def _python(folder: Path) -> Path:
@@ -155,7 +155,7 @@ def _python(folder: Path) -> Path:
 
 def _probe(folder: Path) -> tuple[dict | None, str]:
     """Run the probe inside the environment: it imports onnxruntime, so it is also the health check."""
-    result = subprocess.run([str(_python(folder)), "-m", "pipeline.runtime_probe"], cwd=PROJECT_ROOT,
+    result = subprocess.run([str(_python(folder)), "-m", "pipeline.guard.probe"], cwd=PROJECT_ROOT,
                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
                             timeout=120)
     if result.returncode != 0:
@@ -178,8 +178,8 @@ def _pip_install(folder: Path, requirements: list[str], progress, label: str) ->
                              + " | ".join(l for l in tail if l.strip())[-400:])
 
 
-def _build(runtime: Runtime, folder: Path, progress) -> RuntimeEnv:
-    started = time.monotonic()
+def _build(runtime: Runtime, folder: Path, progress) -> tuple[dict, dict]:
+    """A venv in `folder` with the runtime's requirements: (install record, the probe's limits)."""
     progress(f"runtime {runtime.name}: building a virtual environment for {' '.join(runtime.requirements)} "
              f"in {folder} (once; later runs reuse it)")
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
@@ -198,15 +198,7 @@ def _build(runtime: Runtime, folder: Path, progress) -> RuntimeEnv:
         raise QuantgateError(f"runtime {runtime.label()}: onnxruntime does not import in the new environment "
                              f"{folder}: {error}")
     freeze = subprocess.run([str(_python(folder)), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
-    record = {"status": "built", "requirements": list(runtime.requirements), "added": added,
-              "installed": freeze.split(), "seconds": round(time.monotonic() - started, 1),
-              "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    (folder / "install.json").write_text(json.dumps(record, indent=2) + "\n")
-    (folder / COMPLETE).write_text(runtime.key + "\n")  # last: only a complete environment has it
-    progress(f"runtime {runtime.name}: ready in {record['seconds']:.1f} s (onnxruntime "
-             f"{limits['versions']['onnxruntime']}, numpy {limits['versions'].get('numpy')}; loads IR <= "
-             f"{limits['max_ir_version']}, ai.onnx opset <= {limits['max_opsets']['']})")
-    return RuntimeEnv(runtime, str(_python(folder)), limits, str(folder), record)
+    return {"requirements": list(runtime.requirements), "added": added, "installed": freeze.split()}, limits
 
 
 # --- fitting an ONNX model to what a runtime loads ---------------------------------------------------

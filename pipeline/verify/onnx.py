@@ -1,34 +1,21 @@
-"""Verify an artifact on every CPU profile of its target, each run in its own child process.
+"""Verify an ONNX artifact on every CPU profile of its target, each run in its own child process.
 
-    quantgate verify --artifact-dir artifacts/minilm-dynamic-avx2
-    quantgate verify --artifact q.onnx --reference fp32.onnx --inputs in.npz --target avx2 \
-        [--out verify.json] [verify.emulated_max_samples=2 model.kind=classifier ...]
-
-A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate), `native` when this
-host has the target's features, and the CPUs just below the floor, where the guard must refuse the
-artifact cleanly (exit 3) instead of letting it die. A child killed by a signal is a finding, never a
-crash of this process. Order of work: the fp32 reference natively; the artifact natively (no guard: a
-measurement), from which the few samples the emulated profiles run are chosen (the most stressed); the
-artifact on the reference CPU (verify.reference_cpu); then every profile. Each profile's outputs are
-judged against fp32 (every output, pipeline.verify.fidelity) and against the reference CPU's on the
-same samples (per-CPU numerics: u8s8 saturation without VNNI). Each profile also names a runtime
-(`haswell@ort116`; default: the one the artifact was stamped for): the child runs in that runtime's
-venv (pipeline.runtimes), after the guard has predicted in words whether that runtime loads the
+Order of work: the fp32 reference natively; the artifact natively (no guard: a measurement), from which
+the few samples the emulated profiles run are chosen (the most stressed); the artifact on the reference
+CPU (verify.reference_cpu); then every profile (pipeline.verify.planning), each in a child
+(pipeline.verify.sandbox running pipeline.verify.child_onnx). Each profile's outputs are judged against
+fp32 (every output, pipeline.verify.fidelity) and against the reference CPU's on the same samples
+(per-CPU numerics: u8s8 saturation without VNNI). Each profile also names a runtime (`haswell@ort116`;
+default: the one the artifact was stamped for): the child runs in that runtime's venv
+(pipeline.runtimes.venvs), after the guard has predicted in words whether that runtime loads the
 artifact; the real load confirms or refutes the prediction. Token models are also checked for padding
 invariance on every profile that runs. The report is pipeline.verify.report.VerifyReport.
-Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
-verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,226 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import arm, runtimes
-from pipeline.config import QuantgateError, compose_config
-from pipeline.errors import ExitCode
-from pipeline.guard import EXIT_REFUSED, StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
+from pipeline.errors import QuantgateError
+from pipeline.guard import StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
+from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
-from pipeline.targets import PROFILES, CpuProfile, profile, required_cpu_features
+from pipeline.runtimes import arm, venvs
 from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
+from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
-from pipeline.verify_child import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
+from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-QEMU_X86 = "qemu-x86_64"
-QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
-EXIT_FAILED, EXIT_NOT_VERIFIED = ExitCode.FAILED, ExitCode.NOT_VERIFIED
-HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
-STDERR_TAIL_LINES = 15
-VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni"})  # int8 dot products without 16-bit saturation
-QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
-SIGNAL_WORDS = {
-    signal.SIGILL: "this artifact or its runtime executes an instruction that {cpu} lacks (SIGILL)",
-    signal.SIGSEGV: "segmentation fault (SIGSEGV): the runtime touched memory it does not own; a runtime bug "
-                    "or a malformed model, not a missing instruction",
-    signal.SIGABRT: "aborted (SIGABRT): the runtime stopped on a fatal internal error (a failed check or an "
-                    "uncaught C++ exception)",
-    signal.SIGKILL: "killed (SIGKILL) on {cpu}: most often the kernel's out-of-memory killer (see `dmesg`)",
-    signal.SIGBUS: "bus error (SIGBUS): a misaligned or unmapped memory access, e.g. a truncated memory-mapped file",
-    signal.SIGFPE: "arithmetic fault (SIGFPE): an integer division by zero or overflow in a kernel",
-}
-
-
-# --- running one command on one CPU profile --------------------------------------------------------
-class EmulatorMissing(RuntimeError):
-    pass
-
-
-@dataclass
-class ChildRun:
-    """What happened to one child process: exit code or signal, timeout, time, and its last words."""
-
-    profile: str
-    command: list[str]
-    returncode: int | None  # None when it was killed for running past the timeout
-    timed_out: bool
-    wall_seconds: float
-    timeout_seconds: float
-    memory_limit_mb: int
-    stderr_tail: list[str] = field(default_factory=list)  # last lines of stderr and stdout, QEMU's noise removed
-
-    @property
-    def signal_name(self) -> str | None:
-        if self.returncode is None or self.returncode >= 0:
-            return None
-        try:
-            return signal.Signals(-self.returncode).name
-        except ValueError:
-            return f"signal {-self.returncode}"
-
-    def reproduce(self) -> str:
-        return f"cd {shlex.quote(str(PROJECT_ROOT))} && {shlex.join(self.command)}"
-
-
-@dataclass
-class Outcome:
-    status: str  # pass | fail | refused_by_guard | crashed  (pass = it ran; fidelity may still fail it)
-    failure: str | None  # sigill, sigsegv, ..., out_of_memory, timeout, error; None when it ran or was refused
-    reason: str
-
-
-def die_with_parent() -> None:
-    """In a child before exec: the kernel kills it when the verifying process dies, even by SIGKILL, so no
-    emulator is left running orphaned with nothing to enforce its timeout (Linux PR_SET_PDEATHSIG)."""
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """`qemu-x86_64 -cpu MODEL`, or for Arm `qemu-aarch64 -cpu MODEL` + emulator_args (-L SYSROOT -E ...)."""
-    if not cpu.emulated:
-        return []
-    binary = QEMU_BY_FAMILY[cpu.family]
-    qemu = shutil.which(binary)
-    if qemu is None:
-        raise EmulatorMissing(f"{binary} is not on PATH, so {cpu.name} cannot be emulated: "
-                              f"`apt-get install qemu-user`")
-    return [qemu, "-cpu", cpu.qemu_cpu, *emulator_args]
-
-
-def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
-                      memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
-    """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
-    full_command = emulator_prefix(cpu, emulator_args) + [str(part) for part in command]
-    limit = memory_limit_mb * 1024 * 1024
-
-    def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # QEMU dumps qemu_*.core into the cwd on SIGILL
-        die_with_parent()
-
-    started = time.monotonic()
-    process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_child)
-    timed_out = False
-    try:
-        output, _ = process.communicate(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(process.pid, signal.SIGKILL)  # the whole group: QEMU and anything the child started
-        output, _ = process.communicate()
-    except BaseException:  # Ctrl-C reaches only our session: take the child's down with us
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    lines = [line for line in output.decode(errors="replace").splitlines() if QEMU_NOISE not in line]
-    return ChildRun(cpu.name, full_command, None if timed_out else process.returncode, timed_out,
-                    time.monotonic() - started, timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:])
-
-
-def classify(run: ChildRun) -> Outcome:
-    """Name what happened to a child in words a user can act on."""
-    cpu = "this host" if run.profile == "native" else run.profile
-    last_line = next((line for line in reversed(run.stderr_tail) if line.strip()), "(no output)")
-    if run.timed_out:
-        return Outcome("fail", "timeout", f"timed out after {run.timeout_seconds:g} s on {cpu} and was killed with its "
-                       f"process group; raise verify.timeout_seconds or lower the sample count")
-    if run.returncode == 0:
-        return Outcome("pass", None, "ran to completion")
-    if run.returncode == EXIT_REFUSED:
-        return Outcome("refused_by_guard", None, last_line.removeprefix("quantgate guard: "))
-    if run.returncode == EXIT_LOAD_FAILED:
-        said = next((line for line in run.stderr_tail if line.startswith(LOAD_FAILED_PREFIX)), last_line)
-        return Outcome("fail", "load", said.removeprefix(LOAD_FAILED_PREFIX))
-    # "failed to map segment": the dynamic loader could not map a library under the address-space limit.
-    memory_words = OUT_OF_MEMORY_WORDS + ("MemoryError", "failed to map segment", "Cannot allocate memory")
-    if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in memory_words):
-        return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
-                       f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")
-    if run.returncode < 0:
-        words = SIGNAL_WORDS.get(-run.returncode, f"killed by {run.signal_name}")
-        return Outcome("crashed", run.signal_name.lower(), words.format(cpu=cpu))
-    return Outcome("fail", "error", f"exited with code {run.returncode} on {cpu}: {last_line}")
-
-
-# --- which profiles a target needs, and what each must show --------------------------------------------
-@dataclass
-class Plan:
-    name: str  # the CPU profile
-    expected: str  # pass | refused_by_guard
-    required: bool
-    why: str
-    not_verified: str | None = None  # why this profile cannot be run here
-    runtime: runtimes.Runtime = runtimes.Runtime(runtimes.PINNED)
-
-    @property
-    def key(self) -> str:
-        """The deployment profile's name in verify.json: the CPU, plus @runtime unless pinned."""
-        return self.name if self.runtime.pinned else f"{self.name}@{self.runtime.name}"
-
-
-def host_cpu_features(cfg) -> frozenset[str]:
-    if cfg.verify.assume_host_features is not None:
-        return frozenset(cfg.verify.assume_host_features)
-    from pipeline.cpuid import host_features
-    return host_features()
-
-
-def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozenset[str],
-                  runtime: runtimes.Runtime = runtimes.Runtime(runtimes.PINNED)) -> list[Plan]:
-    """Deployment profiles: CPU names from the target or verify.profiles, each `cpu[@runtime]`
-    (a runtime profile name or pip lines); without @, the artifact's `runtime`."""
-    plans = _plan_cpus(cfg, required_features, stamped, host)
-    for plan in plans:
-        cpu, _, named = plan.name.partition("@")
-        plan.name, plan.runtime = cpu, runtimes.parse(named) if named else runtime
-    return plans
-
-
-def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
-    target = cfg.target
-    # `native` is a profile only where this host is of the target's family (an x86 host cannot run Arm code).
-    native = "native" if target.family == HOST_FAMILY else None
-    names = list(cfg.verify.profiles) if cfg.verify.profiles is not None else \
-        [name for name in (target.floor_profile, native, *target.below_floor_profiles) if name]
-    if not names:
-        return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
-                     f"no emulated {target.family} CPU profile is named for {target.name} and this host is not one")]
-    plans = []
-    for name in names:
-        try:
-            cpu = profile(name.partition("@")[0])
-        except KeyError as error:
-            raise QuantgateError(error.args[0]) from None
-        if cpu.family != target.family and cpu.name != "native":
-            same = ", ".join(n for n, p in PROFILES.items() if p.family == target.family and p.emulated)
-            raise QuantgateError(f"profile {cpu.name} is a {cpu.family} CPU; target {target.name} runs on "
-                                 f"{target.family}: use {same or 'a ' + target.family + ' profile'}")
-        missing = sorted(set(required_features) - (host if cpu.name == "native" else cpu.features()))
-        if not missing:
-            plans.append(Plan(name, "pass", True, f"{name} has every feature the artifact needs"))
-        elif cpu.name == "native":
-            no_emulator = any(feature.startswith("avx512") for feature in missing)
-            plans.append(Plan(name, "pass", target.floor_profile is None, "this host as a target CPU",
-                              f"this host lacks {', '.join(missing)}" + (
-                                  "; QEMU 7.2 cannot emulate AVX-512, so this target needs a host that has it"
-                                  if no_emulator else "")))
-        elif stamped:
-            plans.append(Plan(name, "refused_by_guard", True, f"{name} lacks {', '.join(missing)}: the guard must refuse"))
-        else:
-            plans.append(Plan(name, "refused_by_guard", False, f"{name} lacks {', '.join(missing)}, but the artifact "
-                              f"has no quantgate stamp, so no guard can refuse it: this is what a user there would see"))
-    return plans
-
-
-# --- fidelity: the bounds, and the evidence every profile is judged against --------------------------
-def limits_from(cfg) -> Limits:
-    v = cfg.verify
-    return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
-                  str(v.pooling))
-
-
+# --- the evidence every profile is judged against ---------------------------------------------------
 def percentiles_ms(seconds: list[float]) -> dict:
     p50, p95 = np.percentile(np.asarray(seconds) * 1000.0, [50, 95])
     return {"p50_ms": float(p50), "p95_ms": float(p95)}
@@ -284,34 +62,12 @@ class Evidence:
                 self.mask[ids] if self.mask is not None else None, labels)
 
 
-def resolve_reference_cpu(cfg, host: frozenset[str]) -> str:
-    """The CPU whose run of the artifact every profile is compared with (verify.reference_cpu)."""
-    name = str(cfg.verify.reference_cpu)
-    if name != "auto":
-        try:
-            return profile(name).name
-        except KeyError as error:
-            raise QuantgateError(f"verify.reference_cpu: {error.args[0]}") from None
-    if HOST_FAMILY != "x86_64" or host & VNNI_FEATURES:
-        return "native"
-    return "sandybridge"  # SSE/AVX int8 kernels widen products to 16 bits: exact, where AVX2's saturate
-
-
-def numerics_hint(cpu_name: str, host: frozenset[str]) -> str:
-    cpu = profile(cpu_name)
-    features = host if cpu.name == "native" else (cpu.features() or frozenset())
-    if cpu.family == "x86_64" and not features & VNNI_FEATURES:
-        return (f"likely u8s8 saturation on CPUs without VNNI ({cpu_name} adds pairs of u8 x s8 products in 16 bits, "
-                f"VPMADDUBSW); rebuild with reduce_range or u8 weights, or target avx512_vnni")
-    return f"the int8 kernels on {cpu_name} compute differently from the reference CPU's"
-
-
 # --- one verification ------------------------------------------------------------------------------
 def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
                   latency_repeats: int = 0, guard: bool = True, python: str | None = None,
                   padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = ()) -> list[str]:
     # `python` is a runtime environment's interpreter; it finds `pipeline` in the working folder (the repo).
-    command = [python or sys.executable, "-m", "pipeline.verify_child", "--model", str(model), "--inputs",
+    command = [python or sys.executable, "-m", "pipeline.verify.child_onnx", "--model", str(model), "--inputs",
                str(inputs), "--out", str(out_dir), "--samples", str(samples)]
     command += ["--threads", str(threads)] * bool(threads) + ["--latency-repeats", str(latency_repeats)] * bool(latency_repeats)
     command += [part for library in custom_ops for part in ("--custom-ops", str(Path(library).resolve()))]
@@ -319,14 +75,14 @@ def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, thread
 
 
 # --- runtimes: which one an artifact is verified in, and whether it will load there ----------------
-def default_runtime(cfg, stamp: dict) -> runtimes.Runtime:
+def default_runtime(cfg, stamp: dict) -> venvs.Runtime:
     """runtime=... when given; else the runtime stamped into the artifact; else this venv."""
     if cfg.runtime is not None:
-        return runtimes.resolve(cfg.runtime)
+        return venvs.resolve(cfg.runtime)
     if "runtime" in stamp:
         built_for = json.loads(stamp["runtime"])
-        return runtimes.Runtime(built_for["name"], tuple(built_for["requirements"]))
-    return runtimes.Runtime(runtimes.PINNED)
+        return venvs.Runtime(built_for["name"], tuple(built_for["requirements"]))
+    return venvs.Runtime(venvs.PINNED)
 
 
 def judge_prediction(record: dict, problems: list[str]) -> str | None:
@@ -400,7 +156,7 @@ def preflight(*models: Path) -> None:
     """Refuse, before onnx or onnxruntime opens them, files that are not ONNX, point outside their
     folder for external data, or carry a stamp this quantgate cannot read."""
     from pipeline.guard import check_stamp
-    from pipeline.onnx_checks import UnsafeModelError, check_external_data
+    from pipeline.guard.onnx import UnsafeModelError, check_external_data
 
     for model in models:
         try:
@@ -549,11 +305,11 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                     artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
 
         # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
-        # pipeline.arm), before any profile runs.
+        # pipeline.runtimes.arm), before any profile runs.
         envs = {}
         for runtime, family in dict.fromkeys((plan.runtime, profile(plan.name).family) for plan in plans
                                              if not plan.not_verified):
-            prepare = arm.prepare if family == "aarch64" else runtimes.prepare
+            prepare = arm.prepare if family == "aarch64" else venvs.prepare
             try:
                 envs[runtime, family] = prepare(runtime, progress=lambda m: progress(f"verify {target.name}: {m}"))
             except QuantgateError as error:
@@ -841,18 +597,12 @@ def format_table(report: dict) -> str:
     return "\n".join(lines + [f"  note: {note}" for note in report["notes"]])
 
 
-# --- the stage and the command line -------------------------------------------------------------------
-def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder: Path | None = None) -> dict:
-    """Verify a build folder on a snapshot of its files: a rebuild that replaces the folder meanwhile can
-    neither mix old and new files into one verification nor receive a verify.json made for other bytes."""
-    changed = manifest.tampered_files()
-    if changed:
-        raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
-                             f"manifest.json); rebuild the artifact instead of verifying edited files")
-    if manifest.model_file.endswith(".pt2"):  # a torch AOTInductor package: audited, then run per profile
-        from pipeline.aoti_verify import verify_package
-        return verify_package(cfg, manifest)
-    from pipeline.onnx_checks import external_data_locations
+# --- a build folder --------------------------------------------------------------------------------
+def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_folder: Path | None = None) -> dict:
+    """Verify a build folder's ONNX artifact on a snapshot of its files: a rebuild that replaces the folder
+    meanwhile can neither mix old and new files into one verification nor receive a verify.json made for
+    other bytes."""
+    from pipeline.guard.onnx import external_data_locations
     manifest_file = manifest.folder / MANIFEST_FILE
     manifest_sha256 = sha256_file(manifest_file)
     recorded = {record.path: record.sha256 for record in manifest.files}
@@ -884,68 +634,3 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder
         os.replace(report_path.with_name(f".{report_path.name}.tmp"), report_path)
     print(f"wrote {(shown_folder / report_path.name) if shown_folder and out is None else report_path}")
     return report
-
-
-def run(cfg, manifest: Manifest, shown_folder: Path | None = None) -> Manifest:
-    """The verify stage: writes verify.json beside the artifact and sets manifest.verify_status.
-    `shown_folder`: where the folder will be published (a build verifies its staging folder first)."""
-    if not cfg.verify.enabled:
-        progress("verify: skipped (verify.enabled=false)")
-        manifest.verify_status = "skipped"
-        return manifest
-    manifest.verify_status = verify_folder(cfg, manifest, shown_folder=shown_folder)["status"]
-    return manifest
-
-
-def exit_code(status: str) -> int:
-    """A verify status as the process exit code (pipeline/errors.py): pass 0, not_verified 4, else 1."""
-    return {"pass": ExitCode.OK, "not_verified": ExitCode.NOT_VERIFIED}.get(status, ExitCode.FAILED)
-
-
-def load_config(target: str, overrides: list[str]):
-    from hydra.errors import HydraException
-    try:
-        return compose_config([f"target={target}", *overrides])
-    except HydraException as error:
-        known = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "target").glob("*.yaml"))
-        message = f"unknown target {target!r}; valid targets: {', '.join(known)}" if f"target/{target}" in str(error) \
-            else str(error).splitlines()[0].rstrip(".") + (f": {str(error.__cause__).splitlines()[0]}" if error.__cause__ else "")
-        raise QuantgateError(message) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate verify` (also `python -m pipeline.stages.verify`)."""
-    from pipeline.cli import run_command
-    return run_command("quantgate verify", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
-    from pipeline.errors import InputError, UsageError
-    parser = command_parser("quantgate verify", __doc__, overrides=True)
-    parser.add_argument("--artifact-dir", type=Path, help="a folder built by quantgate (manifest.json inside)")
-    parser.add_argument("--artifact", type=Path, help="an int8 ONNX model built anywhere")
-    parser.add_argument("--reference", type=Path, help="its fp32 ONNX reference")
-    parser.add_argument("--inputs", type=Path, help=".npz with one array per model input (and optionally labels)")
-    parser.add_argument("--target", help="e.g. avx2; default for --artifact-dir: the manifest's target")
-    parser.add_argument("--out", type=Path, help="where to write verify.json; default: beside the artifact")
-    args = parser.parse_args(argv)
-    if args.artifact_dir is not None:
-        if args.artifact or args.reference or args.inputs:
-            raise UsageError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
-        try:
-            manifest = Manifest.load(args.artifact_dir)
-        except FileNotFoundError as error:
-            raise InputError(str(error)) from None
-        report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
-    else:
-        if not (args.artifact and args.reference and args.inputs and args.target):
-            raise UsageError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
-        cfg = load_config(args.target, args.overrides)
-        report = verify_files(args.artifact, args.reference, args.inputs, cfg,
-                              args.out or args.artifact.parent / VERIFY_FILE)
-    return exit_code(report["status"])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -160,13 +160,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`quantgate bench` (also `python -m pipeline.bench`)."""
-    from pipeline.cli import run_command
+    """`quantgate bench` (also `python -m pipeline.release.bench`)."""
+    from pipeline.commandline import run_command
     return run_command("quantgate bench", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate bench", __doc__)
     parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts/candidate"),
                         help="a folder of artifact folders (a release), or one artifact folder")

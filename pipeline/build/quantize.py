@@ -1,7 +1,7 @@
 """Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx.
 
 `dynamic` and `static` use onnxruntime.quantization; `qat` fine-tunes with fake quantization in
-torch (pipeline/qat.py) and exports QDQ ONNX. The target's policy (per-channel, reduce_range,
+torch (pipeline/build/qat.py) and exports QDQ ONNX. The target's policy (per-channel, reduce_range,
 signedness) comes from its config; see the policy table in README.md. Dynamic quantization always
 uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only); the stamp says so.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from calibration.readers import BatchReader
-from pipeline import reproducible
+from pipeline.build import reproducible
 from pipeline.manifest import Manifest, QuantizationRecord
 from pipeline.progress import step
 
@@ -65,7 +65,7 @@ def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, cal
 
 
 def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
-    from pipeline.stages.calibrate import load_batches
+    from pipeline.build.calibrate import load_batches
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
@@ -74,7 +74,7 @@ def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
         output = Path(scratch) / "model.onnx"
         excluded = f", {len(nodes_to_exclude)} node(s) kept fp32" if nodes_to_exclude else ""
         if record.mode == "qat":
-            from pipeline import qat
+            from pipeline.build import qat
             with step(f"quantize: QAT, {cfg.mode.qat_steps} fake-quant steps (activations {record.activation_type}, "
                       f"weights {record.weight_type}, per_channel={record.per_channel}, "
                       f"reduce_range={record.reduce_range})"):

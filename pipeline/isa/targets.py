@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import archspec.cpu
+from pipeline.paths import CONF_DIR
 
 
 class UnknownFeatureError(ValueError):
@@ -70,7 +71,7 @@ class CpuProfile:
 
 # One YAML file per profile (conf/cpu/<name>.yaml, keys: CpuProfile's fields), read on first use: the guard
 # side imports this module under emulated CPUs, where only the standard library and archspec may load.
-CPU_DIR = Path(__file__).resolve().parent.parent / "conf" / "cpu"
+CPU_DIR = CONF_DIR / "cpu"
 
 
 class CpuProfileError(ValueError):

@@ -19,7 +19,7 @@ the machine code (torch 2.13, torch/_inductor/cpp_builder.py and cpu_vec_isa.py)
 `-march=x86-64-v3`), not from a hand-typed table. Each build compiles in a fresh inductor cache
 folder: the cache key does not include the pinned ISA, so a kernel cached by a build for another
 target (same march and simdlen: avx512 vs avx512_vnni) could otherwise be reused. Whatever the
-settings, the build then proves the result: `pipeline.audit` disassembles the library and the
+settings, the build then proves the result: `pipeline.isa.audit` disassembles the library and the
 build fails if any instruction needs a feature outside the target.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import QuantgateError
-from pipeline.manifest import Manifest
+from pipeline.errors import QuantgateError
+from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest
 from pipeline.progress import say, step
 
 PACKAGE_FILE = "model.pt2"
@@ -132,7 +132,7 @@ def portable_compile(cache: str):
     """
     from torch._inductor import config, cpp_builder
 
-    from pipeline import reproducible
+    from pipeline.build import reproducible
 
     maps = [(root, label.rstrip("/") or ".") for root, label in reproducible.host_roots()]
     maps += [(cache, "<inductor-cache>"), (os.path.realpath(cache), "<inductor-cache>")]
@@ -155,7 +155,7 @@ def portable_compile(cache: str):
 def portable_sources(files: list, cache: str) -> None:
     """The generated sources and json that go into the package, with the cache folder and this
     machine's folders replaced by portable names (they end with the compile and link commands)."""
-    from pipeline import reproducible
+    from pipeline.build import reproducible
 
     for name in files:
         if not isinstance(name, str) or not name.endswith((".cpp", ".h", ".json", ".txt")):
@@ -206,8 +206,8 @@ def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=N
 
 # --- quantization: torchao PT2E with X86InductorQuantizer -----------------------------------------------
 def static_quantizer(record):
-    """The same policy mapping as QAT's (pipeline/qat.py), with observers instead of fake quant."""
-    from pipeline.qat import quantizer_for
+    """The same policy mapping as QAT's (pipeline/build/qat.py), with observers instead of fake quant."""
+    from pipeline.build.qat import quantizer_for
     return quantizer_for(record, is_qat=False)
 
 
@@ -216,7 +216,7 @@ def quantize_static(cfg, record, calibration_batches: list):
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from pipeline.models import model_family
+    from pipeline.build.models import model_family
 
     family = model_family(cfg)
     torch.manual_seed(int(cfg.model.seed))
@@ -232,8 +232,8 @@ def quantize_static(cfg, record, calibration_batches: list):
 
 
 def quantize_qat(cfg, record, calibration_batches: list):
-    """QAT's fine-tuned, converted graph (pipeline/qat.py), compiled here instead of exported."""
-    from pipeline import qat
+    """QAT's fine-tuned, converted graph (pipeline/build/qat.py), compiled here instead of exported."""
+    from pipeline.build import qat
     return qat.train(cfg, record, calibration_batches)
 
 
@@ -252,8 +252,8 @@ def run_package(path: Path, inputs: dict, input_names: list[str], batch: int = 6
 
 def stamp_for(cfg, manifest: Manifest, plan: IsaPlan, audited: list[str]) -> dict[str, str]:
     """The ONNX stamp's keys (stages.stamp.stamp_values), plus what only a native package has."""
-    from pipeline.audit import STAMP_KEY
-    from pipeline.stages.stamp import stamp_values
+    from pipeline.isa.audit import STAMP_KEY
+    from pipeline.build.stamp import stamp_values
 
     compiler = {"cxx": f"g++ {compiler_version()}", "march": plan.march, "inductor_vec_isa": plan.vec_isa or "none",
                 "simdlen": plan.simdlen}
@@ -267,15 +267,15 @@ def run(cfg, manifest: Manifest) -> Manifest:
     """After export and calibrate: quantize (PT2E), compile for the target, audit, stamp, gate."""
     import torch
 
-    from pipeline import audit
-    from pipeline.guard_torch import read_package_stamp
+    from pipeline.isa import audit
+    from pipeline.guard.pt2 import read_package_stamp
     from pipeline.manifest import atomic_write_json
-    from pipeline.models import model_family
-    from pipeline.stages.calibrate import load_batches, load_inputs, save_npz
-    from pipeline.stages.gate import budget_text, metrics, within_budget
-    from pipeline.stages.quantize import policy
-    from pipeline.stages.stamp import config_sha256
-    from pipeline.targets import required_cpu_features
+    from pipeline.build.models import model_family
+    from pipeline.build.calibrate import load_batches, load_inputs, save_npz
+    from pipeline.build.gate import budget_text, metrics, within_budget
+    from pipeline.build.quantize import policy
+    from pipeline.build.stamp import config_sha256
+    from pipeline.isa.targets import required_cpu_features
 
     family = model_family(cfg)
     record = policy(cfg)
@@ -348,4 +348,3 @@ def run(cfg, manifest: Manifest) -> Manifest:
     return manifest
 
 
-REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"  # the fp32 torch model's outputs on heldout.npz

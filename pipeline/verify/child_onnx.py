@@ -1,6 +1,6 @@
 """One verification run of an ONNX model on one CPU profile, in its own process.
 
-    [qemu-x86_64 -cpu Haswell] python -m pipeline.verify_child --model M.onnx --inputs I.npz --out DIR \
+    [qemu-x86_64 -cpu Haswell] python -m pipeline.verify.child_onnx --model M.onnx --inputs I.npz --out DIR \
         [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K]
 
 The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
@@ -13,7 +13,7 @@ the CPU features CPUID showed). The guard here checks the CPU only: whether this
 model was predicted by the parent, and the load below is the proof. Exit codes: 0 ran; 2 bad inputs;
 3 refused by the guard (pipeline.guard.EXIT_REFUSED); 4 out of memory; 5 onnxruntime refused to load
 the model; anything else, or a signal, is a crash. Imports nothing beyond the standard library, numpy
-and onnxruntime, so it runs in any runtime environment (pipeline.runtimes).
+and onnxruntime, so it runs in any runtime environment (pipeline.runtimes.venvs).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ ONNX_TO_NUMPY = {"tensor(float)": "float32", "tensor(double)": "float64", "tenso
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.verify_child", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.verify.child_onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--inputs", required=True, help=".npz with one array per model input, samples on axis 0")
     parser.add_argument("--out", required=True, help="folder for outputs.npz and run.json")
@@ -125,7 +125,7 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     if args.padding_extra:
         outputs |= padding_runs(session, feeds, args.padding_extra)
 
-    from pipeline.cpuid import host_features
+    from pipeline.guard.cpuid import host_features
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "outputs.npz", **outputs)

@@ -25,13 +25,14 @@ from typing import Any
 
 from pipeline.errors import ExitCode, InputError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
-from pipeline.matrix import MATRIX_FILE
+from pipeline.release import SIGNATURE_FILE, TrustError
+from pipeline.release.matrix import MATRIX_FILE
 from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
+from pipeline.paths import CONF_DIR
 
 SCHEMA = "quantgate.signoff/1"
 READY, BLOCKED = "ready", "blocked"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WAIVERS_DIR = PROJECT_ROOT / "conf" / "waivers"
+WAIVERS_DIR = CONF_DIR / "waivers"
 # Rows that are not CPU profiles: checks on the artifact as a whole.
 INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
 
@@ -315,7 +316,6 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
     rows += build_rows
     # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
     # required, given a key, or present; a missing or invalid signature is never waivable.
-    from pipeline.release.sign import signoff_rows
     rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
     apply_waivers(rows, waivers, today)
     blocking = [blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")]
@@ -421,7 +421,7 @@ def _png(figure, plt) -> bytes:
 def render(report: dict[str, Any], images: dict[str, bytes]) -> tuple[str, str]:
     """(markdown, html) from the same report dict."""
     import jinja2
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("pipeline", "templates"),
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.release", "templates"),
                                      autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True,
                                      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     environment.filters["mb"] = _mb
@@ -455,14 +455,50 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# --- signatures ------------------------------------------------------------------------------------
+def signoff_rows(folders: list[Path], public_key: Path | None = None, require: bool = False) -> list[dict[str, Any]]:
+    """One `signature` row per artifact folder (never waivable).
+
+    A signature is required when `require` is set or when any folder of the release is signed (a release is
+    signed as a whole: a folder whose signature was removed blocks). Without a public key a signature
+    cannot be checked: reported, and blocking only where signatures are required."""
+    from pipeline.release.trust import Trust, verify_folder
+    signed = [f for f in folders if (f / SIGNATURE_FILE).is_file()]
+    required = require or bool(signed)
+    if not signed and not required and public_key is None:
+        return []
+    rows = []
+    for folder in folders:
+        name = folder.name
+        if not (folder / SIGNATURE_FILE).is_file():
+            why = "the release requires signatures" if require else "other artifacts of this release are signed"
+            rows.append(_row(name, "signature", "unsigned", False if required else None,
+                             f"no {SIGNATURE_FILE}: {why}; sign the release (`make sign`)" if required else
+                             "not signed (`make sign` signs a ready release)", waivable=False, required=required))
+            continue
+        if public_key is None:
+            rows.append(_row(name, "signature", "unchecked", False if require else None,
+                             "signed, but no public key was given to check it with (PUBLIC_KEY=keys/quantgate.pub)",
+                             waivable=False, required=require))
+            continue
+        try:
+            result = verify_folder(folder, Trust.of(public_key))
+        except TrustError as error:
+            rows.append(_row(name, "signature", "invalid", False, str(error), waivable=False))
+            continue
+        rows.append(_row(name, "signature", "verified", True, f"model-signing signature over all {result['files']} "
+                         f"files and signed provenance verified with {public_key}", waivable=False))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`quantgate signoff` (also `python -m pipeline.signoff`)."""
-    from pipeline.cli import run_command
+    """`quantgate signoff` (also `python -m pipeline.release.signoff`)."""
+    from pipeline.commandline import run_command
     return run_command("quantgate signoff", _command, argv)
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.cli import command_parser
+    from pipeline.commandline import command_parser
     parser = command_parser("quantgate signoff", __doc__)
     parser.add_argument("--release", required=True, help="the release name (artifacts/<name>/ by default)")
     parser.add_argument("--artifacts-dir", type=Path, help="the release's artifact folder; default artifacts/<release>")

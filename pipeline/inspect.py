@@ -1,0 +1,111 @@
+"""`quantgate inspect PATH`: an artifact's stamp and whether this host can run it (the guard's verdict);
+`--nodes` / `--node NAME`: the source files each ONNX node came from (debug/ beside it)."""
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from pipeline.commandline import command_parser, run_command
+
+
+def inspect(path: str) -> int:
+    """Print an artifact's stamp and whether this host can run it."""
+    from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions, read_stamp
+
+    try:
+        if path.endswith(".pt2"):  # a torch AOTInductor package
+            from pipeline.guard.pt2 import ensure_can_run, read_package_stamp
+            stamp = read_package_stamp(path)
+            try:
+                verdict = ensure_can_run(path)
+            except ArtifactRefused:
+                verdict = check_stamp(stamp)
+        else:
+            stamp = read_stamp(path)
+            verdict = check_stamp(stamp)
+        if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
+            from pipeline.guard.probe import installed_limits
+            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits())
+    except StampError as error:
+        print(f"quantgate: error: {error}", file=sys.stderr)
+        return 2
+    for key in sorted(stamp):
+        value = stamp[key]
+        if value.startswith(("{", "[")):
+            value = json.dumps(json.loads(value), sort_keys=True)
+        print(f"quantgate.{key:<22} {value}")
+    from pipeline.build import reproducible
+    if reproducible.load_sidecar(path) is not None:
+        print(f"\nnode sources   {reproducible.debug_file_for(Path(path).name)} beside it: "
+              f"quantgate inspect {path} --nodes | --node NAME")
+    print(f"\nthis host: {'CAN run it' if verdict.can_run else 'must NOT run it'}: {verdict.message()}")
+    return 0 if verdict.can_run else 3
+
+
+def inspect_nodes(path: str, node: str | None = None) -> int:
+    """Which source files the nodes of an ONNX artifact came from, from the debug file beside it
+    (debug/<file>.nodes.json: the exporter's per-node metadata, kept out of the artifact itself)."""
+
+    from pipeline.build import reproducible
+
+    sidecar = reproducible.load_sidecar(path)
+    if sidecar is None:
+        print(f"quantgate: error: no {reproducible.debug_file_for(Path(path).name)} beside {path}: node sources are "
+              f"recorded for ONNX files built by this quantgate, in the artifact folder's debug/ (not shipped with "
+              f"the artifact everywhere)", file=sys.stderr)
+        return 2
+    nodes = sidecar["nodes"]
+    if node is None:
+        print(f"{len(nodes)} node(s) of {sidecar['file']} with recorded sources (paths {sidecar['paths']})")
+        width = max((len(name) for name in nodes), default=4)
+        for name, entry in nodes.items():
+            via = f"  (from {entry['derived_from']})" if entry.get("derived_from", name) != name else ""
+            print(f"{name:<{width}}  {entry['op_type']:<22} {entry.get('origin') or '-'}{via}")
+        return 0
+    if node not in nodes:
+        close = difflib.get_close_matches(node, list(nodes), n=5)
+        print(f"quantgate: error: {sidecar['file']} has no recorded node {node!r}"
+              + (f"; close: {', '.join(close)}" if close else "") + " (`--nodes` lists them)", file=sys.stderr)
+        return 2
+    entry = nodes[node]
+    metadata = entry.get("metadata")
+    print(f"node           {node} ({entry['op_type']}) in {sidecar['file']}")
+    if entry.get("derived_from") and entry["derived_from"] != node:
+        print(f"derived from   {entry['derived_from']} (the node of the fp32 export it replaces)")
+        reference = reproducible.load_sidecar(Path(path).with_name("reference.onnx"))
+        metadata = ((reference or {}).get("nodes", {}).get(entry["derived_from"]) or {}).get("metadata")
+    metadata = metadata or {}
+    if metadata.get("namespace"):
+        print(f"module         {metadata['namespace']}")
+    print(f"origin         {entry.get('origin') or '-'}")
+    print("source files   " + ("\n               ".join(entry.get("source_files") or ["-"])))
+    frames = reproducible.frames(metadata)
+    if frames:
+        print("stack (outermost first):")
+        for frame in frames:
+            print(f"  {frame['file']}:{frame['line']} in {frame['function']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("quantgate inspect", _inspect_command, argv)
+
+
+def _inspect_command(argv: list[str]) -> int:
+    parser = command_parser("quantgate inspect", "Print an artifact's quantgate stamp and whether this host can "
+                            "run it (exit 3 when it must not: the guard's verdict).")
+    parser.add_argument("path", metavar="MODEL.onnx|MODEL.pt2", help="an artifact (ONNX model or AOTInductor package)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--nodes", action="store_true",
+                       help="list the ONNX nodes with recorded source files (debug/<file>.nodes.json beside it)")
+    which.add_argument("--node", metavar="NAME", help="the source files and stack one ONNX node came from")
+    args = parser.parse_args(argv)
+    if args.nodes or args.node is not None:
+        return inspect_nodes(args.path, args.node)
+    return inspect(args.path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

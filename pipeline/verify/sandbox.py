@@ -1,0 +1,150 @@
+"""Run one command on one CPU profile, in its own child process, and say in words how it ended.
+
+The child runs in its own session (killed with its whole group on timeout), under `qemu-<arch> -cpu
+MODEL` when the profile is emulated, with an address-space limit and no core dumps, and dies with its
+parent. A child killed by a signal is a finding (`classify`), never a crash of this process.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from pipeline.guard import EXIT_REFUSED
+from pipeline.isa.targets import CpuProfile
+from pipeline.paths import PROJECT_ROOT
+from pipeline.verify.child_onnx import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
+
+QEMU_X86 = "qemu-x86_64"
+QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
+STDERR_TAIL_LINES = 15
+QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
+SIGNAL_WORDS = {
+    signal.SIGILL: "this artifact or its runtime executes an instruction that {cpu} lacks (SIGILL)",
+    signal.SIGSEGV: "segmentation fault (SIGSEGV): the runtime touched memory it does not own; a runtime bug "
+                    "or a malformed model, not a missing instruction",
+    signal.SIGABRT: "aborted (SIGABRT): the runtime stopped on a fatal internal error (a failed check or an "
+                    "uncaught C++ exception)",
+    signal.SIGKILL: "killed (SIGKILL) on {cpu}: most often the kernel's out-of-memory killer (see `dmesg`)",
+    signal.SIGBUS: "bus error (SIGBUS): a misaligned or unmapped memory access, e.g. a truncated memory-mapped file",
+    signal.SIGFPE: "arithmetic fault (SIGFPE): an integer division by zero or overflow in a kernel",
+}
+
+
+class EmulatorMissing(RuntimeError):
+    pass
+
+
+@dataclass
+class ChildRun:
+    """What happened to one child process: exit code or signal, timeout, time, and its last words."""
+
+    profile: str
+    command: list[str]
+    returncode: int | None  # None when it was killed for running past the timeout
+    timed_out: bool
+    wall_seconds: float
+    timeout_seconds: float
+    memory_limit_mb: int
+    stderr_tail: list[str] = field(default_factory=list)  # last lines of stderr and stdout, QEMU's noise removed
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode is None or self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+    def reproduce(self) -> str:
+        return f"cd {shlex.quote(str(PROJECT_ROOT))} && {shlex.join(self.command)}"
+
+
+@dataclass
+class Outcome:
+    status: str  # pass | fail | refused_by_guard | crashed  (pass = it ran; fidelity may still fail it)
+    failure: str | None  # sigill, sigsegv, ..., out_of_memory, timeout, error; None when it ran or was refused
+    reason: str
+
+
+def die_with_parent() -> None:
+    """In a child before exec: the kernel kills it when the verifying process dies, even by SIGKILL, so no
+    emulator is left running orphaned with nothing to enforce its timeout (Linux PR_SET_PDEATHSIG)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """`qemu-x86_64 -cpu MODEL`, or for Arm `qemu-aarch64 -cpu MODEL` + emulator_args (-L SYSROOT -E ...)."""
+    if not cpu.emulated:
+        return []
+    binary = QEMU_BY_FAMILY[cpu.family]
+    qemu = shutil.which(binary)
+    if qemu is None:
+        raise EmulatorMissing(f"{binary} is not on PATH, so {cpu.name} cannot be emulated: "
+                              f"`apt-get install qemu-user`")
+    return [qemu, "-cpu", cpu.qemu_cpu, *emulator_args]
+
+
+def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
+                      memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
+    """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
+    full_command = emulator_prefix(cpu, emulator_args) + [str(part) for part in command]
+    limit = memory_limit_mb * 1024 * 1024
+
+    def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # QEMU dumps qemu_*.core into the cwd on SIGILL
+        die_with_parent()
+
+    started = time.monotonic()
+    process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_child)
+    timed_out = False
+    try:
+        output, _ = process.communicate(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(process.pid, signal.SIGKILL)  # the whole group: QEMU and anything the child started
+        output, _ = process.communicate()
+    except BaseException:  # Ctrl-C reaches only our session: take the child's down with us
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    lines = [line for line in output.decode(errors="replace").splitlines() if QEMU_NOISE not in line]
+    return ChildRun(cpu.name, full_command, None if timed_out else process.returncode, timed_out,
+                    time.monotonic() - started, timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:])
+
+
+def classify(run: ChildRun) -> Outcome:
+    """Name what happened to a child in words a user can act on."""
+    cpu = "this host" if run.profile == "native" else run.profile
+    last_line = next((line for line in reversed(run.stderr_tail) if line.strip()), "(no output)")
+    if run.timed_out:
+        return Outcome("fail", "timeout", f"timed out after {run.timeout_seconds:g} s on {cpu} and was killed with its "
+                       f"process group; raise verify.timeout_seconds or lower the sample count")
+    if run.returncode == 0:
+        return Outcome("pass", None, "ran to completion")
+    if run.returncode == EXIT_REFUSED:
+        return Outcome("refused_by_guard", None, last_line.removeprefix("quantgate guard: "))
+    if run.returncode == EXIT_LOAD_FAILED:
+        said = next((line for line in run.stderr_tail if line.startswith(LOAD_FAILED_PREFIX)), last_line)
+        return Outcome("fail", "load", said.removeprefix(LOAD_FAILED_PREFIX))
+    # "failed to map segment": the dynamic loader could not map a library under the address-space limit.
+    memory_words = OUT_OF_MEMORY_WORDS + ("MemoryError", "failed to map segment", "Cannot allocate memory")
+    if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in memory_words):
+        return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
+                       f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")
+    if run.returncode < 0:
+        words = SIGNAL_WORDS.get(-run.returncode, f"killed by {run.signal_name}")
+        return Outcome("crashed", run.signal_name.lower(), words.format(cpu=cpu))
+    return Outcome("fail", "error", f"exited with code {run.returncode} on {cpu}: {last_line}")
+
+
