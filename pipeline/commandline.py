@@ -68,7 +68,7 @@ def _report(prog: str, error: QuantgateError) -> int:
 def _translate(error: Exception) -> QuantgateError | None:
     """Hydra's and OmegaConf's errors about overrides and the config, as UsageErrors; the calibration
     library's as InputErrors (pipeline.errors.translate)."""
-    if type(error).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+    if type(error).__module__.split(".")[0] not in ("hydra", "omegaconf", "yaml"):
         return translate(error)
     from pipeline.config.compose import usage_error
     return usage_error(error)

@@ -8,6 +8,7 @@ Each code means one thing, whatever the command:
 """
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 from calibration.errors import CalibrationError
@@ -74,8 +75,29 @@ def error_for(code: int, message: str) -> QuantgateError:
     return kind(message)
 
 
+# What to do about a file-system error on a path the user chose (an output folder, an input file).
+OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or choose a folder you may write to",
+    errno.EPERM: "check its permissions or choose a folder you may write to",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENOSPC: "the disk is full: free space and run again",
+    errno.EDQUOT: "the disk quota is used up: free space and run again",
+    errno.EFBIG: "the file is over the file size limit (ulimit -f): raise it and run again",
+    errno.EISDIR: "it is a folder where a file is needed: give a file",
+    errno.ENOTDIR: "part of the path is a file where a folder is needed: give a folder",
+    errno.EEXIST: "a file is in the way where a folder is needed: give another path",
+    errno.ENAMETOOLONG: "the path is too long: use a shorter one",
+    errno.ENOENT: "it does not exist: check the path",
+}
+
+
 def translate(error: BaseException) -> QuantgateError | None:
-    """A library's error that is really a user's input error, as quantgate's; None for anything else (a bug)."""
+    """A library's or the file system's error that is really about the user's input or machine, as
+    quantgate's (one line, the exit code of its kind); None for anything else (a bug)."""
     if isinstance(error, CalibrationError):
         return InputError(str(error))
+    if isinstance(error, OSError) and error.errno in OS_ERROR_FIXES:
+        where = error.filename or "a file"
+        also = f" (and {error.filename2})" if error.filename2 else ""
+        return InputError(f"cannot use {where}{also}: {error.strerror}; {OS_ERROR_FIXES[error.errno]}")
     return None

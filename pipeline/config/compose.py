@@ -175,8 +175,21 @@ def override_hint(option: str, value: str | None = None) -> str | None:
 
 # --- Hydra's and OmegaConf's errors in one line --------------------------------------------------------
 def _first_line(error: BaseException | None) -> str:
-    text = str(error or "").strip()
-    return text.splitlines()[0].strip().rstrip(".") if text else type(error).__name__
+    """The message's first line; with the next one when it only announces it ("... while composing config:")."""
+    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}".rstrip(".")
+    return lines[0].rstrip(".")
+
+
+def _yaml_problem(error) -> str:
+    """A YAML syntax error in a config file: which file, where, and what."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    what = getattr(error, "problem", None) or _first_line(error)
+    return f"{where} is not valid YAML ({what}); fix the file (YAML syntax: https://yaml.org/spec/1.2.2/)"
 
 
 def _full_key(error: BaseException | None) -> str | None:
@@ -208,7 +221,13 @@ def usage_error(error: BaseException) -> UsageError | None:
     from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue,
                                   OmegaConfBaseException)
 
+    import yaml
+
     text, cause = str(error), error.__cause__
+    if isinstance(error, yaml.YAMLError):
+        return UsageError(_yaml_problem(error))
+    if isinstance(cause, yaml.YAMLError):
+        return UsageError(_yaml_problem(cause))
     if isinstance(error, MissingConfigException):
         match = re.search(r"Could not find '([^']*)'", text)
         if not match:

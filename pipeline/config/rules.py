@@ -78,8 +78,37 @@ def _export(cfg) -> None:
         say(f"export=aoti: {cfg.model.name} is untested with AOTInductor here (tested: digits_cnn)")
 
 
+# verify.* numbers and the values that make sense for them: (low, high, inclusive low). A negative memory
+# limit or timeout would silently switch the limit off; a cosine bound above 1 could never pass.
+VERIFY_RANGES = {
+    "timeout_seconds": (0, None, False), "memory_limit_mb": (0, None, False),
+    "emulated_max_samples": (0, None, False), "native_max_samples": (0, None, False),
+    "latency_repeats": (0, None, True), "max_cpu_error_ratio": (0, None, False),
+    "max_cpu_excess_error": (0, None, True), "max_abs_error": (0, None, True), "max_scaled_error": (0, None, True),
+    "max_accuracy_drop": (0, 1, True), "fallback_max_excluded_nodes": (0, None, True),
+    "fallback_nodes_per_step": (0, None, False), "padding_extra_tokens": (0, None, False),
+    "min_cosine_mean": (-1, 1, True), "min_cosine_worst": (-1, 1, True), "min_top1_agreement": (0, 1, True),
+    "padding_min_cosine_mean": (-1, 1, True), "padding_min_cosine_worst": (-1, 1, True),
+    "padding_min_top1_agreement": (0, 1, True), "padding_max_abs_error": (0, None, True),
+}
+
+
+def _in_range(value, low, high, inclusive_low: bool) -> bool:
+    return (value >= low if inclusive_low else value > low) and (high is None or value <= high)
+
+
+def check_verify(cfg) -> None:
+    """The verify.* rules alone (`quantgate verify` composes a config but builds nothing)."""
+    _verify(cfg)
+
+
 def _verify(cfg) -> None:
     from pipeline.isa.targets import PROFILES
+    for key, (low, high, inclusive_low) in VERIFY_RANGES.items():
+        value = cfg.verify[key]
+        if value is not None and not _in_range(value, low, high, inclusive_low):
+            bound = f"{'at least' if inclusive_low else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
+            raise UsageError(f"verify.{key}={value} is out of range: it must be {bound}")
     # A profile may name a runtime after `@` (haswell@ort116); the CPU is the part before it.
     unknown = [name for name in (cfg.verify.profiles or []) if name.partition("@")[0] not in PROFILES]
     if unknown:

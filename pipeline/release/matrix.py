@@ -10,6 +10,7 @@ look complete while missing it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
-from pipeline.errors import ExitCode, QuantgateError, translate
+from pipeline.errors import ExitCode, QuantgateError, UsageError, translate
 from pipeline.manifest import atomic_write_json
 
 OUTCOME_FILE = "outcome.json"
@@ -46,6 +47,26 @@ def _verify_reason(folder: Path) -> tuple[str | None, str]:
     return report.status, "; ".join(reasons) or "every required profile met its requirement"
 
 
+def claim_folder(folder: Path, overrides: list[str]) -> None:
+    """Claim `folder` for this combination of the sweep, or refuse: two combinations that differ only in
+    keys outside the folder's name (calibration.seed=0,1) would build into one folder, the second
+    silently replacing the first. The claims live in the sweep's own folder (one per multirun)."""
+    claims = Path(HydraConfig.get().sweep.dir) / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    claim = claims / hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:16]
+    try:
+        with open(claim, "x") as handle:
+            json.dump(list(overrides), handle)
+        return
+    except FileExistsError:
+        other = json.loads(claim.read_text() or "[]")
+    differ = sorted({o.partition("=")[0] for o in set(overrides) ^ set(other)})
+    raise UsageError(f"{folder} is also the folder of another combination of this sweep ({' '.join(other)}): the two "
+                     f"differ only in {', '.join(differ) or 'nothing'}, which the folder name (<model>-<mode>-<target>) "
+                     f"does not show, so one would replace the other. Sweep such keys in separate runs, each with "
+                     f"its own artifacts_dir=...")
+
+
 def run_combination(cfg, overrides: list[str]) -> int:
     """Build and verify one combination of a sweep; record what happened; return its exit code.
 
@@ -58,6 +79,7 @@ def run_combination(cfg, overrides: list[str]) -> int:
     verify_status = None
     try:
         try:
+            claim_folder(folder, overrides)
             code = quantize_task(cfg, overrides)
         except Exception as error:
             raise translate(error) or error

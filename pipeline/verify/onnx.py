@@ -14,7 +14,6 @@ invariance on every profile that runs. The report is pipeline.verify.report.Veri
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError, QuantgateError
 from pipeline.guard import StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
-from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
+from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
@@ -158,12 +157,19 @@ def preflight(*models: Path) -> None:
     from pipeline.guard import check_stamp
     from pipeline.guard.onnx import UnsafeModelError, check_external_data
 
+    import onnx
+
     for model in models:
         try:
             read_onnx_header(model)
             check_external_data(model)
         except (StampError, UnsafeModelError) as error:
             raise QuantgateError(str(error)) from None
+        try:  # what onnxruntime tolerates (an unused initializer declaring terabytes) other tools reject
+            onnx.checker.check_model(str(model))
+        except onnx.checker.ValidationError as error:
+            first = str(error).strip().splitlines()[0]
+            raise InputError(f"{model} is not a valid ONNX model (onnx.checker: {first}); fix or re-export it") from None
     stamp = read_stamp(models[0])
     if stamp:
         try:
@@ -630,7 +636,6 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
         if not manifest_file.is_file() or sha256_file(manifest_file) != manifest_sha256:
             raise QuantgateError(f"{manifest.folder} was replaced by another build while it was being verified; its "
                                  f"verify.json was not written (it would judge other bytes): verify again")
-        shutil.copyfile(staged, report_path.with_name(f".{report_path.name}.tmp"))
-        os.replace(report_path.with_name(f".{report_path.name}.tmp"), report_path)
+        atomic_write_bytes(report_path, staged.read_bytes())
     print(f"wrote {(shown_folder / report_path.name) if shown_folder and out is None else report_path}")
     return report

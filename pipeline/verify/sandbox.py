@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.guard import EXIT_REFUSED
 from pipeline.isa.targets import CpuProfile
@@ -52,6 +53,7 @@ class ChildRun:
     timeout_seconds: float
     memory_limit_mb: int
     stderr_tail: list[str] = field(default_factory=list)  # last lines of stderr and stdout, QEMU's noise removed
+    emulator: list[str] = field(default_factory=list)  # the command's emulator prefix (qemu-x86_64 -cpu ...), if any
 
     @property
     def signal_name(self) -> str | None:
@@ -68,7 +70,7 @@ class ChildRun:
 
 @dataclass
 class Outcome:
-    status: str  # pass | fail | refused_by_guard | crashed  (pass = it ran; fidelity may still fail it)
+    status: str  # pass | fail | refused_by_guard | crashed | not_verified  (pass = it ran; fidelity may fail it)
     failure: str | None  # sigill, sigsegv, ..., out_of_memory, timeout, error; None when it ran or was refused
     reason: str
 
@@ -96,11 +98,21 @@ def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] 
 def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
                       memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
     """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
-    full_command = emulator_prefix(cpu, emulator_args) + [str(part) for part in command]
-    limit = memory_limit_mb * 1024 * 1024
+    emulator = emulator_prefix(cpu, emulator_args)
+    returncode, timed_out, seconds, lines = _run_limited(emulator + [str(part) for part in command], timeout_seconds,
+                                                         memory_limit_mb)
+    return ChildRun(cpu.name, emulator + [str(part) for part in command], returncode, timed_out, seconds,
+                    timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:], emulator)
+
+
+def _run_limited(full_command: list[str], timeout_seconds: float,
+                 memory_limit_mb: int | None) -> tuple[int | None, bool, float, list[str]]:
+    """(exit code or -signal, None when timed out; timed out; seconds; output lines without QEMU's noise)."""
 
     def limit_child() -> None:  # runs in the child before exec; QEMU itself fits well within the limit
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if memory_limit_mb is not None:
+            limit = memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # QEMU dumps qemu_*.core into the cwd on SIGILL
         die_with_parent()
 
@@ -119,12 +131,42 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
         process.wait()
         raise
     lines = [line for line in output.decode(errors="replace").splitlines() if QEMU_NOISE not in line]
-    return ChildRun(cpu.name, full_command, None if timed_out else process.returncode, timed_out,
-                    time.monotonic() - started, timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:])
+    return None if timed_out else process.returncode, timed_out, time.monotonic() - started, lines
+
+
+def diagnose(run: ChildRun) -> Outcome | None:
+    """A child that failed or crashed: was it the emulator or the memory limit rather than the artifact?
+    The child's own interpreter, asked to do nothing (`python -c pass`), first under the emulator alone,
+    then under the same memory limit. None when both start: the artifact or its runtime is to blame."""
+    program = run.command[len(run.emulator)]
+    if run.timed_out or run.returncode in (0, EXIT_REFUSED, EXIT_LOAD_FAILED) or \
+            not Path(program).name.startswith("python"):
+        return None
+    cpu = "this host" if run.profile == "native" else run.profile
+    trivial = run.emulator + [program, "-c", "pass"]
+    if run.emulator:
+        code, _, _, lines = _run_limited(trivial, 300, None)
+        if code != 0:
+            said = next((line for line in reversed(lines) if line.strip()), f"exit code {code}")
+            return Outcome("not_verified", "emulator", f"the emulator {run.emulator[0]} does not run programs for "
+                           f"{cpu}: even `python -c pass` fails under it ({said}); reinstall it (`apt-get install "
+                           f"--reinstall qemu-user`) or put a working one first on PATH")
+    code, _, _, lines = _run_limited(trivial, 300, run.memory_limit_mb)
+    if code != 0:
+        return Outcome("crashed", "out_of_memory", f"verify.memory_limit_mb={run.memory_limit_mb} is too small for "
+                       f"the Python interpreter even to start on {cpu}; raise it (the default is 8192)")
+    return None
 
 
 def classify(run: ChildRun) -> Outcome:
-    """Name what happened to a child in words a user can act on."""
+    """Name what happened to a child in words a user can act on (the emulator and the memory limit first)."""
+    diagnosed = diagnose(run)
+    if diagnosed is not None:
+        return diagnosed
+    return _classify(run)
+
+
+def _classify(run: ChildRun) -> Outcome:
     cpu = "this host" if run.profile == "native" else run.profile
     last_line = next((line for line in reversed(run.stderr_tail) if line.strip()), "(no output)")
     if run.timed_out:
@@ -138,7 +180,8 @@ def classify(run: ChildRun) -> Outcome:
         said = next((line for line in run.stderr_tail if line.startswith(LOAD_FAILED_PREFIX)), last_line)
         return Outcome("fail", "load", said.removeprefix(LOAD_FAILED_PREFIX))
     # "failed to map segment": the dynamic loader could not map a library under the address-space limit.
-    memory_words = OUT_OF_MEMORY_WORDS + ("MemoryError", "failed to map segment", "Cannot allocate memory")
+    memory_words = OUT_OF_MEMORY_WORDS + ("MemoryError", "failed to map segment", "Cannot allocate memory",
+                                          "Memory allocation still failed", "Unable to reserve")
     if run.returncode == EXIT_OUT_OF_MEMORY or any(w in line for line in run.stderr_tail for w in memory_words):
         return Outcome("crashed", "out_of_memory", f"ran out of memory on {cpu} (address space limited to "
                        f"{run.memory_limit_mb} MB by verify.memory_limit_mb)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.commandline import command_parser, run_command
-from pipeline.config import compose_config
+from pipeline.config import compose_config, rules
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.guard.artifact import ONNX, PT2, artifact_kind
 from pipeline.manifest import Manifest
@@ -59,14 +59,17 @@ def exit_code(status: str) -> int:
 
 
 def load_config(target: str, overrides: list[str]):
+    """The config for verifying an artifact built for `target`, with the verify.* rules checked."""
     from hydra.errors import HydraException
     try:
-        return compose_config([f"target={target}", *overrides])
+        cfg = compose_config([f"target={target}", *overrides])
     except HydraException as error:
+        if f"target/{target}" not in str(error):
+            raise  # the command line turns it into a usage error
         known = sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
-        message = f"unknown target {target!r}; valid targets: {', '.join(known)}" if f"target/{target}" in str(error) \
-            else str(error).splitlines()[0].rstrip(".") + (f": {str(error.__cause__).splitlines()[0]}" if error.__cause__ else "")
-        raise QuantgateError(message) from None
+        raise UsageError(f"unknown target {target!r}; valid targets: {', '.join(known)}") from None
+    rules.check_verify(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

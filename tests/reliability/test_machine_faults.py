@@ -1,0 +1,198 @@
+"""Faults of the machine and the user's environment: a broken emulator on PATH, a memory limit too small
+for anything, out-of-range limits, unreadable and unwritable places, a broken config file, Ctrl-C, a
+model checker's rejection. Each is a clear error of its kind or a profile reported in words, never a
+traceback or a verdict that blames the artifact."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import onnx
+import pytest
+
+from tests.fixtures.tiny_artifact import make_standalone
+from tests.reliability.helpers import DIGITS, REPO, assert_user_error, published, quantgate
+
+
+@pytest.fixture
+def standalone(tmp_path):
+    return make_standalone(tmp_path / "standalone", target="avx2")
+
+
+def verify_files(standalone, out, *overrides, env=None):
+    artifact, reference, inputs = standalone
+    return quantgate("verify", "--artifact", str(artifact), "--reference", str(reference), "--inputs", str(inputs),
+                     "--target", "avx2", "--out", str(out), "verify.reference_cpu=native", *overrides, env=env)
+
+
+def profiles_of(out):
+    return json.loads(out.read_text())["profiles"]
+
+
+# --- the emulator and the memory limit are named, not the artifact -----------------------------------------
+@pytest.mark.parametrize("broken", ["exits_1", "killed_by_signal"])
+def test_a_broken_emulator_on_path_is_named_not_blamed_on_the_artifact(standalone, tmp_path, broken):
+    fake = tmp_path / "bin" / "qemu-x86_64"
+    fake.parent.mkdir()
+    body = {"exits_1": 'echo "qemu: could not open the CPU model table" >&2; exit 1',
+            "killed_by_signal": "kill -SEGV $$"}[broken]
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(0o755)
+    out = tmp_path / "v.json"
+    result = verify_files(standalone, out, "verify.profiles=[native,haswell,nehalem]",
+                          env={"PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert "Traceback" not in result.stderr and result.returncode == 4, result.stderr[-2000:]  # not verified
+    profiles = profiles_of(out)
+    assert profiles["native"]["status"] == "pass"
+    for name in ("haswell", "nehalem"):  # nehalem is expected to refuse: a broken emulator must not read as "the guard failed"
+        assert profiles[name]["status"] == "not_verified", profiles[name]
+        assert str(fake) in profiles[name]["reason"] and "reinstall" in profiles[name]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profiles", ["[native]", "[native,nehalem]"])
+def test_a_memory_limit_too_small_for_the_interpreter_is_named(standalone, tmp_path, profiles):
+    out = tmp_path / "v.json"
+    result = verify_files(standalone, out, f"verify.profiles={profiles}", "verify.memory_limit_mb=1")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    for name, entry in profiles_of(out).items():
+        assert entry["failure"] == "out_of_memory", entry
+        assert "verify.memory_limit_mb=1 is too small" in entry["reason"], entry
+        assert "runtime bug" not in entry["reason"]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("verify.memory_limit_mb=-5", "verify.memory_limit_mb=-5 is out of range"),
+    ("verify.timeout_seconds=0", "verify.timeout_seconds=0.0 is out of range"),
+    ("verify.emulated_max_samples=-1", "verify.emulated_max_samples=-1 is out of range"),
+    ("verify.min_cosine_worst=1.5", "at most 1"),
+])
+def test_out_of_range_limits_are_refused_before_any_run(standalone, tmp_path, override, words):
+    result = verify_files(standalone, tmp_path / "v.json", "verify.profiles=[native]", override)
+    assert_user_error(result, words)
+    assert result.returncode == 2 and not (tmp_path / "v.json").exists()
+
+
+def test_an_out_of_range_limit_refuses_the_build_too(tmp_path):
+    result = quantgate("build", *DIGITS, "verify.memory_limit_mb=-1", f"artifacts_dir={tmp_path / 'a'}")
+    assert_user_error(result, "verify.memory_limit_mb=-1 is out of range")
+    assert result.returncode == 2 and published(tmp_path / "a") == []
+
+
+# --- files: what the model checker rejects, places that cannot be written ---------------------------------
+@pytest.mark.parametrize("damage", ["unused_terabyte_initializer", "initializer_too_short"])
+def test_a_model_onnx_checker_rejects_is_refused(standalone, tmp_path, damage):
+    artifact = standalone[0]
+    model = onnx.load(str(artifact))
+    tensor = onnx.TensorProto(name="huge", data_type=onnx.TensorProto.FLOAT, raw_data=b"\0" * 16)
+    if damage == "unused_terabyte_initializer":  # onnxruntime drops it with a warning and runs
+        tensor.dims.extend([1_000_000, 1_000_000])
+        model.graph.initializer.append(tensor)
+    else:
+        used = model.graph.initializer[0]
+        used.raw_data = used.raw_data[: len(used.raw_data) // 2]
+    onnx.save(model, str(artifact))
+    result = verify_files(standalone, tmp_path / "v.json", "verify.profiles=[native]")
+    assert_user_error(result, artifact.name, "not a valid ONNX model", "onnx.checker")
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("out", ["existing_folder", "under_a_file"])
+def test_verify_json_that_cannot_be_written_is_a_clear_error_and_leaves_no_temporary_file(standalone, tmp_path, out):
+    place = tmp_path / "place"
+    if out == "existing_folder":
+        place.mkdir()
+        (place / "mine.txt").write_text("the user's")
+        target = place
+    else:
+        place.write_text("the user's file")
+        target = place / "verify.json"
+    result = verify_files(standalone, target, "verify.profiles=[native]")
+    assert_user_error(result, str(place), "cannot use")
+    assert result.returncode == 2
+    if out == "existing_folder":
+        assert sorted(p.name for p in place.iterdir()) == ["mine.txt"]
+    else:
+        assert place.read_text() == "the user's file"
+
+
+def mount_tmpfs(folder, options: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'}): needs root with CAP_SYS_ADMIN")
+    return folder
+
+
+@pytest.fixture
+def mounts():
+    mounted = []
+    yield mounted
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("filesystem", ["read_only", "full"])
+def test_a_build_into_a_read_only_or_full_filesystem_fails_clearly_with_nothing_published(tmp_path, mounts, filesystem):
+    options = {"read_only": "ro,size=1m", "full": "size=256k"}[filesystem]
+    artifacts = mount_tmpfs(tmp_path / "fs", options)
+    mounts.append(artifacts)
+    result = quantgate("build", *DIGITS, f"artifacts_dir={artifacts}", timeout=600)
+    assert_user_error(result, {"read_only": "read-only", "full": "disk full"}[filesystem])
+    assert result.returncode == 2
+    assert published(artifacts) == [] and not list(artifacts.glob(".*staging*"))
+
+
+# --- config files and Ctrl-C ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, words", [
+    ("defaults:\n  - override /target: avx2\nmode: [unclosed\n", "is not valid YAML"),
+    ("# @package _global_\nverify:\n  no_such_key: 1\n", "no_such_key"),
+])
+def test_a_broken_experiment_file_is_a_usage_error_naming_it(tmp_path, content, words):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text(content)
+    result = quantgate("build", "--config-dir", str(tmp_path / "conf"), "experiment=mine",
+                       f"artifacts_dir={tmp_path / 'a'}")
+    assert_user_error(result, words)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    if "YAML" in words:
+        assert "mine.yaml" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_seconds", [3.0, 12.0])
+def test_ctrl_c_ends_a_build_with_one_line_exit_130_and_nothing_published(tmp_path, after_seconds):
+    artifacts = tmp_path / "a"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", *DIGITS, f"artifacts_dir={artifacts}"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    time.sleep(after_seconds)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == "quantgate: interrupted"
+    assert published(artifacts) == [] and not list(artifacts.glob(".*staging*"))
+
+
+def test_int8_compute_is_counted_on_real_graphs(standalone):
+    """The build refuses an "int8" artifact in which every compute node stayed fp32 (stamp.check_quantized)."""
+    from pipeline.build.stamp import int8_compute_nodes
+    artifact, reference, _ = standalone
+    assert int8_compute_nodes(onnx.load(str(reference))) == 0
+    assert int8_compute_nodes(onnx.load(str(artifact))) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_an_int8_build_in_which_nothing_was_quantized_fails(tmp_path, mode):
+    """An op-type list that matches nothing in the model would otherwise publish an fp32 model stamped int8."""
+    artifacts = tmp_path / "a"
+    result = quantgate("build", "model=digits_cnn", f"mode={mode}", "verify.enabled=false",
+                       "mode.op_types_to_quantize=[Softmax]", f"artifacts_dir={artifacts}", timeout=600)
+    assert_user_error(result, "no int8 compute node", "Nothing was published")
+    assert result.returncode == 2 and published(artifacts) == []
