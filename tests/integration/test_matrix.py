@@ -30,3 +30,18 @@ def test_release_multirun_survives_a_failing_combination_and_ends_with_a_table(t
     report = json.loads((tmp_path / "r" / "signoff.json").read_text())
     assert {(r["profile"], r["status"]) for r in report["rows"] if r["outcome"] == "failed"} == {
         ("verify", "not_verified"), ("build", "build_failed")}
+
+
+def test_combinations_that_would_share_a_folder_do_not_overwrite_each_other(tmp_path):
+    """calibration.seed=0,1 is not in the folder's name: the second combination is refused, the first kept."""
+    release = tmp_path / "artifacts" / "seeds"
+    result = run_cli("-m", "pipeline", "--multirun", "model=digits_cnn", "mode=dynamic", "target=avx2",
+                     "calibration.seed=0,1", "verify.enabled=false", f"artifacts_dir={release}",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    matrix = json.loads((release / "matrix.json").read_text())
+    outcomes = sorted(matrix["combinations"], key=lambda c: c["job"])
+    assert [c["outcome"] for c in outcomes] == ["built", "build_failed"]
+    assert "differ only in calibration.seed" in outcomes[1]["reason"] and "artifacts_dir" in outcomes[1]["reason"]
+    manifest = json.loads((release / "digits_cnn-dynamic-avx2" / "manifest.json").read_text())
+    assert "calibration.seed=0" in manifest["build"]["config_overrides"]  # the first one's build, untouched

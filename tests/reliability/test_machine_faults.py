@@ -196,3 +196,25 @@ def test_an_int8_build_in_which_nothing_was_quantized_fails(tmp_path, mode):
                        "mode.op_types_to_quantize=[Softmax]", f"artifacts_dir={artifacts}", timeout=600)
     assert_user_error(result, "no int8 compute node", "Nothing was published")
     assert result.returncode == 2 and published(artifacts) == []
+
+
+def test_a_full_disk_while_writing_verify_json_keeps_the_previous_one_and_leaves_nothing_half_written(tmp_path, mounts):
+    from tests.fixtures.tiny_artifact import make_artifact_folder
+    disk = mount_tmpfs(tmp_path / "disk", "size=2m")
+    mounts.append(disk)
+    folder = make_artifact_folder(disk / "tiny-dynamic-avx2", "avx2")
+    previous = b'{"written": "by an earlier verification"}\n'
+    (folder / "verify.json").write_bytes(previous)
+    descriptor = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # fill the filesystem to the last block
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]", "verify.reference_cpu=native")
+    assert_user_error(result, "No space left on device", "free space")
+    assert result.returncode == 2
+    assert (folder / "verify.json").read_bytes() == previous
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left behind
