@@ -218,3 +218,25 @@ def test_a_full_disk_while_writing_verify_json_keeps_the_previous_one_and_leaves
     assert result.returncode == 2
     assert (folder / "verify.json").read_bytes() == previous
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_a_folder_rebuilt_while_it_is_verified_gets_no_verify_json(tmp_path):
+    """The rebuild happens, deterministically, when the first emulated profile starts: an emulator wrapper
+    first on PATH rebuilds the folder for another target, then runs the real QEMU."""
+    import shutil
+    from tests.fixtures.tiny_artifact import make_artifact_folder
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-x86_64 is not installed (make setup installs qemu-user)")
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", "avx2")
+    wrapper = tmp_path / "bin" / "qemu-x86_64"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nif [ ! -e {tmp_path}/rebuilt ]; then touch {tmp_path}/rebuilt; "
+                       f"cd {REPO} && {sys.executable} -m tests.fixtures.tiny_artifact {folder} --stamp x86_64_v2; fi\n"
+                       f"exec {qemu} \"$@\"\n")
+    wrapper.chmod(0o755)
+    result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native,haswell]",
+                       "verify.reference_cpu=native", env={"PATH": f"{wrapper.parent}:{os.environ['PATH']}"})
+    assert (tmp_path / "rebuilt").exists()
+    assert_user_error(result, "was replaced by another build while it was being verified")
+    assert result.returncode == 2 and not (folder / "verify.json").exists()
