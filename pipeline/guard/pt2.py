@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import ArtifactRefused, StampError, UnreadableArtifact
-from .stamp import GuardVerdict, check_stamp, json_value, unprefixed
+from .stamp import GuardVerdict, check_stamp, decode_stamp, unprefixed
 
 STAMP_MEMBER = "quantgate_stamp.json"
 AUDITED_KEY = "audited_cpu_features"
@@ -62,10 +62,11 @@ def check_package(stamp: dict[str, str], host_features=None, torch_version: str 
         from .cpuid import host_features as read_host_features
         host_features = read_host_features()
     verdict = check_stamp(stamp, host_features)
-    if AUDITED_KEY in stamp and verdict.can_run:
+    values = decode_stamp(stamp)
+    if AUDITED_KEY in values and verdict.can_run:
         # The declared set covers the measured one (the build fails otherwise); check the measured
         # set anyway: it is what the machine code will actually execute.
-        missing = sorted(set(json_value(stamp, AUDITED_KEY)) - set(host_features))
+        missing = sorted(set(values[AUDITED_KEY]) - set(host_features))
         if missing:
             verdict.missing_cpu_features = missing
             verdict.problems.append(f"the package's machine code was audited to need {', '.join(missing)}, "
@@ -77,8 +78,7 @@ def check_package(stamp: dict[str, str], host_features=None, torch_version: str 
                 torch_version = metadata.version("torch")
             except metadata.PackageNotFoundError:
                 torch_version = None
-        versions = json_value(stamp, "versions")
-        built_with = versions.get("torch", "") if isinstance(versions, dict) else ""
+        built_with = values["versions"].get("torch", "")
         if torch_version is None:
             verdict.problems.append("torch is not installed; an AOTInductor package runs inside libtorch "
                                     f"(built with torch {built_with})")
