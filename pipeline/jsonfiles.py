@@ -35,9 +35,16 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 
 def read_json(path: str | Path, name: str, fix: str, error: type[InputError] = InputError) -> Any:
     """The JSON value in `path`, valid against schema `name`, or `error` saying what is wrong and `fix`."""
+    payload = load_json(path, fix, error)
+    validate(payload, name, str(path), fix, error)
+    return payload
+
+
+def load_json(path: str | Path, fix: str, error: type[InputError] = InputError) -> Any:
+    """The JSON value in `path` (not validated yet), or `error` saying why it cannot be read and `fix`."""
     path = Path(path)
     try:
-        payload = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise error(f"{path} does not exist: {fix}") from None
     except (OSError, UnicodeDecodeError) as problem:
@@ -45,8 +52,6 @@ def read_json(path: str | Path, name: str, fix: str, error: type[InputError] = I
     except json.JSONDecodeError as problem:
         raise error(f"{path} is not valid JSON ({problem.msg} at line {problem.lineno} column {problem.colno}): "
                     f"{fix}") from None
-    validate(payload, name, str(path), fix, error)
-    return payload
 
 
 def validate(payload: Any, name: str, where: str, fix: str, error: type[InputError] = InputError) -> None:

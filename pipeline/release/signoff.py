@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ExitCode, InputError
+from pipeline.jsonfiles import read_json
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
 from pipeline.release.matrix import MATRIX_FILE
@@ -444,6 +445,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     atomic_write_bytes(out_dir / "signoff.md", markdown.encode())
     atomic_write_bytes(out_dir / "signoff.html", html.encode())
     atomic_write_json(out_dir / "signoff.json", report)  # last: its presence means the set is complete
+
+
+def load_signoff(path: Path, release: str) -> dict[str, Any]:
+    """A release's signoff.json, valid against docs/schemas/signoff.schema.json, or SignoffError naming the key."""
+    return read_json(path, "signoff", f"make the signoff again (`make signoff RELEASE={release}`)", SignoffError)
 
 
 def summary(report: dict[str, Any], out_dir: Path) -> str:
