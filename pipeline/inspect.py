@@ -21,13 +21,14 @@ def inspect(path: str) -> int:
             try:
                 verdict = ensure_can_run(path)
             except ArtifactRefused:
-                verdict = check_stamp(stamp)
+                verdict = check_stamp(stamp, artifact=Path(path).name)
         else:
             stamp = read_stamp(path)
-            verdict = check_stamp(stamp)
+            verdict = check_stamp(stamp, artifact=Path(path).name)
         if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
             from pipeline.guard.probe import installed_limits
-            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits())
+            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits(),
+                                  artifact=Path(path).name)
     except StampError as error:
         print(f"quantgate: error: {error}", file=sys.stderr)
         return 2

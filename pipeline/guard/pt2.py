@@ -55,14 +55,14 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_package(stamp: dict[str, str], host_features=None, torch_version: str | None = "installed",
-                  check_runtime: bool = True) -> GuardVerdict:
+                  check_runtime: bool = True, artifact: str = "the package") -> GuardVerdict:
     """The ONNX guard's CPU check on the declared features, then the measured ones, then torch's version
     (`torch_version`: "installed" asks importlib.metadata, None means no torch; skipped without check_runtime)."""
     if host_features is None:
         from .cpuid import host_features as read_host_features
         host_features = read_host_features()
-    verdict = check_stamp(stamp, host_features)
-    values = decode_stamp(stamp)
+    verdict = check_stamp(stamp, host_features, artifact=artifact)
+    values = decode_stamp(stamp, artifact)
     if AUDITED_KEY in values and verdict.can_run:
         # The declared set covers the measured one (the build fails otherwise); check the measured
         # set anyway: it is what the machine code will actually execute.
@@ -109,7 +109,7 @@ def ensure_can_run(path: str | Path, host_features=None, check_runtime: bool = T
     if stamp.get("artifact_kind") != "aoti":
         raise StampError(f"{path}: the stamp is not for an AOTInductor package (artifact_kind="
                          f"{stamp.get('artifact_kind')!r})")
-    verdict = check_package(stamp, host_features, check_runtime=check_runtime)
+    verdict = check_package(stamp, host_features, check_runtime=check_runtime, artifact=path.name)
     if not verdict.can_run:
         raise ArtifactRefused(f"{path.name}: {verdict.message()}")
     return verdict

@@ -167,9 +167,9 @@ def preflight(*models: Path) -> None:
     stamp = read_stamp(models[0])
     if stamp:
         try:
-            check_stamp(stamp, host_features=frozenset())  # validates schema and keys only
+            check_stamp(stamp, host_features=frozenset(), artifact=models[0].name)  # validates the stamp only
         except StampError as error:
-            raise QuantgateError(f"{models[0].name}: {error}") from None
+            raise QuantgateError(str(error)) from None
 
 
 def input_specs(path: Path) -> dict[str, tuple[str, int | None]]:
@@ -262,7 +262,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         raise QuantgateError(str(error)) from None
     target = cfg.target
     # What the guard will act on is the stamp; an unstamped artifact is judged by the target's features.
-    required = decode_stamp(stamp)["required_cpu_features"] if stamp else \
+    required = decode_stamp(stamp, artifact.name)["required_cpu_features"] if stamp else \
         required_cpu_features(target.microarchitecture, list(target.extra_features))
     host = host_cpu_features(cfg)
     plans = plan_profiles(cfg, required, bool(stamp), host, default_runtime(cfg, stamp))
