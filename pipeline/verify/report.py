@@ -23,7 +23,9 @@ class VerifyReportError(InputError):
     """verify.json cannot be read: malformed, of another schema, or missing what it must hold."""
 
 
-FIX = "verify again (`quantgate verify --artifact-dir FOLDER`)"
+def fix(where: str) -> str:
+    """What to do about an unreadable verify.json at `where`."""
+    return f"verify again (`quantgate verify --artifact-dir {Path(where).parent}`)"
 
 
 @dataclass
@@ -120,7 +122,7 @@ class VerifyReport:
     def from_json(cls, payload: Any, where: str = VERIFY_FILE) -> "VerifyReport":
         """A report from its JSON (schema /1 upgraded first), or VerifyReportError naming the key."""
         payload = upgraded(payload)
-        validate(payload, "verify", where, FIX, VerifyReportError)
+        validate(payload, "verify", where, fix(where), VerifyReportError)
         refs = {"artifact": ArtifactRef, "reference": ReferenceRef, "inputs": InputsRef}
         values = {key: refs[key](**value) if key in refs and value is not None else value
                   for key, value in payload.items() if key != "passed"}
@@ -132,7 +134,7 @@ class VerifyReport:
         path = Path(path)
         if not path.is_file():
             raise VerifyReportError(f"{path} does not exist: the artifact was never verified")
-        return cls.from_json(load_json(path, FIX, VerifyReportError), str(path))
+        return cls.from_json(load_json(path, fix(str(path)), VerifyReportError), str(path))
 
 
 def upgraded(payload: Any) -> Any:
