@@ -21,27 +21,33 @@ def inspect(path: str) -> int:
             try:
                 verdict = ensure_can_run(path)
             except ArtifactRefused:
-                verdict = check_stamp(stamp)
+                verdict = check_stamp(stamp, artifact=Path(path).name)
         else:
             stamp = read_stamp(path)
-            verdict = check_stamp(stamp)
+            verdict = check_stamp(stamp, artifact=Path(path).name)
         if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
             from pipeline.guard.probe import installed_limits
-            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits())
+            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits(),
+                                  artifact=Path(path).name)
     except StampError as error:
         print(f"quantgate: error: {error}", file=sys.stderr)
         return 2
     for key in sorted(stamp):
-        value = stamp[key]
-        if value.startswith(("{", "[")):
-            value = json.dumps(json.loads(value), sort_keys=True)
-        print(f"quantgate.{key:<22} {value}")
+        print(f"quantgate.{key:<22} {_shown(stamp[key])}")
     from pipeline.build import reproducible
     if reproducible.load_sidecar(path) is not None:
         print(f"\nnode sources   {reproducible.debug_file_for(Path(path).name)} beside it: "
               f"quantgate inspect {path} --nodes | --node NAME")
     print(f"\nthis host: {'CAN run it' if verdict.can_run else 'must NOT run it'}: {verdict.message()}")
     return 0 if verdict.can_run else 3
+
+
+def _shown(value: str) -> str:
+    """A stamp value, JSON in one sorted line where it is JSON (a damaged value is shown as it is)."""
+    try:
+        return json.dumps(json.loads(value), sort_keys=True) if value.startswith(("{", "[")) else value
+    except ValueError:
+        return value
 
 
 def inspect_nodes(path: str, node: str | None = None) -> int:

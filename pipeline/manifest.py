@@ -1,4 +1,5 @@
-"""The typed manifest of a build, sha256 helpers and atomic file writes."""
+"""The typed manifest of a build (manifest.json: docs/schemas/manifest.schema.json), sha256 helpers and atomic
+file writes."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
 from pipeline.guard.signature import sha256_file  # noqa: F401 (one implementation, shared with the guard)
+from pipeline.jsonfiles import read_json
 
 MANIFEST_SCHEMA = "quantgate.manifest/1"
 MANIFEST_FILE = "manifest.json"
@@ -164,6 +167,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> "Manifest":
+        """A manifest from its JSON (valid against docs/schemas/manifest.schema.json) and its `artifact_dir`."""
         nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord,
                   "fallback": FallbackRecord}
         values = dict(payload)
@@ -172,19 +176,18 @@ class Manifest:
                 values[key] = record_type(**values[key])
         values["files"] = [FileRecord(**record) for record in values.get("files", [])]
         values["debug_files"] = [FileRecord(**record) for record in values.get("debug_files", [])]
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**values)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Manifest":
+        """The manifest.json of an artifact folder; InputError naming the file, the key and the fix when it is
+        missing, not JSON or not valid against docs/schemas/manifest.schema.json."""
         path = Path(folder) / MANIFEST_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: {folder} is not a complete quantgate artifact folder "
-                                    f"(build it with `make quantize`)")
-        payload = json.loads(path.read_text())
-        payload["artifact_dir"] = str(Path(folder))
-        manifest = cls.from_json(payload)
-        return manifest
+            raise InputError(f"{path} does not exist: {folder} is not a complete quantgate artifact folder "
+                             f"(build it with `make quantize`)")
+        payload = read_json(path, "manifest", "rebuild the artifact with this quantgate (`make quantize`)")
+        return cls.from_json(payload | {"artifact_dir": str(Path(folder))})
 
     def runtime_limits(self) -> dict:
         """What the built-for runtime loads, in pipeline.guard.probe's shape."""

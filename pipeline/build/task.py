@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import BuildFailed, ExitCode, UsageError
+from pipeline.errors import BuildFailed, ExitCode, InputError, UsageError
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
@@ -81,7 +81,7 @@ def ours(folder: Path) -> bool:
     """Whether `folder` is provably a quantgate artifact folder: the only kind of folder a build replaces."""
     try:
         manifest = Manifest.load(folder)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
+    except InputError:
         return False
     return bool(manifest.model_file) and manifest.path(manifest.model_file).is_file()
 

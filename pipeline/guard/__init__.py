@@ -20,7 +20,8 @@ only relatively and nothing else of quantgate.
     errors.py     the exceptions (defined once) and exit codes
     cpuid.py      this CPU's features: CPUID (x86-64), getauxval (64-bit Arm)
     protobuf.py   reading and writing the few protobuf fields the guard needs
-    stamp.py      the stamp's keys and check_stamp: a stamp against a host's CPU and runtime
+    stamp.py      the stamp's keys, decode_stamp (validates it) and check_stamp: a stamp against a host's CPU
+                  and runtime
     onnx.py       an ONNX model's stamp and versions, external-data safety, open_session
     pt2.py        a .pt2 package's stamp, torch's version, load_package
     probe.py      what the installed onnxruntime loads (imports onnxruntime only when asked)
@@ -37,13 +38,13 @@ from .onnx import check_external_data, open_session, read_onnx_header, read_onnx
 from .pt2 import check_package, load_package, read_package_stamp
 from .signature import SignatureInvalid, check_signature
 from .stamp import (REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, GuardVerdict, ModelVersions, check_stamp,
-                    predict_load, required_headline)
+                    decode_stamp, predict_load, required_headline)
 
 __version__ = "0.1.0"
 __all__ = [
     "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "REQUIRED_STAMP_KEYS", "STAMP_PREFIX", "STAMP_SCHEMA",
     "ArtifactRefused", "GuardError", "GuardVerdict", "ModelVersions", "SignatureCheckUnavailable", "SignatureInvalid",
     "StampError", "UnreadableArtifact", "UnsafeModelError", "artifact_kind", "check_external_data", "check_package",
-    "check_signature", "check_stamp", "ensure_can_run", "load_package", "main", "open_session", "predict_load",
+    "check_signature", "check_stamp", "decode_stamp", "ensure_can_run", "load_package", "main", "open_session", "predict_load",
     "read_onnx_header", "read_onnx_versions", "read_package_stamp", "read_stamp", "required_headline",
 ]

@@ -103,6 +103,8 @@ _HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp
 _HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
                  "svebf16 i8mm bf16 dgh rng bti mte").split()
 ARM_READABLE_FEATURES = frozenset(_HWCAP_NAMES + _HWCAP2_NAMES)
+# Every feature name a stamp may require: one this guard cannot read is one no CPU will show it.
+KNOWN_FEATURES = READABLE_FEATURES | ARM_READABLE_FEATURES
 
 
 def arm_hwcaps() -> tuple[int, int]:

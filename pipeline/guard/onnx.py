@@ -130,12 +130,12 @@ def ensure_can_run(path: str | Path, host_features: frozenset[str] | set[str] | 
     if host_features is None:
         from .cpuid import host_features as read_host_features
         host_features = read_host_features()
-    verdict = check_stamp(stamp, host_features)
+    verdict = check_stamp(stamp, host_features, artifact=Path(path).name)
     if verdict.can_run and check_runtime:
         if runtime is None:
             from .probe import installed_limits
             runtime = installed_limits()
-        verdict = check_stamp(stamp, host_features, versions, runtime)
+        verdict = check_stamp(stamp, host_features, versions, runtime, artifact=Path(path).name)
     if not verdict.can_run:
         raise ArtifactRefused(f"{Path(path).name}: {verdict.message()}")
     return verdict

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import ArtifactRefused, StampError, UnreadableArtifact
-from .stamp import GuardVerdict, check_stamp, json_value, unprefixed
+from .stamp import GuardVerdict, check_stamp, decode_stamp, unprefixed
 
 STAMP_MEMBER = "quantgate_stamp.json"
 AUDITED_KEY = "audited_cpu_features"
@@ -55,17 +55,18 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_package(stamp: dict[str, str], host_features=None, torch_version: str | None = "installed",
-                  check_runtime: bool = True) -> GuardVerdict:
+                  check_runtime: bool = True, artifact: str = "the package") -> GuardVerdict:
     """The ONNX guard's CPU check on the declared features, then the measured ones, then torch's version
     (`torch_version`: "installed" asks importlib.metadata, None means no torch; skipped without check_runtime)."""
     if host_features is None:
         from .cpuid import host_features as read_host_features
         host_features = read_host_features()
-    verdict = check_stamp(stamp, host_features)
-    if AUDITED_KEY in stamp and verdict.can_run:
+    verdict = check_stamp(stamp, host_features, artifact=artifact)
+    values = decode_stamp(stamp, artifact)
+    if AUDITED_KEY in values and verdict.can_run:
         # The declared set covers the measured one (the build fails otherwise); check the measured
         # set anyway: it is what the machine code will actually execute.
-        missing = sorted(set(json_value(stamp, AUDITED_KEY)) - set(host_features))
+        missing = sorted(set(values[AUDITED_KEY]) - set(host_features))
         if missing:
             verdict.missing_cpu_features = missing
             verdict.problems.append(f"the package's machine code was audited to need {', '.join(missing)}, "
@@ -77,8 +78,7 @@ def check_package(stamp: dict[str, str], host_features=None, torch_version: str 
                 torch_version = metadata.version("torch")
             except metadata.PackageNotFoundError:
                 torch_version = None
-        versions = json_value(stamp, "versions")
-        built_with = versions.get("torch", "") if isinstance(versions, dict) else ""
+        built_with = values["versions"].get("torch", "")
         if torch_version is None:
             verdict.problems.append("torch is not installed; an AOTInductor package runs inside libtorch "
                                     f"(built with torch {built_with})")
@@ -109,7 +109,7 @@ def ensure_can_run(path: str | Path, host_features=None, check_runtime: bool = T
     if stamp.get("artifact_kind") != "aoti":
         raise StampError(f"{path}: the stamp is not for an AOTInductor package (artifact_kind="
                          f"{stamp.get('artifact_kind')!r})")
-    verdict = check_package(stamp, host_features, check_runtime=check_runtime)
+    verdict = check_package(stamp, host_features, check_runtime=check_runtime, artifact=path.name)
     if not verdict.can_run:
         raise ArtifactRefused(f"{path.name}: {verdict.message()}")
     return verdict

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import StampError
 
@@ -17,6 +18,10 @@ REQUIRED_STAMP_KEYS = (
     "activation_type", "per_channel", "reduce_range", "calibration", "source_model", "versions",
     "opset", "config_sha256",
 )
+# Keys whose values the guard decodes from JSON and judges; every other value is text it only reports.
+FEATURE_LIST_KEYS = ("required_cpu_features", "audited_cpu_features")
+JSON_OBJECT_KEYS = ("versions",)
+REBUILD = "rebuild the artifact with quantgate"
 
 
 @dataclass
@@ -44,30 +49,64 @@ def unprefixed(props: dict[str, str]) -> dict[str, str]:
     return {key[len(STAMP_PREFIX):]: value for key, value in props.items() if key.startswith(STAMP_PREFIX)}
 
 
-def json_value(stamp: dict[str, str], key: str):
+def _json_value(stamp: dict[str, str], key: str, artifact: str):
     """A stamp value that holds JSON (a list or an object), or StampError naming the key."""
     try:
         return json.loads(stamp[key])
     except ValueError:
-        raise StampError(f"the artifact's stamp value {key} is not JSON ({stamp[key][:60]!r}); "
-                         f"rebuild it with quantgate") from None
+        raise StampError(f"{artifact}'s stamp value {key} is not JSON ({stamp[key][:60]!r}); {REBUILD}") from None
 
 
-def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] | None = None,
-                model: ModelVersions | None = None, runtime: dict | None = None) -> GuardVerdict:
-    """Compare a stamp with a host's CPU features (CPUID by default) and, given both `model`
-    (onnx.read_onnx_versions) and `runtime` (probe.installed_limits()), predict whether it loads."""
+def decode_stamp(stamp: dict[str, str], artifact: str = "the artifact") -> dict[str, Any]:
+    """The stamp as docs/schemas/stamp.schema.json describes it (the judged values decoded from JSON), or a
+    StampError naming the key and the fix. The guard has the standard library only, so this is the schema's
+    hand-written mirror; tests/unit/test_schemas.py checks that both accept and refuse the same stamps.
+    Keys it does not know are kept: the guard judges only what it reads, and a stamp whose meaning
+    changes gets a new `schema`."""
     if not stamp:
-        raise StampError("the artifact carries no quantgate stamp (no quantgate.* metadata_props); "
+        raise StampError(f"{artifact} carries no quantgate stamp (no quantgate.* metadata_props); "
                          "build it with quantgate or verify it with an explicit TARGET=")
     missing_keys = [key for key in REQUIRED_STAMP_KEYS if key not in stamp]
     if missing_keys:
-        raise StampError(f"the artifact's stamp lacks keys {missing_keys}; rebuild it with this quantgate version")
+        raise StampError(f"{artifact}'s stamp lacks keys {missing_keys}; rebuild it with this quantgate version")
+    for key, value in stamp.items():
+        if not isinstance(value, str):
+            raise StampError(f"{artifact}'s stamp value {key} is a JSON {type(value).__name__}, not a string; "
+                             f"{REBUILD}")
     if stamp["schema"] != STAMP_SCHEMA:
-        raise StampError(f"the artifact's stamp schema is {stamp['schema']!r}, this quantgate reads schema "
+        raise StampError(f"{artifact}'s stamp schema is {stamp['schema']!r}, this quantgate reads schema "
                          f"{STAMP_SCHEMA!r}; use the quantgate version that built it or rebuild it")
-    required = json_value(stamp, "required_cpu_features")
+    decoded: dict[str, Any] = dict(stamp)
+    for key in FEATURE_LIST_KEYS:
+        if key in stamp:
+            decoded[key] = _json_value(stamp, key, artifact)
+            if not isinstance(decoded[key], list) or not all(isinstance(name, str) and name for name in decoded[key]):
+                raise StampError(f"{artifact}'s stamp value {key} must be a JSON list of CPU feature names "
+                                 f"(like [\"sse4_2\", \"avx2\"]), not {stamp[key][:60]!r}; {REBUILD}")
+    for key in JSON_OBJECT_KEYS:
+        decoded[key] = _json_value(stamp, key, artifact)
+        if not isinstance(decoded[key], dict):
+            raise StampError(f"{artifact}'s stamp value {key} must be a JSON object, not {stamp[key][:60]!r}; "
+                             f"{REBUILD}")
+    return decoded
+
+
+def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] | None = None,
+                model: ModelVersions | None = None, runtime: dict | None = None,
+                artifact: str = "the artifact") -> GuardVerdict:
+    """Compare a stamp with a host's CPU features (CPUID by default) and, given both `model`
+    (onnx.read_onnx_versions) and `runtime` (probe.installed_limits()), predict whether it loads.
+    A stamp that names features no CPU has is refused on every host."""
+    values = decode_stamp(stamp, artifact)
+    required = values["required_cpu_features"]
     verdict = GuardVerdict(True, stamp["target_isa"], required)
+    from .cpuid import KNOWN_FEATURES
+    unknown = [feature for feature in required if feature not in KNOWN_FEATURES]
+    if unknown:  # a damaged or hand-made stamp: no CPU has these, so no CPU may run it
+        verdict.problems.append(f"the stamp names CPU features no CPU has (unknown to this guard): "
+                                f"{', '.join(unknown)}; {REBUILD}")
+        verdict.can_run = False
+        return verdict
     if host_features is None:
         from .cpuid import host_features as read_host_features
         host_features = read_host_features()

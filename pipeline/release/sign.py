@@ -18,7 +18,6 @@ that does not verify, 2 a usage error (no key, no signoff, a blocked release).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -72,14 +71,14 @@ def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str,
 def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
           public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
     """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
-    from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, signoff
-    saved = Path(report_dir) / "signoff.json"
+    from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
+    saved = Path(report_dir) / SIGNOFF_FILE
     if not saved.is_file():
         raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
                          f"RELEASE={release}` first")
-    previous = json.loads(saved.read_text())
-    if previous.get("verdict") != READY:
-        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous.get("blocking", [])[:5]))
+    previous = load_signoff(saved, release)
+    if previous["verdict"] != READY:
+        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous["blocking"][:5]))
     try:
         report = signoff(release, Path(release_dir), waivers or WAIVERS_DIR / f"{release}.yaml",
                          public_key=public_key, require_signatures=require_signatures)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ExitCode, InputError
+from pipeline.jsonfiles import load_json, read_json
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
 from pipeline.release.matrix import MATRIX_FILE
@@ -222,7 +223,7 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     coverage = {}
     report_path = folder / manifest.calibration_report_file
     if report_path.is_file():
-        report = json.loads(report_path.read_text())
+        report = load_json(report_path, "rebuild the artifact with this quantgate (`make quantize`)", SignoffError)
         coverage = {key: report.get(key) for key in ("status", "enforced", "worst_fraction_outside", "warn_threshold",
                                                       "fail_threshold", "n_tensors")}
         coverage["worst_tensors"] = [{"tensor": t["tensor"], "fraction_outside": t["fraction_outside"]}
@@ -258,7 +259,7 @@ def matrix_rows(release_dir: Path, found: dict[str, dict]) -> tuple[dict | None,
     path = release_dir / MATRIX_FILE
     if not path.is_file():
         return None, []
-    matrix = json.loads(path.read_text())
+    matrix = load_json(path, f"run the matrix again (`make matrix`) or remove {path}", SignoffError)
     rows = []
     for combo in matrix.get("combinations", []):
         if combo["outcome"] not in ("build_failed", "crashed"):
@@ -444,6 +445,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     atomic_write_bytes(out_dir / "signoff.md", markdown.encode())
     atomic_write_bytes(out_dir / "signoff.html", html.encode())
     atomic_write_json(out_dir / "signoff.json", report)  # last: its presence means the set is complete
+
+
+def load_signoff(path: Path, release: str) -> dict[str, Any]:
+    """A release's signoff.json, valid against docs/schemas/signoff.schema.json, or SignoffError naming the key."""
+    return read_json(path, "signoff", f"make the signoff again (`make signoff RELEASE={release}`)", SignoffError)
 
 
 def summary(report: dict[str, Any], out_dir: Path) -> str:

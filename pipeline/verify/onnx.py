@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError, QuantgateError
-from pipeline.guard import StampError, predict_load, read_onnx_header, read_onnx_versions, read_stamp
+from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
@@ -173,9 +173,9 @@ def preflight(*models: Path) -> None:
     stamp = read_stamp(models[0])
     if stamp:
         try:
-            check_stamp(stamp, host_features=frozenset())  # validates schema and keys only
+            check_stamp(stamp, host_features=frozenset(), artifact=models[0].name)  # validates the stamp only
         except StampError as error:
-            raise QuantgateError(f"{models[0].name}: {error}") from None
+            raise QuantgateError(str(error)) from None
 
 
 def input_specs(path: Path) -> dict[str, tuple[str, int | None]]:
@@ -268,7 +268,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         raise QuantgateError(str(error)) from None
     target = cfg.target
     # What the guard will act on is the stamp; an unstamped artifact is judged by the target's features.
-    required = json.loads(stamp["required_cpu_features"]) if "required_cpu_features" in stamp else \
+    required = decode_stamp(stamp, artifact.name)["required_cpu_features"] if stamp else \
         required_cpu_features(target.microarchitecture, list(target.extra_features))
     host = host_cpu_features(cfg)
     plans = plan_profiles(cfg, required, bool(stamp), host, default_runtime(cfg, stamp))

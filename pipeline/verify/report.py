@@ -1,28 +1,31 @@
 """verify.json: one typed report, written by the ONNX and the `.pt2` verifiers, read by signoff, matrix and bench.
 
-`VerifyReport.load(path)` validates what it reads (a hand-edited or truncated file is a clear error,
-never a KeyError three modules later); `save` writes it atomically.
+`VerifyReport.load(path)` validates what it reads against docs/schemas/verify.schema.json (a hand-edited,
+truncated or newer file is one clear error naming the key, never a KeyError three modules later); `save`
+writes it atomically. Schema 1 files are upgraded in memory, then validated as schema 2.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError
+from pipeline.jsonfiles import load_json, validate
 from pipeline.manifest import atomic_write_json
 
 VERIFY_FILE = "verify.json"
 SCHEMA = "quantgate.verify/2"
-READABLE_SCHEMAS = ("quantgate.verify/1", SCHEMA)
-STATUSES = ("pass", "fail", "not_verified")
-PROFILE_STATUSES = ("pass", "fail", "refused_by_guard", "crashed", "not_verified")
 
 
-class VerifyReportError(QuantgateError):
+class VerifyReportError(InputError):
     """verify.json cannot be read: malformed, of another schema, or missing what it must hold."""
+
+
+def fix(where: str) -> str:
+    """What to do about an unreadable verify.json at `where`."""
+    return f"verify again (`quantgate verify --artifact-dir {Path(where).parent}`)"
 
 
 @dataclass
@@ -56,7 +59,7 @@ class ProfileResult:
     expected: str  # pass | refused_by_guard
     required: bool
     why: str
-    status: str  # one of PROFILE_STATUSES
+    status: str  # pass | fail | refused_by_guard | crashed | not_verified
     reason: str
     requirement_met: bool = False
     failure: Optional[str] = None  # sigill, timeout, fidelity, cpu_numerics, padding, load, ...
@@ -117,80 +120,34 @@ class VerifyReport:
 
     @classmethod
     def from_json(cls, payload: Any, where: str = VERIFY_FILE) -> "VerifyReport":
-        if not isinstance(payload, dict):
-            raise VerifyReportError(f"{where} is not a JSON object: verify again")
-        payload = dict(payload)
-        payload.pop("passed", None)
-        if payload.get("schema") not in READABLE_SCHEMAS:
-            raise VerifyReportError(f"{where} has schema {payload.get('schema')!r}; this quantgate reads "
-                                    f"{', '.join(READABLE_SCHEMAS)}: verify again")
-        payload["schema"] = SCHEMA
-        if isinstance(payload.get("artifact"), str):  # schema 1 of the .pt2 verifier wrote a bare path
-            payload["artifact"] = {"path": payload["artifact"], "sha256": "", "kind": payload.pop("artifact_kind", "pt2")}
-        payload.pop("artifact_kind", None)
-        if "output_name" in payload:  # schema 1: one judged output
-            payload["output_names"] = [payload.pop("output_name")] if payload.get("output_name") else []
-        try:
-            report = _build(cls, payload, where)
-        except (TypeError, ValueError) as error:
-            raise VerifyReportError(f"{where} is malformed: {error}; verify again") from None
-        if report.status not in STATUSES:
-            raise VerifyReportError(f"{where}: status {report.status!r} is not one of {', '.join(STATUSES)}")
-        for name, profile in report.profiles.items():
-            if profile.status not in PROFILE_STATUSES:
-                raise VerifyReportError(f"{where}: profile {name} has status {profile.status!r}, not one of "
-                                        f"{', '.join(PROFILE_STATUSES)}")
-        return report
+        """A report from its JSON (schema /1 upgraded first), or VerifyReportError naming the key."""
+        payload = upgraded(payload)
+        validate(payload, "verify", where, fix(where), VerifyReportError)
+        refs = {"artifact": ArtifactRef, "reference": ReferenceRef, "inputs": InputsRef}
+        values = {key: refs[key](**value) if key in refs and value is not None else value
+                  for key, value in payload.items() if key != "passed"}
+        values["profiles"] = {name: ProfileResult(**profile) for name, profile in payload["profiles"].items()}
+        return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> "VerifyReport":
         path = Path(path)
-        try:
-            payload = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise VerifyReportError(f"{path} does not exist: the artifact was never verified") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise VerifyReportError(f"{path} cannot be read as JSON ({error}): verify again") from None
-        return cls.from_json(payload, str(path))
+        if not path.is_file():
+            raise VerifyReportError(f"{path} does not exist: the artifact was never verified")
+        return cls.from_json(load_json(path, fix(str(path)), VerifyReportError), str(path))
 
 
-def _build(kind: type, payload: Any, where: str):
-    """A dataclass from a JSON object: unknown keys and wrong basic types are errors, not surprises."""
-    if not isinstance(payload, dict):
-        raise ValueError(f"{kind.__name__} must be an object, not {type(payload).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {kind.__name__}")
-    values = {}
-    for name, value in payload.items():
-        declared = str(fields[name].type)
-        if name == "profiles":
-            if not isinstance(value, dict):
-                raise ValueError("profiles must be an object")
-            value = {key: _build(ProfileResult, entry, where) for key, entry in value.items()}
-        elif declared in ("ArtifactRef", "Optional[ReferenceRef]", "Optional[InputsRef]") and value is not None:
-            value = _build({"ArtifactRef": ArtifactRef, "Optional[ReferenceRef]": ReferenceRef,
-                            "Optional[InputsRef]": InputsRef}[declared], value, where)
-        elif value is not None and not _fits(declared, value):
-            raise ValueError(f"{kind.__name__}.{name} should be {declared}, not {type(value).__name__}")
-        values[name] = value
-    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ValueError(f"{kind.__name__} lacks {', '.join(missing)}")
-    return kind(**values)
-
-
-def _fits(declared: str, value: Any) -> bool:
-    checks = {"str": str, "bool": bool, "int": int, "float": (int, float), "dict": dict, "list": list}
-    for word, python_type in checks.items():
-        if declared == word or declared == f"Optional[{word}]" or declared.startswith(f"{word}[") or \
-                declared.startswith(f"Optional[{word}["):
-            if python_type is int and isinstance(value, bool):
-                return False
-            return isinstance(value, python_type) and not (word in ("int", "float") and isinstance(value, bool))
-    return True
+def upgraded(payload: Any) -> Any:
+    """A quantgate.verify/1 report in schema 2's shape (anything else as it is, for the schema to judge)."""
+    if not isinstance(payload, dict) or payload.get("schema") != "quantgate.verify/1":
+        return payload
+    payload = dict(payload, schema=SCHEMA)
+    if isinstance(payload.get("artifact"), str):  # the .pt2 verifier's schema 1 wrote a bare path
+        payload["artifact"] = {"path": payload["artifact"], "sha256": "", "kind": payload.pop("artifact_kind", "pt2")}
+    payload.pop("artifact_kind", None)
+    if "output_name" in payload:  # one judged output
+        payload["output_names"] = [payload.pop("output_name")] if payload.get("output_name") else []
+    return payload
 
 
 def contradictions(profile: ProfileResult) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.commandline import command_parser, run_command
 from pipeline.config import compose_config, rules
-from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
+from pipeline.errors import ExitCode, QuantgateError, UsageError
 from pipeline.guard.artifact import ONNX, PT2, artifact_kind
 from pipeline.manifest import Manifest
 from pipeline.paths import CONF_DIR
@@ -89,10 +89,7 @@ def _command(argv: list[str]) -> int:
     if args.artifact_dir is not None:
         if args.artifact or args.reference or args.inputs:
             raise UsageError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
-        try:
-            manifest = Manifest.load(args.artifact_dir)
-        except FileNotFoundError as error:
-            raise InputError(str(error)) from None
+        manifest = Manifest.load(args.artifact_dir)
         report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
     else:
         if not (args.artifact and args.reference and args.inputs and args.target):

@@ -108,3 +108,17 @@ def test_cpuid_reads_this_host_consistently_with_numpy():
                          ("avx512_vnni", "AVX512VNNI")]:
         assert (ours in features) == bool(numpy_view[numpys]), ours
     assert features <= READABLE_FEATURES
+
+
+def test_a_feature_list_written_as_a_json_string_is_a_stamp_error_not_read_letter_by_letter():
+    with pytest.raises(StampError, match=r"required_cpu_features must be a JSON list of CPU feature names") as error:
+        check_stamp(stamp_for(required_cpu_features='"avx512f"'), host_features=set())
+    assert "a, v, x" not in str(error.value)
+
+
+def test_features_no_cpu_has_are_refused_as_unknown_not_as_missing_on_this_host():
+    verdict = check_stamp(stamp_for(required_cpu_features='["sse2", "avx1024"]'),
+                          host_features=microarchitecture_features("sapphirerapids"))
+    assert not verdict.can_run
+    assert "no CPU has" in verdict.message() and "avx1024" in verdict.message() and "rebuild" in verdict.message()
+    assert "deploy on a CPU" not in verdict.message() and "sse2" not in verdict.message()
