@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, one_line  # noqa: F401 - one_line: for the pipeline too
 
 
 class ExitCode(IntEnum):
