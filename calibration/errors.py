@@ -6,3 +6,12 @@ error (pipeline.errors.translate: exit 2, one line, no traceback)."""
 
 class CalibrationError(ValueError):
     """Calibration data or settings cannot be used; the message names what is wrong and how to fix it."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """What went wrong, in one line: the innermost cause's type and first line (a library's wrapper error,
+    such as datasets' DatasetGenerationError, says only that something failed)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}"[:limit] if lines else type(error).__name__

@@ -5,12 +5,16 @@ build works on any machine with no network; users point `calibration=files` at t
 """
 from __future__ import annotations
 
+import codecs
+import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, one_line
 
 FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+TEXT_FORMATS = ("csv", "json", "text")  # datasets reads these as UTF-8
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
@@ -43,19 +47,56 @@ def load_table(calibration_cfg):
                              f"{[f.name for f in files]}")
     if all(f.stat().st_size == 0 for f in files):
         raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} are empty; give files with examples")
+    file_format = formats.pop()
+    if file_format in TEXT_FORMATS:
+        for file in files:
+            check_utf8(file)
     try:
-        table = datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
+        with _quiet("datasets"):  # it also logs a file it cannot read as an ERROR; the error below says it once
+            table = datasets.load_dataset(file_format, data_files=[str(f) for f in files], split="train")
     except Exception as error:  # datasets raises many types for a file it cannot parse
         if "corresponds to no data" in str(error):
             raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give "
                                  f"files with examples") from None
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CalibrationError(f"calibration.data_files could not be parsed ({message}); check the file's "
-                             f"format matches its extension") from None
+        raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} could not be parsed "
+                               f"({one_line(error)}); check the file's format matches its extension") from None
     if table.num_rows == 0:
         raise CalibrationError(f"calibration.data_files {[str(f) for f in files]} hold no rows (empty); give files "
                              f"with examples")
     return table
+
+
+@contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
+    """Refuse a text file that is not UTF-8 (datasets' own error names neither the file nor the byte)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise CalibrationError(
+                    f"calibration.data_files: {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                    f"offset {offset - pending + error.start}); re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 "
+                    f"{path.name} > {path.stem}.utf8{path.suffix}`") from None
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise CalibrationError(f"calibration.data_files: {path} is not UTF-8 text (it ends inside a multi-byte "
+                               f"character: truncated?); re-save it as UTF-8") from None
 
 
 def load_text_dataset(calibration_cfg):
@@ -76,7 +117,7 @@ def load_text_dataset(calibration_cfg):
             dataset = datasets.load_dataset(calibration_cfg.hub_name, split=calibration_cfg.split)
         except Exception as error:
             raise CalibrationError(f"dataset {calibration_cfg.hub_name!r} split {calibration_cfg.split!r} could not "
-                                 f"be loaded offline ({type(error).__name__}: {error}); download it into the "
+                                 f"be loaded offline ({one_line(error)}); download it into the "
                                  f"datasets cache first or use calibration=files") from None
         if column not in dataset.column_names:
             raise CalibrationError(f"calibration.text_column={column!r} is not a column of {calibration_cfg.hub_name}; "

@@ -13,7 +13,7 @@ from pipeline.commandline import command_parser, run_command, unknown_option, ve
 from pipeline.paths import CONF_DIR
 from pipeline.config.compose import hydra_raises
 from pipeline.config.compose import register_configs
-from pipeline.errors import ExitCode, QuantgateError, UsageError, error_for
+from pipeline.errors import ExitCode, QuantgateError, UsageError, error_for, translate
 
 PROG = "quantgate"  # build is quantgate's default command: `quantgate target=avx2` builds
 # A single run's error (a refusal, or a verification that did not pass), for run_hydra to raise: Hydra drops
@@ -36,9 +36,12 @@ def quantize(cfg: DictConfig) -> int:
         return run_combination(cfg, overrides)
     try:
         code = quantize_task(cfg, overrides)
-    except QuantgateError as error:
-        _outcome.append(error)
-        return error.exit_code
+    except Exception as error:  # noqa: BLE001 - a library's input error (the calibration library's) too
+        refusal = error if isinstance(error, QuantgateError) else translate(error)
+        if refusal is None:
+            raise
+        _outcome.append(refusal)
+        return refusal.exit_code
     if code != ExitCode.OK:
         import os
         status = "failed" if code == ExitCode.FAILED else "could not be completed (not verified)"

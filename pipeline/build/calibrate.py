@@ -13,10 +13,12 @@ import numpy as np
 
 from calibration.coverage import coverage_report, describe
 from calibration.sampling import deduplicated_indices, draw
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
-from pipeline.build.models import model_family
+from pipeline.build.models import DataSplits, model_family
 from pipeline.progress import say, step
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
@@ -53,16 +55,26 @@ def check_sample_size(n_examples: int, minimum: int) -> None:
                              f"={minimum}; add data or raise calibration.n_samples")
 
 
-def check_source_values(pool: list) -> None:
-    """Refuse a calibration source that is empty or holds NaN or inf, before any export or training."""
+def check_source_values(data: DataSplits) -> None:
+    """Refuse a calibration source that is empty, or holds NaN, inf or a number float32 cannot hold (the
+    model computes in float32: 1e39 would become inf), before any export or training."""
+    pool, columns = data.calibration_pool, data.calibration_columns
     if len(pool) == 0:
         raise QuantgateError("the calibration data is empty: the source holds no usable examples; point "
                              "calibration at data with examples")
-    if not isinstance(pool[0], str):
-        values = np.asarray(pool, dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise QuantgateError(f"the calibration data holds {int((~np.isfinite(values)).sum())} NaN or inf "
-                                 f"value(s); clean the data (drop or impute those rows) and rebuild")
+    if isinstance(pool[0], str):
+        return
+    values = np.asarray(pool, dtype=np.float64).reshape(len(pool), -1)
+    bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN compares false too
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        where = f"row {row + 1}, column {columns[column] if columns else column + 1}"
+        if np.isfinite(values[row, column]):
+            raise InputError(f"{data.calibration_source} holds {values[row, column]:g} at {where}: outside "
+                             f"float32's range (+-{FLOAT32_MAX:.4g}) that the model computes in; rescale or clean "
+                             f"the data and rebuild")
+        raise InputError(f"{data.calibration_source} holds {int(bad.sum())} NaN or inf value(s), the first at "
+                         f"{where}; clean the data (drop or impute those rows) and rebuild")
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
@@ -72,7 +84,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
               f"{calibration_cfg.n_heldout} held-out examples ({strategy}, seed {seed})"):
         data = family.data()
-        check_source_values(data.calibration_pool)
+        check_source_values(data)
         # A small user file is used whole (down to calibration.min_samples, checked below); the
         # validation and held-out samples still need their full counts.
         available = len(deduplicated_indices(data.calibration_pool)) if calibration_cfg.deduplicate \

@@ -7,12 +7,13 @@ stages do not care which one they build.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError, QuantgateError, one_line
 from pipeline.manifest import sha256_bytes, sha256_file
 
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -32,6 +33,8 @@ class DataSplits:
     train_labels: np.ndarray | None = None
     dataset_name: str = ""
     shared_pool: bool = False  # True: the three pools are one list; samples must be disjoint in it
+    calibration_source: str = "the calibration data"  # for messages: where the calibration pool comes from
+    calibration_columns: list[str] | None = None  # for messages: names of a numeric pool's values
 
 
 def dataset_identity(calibration_cfg) -> str:
@@ -42,6 +45,31 @@ def dataset_identity(calibration_cfg) -> str:
     if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
     return portable_path_value(str(calibration_cfg.hub_name))
+
+
+def as_number(value) -> float | None:
+    """A table cell as a number (a missing one: NaN), or None if it is not one. A numeral written as text
+    counts: csv reads a whole column as text when one of its cells is a word."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def class_ids(values: list, where: str, n_classes: int) -> list[int]:
+    """Labels as integer class ids 0..n_classes-1; names ("cat") or fractions are refused, never guessed."""
+    ids = []
+    for number, value in enumerate(values, start=1):
+        label = as_number(value)
+        if label is None or not label.is_integer() or not 0 <= label < n_classes:
+            raise InputError(f"{where}, row {number}: {value!r} is not a class id; labels must be integer class ids "
+                             f"0..{n_classes - 1}: map names to ids first (e.g. {{'cat': 0, 'dog': 1}})")
+        ids.append(int(label))
+    return ids
 
 
 # --------------------------------------------------------------------------- text embeddings
@@ -59,6 +87,11 @@ def resolve_model_path(name_or_path: str | None) -> Path:
         raise QuantgateError(f"model.name_or_path={name_or_path!r} is a file; point it at the checkpoint's folder")
     if not (path / "config.json").is_file():
         raise QuantgateError(f"{path} has no config.json: not a transformers checkpoint folder")
+    try:
+        json.loads((path / "config.json").read_bytes())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path / 'config.json'} is not valid JSON ({one_line(error)}); save the checkpoint "
+                         f"again (`save_pretrained`)") from None
     if not weight_files(path):
         raise QuantgateError(f"{path} has config.json but no weights (*.safetensors or pytorch_model.bin); "
                              f"save the model with `save_pretrained` into that folder")
@@ -69,21 +102,28 @@ def weight_files(path: Path) -> list[Path]:
     return sorted(file for pattern in WEIGHT_FILE_PATTERNS for file in path.glob(pattern))
 
 
-def refuse_code_in_checkpoints(path: Path) -> None:
-    """Open every pickle checkpoint with `weights_only=True` first: a pickle that would run code
-    is refused here, before any library could unpickle it less carefully."""
-    import pickle
-
+def check_weight_files(path: Path) -> None:
+    """Open every weights file before any library does: safetensors by its header (a truncated file does
+    not cover its tensors), pickles with `torch.load(weights_only=True)` (one that would run code is
+    refused here, before any library could unpickle it less carefully)."""
     import torch
+    from safetensors import SafetensorError, safe_open
 
+    for checkpoint in path.glob("*.safetensors"):
+        try:
+            with safe_open(str(checkpoint), "pt"):
+                pass
+        except SafetensorError as error:
+            raise InputError(f"{checkpoint} is damaged or truncated ({one_line(error)}); download or save the "
+                             f"checkpoint again (`save_pretrained`)") from None
     for checkpoint in path.glob("*.bin"):
         try:
             torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-            raise QuantgateError(
-                f"{checkpoint} was refused: it is not a plain weights file ({str(error).splitlines()[0][:200]}). "
-                f"quantgate loads checkpoints with torch.load(weights_only=True) only; convert it to safetensors "
-                f"with a trusted tool") from None
+        except Exception as error:  # noqa: BLE001 - a damaged pickle raises almost any type (struct.error...)
+            raise InputError(
+                f"{checkpoint} was refused: torch.load(weights_only=True) cannot read it as plain weights "
+                f"({one_line(error)}); it is damaged, truncated or would run code. Download it again, or convert "
+                f"it to safetensors with a trusted tool") from None
 
 
 class TextEmbeddingFamily:
@@ -94,6 +134,7 @@ class TextEmbeddingFamily:
     def __init__(self, cfg):
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model.name_or_path)
+        check_weight_files(self.path)
         self._tokenizer = None
 
     @property
@@ -129,7 +170,6 @@ class TextEmbeddingFamily:
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-        refuse_code_in_checkpoints(self.path)
         try:
             encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True)
         except (OSError, ValueError, RuntimeError) as error:
@@ -223,10 +263,12 @@ class DigitsCnnFamily:
         from calibration.digits import to_model_input
         splits = self.splits()
         source = self.cfg.calibration.source
+        origin, columns = "the calibration data", None
         if source == "digits":
             calibration_pixels, calibration_labels = splits["calibration"]["pixels"], splits["calibration"]["label"]
         elif source == "files":
-            calibration_pixels, calibration_labels = self._pixels_from_files()
+            origin = f"calibration.data_files={[str(f) for f in self.cfg.calibration.data_files]}"
+            calibration_pixels, calibration_labels, columns = self._pixels_from_files(origin)
         else:
             raise QuantgateError(f"model=digits_cnn calibrates on images: use calibration=digits, or "
                                  f"calibration=files with 64 numeric pixel columns (0..1) and a label column; "
@@ -236,10 +278,12 @@ class DigitsCnnFamily:
             calibration_pixels, splits["validation"]["pixels"], splits["test"]["pixels"],
             calibration_labels, splits["validation"]["label"], splits["test"]["label"],
             train_inputs={"pixels": to_model_input(train["pixels"])}, train_labels=np.asarray(train["label"]),
-            dataset_name=dataset_identity(self.cfg.calibration) if source == "files" else "sklearn.datasets.load_digits")
+            dataset_name=dataset_identity(self.cfg.calibration) if source == "files" else "sklearn.datasets.load_digits",
+            calibration_source=origin, calibration_columns=columns)
 
-    def _pixels_from_files(self) -> tuple[list, list[int] | None]:
-        """User images from csv/json/parquet: 64 numeric pixel columns (scaled 0..1) and `label`."""
+    def _pixels_from_files(self, origin: str) -> tuple[list, list[int] | None, list[str]]:
+        """User images from csv/json/parquet (`origin` names them): 64 numeric pixel columns (scaled 0..1) and
+        `label`; also the pixel columns' names."""
         from calibration.sources import load_table
         table = load_table(self.cfg.calibration)
         pixel_columns = [c for c in table.column_names if c != "label"]
@@ -247,14 +291,15 @@ class DigitsCnnFamily:
             raise QuantgateError(f"calibration.data_files must have 64 pixel columns (8x8) plus an optional "
                                  f"`label` column; found {len(pixel_columns)} other columns")
         rows = []
-        for row in table.select_columns(pixel_columns).to_list():
-            values = [row[c] for c in pixel_columns]
-            if not all(isinstance(v, (int, float)) or v is None for v in values):
-                raise QuantgateError("calibration.data_files holds non-numeric pixel values; every pixel column "
-                                     "must be a number between 0 and 1")
-            rows.append([float("nan") if v is None else float(v) for v in values])
-        labels = [int(v) for v in table["label"]] if "label" in table.column_names else None
-        return rows, labels
+        for number, row in enumerate(table.select_columns(pixel_columns).to_list(), start=1):
+            values = [as_number(row[c]) for c in pixel_columns]
+            if None in values:
+                column = pixel_columns[values.index(None)]
+                raise InputError(f"{origin} row {number}, column {column}: {row[column]!r} is non-numeric; every "
+                                 f"pixel column must be a number between 0 and 1")
+            rows.append(values)
+        labels = class_ids(table["label"], f"{origin} column label", 10) if "label" in table.column_names else None
+        return rows, labels, pixel_columns
 
     def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
         from calibration.digits import to_model_input
@@ -270,8 +315,6 @@ _FAMILY_CACHE: dict[str, object] = {}
 def model_family(cfg):
     """The family for this config; one instance per model+data config in a process, so a model the
     pipeline trains (digits_cnn) is trained once per build, not once per stage."""
-    import json
-
     from omegaconf import OmegaConf
 
     family = cfg.model.family

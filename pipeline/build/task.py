@@ -46,7 +46,7 @@ def _check_calibration_source(cfg) -> None:
     """Read the calibration source before any export or training, so bad data fails in seconds."""
     from pipeline.build.models import model_family
     from pipeline.build.calibrate import check_source_values
-    check_source_values(model_family(cfg).data().calibration_pool)
+    check_source_values(model_family(cfg).data())
 
 
 @contextmanager

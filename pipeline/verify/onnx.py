@@ -178,60 +178,81 @@ def preflight(*models: Path) -> None:
             raise QuantgateError(str(error)) from None
 
 
-def input_specs(path: Path) -> dict[str, tuple[str, int | None]]:
-    """Each graph input's numpy dtype kind ('f' float, 'i' integer, 'b' bool) and rank (None if unknown)."""
+def input_specs(path: Path) -> dict[str, tuple[np.dtype, int | None]]:
+    """Each graph input's numpy dtype (float32, int64, bool, ...) and rank (None if unknown)."""
     import onnx
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
-    kinds = {onnx.TensorProto.FLOAT: "f", onnx.TensorProto.DOUBLE: "f", onnx.TensorProto.FLOAT16: "f",
-             onnx.TensorProto.BOOL: "b"}
     specs = {}
     for value in graph.input:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
         rank = len(tensor.shape.dim) if tensor.HasField("shape") else None
-        specs[value.name] = (kinds.get(tensor.elem_type, "i"), rank)
+        specs[value.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), rank)
     return specs
 
 
 def load_inputs(inputs: Path, input_names: list[str],
-                specs: dict[str, tuple[str, int | None]] | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
+                specs: dict[str, tuple[np.dtype, int | None]] | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
     """Samples available, labels, attention mask and ignored arrays of the held-out .npz; refuses, before
     any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
-    sample counts)."""
+    values the input's type cannot hold, sample counts) or whose labels are not integer class ids."""
     try:
         with np.load(inputs, allow_pickle=False) as arrays:
             absent = [name for name in input_names if name not in arrays.files]
             if absent:
-                raise QuantgateError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
+                raise InputError(f"{inputs} has no array for model input(s) {absent}; it has {arrays.files}")
             loaded = {name: arrays[name] for name in arrays.files}  # an object array raises: no pickles
     except (ValueError, OSError, EOFError) as error:
         reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
-        raise QuantgateError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
-                             f"after the model inputs {input_names}") from None
+        raise InputError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
+                         f"after the model inputs {input_names}") from None
     counts = {name: (loaded[name].shape[0] if loaded[name].ndim else None) for name in input_names}
     if any(count is None for count in counts.values()) or len(set(counts.values())) != 1 or 0 in counts.values():
-        raise QuantgateError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
-                             f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
+        raise InputError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
+                         f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
     n = next(iter(counts.values()))
-    for name, (kind, rank) in (specs or {}).items():
+    for name, (dtype, rank) in (specs or {}).items():
         array = loaded[name]
         if rank is not None and array.ndim != rank:
-            raise QuantgateError(f"{inputs}: array {name} has {array.ndim} axes {list(array.shape)}, but the model "
-                                 f"input {name} has {rank} (samples on axis 0)")
-        if kind == "f" and array.dtype.kind not in "f":
-            raise QuantgateError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
-                                 f"floating-point values")
-        if kind in "ib" and array.dtype.kind not in "iub":
-            raise QuantgateError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
-                                 f"integers (token ids, masks)")
+            raise InputError(f"{inputs}: array {name} has {array.ndim} axes {list(array.shape)}, but the model "
+                             f"input {name} has {rank} (samples on axis 0)")
+        if dtype.kind == "f":
+            check_float_values(inputs, name, array, dtype)
+        elif dtype.kind in "iub" and array.dtype.kind not in "iub":
+            raise InputError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
+                             f"integers (token ids, masks)")
     labels = loaded.get("labels")
-    if labels is not None and (labels.ndim == 0 or labels.shape[0] != n):
-        raise QuantgateError(f"{inputs}: labels has shape {list(labels.shape)}, but the inputs hold {n} samples")
+    if labels is not None:
+        check_labels(inputs, labels, n)
     mask = loaded.get("attention_mask") if "attention_mask" in input_names else None
     ignored = [name for name in loaded if name not in input_names and name != "labels"]
     return n, labels, mask, ignored
+
+
+def check_float_values(inputs: Path, name: str, array: np.ndarray, dtype: np.dtype) -> None:
+    """A float input's array: floating-point, every value finite and within the input's type (1e39 is
+    finite in float64 but inf in the model's float32)."""
+    if array.dtype.kind != "f":
+        raise InputError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
+                         f"floating-point values")
+    limit = float(np.finfo(dtype).max)
+    bad = ~(np.abs(array) <= limit)  # NaN compares false too
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{inputs}: array {name} holds {array[where]} at index {list(where)} (sample {where[0]}); the "
+                         f"model input {name} takes finite {dtype} values (+-{limit:.4g}): clean or rescale the inputs")
+
+
+def check_labels(inputs: Path, labels: np.ndarray, n: int) -> None:
+    """Labels: one integer class id per sample (accuracy against names such as "cat" would read 0 and pass)."""
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"{inputs}: labels holds {labels.dtype} values; labels must be integer class ids (0, 1, ...): "
+                         f"map names to ids first, e.g. ids = np.unique(names, return_inverse=True)[1]")
+    if labels.ndim == 0 or labels.shape[0] != n:
+        raise InputError(f"{inputs}: labels has shape {list(labels.shape)}, but the inputs hold {n} samples; give one "
+                         f"label per sample")
 
 
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,

@@ -1,3 +1,4 @@
+import csv
 import os
 import subprocess
 import sys
@@ -23,3 +24,18 @@ def assert_user_error(result: subprocess.CompletedProcess, *expected: str) -> No
 def published(artifacts: Path) -> list[str]:
     """Artifact folders a user could mistake for builds (hidden staging and locks excluded)."""
     return sorted(p.name for p in artifacts.iterdir() if not p.name.startswith(".")) if artifacts.exists() else []
+
+
+def digits_rows(count=40) -> list[list]:
+    """Rows of 64 pixels (0..1) and an integer label: a valid calibration file for model=digits_cnn."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return [list(digits.data[i] / 16.0) + [int(digits.target[i])] for i in range(count)]
+
+
+def write_csv(path, rows, header=None):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header or [f"p{i}" for i in range(64)] + ["label"])
+        writer.writerows(rows)
+    return path

@@ -1,10 +1,9 @@
 """Bad configuration, models and calibration data: clear error, exit != 0, nothing on disk."""
-import csv
 import pickle
 
 import pytest
 
-from tests.reliability.helpers import DIGITS, assert_user_error, published, quantgate
+from tests.reliability.helpers import DIGITS, assert_user_error, digits_rows, published, quantgate, write_csv
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -67,20 +66,6 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     assert published(tmp_path / "a") == []
 
 
-def _digits_rows(count=40):
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    return [list(digits.data[i] / 16.0) + [int(digits.target[i])] for i in range(count)]
-
-
-def _write_csv(path, rows, header=None):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header or [f"p{i}" for i in range(64)] + ["label"])
-        writer.writerows(rows)
-    return path
-
-
 @pytest.mark.parametrize("problem, expected", [
     ("empty_file", "empty"),
     ("header_only", "empty"),
@@ -93,19 +78,19 @@ def _write_csv(path, rows, header=None):
 ])
 def test_bad_calibration_data(tmp_path, problem, expected):
     data = tmp_path / ("data.json" if problem == "unparseable" else "data.csv")
-    rows = _digits_rows()
+    rows = digits_rows()
     if problem == "empty_file":
         data.write_text("")
     elif problem == "header_only":
-        _write_csv(data, [])
+        write_csv(data, [])
     elif problem in ("nan", "inf"):
         rows[5][7] = float(problem)
-        _write_csv(data, rows)
+        write_csv(data, rows)
     elif problem == "wrong_shape":
-        _write_csv(data, [row[:10] + [row[-1]] for row in rows], [f"p{i}" for i in range(10)] + ["label"])
+        write_csv(data, [row[:10] + [row[-1]] for row in rows], [f"p{i}" for i in range(10)] + ["label"])
     elif problem == "text_for_numbers":
         rows[2][3] = "bright"
-        _write_csv(data, rows)
+        write_csv(data, rows)
     elif problem == "unparseable":
         data.write_text('{"p0": 0.1, "p1": [unclosed')
     result = quantgate(*DIGITS, "calibration.source=files", f"calibration.data_files=[{data}]",
