@@ -85,7 +85,7 @@ VERIFY_RANGES = {
     "emulated_max_samples": (0, None, False), "native_max_samples": (0, None, False),
     "latency_repeats": (0, None, True), "max_cpu_error_ratio": (0, None, False),
     "max_cpu_excess_error": (0, None, True), "max_abs_error": (0, None, True), "max_scaled_error": (0, None, True),
-    "max_accuracy_drop": (0, 1, True), "fallback_max_excluded_nodes": (0, None, True),
+    "max_accuracy_drop": (-1, 1, True), "fallback_max_excluded_nodes": (0, None, True),
     "fallback_nodes_per_step": (0, None, False), "padding_extra_tokens": (0, None, False),
     "min_cosine_mean": (-1, 1, True), "min_cosine_worst": (-1, 1, True), "min_top1_agreement": (0, 1, True),
     "padding_min_cosine_mean": (-1, 1, True), "padding_min_cosine_worst": (-1, 1, True),
