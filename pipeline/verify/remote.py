@@ -167,10 +167,11 @@ class _Session:
                   f"echo \"{EXIT_MARKER}$?\"; }}")
         session_seconds = SESSION_SECONDS + (timeout_seconds or 0)
         _, lines = self.host.run(f"sh -c {shlex.quote(script)}", session_seconds)
-        if not lines or not lines[-1].startswith(EXIT_MARKER):
+        if not lines or EXIT_MARKER not in lines[-1]:
             raise HostUnavailable(f"{self.host.where}: the connection dropped during the run ({' '.join(lines)[-300:]})")
-        status, output = int(lines[-1].removeprefix(EXIT_MARKER)), lines[:-1]
-        if status in (126, 127) and len(output) <= 2:  # the shell's "not found" / "cannot execute"
+        unfinished, _, status = lines[-1].rpartition(EXIT_MARKER)  # output without a final newline comes first
+        status, output = int(status), lines[:-1] + [unfinished] * bool(unfinished)
+        if status in (126, 127):  # the shell's or `timeout`'s "not found" / "cannot execute"
             raise HostUnavailable(f"{self.host.where}: {command[0]} cannot be run there ({' '.join(output)[-300:]}); "
                                   f"set `python:` in the profile to an interpreter with numpy and onnxruntime")
         if bounded and status == TIMEOUT_STATUS:

@@ -184,6 +184,29 @@ def test_a_run_killed_half_way_leaves_nothing_on_the_host(tmp_path, server):
     assert survivors == "", "the timed-out child is still running on the host"
 
 
+# Kills the nearest sshd above it: the SSH session serving this run, so the connection drops mid-run.
+DROP_CONNECTION = """
+import os, signal
+pid = os.getppid()
+while pid > 1:
+    stat = open(f"/proc/{pid}/stat").read()
+    name, after = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    if name.startswith("sshd"):
+        os.kill(pid, signal.SIGKILL)
+        break
+    pid = int(after[1])  # after the name: state, then the parent's pid
+"""
+
+
+def test_a_dropped_connection_is_named_and_the_folder_still_removed(tmp_path, server):
+    cpu = load_profile(write_profile(tmp_path / "profiles", server) / "lab.yaml")
+    before = remote_folders()
+    with pytest.raises(remote.HostUnavailable, match="the connection dropped"):
+        remote.run_child(cpu, ["python", "-c", DROP_CONNECTION], {}, tmp_path / "out", [], timeout_seconds=60,
+                         memory_limit_mb=4096)
+    assert remote_folders() == before  # the host is still reachable: cleaned up over a new connection
+
+
 def test_a_crash_on_the_host_is_classified_like_a_local_one(tmp_path, server):
     cpu = load_profile(write_profile(tmp_path / "profiles", server) / "lab.yaml")
     run = remote.run_child(cpu, ["python", "-c", "import ctypes; ctypes.string_at(0)"], {}, tmp_path / "out", [],
