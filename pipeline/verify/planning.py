@@ -52,13 +52,18 @@ def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozen
     return plans
 
 
+def with_extra_profiles(cfg, names: list[str]) -> list[str]:
+    """The profiles to verify on: `names`, then verify.extra_profiles (lab hosts, say) not already among them."""
+    return list(dict.fromkeys([*names, *cfg.verify.extra_profiles]))
+
+
 def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
     target = cfg.target
     # `native` is a profile only where this host is of the target's family (an x86 host cannot run Arm code).
     native = "native" if target.family == HOST_FAMILY else None
     names = list(cfg.verify.profiles) if cfg.verify.profiles is not None else \
         [name for name in (target.floor_profile, native, *target.below_floor_profiles) if name]
-    names = list(dict.fromkeys([*names, *cfg.verify.extra_profiles]))
+    names = with_extra_profiles(cfg, names)
     if not names:
         return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
                      f"no emulated {target.family} CPU profile is named for {target.name} and this host is not one")]

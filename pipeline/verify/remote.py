@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,10 +186,9 @@ class _Session:
     def __exit__(self, *failure) -> None:
         try:
             self.host.run(f"rm -rf {shlex.quote(self.folder)}")
-        except HostUnavailable:
-            if failure[0] is None:
-                raise
-            # The run's own failure says more; the folder is in the host's temporary area, named quantgate-remote.*
+        except HostUnavailable as unreachable:  # what the run found stands; the leftover is only named
+            print(f"quantgate verify: {self.folder} is left on {self.host.where} (its temporary folder): {unreachable}",
+                  file=sys.stderr, flush=True)
 
 
 def copy_into(source: Path, destination: Path) -> None:
@@ -209,10 +209,18 @@ def read_host(cpu: CpuProfile) -> dict:
     with Host(cpu).session() as session:
         session.upload({})
         code, _, lines = session.run([*interpreter(cpu), "-c", PROBE])
-    if code != 0:
-        raise HostUnavailable(f"{Host(cpu).where}: {cpu.python} could not read the CPU there (exit {code}): "
-                              f"{' '.join(lines)[-300:]}")
-    return json.loads(lines[-1])
+    try:
+        if code != 0:
+            raise ValueError(f"exit {code}")
+        seen = json.loads(lines[-1])
+    except (ValueError, IndexError) as error:
+        raise HostUnavailable(f"{Host(cpu).where}: {cpu.python} could not read the CPU there ({error}): "
+                              f"{' '.join(lines)[-300:]}") from None
+    absent = [name for name in ("numpy", "onnxruntime") if not seen["versions"][name]]
+    if absent:
+        raise HostUnavailable(f"{Host(cpu).where}: {cpu.python} has no {' or '.join(absent)}; a child needs the "
+                              f"standard library, numpy and onnxruntime there")
+    return seen
 
 
 def claim_mismatch(cpu: CpuProfile, seen: frozenset[str]) -> str | None:
