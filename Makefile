@@ -85,6 +85,8 @@ system-tools:
 		apt-get update -qq && apt-get install -y -qq debootstrap; }
 	@command -v docker-registry >/dev/null || { echo "installing docker-registry (local OCI registry: make registry, publish tests)"; \
 		apt-get update -qq && apt-get install -y -qq docker-registry; }
+	@test -x /usr/sbin/sshd || { echo "installing openssh-server (ssh lab-host profiles and their tests)"; \
+		apt-get update -qq && apt-get install -y -qq openssh-server; }
 
 $(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

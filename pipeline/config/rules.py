@@ -103,13 +103,18 @@ def check_verify(cfg) -> None:
 
 
 def _verify(cfg) -> None:
-    from pipeline.isa.targets import PROFILES
+    from pipeline.isa.targets import PROFILES, CpuProfileError
     for key, (low, high, inclusive_low) in VERIFY_RANGES.items():
         value = cfg.verify[key]
         if value is not None and not _in_range(value, low, high, inclusive_low):
             bound = f"{'at least' if inclusive_low else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
             raise UsageError(f"verify.{key}={value} is out of range: it must be {bound}")
-    # A profile may name a runtime after `@` (haswell@ort116); the CPU is the part before it.
-    unknown = [name for name in (cfg.verify.profiles or []) if name.partition("@")[0] not in PROFILES]
-    if unknown:
-        raise UsageError(f"verify.profiles: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
+    try:
+        PROFILES.use_extra_folders(cfg.verify.cpu_profile_dirs)
+        # A profile may name a runtime after `@` (haswell@ort116); the CPU is the part before it.
+        for key in ("profiles", "extra_profiles"):
+            unknown = [name for name in (cfg.verify[key] or []) if name.partition("@")[0] not in PROFILES]
+            if unknown:
+                raise UsageError(f"verify.{key}: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
+    except CpuProfileError as error:
+        raise UsageError(str(error)) from None

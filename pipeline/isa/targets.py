@@ -48,22 +48,39 @@ def required_cpu_features(microarchitecture: str, extra_features: list[str] | tu
     return sorted(features | set(extra_features))
 
 
+KINDS = ("native", "qemu", "ssh")
+
+
 @dataclass(frozen=True)
 class CpuProfile:
-    """A named CPU to run an artifact on: emulated by QEMU user mode, or this host (`native`)."""
+    """A named CPU to run an artifact on: this host (`native`), a CPU emulated by QEMU user mode (`qemu`),
+    or a real lab machine reached over SSH (`ssh`, pipeline/verify/remote.py)."""
 
     name: str
-    family: str  # x86_64 | aarch64
-    qemu_cpu: str | None  # `qemu-x86_64 -cpu MODEL`; None = run natively
-    microarchitecture: str | None  # archspec name of what the profile provides; None = the host's
+    family: str = "x86_64"  # x86_64 | aarch64
+    qemu_cpu: str | None = None  # `qemu-x86_64 -cpu MODEL`; None = run natively
+    microarchitecture: str | None = None  # archspec name of what the profile provides (or claims); None = read by CPUID
     extra_features: tuple[str, ...] = ()  # what the emulated model has beyond archspec's microarchitecture
+    kind: str = "native"  # native | qemu | ssh; a YAML without `kind` is qemu when it names qemu_cpu
+    # kind ssh: where the host is and the interpreter (or command, "qemu-x86_64 -cpu Nehalem python3") there.
+    host: str | None = None
+    user: str | None = None
+    port: int = 22
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"  # the host's key must be in it: an unknown key is refused
+    python: str = "python3"
 
     @property
     def emulated(self) -> bool:
         return self.qemu_cpu is not None
 
+    @property
+    def remote(self) -> bool:
+        return self.kind == "ssh"
+
     def features(self) -> frozenset[str] | None:
-        """Features the profile provides, from archspec; None for native (read by CPUID at run time)."""
+        """Features the profile provides, from archspec; None when only CPUID can tell (native, an ssh host
+        that claims no microarchitecture)."""
         if self.microarchitecture is None:
             return None
         return microarchitecture_features(self.microarchitecture) | frozenset(self.extra_features)
@@ -72,6 +89,7 @@ class CpuProfile:
 # One YAML file per profile (conf/cpu/<name>.yaml, keys: CpuProfile's fields), read on first use: the guard
 # side imports this module under emulated CPUs, where only the standard library and archspec may load.
 CPU_DIR = CONF_DIR / "cpu"
+REQUIRED_BY_KIND = {"native": (), "qemu": ("qemu_cpu", "microarchitecture"), "ssh": ("host",)}
 
 
 class CpuProfileError(ValueError):
@@ -79,14 +97,16 @@ class CpuProfileError(ValueError):
 
 
 def load_profile(path: Path) -> CpuProfile:
-    """conf/cpu/<name>.yaml as a CpuProfile: the file name is the profile's name; keys are CpuProfile's fields."""
+    """<name>.yaml as a CpuProfile: the file name is the profile's name; keys are CpuProfile's fields."""
     import yaml
 
     values = yaml.safe_load(path.read_text()) or {}
     fields = {f.name: f for f in dataclasses.fields(CpuProfile) if f.name != "name"}
+    kind = values.setdefault("kind", "qemu" if values.get("qemu_cpu") else "native")
+    if kind not in KINDS:
+        raise CpuProfileError(f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
     unknown = sorted(set(values) - set(fields))
-    missing = sorted(name for name, f in fields.items() if name not in values
-                     and f.default is dataclasses.MISSING)
+    missing = sorted(name for name in REQUIRED_BY_KIND[kind] if values.get(name) is None)
     if unknown or missing:
         raise CpuProfileError(f"{path}: " + "; ".join(
             ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))
@@ -95,20 +115,40 @@ def load_profile(path: Path) -> CpuProfile:
         if key == "extra_features":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise CpuProfileError(f"{path}: extra_features must be a list of archspec feature names")
+        elif key == "port":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise CpuProfileError(f"{path}: port must be a number, not {value!r}")
         elif value is not None and not isinstance(value, str):
             raise CpuProfileError(f"{path}: {key} must be a string or null, not {value!r}")
     return CpuProfile(name=path.stem, **{**values, "extra_features": tuple(values.get("extra_features", ()))})
 
 
 class _Profiles(Mapping[str, CpuProfile]):
-    """Every CPU profile by name, loaded from conf/cpu/ once, when first used."""
+    """Every CPU profile by name, loaded from conf/cpu/ (and the folders of verify.cpu_profile_dirs) once,
+    when first used."""
 
     def __init__(self, folder: Path):
-        self._folder, self._loaded = folder, None
+        self._folders, self._loaded = (folder,), None
+
+    def use_extra_folders(self, folders) -> None:
+        """Also read the profiles in `folders` (verify.cpu_profile_dirs), instead of any named before."""
+        folders = (self._folders[0], *(Path(folder).expanduser() for folder in folders))
+        absent = [str(folder) for folder in folders if not folder.is_dir()]
+        if absent:
+            raise CpuProfileError(f"verify.cpu_profile_dirs: no such folder {', '.join(absent)}")
+        if folders != self._folders:
+            self._folders, self._loaded = folders, None
 
     def _profiles(self) -> dict[str, CpuProfile]:
         if self._loaded is None:
-            self._loaded = {path.stem: load_profile(path) for path in sorted(self._folder.glob("*.yaml"))}
+            loaded = {}
+            for folder in self._folders:
+                for path in sorted(folder.glob("*.yaml")):
+                    if path.stem in loaded:
+                        raise CpuProfileError(f"{path}: a CPU profile named {path.stem} is already defined in "
+                                              f"{self._folders[0]} or an earlier verify.cpu_profile_dirs folder")
+                    loaded[path.stem] = load_profile(path)
+            self._loaded = loaded
         return self._loaded
 
     def __getitem__(self, name: str) -> CpuProfile:

@@ -28,6 +28,7 @@ from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_hea
 from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
+from pipeline.verify import remote
 from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
@@ -127,6 +128,18 @@ def padding_plan(artifact: Path, input_names: list[str], cfg) -> dict:
                     v.padding_max_abs_error, pooling=str(v.pooling))
     return {"status": "pending", "extra_tokens": v.padding_extra_tokens, "thresholds": limits.to_json(),
             "reason": "each held-out sequence alone vs in a batch padded past the longest, on every profile that runs"}
+
+
+CHILD_RESULTS = ("outputs.npz", "run.json")  # what child_onnx writes into its --out folder
+REMOTE_INPUTS, REMOTE_OUT = "inputs.npz", "out"  # in the child's folder on an SSH host
+
+
+def host_files(artifact: Path, inputs: Path) -> dict[str, Path]:
+    """What a child on an SSH host reads, by name in its remote folder: the artifact (with any external data
+    beside it, under the same relative names) and the inputs."""
+    from pipeline.guard.onnx import external_data_locations
+    return {artifact.name: artifact, REMOTE_INPUTS: inputs} | {
+        location: artifact.parent / location for location in external_data_locations(artifact)}
 
 
 def read_child_results(out_dir: Path) -> tuple[dict, dict] | None:
@@ -335,7 +348,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         # pipeline.runtimes.arm), before any profile runs.
         envs = {}
         for runtime, family in dict.fromkeys((plan.runtime, profile(plan.name).family) for plan in plans
-                                             if not plan.not_verified):
+                                             if not plan.not_verified and not profile(plan.name).remote):
             prepare = arm.prepare if family == "aarch64" else venvs.prepare
             try:
                 envs[runtime, family] = prepare(runtime, progress=lambda m: progress(f"verify {target.name}: {m}"))
@@ -345,27 +358,33 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         for index, plan in enumerate(plans, 1):
             profiles[plan.key] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why,
                                            "cpu": plan.name}
-            env = envs.get((plan.runtime, profile(plan.name).family)) if not plan.not_verified else None
+            cpu = profile(plan.name)
+            env = envs.get((plan.runtime, cpu.family)) if not plan.not_verified and not cpu.remote else None
             if isinstance(env, QuantgateError):
                 plan.not_verified = f"runtime {plan.runtime.label()} could not be prepared: {env}"
             if plan.not_verified:
                 record |= {"status": "not_verified", "reason": plan.not_verified, "requirement_met": False}
                 progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key}: not verified ({plan.not_verified})")
                 continue
-            # The guard's prediction, in words, before anything runs; the child's real load proves it.
-            problems = predict_load(model_versions, env.limits)
-            record["runtime"] = env.record() | {"prediction": {"loads": not problems, "problems": problems}}
-            cpu = profile(plan.name)
             ids = list(selection["emulated"]) if cpu.emulated and selection else list(range(native_n))
-            progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key} "
-                     f"({'qemu -cpu ' + cpu.qemu_cpu if cpu.emulated else 'native'}, onnxruntime "
-                     f"{env.limits['versions']['onnxruntime']}, {len(ids)} samples) ..."
+            if cpu.remote:  # the host's own interpreter: its versions were read there, nothing is predicted
+                problems, record["host"] = [], plan.host
+                record["runtime"] = {"name": f"{cpu.host}:{cpu.python}", "versions": plan.host["versions"]}
+                if "mismatch" in plan.host:
+                    notes.append(f"{plan.key}: {plan.host['mismatch']}")
+                where, versions = f"ssh {cpu.host}, {cpu.python}", plan.host["versions"]
+            else:  # the guard's prediction, in words, before anything runs; the child's real load proves it
+                problems = predict_load(model_versions, env.limits)
+                record["runtime"] = env.record() | {"prediction": {"loads": not problems, "problems": problems}}
+                where, versions = "qemu -cpu " + cpu.qemu_cpu if cpu.emulated else "native", env.limits["versions"]
+            progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key} ({where}, onnxruntime "
+                     f"{versions['onnxruntime']}, {len(ids)} samples) ..."
                      + "".join(f"\n    guard predicts: {problem}" for problem in problems))
             record |= verify_on_profile(cpu, artifact, emulated_inputs if cpu.emulated else inputs, work / plan.key,
-                                        ids, cfg, evidence, host, env.python,
+                                        ids, cfg, evidence, host, env.python if env else None,
                                         padding if padding["status"] == "pending" else None,
                                         emulator_args=getattr(env, "emulator_args", ()))
-            disagreement = judge_prediction(record, problems)
+            disagreement = judge_prediction(record, problems) if not cpu.remote else None
             if disagreement:
                 record["runtime"]["disagreement"] = disagreement
                 notes.append(f"{plan.key}: {disagreement}")
@@ -408,11 +427,16 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     return payload
 
 
-def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg,
-              emulator_args: list[str] | tuple[str, ...] = ()) -> tuple[dict, tuple[dict, dict] | None]:
-    """One child on one CPU: the record of what happened, and its outputs when it ran."""
+def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_args: list[str] | tuple[str, ...] = (),
+              uploads: dict[str, Path] | None = None) -> tuple[dict, tuple[dict, dict] | None]:
+    """One child on one CPU: the record of what happened, and its outputs (in `out_dir`) when it ran. On an
+    SSH host, `uploads` (name in the remote folder -> local file) are copied there first."""
     v = cfg.verify
-    run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
+    if cpu.remote:
+        results = [f"{REMOTE_OUT}/{name}" for name in CHILD_RESULTS]
+        run = remote.run_child(cpu, command, uploads or {}, out_dir, results, v.timeout_seconds, v.memory_limit_mb)
+    else:
+        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
     outcome = classify(run)
     record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
               "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
@@ -494,13 +518,20 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
     `padding`) whether padding changes it."""
     v = cfg.verify
     threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
-    command = child_command(artifact, inputs, out_dir, 0 if cpu.emulated else len(ids), threads,
+    uploads, child_out = None, out_dir
+    if cpu.remote:  # the child runs in a folder on the host: the files it reads are copied there
+        if v.custom_op_libraries:
+            return {"status": "not_verified", "wall_seconds": 0.0, "reason": "verify.custom_op_libraries are not "
+                    "copied to SSH hosts: verify this artifact on emulated or native profiles"}
+        uploads = host_files(artifact, inputs)
+        artifact, inputs, child_out = Path(artifact.name), Path(REMOTE_INPUTS), Path(REMOTE_OUT)
+    command = child_command(artifact, inputs, child_out, 0 if cpu.emulated else len(ids), threads,
                             0 if cpu.emulated else v.latency_repeats, python=python,
                             padding_extra=padding["extra_tokens"] if padding else 0,
                             custom_ops=cfg.verify.custom_op_libraries)
     try:
-        record, results = run_child(command, cpu, out_dir, cfg, emulator_args)
-    except EmulatorMissing as missing:
+        record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
+    except (EmulatorMissing, remote.HostUnavailable) as missing:
         return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
     record |= {"emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads}
     if results is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pipeline.errors import QuantgateError
 from pipeline.isa.targets import PROFILES, profile
 from pipeline.runtimes import venvs
+from pipeline.verify import remote
 from pipeline.verify.fidelity import Limits
 
 HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
@@ -22,6 +23,7 @@ class Plan:
     why: str
     not_verified: str | None = None  # why this profile cannot be run here
     runtime: venvs.Runtime = venvs.Runtime(venvs.PINNED)
+    host: dict | None = None  # an SSH host as read there: machine, cpu_features, versions (remote.read_host)
 
     @property
     def key(self) -> str:
@@ -44,7 +46,15 @@ def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozen
     for plan in plans:
         cpu, _, named = plan.name.partition("@")
         plan.name, plan.runtime = cpu, venvs.parse(named) if named else runtime
+        if named and profile(cpu).remote:
+            plan.not_verified = (f"{cpu} is an SSH host: its runs use the interpreter its profile names (`python:`), "
+                                 f"so no runtime can be chosen with @{named}")
     return plans
+
+
+def with_extra_profiles(cfg, names: list[str]) -> list[str]:
+    """The profiles to verify on: `names`, then verify.extra_profiles (lab hosts, say) not already among them."""
+    return list(dict.fromkeys([*names, *cfg.verify.extra_profiles]))
 
 
 def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset[str]) -> list[Plan]:
@@ -53,6 +63,7 @@ def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset
     native = "native" if target.family == HOST_FAMILY else None
     names = list(cfg.verify.profiles) if cfg.verify.profiles is not None else \
         [name for name in (target.floor_profile, native, *target.below_floor_profiles) if name]
+    names = with_extra_profiles(cfg, names)
     if not names:
         return [Plan(target.family, "pass", True, f"the {target.name} floor CPU",
                      f"no emulated {target.family} CPU profile is named for {target.name} and this host is not one")]
@@ -66,6 +77,9 @@ def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset
             same = ", ".join(n for n, p in PROFILES.items() if p.family == target.family and p.emulated)
             raise QuantgateError(f"profile {cpu.name} is a {cpu.family} CPU; target {target.name} runs on "
                                  f"{target.family}: use {same or 'a ' + target.family + ' profile'}")
+        if cpu.remote:
+            plans.append(remote_plan(name, cpu, required_features, stamped))
+            continue
         missing = sorted(set(required_features) - (host if cpu.name == "native" else cpu.features()))
         if not missing:
             plans.append(Plan(name, "pass", True, f"{name} has every feature the artifact needs"))
@@ -83,6 +97,27 @@ def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset
     return plans
 
 
+def remote_plan(name: str, cpu, required_features: list[str], stamped: bool) -> Plan:
+    """An SSH host is judged by the CPU read there: below the artifact's floor the guard must refuse it,
+    at or above it the artifact must run. A host without the microarchitecture its profile claims is
+    reported (`host.mismatch`, and a note); the expectation follows the real CPU."""
+    try:
+        seen = remote.read_host(cpu) | {"host": cpu.host, "python": cpu.python}
+    except remote.HostUnavailable as unavailable:
+        return Plan(name, "pass", True, f"the lab host {cpu.host}", str(unavailable))
+    mismatch = remote.claim_mismatch(cpu, frozenset(seen["cpu_features"]))
+    if mismatch:
+        seen["mismatch"] = mismatch
+    missing = sorted(set(required_features) - set(seen["cpu_features"]))
+    if not missing:
+        return Plan(name, "pass", True, f"the lab host {cpu.host} has every feature the artifact needs", host=seen)
+    lacks = f"the lab host {cpu.host} lacks {', '.join(missing)}"
+    if stamped:
+        return Plan(name, "refused_by_guard", True, f"{lacks}: the guard must refuse", host=seen)
+    return Plan(name, "refused_by_guard", False, f"{lacks}, and the artifact has no quantgate stamp: this is what "
+                f"a user there would see", host=seen)
+
+
 def limits_from(cfg) -> Limits:
     v = cfg.verify
     return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
@@ -94,9 +129,13 @@ def resolve_reference_cpu(cfg, host: frozenset[str]) -> str:
     name = str(cfg.verify.reference_cpu)
     if name != "auto":
         try:
-            return profile(name).name
+            cpu = profile(name)
         except KeyError as error:
             raise QuantgateError(f"verify.reference_cpu: {error.args[0]}") from None
+        if cpu.remote:
+            raise QuantgateError(f"verify.reference_cpu={name} is an SSH host; the reference CPU is this host "
+                                 f"(native) or an emulated profile")
+        return cpu.name
     if HOST_FAMILY != "x86_64" or host & VNNI_FEATURES:
         return "native"
     return "sandybridge"  # SSE/AVX int8 kernels widen products to 16 bits: exact, where AVX2's saturate

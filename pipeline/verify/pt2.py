@@ -20,7 +20,7 @@ from pipeline.isa import audit
 from pipeline.isa.targets import profile
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
 from pipeline.verify.fidelity import compare_cpus, judge, output_scale
-from pipeline.verify.planning import host_cpu_features, limits_from
+from pipeline.verify.planning import host_cpu_features, limits_from, with_extra_profiles
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import classify, run_under_profile
 
@@ -53,10 +53,17 @@ def verify_package(cfg, manifest: Manifest) -> dict:
 
     names = list(v.profiles) if v.profiles is not None else \
         [name for name in ("native", target.floor_profile, *target.below_floor_profiles) if name]
+    names = with_extra_profiles(cfg, names)
     names.sort(key=lambda name: name != "native")  # native first: the other profiles are compared with it
     profiles, native_outputs = {}, None
     for name in names:
         cpu = profile(name)
+        if cpu.remote:
+            profiles[name] = {"cpu": name, "status": "not_verified", "expected": "pass", "why": f"the lab host {cpu.host}",
+                              "required": True, "requirement_met": False,
+                              "reason": "torch .pt2 packages are verified on native and emulated profiles only; SSH "
+                                        "hosts run ONNX artifacts"}
+            continue
         missing = sorted(set(required) - (host if name == "native" else cpu.features()))
         expected = "pass" if not missing else "refused_by_guard"
         if name == "native" and missing:

@@ -83,6 +83,7 @@ class ProfileResult:
     latency: Optional[dict] = None
     padding: Optional[dict] = None
     runtime: Optional[dict] = None
+    host: Optional[dict] = None  # an SSH host as read there: host, python, machine, cpu_features, versions, mismatch
 
 
 @dataclass

@@ -54,6 +54,7 @@ class ChildRun:
     memory_limit_mb: int
     stderr_tail: list[str] = field(default_factory=list)  # last lines of stderr and stdout, QEMU's noise removed
     emulator: list[str] = field(default_factory=list)  # the command's emulator prefix (qemu-x86_64 -cpu ...), if any
+    host: str | None = None  # the SSH host it ran on (pipeline/verify/remote.py); None = this machine
 
     @property
     def signal_name(self) -> str | None:
@@ -99,13 +100,13 @@ def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: floa
                       memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
     """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
     emulator = emulator_prefix(cpu, emulator_args)
-    returncode, timed_out, seconds, lines = _run_limited(emulator + [str(part) for part in command], timeout_seconds,
+    returncode, timed_out, seconds, lines = run_limited(emulator + [str(part) for part in command], timeout_seconds,
                                                          memory_limit_mb)
     return ChildRun(cpu.name, emulator + [str(part) for part in command], returncode, timed_out, seconds,
                     timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:], emulator)
 
 
-def _run_limited(full_command: list[str], timeout_seconds: float,
+def run_limited(full_command: list[str], timeout_seconds: float,
                  memory_limit_mb: int | None) -> tuple[int | None, bool, float, list[str]]:
     """(exit code or -signal, None when timed out; timed out; seconds; output lines without QEMU's noise)."""
 
@@ -135,23 +136,23 @@ def _run_limited(full_command: list[str], timeout_seconds: float,
 
 
 def diagnose(run: ChildRun) -> Outcome | None:
-    """A child that failed or crashed: was it the emulator or the memory limit rather than the artifact?
+    """A child here that failed or crashed: was it the emulator or the memory limit rather than the artifact?
     The child's own interpreter, asked to do nothing (`python -c pass`), first under the emulator alone,
     then under the same memory limit. None when both start: the artifact or its runtime is to blame."""
     program = run.command[len(run.emulator)]
-    if run.timed_out or run.returncode in (0, EXIT_REFUSED, EXIT_LOAD_FAILED) or \
+    if run.host is not None or run.timed_out or run.returncode in (0, EXIT_REFUSED, EXIT_LOAD_FAILED) or \
             not Path(program).name.startswith("python"):
         return None
     cpu = "this host" if run.profile == "native" else run.profile
     trivial = run.emulator + [program, "-c", "pass"]
     if run.emulator:
-        code, _, _, lines = _run_limited(trivial, 300, None)
+        code, _, _, lines = run_limited(trivial, 300, None)
         if code != 0:
             said = next((line for line in reversed(lines) if line.strip()), f"exit code {code}")
             return Outcome("not_verified", "emulator", f"the emulator {run.emulator[0]} does not run programs for "
                            f"{cpu}: even `python -c pass` fails under it ({said}); reinstall it (`apt-get install "
                            f"--reinstall qemu-user`) or put a working one first on PATH")
-    code, _, _, lines = _run_limited(trivial, 300, run.memory_limit_mb)
+    code, _, _, lines = run_limited(trivial, 300, run.memory_limit_mb)
     if code != 0:
         return Outcome("crashed", "out_of_memory", f"verify.memory_limit_mb={run.memory_limit_mb} is too small for "
                        f"the Python interpreter even to start on {cpu}; raise it (the default is 8192)")
@@ -159,7 +160,8 @@ def diagnose(run: ChildRun) -> Outcome | None:
 
 
 def classify(run: ChildRun) -> Outcome:
-    """Name what happened to a child in words a user can act on (the emulator and the memory limit first)."""
+    """Name what happened to a child in words a user can act on (the emulator and the memory limit first;
+    a child on an SSH host is classified by the same rules, without re-running anything there)."""
     diagnosed = diagnose(run)
     if diagnosed is not None:
         return diagnosed

@@ -81,6 +81,31 @@ def test_a_cpu_profile_with_an_unknown_key_is_refused(tmp_path):
         load_profile(tmp_path / "p.yaml")
 
 
+def test_an_ssh_profile_loads_and_one_without_a_host_is_refused(tmp_path):
+    from pipeline.isa.targets import CpuProfileError
+    (tmp_path / "lab.yaml").write_text("kind: ssh\nhost: 10.0.0.17\nuser: qa\nport: 2222\n"
+                                       "python: qemu-x86_64 -cpu Nehalem /usr/bin/python3\n")
+    lab = load_profile(tmp_path / "lab.yaml")
+    assert (lab.kind, lab.remote, lab.emulated, lab.port, lab.family) == ("ssh", True, False, 2222, "x86_64")
+    assert lab.features() is None and lab.known_hosts == "~/.ssh/known_hosts"
+    assert load_profile(CONF_DIR / "cpu" / "haswell.yaml").kind == "qemu"
+    (tmp_path / "nohost.yaml").write_text("kind: ssh\nuser: qa\n")
+    with pytest.raises(CpuProfileError, match=r"missing \['host'\]"):
+        load_profile(tmp_path / "nohost.yaml")
+
+
+def test_profiles_from_cpu_profile_dirs_are_known_to_verify(tmp_path, compose):
+    from pipeline.config import rules
+    from pipeline.errors import UsageError
+    (tmp_path / "lab.yaml").write_text("kind: ssh\nhost: 10.0.0.17\n")
+    rules.check_verify(compose(["target=avx2", f"verify.cpu_profile_dirs=['{tmp_path}']", "verify.extra_profiles=[lab]"]))
+    assert PROFILES["lab"].host == "10.0.0.17"
+    with pytest.raises(UsageError, match=r"verify.extra_profiles: unknown profile\(s\) \['lab'\]"):
+        rules.check_verify(compose(["target=avx2", "verify.extra_profiles=[lab]"]))
+    with pytest.raises(UsageError, match="no such folder"):
+        rules.check_verify(compose(["target=avx2", f"verify.cpu_profile_dirs=['{tmp_path / 'absent'}']"]))
+
+
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "waivers").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_waivers_file_loads(path):
     from pipeline.release.signoff import load_waivers
