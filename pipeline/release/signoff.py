@@ -539,7 +539,7 @@ def render(report: dict[str, Any], images: dict[str, bytes]) -> tuple[str, str]:
     """(markdown, html) from the same report dict."""
     import jinja2
     environment = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.release", "templates"),
-                                     autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True,
+                                     autoescape=jinja2.select_autoescape(["html", "html.j2"]), trim_blocks=True,
                                      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     environment.filters["mb"] = _mb
     environment.filters["pct"] = lambda value: "-" if value is None else f"{100 * value:.2f}%"

@@ -71,7 +71,7 @@ class _Page(HTMLParser):
 
     def handle_data(self, data):
         if self._cell is not None:
-            self._cell["text"] += data
+            self._cell["text"] += " " + data
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None:
