@@ -12,11 +12,14 @@ NOT_VERIFIED = "not verified"
 def host_microarchitecture(features: list[str], build_host: dict[str, Any] | None) -> str | None:
     """The name of the host verification ran on: the build host's microarchitecture when the CPU features match
     (verification during the build), else archspec's most specific microarchitecture with those features."""
-    if build_host and set(build_host.get("host_cpu_features") or []) == set(features):
+    build_host = build_host or {}
+    if set(build_host.get("host_cpu_features") or []) == set(features):
         return build_host.get("host_microarchitecture")
     import archspec.cpu
-    fits = [t for t in archspec.cpu.TARGETS.values() if t.vendor in ("GenuineIntel", "AuthenticAMD", "generic")
-            and features and set(t.features) <= set(features)]
+    built_on = archspec.cpu.TARGETS.get(build_host.get("host_microarchitecture") or "")
+    family = built_on.family.name if built_on else "x86_64"
+    fits = [t for t in archspec.cpu.TARGETS.values() if t.family.name == family and features
+            and set(t.features) <= set(features)]
     return max(fits, key=lambda t: (len(t.features), len(t.ancestors))).name if fits else None
 
 
