@@ -4,7 +4,8 @@
                       [--baseline PREVIOUS] [release.max_latency_ratio=1.0]
 
 writes reports/<name>/signoff.md, signoff.html (self-contained: plots embedded, no network),
-signoff.json (the same facts) and signoff.junit.xml (one testcase per artifact x CPU profile), and exits 0 only when the verdict is `ready`; 1 when `blocked`;
+signoff.json (the same facts) and signoff.junit.xml (one testcase per artifact x CPU profile), and exits 0
+only when the verdict is `ready`; 1 when `blocked`;
 2 on a usage error (no such release, a malformed waivers file).
 
 A release is blocked by any of: a file whose bytes no longer match its manifest (never waivable:
@@ -33,7 +34,7 @@ from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomi
 from pipeline.release import SIGNATURE_FILE, TrustError
 from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
-from pipeline.release.provenance import quantgate_source
+from pipeline.release.provenance import build_config, quantgate_source
 from pipeline.release.trend import trend
 from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
 from pipeline.paths import CONF_DIR
@@ -43,8 +44,8 @@ READY, BLOCKED = "ready", "blocked"
 WAIVERS_DIR = CONF_DIR / "waivers"
 JUNIT_FILE = "signoff.junit.xml"
 # Rows that are not CPU profiles: checks on the artifact as a whole.
-INTEGRITY_ROWS = ("files", "verify-inputs")
-RELEASE_ROWS = "release"  # the artifact name of rows about the release as a whole (its matrix.json)  # tampering: a waiver cannot cover it
+INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
+RELEASE_ROWS = "release"  # the artifact name of rows about the release as a whole (its matrix.json)
 
 
 class SignoffError(InputError):
@@ -299,7 +300,6 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 def resolved_config(manifest: Manifest) -> dict[str, Any]:
     """The full config the artifact was built with (recomposed from its overrides, checked against config_sha256)."""
-    from pipeline.release.provenance import build_config
     try:
         config, note = build_config(manifest)
     except TrustError as error:
