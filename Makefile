@@ -12,8 +12,9 @@
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
 #   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib] [ARGS='target=avx2,avx512']
-#   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml]   (reports/<release>/)
-#   make bench                                   (bench/results.json, bench/results.md)
+#   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml] [BASELINE=rc1]
+#                [ARGS='release.max_latency_ratio=1.2']   (reports/<release>/)
+#   make bench [RELEASE=candidate]               (reports/<release>/bench/results.json, results.md)
 # Release trust (README "Release trust"): signatures, provenance, an OCI registry.
 #   make keys [DAYS=365] [FORCE=1]               (keys/quantgate.{key,pub,crt}: a development key pair)
 #   make sign [RELEASE=candidate] [KEY=keys/quantgate.key] [CERT=... CHAIN=...]   (a ready release only)
@@ -127,7 +128,7 @@ matrix: setup
 signoff: setup
 	$(QG) signoff --release $(RELEASE) --artifacts-dir artifacts/$(RELEASE) --out reports/$(RELEASE) \
 		$(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY)) \
-		$(if $(REQUIRE_SIGNATURES),--require-signatures)
+		$(if $(REQUIRE_SIGNATURES),--require-signatures) $(if $(BASELINE),--baseline $(BASELINE)) $(ARGS)
 
 keys: setup
 	$(QG) keys --out $(KEYS_DIR) --days $(DAYS) $(if $(FORCE),--force)
@@ -157,7 +158,7 @@ pull: setup
 	$(QG) pull $(REF) --out $(or $(OUT),deploy) --public-key $(PUBLIC_KEY) $(if $(FORCE),--force)
 
 bench: setup
-	$(QG) bench --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) --out bench $(ARGS)
+	$(QG) bench --release $(RELEASE) --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) $(ARGS)
 
 # pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with
 # the venv's pip and setuptools: no build isolation, no index, so no network.

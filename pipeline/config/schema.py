@@ -213,6 +213,16 @@ class QuantgateConfig:
     experiment: Any = None
 
 
+@dataclass
+class ReleaseConfig:
+    """What `quantgate signoff` holds a release to, beyond each artifact's own verification (overrides after the
+    options: `quantgate signoff --release rc1 release.max_latency_ratio=1.2`)."""
+
+    # int8 p50 latency over fp32 (batch 1, measured natively by verification) above this blocks (waivable as
+    # profile `latency`); 1.0 = int8 must not be slower than fp32.
+    max_latency_ratio: float = 1.0
+
+
 # Each config group and the dataclass its options compose onto (conf/<group>/*.yaml).
 GROUP_SCHEMAS = {"model": ModelConfig, "calibration": CalibrationConfig, "mode": ModeConfig,
                  "target": TargetConfig, "verify": VerifyConfig, "runtime": RuntimeConfig}

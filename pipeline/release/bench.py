@@ -1,12 +1,14 @@
 """What int8 buys on this host: latency, throughput, size and fidelity of each built artifact against its fp32
 reference, and against a plain onnxruntime `quantize_dynamic` of the same reference with default settings.
 
-    quantgate bench [--artifacts-dir artifacts/candidate] [--out bench] [--batches 1 32] [--seconds 2]
+    quantgate bench [--release candidate] [--artifacts-dir artifacts/<release>] [--out reports/<release>/bench]
+                    [--batches 1 32] [--seconds 2]
 
 Every figure of one artifact is measured in the same process, one session after another with the same
 session options (all graph optimizations, intra-op threads pinned to the core count, sequential
 execution), so the ratios compare like with like; on a shared machine trust the ratios, not the
-milliseconds. Writes <out>/results.json and <out>/results.md and prints the table.
+milliseconds. Writes <out>/results.json and <out>/results.md and prints the table; by default <out> is the
+release's own reports/<release>/bench/, so one release's run never overwrites another's.
 """
 from __future__ import annotations
 
@@ -168,14 +170,16 @@ def main(argv: list[str] | None = None) -> int:
 def _command(argv: list[str]) -> int:
     from pipeline.commandline import command_parser
     parser = command_parser("quantgate bench", __doc__)
-    parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts/candidate"),
-                        help="a folder of artifact folders (a release), or one artifact folder")
-    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument("--release", default="candidate", help="the release (default folders below)")
+    parser.add_argument("--artifacts-dir", type=Path, help="a folder of artifact folders (a release), or one artifact "
+                        "folder; default artifacts/<release>")
+    parser.add_argument("--out", type=Path, help="default reports/<release>/bench")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=1.5, help="time budget per model x batch (after warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")
     args = parser.parse_args(argv)
-    root = args.artifacts_dir
+    root = args.artifacts_dir or Path("artifacts") / args.release
+    args.out = args.out or Path("reports") / args.release / "bench"
     folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
     if not folders:
         raise InputError(f"no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")

@@ -71,6 +71,7 @@ def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str,
 def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
           public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
     """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
+    from pipeline.config.schema import ReleaseConfig
     from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
     saved = Path(report_dir) / SIGNOFF_FILE
     if not saved.is_file():
@@ -79,9 +80,10 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
     previous = load_signoff(saved, release)
     if previous["verdict"] != READY:
         raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous["blocking"][:5]))
+    settings = ReleaseConfig(**(previous.get("settings") or {}).get("release", {}))  # the limits it was held to
     try:
         report = signoff(release, Path(release_dir), waivers or WAIVERS_DIR / f"{release}.yaml",
-                         public_key=public_key, require_signatures=require_signatures)
+                         public_key=public_key, require_signatures=require_signatures, settings=settings)
     except SignoffError as error:
         raise TrustError(str(error)) from None
     if report["verdict"] != READY:

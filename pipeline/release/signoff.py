@@ -1,14 +1,17 @@
 """The release signoff: every artifact folder of a release, judged and written up for a person and for CI.
 
     quantgate signoff --release NAME [--artifacts-dir artifacts/NAME] [--waivers FILE] [--out reports/NAME]
+                      [--baseline PREVIOUS] [release.max_latency_ratio=1.0]
 
-writes reports/<name>/signoff.md, signoff.html (self-contained: plots embedded, no network) and
-signoff.json (the same facts), and exits 0 only when the verdict is `ready`; 1 when `blocked`;
+writes reports/<name>/signoff.md, signoff.html (self-contained: plots embedded, no network),
+signoff.json (the same facts) and signoff.junit.xml (one testcase per artifact x CPU profile), and exits 0
+only when the verdict is `ready`; 1 when `blocked`;
 2 on a usage error (no such release, a malformed waivers file).
 
 A release is blocked by any of: a file whose bytes no longer match its manifest (never waivable:
 rebuild), a verify.json made for other bytes (never waivable), an artifact never verified, a required
-CPU profile that did not meet its requirement, a matrix combination that did not build, or a waiver
+CPU profile that did not meet its requirement, a missing matrix.json or a combination asked for that is not
+in the release, int8 slower than fp32 beyond release.max_latency_ratio, or a waiver
 that covers one of these but has expired. A valid waiver turns a failure into `waived`.
 """
 from __future__ import annotations
@@ -17,25 +20,32 @@ import base64
 import dataclasses
 import io
 import json
+import re
 import shlex
 from datetime import date, datetime, timezone
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ExitCode, InputError
+from pipeline.config.schema import ReleaseConfig
+from pipeline.errors import ExitCode, InputError, UsageError
 from pipeline.jsonfiles import load_json, read_json
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
+from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
+from pipeline.release.provenance import build_config, quantgate_source
+from pipeline.release.trend import trend
 from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
 from pipeline.paths import CONF_DIR
 
 SCHEMA = "quantgate.signoff/1"
 READY, BLOCKED = "ready", "blocked"
 WAIVERS_DIR = CONF_DIR / "waivers"
+JUNIT_FILE = "signoff.junit.xml"
 # Rows that are not CPU profiles: checks on the artifact as a whole.
 INTEGRITY_ROWS = ("files", "verify-inputs")  # tampering: a waiver cannot cover it
+RELEASE_ROWS = "release"  # the artifact name of rows about the release as a whole (its matrix.json)
 
 
 class SignoffError(InputError):
@@ -121,15 +131,38 @@ def fidelity_words(profile: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def latency_figures(verify: dict[str, Any] | None) -> dict[str, float] | None:
-    latency = (verify or {}).get("latency") or {}
-    if "int8" not in latency or "fp32" not in latency:
+def native_profile(profiles: dict[str, Any]) -> str | None:
+    """The profile that ran on this host: `native`, or `native@<runtime>` (a prepared runtime, natively)."""
+    names = [name for name in profiles if name.split("@")[0] == "native"]
+    return "native" if "native" in names else (names[0] if names else None)
+
+
+def latency_figures(verify: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Batch-1 latency measured natively: int8 from the native profile (any runtime), fp32 from the reference run."""
+    profiles = (verify or {}).get("profiles") or {}
+    native = native_profile(profiles)
+    latency = dict((verify or {}).get("latency") or (profiles[native].get("latency") if native else None) or {})
+    latency.setdefault("fp32", (((verify or {}).get("reference") or {}).get("run") or {}).get("latency"))
+    if not latency.get("int8") or not latency.get("fp32"):
         return None
     figures = {"int8_p50_ms": latency["int8"]["p50_ms"], "int8_p95_ms": latency["int8"]["p95_ms"],
                "fp32_p50_ms": latency["fp32"]["p50_ms"], "fp32_p95_ms": latency["fp32"]["p95_ms"],
-               "batch": latency.get("batch", 1)}
+               "batch": latency.get("batch", 1), "profile": native}
     figures["p50_ratio"] = figures["int8_p50_ms"] / max(figures["fp32_p50_ms"], 1e-12)
     return figures
+
+
+# (figure, threshold, +1 when the figure must be at least the threshold, -1 when at most): margin = how far inside
+MARGINS = (("cosine_worst", "min_cosine_worst", 1), ("cosine_mean", "min_cosine_mean", 1),
+           ("top1_agreement", "min_top1_agreement", 1), ("max_abs_error", "max_abs_error", -1),
+           ("max_scaled_error", "max_scaled_error", -1))
+
+
+def margins(profile: dict[str, Any]) -> dict[str, float]:
+    """Per metric, the worst case's distance to its threshold (negative: past it), e.g. cosine_worst - min_cosine_worst."""
+    figures, limits = profile.get("fidelity") or {}, profile.get("thresholds") or {}
+    return {figure: sign * (figures[figure] - limits[limit]) for figure, limit, sign in MARGINS
+            if isinstance(figures.get(figure), (int, float)) and isinstance(limits.get(limit), (int, float))}
 
 
 def _row(artifact: str, profile: str, status: str, ok: bool | None, reason: str, *, expected: str = "",
@@ -138,7 +171,13 @@ def _row(artifact: str, profile: str, status: str, ok: bool | None, reason: str,
     return {"artifact": artifact, "profile": profile, "expected": expected, "status": status, "ok": ok,
             "required": required, "waivable": waivable, "reason": reason, "outcome": None, "waiver": None,
             "fidelity": "", "figures": {}, "thresholds": {}, "latency": None, "cpu_comparison": None,
-            "reference_cpu": None, "worst_outputs": None, **extra}
+            "reference_cpu": None, "worst_outputs": None, "cpu": False, "anchor": anchor(artifact, profile),
+            "samples": None, "command": None, "stderr_tail": [], "margins": {}, **extra}
+
+
+def anchor(artifact: str, profile: str) -> str:
+    """The HTML id of an artifact x profile's evidence."""
+    return "ev-" + re.sub(r"[^A-Za-z0-9_-]+", "-", f"{artifact}--{profile}")
 
 
 def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -200,8 +239,9 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
                        wall_seconds=p.get("wall_seconds"), cpu_comparison=p.get("cpu_comparison"),
                        reference_cpu=(p.get("cpu_comparison") or {}).get("reference_cpu"),
                        worst_outputs=(p.get("cpu_comparison") or {}).get("worst") if p.get("failure") == "cpu_numerics"
-                       else None)
-            if profile_name == "native":
+                       else None, cpu=True, samples=p.get("samples"), stderr_tail=p.get("stderr_tail") or [],
+                       evidence=p, margins=margins(p))
+            if profile_name == native_profile(verify["profiles"]):
                 row["latency"] = latency_figures(verify)
             rows.append(row)
         reference = (verify.get("reference") or {}).get("run") or {}
@@ -244,8 +284,12 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "versions": versions, "files": files, "tampered": changed,
         "reproduce": {"overrides": overrides,
                       "command": shlex.join([".venv/bin/python", "-m", "pipeline", *overrides])},
+        **resolved_config(manifest),
         "notes": (verify or {}).get("notes", []),
     }
+    host_features = (verify or {}).get("host", {}).get("cpu_features") or []
+    facts["native_host"] = {"microarchitecture": host_microarchitecture(host_features, facts["build"]),
+                            "features": len(host_features)}
     if facts["build"]:
         facts["build"].pop("host_cpu_features", None)  # long, and in manifest.json for whoever needs it
     size_words = f"{_mb(manifest.model_size_bytes)} / {_mb(manifest.reference_size_bytes)} ({facts['size']['ratio']:.2f}x)"
@@ -254,23 +298,62 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     return facts, rows
 
 
-def matrix_rows(release_dir: Path, found: dict[str, dict]) -> tuple[dict | None, list[dict[str, Any]]]:
-    """Rows for matrix combinations that did not build, unless rebuilt after the matrix finished."""
+def resolved_config(manifest: Manifest) -> dict[str, Any]:
+    """The full config the artifact was built with (recomposed from its overrides, checked against config_sha256)."""
+    try:
+        config, note = build_config(manifest)
+    except TrustError as error:
+        config, note = None, str(error)
+    return {"resolved_config": config, "resolved_config_note": note}
+
+
+def matrix_rows(release: str, release_dir: Path, found: dict[str, dict]) -> tuple[dict | None, list[dict[str, Any]]]:
+    """Completeness: rows for a missing matrix.json, for combinations that did not build (unless rebuilt after the
+    matrix finished) and for built combinations whose folder is not in the release."""
     path = release_dir / MATRIX_FILE
     if not path.is_file():
-        return None, []
+        return None, [_row(RELEASE_ROWS, "matrix", "no_matrix", False, f"no {MATRIX_FILE} in {release_dir}: nothing says "
+                           f"which combinations this release was asked for, so it cannot be called complete (`make "
+                           f"matrix RELEASE={release}`, or waive artifact `release`, profile `matrix`)")]
     matrix = load_json(path, f"run the matrix again (`make matrix`) or remove {path}", SignoffError)
     rows = []
     for combo in matrix.get("combinations", []):
-        if combo["outcome"] not in ("build_failed", "crashed"):
-            continue
+        command = shlex.join([".venv/bin/python", "-m", "pipeline", *combo["overrides"]])
         rebuilt = found.get(combo["artifact"])
+        if combo["outcome"] not in ("build_failed", "crashed"):
+            if rebuilt is None:
+                rows.append(_row(combo["artifact"], "build", "missing", False, f"the matrix built "
+                                 f"{' '.join(combo['overrides'])} ({combo['outcome']}) but its folder is not in "
+                                 f"{release_dir}", reproduce=command))
+            continue
         if rebuilt and (rebuilt.get("build") or {}).get("time_utc", "") > matrix.get("finished_utc", ""):
             continue
         rows.append(_row(combo["artifact"], "build", combo["outcome"], False,
                          f"the matrix combination {' '.join(combo['overrides'])} did not build: {combo['reason']}",
-                         reproduce=shlex.join([".venv/bin/python", "-m", "pipeline", *combo["overrides"]])))
+                         reproduce=command))
+    asked = {combo["artifact"] for combo in matrix.get("combinations", [])}
+    rows += [_row(name, "matrix", "not_asked", None, f"in the release folder, but not one of the {len(asked)} "
+                  f"combinations {MATRIX_FILE} records") for name in sorted(set(found) - asked)]
     return matrix, rows
+
+
+def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[dict[str, Any]]:
+    """Performance as a finding: int8 slower than fp32 beyond release.max_latency_ratio blocks (waivable: `latency`)."""
+    rows, limit = [], settings.max_latency_ratio
+    for facts in artifacts:
+        figures = facts["latency"]
+        if figures is None:
+            rows.append(_row(facts["name"], "latency", "not_measured", None, "no native latency in verify.json "
+                             "(int8 and the fp32 reference, batch 1): performance is unknown"))
+            continue
+        ratio = figures["p50_ratio"]
+        speed = f"{ratio:.2f}x slower than" if ratio > 1 else f"{1 / ratio:.2f}x faster than"
+        within = ratio <= limit
+        rows.append(_row(facts["name"], "latency", "within_limit" if within else "too_slow", within,
+                         f"int8 is {speed} fp32 (p50 {figures['int8_p50_ms']:.3g} ms vs {figures['fp32_p50_ms']:.3g} ms, "
+                         f"batch {figures['batch']}, on {figures['profile']}): int8/fp32 {ratio:.2f} "
+                         f"{'<=' if within else '>'} release.max_latency_ratio {limit:g}", latency=figures))
+    return rows
 
 
 # --- the verdict -----------------------------------------------------------------------------------
@@ -302,9 +385,12 @@ def blocking_words(row: dict[str, Any]) -> str:
 
 
 def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None,
-            public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
-    """Gather, judge and return the report as one JSON-ready dict (no files written)."""
+            public_key: Path | None = None, require_signatures: bool = False, settings: ReleaseConfig | None = None,
+            baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Gather, judge and return the report as one JSON-ready dict (no files written); `baseline` is the previous
+    release's signoff.json, for the trend."""
     today = today or datetime.now(timezone.utc).date()
+    settings = settings or ReleaseConfig()
     if not release_dir.is_dir():
         raise SignoffError(f"{release_dir} does not exist: build the release first (`make matrix RELEASE={release}`)")
     waivers = load_waivers(waivers_path)
@@ -313,8 +399,8 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
         facts, artifact_rows = inspect_artifact(folder)
         artifacts.append(facts)
         rows += artifact_rows
-    matrix, build_rows = matrix_rows(release_dir, {a["name"]: a for a in artifacts})
-    rows += build_rows
+    matrix, build_rows = matrix_rows(release, release_dir, {a["name"]: a for a in artifacts})
+    rows += build_rows + latency_rows(artifacts, settings)
     # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
     # required, given a key, or present; a missing or invalid signature is never waivable.
     rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
@@ -329,7 +415,7 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
     counts = {}
     for row in rows:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
-    return {
+    report = {
         "schema": SCHEMA, "release": release, "verdict": BLOCKED if blocking else READY,
         "generated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "today": today.isoformat(),
         "release_dir": str(release_dir), "waivers_file": str(waivers_path) if waivers_path and waivers_path.is_file() else None,
@@ -338,10 +424,32 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
                    f"until {r['waiver']['expires']}: {r['waiver']['reason']})" for r in rows if r["outcome"] == "waived"],
         "counts": counts, "artifacts": artifacts, "rows": rows,
         # combinations with no artifact folder (they did not build): rows without facts
-        "missing": [{"name": name} for name in sorted({r["artifact"] for r in rows} - {a["name"] for a in artifacts})],
+        "missing": [{"name": name} for name in sorted({r["artifact"] for r in rows} - {a["name"] for a in artifacts}
+                                                     - {RELEASE_ROWS})],
         "waivers": [w.to_json(today) for w in waivers], "matrix": matrix,
         "versions": version_groups(artifacts),
+        "settings": {"release": dataclasses.asdict(settings)}, "quantgate": quantgate_commit(),
+        "completeness": completeness(matrix, artifacts),
     }
+    report["grid"] = grid(report, artifacts[0]["native_host"] if artifacts else {})
+    report["trend"] = trend(report, baseline) if baseline else None
+    return report
+
+
+def quantgate_commit() -> dict[str, Any]:
+    """The quantgate checkout that judged the release: `git rev-parse HEAD`, `+dirty` when tracked files differ."""
+    source = quantgate_source()
+    commit = source["commit"] and source["commit"] + ("+dirty" if source["dirty"] else "")
+    return {"commit": commit, "note": source.get("note")}
+
+
+def completeness(matrix: dict | None, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every combination the matrix was asked for, and whether its artifact is in the release."""
+    present = {a["name"] for a in artifacts}
+    combinations = [{"artifact": c["artifact"], "overrides": c["overrides"], "outcome": c["outcome"],
+                     "in_release": c["artifact"] in present} for c in (matrix or {}).get("combinations", [])]
+    return {"matrix": matrix is not None, "asked": len(combinations),
+            "in_release": sum(c["in_release"] for c in combinations), "combinations": combinations}
 
 
 def version_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -357,6 +465,13 @@ def version_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kinds = sorted({"verification" if w.startswith("verify: ") else w for w in wheres})
         runs = sorted({w.removeprefix("verify: ") for w in wheres if w.startswith("verify: ")})
         group["label"] = f"{' + '.join(kinds)} ({len(wheres)} run(s)" + (f": {', '.join(runs)})" if runs else ")")
+    labels = [group["label"] for group in groups.values()]
+    for group in groups.values():  # two sets of versions used the same way: name the artifacts to tell them apart
+        if labels.count(group["label"]) > 1:
+            group["label"] += ": " + ", ".join(dict.fromkeys(u.split(": ", 1)[0] for u in group["used_in"]))
+    for number, group in enumerate(groups.values(), 1):
+        if labels.count(group["label"]) > 1 or [g["label"] for g in groups.values()].count(group["label"]) > 1:
+            group["label"] += f" (set {number})"
     return list(groups.values())
 
 
@@ -368,38 +483,39 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     images = {}
-    measured = [r for r in report["rows"] if r["figures"] and r["outcome"] != "info"]
-    if measured:
-        labels, values, limits, colors = [], [], [], []
-        for row in measured:
-            figures, key = row["figures"], "cosine_mean" if "cosine_mean" in row["figures"] else "top1_agreement"
-            limit_key = {"cosine_mean": "min_cosine_mean", "top1_agreement": "min_top1_agreement"}[key]
-            labels.append(f"{row['artifact']} / {row['profile']}\n({key.replace('_', ' ')})")
-            values.append(figures.get(key, 0.0))
-            limits.append(row["thresholds"].get(limit_key))
-            colors.append({"ok": "#2e7d32", "waived": "#f9a825"}.get(row["outcome"], "#c62828"))
-        figure, axis = plt.subplots(figsize=(8, 0.55 * len(measured) + 1.2))
-        positions = range(len(measured))
-        axis.barh(positions, values, color=colors, height=0.6)
-        low = min(min(values), *(l for l in limits if l is not None)) if any(l is not None for l in limits) else min(values)
-        axis.set_xlim(max(0.0, low - 0.02), 1.0025)
-        for y, (value, limit) in enumerate(zip(values, limits)):
-            if limit is not None:
-                axis.plot([limit, limit], [y - 0.4, y + 0.4], color="black", linewidth=2)
-            axis.text(value, y, f" {value:.4f}", va="center", fontsize=8)
-        axis.set_yticks(list(positions), labels, fontsize=8)
-        axis.invert_yaxis()
-        axis.set_xlabel("fidelity to the fp32 reference (black tick: threshold)")
-        axis.set_title("Fidelity per artifact and CPU profile")
+    measured = [r for r in report["rows"] if r.get("margins") and r["outcome"] != "info"]
+    metrics = [m for m, _, _ in MARGINS if any(m in r["margins"] for r in measured)]
+    if metrics:
+        figure, axes = plt.subplots(len(metrics), 1, figsize=(8, sum(0.45 * len(measured) + 1.1 for _ in metrics)),
+                                    squeeze=False)
+        for axis, metric in zip(axes[:, 0], metrics):
+            rows = [r for r in measured if metric in r["margins"]]
+            values = [r["margins"][metric] for r in rows]
+            colors = [{"ok": "#2e7d32", "waived": "#f9a825"}.get(r["outcome"], "#c62828") for r in rows]
+            axis.barh(range(len(rows)), values, color=colors, height=0.6)
+            axis.axvline(0.0, color="black", linewidth=1.5)
+            for y, value in enumerate(values):
+                axis.text(value, y, f" {value:+.4g}", va="center", fontsize=8)
+            axis.set_yticks(range(len(rows)), [f"{r['artifact']} / {r['profile']}" for r in rows], fontsize=8)
+            axis.invert_yaxis()
+            limit = next(limit for figure_key, limit, _ in MARGINS if figure_key == metric)
+            axis.set_title(f"{metric}, worst case: margin to verify.{limit} (below 0: past it)", fontsize=9)
+            span = max(abs(v) for v in values) or 1e-3
+            axis.set_xlim(min(0.0, min(values)) - 0.25 * span, max(0.0, max(values)) + 0.35 * span)
+        figure.suptitle("Fidelity margin to each threshold, per artifact and CPU profile", fontsize=11)
         images["fidelity.png"] = _png(figure, plt)
     if report["artifacts"]:
         figure, (left, right) = plt.subplots(1, 2, figsize=(9, 0.5 * len(report["artifacts"]) + 1.6), sharey=True)
         names = [a["name"] for a in report["artifacts"]]
         sizes = [a["size"]["ratio"] for a in report["artifacts"]]
         latencies = [a["latency"]["p50_ratio"] if a["latency"] else 0.0 for a in report["artifacts"]]
-        for axis, values, title in ((left, latencies, "latency p50, batch 1 (native)"), (right, sizes, "file size")):
-            axis.barh(range(len(names)), values, color=["#1565c0" if v <= 1 else "#ef6c00" for v in values], height=0.6)
+        limit = report["settings"]["release"]["max_latency_ratio"]
+        for axis, values, title, bound in ((left, latencies, "latency p50, batch 1 (native)", limit),
+                                           (right, sizes, "file size", 1.0)):
+            axis.barh(range(len(names)), values, color=["#1565c0" if v <= bound else "#c62828" for v in values], height=0.6)
             axis.axvline(1.0, color="black", linewidth=1)
+            if bound != 1.0:
+                axis.axvline(bound, color="#c62828", linewidth=1, linestyle="--")
             for y, value in enumerate(values):
                 axis.text(value, y, f" {value:.2f}x" if value else " not measured", va="center", fontsize=8)
             axis.set_title(f"int8 / fp32: {title}", fontsize=10)
@@ -423,13 +539,14 @@ def render(report: dict[str, Any], images: dict[str, bytes]) -> tuple[str, str]:
     """(markdown, html) from the same report dict."""
     import jinja2
     environment = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.release", "templates"),
-                                     autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True,
+                                     autoescape=jinja2.select_autoescape(["html", "html.j2"]), trim_blocks=True,
                                      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     environment.filters["mb"] = _mb
     environment.filters["pct"] = lambda value: "-" if value is None else f"{100 * value:.2f}%"
     environment.filters["step"] = lambda step: ", ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value
                                                          in step.items() if isinstance(value, float))
     environment.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # Markdown tables
+    environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     embedded = {name: base64.b64encode(data).decode() for name, data in images.items()}
     markdown = environment.get_template("signoff.md.j2").render(r=report, images=sorted(images))
     html = environment.get_template("signoff.html.j2").render(r=report, images=embedded)
@@ -444,6 +561,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
         atomic_write_bytes(out_dir / name, data)
     atomic_write_bytes(out_dir / "signoff.md", markdown.encode())
     atomic_write_bytes(out_dir / "signoff.html", html.encode())
+    atomic_write_bytes(out_dir / JUNIT_FILE, junit_xml(report))
     atomic_write_json(out_dir / "signoff.json", report)  # last: its presence means the set is complete
 
 
@@ -497,6 +615,35 @@ def signoff_rows(folders: list[Path], public_key: Path | None = None, require: b
     return rows
 
 
+def release_settings(overrides: list[str]) -> ReleaseConfig:
+    """ReleaseConfig with `release.KEY=VALUE` overrides, type-checked by OmegaConf against the dataclass."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    wrong = [item for item in overrides if not item.startswith("release.") or "=" not in item]
+    if wrong:
+        raise UsageError(f"{wrong[0]!r}: the signoff takes release settings as release.KEY=VALUE "
+                         f"(keys: {', '.join(f.name for f in dataclasses.fields(ReleaseConfig))})")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ReleaseConfig),
+                                 OmegaConf.from_dotlist([item.removeprefix("release.") for item in overrides]))
+    except OmegaConfBaseException as error:
+        raise UsageError(f"release settings {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    settings = ReleaseConfig(**OmegaConf.to_container(merged))
+    if settings.max_latency_ratio <= 0:
+        raise UsageError(f"release.max_latency_ratio={settings.max_latency_ratio} must be more than 0")
+    return settings
+
+
+def load_baseline(baseline: str, out_dir: Path) -> dict[str, Any]:
+    """The previous release's signoff.json: a path to it (or its folder), else reports/<baseline>/ beside out_dir."""
+    given = Path(baseline)
+    for path in (given, given / "signoff.json", out_dir.parent / baseline / "signoff.json"):
+        if path.is_file():
+            return load_signoff(path, baseline)
+    raise SignoffError(f"no signoff.json for the baseline {baseline!r} (looked in {given} and "
+                       f"{out_dir.parent / baseline}): sign off that release first (`make signoff RELEASE={baseline}`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`quantgate signoff` (also `python -m pipeline.release.signoff`)."""
     from pipeline.commandline import run_command
@@ -513,13 +660,20 @@ def _command(argv: list[str]) -> int:
     parser.add_argument("--today", type=date.fromisoformat, help="judge waiver expiry as of this date (YYYY-MM-DD)")
     parser.add_argument("--public-key", type=Path, help="check each artifact's signature with this public key")
     parser.add_argument("--require-signatures", action="store_true", help="an unsigned artifact blocks the release")
+    parser.add_argument("--baseline", help="the previous release (reports/<baseline>/signoff.json, beside --out) or "
+                        "its signoff.json: what changed since")
+    parser.add_argument("overrides", nargs="*", metavar="release.KEY=VALUE",
+                        help="release settings (pipeline/config/schema.py ReleaseConfig), e.g. release.max_latency_ratio=1.2")
     args = parser.parse_args(argv)
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     out_dir = args.out or Path("reports") / args.release
+    settings = release_settings(args.overrides)
+    baseline = load_baseline(args.baseline, out_dir) if args.baseline else None
     waivers = args.waivers or WAIVERS_DIR / f"{args.release}.yaml"
     if args.waivers and not args.waivers.is_file():
         raise SignoffError(f"the waivers file {args.waivers} does not exist")
-    report = signoff(args.release, release_dir, waivers, args.today, args.public_key, args.require_signatures)
+    report = signoff(args.release, release_dir, waivers, args.today, args.public_key, args.require_signatures,
+                     settings, baseline)
     write_report(report, out_dir)
     print(summary(report, out_dir))
     return ExitCode.OK if report["verdict"] == READY else ExitCode.FAILED

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+from pipeline.config.schema import ReleaseConfig
 from pipeline.guard import ArtifactRefused, SignatureCheckUnavailable, ensure_can_run
 from pipeline.manifest import BuildRecord, CalibrationRecord, Manifest, sha256_file
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TrustError
@@ -25,8 +26,9 @@ from pipeline.release.pull import pull
 from pipeline.release.sign import sign_release
 from pipeline.release.trust import Trust, verify_folder
 from pipeline.release.signoff import main as signoff_main
-from pipeline.release.signoff import signoff
+from pipeline.release.signoff import signoff as judge_release
 from tests.conftest import REPO
+from tests.fixtures.matrix import combination, write_matrix
 from tests.fixtures.tiny_artifact import make_artifact_folder
 
 TARGETS = ("avx2", "x86_64_v2")
@@ -34,8 +36,17 @@ NAMES = tuple(f"tiny-dynamic-{target}" for target in TARGETS)
 SOURCE_SHA, CALIBRATION_SHA, HELDOUT_SHA = "a1" * 32, "c2" * 32, "e3" * 32
 
 
+# A tiny MLP is not faster in int8: these tests are about trust, not speed.
+NO_LATENCY_LIMIT = ReleaseConfig(max_latency_ratio=1e6)
+
+
 def overrides_for(target):
     return ["model=digits_cnn", "mode=dynamic", f"target={target}"]
+
+
+def signoff(*args, **kwargs):
+    """The signoff with the limits the fixture's report was made with."""
+    return judge_release(*args, settings=NO_LATENCY_LIMIT, **kwargs)
 
 
 # --- fixtures: keys, a ready two-artifact release, a real registry ----------------------------------
@@ -70,8 +81,10 @@ def ready_release(tmp_path_factory):
         manifest.save()
         cfg = compose_config([f"target={target}", "verify.profiles=[native]", "verify.reference_cpu=native", "verify.latency_repeats=2"])
         assert verify_stage.run(cfg, Manifest.load(folder)).verify_status == "pass"
+    write_matrix(release, *(combination(release, name, overrides_for(target)) for target, name in zip(TARGETS, NAMES)))
     report = release.parent / "reports"
-    assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report)]) == 0
+    assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report),
+                         f"release.max_latency_ratio={NO_LATENCY_LIMIT.max_latency_ratio}"]) == 0
     return release, report
 
 
