@@ -48,13 +48,13 @@ def test_rebuild_that_fails_verification_keeps_the_verified_artifact(tmp_path):
     verified_report = json.loads((folder / "verify.json").read_text())
     assert verified_report["status"] == "pass"
 
-    again = build(f"artifacts_dir={artifacts}", "verify.min_top1_agreement=1.01", "calibration.seed=3")
+    again = build(f"artifacts_dir={artifacts}", "verify.max_abs_error=0", "calibration.seed=3")
     assert again.returncode == 1, again.stderr[-2000:]
     assert "still holds the previously verified build" in again.stderr and "replace_verified=true" in again.stderr
     assert (folder / "model.onnx").read_bytes() == verified_model
     assert json.loads((folder / "verify.json").read_text()) == verified_report
     assert published(artifacts) == ["digits_cnn-static-avx2"]  # the rejected build is hidden, not published
 
-    forced = build(f"artifacts_dir={artifacts}", "verify.min_top1_agreement=1.01", "replace_verified=true")
+    forced = build(f"artifacts_dir={artifacts}", "verify.max_abs_error=0", "replace_verified=true")
     assert forced.returncode == 1
     assert json.loads((folder / "verify.json").read_text())["status"] == "fail"
