@@ -86,3 +86,7 @@ def main() -> int:
     json.dump(probe(), sys.stdout)
     print()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

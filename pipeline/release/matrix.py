@@ -22,6 +22,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
+from pipeline.config import rules
 from pipeline.errors import ExitCode, QuantgateError, UsageError, translate
 from pipeline.manifest import atomic_write_json
 
@@ -79,6 +80,7 @@ def run_combination(cfg, overrides: list[str]) -> int:
     verify_status = None
     try:
         try:
+            rules.check(cfg)  # a combination the config refuses builds nothing, so claims no folder
             claim_folder(folder, overrides)
             code = quantize_task(cfg, overrides)
         except Exception as error:

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from pipeline.build.task import build
+from pipeline.errors import BuildFailed
 from pipeline.config import QuantgateError, compose_config
 from pipeline.manifest import Manifest
 from tests.conftest import run_cli
@@ -98,22 +99,35 @@ def test_fallback_excludes_nodes_then_stops_at_the_limit(tmp_path):
     assert not (tmp_path / "digits_cnn-static-avx2").exists()
 
 
-def test_fallback_records_excluded_nodes_when_it_succeeds(tmp_path):
+def dim_calibration_build(tmp_path, *overrides):
     # Activation ranges calibrated on images a quarter as bright as real traffic: int8 clips and loses
     # accuracy on every host (per-tensor weights alone did on AVX-512 hosts, 0.953 vs 0.967, and not on an
-    # AVX2 one). A zero-drop budget forces the fallback, which keeps the noisiest nodes in fp32 until the
-    # drop is gone.
+    # AVX2 one), so the budget forces the fallback, which keeps the noisiest nodes in fp32.
     dim = digits_csv(tmp_path / "dim.csv", brightness=0.25)
-    manifest = build(compose_config(["model=digits_cnn", "mode=static", "verify.max_accuracy_drop=0.0",
-                                     "target.per_channel=false", "verify.fallback_max_excluded_nodes=8",
-                                     "calibration.source=files", f"calibration.data_files=[{dim}]",
-                                     "calibration.coverage_fail=1.0", f"artifacts_dir={tmp_path}", *NO_VERIFY]))
+    return build(compose_config(["model=digits_cnn", "mode=static", "target.per_channel=false",
+                                 "verify.fallback_max_excluded_nodes=8", "calibration.source=files",
+                                 f"calibration.data_files=[{dim}]", "calibration.coverage_fail=1.0",
+                                 f"artifacts_dir={tmp_path}", *NO_VERIFY, *overrides]))
+
+
+def test_fallback_records_excluded_nodes_when_it_succeeds(tmp_path):
+    # Measured on an AVX2 host: 0.83 with every node int8, 0.947 with the first conv in fp32 (fp32: 0.967).
+    manifest = dim_calibration_build(tmp_path, "verify.max_accuracy_drop=0.03", "verify.fallback_nodes_per_step=1")
     record = manifest.fallback
     assert record.steps[0]["excluded_nodes"] == 0 and record.steps[0]["accuracy"] < manifest.fp32_metrics[
-        "validation_accuracy"]
+        "validation_accuracy"] - 0.03
     assert record.excluded_nodes and record.within_budget
-    assert record.steps[-1]["accuracy"] >= manifest.fp32_metrics["validation_accuracy"]
+    assert record.steps[-1]["accuracy"] >= manifest.fp32_metrics["validation_accuracy"] - 0.03
     assert json.loads(manifest.stamp["fallback"])["fp32_nodes"] == record.excluded_nodes
+    from pipeline.build.stamp import int8_compute_nodes
+    assert int8_compute_nodes(onnx.load(str(manifest.path(manifest.model_file)))) > 0  # still an int8 model
+
+
+def test_a_fallback_that_keeps_every_node_in_fp32_is_a_failed_build(tmp_path):
+    """A zero-loss budget met only with all four compute nodes in fp32: an fp32 model stamped int8."""
+    with pytest.raises(BuildFailed, match="no int8 compute node.*4 excluded by the accuracy gate"):
+        dim_calibration_build(tmp_path, "verify.max_accuracy_drop=0.0")
+    assert not (tmp_path / "digits_cnn-static-avx2").exists()
 
 
 @pytest.mark.parametrize("problem", ["nan", "empty"])
