@@ -121,7 +121,7 @@ def test_bad_overrides_are_one_line_with_the_usage_code(tmp_path, module, overri
     (["verify", "--avx2"], "quantgate verify", ["unknown option --avx2: use --target avx2"]),
     (["verify", "--artifact-dir", "nowhere", "--emulated-max-samples", "2"], "quantgate verify",
      ["quantgate takes Hydra overrides: verify.emulated_max_samples=2"]),
-    (["signoff", "--release", "rc", "target=avx2"], "quantgate signoff", ["takes no config overrides (target=avx2)"]),
+    (["signoff", "--release", "rc", "target=avx2"], "quantgate signoff", ["'target=avx2'", "takes release settings as release.KEY=VALUE"]),
     (["registry", "go"], "quantgate registry", ["invalid choice: 'go'"]),
     (["matrix", "--launcher", "slurm"], "quantgate matrix", ["invalid choice: 'slurm'", "submitit_slurm"]),
     (["audit", "README.md", "verify.enabled=false"], "quantgate audit", ["give --target NAME"]),
