@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from enum import IntEnum
 
-from calibration.errors import CalibrationError, one_line  # noqa: F401 - one_line: for the pipeline too
+from calibration.errors import CalibrationError
 
 
 class ExitCode(IntEnum):

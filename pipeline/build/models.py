@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError, QuantgateError, one_line
+from calibration.errors import one_line
+from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
 
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
