@@ -1,17 +1,23 @@
 # quantgate: build int8 artifacts for a CPU target and verify them on that target's CPUs.
-# Every target runs the one command line, `quantgate COMMAND [options] [key=value ...]` (here $(QG), i.e.
-# .venv/bin/python -m pipeline.cli; `quantgate --help`, `quantgate COMMAND --help`). ARGS are Hydra overrides.
+# `make help` prints this block. Every target runs the one command line, `quantgate COMMAND [options] [key=value ...]`
+# (here .venv/bin/python -m pipeline.cli; `quantgate --help`, `quantgate COMMAND --help`). ARGS are Hydra overrides.
 # Exit codes are the same for every command (README "Command line"): 0 ok, 1 a check failed, 2 refused
 # (bad command line, config or input), 3 refused by the guard, 4 not verified.
-#   make quantize TARGET=avx2 [MODE=dynamic|static] [MODEL=minilm] [ARGS='calibration.n_samples=256']
+#
+# Build and verify (set up on first use: the venv, and qemu-user/debootstrap/sshd/registry via apt-get):
+#   make quantize TARGET=avx2 [MODE=dynamic|static|qat] [MODEL=minilm|digits_cnn] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
+#   make verify ARTIFACT_DIR=artifacts/x         (any built folder; its target comes from its manifest)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
-#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
 #   EXPORT=aoti: a torch AOTInductor package (model.pt2) instead of ONNX, e.g.
 #     make quantize EXPORT=aoti MODEL=digits_cnn MODE=static TARGET=avx2   (artifacts/...-aoti/)
-#   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
-#   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib] [ARGS='target=avx2,avx512']
+#     (its own folder: artifacts/<model>-<mode>-<target>-<runtime>/)
+#   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib|submitit_local|submitit_slurm|ray] [ARGS='target=avx2,avx512']
+#   make test / make test-fast                   (README "Tests")
+# Read and report (no emulator, no apt-get):
+#   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
+#   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml] [BASELINE=rc1]
 #                [ARGS='release.max_latency_ratio=1.2']   (reports/<release>/)
 #   make bench [RELEASE=candidate]               (reports/<release>/bench/results.json, results.md)
@@ -25,16 +31,18 @@
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
 # The guard alone, for deployments (README "The guard in a deployment"; no network):
 #   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
-#   make test
+# Housekeeping: make setup (venv only) / make system-tools (apt-get) / make clean / make help
+# The environment decides HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE (default 1: no model hub).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 QG := $(PY) -m pipeline.cli
 SETUP_STAMP := $(VENV)/.quantgate-setup
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
+HF_HUB_OFFLINE ?= 1
+TRANSFORMERS_OFFLINE ?= 1
+HF_DATASETS_OFFLINE ?= 1
+export HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HF_DATASETS_OFFLINE
 
 TARGET ?= avx2
 MODE ?= dynamic
@@ -47,7 +55,10 @@ comma := ,
 space := $(subst x, ,x)
 RUNTIME_ARG = $(if $(RUNTIME),$(if $(findstring =,$(RUNTIME))$(findstring <,$(RUNTIME))$(findstring >,$(RUNTIME)),\
 	runtime=custom 'runtime.requirements=[$(subst $(space),$(comma),$(patsubst %,"%",$(RUNTIME)))]',runtime=$(RUNTIME)))
-ARTIFACT_DIR := artifacts/$(MODEL)-$(MODE)-$(TARGET)$(if $(filter aoti,$(EXPORT)),-aoti)
+# The default build folder; with RUNTIME= quantgate names it (pipeline/build/task.py: artifact_name).
+ARTIFACT_DIR ?= $(if $(RUNTIME),$(shell $(PY) -m pipeline.cli build --artifact-folder model=$(MODEL) mode=$(MODE) \
+	target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG)),artifacts/$(MODEL)-$(MODE)-$(TARGET)$(if $(filter aoti,$(EXPORT)),-aoti))
+ARTIFACT_DIR_GIVEN = $(filter command line environment,$(origin ARTIFACT_DIR))
 # Compare with TARGET only when the user named one; otherwise the artifact's own stamp (if any).
 TARGET_GIVEN = $(filter command line environment,$(origin TARGET))
 
@@ -72,10 +83,18 @@ REGISTRY_DIR ?= .registry
 REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
 REF ?=
 
-.PHONY: setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
+.DEFAULT_GOAL := help
+.PHONY: help setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
 	keys sign provenance registry registry-stop publish pull guard-wheel
 
-setup: system-tools $(SETUP_STAMP)
+help:
+	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@echo "Variables (current value):"
+	@$(foreach v,TARGET MODE MODEL EXPORT RUNTIME ARGS ARTIFACT_DIR RELEASE JOBS LAUNCHER WAIVERS BASELINE \
+		KEY PUBLIC_KEY REGISTRY REF HF_HUB_OFFLINE,printf '  %-16s %s\n' '$(v)' '$(if $(filter ARTIFACT_DIR,$(v)),$(if $(RUNTIME),<named by quantgate>,$($(v))),$($(v)))';)
+
+# The venv only; targets that run emulators, sshd or a registry also depend on system-tools.
+setup: $(SETUP_STAMP)
 
 # Checked on every run, not only when the venv is built: a machine set up before a tool was
 # added still gets it.
@@ -97,18 +116,18 @@ $(SETUP_STAMP): pyproject.toml
 	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "quantgate-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
-quantize: setup
+quantize: setup system-tools
 	$(QG) build model=$(MODEL) mode=$(MODE) target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG) $(ARGS)
 
-verify: setup
+verify: setup system-tools
 ifneq ($(filter aoti,$(EXPORT))$(filter %.pt2,$(ARTIFACT)),)
 	$(QG) verify --artifact-dir $(or $(patsubst %/model.pt2,%,$(ARTIFACT)),$(ARTIFACT_DIR)) $(ARGS)
 else ifdef ARTIFACT
 	$(QG) verify --artifact $(ARTIFACT) --reference $(REFERENCE) --inputs $(INPUTS) \
 		--target $(TARGET) $(if $(OUT),--out $(OUT)) $(RUNTIME_ARG) $(ARGS)
 else
-	$(QG) verify --artifact-dir $(ARTIFACT_DIR) --target $(TARGET) $(if $(OUT),--out $(OUT)) \
-		$(RUNTIME_ARG) $(ARGS)
+	$(QG) verify --artifact-dir $(ARTIFACT_DIR) $(if $(or $(TARGET_GIVEN),$(if $(ARTIFACT_DIR_GIVEN),,1)),--target $(TARGET)) \
+		$(if $(OUT),--out $(OUT)) $(RUNTIME_ARG) $(ARGS)
 endif
 
 audit: setup
@@ -121,7 +140,7 @@ inspect: setup
 
 # Builds and verifies every combination in parallel; one failed combination does not stop the others,
 # and the run ends with a table (also artifacts/$(RELEASE)/matrix.json). The signoff is the gate.
-matrix: setup
+matrix: setup system-tools
 	$(QG) matrix --release $(RELEASE) --launcher $(LAUNCHER) --jobs $(JOBS) $(ARGS)
 
 # Exit 0 only when the verdict is `ready`.
@@ -141,18 +160,18 @@ sign: setup
 provenance: setup
 	$(QG) provenance $(or $(ARTIFACT),$(ARTIFACT_DIR)) $(if $(wildcard $(PUBLIC_KEY)),--public-key $(PUBLIC_KEY))
 
-registry: setup
+registry: setup system-tools
 	$(QG) registry start --dir $(REGISTRY_DIR) --port $(REGISTRY_PORT)
 
 registry-stop:
 	$(QG) registry stop --dir $(REGISTRY_DIR)
 
-publish: setup
+publish: setup system-tools
 	$(QG) publish --release $(RELEASE) --registry $(REGISTRY) --artifacts-dir artifacts/$(RELEASE) \
 		--report reports/$(RELEASE) --public-key $(PUBLIC_KEY) $(if $(WAIVERS),--waivers $(WAIVERS)) $(if $(FORCE),--force)
 
 # Verifies every sha256 and the signature before anything lands in OUT/<artifact>/.
-pull: setup
+pull: setup system-tools
 	@test -n "$(REF)" || { echo "quantgate pull: give REF=<host[:port]>/<repository>:<tag>, e.g." \
 		"REF=localhost:5000/quantgate/minilm-dynamic-avx2:rc1" >&2; exit 2; }
 	$(QG) pull $(REF) --out $(or $(OUT),deploy) --public-key $(PUBLIC_KEY) $(if $(FORCE),--force)
@@ -170,10 +189,10 @@ guard-wheel:
 		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
 		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
 
-test: setup
+test: setup system-tools
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup system-tools
 	$(PY) -m pytest -q -m 'not slow'
 
 clean:

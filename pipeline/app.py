@@ -79,6 +79,11 @@ def run_hydra(args: list[str]) -> int:
     if "--version" in args:
         print(f"quantgate {version()}")
         return ExitCode.OK
+    if "--artifact-folder" in args:  # where this build would land (the Makefile's default ARTIFACT_DIR)
+        from pipeline.build.task import artifact_folder
+        from pipeline.config.compose import compose_config
+        print(artifact_folder(compose_config([a for a in args if a != "--artifact-folder"])))
+        return ExitCode.OK
     check_options(args)
     register_configs()
     saved = sys.argv

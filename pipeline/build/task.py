@@ -23,9 +23,12 @@ from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
 def artifact_name(cfg) -> str:
-    # export=aoti builds sit beside the ONNX build of the same model, mode and target.
+    """<model>-<mode>-<target>, then `-<runtime>` for a build with RUNTIME= and `-aoti` for export=aoti:
+    each sits beside the default build of the same model, mode and target, never over it."""
+    from pipeline.runtimes.venvs import resolve
+    runtime = resolve(cfg.runtime).folder_suffix if cfg.get("runtime") is not None else ""
     suffix = "-aoti" if cfg.export == "aoti" else ""
-    return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{suffix}"
+    return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{runtime}{suffix}"
 
 
 def artifact_folder(cfg) -> Path:

@@ -118,6 +118,7 @@ def build_help() -> str:
               "options:",
               "  -h, --help               show this help and exit",
               "  --version                print quantgate's version and exit",
+              "  --artifact-folder        print the folder this build would write, and exit",
               "  -m, --multirun           build every combination of comma-separated choices (target=avx2,avx512)",
               "  -c, --cfg job|hydra|all  print the composed config instead of building",
               "  -p, --package PACKAGE    with --cfg: only this part of the config (e.g. verify)",

@@ -52,6 +52,18 @@ class Runtime:
         spec = {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "requirements": sorted(self.requirements)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def folder_suffix(self) -> str:
+        """What a build for this runtime adds to its artifact folder's name, so it never overwrites the
+        default build: nothing when pinned, the profile's name (`-ort116`), or for pip lines
+        `-custom-<first 8 hex of sha256 of the sorted lines, one per line>` (the Makefile computes the same)."""
+        if self.pinned:
+            return ""
+        if self.name != CUSTOM:
+            return f"-{self.name}"
+        lines = "".join(f"{line}\n" for line in sorted(self.requirements))
+        return f"-{CUSTOM}-{hashlib.sha256(lines.encode()).hexdigest()[:8]}"
+
     def label(self) -> str:
         return f"{self.name} ({' '.join(self.requirements)})" if self.requirements else f"{self.name} (this venv)"
 

@@ -71,3 +71,17 @@ def test_probe_asks_the_installed_runtime_itself():
     limits = probe()
     assert limits["max_ir_version"] >= 10 and limits["max_opsets"][""] >= 18
     assert json.loads(json.dumps(limits)) == limits
+
+
+def test_a_build_for_another_runtime_gets_its_own_folder():
+    from pipeline.build.task import artifact_name
+    assert artifact_name(compose_config(["target=avx2"])) == "minilm-dynamic-avx2"
+    assert artifact_name(compose_config(["target=avx2", "runtime=ort116"])) == "minilm-dynamic-avx2-ort116"
+    # pip lines that a shipped profile covers are that profile; others are named by their content
+    assert artifact_name(compose_config(["runtime=custom", 'runtime.requirements=["onnxruntime==1.16.3"]'])) == \
+        "minilm-dynamic-avx2-ort116"
+    one = artifact_name(compose_config(["runtime=custom", 'runtime.requirements=["onnxruntime==1.17.3","numpy<2"]']))
+    same = artifact_name(compose_config(["runtime=custom", 'runtime.requirements=["numpy<2","onnxruntime==1.17.3"]']))
+    other = artifact_name(compose_config(["runtime=custom", 'runtime.requirements=["onnxruntime==1.18.0"]']))
+    assert one == same != other and one.startswith("minilm-dynamic-avx2-custom-")
+    assert artifact_name(compose_config(["runtime=pinned"])) == "minilm-dynamic-avx2"
