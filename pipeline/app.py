@@ -26,7 +26,9 @@ _outcome: list[QuantgateError] = []
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def quantize(cfg: DictConfig) -> int:
     from pipeline.build.task import artifact_folder, quantize_task
+    from pipeline.progress import route_third_party_logs
 
+    route_third_party_logs()
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -26,7 +26,7 @@ def artifact_name(cfg) -> str:
     """<model>-<mode>-<target>, then `-<runtime>` for a build with RUNTIME= and `-aoti` for export=aoti:
     each sits beside the default build of the same model, mode and target, never over it."""
     from pipeline.runtimes.venvs import resolve
-    runtime = resolve(cfg.runtime).folder_suffix if cfg.get("runtime") is not None else ""
+    runtime = resolve(cfg.runtime).folder_suffix
     suffix = "-aoti" if cfg.export == "aoti" else ""
     return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{runtime}{suffix}"
 
