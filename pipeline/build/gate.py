@@ -103,15 +103,15 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
     from dataclasses import replace
 
     from pipeline.build.calibrate import load_batches
-    from pipeline.build.quantize import quantize_onnx
+    from pipeline.build.quantize import QuantizerKnobs, quantize_onnx
 
     if manifest.quantization.mode != "dynamic":
         return manifest.path(manifest.model_file)
     probe = scratch / "probe.onnx"
     record = replace(manifest.quantization, mode="static", quant_format="QDQ", calibration_method="minmax")
     quantize_onnx(record, manifest.path(manifest.reference_file), probe,
-                  load_batches(manifest.path(manifest.calibration_file)), list(cfg.mode.op_types_to_quantize),
-                  excluded, quiet=True)
+                  load_batches(manifest.path(manifest.calibration_file)),
+                  QuantizerKnobs.from_config(cfg).excluding(excluded), quiet=True)
     return probe
 
 

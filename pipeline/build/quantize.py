@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,20 +33,59 @@ def policy(cfg) -> QuantizationRecord:
         calibration_method=method if mode == "static" else ("qat" if mode == "qat" else None))
 
 
+@dataclass(frozen=True)
+class QuantizerKnobs:
+    """onnxruntime's own knobs for one build (mode.op_types_to_quantize, nodes_to_exclude, nodes_to_quantize,
+    extra_options), checked by pipeline/config/rules.py and, for node names, against the graph here."""
+
+    op_types: tuple[str, ...]
+    nodes_to_exclude: tuple[str, ...] = ()
+    nodes_to_quantize: tuple[str, ...] = ()
+    extra_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg) -> "QuantizerKnobs":
+        mode = cfg.mode
+        options = {key: value for key, value in mode.extra_options.items() if value is not None}
+        return cls(tuple(mode.op_types_to_quantize), tuple(mode.nodes_to_exclude), tuple(mode.nodes_to_quantize),
+                   options)
+
+    def excluding(self, nodes) -> "QuantizerKnobs":
+        """These knobs with more nodes kept fp32 (the accuracy gate's fallback)."""
+        return replace(self, nodes_to_exclude=tuple(dict.fromkeys([*self.nodes_to_exclude, *nodes])))
+
+    def check_node_names(self, graph_path: Path) -> None:
+        """Every named node exists in the fp32 graph; a typo is refused naming close matches, never ignored."""
+        import difflib
+
+        import onnx
+        from pipeline.errors import UsageError
+        names = [node.name for node in onnx.load(str(graph_path), load_external_data=False).graph.node]
+        for key in ("nodes_to_exclude", "nodes_to_quantize"):
+            unknown = [name for name in getattr(self, key) if name not in set(names)]
+            if unknown:
+                hints = [f"{name!r}" + (f" (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
+                    name, names, n=3)) else "") for name in unknown]
+                raise UsageError(f"mode.{key}: no node {', '.join(hints)} in the fp32 graph; list its nodes with "
+                                 f"`quantgate inspect {graph_path} --nodes`")
+
+
 def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
     return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
 def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, calibration_batches: list,
-                  op_types: list[str], nodes_to_exclude: list[str] = (), quiet: bool = False) -> None:
-    """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy."""
+                  knobs: QuantizerKnobs, quiet: bool = False) -> None:
+    """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy and knobs."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
+    chosen = {"op_types_to_quantize": list(knobs.op_types), "nodes_to_exclude": list(knobs.nodes_to_exclude),
+              "nodes_to_quantize": list(knobs.nodes_to_quantize) or None}
     if record.mode == "dynamic":
         quantize_dynamic(reference, output, per_channel=record.per_channel, reduce_range=record.reduce_range,
-                         weight_type=_quant_type(record.weight_type), op_types_to_quantize=list(op_types),
-                         nodes_to_exclude=list(nodes_to_exclude))
+                         weight_type=_quant_type(record.weight_type), extra_options=dict(knobs.extra_options),
+                         **chosen)
         return
     progress = tqdm(total=len(calibration_batches), desc="calibration batches", unit="batch", disable=quiet)
     # onnxruntime logs a generic "consider pre-processing" warning on every call; ours are explicit.
@@ -58,8 +98,8 @@ def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, cal
             reference, output, reader, quant_format=QuantFormat[record.quant_format],
             per_channel=record.per_channel, reduce_range=record.reduce_range,
             activation_type=_quant_type(record.activation_type), weight_type=_quant_type(record.weight_type),
-            calibrate_method=method, op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
-            extra_options={"CalibTensorRangeSymmetric": False})
+            calibrate_method=method, extra_options={"CalibTensorRangeSymmetric": False, **knobs.extra_options},
+            **chosen)
     finally:
         progress.close()
 
@@ -69,10 +109,12 @@ def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
+    knobs = QuantizerKnobs.from_config(cfg).excluding(nodes_to_exclude)
+    knobs.check_node_names(reference)
     calibration_batches = load_batches(manifest.path(manifest.calibration_file))
     with tempfile.TemporaryDirectory(dir=manifest.folder, prefix=".quantize-") as scratch:
         output = Path(scratch) / "model.onnx"
-        excluded = f", {len(nodes_to_exclude)} node(s) kept fp32" if nodes_to_exclude else ""
+        excluded = f", {len(knobs.nodes_to_exclude)} node(s) kept fp32" if knobs.nodes_to_exclude else ""
         if record.mode == "qat":
             from pipeline.build import qat
             with step(f"quantize: QAT, {cfg.mode.qat_steps} fake-quant steps (activations {record.activation_type}, "
@@ -85,8 +127,7 @@ def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
                 f"{record.activation_type}, weights {record.weight_type})")
             with step(f"quantize: {what}, per_channel={record.per_channel}, reduce_range={record.reduce_range}"
                       f"{excluded}"):
-                quantize_onnx(record, reference, output, calibration_batches, list(cfg.mode.op_types_to_quantize),
-                              nodes_to_exclude)
+                quantize_onnx(record, reference, output, calibration_batches, knobs)
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

@@ -1,7 +1,8 @@
 """Every rule between config values, in one place, checked once before any work (`pipeline.build.task.validate`).
 
-A rule here needs the composed config only: no model, no data. Types, enum values and unknown keys are
-already checked by the schema when Hydra composes; what is left is what no single field can say.
+A rule here needs the composed config only: no model, no data. Types and enum values are checked by the
+schema when Hydra composes; keys added with `+key=value` (which Hydra lets through) are checked here against
+the schema, and so is what no single field can say.
 Each refusal is a `UsageError` naming the values and the fix.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pipeline.errors import UsageError
 
 
 def check(cfg) -> None:
+    _no_unknown_keys(cfg)
     _no_missing_values(cfg)
     _target(cfg)
     _calibration(cfg)
@@ -62,6 +64,99 @@ def _mode(cfg) -> None:
         raise UsageError("mode=qat exports QuantizeLinear/DequantizeLinear pairs: mode.quant_format must be QDQ")
     if mode.name == "qat" and mode.qat_steps <= 0:
         raise UsageError(f"mode.qat_steps={mode.qat_steps} must be a positive number of training steps")
+    _quantizer_knobs(cfg)
+
+
+# onnxruntime's extra_options that only static quantization reads, and the option each one needs.
+STATIC_ONLY_OPTIONS = {"CalibMovingAverage": None, "CalibMovingAverageConstant": "CalibMovingAverage",
+                       "SmoothQuant": None, "SmoothQuantAlpha": "SmoothQuant"}
+
+
+def _quantizer_knobs(cfg) -> None:
+    """onnxruntime's knobs: op types it knows, extra options the mode uses. Node names are checked against
+    the exported graph by the quantize stage (they exist only after export)."""
+    mode = cfg.mode
+    options = {key: value for key, value in mode.extra_options.items() if value is not None}
+    if mode.name == "qat" and (mode.nodes_to_exclude or mode.nodes_to_quantize or options):
+        raise UsageError("mode=qat fine-tunes and exports in torch: mode.nodes_to_exclude, mode.nodes_to_quantize "
+                         "and mode.extra_options are onnxruntime's (mode=dynamic or mode=static)")
+    unknown = [op for op in mode.op_types_to_quantize if op not in quantizable_op_types()]
+    if unknown:
+        raise UsageError(f"mode.op_types_to_quantize: {', '.join(_with_close_matches(unknown, quantizable_op_types()))} "
+                         f"{'is' if len(unknown) == 1 else 'are'} not an operator type onnxruntime quantizes")
+    overlap = sorted(set(mode.nodes_to_exclude) & set(mode.nodes_to_quantize))
+    if overlap:
+        raise UsageError(f"mode.nodes_to_exclude and mode.nodes_to_quantize both name {overlap}: a node is either kept "
+                         f"fp32 or quantized; drop it from one list")
+    for key, needs in STATIC_ONLY_OPTIONS.items():
+        if key in options and mode.name != "static":
+            raise UsageError(f"mode.extra_options.{key} applies to static calibration only (mode=static); "
+                             f"drop it for mode={mode.name}")
+        if key in options and needs and not options.get(needs):
+            raise UsageError(f"mode.extra_options.{key} takes effect only with mode.extra_options.{needs}=true")
+    for key in ("CalibMovingAverageConstant", "SmoothQuantAlpha"):
+        if key in options and not 0 <= options[key] <= 1:
+            raise UsageError(f"mode.extra_options.{key}={options[key]} is out of range: it must be between 0 and 1")
+    if options.get("CalibMovingAverage") and cfg.calibration.method != "minmax":
+        raise UsageError(f"mode.extra_options.CalibMovingAverage applies to calibration.method=minmax only "
+                         f"(got {cfg.calibration.method})")
+    if options.get("SmoothQuant"):
+        import importlib.util
+        if importlib.util.find_spec("neural_compressor") is None:
+            raise UsageError("mode.extra_options.SmoothQuant=true needs Intel Neural Compressor, which onnxruntime "
+                             "calls for it: pip install neural-compressor (into .venv), or drop the option")
+
+
+def quantizable_op_types() -> set[str]:
+    """Operator types onnxruntime's quantizers have a handler for, plus any standard ONNX operator (QDQ
+    quantization wraps any op's inputs)."""
+    import onnx
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+    return {*IntegerOpsRegistry, *QLinearOpsRegistry, *QDQRegistry, *(s.name for s in onnx.defs.get_all_schemas())}
+
+
+def _with_close_matches(names: list[str], valid) -> list[str]:
+    import difflib
+    out = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(valid), n=3)
+        out.append(f"{name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return out
+
+
+def _no_unknown_keys(cfg) -> None:
+    """`+mode.foo=1` composes (Hydra opens the config for `+`); nothing would read it. Refused, naming close keys."""
+    from pipeline.config.schema import GROUP_SCHEMAS, QuantgateConfig
+    if not OmegaConf.is_config(cfg):
+        return
+    unknown: list[tuple[str, list[str]]] = []
+    _unknown_keys(cfg, QuantgateConfig, "", GROUP_SCHEMAS, unknown)
+    if unknown:
+        described = [f"{key}" + (f" (did you mean {', '.join(close)}?)" if close else "") for key, close in unknown]
+        raise UsageError(f"unknown config key(s): {'; '.join(described)}. Nothing reads them, so they are refused; "
+                         f"`quantgate build --cfg job` prints every key")
+
+
+def _unknown_keys(node, schema, prefix: str, group_schemas: dict, found: list) -> None:
+    import dataclasses
+    import difflib
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        if key == "hydra":
+            continue
+        if key not in names:
+            found.append((f"{prefix}{key}", [f"{prefix}{c}" for c in difflib.get_close_matches(str(key), names, n=2)]))
+            continue
+        kind = group_schemas.get(key) if not prefix else None
+        if kind is None:
+            kind = hints[key]
+            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # Optional[X] -> X
+        value = node._get_node(key)
+        if dataclasses.is_dataclass(kind) and OmegaConf.is_dict(value) and not value._is_missing() and not value._is_none():
+            _unknown_keys(value, kind, f"{prefix}{key}.", group_schemas, found)
 
 
 def _export(cfg) -> None:

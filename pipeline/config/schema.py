@@ -102,6 +102,20 @@ class CalibrationConfig:
 
 
 @dataclass
+class QuantExtraOptions:
+    """A typed subset of onnxruntime.quantization's `extra_options`, named as onnxruntime names them
+    (`mode.extra_options.WeightSymmetric=false`); null = onnxruntime's default (quantgate sets
+    CalibTensorRangeSymmetric=false for static builds itself)."""
+
+    WeightSymmetric: Optional[bool] = None  # dynamic and static
+    ActivationSymmetric: Optional[bool] = None  # dynamic and static
+    CalibMovingAverage: Optional[bool] = None  # static, minmax only
+    CalibMovingAverageConstant: Optional[float] = None  # static, with CalibMovingAverage; 0..1
+    SmoothQuant: Optional[bool] = None  # static; needs the neural-compressor package
+    SmoothQuantAlpha: Optional[float] = None  # static, with SmoothQuant; 0..1
+
+
+@dataclass
 class ModeConfig:
     name: QuantMode = MISSING
     quant_format: QuantFormat = QuantFormat.QDQ
@@ -109,6 +123,10 @@ class ModeConfig:
     # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types
     # (Gather: the embedding table, weight-only in effect).
     op_types_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Conv", "Gather"])
+    # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).
+    nodes_to_exclude: list[str] = field(default_factory=list)  # kept fp32
+    nodes_to_quantize: list[str] = field(default_factory=list)  # empty = every node of the op types above
+    extra_options: QuantExtraOptions = field(default_factory=QuantExtraOptions)
     # QAT (torchao PT2E): fine-tuning steps, learning rate and batch size.
     qat_steps: int = 100
     qat_learning_rate: float = 1e-4
