@@ -44,6 +44,7 @@ def route_third_party_logs() -> None:
     """torch gives its logger its own console handler: send its records the way of every third party's
     (through the root handlers, so to the run's log file and, errors only, to the console)."""
     import torch  # noqa: F401 - importing torch installs the handler this replaces
+    del torch
     torch_log = logging.getLogger("torch")
     torch_log.handlers.clear()
     torch_log.propagate = True
