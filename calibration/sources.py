@@ -99,6 +99,14 @@ def check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
                                f"character: truncated?); re-save it as UTF-8") from None
 
 
+def hub_dataset_label(calibration_cfg) -> str:
+    """`glue/sst2@<revision>`: a hub dataset as messages and the stamp name it."""
+    label = str(calibration_cfg.hub_name)
+    if calibration_cfg.hub_config_name:
+        label += f"/{calibration_cfg.hub_config_name}"
+    return label + (f"@{calibration_cfg.hub_revision}" if calibration_cfg.hub_revision else "")
+
+
 def load_text_dataset(calibration_cfg):
     """The configured source as a Dataset whose column `text` holds one example per row."""
     import datasets
@@ -113,12 +121,15 @@ def load_text_dataset(calibration_cfg):
             raise CalibrationError(f"calibration.text_column={column!r} is not a column of the data files; "
                                  f"columns: {dataset.column_names}")
     elif source == "hub":
+        which = hub_dataset_label(calibration_cfg)
         try:
-            dataset = datasets.load_dataset(calibration_cfg.hub_name, split=calibration_cfg.split)
+            dataset = datasets.load_dataset(calibration_cfg.hub_name, calibration_cfg.hub_config_name,
+                                            split=calibration_cfg.split, revision=calibration_cfg.hub_revision)
         except Exception as error:
-            raise CalibrationError(f"dataset {calibration_cfg.hub_name!r} split {calibration_cfg.split!r} could not "
-                                 f"be loaded offline ({one_line(error)}); download it into the "
-                                 f"datasets cache first or use calibration=files") from None
+            raise CalibrationError(f"dataset {which} split {calibration_cfg.split!r} could not be loaded offline "
+                                   f"({one_line(error)}); download it into the datasets cache first (with that "
+                                   f"calibration.hub_config_name and calibration.hub_revision) or use "
+                                   f"calibration=files") from None
         if column not in dataset.column_names:
             raise CalibrationError(f"calibration.text_column={column!r} is not a column of {calibration_cfg.hub_name}; "
                                  f"columns: {dataset.column_names}")

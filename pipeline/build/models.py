@@ -45,7 +45,10 @@ def dataset_identity(calibration_cfg) -> str:
     from pipeline.build.reproducible import portable_path_value
     if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
-    return portable_path_value(str(calibration_cfg.hub_name))
+    from calibration.sources import hub_dataset_label
+    from omegaconf import OmegaConf
+    portable = OmegaConf.merge(calibration_cfg, {"hub_name": portable_path_value(str(calibration_cfg.hub_name))})
+    return hub_dataset_label(portable)
 
 
 def as_number(value) -> float | None:

@@ -82,6 +82,8 @@ class CalibrationConfig:
     source: CalibrationSource = MISSING  # each option under conf/calibration/ names its source
     data_files: list[str] = field(default_factory=list)
     hub_name: Optional[str] = None
+    hub_config_name: Optional[str] = None  # the dataset's configuration (glue's `sst2`), as datasets' `name=`
+    hub_revision: Optional[str] = None  # a branch, tag or commit of the dataset repository
     split: str = "train"
     text_column: str = "text"
     n_samples: int = 64  # calibration examples the quantizer sees (at least min_samples)
