@@ -160,6 +160,7 @@ class VerifyConfig:
     profiles: Optional[list[str]] = None  # null = what the target lists; names from conf/cpu/ (`haswell@ort116`)
     extra_profiles: list[str] = field(default_factory=list)  # added to the profiles above, e.g. lab hosts over SSH
     cpu_profile_dirs: list[str] = field(default_factory=list)  # more folders of CPU profile YAMLs beside conf/cpu/
+    max_parallel_hosts: int = 4  # lab hosts (kind: ssh) verified at the same time; local profiles run one by one
     timeout_seconds: float = 900.0  # per child process
     memory_limit_mb: int = 8192  # per child process (RLIMIT_AS)
     emulated_max_samples: int = 3

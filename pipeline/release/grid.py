@@ -25,18 +25,39 @@ def host_microarchitecture(features: list[str], build_host: dict[str, Any] | Non
 
 def profile_columns(rows: list[dict[str, Any]], native: dict[str, Any]) -> list[dict[str, Any]]:
     """Every CPU profile any artifact was verified on, fewest CPU features first (below-floor CPUs left, the
-    native host right); `native` carries the host's microarchitecture and feature count."""
+    native host right); `native` carries the host's microarchitecture and feature count. `where` tells real
+    machines from emulated ones: `this host`, `lab host` (an ssh profile) or `emulated` (QEMU)."""
     from pipeline.isa.targets import PROFILES
     columns = {}
     for name in dict.fromkeys(r["profile"] for r in rows if r["cpu"]):
         cpu = name.split("@")[0]
+        evidence = [r.get("evidence") or {} for r in rows if r["cpu"] and r["profile"] == name]
+        where = profile_where(cpu, evidence)
         if cpu == "native":
             label, rank = f"{name} ({native.get('microarchitecture') or 'host'})", native.get("features") or 0
         else:
             features = PROFILES[cpu].features() if cpu in PROFILES else None
             label, rank = name, len(features or ())
-        columns[name] = {"name": name, "label": label, "features": rank}
+            if where == "lab host":
+                address = next((str(e["runtime"]["name"]).partition(":")[0] for e in evidence
+                                if (e.get("runtime") or {}).get("name")), "")
+                label += f" ({address})" if address else ""
+        columns[name] = {"name": name, "label": label, "features": rank, "where": where}
     return sorted(columns.values(), key=lambda c: (c["features"], c["name"]))
+
+
+def profile_where(cpu: str, evidence: list[dict[str, Any]]) -> str:
+    """`this host`, `lab host` or `emulated`, from what the profile's runs recorded (a lab host's CPU was read
+    there; an emulated run's command starts QEMU), else from the profile's YAML when it is known here."""
+    from pipeline.isa.targets import PROFILES
+    if cpu == "native":
+        return "this host"
+    if any(e.get("host") for e in evidence):
+        return "lab host"
+    if any("qemu" in str(e.get("command") or "") for e in evidence):
+        return "emulated"
+    kind = getattr(PROFILES[cpu], "kind", None) if cpu in PROFILES else None
+    return {"ssh": "lab host", "native": "this host"}.get(str(kind), "emulated")
 
 
 def cell(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,9 +356,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             except QuantgateError as error:
                 envs[runtime, family] = error
 
-        for index, plan in enumerate(plans, 1):
-            profiles[plan.key] = record = {"expected": plan.expected, "required": plan.required, "why": plan.why,
-                                           "cpu": plan.name}
+        def verify_plan(index: int, plan) -> None:
+            record = profiles[plan.key]
             cpu = profile(plan.name)
             env = envs.get((plan.runtime, cpu.family)) if not plan.not_verified and not cpu.remote else None
             if isinstance(env, QuantgateError):
@@ -365,7 +365,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             if plan.not_verified:
                 record |= {"status": "not_verified", "reason": plan.not_verified, "requirement_met": False}
                 progress(f"verify {target.name}: [{index}/{len(plans)}] {plan.key}: not verified ({plan.not_verified})")
-                continue
+                return
             ids = list(selection["emulated"]) if cpu.emulated and selection else list(range(native_n))
             if cpu.remote:  # the host's own interpreter: its versions were read there, nothing is predicted
                 problems, record["host"] = [], plan.host
@@ -394,6 +394,21 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                                     f"should have refused it ({record['reason']})")
             progress(f"verify {target.name}:     {plan.key}: {record['status']} in {record['wall_seconds']:.1f} s"
                      + ("" if record["requirement_met"] else f" (expected {plan.expected}: {record['reason'][:300]})"))
+
+        # Reports list profiles in plan order; lab hosts (their own CPUs) run in parallel, at most
+        # verify.max_parallel_hosts at a time, while the local profiles (this CPU) run one after another.
+        for plan in plans:
+            profiles[plan.key] = {"expected": plan.expected, "required": plan.required, "why": plan.why,
+                                  "cpu": plan.name}
+        numbered = list(enumerate(plans, 1))
+        remote = {i for i, plan in numbered if profile(plan.name).remote and not plan.not_verified}
+        with ThreadPoolExecutor(max_workers=max(1, min(len(remote), cfg.verify.max_parallel_hosts))) as hosts:
+            running = [hosts.submit(verify_plan, i, plan) for i, plan in numbered if i in remote]
+            for i, plan in numbered:
+                if i not in remote:
+                    verify_plan(i, plan)
+            for future in running:
+                future.result()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

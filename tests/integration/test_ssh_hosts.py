@@ -232,3 +232,42 @@ def test_a_host_below_the_floor_refuses_and_a_false_claim_is_reported(tmp_path, 
     assert "avx2" not in lab["host"]["cpu_features"] and "sse4_2" in lab["host"]["cpu_features"]
     assert "claims haswell" in lab["host"]["mismatch"]
     assert any("claims haswell" in note for note in report["notes"])
+
+
+RENDEZVOUS = """#!/bin/sh
+# The lab host's python, which for a verification run first waits (up to 60 s) for the other host's run to start.
+case "$*" in *child_onnx*)
+    touch "{folder}/{name}.started"
+    for _ in $(seq 300); do
+        if [ -e "{folder}/{other}.started" ]; then touch "{folder}/{name}.met"; break; fi
+        sleep 0.2
+    done;;
+esac
+exec {python} "$@"
+"""
+
+
+@requires_host_features("avx2", why="the lab hosts are this machine, and the artifact is built for avx2")
+def test_lab_hosts_are_verified_in_parallel(tmp_path, server):
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    profiles = tmp_path / "profiles"
+    for name, other in (("lab-a", "lab-b"), ("lab-b", "lab-a")):
+        wrapper = tmp_path / f"{name}-python"
+        wrapper.write_text(RENDEZVOUS.format(folder=meeting, name=name, other=other, python=sys.executable))
+        wrapper.chmod(0o755)
+        write_profile(profiles, server, name=name, python=str(wrapper), microarchitecture="haswell")
+    code, report = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab-a,lab-b]",
+                          "verify.max_parallel_hosts=2")
+    assert code == ExitCode.OK and [report["profiles"][n]["status"] for n in ("lab-a", "lab-b")] == ["pass", "pass"]
+    # each host's run saw the other's start while it waited: they ran at the same time
+    assert sorted(p.name for p in meeting.iterdir()) == ["lab-a.met", "lab-a.started", "lab-b.met", "lab-b.started"]
+    # the signoff tells the real machines from the emulated ones
+    from pipeline.release.signoff import signoff
+    release = tmp_path / "artifacts" / "rc1"
+    release.mkdir(parents=True)
+    shutil.copytree(folder, release / folder.name)
+    report = signoff("rc1", release, None)
+    where = {column["name"]: (column["where"], column["label"]) for column in report["grid"]["columns"]}
+    assert where["lab-a"] == ("lab host", "lab-a (127.0.0.1)") and where["native"][0] == "this host"
