@@ -242,6 +242,9 @@ class ReleaseConfig:
     # int8 p50 latency over fp32 (batch 1, measured natively by verification) above this blocks (waivable as
     # profile `latency`); 1.0 = int8 must not be slower than fp32.
     max_latency_ratio: float = 1.0
+    # int8 model file size over the fp32 reference's above this blocks (waivable as profile `size`); 1.0 = int8
+    # must not be larger than fp32. A size budget: e.g. 0.3 (MiniLM dynamic int8 is 0.25x).
+    max_size_ratio: float = 1.0
 
 
 # Each config group and the dataclass its options compose onto (conf/<group>/*.yaml).

@@ -337,6 +337,20 @@ def matrix_rows(release: str, release_dir: Path, found: dict[str, dict]) -> tupl
     return matrix, rows
 
 
+def size_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[dict[str, Any]]:
+    """Size as a finding: int8 larger than release.max_size_ratio x fp32 blocks (waivable: `size`)."""
+    rows, limit = [], settings.max_size_ratio
+    for facts in artifacts:
+        size = facts["size"]
+        if not size.get("fp32_bytes"):
+            continue
+        within = size["ratio"] <= limit
+        rows.append(_row(facts["name"], "size", "within_budget" if within else "too_large", within,
+                         f"int8 is {size['ratio']:.2f}x the fp32 size ({_mb(size['int8_bytes'])} vs "
+                         f"{_mb(size['fp32_bytes'])}): {'<=' if within else '>'} release.max_size_ratio {limit:g}"))
+    return rows
+
+
 def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[dict[str, Any]]:
     """Performance as a finding: int8 slower than fp32 beyond release.max_latency_ratio blocks (waivable: `latency`)."""
     rows, limit = [], settings.max_latency_ratio
@@ -400,7 +414,7 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
         artifacts.append(facts)
         rows += artifact_rows
     matrix, build_rows = matrix_rows(release, release_dir, {a["name"]: a for a in artifacts})
-    rows += build_rows + latency_rows(artifacts, settings)
+    rows += build_rows + latency_rows(artifacts, settings) + size_rows(artifacts, settings)
     # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
     # required, given a key, or present; a missing or invalid signature is never waivable.
     rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
@@ -511,7 +525,7 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
         latencies = [a["latency"]["p50_ratio"] if a["latency"] else 0.0 for a in report["artifacts"]]
         limit = report["settings"]["release"]["max_latency_ratio"]
         for axis, values, title, bound in ((left, latencies, "latency p50, batch 1 (native)", limit),
-                                           (right, sizes, "file size", 1.0)):
+                                           (right, sizes, "file size", report["settings"]["release"]["max_size_ratio"])):
             axis.barh(range(len(names)), values, color=["#1565c0" if v <= bound else "#c62828" for v in values], height=0.6)
             axis.axvline(1.0, color="black", linewidth=1)
             if bound != 1.0:
@@ -629,8 +643,9 @@ def release_settings(overrides: list[str]) -> ReleaseConfig:
     except OmegaConfBaseException as error:
         raise UsageError(f"release settings {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
     settings = ReleaseConfig(**OmegaConf.to_container(merged))
-    if settings.max_latency_ratio <= 0:
-        raise UsageError(f"release.max_latency_ratio={settings.max_latency_ratio} must be more than 0")
+    for key in ("max_latency_ratio", "max_size_ratio"):
+        if getattr(settings, key) <= 0:
+            raise UsageError(f"release.{key}={getattr(settings, key)} must be more than 0")
     return settings
 
 

@@ -112,7 +112,8 @@ def test_the_grid_links_every_cell_to_its_evidence(baseline_and_release):
     page.feed((out / "signoff.html").read_text())
     column = report["grid"]["columns"][0]
     assert column["name"] == "native" and column["label"].startswith("native (") and column["features"] > 0
-    assert [c["text"] for c in page.grid if c["tag"] == "th"] == ["artifact", column["label"], "other checks"]
+    assert [c["text"] for c in page.grid if c["tag"] == "th"] == ["artifact", column["label"], "other checks",
+                                                                  "runs on", "this host", ""]
     by_row = [c for c in page.grid if c["tag"] == "td"]
     texts = [c["text"] for c in by_row]
     # rows: GOOD, BAD, NEVER_BUILT; columns: artifact, native, other checks
@@ -173,6 +174,18 @@ def test_latency_blocks_above_the_limit_and_not_below(baseline_and_release, tmp_
     assert not any(words.startswith(f"{GOOD} / latency") for words in lenient["blocking"])
     assert signoff_main(["--release", "x", "--artifacts-dir", str(folder), "--out", str(tmp_path / "x"),
                          "release.max_latency_ratio=fast"]) == 2
+
+
+def test_a_size_budget_blocks_an_artifact_over_it(baseline_and_release, tmp_path):
+    _, report, _, folder, waivers = baseline_and_release
+    ratio = next(a for a in report["artifacts"] if a["name"] == GOOD)["size"]["ratio"]
+    finding = next(r for r in report["rows"] if r["artifact"] == GOOD and r["profile"] == "size")
+    assert finding["outcome"] == "ok" and "release.max_size_ratio 1" in finding["reason"]  # default: not above fp32
+    code, strict = run(folder, tmp_path / "strict", "--waivers", str(waivers), NO_LIMIT,
+                       f"release.max_size_ratio={ratio * 0.9}")
+    row = next(r for r in strict["rows"] if r["artifact"] == GOOD and r["profile"] == "size")
+    assert code == 1 and row["status"] == "too_large" and row["outcome"] == "failed"
+    assert f"int8 is {ratio:.2f}x the fp32 size" in row["reason"]
 
 
 def test_the_trend_names_what_changed_since_the_baseline(baseline_and_release):
