@@ -142,6 +142,11 @@ class TextEmbeddingFamily:
         self._tokenizer = None
 
     @property
+    def checkpoint_folder(self) -> Path:
+        """The transformers checkpoint (config.json, tokenizer files) the artifact folder copies for Optimum."""
+        return self.path
+
+    @property
     def source_name(self) -> str:
         # A local checkpoint is named by its folder's name, not where it lies on the build machine
         # (the stamp carries no absolute path; the weights' sha256 identifies it).

@@ -169,9 +169,10 @@ def _check_no_host_paths(staging: Path, folder: Path) -> None:
 
 def build_stages(export: str) -> tuple:
     """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export)."""
-    from pipeline.build import aoti, calibrate, export as export_stage, gate, quantize, stamp
+    from pipeline.build import aoti, calibrate, export as export_stage, gate, hub_files, quantize, stamp
     return {
-        "onnx": (export_stage, calibrate, quantize, gate, stamp),  # model.onnx
+        # model.onnx, and for transformers checkpoints what Optimum and transformers load beside it
+        "onnx": (export_stage, calibrate, quantize, gate, stamp, hub_files),
         # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/build/aoti.py)
         "aoti": (export_stage, calibrate, aoti),
     }[export]

@@ -145,3 +145,52 @@ def test_minilm_qat_self_distillation_builds_within_budget(tmp_path):
     assert "no labels" in manifest.qat["objective"] and manifest.qat["learning_rate"] == 1e-5
     assert manifest.fallback.within_budget and manifest.int8_metrics["validation_cosine_mean"] >= 0.98
     assert read_stamp(manifest.path("model.onnx"))["mode"] == "qat"
+
+
+# Optimum's onnxruntime package pins transformers 4.57 (this venv has 5.x): it gets its own cached venv, prepared
+# like a runtime profile (pipeline/runtimes/venvs.py); torch is pinned so pip takes the local CPU wheel.
+OPTIMUM = ("optimum-onnx[onnxruntime]==0.1.0", "torch==2.13.0")
+OPTIMUM_LOADS = """
+import json, sys
+from optimum.onnxruntime import ORTConfig, ORTModelForCustomTasks
+from transformers import AutoConfig, AutoTokenizer
+folder = sys.argv[1]
+model = ORTModelForCustomTasks.from_pretrained(folder, file_name="model.onnx")
+tokenizer = AutoTokenizer.from_pretrained(folder)
+outputs = model(**tokenizer(["Quantized models must run on the CPUs they are meant for."], return_tensors="pt"))
+quantization = ORTConfig.from_pretrained(folder).quantization
+print(json.dumps({"outputs": {k: v.tolist() for k, v in outputs.items()}, "model_type": AutoConfig.from_pretrained(folder).model_type,
+                  "per_channel": quantization.per_channel, "reduce_range": quantization.reduce_range,
+                  "is_static": quantization.is_static}))
+"""
+
+
+def test_the_folder_holds_what_optimum_and_transformers_load(dynamic_build):
+    folder = dynamic_build.folder
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "bert" and "_name_or_path" not in config  # no trace of where it was loaded from
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "ort_config.json"):
+        assert (folder / name).is_file() and name in {f.path for f in dynamic_build.files}
+    quantization = json.loads((folder / "ort_config.json").read_text())["quantization"]
+    assert quantization["is_static"] is False and quantization["reduce_range"] is True  # the avx2 policy
+
+
+def test_optimum_loads_the_artifact_folder_in_its_own_venv(dynamic_build, tmp_path):
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    from pipeline.runtimes import venvs
+    env = venvs.prepare(venvs.Runtime("optimum", OPTIMUM))
+    folder = dynamic_build.folder
+    result = subprocess.run([env.python, "-c", OPTIMUM_LOADS, str(folder)], capture_output=True, text=True,
+                            timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["model_type"] == "bert" and loaded["per_channel"] is True and loaded["reduce_range"] is True
+    # the same embedding as onnxruntime here, on the same sentence
+    tokens = AutoTokenizer.from_pretrained(str(folder))(["Quantized models must run on the CPUs they are meant for."],
+                                                       return_tensors="np")
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {i.name: tokens[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+    assert np.allclose(np.asarray(loaded["outputs"]["sentence_embedding"]), ours, atol=1e-5)
