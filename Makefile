@@ -4,7 +4,8 @@
 # Exit codes are the same for every command (README "Command line"): 0 ok, 1 a check failed, 2 refused
 # (bad command line, config or input), 3 refused by the guard, 4 not verified.
 #
-# Build and verify (set up on first use: the venv, and qemu-user/debootstrap/sshd/registry via apt-get):
+# Build and verify (set up on first use: the venv, and qemu-user/debootstrap/sshd/registry via apt-get;
+#   make test also chromium):
 #   make quantize TARGET=avx2 [MODE=dynamic|static|qat] [MODEL=minilm|digits_cnn] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT_DIR=artifacts/x         (any built folder; its target comes from its manifest)
@@ -31,7 +32,7 @@
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
 # The guard alone, for deployments (README "The guard in a deployment"; no network):
 #   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
-# Housekeeping: make setup (venv only) / make system-tools (apt-get) / make clean / make help
+# Housekeeping: make setup (venv only) / make system-tools, make test-tools (apt-get) / make clean / make help
 # The environment decides HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE (default 1: no model hub).
 
 PYTHON ?= python3
@@ -84,7 +85,7 @@ REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
 REF ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
+.PHONY: help setup system-tools test-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
 	keys sign provenance registry registry-stop publish pull guard-wheel
 
 help:
@@ -107,6 +108,11 @@ system-tools:
 		apt-get update -qq && apt-get install -y -qq docker-registry; }
 	@test -x /usr/sbin/sshd || { echo "installing openssh-server (ssh lab-host profiles and their tests)"; \
 		apt-get update -qq && apt-get install -y -qq openssh-server; }
+
+# The tests alone also need a real headless browser (they check the signoff page's grid and links).
+test-tools:
+	@command -v chromium >/dev/null || { echo "installing chromium (the tests check the signoff page in a headless browser)"; \
+		apt-get update -qq && apt-get install -y -qq chromium; }
 
 $(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -189,10 +195,10 @@ guard-wheel:
 		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
 		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
 
-test: setup system-tools
+test: setup system-tools test-tools
 	$(PY) -m pytest -q
 
-test-fast: setup system-tools
+test-fast: setup system-tools test-tools
 	$(PY) -m pytest -q -m 'not slow'
 
 clean:

@@ -231,3 +231,39 @@ def test_latency_of_a_native_runtime_profile_is_found(digits_release, tmp_path):
     assert code == 0 and report["artifacts"][0]["latency"]["profile"] == "native@ort116"
     assert report["grid"]["columns"][0]["name"] == "native@ort116"
     assert "not measured" not in (tmp_path / "rc" / "signoff.md").read_text()
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless (root needs --no-sandbox)."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("needs Debian's chromium for the headless-browser check: `apt-get install chromium` (make setup)")
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--disable-dev-shm-usage", *args], capture_output=True, text=True, timeout=180)
+
+
+def test_a_real_browser_renders_the_grid_and_every_link_lands(baseline_and_release, tmp_path):
+    """The page as Chromium builds it: every in-page link has its anchor in the rendered DOM, and the screenshot
+    shows the grid's cells in their colours (pass, waived, not verified) and the blocking frame."""
+    import numpy as np
+    from PIL import Image
+
+    _, report, out, _, _ = baseline_and_release
+    url = (out / "signoff.html").as_uri()
+    dom = chromium("--dump-dom", url)
+    assert dom.returncode == 0 and "<table class=\"grid\">" in dom.stdout, dom.stderr[-500:]
+    page = _Page()
+    page.feed(dom.stdout)
+    assert page.links and set(page.links) <= page.ids, sorted(set(page.links) - page.ids)
+    cells = [c for c in page.grid if c["tag"] == "td" and c["href"]]
+    assert {c["href"] for c in cells} >= {f"ev-{BAD}--native", f"ev-{GOOD}--native", f"ev-{NEVER_BUILT}--build"}
+
+    shot = tmp_path / "grid.png"
+    taken = chromium(f"--screenshot={shot}", "--window-size=1400,1400", url)
+    assert taken.returncode == 0 and shot.is_file(), taken.stderr[-500:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in np.unique(pixels, axis=0)}
+    expected = {"pass": (0xe6, 0xf4, 0xea), "waived": (0xff, 0xf8, 0xe1), "not verified": (0xee, 0xf1, 0xf4),
+                "blocked verdict": (0xfd, 0xec, 0xea)}
+    missing = [state for state, rgb in expected.items() if rgb not in colours]
+    assert not missing, f"the screenshot shows no {missing} cell (colours as in signoff.html.j2)"
