@@ -75,11 +75,11 @@ def npz_files(path: str | Path) -> list[Path]:
 
 def _read(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     expected = describe_inputs(specs)
+    if not zipfile.is_zipfile(file):
+        raise CalibrationError(f"{file} is not an .npz file (a zip of named .npy arrays); save the calibration data "
+                               f"with np.savez(path, NAME=array, ...) naming the model's inputs: {expected}")
     try:
         with np.load(file, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise CalibrationError(f"{file} holds one array, not named arrays; save with np.savez(path, "
-                                       f"NAME=array, ...) naming the model's inputs: {expected}")
             return {name: archive[name] for name in archive.files}
     except CalibrationError:
         raise

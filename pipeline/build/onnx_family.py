@@ -48,8 +48,7 @@ def check_fp32(model, where: str) -> None:
     other_floats = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
     fix_quantized = ("quantgate quantizes it itself: give the fp32 model it was made from (e.g. the export before "
                      "onnxruntime.quantization or Optimum)")
-    fix_precision = ("give the float32 model (export it in fp32, or convert it, e.g. with onnxconverter_common's "
-                     "float16.convert_float_to_float16's inverse / `model.float()` before export)")
+    fix_precision = "give the float32 model (e.g. export the torch module after model.float())"
     for graph in _graphs(model.graph):
         for node in graph.node:
             if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear"):
