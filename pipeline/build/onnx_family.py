@@ -88,6 +88,11 @@ def read_model(path_text: str):
         raise InputError(f"model.path={path_text!r} is a folder; point it at the .onnx file itself (external data "
                          f"files beside it are read too)")
     try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise InputError(f"model.path={path_text!r} cannot be read ({error.strerror}); check its permissions") from None
+    try:
         model = onnx.load(str(path))  # external data: resolved beside the file
     except (DecodeError, ValueError, RuntimeError) as error:
         raise InputError(f"model.path={path_text!r} is not a readable ONNX model ({one_line(error)}); is it "

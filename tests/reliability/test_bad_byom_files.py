@@ -74,11 +74,11 @@ NPZ = {
                         ["no array for model input(s) ['tokens']", "['tokenz'] match no model input",
                          "tokens float32 [?, ?, 8]; extra float32 [?, 4]"]),
     "an input's rank": (lambda a: a.update(tokens=a["tokens"][:, 0]),
-                        ["array tokens has 2 axes [48, 8]", "takes 3", "tokens float32 [?, ?, 8]"]),
+                        ["array tokens has 2 axes [128, 8]", "takes 3", "tokens float32 [?, ?, 8]"]),
     "an input's dtype": (lambda a: a.update(tokens=a["tokens"].astype(np.int32)),
                          ["array tokens holds int32 values", "takes float32", "astype(np.float32)"]),
     "a fixed axis": (lambda a: a.update(extra=a["extra"][:, :3]),
-                     ["array extra has shape [48, 3]", "axis 1 of the model input is fixed at 4"]),
+                     ["array extra has shape [128, 3]", "axis 1 of the model input is fixed at 4"]),
 }
 
 
