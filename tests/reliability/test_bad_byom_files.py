@@ -44,7 +44,26 @@ def _junk(folder):
     (folder / "model.onnx").write_bytes(b"\x00not onnx\xff" * 50)
 
 
+def _external_data(folder, location: str | None):
+    """model.onnx whose weights are in model.onnx.data, then moved away (None) or pointed at `location`."""
+    import onnx
+    write_onnx_model(folder / "model.onnx")
+    if location is None:
+        (folder / "model.onnx.data").unlink()
+        return
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(folder / "model.onnx"))
+
+
 MODELS = {
+    "external data missing": (lambda folder: _external_data(folder, None),
+                              ["its external data cannot be read", "model.onnx.data"]),
+    "external data outside its folder": (lambda folder: _external_data(folder, "../../../etc/passwd"),
+                                         ["its external data cannot be read", "outside the directory"]),
     "float16": (lambda folder: write_onnx_model(folder / "model.onnx", dtype=np.float16),
                 ["is not an fp32 model", "float16"]),
     "already quantized": (_quantized, ["is already quantized", "DynamicQuantizeLinear", "give the fp32 model"]),
