@@ -88,3 +88,15 @@ def test_torch_factory_builds_with_qat_by_self_distillation(user_files, tmp_path
     manifest = Manifest.load(tmp_path / "torch-qat-avx2")
     assert "self-distillation" in manifest.qat["objective"] and manifest.qat["steps"] == 10
     assert verified_profiles(tmp_path / "torch-qat-avx2") == {"native": "pass"}
+
+
+def test_the_config_hash_names_the_files_by_content_not_by_folder(tmp_path):
+    from pipeline.build.stamp import config_sha256
+
+    def digest(folder, seed=0):
+        folder.mkdir()
+        model = write_onnx_model(folder / "detector.onnx", seed=seed)
+        calib = write_npz(folder / "calib.npz")
+        return config_sha256(compose_config(["model=onnx", f"model.path={model}", f"calibration.path={calib}"]))
+
+    assert digest(tmp_path / "one") == digest(tmp_path / "two") != digest(tmp_path / "three", seed=1)
