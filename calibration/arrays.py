@@ -22,13 +22,16 @@ KINDS = {"f": "floating-point", "i": "integer", "u": "integer", "b": "boolean"}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: its name, numpy dtype and shape (None for a dynamic axis; axis 0 = examples)."""
+    """One model input: its name, numpy dtype and shape (None for a dynamic axis; axis 0 = examples; the
+    whole shape None when the model does not say its rank)."""
 
     name: str
     dtype: np.dtype
-    shape: tuple
+    shape: tuple | None
 
     def describe(self) -> str:
+        if self.shape is None:
+            return f"{self.name} {np.dtype(self.dtype).name} [any rank]"
         axes = ", ".join("?" if size is None or isinstance(size, str) else str(size) for size in self.shape)
         return f"{self.name} {np.dtype(self.dtype).name} [{axes}]"
 
@@ -92,11 +95,14 @@ def _read(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
 
 def _check_array(file: Path, spec: InputSpec, array: np.ndarray, expected: str) -> np.ndarray:
     want = np.dtype(spec.dtype)
-    if array.ndim != len(spec.shape):
+    if array.ndim == 0:
+        raise CalibrationError(f"{file}: array {spec.name} is a single value; it needs one row per example on axis 0: "
+                               f"{spec.describe()}")
+    if spec.shape is not None and array.ndim != len(spec.shape):
         raise CalibrationError(f"{file}: array {spec.name} has {array.ndim} axes {list(array.shape)}, but the model "
                                f"input takes {len(spec.shape)} (axis 0 = examples): {spec.describe()}. The model's "
                                f"inputs: {expected}")
-    for axis, (size, wanted) in enumerate(zip(array.shape[1:], spec.shape[1:]), start=1):
+    for axis, (size, wanted) in enumerate(zip(array.shape[1:], (spec.shape or ())[1:]), start=1):
         if isinstance(wanted, int) and size != wanted:
             raise CalibrationError(f"{file}: array {spec.name} has shape {list(array.shape)}, but axis {axis} of the "
                                    f"model input is fixed at {wanted}: {spec.describe()}")

@@ -149,7 +149,8 @@ class OnnxFamily(NpzData):
             if not value.type.HasField("tensor_type"):
                 raise InputError(f"model.path={self.cfg.model.path!r}: input {value.name} is not a tensor (a sequence "
                                  f"or map); quantgate feeds tensors only")
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim) \
+                if tensor.HasField("shape") else None  # None: the file does not say its rank
             specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
         return specs
 
