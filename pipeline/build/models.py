@@ -309,8 +309,12 @@ class DigitsCnnFamily:
 
 # Families in modules of their own are named "module:Class" and imported when chosen (they import DataSplits
 # from here, so importing them here would be a circle).
-FAMILIES = {"text_embedding": TextEmbeddingFamily, "digits_cnn": DigitsCnnFamily,
-            "onnx": "pipeline.build.onnx_family:OnnxFamily", "torch": "pipeline.build.torch_family:TorchFamily"}
+FAMILIES = {
+    "text_embedding": TextEmbeddingFamily,
+    "digits_cnn": DigitsCnnFamily,
+    "onnx": "pipeline.build.onnx_family:OnnxFamily",
+    "torch": "pipeline.build.torch_family:TorchFamily",
+}
 
 
 def family_class(name: str):
