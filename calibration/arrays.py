@@ -145,7 +145,7 @@ def load_arrays(path: str | Path, specs: list[InputSpec]) -> ArrayData:
                                    f"(plus an optional `labels`)")
         checked = {spec.name: _check_array(file, spec, arrays[spec.name], expected) for spec in specs}
         counts = {name: array.shape[0] for name, array in checked.items()}
-        if LABELS in arrays:
+        if LABELS in arrays and LABELS not in names:  # a model input named `labels` is an input
             labels = arrays[LABELS]
             if labels.dtype.kind not in "iu" or labels.ndim == 0:
                 raise CalibrationError(f"{file}: labels holds {labels.dtype} values of shape {list(labels.shape)}; "
@@ -166,5 +166,5 @@ def load_arrays(path: str | Path, specs: list[InputSpec]) -> ArrayData:
                                    f"axis 0 ({shapes}); examples are batched together, so give one shape per input "
                                    f"(pad to a common length)")
     merged = {name: np.concatenate([arrays[name] for arrays in per_file]) for name in per_file[0]}
-    labels = merged.pop(LABELS, None)
+    labels = merged.pop(LABELS, None) if LABELS not in names else None
     return ArrayData(merged, labels, files)
