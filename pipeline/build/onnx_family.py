@@ -2,9 +2,9 @@
 
 The file is read and checked when the family is made, before any work: it must exist, parse, pass onnx's checker,
 compute in float32 (no float16/bfloat16/double tensors) and not be quantized already (no QuantizeLinear,
-DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers). The export stage then writes
-it, external data folded in, as `reference.onnx` (lowered to the target runtime's IR version and opset like an
-export). Its data comes from `calibration=npz` (`pipeline/build/npz_data.py`), checked against its inputs.
+DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
+converted up to it. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
+the target runtime's IR version and opset like an export). Its data comes from `calibration=npz` (`pipeline/build/npz_data.py`), checked against its inputs.
 """
 from __future__ import annotations
 
@@ -22,6 +22,27 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
                  "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QAttention", "QEmbedLayerNormalization",
                  "DynamicQuantizeLSTM"}
 PROTOBUF_LIMIT = 2 ** 31 - 1  # one .onnx file without external data
+# onnxruntime's quantizer writes per-channel DequantizeLinear (an `axis` attribute: opset 13); older files are
+# converted up to it (onnx's version converter), before any work.
+MIN_OPSET = 13
+
+
+def upgrade_opset(model, where: str):
+    """The model at opset MIN_OPSET or later (onnx.version_converter), or refused in words."""
+    import onnx
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= MIN_OPSET:
+        return model
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as error:  # noqa: BLE001 - the converter raises RuntimeError, ValidationError, ...
+        raise InputError(f"{where} is at opset {opset}, and onnx's version converter cannot take it to opset "
+                         f"{MIN_OPSET}, the oldest quantgate quantizes ({one_line(error)}); export it again with "
+                         f"opset {MIN_OPSET} or later") from None
+    return converted
 
 
 def _graphs(graph):
@@ -107,7 +128,7 @@ def read_model(path_text: str):
     except (onnx.checker.ValidationError, ValueError) as error:
         raise InputError(f"model.path={path_text!r} is not a valid ONNX model ({one_line(error)})") from None
     check_fp32(model, f"model.path={path_text!r}")
-    return model
+    return upgrade_opset(model, f"model.path={path_text!r}")
 
 
 def external_files(path: Path, model) -> list[Path]:
