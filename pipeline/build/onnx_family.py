@@ -175,6 +175,25 @@ class OnnxFamily(NpzData):
             specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
         return specs
 
+    def data(self):
+        """The npz pool; onnxruntime must also load the model and run it on the first examples (what names,
+        ranks and fixed axes cannot show: an operator it lacks, axes that must agree with each other)."""
+        import onnxruntime as ort
+        splits = super().data()
+        first = {name: array[:2] for name, array in self.arrays().arrays.items()}
+        try:
+            session = ort.InferenceSession(self.reference_onnx(), providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types
+            raise InputError(f"model.path={self.cfg.model.path!r}: onnxruntime cannot load it ({one_line(error)})") \
+                from None
+        try:
+            session.run(None, first)
+        except Exception as error:  # noqa: BLE001
+            shapes = {name: list(value.shape) for name, value in first.items()}
+            raise InputError(f"calibration.path={self.cfg.calibration.path}: the model fails on these arrays "
+                             f"({one_line(error)}); shapes {shapes}") from None
+        return splits
+
     @property
     def source_name(self) -> str:
         from pipeline.build.reproducible import portable_path_value
