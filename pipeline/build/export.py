@@ -61,8 +61,13 @@ def run(cfg, manifest: Manifest) -> Manifest:
         with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset})"):
             torch.manual_seed(int(cfg.model.seed))
             model = family.load_torch()
-            onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
-                                     family.output_names, int(cfg.model.opset))
+            try:
+                onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
+                                         family.output_names, int(cfg.model.opset))
+            except Exception as error:
+                if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
+                    raise
+                raise family.export_refused(error) from None
     onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
     # debug/reference.nodes.json, not into the artifact: same inputs, same bytes, in any folder.

@@ -4,7 +4,8 @@ The file is read and checked when the family is made, before any work: it must e
 compute in float32 (no float16/bfloat16/double tensors) and not be quantized already (no QuantizeLinear,
 DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
 converted up to it. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
-the target runtime's IR version and opset like an export). Its data comes from `calibration=npz` (`pipeline/build/npz_data.py`), checked against its inputs.
+the target runtime's IR version and opset like an export). Its data comes from `calibration=npz`
+(`pipeline/build/npz_data.py`), checked against its inputs.
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def check_fp32(model, where: str) -> None:
     from onnx import TensorProto
 
     quantized_types = {TensorProto.INT8, TensorProto.UINT8}
-    quantized_types |= {getattr(TensorProto, name) for name in ("INT4", "UINT4", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ",
-                                                                "FLOAT8E5M2", "FLOAT8E5M2FNUZ") if hasattr(TensorProto, name)}
+    narrow = ("INT4", "UINT4", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+    quantized_types |= {getattr(TensorProto, name) for name in narrow if hasattr(TensorProto, name)}
     other_floats = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
     fix_quantized = ("quantgate quantizes it itself: give the fp32 model it was made from (e.g. the export before "
                      "onnxruntime.quantization or Optimum)")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
+import re
 
 import numpy as np
 
@@ -159,7 +161,33 @@ class TorchFamily(NpzData):
         return splits
 
     def load_torch(self):
+        # torch logs a failed shape guard with its stack before raising; export_refused says it in one line.
+        logging.getLogger("torch._guards").setLevel(logging.CRITICAL)
         return self.module
+
+    def export_refused(self, error: Exception) -> InputError:
+        """Why torch.export could not export the module, in words, with what to change."""
+        chain, seen = [], error  # the exporter wraps torch.export's error, which may wrap a shape constraint's
+        while seen is not None and seen not in chain:
+            chain.append(seen)
+            seen = seen.__cause__ or seen.__context__
+
+        def first_line(exception):
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exception)).strip()
+            return text.splitlines()[0] if text else type(exception).__name__
+
+        cause = next((e for e in chain if "Constraints violated" in first_line(e)), None)
+        if cause is None:
+            cause = error
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+        first = first_line(cause)
+        hint = ("forward must work for any batch size (no reshape or view to the example's batch, no Python "
+                "branches on shapes)" if "Constraints violated" in first else
+                "make forward exportable by torch.export (https://pytorch.org/docs/stable/export.html), e.g. no "
+                "data-dependent Python control flow")
+        return InputError(f"model.factory={self.cfg.model.factory!r}: torch.export cannot export the module with a "
+                          f"dynamic batch axis ({type(cause).__name__}: {first[:300]}); {hint}")
 
     def weights_sha256(self) -> str:
         state = self.module.state_dict()

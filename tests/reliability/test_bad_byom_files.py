@@ -138,3 +138,19 @@ def test_factory_that_cannot_give_a_module_is_refused(tmp_path, factory, cli):
 ])
 def test_incomplete_or_conflicting_settings_are_refused(tmp_path, overrides, expected):
     assert expected in refused(tmp_path, *overrides)
+
+
+def test_module_that_cannot_have_a_dynamic_batch_axis_is_refused_at_export(tmp_path):
+    from pipeline.build.task import build
+    from pipeline.config import compose_config
+    from tests.fixtures.byom_pkg.models import FEATURES
+    features = np.random.default_rng(0).standard_normal((64, FEATURES)).astype(np.float32)
+    np.savez(tmp_path / "features.npz", features=features)
+    overrides = ["model=torch", "model.factory=tests.fixtures.byom_pkg.models:fixed_batch",
+                 f"calibration.path={tmp_path / 'features.npz'}", f"artifacts_dir={tmp_path / 'a'}", *FAST]
+    with pytest.raises(QuantgateError) as raised:
+        build(compose_config(overrides))
+    assert raised.value.exit_code == 2
+    assert "torch.export cannot export the module with a dynamic batch axis" in str(raised.value)
+    assert "Constraints violated (batch)" in str(raised.value) and "any batch size" in str(raised.value)
+    assert published(tmp_path / "a") == []

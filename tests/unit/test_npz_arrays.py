@@ -50,7 +50,8 @@ def test_the_gate_judges_every_output_and_takes_the_worst():
     broken[0] *= -1  # one sample of the second output destroyed
     figures = metrics("generic", [logits, broken], [logits, states], None)
     assert figures["cosine_mean"] < 0.8 and figures["cosine_worst"] == pytest.approx(-1.0)
-    ok, text = within_budget("generic", figures, {}, type("V", (), {"min_cosine_mean": 0.98, "min_cosine_worst": 0.95})())
+    budget = type("Verify", (), {"min_cosine_mean": 0.98, "min_cosine_worst": 0.95})()
+    ok, text = within_budget("generic", figures, {}, budget)
     assert not ok and "cosine mean" in text
     labels = logits.argmax(-1)
     figures = metrics("classifier", [logits, broken], [logits, states], labels)
