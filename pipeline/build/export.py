@@ -54,11 +54,20 @@ def run(cfg, manifest: Manifest) -> Manifest:
     import torch
 
     family = model_family(cfg)
-    with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset})"):
-        torch.manual_seed(int(cfg.model.seed))
-        model = family.load_torch()
-        onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
-                                 family.output_names, int(cfg.model.opset))
+    if hasattr(family, "reference_onnx"):  # model=onnx: the user's fp32 file is the reference
+        with step(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference"):
+            onnx_bytes = family.reference_onnx()
+    else:
+        with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset})"):
+            torch.manual_seed(int(cfg.model.seed))
+            model = family.load_torch()
+            try:
+                onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
+                                         family.output_names, int(cfg.model.opset))
+            except Exception as error:
+                if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
+                    raise
+                raise family.export_refused(error) from None
     onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
     # debug/reference.nodes.json, not into the artifact: same inputs, same bytes, in any folder.

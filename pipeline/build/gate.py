@@ -21,20 +21,48 @@ from pipeline.progress import say
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 
 
-def run_model(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of the model at `path`, in graph order."""
     import onnxruntime as ort
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, inputs)[0]
+    return session.run(None, inputs)
 
 
-def metrics(kind: str, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-    if kind == "classifier":
-        result = {"top1_agreement": float(np.mean(outputs.argmax(1) == reference.argmax(1)))}
-        if labels is not None:
-            result["accuracy"] = float(np.mean(outputs.argmax(1) == labels))
-        return result
-    cosine = (outputs * reference).sum(1) / (np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1))
-    return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+def _is_logits(kind: str, output: np.ndarray) -> bool:
+    """A classifier's output judged by argmax along its last axis (as pipeline/verify/fidelity.py does)."""
+    return kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1
+
+
+def accuracy(outputs, labels: np.ndarray | None) -> float | None:
+    """Accuracy of the first logits output whose argmax has the labels' shape (-100: positions not counted)."""
+    for output in outputs if isinstance(outputs, list) else [outputs]:
+        if labels is not None and output.ndim >= 2 and output.argmax(-1).shape == labels.shape:
+            counted = labels >= 0
+            return float(np.mean((output.argmax(-1) == labels)[counted])) if counted.any() else None
+    return None
+
+
+def metrics(kind: str, outputs, reference, labels: np.ndarray | None) -> dict[str, float]:
+    """Top-1 agreement (and accuracy) of a classifier's logits, cosine per sample of any other output; with
+    several outputs (lists), the worst of each figure."""
+    if not isinstance(outputs, list):
+        outputs, reference = [outputs], [reference]
+    result: dict[str, float] = {}
+    for output, expected in zip(outputs, reference):
+        if _is_logits(kind, expected):
+            figures = {"top1_agreement": float(np.mean(output.argmax(-1) == expected.argmax(-1)))}
+        else:
+            a = output.reshape(len(output), -1).astype(np.float64)
+            b = expected.reshape(len(expected), -1).astype(np.float64)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+            cosine = np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-30))
+            figures = {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+        for key, value in figures.items():
+            result[key] = min(result.get(key, value), value)
+    if kind == "classifier" and (correct := accuracy(outputs, labels)) is not None:
+        result["accuracy"] = correct
+    return result
 
 
 def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
@@ -45,19 +73,22 @@ def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
 
 
 def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float], verify_cfg) -> tuple[bool, str]:
-    if kind == "classifier":
-        if "accuracy" in quantized:
-            drop = fp32["accuracy"] - quantized["accuracy"]
-            return (drop <= verify_cfg.max_accuracy_drop,
-                    f"accuracy {quantized['accuracy']:.4f} vs fp32 {fp32['accuracy']:.4f} (drop {drop:.4f}, "
-                    f"budget {verify_cfg.max_accuracy_drop})")
+    checks: list[tuple[bool, str]] = []
+    if "accuracy" in quantized and "accuracy" in fp32:
+        drop = fp32["accuracy"] - quantized["accuracy"]
+        checks.append((drop <= verify_cfg.max_accuracy_drop,
+                       f"accuracy {quantized['accuracy']:.4f} vs fp32 {fp32['accuracy']:.4f} (drop {drop:.4f}, "
+                       f"budget {verify_cfg.max_accuracy_drop})"))
+    elif "top1_agreement" in quantized:
         agreement = quantized["top1_agreement"]
-        return (agreement >= verify_cfg.min_top1_agreement,
-                f"top-1 agreement {agreement:.4f} (budget >= {verify_cfg.min_top1_agreement})")
-    ok = (quantized["cosine_mean"] >= verify_cfg.min_cosine_mean
-          and quantized["cosine_worst"] >= verify_cfg.min_cosine_worst)
-    return ok, (f"cosine mean {quantized['cosine_mean']:.4f} worst {quantized['cosine_worst']:.4f} (budget mean >= "
-                f"{verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst})")
+        checks.append((agreement >= verify_cfg.min_top1_agreement,
+                       f"top-1 agreement {agreement:.4f} (budget >= {verify_cfg.min_top1_agreement})"))
+    if "cosine_mean" in quantized:
+        checks.append((quantized["cosine_mean"] >= verify_cfg.min_cosine_mean
+                       and quantized["cosine_worst"] >= verify_cfg.min_cosine_worst,
+                       f"cosine mean {quantized['cosine_mean']:.4f} worst {quantized['cosine_worst']:.4f} (budget "
+                       f"mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst})"))
+    return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
 
 
 def _noise(sqnr_db: float) -> float:
@@ -126,8 +157,8 @@ def run(cfg, manifest: Manifest) -> Manifest:
     reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
     fp32 = metrics(kind, reference_validation, reference_validation, validation_labels)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
-    if heldout_labels is not None:
-        manifest.fp32_metrics["test_accuracy"] = float(np.mean(reference_heldout.argmax(1) == heldout_labels))
+    if kind == "classifier" and (correct := accuracy(reference_heldout, heldout_labels)) is not None:
+        manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
         quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
@@ -136,7 +167,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
         return ok, description, quantized
 
     ok, description, quantized = measure()
-    fallback = FallbackRecord(budget=budget_text(kind, verify_cfg, validation_labels is not None))
+    fallback = FallbackRecord(budget=budget_text(kind, verify_cfg, "accuracy" in fp32))
     fallback.steps.append({"excluded_nodes": 0, **quantized})
     say(f"gate: validation {description}: {'within budget' if ok else 'OVER BUDGET'}")
     limit, per_step = int(verify_cfg.fallback_max_excluded_nodes), max(1, int(verify_cfg.fallback_nodes_per_step))
@@ -158,9 +189,9 @@ def run(cfg, manifest: Manifest) -> Manifest:
     fallback.within_budget = ok
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
-    if heldout_labels is not None:
-        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
-        manifest.int8_metrics["test_accuracy"] = float(np.mean(heldout_outputs.argmax(1) == heldout_labels))
+    if kind == "classifier" and (correct := accuracy(run_model(manifest.path(manifest.model_file), heldout),
+                                                     heldout_labels)) is not None:
+        manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} fp32 node(s): " + ", ".join(
             f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)

@@ -11,7 +11,8 @@ asks for it; an s8 activation target (arm64) gets the same config with int8 acti
 
 Objectives: classifiers (digits_cnn) fine-tune on their labelled train split with cross-entropy;
 embedding models (minilm) need no labels: the fake-quantized student matches the fp32 model's
-embeddings on the calibration text (1 - cosine similarity), i.e. self-distillation.
+embeddings on the calibration text (1 - cosine similarity), i.e. self-distillation. A module of the user's
+(model=torch, data from calibration=npz, no separate train split) is self-distilled the same way, on every output.
 """
 from __future__ import annotations
 
@@ -88,6 +89,17 @@ def _batches(arrays: dict[str, np.ndarray], labels, batch_size: int, steps: int,
                None if labels is None else torch.from_numpy(np.asarray(labels)[rows]))
 
 
+def distillation_loss(outputs, reference):
+    """1 - cosine per sample to the fp32 model's outputs (any rank, flattened per sample), averaged over outputs
+    (a tensor, or a tuple/list/dict of them)."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+    losses = [(1 - torch.nn.functional.cosine_similarity(out.reshape(len(out), -1).float(),
+                                                          ref.reshape(len(ref), -1).float(), dim=1)).mean()
+              for out, ref in zip(tree_leaves(outputs), tree_leaves(reference))]
+    return sum(losses) / len(losses)
+
+
 def _merge(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Calibration batches padded to one length, so the QAT sampler can draw rows across them."""
     width = max(batch[next(iter(batch))].shape[-1] for batch in batches) if batches[0][next(iter(batches[0]))].ndim == 2 else None
@@ -146,7 +158,9 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list):
         arrays, labels, objective = data.train_inputs, data.train_labels, "cross-entropy on the labelled train split"
     else:
         arrays, labels, objective = _merge(calibration_batches), None, \
-            "1 - cosine to the fp32 model's embeddings on the calibration text (no labels)"
+            "1 - cosine to the fp32 model's embeddings on the calibration text (no labels)" \
+            if family.kind == "embedding" else "1 - cosine to the fp32 model's outputs per sample, every output, " \
+                                               "on the calibration sample (self-distillation)"
     learning_rate = float(cfg.model.qat_learning_rate or cfg.mode.qat_learning_rate)
     optimizer = torch.optim.Adam(prepared.parameters(), lr=learning_rate)
     losses = []
@@ -161,7 +175,7 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list):
         else:
             with torch.no_grad():
                 reference = teacher(*ordered)
-            loss = (1 - torch.nn.functional.cosine_similarity(outputs, reference, dim=1)).mean()
+            loss = distillation_loss(outputs, reference)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -35,8 +35,8 @@ def library_versions() -> dict[str, str]:
 
 
 def portable_config(resolved: dict) -> dict:
-    """The config with its path values (checkpoint folder, data files, a local hub dataset, wheel paths in
-    runtime requirements) as basename (+ sha256 of a file's bytes): the same inputs hash the same in any
+    """The config with its path values (checkpoint folder, ONNX file, data files and arrays, a local hub dataset,
+    wheel paths in runtime requirements) as basename (+ sha256 of a file's bytes): the same inputs hash the same in any
     folder on any machine, and different data under the same name does not."""
     from pipeline.build.reproducible import portable_path_value
     model, calibration, runtime = resolved.get("model") or {}, resolved.get("calibration") or {}, \
@@ -47,6 +47,9 @@ def portable_config(resolved: dict) -> dict:
         calibration["data_files"] = [portable_path_value(f) for f in calibration["data_files"]]
     if calibration.get("hub_name"):
         calibration["hub_name"] = portable_path_value(calibration["hub_name"])
+    for group, key in ((model, "path"), (calibration, "path")):  # model=onnx's file, calibration=npz's arrays
+        if group.get(key):
+            group[key] = portable_path_value(group[key])
     if runtime.get("requirements"):
         runtime["requirements"] = [portable_path_value(line) for line in runtime["requirements"]]
     return resolved

@@ -17,6 +17,7 @@ def check(cfg) -> None:
     _no_missing_values(cfg)
     _target(cfg)
     _calibration(cfg)
+    _own_model(cfg)
     _mode(cfg)
     _export(cfg)
     _verify(cfg)
@@ -45,6 +46,9 @@ def _calibration(cfg) -> None:
     if calibration.source == "hub" and not calibration.hub_name:
         raise UsageError("calibration=hub needs the dataset's name: calibration.hub_name=NAME (offline: a dataset "
                          "in the local datasets cache)")
+    if calibration.source == "npz" and not calibration.path:
+        raise UsageError("calibration=npz needs the arrays: calibration.path=FILE.npz (arrays named after the model's "
+                         "inputs, first axis = examples, optional `labels`) or a folder of .npz files")
     if calibration.n_samples <= 0 or calibration.n_heldout <= 0:
         raise UsageError(f"calibration.n_samples={calibration.n_samples} and calibration.n_heldout="
                          f"{calibration.n_heldout} must both be positive integers")
@@ -54,6 +58,27 @@ def _calibration(cfg) -> None:
     if cfg.mode.name == "dynamic" and calibration.method != "minmax":
         raise UsageError(f"calibration.method={calibration.method} only applies to mode=static (dynamic "
                          f"quantization computes ranges at run time); drop the override or use mode=static")
+
+
+def _own_model(cfg) -> None:
+    """model=onnx and model=torch: the file or factory, and data shaped like the model's inputs."""
+    model, source = cfg.model, cfg.calibration.source
+    if model.family == "onnx" and not model.path:
+        raise UsageError("model=onnx needs the file: model.path=/models/model.onnx (an fp32 ONNX model)")
+    if model.family == "torch" and not model.factory:
+        raise UsageError("model=torch needs your code: model.factory=package.module:function, a function returning "
+                         "(module, example_inputs)")
+    if model.family in ("onnx", "torch") and source in ("pydoc_topics", "digits", "files", "hub"):
+        raise UsageError(f"model={model.family} calibrates on arrays named after its inputs: use calibration=npz "
+                         f"calibration.path=FILE.npz (got calibration={source})")
+    if model.family in ("text_embedding", "digits_cnn") and source == "npz":
+        raise UsageError(f"calibration=npz is for model=onnx or model=torch; model={model.name} takes its own data "
+                         f"(drop calibration=npz)")
+    if model.family == "onnx" and cfg.mode.name == "qat":
+        raise UsageError("model=onnx has no torch module to fine-tune: mode=qat needs model=torch (or a built-in "
+                         "model); use mode=static or mode=dynamic")
+    if model.family == "onnx" and cfg.export == "aoti":
+        raise UsageError("export=aoti compiles a torch module: model=onnx has none; use export=onnx (the default)")
 
 
 def _mode(cfg) -> None:

@@ -20,6 +20,7 @@ from omegaconf import MISSING
 class ModelKind(StrEnum):
     embedding = "embedding"  # fidelity: cosine similarity of output vectors
     classifier = "classifier"  # fidelity: top-1 agreement (and accuracy with labels)
+    generic = "generic"  # fidelity: every output element-wise on its own scale and by cosine per sample
 
 
 class CalibrationSource(StrEnum):
@@ -27,6 +28,7 @@ class CalibrationSource(StrEnum):
     digits = "digits"  # scikit-learn's bundled digits splits (for model=digits_cnn)
     files = "files"  # local csv / json / parquet / text files
     hub = "hub"  # a datasets hub name (needs the dataset in the local cache when offline)
+    npz = "npz"  # model inputs as arrays: an .npz (or a folder of them) named after the inputs (calibration.path)
 
 
 class SamplingStrategy(StrEnum):
@@ -65,7 +67,7 @@ class IntType(StrEnum):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    family: str = "text_embedding"  # text_embedding | digits_cnn (see pipeline/build/models.py)
+    family: str = "text_embedding"  # text_embedding | digits_cnn | onnx | torch (see pipeline/build/models.py)
     kind: ModelKind = ModelKind.embedding
     # A local transformers checkpoint folder; null = the embedded all-MiniLM-L6-v2 package.
     name_or_path: Optional[str] = None
@@ -73,6 +75,10 @@ class ModelConfig:
     opset: int = 18
     seed: int = 0
     train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
+    # model=onnx: an fp32 ONNX file (external data beside it is read too).
+    path: Optional[str] = None
+    # model=torch: `package.module:function` returning (module, example inputs: a tuple of tensors or a dict).
+    factory: Optional[str] = None
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
     qat_learning_rate: Optional[float] = None
 
@@ -86,6 +92,9 @@ class CalibrationConfig:
     hub_revision: Optional[str] = None  # a branch, tag or commit of the dataset repository
     split: str = "train"
     text_column: str = "text"
+    # calibration=npz: an .npz of arrays named after the model's inputs (first axis = examples, optional
+    # `labels`), or a folder of them.
+    path: Optional[str] = None
     n_samples: int = 64  # calibration examples the quantizer sees (at least min_samples)
     n_validation: int = 32  # the build-time accuracy gate's sample
     n_heldout: int = 16  # saved as heldout.npz for verification

@@ -7,7 +7,8 @@ Every output of the model is judged, whatever its rank:
 - by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
   classifier), `token_states` (an output whose first two axes are the batch and the sequence of an
   `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
-  sample over the flattened output).
+  sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
+  outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.
 
 Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
 profile's outputs are also compared with the same artifact's outputs on the reference CPU, on the
