@@ -71,7 +71,9 @@ def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, thread
     command = [python or sys.executable, "-m", "pipeline.verify.child_onnx", "--model", str(model), "--inputs",
                str(inputs), "--out", str(out_dir), "--samples", str(samples)]
     command += ["--threads", str(threads)] * bool(threads) + ["--latency-repeats", str(latency_repeats)] * bool(latency_repeats)
-    command += [part for library in custom_ops for part in ("--custom-ops", str(Path(library).resolve()))]
+    # A library path as given when relative to an SSH host's folder (REMOTE_CUSTOM_OPS/...), else absolute.
+    command += [part for library in custom_ops for part in (
+        "--custom-ops", str(library) if str(library).startswith(REMOTE_CUSTOM_OPS + "/") else str(Path(library).resolve()))]
     return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
 
 
@@ -132,15 +134,21 @@ def padding_plan(artifact: Path, input_names: list[str], cfg) -> dict:
 
 
 CHILD_RESULTS = ("outputs.npz", "run.json")  # what child_onnx writes into its --out folder
-REMOTE_INPUTS, REMOTE_OUT = "inputs.npz", "out"  # in the child's folder on an SSH host
+REMOTE_INPUTS, REMOTE_OUT, REMOTE_CUSTOM_OPS = "inputs.npz", "out", "custom_ops"  # in the child's folder on an SSH host
 
 
-def host_files(artifact: Path, inputs: Path) -> dict[str, Path]:
+def host_files(artifact: Path, inputs: Path, custom_op_libraries=()) -> dict[str, Path]:
     """What a child on an SSH host reads, by name in its remote folder: the artifact (with any external data
-    beside it, under the same relative names) and the inputs."""
+    beside it, under the same relative names), the inputs, and custom-operator libraries under
+    REMOTE_CUSTOM_OPS/ (numbered: two libraries may share a file name)."""
     from pipeline.guard.onnx import external_data_locations
     return {artifact.name: artifact, REMOTE_INPUTS: inputs} | {
-        location: artifact.parent / location for location in external_data_locations(artifact)}
+        location: artifact.parent / location for location in external_data_locations(artifact)} | {
+        remote_library_name(i, library): Path(library) for i, library in enumerate(custom_op_libraries)}
+
+
+def remote_library_name(index: int, library) -> str:
+    return f"{REMOTE_CUSTOM_OPS}/{index}-{Path(library).name}"
 
 
 def read_child_results(out_dir: Path) -> tuple[dict, dict] | None:
@@ -535,17 +543,14 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
     `padding`) whether padding changes it."""
     v = cfg.verify
     threads = 1 if cpu.emulated else 0  # onnxruntime's spinning pool crawls under QEMU
-    uploads, child_out = None, out_dir
+    uploads, child_out, custom_ops = None, out_dir, list(v.custom_op_libraries)
     if cpu.remote:  # the child runs in a folder on the host: the files it reads are copied there
-        if v.custom_op_libraries:
-            return {"status": "not_verified", "wall_seconds": 0.0, "reason": "verify.custom_op_libraries are not "
-                    "copied to SSH hosts: verify this artifact on emulated or native profiles"}
-        uploads = host_files(artifact, inputs)
+        uploads = host_files(artifact, inputs, custom_ops)
         artifact, inputs, child_out = Path(artifact.name), Path(REMOTE_INPUTS), Path(REMOTE_OUT)
+        custom_ops = [remote_library_name(i, library) for i, library in enumerate(custom_ops)]
     command = child_command(artifact, inputs, child_out, 0 if cpu.emulated else len(ids), threads,
                             0 if cpu.emulated else v.latency_repeats, python=python,
-                            padding_extra=padding["extra_tokens"] if padding else 0,
-                            custom_ops=cfg.verify.custom_op_libraries)
+                            padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops)
     try:
         record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
     except (EmulatorMissing, remote.HostUnavailable) as missing:

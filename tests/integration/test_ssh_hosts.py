@@ -136,6 +136,21 @@ def test_avx2_artifact_passes_on_the_ssh_host_and_its_cpu_is_recorded(tmp_path, 
     assert remote_folders() == before  # what was copied there is gone
 
 
+@requires_host_features("avx2", why="the lab host is this machine, and the custom-op library is built with -mavx2")
+def test_custom_op_libraries_are_copied_to_the_host(tmp_path, server):
+    from tests.helpers.cpu import isa_custom_op_library
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
+    library = isa_custom_op_library(tmp_path, "avx2")
+    profiles = write_profile(tmp_path / "profiles", server)
+    before = remote_folders()
+    code, report = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab]",
+                          f"verify.custom_op_libraries=[{library}]")
+    lab = report["profiles"]["lab"]
+    assert code == ExitCode.OK and lab["status"] == "pass", lab
+    assert "--custom-ops custom_ops/0-libuses_avx2.so" in lab["command"]  # registered from the host's own copy
+    assert remote_folders() == before
+
+
 @pytest.mark.parametrize("problem, words", [
     ("unknown_host_key", "host key is not in"),
     ("refused_login", "the login was refused"),
