@@ -17,6 +17,7 @@ from calibration.readers import BatchReader
 from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
+from pipeline.verify.fidelity import classification_figures, token_mask
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 
@@ -27,20 +28,31 @@ def run_model(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, inputs)[0]
 
 
-def metrics(kind: str, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+def metrics(kind: str, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
+            mask: np.ndarray | None = None) -> dict[str, float]:
+    """The figures verification judges too (pipeline/verify/fidelity.py): a classifier by top-1 agreement with
+    fp32 (per non-padding token for a token classifier) and, with labels, accuracy and macro-F1; an embedding
+    by cosine (per non-padding token for hidden states)."""
     if kind == "classifier":
-        result = {"top1_agreement": float(np.mean(outputs.argmax(1) == reference.argmax(1)))}
-        if labels is not None:
-            result["accuracy"] = float(np.mean(outputs.argmax(1) == labels))
-        return result
+        figures = classification_figures(outputs, reference, mask, labels)
+        return {key: figures[key] for key in ("top1_agreement", "accuracy", "macro_f1") if key in figures}
+    tokens = token_mask(mask, outputs)
+    if tokens is not None:
+        outputs, reference = outputs[tokens], reference[tokens]
+    outputs, reference = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
     cosine = (outputs * reference).sum(1) / (np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1))
     return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
 
 
+def heldout_accuracy(outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None) -> float:
+    """Accuracy on the held-out split (per labelled, non-padding token for a token classifier)."""
+    return classification_figures(outputs, outputs, mask, labels).get("accuracy", float("nan"))
+
+
 def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
     if kind == "classifier":
-        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}" if has_labels
-                else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
+        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}, macro-F1 drop <= {verify_cfg.max_macro_f1_drop}"
+                if has_labels else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
     return f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}"
 
 
@@ -48,9 +60,11 @@ def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float]
     if kind == "classifier":
         if "accuracy" in quantized:
             drop = fp32["accuracy"] - quantized["accuracy"]
-            return (drop <= verify_cfg.max_accuracy_drop,
+            f1_drop = fp32["macro_f1"] - quantized["macro_f1"]
+            return (drop <= verify_cfg.max_accuracy_drop and f1_drop <= verify_cfg.max_macro_f1_drop,
                     f"accuracy {quantized['accuracy']:.4f} vs fp32 {fp32['accuracy']:.4f} (drop {drop:.4f}, "
-                    f"budget {verify_cfg.max_accuracy_drop})")
+                    f"budget {verify_cfg.max_accuracy_drop}), macro-F1 {quantized['macro_f1']:.4f} vs fp32 "
+                    f"{fp32['macro_f1']:.4f} (drop {f1_drop:.4f}, budget {verify_cfg.max_macro_f1_drop})")
         agreement = quantized["top1_agreement"]
         return (agreement >= verify_cfg.min_top1_agreement,
                 f"top-1 agreement {agreement:.4f} (budget >= {verify_cfg.min_top1_agreement})")
@@ -124,14 +138,15 @@ def run(cfg, manifest: Manifest) -> Manifest:
     heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
     reference_validation = run_model(manifest.path(manifest.reference_file), validation)
     reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
-    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels)
+    validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
     if heldout_labels is not None:
-        manifest.fp32_metrics["test_accuracy"] = float(np.mean(reference_heldout.argmax(1) == heldout_labels))
+        manifest.fp32_metrics["test_accuracy"] = heldout_accuracy(reference_heldout, heldout_labels, heldout_mask)
 
     def measure() -> tuple[bool, str, dict[str, float]]:
         quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
-                            validation_labels)
+                            validation_labels, validation_mask)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
         return ok, description, quantized
 
@@ -160,7 +175,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
         heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
-        manifest.int8_metrics["test_accuracy"] = float(np.mean(heldout_outputs.argmax(1) == heldout_labels))
+        manifest.int8_metrics["test_accuracy"] = heldout_accuracy(heldout_outputs, heldout_labels, heldout_mask)
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} fp32 node(s): " + ", ".join(
             f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)
