@@ -299,7 +299,9 @@ def load_images(calibration_cfg, id2label: dict[int, str] | None = None) -> dict
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
         except (OSError, UnidentifiedImageError, ValueError, TypeError) as error:
-            raise CalibrationError(f"image {name} cannot be decoded ({one_line(error)}); remove or replace the "
+            reason = "not an image format Pillow can read" if isinstance(error, UnidentifiedImageError) \
+                else one_line(error)
+            raise CalibrationError(f"image {name} cannot be decoded ({reason}); remove or replace the "
                                    f"file (png, jpeg, ...)") from None
         examples.append(bytes(data))
         paths.append(name)

@@ -94,10 +94,14 @@ class HfFamily:
     def _load_checked(self):
         import transformers
         auto = getattr(transformers, TASKS[self.task][0])
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its load report: missing weights are refused below, in words
         try:
             model, info = auto.from_pretrained(str(self.path), local_files_only=True, output_loading_info=True)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise QuantgateError(f"transformers could not load {self.path} for {self.task}: {one_line(error)}") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         missing = sorted(info.get("missing_keys") or [])
         if missing:
             raise QuantgateError(
