@@ -215,7 +215,8 @@ class HfFamily:
         batch = torch.export.Dim("batch", min=1, max=1024)
         if self.task == "image-classification":
             return ({0: batch},)
-        sequence = torch.export.Dim("sequence", min=2, max=512)
+        positions = getattr(self._model.config, "max_position_embeddings", None) or 512
+        sequence = torch.export.Dim("sequence", min=2, max=min(512, int(positions)))
         return tuple({0: batch, 1: sequence} for _ in self.input_names)
 
     # --- data ------------------------------------------------------------------------------------------
