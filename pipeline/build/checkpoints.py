@@ -58,8 +58,8 @@ def resolve_model_path(name_or_path: str | None) -> Path:
         if cached is not None:
             return resolve_model_path(str(cached))
         raise QuantgateError(f"model.name_or_path={name_or_path!r} does not exist; point it at a local "
-                             f"transformers checkpoint folder (or a hub id in the local hub cache) (config.json + weights), or drop it to use "
-                             f"the embedded all-MiniLM-L6-v2")
+                             f"transformers checkpoint folder (config.json + weights) or a hub id in the local hub cache (model=minilm: "
+                             f"drop it to use the embedded all-MiniLM-L6-v2)")
     if not path.is_dir():
         raise QuantgateError(f"model.name_or_path={name_or_path!r} is a file; point it at the checkpoint's folder")
     if not (path / "config.json").is_file():
