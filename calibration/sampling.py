@@ -25,7 +25,8 @@ class Sample:
         """Fingerprint of the examples themselves (not the indices): equal samples, equal hash."""
         digest = hashlib.sha256()
         for example in self.examples:
-            encoded = example.encode("utf-8") if isinstance(example, str) else repr(example).encode()
+            encoded = example.encode("utf-8") if isinstance(example, str) else \
+                example if isinstance(example, bytes) else repr(example).encode()
             digest.update(len(encoded).to_bytes(8, "little") + encoded)
         return digest.hexdigest()
 
@@ -34,7 +35,18 @@ class Sample:
 
 
 def _dedup_key(example) -> str:
-    return " ".join(example.lower().split()) if isinstance(example, str) else repr(example)
+    if isinstance(example, str):
+        return " ".join(example.lower().split())
+    if isinstance(example, bytes):  # an encoded image: identical files are duplicates
+        return hashlib.sha256(example).hexdigest()
+    if isinstance(example, tuple) and all(isinstance(part, str) for part in example):  # a text pair, words
+        return "\x1f".join(" ".join(part.lower().split()) for part in example)
+    return repr(example)
+
+
+def _length(example) -> int:
+    """A text's length; a pair's or a word sequence's summed."""
+    return len(example) if isinstance(example, str) else sum(len(part) for part in example)
 
 
 def deduplicated_indices(examples: list) -> list[int]:
@@ -57,9 +69,11 @@ def _strata(examples: list, labels: list[int] | None, strategy: str, candidates:
                                  "calibration.strategy=length_stratified (text) or random")
         keys = {i: labels[i] for i in candidates}
     elif strategy == "length_stratified":
-        lengths = sorted(len(examples[i]) for i in candidates)
+        if isinstance(examples[candidates[0]] if candidates else "", bytes):  # images have no text length
+            return {0: candidates}
+        lengths = sorted(_length(examples[i]) for i in candidates)
         quartiles = [lengths[len(lengths) * q // 4] for q in (1, 2, 3)]
-        keys = {i: sum(len(examples[i]) > bound for bound in quartiles) for i in candidates}
+        keys = {i: sum(_length(examples[i]) > bound for bound in quartiles) for i in candidates}
     else:
         raise CalibrationError(f"unknown calibration.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     strata = defaultdict(list)

@@ -6,6 +6,7 @@ build works on any machine with no network; users point `calibration=files` at t
 from __future__ import annotations
 
 import codecs
+import io
 import logging
 import re
 from contextlib import contextmanager
@@ -141,3 +142,188 @@ def load_text_dataset(calibration_cfg):
                              f"text; point it at the column with the input text")
     texts = [t for t in values if isinstance(t, str) and len(t.strip()) >= calibration_cfg.min_chars]
     return datasets.Dataset.from_dict({"text": texts})
+
+
+# --------------------------------------------------------------------------- tables, labels and images
+def load_source_table(calibration_cfg):
+    """The configured files or hub dataset as one `datasets.Dataset` (its columns as they are)."""
+    import datasets
+
+    source = getattr(calibration_cfg.source, "value", calibration_cfg.source)
+    if source == "files":
+        return load_table(calibration_cfg)
+    if source == "hub":
+        try:
+            return datasets.load_dataset(calibration_cfg.hub_name, split=calibration_cfg.split)
+        except Exception as error:
+            raise CalibrationError(f"dataset {calibration_cfg.hub_name!r} split {calibration_cfg.split!r} could not "
+                                   f"be loaded offline ({one_line(error)}); download it into the "
+                                   f"datasets cache first or use calibration=files") from None
+    raise CalibrationError(f"calibration.source={source} holds no table of text; use calibration=files or "
+                           f"calibration=hub")
+
+
+def _column(table, key: str, column: str, where: str):
+    if column not in table.column_names:
+        raise CalibrationError(f"calibration.{key}={column!r} is not a column of {where}; columns: "
+                               f"{table.column_names}")
+    return table[column]
+
+
+def class_names(table, column: str) -> list[str] | None:
+    """The names of a `datasets.ClassLabel` column (its values are ids into them), else None."""
+    feature = table.features.get(column)
+    names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+    return list(names) if names else None
+
+
+def label_ids(values: list, id2label: dict[int, str], where: str, names: list[str] | None = None) -> list[int]:
+    """Labels as the model's class ids: a name of its id2label (case-insensitive), or an id inside it. A
+    `ClassLabel` column's ids are read as its names first. Anything else is refused, naming the row."""
+    label2id = {str(name).lower(): int(index) for index, name in id2label.items()}
+    default_names = all(str(name) == f"LABEL_{index}" for index, name in id2label.items())
+    shown = ", ".join(f"{index}: {name!r}" for index, name in sorted(id2label.items())[:12])
+    ids = []
+    for number, value in enumerate(values, start=1):
+        if names is not None and isinstance(value, int) and 0 <= value < len(names):
+            name = names[value]
+            if str(name).lower() in label2id:
+                ids.append(label2id[str(name).lower()])
+                continue
+            if not default_names and not str(name).strip().lstrip("-").isdigit():
+                value = name  # refused below, by its name
+        if isinstance(value, str) and value.strip().lower() in label2id:
+            ids.append(label2id[value.strip().lower()])
+            continue
+        number_value = value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number_value = int(value.strip())
+        if isinstance(number_value, int) and not isinstance(number_value, bool) and number_value in id2label:
+            ids.append(number_value)
+            continue
+        raise CalibrationError(f"{where}, row {number}: label {value!r} is outside the model's labels (id2label "
+                               f"{{{shown}{', ...' if len(id2label) > 12 else ''}}}); give the model's label names "
+                               f"or ids 0..{len(id2label) - 1}, or a checkpoint trained on these labels")
+    return ids
+
+
+def _length(example) -> int:
+    return len(example) if isinstance(example, str) else sum(len(part) for part in example)
+
+
+def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, words: bool = False) -> dict:
+    """Examples of a text model from files, a hub dataset or pydoc_topics: `examples` (texts; (text, pair)
+    tuples with calibration.text_pair_column; word tuples when `words`, for token classification), and
+    `labels` (class ids of `id2label`, per word when `words`) when calibration.label_column is set."""
+    source = getattr(calibration_cfg.source, "value", calibration_cfg.source)
+    pair_column, label_column = calibration_cfg.text_pair_column, calibration_cfg.label_column
+    if source == "pydoc_topics":
+        if pair_column or label_column:
+            raise CalibrationError("calibration=pydoc_topics has one unlabelled text column; for pairs or labels "
+                                   "use calibration=files or calibration=hub")
+        texts = pydoc_sentences(calibration_cfg.min_chars)
+        return {"examples": [tuple(t.split()) for t in texts] if words else texts, "labels": None}
+    table = load_source_table(calibration_cfg)
+    where = (f"calibration.data_files={[str(f) for f in calibration_cfg.data_files]}" if source == "files"
+             else f"dataset {calibration_cfg.hub_name}")
+    texts = list(_column(table, "text_column", calibration_cfg.text_column, where))
+    pairs = list(_column(table, "text_pair_column", pair_column, where)) if pair_column else None
+    labels = list(_column(table, "label_column", label_column, where)) if label_column else None
+    keep, examples = [], []
+    for row, text in enumerate(texts):
+        if words:
+            if isinstance(text, str):
+                text = text.split()
+            if not isinstance(text, (list, tuple)) or not text or not all(isinstance(w, str) for w in text):
+                continue
+            example = tuple(text)
+        else:
+            if not isinstance(text, str) or (pairs is not None and not isinstance(pairs[row], str)):
+                continue
+            example = text if pairs is None else (text, pairs[row])
+        if _length(example) >= calibration_cfg.min_chars:
+            keep.append(row)
+            examples.append(example)
+    if texts and not keep and not any(isinstance(t, (str, list, tuple)) for t in texts):
+        raise CalibrationError(f"calibration.text_column={calibration_cfg.text_column!r} holds "
+                               f"{type(texts[0]).__name__} values, not text; point it at the column with the input text")
+    if labels is None:
+        return {"examples": examples, "labels": None}
+    if id2label is None:
+        raise CalibrationError("calibration.label_column is set but the model has no labels (id2label)")
+    names = class_names(table, label_column)
+    label_where = f"{where} column {label_column}"
+    if words:
+        kept_labels = []
+        for row in keep:
+            tags = labels[row]
+            if isinstance(tags, str):
+                tags = tags.split()
+            if not isinstance(tags, (list, tuple)) or len(tags) != len(examples[len(kept_labels)]):
+                raise CalibrationError(f"{label_where}, row {row + 1}: token classification needs one label per word "
+                                       f"of calibration.text_column ({len(examples[len(kept_labels)])} words, got "
+                                       f"{tags!r})")
+            kept_labels.append(tuple(label_ids(list(tags), id2label, f"{label_where}, row {row + 1}", names)))
+        return {"examples": examples, "labels": kept_labels}
+    return {"examples": examples, "labels": label_ids([labels[row] for row in keep], id2label, label_where, names)}
+
+
+def load_images(calibration_cfg, id2label: dict[int, str] | None = None) -> dict:
+    """An image folder (datasets' `imagefolder`: one subfolder per class) or a hub dataset with an image column:
+    `examples` (each image's encoded bytes), `paths` and `labels` (class ids of `id2label`: the folder names, or
+    calibration.label_column). Every image is decoded once here: one that cannot be is refused by its file."""
+    import datasets
+    from PIL import Image, UnidentifiedImageError
+
+    source = getattr(calibration_cfg.source, "value", calibration_cfg.source)
+    if source == "images":
+        folder = Path(str(calibration_cfg.path or "")).expanduser()
+        if not calibration_cfg.path or not folder.is_dir():
+            raise CalibrationError(f"calibration.path={calibration_cfg.path!r} is not a folder; give a folder of "
+                                   f"images, one subfolder per class (e.g. val/cat/1.png, val/dog/2.png)")
+        where = f"calibration.path={folder}"
+        try:
+            with _quiet("datasets"):
+                table = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
+        except Exception as error:
+            raise CalibrationError(f"{where} could not be read as an image folder ({one_line(error)}); give a "
+                                   f"folder of png/jpeg images, one subfolder per class") from None
+    else:
+        table = load_source_table(calibration_cfg)
+        where = f"dataset {calibration_cfg.hub_name}" if source == "hub" else "calibration.data_files"
+    column = calibration_cfg.image_column
+    if column not in table.column_names:
+        raise CalibrationError(f"calibration.image_column={column!r} is not a column of {where}; columns: "
+                               f"{table.column_names}")
+    if table.num_rows == 0:
+        raise CalibrationError(f"{where} holds no images")
+    if isinstance(table.features[column], datasets.Image):
+        table = table.cast_column(column, datasets.Image(decode=False))
+    examples, paths = [], []
+    for number, cell in enumerate(table[column], start=1):
+        path = cell.get("path") if isinstance(cell, dict) else None
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        name = path or f"{where}, row {number}"
+        try:
+            if data is None:
+                data = Path(path).read_bytes()
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except (OSError, UnidentifiedImageError, ValueError, TypeError) as error:
+            reason = "not an image format Pillow can read" if isinstance(error, UnidentifiedImageError) \
+                else one_line(error)
+            raise CalibrationError(f"image {name} cannot be decoded ({reason}); remove or replace the "
+                                   f"file (png, jpeg, ...)") from None
+        examples.append(bytes(data))
+        paths.append(name)
+    label_column = calibration_cfg.label_column or ("label" if source == "images" else None)
+    labels = None
+    if label_column and label_column in table.column_names:
+        if id2label is None:
+            raise CalibrationError(f"{where} has labels but the model has no id2label")
+        labels = label_ids(list(table[label_column]), id2label, f"{where} labels ({label_column})",
+                           class_names(table, label_column))
+    elif calibration_cfg.label_column:
+        raise CalibrationError(f"calibration.label_column={label_column!r} is not a column of {where}; columns: "
+                               f"{table.column_names}")
+    return {"examples": examples, "paths": paths, "labels": labels}

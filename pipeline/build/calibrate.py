@@ -62,7 +62,7 @@ def check_source_values(data: DataSplits) -> None:
     if len(pool) == 0:
         raise QuantgateError("the calibration data is empty: the source holds no usable examples; point "
                              "calibration at data with examples")
-    if isinstance(pool[0], str):
+    if isinstance(pool[0], (str, tuple, bytes)):  # texts, text pairs or words, encoded images
         return
     values = np.asarray(pool, dtype=np.float64).reshape(len(pool), -1)
     bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN compares false too
@@ -114,7 +114,8 @@ def run(cfg, manifest: Manifest) -> Manifest:
         for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
             arrays = family.encode(sample.examples)
             if sample.labels is not None:
-                arrays["labels"] = np.asarray(sample.labels, dtype=np.int64)
+                arrays["labels"] = family.encode_labels(sample.examples, sample.labels) \
+                    if hasattr(family, "encode_labels") else np.asarray(sample.labels, dtype=np.int64)
             save_npz(manifest.path(filename), arrays)
 
     with step("calibrate: coverage of held-out activations by calibration ranges"):

@@ -17,6 +17,7 @@ from calibration.readers import BatchReader
 from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
+from pipeline.verify.fidelity import classification_figures, token_mask
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 
@@ -33,42 +34,50 @@ def _is_logits(kind: str, output: np.ndarray) -> bool:
     return kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1
 
 
-def accuracy(outputs, labels: np.ndarray | None) -> float | None:
-    """Accuracy of the first logits output whose argmax has the labels' shape (-100: positions not counted)."""
-    for output in outputs if isinstance(outputs, list) else [outputs]:
-        if labels is not None and output.ndim >= 2 and output.argmax(-1).shape == labels.shape:
-            counted = labels >= 0
-            return float(np.mean((output.argmax(-1) == labels)[counted])) if counted.any() else None
-    return None
+def _cosine_figures(output: np.ndarray, expected: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+    """Cosine per sample (per non-padding token for per-token states); two all-zero vectors agree."""
+    tokens = token_mask(mask, output)
+    if tokens is not None:
+        output, expected = output[tokens], expected[tokens]
+    a = output.reshape(len(output), -1).astype(np.float64)
+    b = expected.reshape(len(expected), -1).astype(np.float64)
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cosine = np.where((norm_a == 0) & (norm_b == 0), 1.0, (a * b).sum(1) / np.maximum(norm_a * norm_b, 1e-30))
+    return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
 
 
-def metrics(kind: str, outputs, reference, labels: np.ndarray | None) -> dict[str, float]:
-    """Top-1 agreement (and accuracy) of a classifier's logits, cosine per sample of any other output; with
-    several outputs (lists), the worst of each figure."""
+def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, float]:
+    """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
+    a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
+    labels, accuracy and macro-F1; any other output by cosine per sample (per token for hidden states). With
+    several outputs, the worst of each figure."""
     if not isinstance(outputs, list):
         outputs, reference = [outputs], [reference]
     result: dict[str, float] = {}
     for output, expected in zip(outputs, reference):
         if _is_logits(kind, expected):
-            figures = {"top1_agreement": float(np.mean(output.argmax(-1) == expected.argmax(-1)))}
+            figures = classification_figures(output, expected, mask, labels)
+            figures = {key: figures[key] for key in ("top1_agreement", "accuracy", "macro_f1") if key in figures}
         else:
-            a = output.reshape(len(output), -1).astype(np.float64)
-            b = expected.reshape(len(expected), -1).astype(np.float64)
-            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-            cosine = np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-30))
-            figures = {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+            figures = _cosine_figures(output, expected, mask)
         for key, value in figures.items():
             result[key] = min(result.get(key, value), value)
-    if kind == "classifier" and (correct := accuracy(outputs, labels)) is not None:
-        result["accuracy"] = correct
     return result
+
+
+def heldout_accuracy(outputs, labels: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """Accuracy on the held-out split of the first output whose argmax has the labels' shape (per labelled,
+    non-padding token for a token classifier); None when no output does."""
+    for output in outputs if isinstance(outputs, list) else [outputs]:
+        if output.ndim >= 2 and output.argmax(-1).shape == labels.shape:
+            return classification_figures(output, output, mask, labels).get("accuracy")
+    return None
 
 
 def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
     if kind == "classifier":
-        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}" if has_labels
-                else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
+        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}, macro-F1 drop <= {verify_cfg.max_macro_f1_drop}"
+                if has_labels else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
     return f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}"
 
 
@@ -76,9 +85,12 @@ def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float]
     checks: list[tuple[bool, str]] = []
     if "accuracy" in quantized and "accuracy" in fp32:
         drop = fp32["accuracy"] - quantized["accuracy"]
-        checks.append((drop <= verify_cfg.max_accuracy_drop,
+        f1_drop = fp32.get("macro_f1", 0.0) - quantized.get("macro_f1", 0.0)
+        checks.append((drop <= verify_cfg.max_accuracy_drop and f1_drop <= verify_cfg.max_macro_f1_drop,
                        f"accuracy {quantized['accuracy']:.4f} vs fp32 {fp32['accuracy']:.4f} (drop {drop:.4f}, "
-                       f"budget {verify_cfg.max_accuracy_drop})"))
+                       f"budget {verify_cfg.max_accuracy_drop})" + (
+                           f", macro-F1 {quantized['macro_f1']:.4f} vs fp32 {fp32['macro_f1']:.4f} (drop "
+                           f"{f1_drop:.4f}, budget {verify_cfg.max_macro_f1_drop})" if "macro_f1" in quantized else "")))
     elif "top1_agreement" in quantized:
         agreement = quantized["top1_agreement"]
         checks.append((agreement >= verify_cfg.min_top1_agreement,
@@ -155,14 +167,15 @@ def run(cfg, manifest: Manifest) -> Manifest:
     heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
     reference_validation = run_model(manifest.path(manifest.reference_file), validation)
     reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
-    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels)
+    validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
-    if kind == "classifier" and (correct := accuracy(reference_heldout, heldout_labels)) is not None:
+    if heldout_labels is not None and (correct := heldout_accuracy(reference_heldout, heldout_labels, heldout_mask)) is not None:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
         quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
-                            validation_labels)
+                            validation_labels, validation_mask)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
         return ok, description, quantized
 
@@ -189,9 +202,10 @@ def run(cfg, manifest: Manifest) -> Manifest:
     fallback.within_budget = ok
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
-    if kind == "classifier" and (correct := accuracy(run_model(manifest.path(manifest.model_file), heldout),
-                                                     heldout_labels)) is not None:
-        manifest.int8_metrics["test_accuracy"] = correct
+    if heldout_labels is not None:
+        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
+        if (correct := heldout_accuracy(heldout_outputs, heldout_labels, heldout_mask)) is not None:
+            manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} fp32 node(s): " + ", ".join(
             f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)

@@ -16,6 +16,7 @@ def check(cfg) -> None:
     _no_unknown_keys(cfg)
     _no_missing_values(cfg)
     _target(cfg)
+    _model(cfg)
     _calibration(cfg)
     _own_model(cfg)
     _mode(cfg)
@@ -38,6 +39,20 @@ def _target(cfg) -> None:
         raise UsageError(f"target {cfg.target.name}: {error}") from None
 
 
+def _model(cfg) -> None:
+    model = cfg.model
+    if model.family != "hf":
+        return
+    from pipeline.config.schema import HF_TASKS
+    missing = [f"model.{key}={hint}" for key, hint in (("name_or_path", "DIR_OR_HUB_ID"), ("task", "TASK"))
+               if model[key] is None]
+    if missing:
+        raise UsageError(f"model=hf needs {' and '.join(missing)}: a local transformers checkpoint folder (or a hub "
+                         f"id in the local hub cache) and one of the tasks {', '.join(HF_TASKS)}")
+    if model.task not in HF_TASKS:
+        raise UsageError(f"model.task={model.task!r} is not a task model=hf exports; valid: {', '.join(HF_TASKS)}")
+
+
 def _calibration(cfg) -> None:
     calibration = cfg.calibration
     if calibration.source == "files" and not calibration.data_files:
@@ -49,6 +64,15 @@ def _calibration(cfg) -> None:
     if calibration.source == "npz" and not calibration.path:
         raise UsageError("calibration=npz needs the arrays: calibration.path=FILE.npz (arrays named after the model's "
                          "inputs, first axis = examples, optional `labels`) or a folder of .npz files")
+    if calibration.source == "images" and not calibration.path:
+        raise UsageError("calibration=images needs the folder: calibration.path=DIR (one subfolder of images per "
+                         "class, datasets' imagefolder)")
+    image_task = cfg.model.task == "image-classification"
+    if cfg.model.family == "hf" and image_task != (calibration.source in ("images", "hub")) and \
+            (image_task or calibration.source == "images"):
+        raise UsageError(f"model.task={cfg.model.task} cannot calibrate on calibration={calibration.source}: "
+                         + ("images come from calibration=images calibration.path=DIR or calibration=hub" if image_task
+                            else "text comes from calibration=files, hub or pydoc_topics"))
     if calibration.n_samples <= 0 or calibration.n_heldout <= 0:
         raise UsageError(f"calibration.n_samples={calibration.n_samples} and calibration.n_heldout="
                          f"{calibration.n_heldout} must both be positive integers")
@@ -205,7 +229,8 @@ VERIFY_RANGES = {
     "emulated_max_samples": (0, None, False), "native_max_samples": (0, None, False),
     "latency_repeats": (0, None, True), "max_cpu_error_ratio": (0, None, False),
     "max_cpu_excess_error": (0, None, True), "max_abs_error": (0, None, True), "max_scaled_error": (0, None, True),
-    "max_accuracy_drop": (-1, 1, True), "fallback_max_excluded_nodes": (0, None, True),
+    "max_accuracy_drop": (-1, 1, True), "max_macro_f1_drop": (-1, 1, True),
+    "fallback_max_excluded_nodes": (0, None, True),
     "fallback_nodes_per_step": (0, None, False), "padding_extra_tokens": (0, None, False),
     "min_cosine_mean": (-1, 1, True), "min_cosine_worst": (-1, 1, True), "min_top1_agreement": (0, 1, True),
     "padding_min_cosine_mean": (-1, 1, True), "padding_min_cosine_worst": (-1, 1, True),

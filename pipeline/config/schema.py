@@ -29,6 +29,13 @@ class CalibrationSource(StrEnum):
     files = "files"  # local csv / json / parquet / text files
     hub = "hub"  # a datasets hub name (needs the dataset in the local cache when offline)
     npz = "npz"  # model inputs as arrays: an .npz (or a folder of them) named after the inputs (calibration.path)
+    images = "images"  # a folder of images, one subfolder per class (datasets' imagefolder): calibration.path
+
+
+# model=hf's tasks (pipeline/build/hf_family.py), by their transformers pipeline names:
+# feature-extraction (AutoModel: a sentence embedding or last_hidden_state), text-classification
+# (AutoModelForSequenceClassification: texts or sentence pairs), token-classification, image-classification.
+HF_TASKS = ("feature-extraction", "text-classification", "token-classification", "image-classification")
 
 
 class SamplingStrategy(StrEnum):
@@ -81,6 +88,10 @@ class ModelConfig:
     factory: Optional[str] = None
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
     qat_learning_rate: Optional[float] = None
+    # model=hf: the transformers task whose head is exported (conf/model/hf.yaml requires it), and for
+    # feature-extraction the output: the mean-pooled, L2-normalised `sentence_embedding` or `last_hidden_state`.
+    task: Optional[str] = None  # one of HF_TASKS
+    embedding_output: str = "sentence_embedding"
 
 
 @dataclass
@@ -91,10 +102,16 @@ class CalibrationConfig:
     hub_config_name: Optional[str] = None  # the dataset's configuration (glue's `sst2`), as datasets' `name=`
     hub_revision: Optional[str] = None  # a branch, tag or commit of the dataset repository
     split: str = "train"
+    # calibration=images: the image folder (one subfolder per class); calibration=npz: an .npz of arrays named
+    # after the model's inputs (first axis = examples, optional `labels`), or a folder of them.
+    path: Optional[str] = None
     text_column: str = "text"
     # calibration=npz: an .npz of arrays named after the model's inputs (first axis = examples, optional
     # `labels`), or a folder of them.
     path: Optional[str] = None
+    text_pair_column: Optional[str] = None  # sentence pairs (text-classification): the second text's column
+    label_column: Optional[str] = None  # class labels (names or ids of the model's id2label); null = none
+    image_column: str = "image"  # calibration=images: imagefolder's image column
     n_samples: int = 64  # calibration examples the quantizer sees (at least min_samples)
     n_validation: int = 32  # the build-time accuracy gate's sample
     n_heldout: int = 16  # saved as heldout.npz for verification
@@ -194,6 +211,7 @@ class VerifyConfig:
     # Custom-operator libraries the artifact needs (onnxruntime's register_custom_ops_library), for every run.
     custom_op_libraries: list[str] = field(default_factory=list)
     max_accuracy_drop: float = 0.02  # classifiers: fp32 accuracy minus int8 accuracy
+    max_macro_f1_drop: float = 0.05  # classifiers with labels: fp32 macro-F1 minus int8 macro-F1
     # The same budget gates the build on the validation split; over it, the most sensitive nodes
     # stay fp32, a few per step, up to this many, then the build fails with the numbers.
     build_gate: bool = True

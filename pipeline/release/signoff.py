@@ -126,6 +126,8 @@ def fidelity_words(profile: dict[str, Any]) -> str:
     against("top-1 agreement", "top1_agreement", "min_top1_agreement")
     if "accuracy" in figures:
         parts.append(f"accuracy {figures['accuracy']:.3f} (fp32 {figures.get('reference_accuracy', float('nan')):.3f})")
+    if "macro_f1" in figures:
+        parts.append(f"macro-F1 {figures['macro_f1']:.3f} (fp32 {figures.get('reference_macro_f1', float('nan')):.3f})")
     if limits.get("max_abs_error") is not None and "max_abs_error" in figures:
         parts.append(f"max abs error {figures['max_abs_error']:.3g} (limit {limits['max_abs_error']:g})")
     return ", ".join(parts)

@@ -41,6 +41,9 @@ class Limits:
     max_abs_error: float | None = None
     max_scaled_error: float | None = None
     pooling: str = "none"  # mean | cls | none: token_states also judged after pooling
+    # Against labels (when the data has them): fp32 figure minus int8 figure, at most this; None = not judged.
+    max_accuracy_drop: float | None = None
+    max_macro_f1_drop: float | None = None
 
     def to_json(self) -> dict:
         return {key: value for key, value in self.__dict__.items()}
@@ -50,6 +53,38 @@ class Limits:
         whole held-out set (judged on the native run); on the few samples chosen for emulation, the hardest
         ones, they would be biased low, so there only per-sample bounds (and the per-CPU comparison) apply."""
         return Limits(-1.0, self.min_cosine_worst, 0.0, self.max_abs_error, self.max_scaled_error, self.pooling)
+
+
+def macro_f1(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over classes of F1 (classes that occur in the labels or the predictions), on 1-D arrays."""
+    classes = np.union1d(np.unique(labels), np.unique(predicted))
+    if classes.size == 0:
+        return 1.0
+    scores = []
+    for cls in classes:
+        true_positive = float(np.sum((predicted == cls) & (labels == cls)))
+        denominator = float(np.sum(predicted == cls) + np.sum(labels == cls))
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def classification_figures(output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
+                           labels: np.ndarray | None) -> dict[str, float]:
+    """Top-1 agreement with fp32 (argmax along the last axis, at every non-padding position of a per-token
+    output), and with labels accuracy and macro-F1 of both (positions labelled -100 are not counted)."""
+    predicted, expected = output.argmax(-1), reference.argmax(-1)
+    tokens = token_mask(mask, output)
+    counted = tokens if tokens is not None else np.ones(predicted.shape, bool)
+    agree = (predicted == expected)[counted]
+    figures = {"top1_agreement": float(agree.mean()) if agree.size else 1.0}
+    if labels is not None and labels.shape == predicted.shape:
+        counted = counted & (labels >= 0)  # -100: positions a token classifier ignores
+        if counted.any():
+            figures["accuracy"] = float((predicted == labels)[counted].mean())
+            figures["reference_accuracy"] = float((expected == labels)[counted].mean())
+            figures["macro_f1"] = macro_f1(predicted[counted], labels[counted])
+            figures["reference_macro_f1"] = macro_f1(expected[counted], labels[counted])
+    return figures
 
 
 @dataclass
@@ -118,18 +153,14 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
     problems = []
     if kind == LOGITS:
-        predicted, expected = a.argmax(-1), b.argmax(-1)
-        agree = predicted == expected
-        if tokens is not None:
-            agree = agree[tokens]
-        figures["top1_agreement"] = float(agree.mean()) if agree.size else 1.0
-        if labels is not None and labels.shape == predicted.shape:
-            counted = tokens if tokens is not None else np.ones(predicted.shape, bool)
-            counted = counted & (labels >= 0)  # -100: positions a token classifier ignores
-            figures["accuracy"] = float((predicted == labels)[counted].mean())
-            figures["reference_accuracy"] = float((expected == labels)[counted].mean())
+        figures |= classification_figures(a, b, mask, labels)
         if figures["top1_agreement"] < limits.min_top1_agreement:
             problems.append(f"{name}: top-1 agreement {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
+        for what, key, limit in (("accuracy", "accuracy", limits.max_accuracy_drop),
+                                 ("macro-F1", "macro_f1", limits.max_macro_f1_drop)):
+            if limit is not None and key in figures and figures[f"reference_{key}"] - figures[key] > limit:
+                problems.append(f"{name}: {what} {figures[key]:.4f} vs fp32 {figures[f'reference_{key}']:.4f} "
+                                f"(drop {figures[f'reference_{key}'] - figures[key]:.4f} > {limit})")
     else:
         if kind == TOKEN_STATES:
             cosine = _cosines(a[tokens].reshape(int(tokens.sum()), -1), b[tokens].reshape(int(tokens.sum()), -1))
@@ -159,7 +190,8 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
 
 
 SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
-                 "top1_agreement": min, "accuracy": min, "reference_accuracy": min, "max_abs_error": max,
+                 "top1_agreement": min, "accuracy": min, "reference_accuracy": min,
+                 "macro_f1": min, "reference_macro_f1": min, "max_abs_error": max,
                  "max_scaled_error": max, "max_rel_error": max}
 
 

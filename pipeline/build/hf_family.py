@@ -1,0 +1,300 @@
+"""model=hf: a Hugging Face transformers checkpoint exported with its task's head (`model.task`).
+
+The checkpoint is a local folder or a hub id in the local hub cache (never downloaded). Each task is one
+transformers AutoModel class and one output: `feature-extraction` (AutoModel: the mean-pooled, L2-normalised
+`sentence_embedding` as model=minilm exports it, or `last_hidden_state` with model.embedding_output),
+`text-classification` (AutoModelForSequenceClassification: `logits` per text or sentence pair),
+`token-classification` (AutoModelForTokenClassification: `logits` per token) and `image-classification`
+(AutoModelForImageClassification: `logits` per image). Inputs are what the checkpoint's own tokenizer or image
+processor gives and the model's forward takes (`input_ids`, `token_type_ids` where the model has them,
+`attention_mask`; `pixel_values`), with dynamic batch (and sequence) axes.
+
+Everything that can be refused is refused when the family is made, before any export or data: an unknown task,
+an architecture transformers has no such head for, a checkpoint whose weights lack the head.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from calibration.errors import one_line
+from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
+                                        weights_digest)
+from pipeline.errors import InputError, QuantgateError
+
+# task: (transformers Auto class, its model_type -> class mapping in transformers.models.auto.modeling_auto, kind)
+TASKS = {
+    "feature-extraction": ("AutoModel", "MODEL_MAPPING_NAMES", "embedding"),
+    "text-classification": ("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+                            "classifier"),
+    "token-classification": ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+                             "classifier"),
+    "image-classification": ("AutoModelForImageClassification", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                             "classifier"),
+}
+TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+EMBEDDING_OUTPUTS = ("sentence_embedding", "last_hidden_state")
+SHOWN = 25  # architectures named in a refusal
+
+
+def supported_model_types(task: str) -> list[str]:
+    from transformers.models.auto import modeling_auto
+    return sorted(getattr(modeling_auto, TASKS[task][1]))
+
+
+def _short_list(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > SHOWN else "")
+
+
+class HfFamily:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.task = str(cfg.model.task) if cfg.model.task is not None else None
+        if self.task not in TASKS:
+            raise QuantgateError(f"model=hf needs model.task, one of: {', '.join(TASKS)} (got {self.task})")
+        self.kind = TASKS[self.task][2]
+        if self.task == "feature-extraction" and cfg.model.embedding_output not in EMBEDDING_OUTPUTS:
+            raise QuantgateError(f"model.embedding_output={cfg.model.embedding_output!r}: valid: "
+                                 f"{', '.join(EMBEDDING_OUTPUTS)}")
+        self.path = resolve_model_path(cfg.model.name_or_path)
+        self.config = self._check_architecture()
+        check_weight_files(self.path)
+        self._model = self._load_checked()
+        self._processor = None
+        self.input_names = self._input_names()
+        self.output_names = ["logits"] if self.kind == "classifier" else [str(cfg.model.embedding_output)]
+
+    @property
+    def checkpoint_folder(self) -> Path:
+        """The transformers checkpoint (config.json, tokenizer or image-processor files) the artifact folder
+        copies for Optimum (pipeline/build/hub_files.py)."""
+        return self.path
+
+    # --- what the checkpoint is, checked before any work ---------------------------------------------
+    def _check_architecture(self) -> dict:
+        config = json.loads((self.path / "config.json").read_bytes())
+        model_type = config.get("model_type")
+        supported = supported_model_types(self.task)
+        if model_type not in supported:
+            raise QuantgateError(
+                f"{self.path.name}: architecture {model_type!r} cannot be exported for model.task={self.task} "
+                f"(transformers has no {TASKS[self.task][0]} for it); supported model types for {self.task}: "
+                f"{_short_list(supported)}. Tasks model=hf exports: {', '.join(TASKS)}")
+        if self.kind == "classifier":
+            architectures = config.get("architectures") or []
+            head_class = self._task_class_name(model_type)
+            suffix = head_class[head_class.index("For"):]  # ForSequenceClassification
+            if architectures and not any(suffix in name for name in architectures):
+                raise QuantgateError(
+                    f"{self.path.name} is a {', '.join(architectures)} checkpoint without the {self.task} head "
+                    f"({head_class}); give a checkpoint fine-tuned for {self.task}, or model.task=feature-extraction")
+        return config
+
+    def _task_class_name(self, model_type: str) -> str:
+        from transformers.models.auto import modeling_auto
+        return getattr(modeling_auto, TASKS[self.task][1])[model_type]
+
+    def _load_checked(self):
+        import transformers
+        auto = getattr(transformers, TASKS[self.task][0])
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its load report: missing weights are refused below, in words
+        try:
+            model, info = auto.from_pretrained(str(self.path), local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise QuantgateError(f"transformers could not load {self.path} for {self.task}: {one_line(error)}") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise QuantgateError(
+                f"{self.path.name}: the weights lack {len(missing)} parameter(s) of the {self.task} model "
+                f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): the checkpoint has no trained "
+                f"{self.task} head; give a checkpoint fine-tuned for {self.task}")
+        return model.eval()
+
+    def _input_names(self) -> list[str]:
+        accepted = inspect.signature(self._model.forward).parameters
+        if self.task == "image-classification":
+            return ["pixel_values"]
+        produced = list(getattr(self.processor(), "model_input_names", TEXT_INPUTS))
+        names = [name for name in TEXT_INPUTS if name in accepted and name in produced]
+        if "input_ids" not in names or "attention_mask" not in names:
+            raise QuantgateError(f"{self.path.name}: its tokenizer gives {produced} and the model takes "
+                                 f"{list(accepted)}; model=hf exports text models that take input_ids and "
+                                 f"attention_mask")
+        return names
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        labels = self._model.config.id2label if self.kind == "classifier" else None
+        return {int(k): str(v) for k, v in labels.items()} if labels else None
+
+    @property
+    def source_name(self) -> str:
+        from pipeline.build.reproducible import portable_path_value
+        return f"{portable_path_value(str(self.cfg.model.name_or_path))} ({self.task})"
+
+    def weights_sha256(self) -> str:
+        return weights_digest(self.path)
+
+    def processor(self):
+        """The checkpoint's own tokenizer, or image processor for image-classification."""
+        if self._processor is None:
+            try:
+                if self.task == "image-classification":
+                    from transformers import AutoImageProcessor
+                    self._processor = AutoImageProcessor.from_pretrained(str(self.path), local_files_only=True)
+                else:
+                    from transformers import AutoTokenizer
+                    self._processor = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            except (OSError, ValueError, KeyError) as error:
+                what = "image processor (preprocessor_config.json)" if self.task == "image-classification" \
+                    else "tokenizer"
+                raise QuantgateError(f"{self.path.name} has no usable {what}: {one_line(error)}; save it into the "
+                                     f"checkpoint folder (`save_pretrained`)") from None
+        return self._processor
+
+    # --- the model and its export ---------------------------------------------------------------------
+    def load_torch(self):
+        import torch
+
+        model, names, task = self._model, list(self.input_names), self.task
+        pooled = task == "feature-extraction" and self.output_names == ["sentence_embedding"]
+
+        class TaskGraph(torch.nn.Module):
+            """The task's output; the exporter names the inputs after `forward`'s positional arguments."""
+
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def run(self, **kwargs):
+                out = self.model(**kwargs)
+                if task != "feature-extraction":
+                    return out.logits
+                hidden = out.last_hidden_state
+                if not pooled:
+                    return hidden
+                mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+        class Pixels(TaskGraph):
+            def forward(self, pixel_values):
+                return self.run(pixel_values=pixel_values)
+
+        class Tokens(TaskGraph):
+            def forward(self, input_ids, attention_mask):
+                return self.run(input_ids=input_ids, attention_mask=attention_mask)
+
+        class TokensAndTypes(TaskGraph):
+            def forward(self, input_ids, token_type_ids, attention_mask):
+                return self.run(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+
+        graphs = {("pixel_values",): Pixels, ("input_ids", "attention_mask"): Tokens,
+                  ("input_ids", "token_type_ids", "attention_mask"): TokensAndTypes}
+        return graphs[tuple(names)]().eval()
+
+    def image_shape(self) -> tuple[int, int, int]:
+        size = getattr(self.processor(), "crop_size", None) or getattr(self.processor(), "size", None) or {}
+        size = dict(size) if not isinstance(size, int) else {"height": size, "width": size}
+        side = size.get("shortest_edge")
+        height, width = size.get("height", side), size.get("width", side)
+        config = self._model.config
+        height = height or getattr(config, "image_size", 224)
+        width = width or getattr(config, "image_size", 224)
+        return int(getattr(config, "num_channels", 3)), int(height), int(width)
+
+    def example_inputs(self):
+        import torch
+        if self.task == "image-classification":
+            return (torch.zeros(2, *self.image_shape()),)
+        return tuple((torch.zeros if name == "token_type_ids" else torch.ones)(2, 8, dtype=torch.long)
+                     for name in self.input_names)
+
+    def dynamic_shapes(self):
+        import torch
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        if self.task == "image-classification":
+            return ({0: batch},)
+        positions = getattr(self._model.config, "max_position_embeddings", None) or 512
+        sequence = torch.export.Dim("sequence", min=2, max=min(512, int(positions)))
+        return tuple({0: batch, 1: sequence} for _ in self.input_names)
+
+    # --- data ------------------------------------------------------------------------------------------
+    def data(self) -> DataSplits:
+        from calibration.sources import load_images, load_text_examples
+        calibration_cfg = self.cfg.calibration
+        source = calibration_cfg.source
+        image_task = self.task == "image-classification"
+        if image_task and source not in ("images", "hub"):
+            raise QuantgateError(f"model.task=image-classification calibrates on images: use calibration=images "
+                                 f"calibration.path=DIR (one subfolder per class), or calibration=hub; got "
+                                 f"calibration={source}")
+        if not image_task and source in ("images", "digits"):
+            raise QuantgateError(f"model.task={self.task} calibrates on text: use calibration=files, hub or "
+                                 f"pydoc_topics; got calibration={source}")
+        if image_task:
+            loaded = load_images(calibration_cfg, self.id2label)
+            for example, path in zip(loaded["examples"], loaded["paths"]):
+                self._decode(example, path)  # the model's own preprocessing takes every image, before any work
+        else:
+            loaded = load_text_examples(calibration_cfg, self.id2label, words=self.task == "token-classification")
+        examples, labels = loaded["examples"], loaded["labels"]
+        if source == "images":
+            from pipeline.build.reproducible import portable_path_value
+            name = portable_path_value(str(calibration_cfg.path))
+        elif source == "pydoc_topics":
+            name = "pydoc_data.topics"
+        else:
+            name = dataset_identity(calibration_cfg)
+        return DataSplits(examples, examples, examples, labels, labels, labels, dataset_name=str(name),
+                          shared_pool=True)
+
+    def _decode(self, data: bytes, name: str = "an image"):
+        from PIL import Image
+        channels = self.image_shape()[0]
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.convert("RGB" if channels == 3 else "L")
+        except (OSError, ValueError) as error:
+            raise InputError(f"image {name} cannot be decoded ({one_line(error)}); remove or replace it") from None
+
+    def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
+        if self.task == "image-classification":
+            processed = self.processor()([self._decode(e) for e in examples], return_tensors="np")
+            return {"pixel_values": np.asarray(processed["pixel_values"], dtype=np.float32)}
+        encoded = self._tokenize(examples, pad_to_max_length)
+        return {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names}
+
+    def _tokenize(self, examples: list, pad_to_max_length: bool = False):
+        padding = "max_length" if pad_to_max_length else "longest"
+        options = dict(padding=padding, truncation=True, max_length=int(self.cfg.model.max_length),
+                       return_tensors="np")
+        if self.task == "token-classification":
+            return self.processor()([list(words) for words in examples], is_split_into_words=True, **options)
+        if examples and isinstance(examples[0], tuple):
+            return self.processor()([a for a, _ in examples], [b for _, b in examples], **options)
+        return self.processor()(list(examples), **options)
+
+    def encode_labels(self, examples: list, labels: list) -> np.ndarray:
+        """Labels as the saved inputs need them: one class id per example; for token classification one per
+        token, on the first sub-word of each word (-100 elsewhere and on padding, as transformers trains)."""
+        if self.task != "token-classification":
+            return np.asarray(labels, dtype=np.int64)
+        encoded = self._tokenize(examples)
+        width = encoded["input_ids"].shape[1]
+        array = np.full((len(examples), width), -100, dtype=np.int64)
+        for row, tags in enumerate(labels):
+            previous = None
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is not None and word != previous:
+                    array[row, position] = tags[word]
+                previous = word
+        return array
+
