@@ -147,9 +147,6 @@ def test_minilm_qat_self_distillation_builds_within_budget(tmp_path):
     assert read_stamp(manifest.path("model.onnx"))["mode"] == "qat"
 
 
-# Optimum's onnxruntime package pins transformers 4.57 (this venv has 5.x): it gets its own cached venv, prepared
-# like a runtime profile (pipeline/runtimes/venvs.py); torch is pinned so pip takes the local CPU wheel.
-OPTIMUM = ("optimum-onnx[onnxruntime]==0.1.0", "torch==2.13.0")
 OPTIMUM_LOADS = """
 import json, sys
 from optimum.onnxruntime import ORTConfig, ORTModelForCustomTasks
@@ -176,17 +173,11 @@ def test_the_folder_holds_what_optimum_and_transformers_load(dynamic_build):
 
 
 def test_optimum_loads_the_artifact_folder_in_its_own_venv(dynamic_build, tmp_path):
-    import subprocess
-
     from transformers import AutoTokenizer
 
-    from pipeline.runtimes import venvs
-    env = venvs.prepare(venvs.Runtime("optimum", OPTIMUM))
+    from tests.fixtures.optimum_venv import run_in_optimum
     folder = dynamic_build.folder
-    result = subprocess.run([env.python, "-c", OPTIMUM_LOADS, str(folder)], capture_output=True, text=True,
-                            timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = run_in_optimum(OPTIMUM_LOADS, str(folder))
     assert loaded["model_type"] == "bert" and loaded["per_channel"] is True and loaded["reduce_range"] is True
     # the same embedding as onnxruntime here, on the same sentence
     tokens = AutoTokenizer.from_pretrained(str(folder))(["Quantized models must run on the CPUs they are meant for."],

@@ -63,6 +63,20 @@ def test_text_classifier_dynamic_keeps_its_head_and_is_judged_by_accuracy_and_ma
     assert figures["reference_accuracy"] - figures["accuracy"] <= 0.02 and figures["top1_agreement"] >= 0.97
     assert report["profiles"]["native"]["thresholds"]["max_macro_f1_drop"] == 0.05
     assert {"validation_accuracy", "validation_macro_f1", "validation_top1_agreement"} <= set(manifest.int8_metrics)
+    # Optimum's ORTModelForSequenceClassification loads the folder as it is (config.json, tokenizer, model.onnx)
+    # and gives the logits onnxruntime gives here
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from tests.fixtures.optimum_venv import optimum_sequence_logits
+    text = "Quantized models must run on the CPUs they are meant for."
+    loaded = optimum_sequence_logits(manifest.folder, text)
+    tokens = AutoTokenizer.from_pretrained(str(manifest.folder))([text], return_tensors="np")
+    session = ort.InferenceSession(str(manifest.path("model.onnx")), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {i.name: tokens[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+    assert np.allclose(np.asarray(loaded["logits"]), ours, atol=1e-5)
+    assert len(loaded["labels"]) == ours.shape[-1]
 
 
 def test_text_classifier_static_on_sentence_pairs(made):
