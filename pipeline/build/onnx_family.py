@@ -120,7 +120,7 @@ def read_model(path_text: str):
         raise InputError(f"model.path={path_text!r} is not a readable ONNX model ({one_line(error)}); is it "
                          f"truncated, or another format?") from None
     except (OSError, onnx.checker.ValidationError) as error:  # a missing data file, or one outside the folder
-        raise InputError(f"model.path={path_text!r}: its external data cannot be read ({one_line(error)}); keep "
+        raise InputError(f"model.path={path_text!r}: its external data cannot be read ({one_line(error, limit=500)}); keep "
                          f"the data files beside the .onnx file (in its folder), where it names them") from None
     if not model.graph.node or not model.graph.output:
         raise InputError(f"model.path={path_text!r} holds no graph (no nodes or no outputs): not an ONNX model")

@@ -1,17 +1,14 @@
 """The reliability suite: every bad input and injected fault is one test; counts at the end."""
-import pytest
 
 _outcomes: dict[str, str] = {}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if "tests/reliability" in str(item.fspath) and (report.when == "call" or report.failed or report.skipped):
-        previous = _outcomes.get(item.nodeid)
+def pytest_runtest_logreport(report):
+    # Called where the reports arrive: in the one pytest process, or in the controller under pytest-xdist.
+    if "tests/reliability" in report.nodeid and (report.when == "call" or report.failed or report.skipped):
+        previous = _outcomes.get(report.nodeid)
         if previous != "failed":
-            _outcomes[item.nodeid] = "failed" if report.failed else ("skipped" if report.skipped else "passed")
+            _outcomes[report.nodeid] = "failed" if report.failed else ("skipped" if report.skipped else "passed")
 
 
 def pytest_terminal_summary(terminalreporter):
