@@ -92,6 +92,8 @@ def launch(launcher: RayLauncher, job_overrides: Sequence[Sequence[str]], initia
         init = OmegaConf.to_container(launcher.ray.init, resolve=True) or {}
         assert isinstance(init, dict)
         init = {key: value for key, value in init.items() if value is not None}
+        # A Ray started here reports no usage statistics (quantgate needs no network), unless asked to.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         log.info(f"ray.init({', '.join(f'{k}={v!r}' for k, v in init.items())})")
         ray.init(**init)
     options = launch_options(launcher)
