@@ -130,3 +130,33 @@ def test_a_matrix_runs_in_the_workers_of_a_running_ray_head(ray_head, tmp_path):
         assert task["pid"] != os.getpid()
         assert any(log.name.endswith(f"-{task['pid']}.out") for log in logs), (task, [p.name for p in logs])
         assert f"ran as Ray task {task['task_id']}" in output
+
+
+CRASHING_APP = '''
+import os
+import hydra
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg):
+    if cfg.x == 2:
+        os._exit(3)  # the worker process dies, as in a segfault or an out-of-memory kill
+    print("job with x", cfg.x, "done in", os.getpid(), flush=True)
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_a_task_whose_worker_dies_fails_the_sweep_only_after_the_others_finished(ray_head, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(CRASHING_APP)
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, str(app), "--multirun", "+x=1,2", "hydra/launcher=ray", f"hydra.sweep.dir={sweep}",
+         f"hydra.launcher.ray.init.address={ray_head.address}", "+hydra.launcher.ray.remote.max_retries=0"],
+        cwd=tmp_path, env={**ray_head.env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "#1 (+x=2) did not run to its end in Ray" in output and "WorkerCrashedError" in output
+    done = json.loads((sweep / "0" / "ray_task.json").read_text())  # the other one ran to its end
+    assert f"ran as Ray task {done['task_id']}" in output and not (sweep / "1" / "ray_task.json").exists()
