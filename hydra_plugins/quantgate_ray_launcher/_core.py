@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # The checkout this launcher (and the app) runs from: hydra_plugins/quantgate_ray_launcher/_core.py -> ../..
 CHECKOUT = Path(__file__).resolve().parents[2]
 TASK_FILE = "ray_task.json"  # in each job's output folder: which Ray task, node and process ran it
+LOST_TASK_FILE = "ray_task_error.txt"  # instead, where Ray could not run the task to its end (record_lost_tasks)
 
 
 def execute_job(idx: int, overrides: Sequence[str], hydra_context: HydraContext, config: DictConfig,
@@ -77,6 +78,31 @@ def launch_options(launcher: RayLauncher) -> Dict[str, Any]:
     return {**{k: v for k, v in options.items() if v is not None}, "runtime_env": runtime_env}
 
 
+def record_lost_task(launcher: RayLauncher, idx: int, overrides: Sequence[str], task_id: str,
+                     error: Exception) -> JobReturn:
+    """The job's output folder with LOST_TASK_FILE saying what Ray reported, and a completed JobReturn without a
+    return value: what the app's task would have written there (quantgate's outcome.json) is missing, which is
+    how the sweep's end tells (quantgate's matrix table: `crashed`, "died without recording an outcome")."""
+    assert launcher.config is not None and launcher.hydra_context is not None
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = task_id
+        sweep_config.hydra.job.num = idx
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(sweep_config)  # hydra.sweep.subdir may interpolate hydra.job.*
+    try:
+        output_dir = Path(str(OmegaConf.select(sweep_config, "hydra.sweep.dir")),
+                          str(OmegaConf.select(sweep_config, "hydra.sweep.subdir")))
+    finally:
+        HydraConfig.instance().cfg = saved
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / LOST_TASK_FILE).write_text(f"Ray task {task_id} (job {idx}: {' '.join(overrides)}) did not run "
+                                             f"to its end:\n{type(error).__name__}: {error}\n")
+    ret = JobReturn(overrides=list(overrides), working_dir=str(output_dir), status=JobStatus.COMPLETED)
+    ret.return_value = None
+    return ret
+
+
 def launch(launcher: RayLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
     import ray
 
@@ -110,8 +136,9 @@ def launch(launcher: RayLauncher, job_overrides: Sequence[Sequence[str]], initia
         # The task's name prefixes the lines its worker prints here: "(job 3 pid=...)".
         refs.append(task.options(**options, name=f"job {idx}").remote(idx, list(overrides), *shared, os.getcwd()))
 
-    # Every task runs to its end whatever the others do; a task that Ray could not run (a worker that died,
-    # a node lost, a missing working directory) comes back as a failed job once all are done.
+    # Every task runs to its end whatever the others do. A task that Ray could not run to its end (a worker that
+    # died, a node lost, a missing working directory) fails the sweep once all are done, or with
+    # record_lost_tasks is recorded in its job's folder and the sweep goes on to its end (callbacks included).
     results = []
     try:
         for offset, (overrides, ref) in enumerate(zip(job_overrides, refs)):
@@ -119,9 +146,13 @@ def launch(launcher: RayLauncher, job_overrides: Sequence[Sequence[str]], initia
             try:
                 ret, where = ray.get(ref)
             except ray.exceptions.RayError as error:
-                log.error(f"#{idx} ({' '.join(filter_overrides(overrides))}) did not run to its end in Ray: {error}")
-                ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-                ret.return_value = error
+                log.error(f"#{idx} ({' '.join(filter_overrides(overrides))}) did not run to its end in Ray: "
+                          f"{type(error).__name__}: {error}")
+                if launcher.record_lost_tasks:
+                    ret = record_lost_task(launcher, idx, overrides, ref.task_id().hex(), error)
+                else:
+                    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+                    ret.return_value = error
             else:
                 log.info(f"#{idx} ran as Ray task {where['task_id']} on {where['node_ip']} (pid {where['pid']})")
             results.append(ret)

@@ -24,6 +24,10 @@ class QuantgateRayLauncherConf:
     # Environment variables the tasks get from the process that started the sweep, where set there: the
     # workers of a cluster started elsewhere have the environment of its `ray start`, not the driver's.
     env: List[str] = field(default_factory=list)
+    # A task Ray could not run to its end (its worker died: a segfault, an out-of-memory kill; a node lost):
+    # false = the sweep fails once every other task has finished (Hydra's way); true = recorded in the job's
+    # folder (ray_task_error.txt) and the sweep goes on to its end, its callbacks included.
+    record_lost_tasks: bool = False
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ray", node=QuantgateRayLauncherConf,

@@ -8,9 +8,10 @@ from omegaconf import DictConfig
 
 
 class RayLauncher(Launcher):
-    def __init__(self, ray: DictConfig, env: Optional[List[str]] = None) -> None:
+    def __init__(self, ray: DictConfig, env: Optional[List[str]] = None, record_lost_tasks: bool = False) -> None:
         self.ray = ray
         self.env = list(env or [])
+        self.record_lost_tasks = record_lost_tasks
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None

@@ -54,6 +54,7 @@ def test_each_launcher_composes_with_the_release(compose_hydra, launcher):
         assert cfg.hydra.launcher.ray.init.address is None  # a local Ray unless told to join a cluster
         assert cfg.hydra.launcher.ray.remote.num_cpus == 2 and cfg.hydra.launcher.ray.remote.max_retries == 0
         assert "HF_HUB_OFFLINE" in cfg.hydra.launcher.env
+        assert cfg.hydra.launcher.record_lost_tasks is True  # a dead worker is a `crashed` row, not a lost table
 
 
 def test_installed_launcher_plugins_are_importable():

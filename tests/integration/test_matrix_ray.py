@@ -147,16 +147,28 @@ if __name__ == "__main__":
 '''
 
 
-def test_a_task_whose_worker_dies_fails_the_sweep_only_after_the_others_finished(ray_head, tmp_path):
+@pytest.mark.parametrize("record", [False, True])
+def test_a_task_whose_worker_dies_is_reported_after_the_others_finished(ray_head, tmp_path, record):
+    """Hydra's way (record_lost_tasks=false): the sweep fails; quantgate's (true, conf/hydra/launcher/ray.yaml): the
+    job's folder says what happened and the sweep ends as usual, for the matrix table to list it as crashed."""
     app = tmp_path / "app.py"
     app.write_text(CRASHING_APP)
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, str(app), "--multirun", "+x=1,2", "hydra/launcher=ray", f"hydra.sweep.dir={sweep}",
-         f"hydra.launcher.ray.init.address={ray_head.address}", "+hydra.launcher.ray.remote.max_retries=0"],
+         f"hydra.launcher.ray.init.address={ray_head.address}", "+hydra.launcher.ray.remote.max_retries=0",
+         f"hydra.launcher.record_lost_tasks={record}"],
         cwd=tmp_path, env={**ray_head.env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
-    assert "#1 (+x=2) did not run to its end in Ray" in output and "WorkerCrashedError" in output
+    assert "#1 (+x=2) did not run to its end in Ray" in output and "WorkerCrashedError" in output, output[-3000:]
     done = json.loads((sweep / "0" / "ray_task.json").read_text())  # the other one ran to its end
     assert f"ran as Ray task {done['task_id']}" in output and not (sweep / "1" / "ray_task.json").exists()
+    if record:
+        assert result.returncode == 0, output[-3000:]
+        assert "WorkerCrashedError" in (sweep / "1" / "ray_task_error.txt").read_text()
+        # What quantgate's matrix table makes of that folder (no outcome.json in it): a crashed combination.
+        from pipeline.release.matrix import collect
+        lost = [o for o in collect(sweep) if o["job"] == "1"]
+        assert [o["outcome"] for o in lost] == ["crashed"] and "died without recording an outcome" in lost[0]["reason"]
+    else:
+        assert result.returncode != 0, output[-3000:]
