@@ -1,5 +1,7 @@
-"""The release experiment and every launcher config compose, whether or not the launcher's plugin is installed."""
+"""The release experiment and every launcher config compose, and Hydra finds every launcher's plugin: joblib's and
+submitit's installed, quantgate's Ray launcher from the checkout (hydra_plugins/quantgate_ray_launcher/)."""
 import importlib.util
+import os
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -7,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from pipeline.config import CONF_DIR
 from pipeline.config.compose import register_configs
+from tests.conftest import REPO
 
 # Our launcher files share the plugins' names, so Hydra validates them against the plugins' schemas
 # and warns that this is deprecated (pipeline/__init__.py silences it; pytest resets filters per test).
@@ -18,7 +21,9 @@ LAUNCHERS = {
                        "hydra_plugins.hydra_submitit_launcher"),
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
                        "hydra_plugins.hydra_submitit_launcher"),
-    "ray": ("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", "hydra_plugins.hydra_ray_launcher"),
+    # quantgate's own, on Ray's API: hydra-ray-launcher 1.2.2 does not install beside joblib and cannot join a
+    # running Ray 2.x cluster (README "Launchers: local, Slurm, Ray").
+    "ray": ("hydra_plugins.quantgate_ray_launcher.ray_launcher.RayLauncher", "hydra_plugins.quantgate_ray_launcher"),
 }
 
 
@@ -46,13 +51,47 @@ def test_each_launcher_composes_with_the_release(compose_hydra, launcher):
     if launcher.startswith("submitit"):
         assert str(cfg.hydra.launcher.submitit_folder).endswith("/.submitit/%j")
     if launcher == "ray":
-        assert "address" in cfg.hydra.launcher.ray.init
+        assert cfg.hydra.launcher.ray.init.address is None  # a local Ray unless told to join a cluster
+        assert cfg.hydra.launcher.ray.remote.num_cpus == 2 and cfg.hydra.launcher.ray.remote.max_retries == 0
+        assert "HF_HUB_OFFLINE" in cfg.hydra.launcher.env
+        assert cfg.hydra.launcher.record_lost_tasks is True  # a dead worker is a `crashed` row, not a lost table
 
 
 def test_installed_launcher_plugins_are_importable():
-    # joblib and submitit are dependencies; Ray is an optional extra (`pip install -e '.[ray]'`).
-    for launcher in ("joblib", "submitit_local"):
+    # joblib and submitit are dependencies; ray comes with the test extra (and alone with `.[ray]`).
+    for launcher in ("joblib", "submitit_local", "ray"):
         assert importlib.util.find_spec(LAUNCHERS[launcher][1]) is not None
+    assert importlib.util.find_spec("ray") is not None
+
+
+def test_hydra_discovers_the_ray_launcher_in_the_checkout(compose_hydra):
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert LAUNCHERS["ray"][0] in found and LAUNCHERS["joblib"][0] in found
+
+
+def test_a_misspelt_ray_launcher_key_fails_against_its_schema(compose_hydra):
+    from hydra.errors import ConfigCompositionException
+    with pytest.raises(ConfigCompositionException):
+        compose_hydra(["experiment=release", "hydra/launcher=ray", "hydra.launcher.ray.remot.num_cpus=1"])
+
+
+def test_ray_tasks_get_this_checkout_and_the_drivers_environment(monkeypatch):
+    from omegaconf import OmegaConf
+    from hydra_plugins.quantgate_ray_launcher import _core
+    from hydra_plugins.quantgate_ray_launcher.ray_launcher import RayLauncher
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    launcher = RayLauncher(ray=OmegaConf.create({"init": {"address": None}, "remote": {
+        "num_cpus": 2, "memory": None, "runtime_env": {"env_vars": {"PYTHONPATH": "/opt/extra", "A": 1}}}}),
+        env=["HF_HUB_OFFLINE", "HF_HOME"])
+    options = _core.launch_options(launcher)
+    assert options["num_cpus"] == 2 and "memory" not in options  # null options are Ray's defaults
+    env_vars = options["runtime_env"]["env_vars"]
+    assert env_vars["PYTHONPATH"].split(os.pathsep) == [str(_core.CHECKOUT), "/opt/extra"]
+    assert _core.CHECKOUT == REPO  # the checkout the driver runs, whichever the venv points at
+    assert env_vars["HF_HUB_OFFLINE"] == "1" and env_vars["A"] == "1" and "HF_HOME" not in env_vars
 
 
 def test_release_defaults_to_joblib_and_a_small_matrix(compose_hydra):

@@ -109,3 +109,20 @@ def test_the_folders_are_the_ones_the_readme_lists():
     layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     for folder in sorted(folders):
         assert f"pipeline/{folder}/" in layout, f"README's Layout does not list pipeline/{folder}/"
+
+
+def test_every_top_level_folder_has_its_line_in_the_readme_layout():
+    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = {line.split("/", 1)[0] for line in layout.split("```")[1].splitlines() if line[:1].isalpha()}
+    # The folders of the checkout, less the hidden ones (.ci/, .github/) and what runs leave in it (gitignored).
+    ignored = {line.strip().strip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
+    folders = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))} - ignored
+    assert folders == listed
+
+
+def test_the_hydra_plugins_import_nothing_of_quantgate():
+    # The launcher is Hydra's and Ray's business only: a worker imports it before any of quantgate.
+    paths = sorted((REPO / "hydra_plugins").rglob("*.py"))
+    assert paths
+    for path in paths:
+        assert imports(".".join(path.relative_to(REPO).with_suffix("").parts), path) == set(), path
