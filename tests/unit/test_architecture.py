@@ -114,9 +114,11 @@ def test_the_folders_are_the_ones_the_readme_lists():
 def test_every_top_level_folder_has_its_line_in_the_readme_layout():
     layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     listed = {line.split("/", 1)[0] for line in layout.split("```")[1].splitlines() if line[:1].isalpha()}
-    # The folders of the checkout, less the hidden ones (.ci/, .github/) and what runs leave in it (gitignored).
-    ignored = {line.strip().strip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
-    folders = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))} - ignored
+    # The folders git tracks, less the hidden ones (.ci/, .github/): not what runs and installs leave (artifacts/,
+    # *.egg-info/, gitignored).
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    folders = {path.split("/", 1)[0] for path in tracked if "/" in path and not path.startswith((".", "__"))}
     assert folders == listed
 
 
