@@ -295,7 +295,7 @@ def markdown(report: dict[str, Any]) -> str:
     notes = [f"Ratios int8/fp32 (below 1: int8 smaller or faster), measured in one run on {report['host']['cpu']} "
              f"({report['host']['cores']} cores), onnxruntime {report['host']['onnxruntime']}, "
              f"{s['intra_op_threads']} intra-op threads, all graph optimizations, about {s['seconds_per_case']} s per case. "
-             f"Plain ORT dyn = `quantize_dynamic(reference.onnx)` with default arguments.",
+             f"Plain ORT dyn = `quantize_dynamic` of the fp32 graph with default arguments.",
              "fp32 is the fused graph (model.fuse) where the artifact has one; `unfused fp32/fp32` is the export "
              "before fusion (debug/reference.unfused.onnx).", "", "Absolute p50 (ms):", ""]
     for case in report["artifacts"]:
