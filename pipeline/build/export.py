@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from pipeline.build import reproducible
+from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
 from pipeline.manifest import DEBUG_DIR, Manifest, atomic_write_bytes
 from pipeline.build.models import model_family
 from pipeline.progress import say, step
@@ -82,7 +83,6 @@ def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
     """The fused fp32 graph of `onnx_bytes`; the unfused one goes to debug/reference.unfused.onnx."""
     import onnx
 
-    from pipeline.build.fuse import fuse_transformer
     num_heads, hidden_size = family.attention_shape()
     static = cfg.mode.name == "static"
     with step(f"export: fuse transformer operators (onnxruntime's transformer optimizer, {num_heads} heads, "
@@ -114,6 +114,10 @@ def run(cfg, manifest: Manifest) -> Manifest:
             onnx_bytes = export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
                                      family.input_names, family.output_names, int(cfg.model.opset))
     onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
+    if fused and CONTRIB_DOMAIN not in manifest.runtime.get("max_opsets", {}):
+        say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
+            f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
+        fused = False
     if fused:
         onnx_bytes = fuse(cfg, manifest, family, onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
