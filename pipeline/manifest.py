@@ -96,6 +96,18 @@ class FallbackRecord:
 
 
 @dataclass
+class FusionRecord:
+    """The fused fp32 graph (model.fuse, pipeline/build/fuse.py): the tool, the fused operators it wrote, and
+    those it left unfused with the reason."""
+
+    tool: str
+    num_heads: int
+    hidden_size: int
+    operators: dict[str, int] = field(default_factory=dict)  # fused operator -> count
+    left_unfused: list[str] = field(default_factory=list)  # "Attention (quantize_static's QDQ rules ...)"
+
+
+@dataclass
 class BuildRecord:
     time_utc: str
     host: str
@@ -103,6 +115,8 @@ class BuildRecord:
     host_cpu_features: list[str]
     seconds: float = 0.0
     config_overrides: list[str] = field(default_factory=list)
+    # Wall seconds of each build stage in order ("export", "calibrate", "quantize", "gate", "stamp", "verify").
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +149,7 @@ class Manifest:
     int8_metrics: dict[str, float] = field(default_factory=dict)
     coverage_status: str = ""
     fallback: FallbackRecord | None = None
+    fusion: FusionRecord | None = None  # null: the reference is the export as is (model.fuse=false, a CNN)
     qat: dict[str, Any] = field(default_factory=dict)
     # The runtime built for (pipeline.runtimes.venvs.RuntimeEnv.record): versions, what it loads, its venv.
     runtime: dict[str, Any] = field(default_factory=dict)
@@ -169,7 +184,7 @@ class Manifest:
     def from_json(cls, payload: dict[str, Any]) -> "Manifest":
         """A manifest from its JSON (valid against docs/schemas/manifest.schema.json) and its `artifact_dir`."""
         nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord,
-                  "fallback": FallbackRecord}
+                  "fallback": FallbackRecord, "fusion": FusionRecord}
         values = dict(payload)
         for key, record_type in nested.items():
             if values.get(key) is not None:

@@ -3,6 +3,12 @@
 For text models the graph is a sentence embedding (transformer, mean pooling over the tokens
 `attention_mask` marks, L2 normalisation); the mask is an input, so padded batches give the same
 embeddings as unpadded ones. For digits_cnn the pipeline trains the model first.
+
+With model.fuse (transformer encoders), the encoder is loaded with eager attention and exported by
+torch's TorchScript exporter, the graph onnxruntime's transformer optimizer recognises (on the dynamo
+exporter's sdpa graph it fuses no Attention; measured in ../shared/FACTS.md), then fused
+(pipeline/build/fuse.py): reference.onnx is the fused graph, debug/reference.unfused.onnx the export.
+The TorchScript export also takes about 2 s where the dynamo export takes about 15 s.
 """
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ import warnings
 from pathlib import Path
 
 from pipeline.build import reproducible
-from pipeline.manifest import Manifest, atomic_write_bytes
+from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
+from pipeline.manifest import DEBUG_DIR, Manifest, atomic_write_bytes
 from pipeline.build.models import model_family
-from pipeline.progress import step
+from pipeline.progress import say, step
 
 
 def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names: list[str],
@@ -31,6 +38,25 @@ def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names:
             output_names=output_names, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
         program.save(str(target), external_data=False)
         return target.read_bytes()
+
+
+def export_torchscript(model, example_inputs: tuple, dynamic_shapes: tuple, input_names: list[str],
+                       output_names: list[str], opset: int) -> bytes:
+    """torch's TorchScript ONNX exporter (`dynamo=False`; deprecated in torch 2.13 but kept there), whose graphs
+    onnxruntime's transformer optimizer fuses. Dynamic axes are named after `dynamic_shapes`' Dims."""
+    import io
+
+    import torch
+
+    dynamic_axes = {name: {axis: dim.__name__ for axis, dim in shape.items()}
+                    for name, shape in zip(input_names, dynamic_shapes)}
+    dynamic_axes.update({name: {0: "batch"} for name in output_names})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's DeprecationWarning and tracer warnings
+        torch.onnx.export(model, example_inputs, buffer, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return buffer.getvalue()
 
 
 def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, int]:
@@ -50,25 +76,59 @@ def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, i
         return model.SerializeToString(deterministic=True), opset
 
 
+UNFUSED_REFERENCE_FILE = f"{DEBUG_DIR}/reference.unfused.onnx"  # the export before fusion, for debugging
+
+
+def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
+    """The fused fp32 graph of `onnx_bytes`; the unfused one goes to debug/reference.unfused.onnx."""
+    import onnx
+
+    num_heads, hidden_size = family.attention_shape()
+    static = cfg.mode.name == "static"
+    with step(f"export: fuse transformer operators (onnxruntime's transformer optimizer, {num_heads} heads, "
+              f"hidden size {hidden_size}{'; no Attention/EmbedLayerNormalization for static QDQ' if static else ''})"):
+        fused, record = fuse_transformer(onnx.load_from_string(onnx_bytes), num_heads, hidden_size,
+                                         quantizable_by_qdq=static)
+    unfused, _, _ = reproducible.strip_bytes(onnx_bytes)
+    manifest.path(DEBUG_DIR).mkdir(exist_ok=True)
+    atomic_write_bytes(manifest.path(UNFUSED_REFERENCE_FILE), unfused)
+    manifest.fusion = record
+    say("export: fused " + (", ".join(f"{count} {op}" for op, count in record.operators.items()) or "nothing")
+        + "".join(f"; left unfused: {reason}" for reason in record.left_unfused))
+    return fused.SerializeToString(deterministic=True)
+
+
 def run(cfg, manifest: Manifest) -> Manifest:
     import torch
 
     family = model_family(cfg)
+    fused = bool(cfg.model.fuse) and getattr(family, "fusable", False)
     if hasattr(family, "reference_onnx"):  # model=onnx: the user's fp32 file is the reference
         with step(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference"):
             onnx_bytes = family.reference_onnx()
     else:
-        with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset})"):
+        exporter = "TorchScript exporter, eager attention" if fused else "dynamo exporter"
+        with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"):
             torch.manual_seed(int(cfg.model.seed))
-            model = family.load_torch()
-            try:
-                onnx_bytes = export_onnx(model, family.example_inputs(), family.dynamic_shapes(), family.input_names,
-                                         family.output_names, int(cfg.model.opset))
-            except Exception as error:
-                if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
-                    raise
-                raise family.export_refused(error) from None
+            if fused:
+                onnx_bytes = export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
+                                                family.dynamic_shapes(), family.input_names, family.output_names,
+                                                int(cfg.model.opset))
+            else:
+                try:
+                    onnx_bytes = export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
+                                             family.input_names, family.output_names, int(cfg.model.opset))
+                except Exception as error:
+                    if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
+                        raise
+                    raise family.export_refused(error) from None
     onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
+    if fused and CONTRIB_DOMAIN not in manifest.runtime.get("max_opsets", {}):
+        say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
+            f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
+        fused = False
+    if fused:
+        onnx_bytes = fuse(cfg, manifest, family, onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
     # debug/reference.nodes.json, not into the artifact: same inputs, same bytes, in any folder.
     onnx_bytes, stripped, stripped_model = reproducible.strip_bytes(onnx_bytes)

@@ -50,6 +50,7 @@ class TextEmbeddingFamily:
     input_names = ["input_ids", "attention_mask"]
     output_names = ["sentence_embedding"]
     kind = "embedding"
+    fusable = True  # a transformer encoder: model.fuse applies (pipeline/build/fuse.py)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -80,7 +81,18 @@ class TextEmbeddingFamily:
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
         return self._tokenizer
 
-    def load_torch(self):
+    def attention_shape(self) -> tuple[int, int]:
+        """(attention heads, hidden size) from the checkpoint's config.json, for the transformer optimizer."""
+        config = json.loads((self.path / "config.json").read_bytes())
+        try:
+            return int(config["num_attention_heads"]), int(config["hidden_size"])
+        except KeyError as missing:
+            raise InputError(f"{self.path / 'config.json'} has no {missing}: not a BERT-like encoder the transformer "
+                             f"optimizer can fuse; build it unfused with model.fuse=false") from None
+
+    def load_torch(self, attention: str | None = None):
+        """The sentence-embedding module; `attention` picks transformers' attn_implementation ("eager" for a
+        graph onnxruntime's transformer optimizer fuses; None: transformers' default, sdpa)."""
         import torch
         from transformers import AutoModel
 
@@ -93,10 +105,14 @@ class TextEmbeddingFamily:
                 hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
                 mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, p=2, dim=1)
+                # F.normalize(pooled, dim=1) without its expand_as: the Expand it exports stops onnxruntime's
+                # symbolic shape inference, and with it the SkipLayerNormalization fusion (FACTS.md).
+                norm = torch.sqrt((pooled * pooled).sum(dim=1, keepdim=True))
+                return pooled / norm.clamp(min=1e-12)
 
         try:
-            encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+            options = {"attn_implementation": attention} if attention else {}
+            encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True, **options)
         except (OSError, ValueError, RuntimeError) as error:
             raise QuantgateError(f"transformers could not load {self.path}: {str(error).splitlines()[0]}") from None
         return MeanPooledEmbedding(encoder).eval()
@@ -128,6 +144,7 @@ class DigitsCnnFamily:
     input_names = ["pixels"]
     output_names = ["logits"]
     kind = "classifier"
+    fusable = False  # a CNN: the transformer optimizer has nothing to fuse
 
     def __init__(self, cfg):
         self.cfg = cfg

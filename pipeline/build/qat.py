@@ -29,7 +29,8 @@ from pipeline.build.models import model_family
 
 
 def _linear_only_quantizer(config):
-    """Annotates every aten.linear (activation and weight) with the x86 config and nothing else.
+    """Annotates every aten.linear (activation and weight) and every aten.embedding (its table, weight-only) with
+    the x86 config, and nothing else.
 
     X86InductorQuantizer (torchao 0.18) raises IndexError on MiniLM's exported graph while
     matching linear+unary fusion partitions; transformer QAT only needs its linears quantized,
@@ -46,6 +47,11 @@ def _linear_only_quantizer(config):
                     node.meta["quantization_annotation"] = QuantizationAnnotation(
                         input_qspec_map={activation: config.input_activation, weight: config.weight},
                         _annotated=True)
+                elif node.op == "call_function" and node.target == torch.ops.aten.embedding.default:
+                    # Weight-only, one scale per row (the weight spec's channel axis 0): the embedding tables
+                    # are stored int8 (MiniLM's word table: 47 MB fp32), as quantize_static's Gather rule does.
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={node.args[0]: config.weight}, _annotated=True)
             return model
 
         def validate(self, model):

@@ -145,14 +145,14 @@ def temporary_files_under(staging: Path):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _build_record(started: float, overrides: list[str]) -> BuildRecord:
+def _build_record(started: float, overrides: list[str], stage_seconds: dict[str, float]) -> BuildRecord:
     import archspec.cpu
 
     from pipeline.guard.cpuid import host_features
     return BuildRecord(time_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        host=socket.gethostname(), host_microarchitecture=archspec.cpu.host().name,
                        host_cpu_features=sorted(host_features()), seconds=round(time.perf_counter() - started, 1),
-                       config_overrides=list(overrides))
+                       config_overrides=list(overrides), stage_seconds=stage_seconds)
 
 
 def _check_no_host_paths(staging: Path, folder: Path) -> None:
@@ -193,17 +193,23 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
             stages = build_stages(cfg.export)
+            stage_seconds: dict[str, float] = {}
             with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
                 for stage in stages:
+                    stage_started = time.perf_counter()
                     manifest = stage.run(cfg, manifest)
+                    stage_seconds[stage.__name__.rsplit(".", 1)[-1]] = round(time.perf_counter() - stage_started, 2)
             _check_no_host_paths(staging, folder)
             manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
-            manifest.build = _build_record(started, overrides or [])
+            manifest.build = _build_record(started, overrides or [], stage_seconds)
             manifest.record_files()
             manifest.save()  # last: a folder with manifest.json is complete
             if verify is not None:
+                verify_started = time.perf_counter()
                 manifest = verify(manifest, folder)
+                manifest.build.stage_seconds["verify"] = round(time.perf_counter() - verify_started, 2)
+                manifest.save()
             manifest = _publish(staging, folder, manifest, bool(cfg.replace_verified))
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)

@@ -80,6 +80,11 @@ class ModelConfig:
     name_or_path: Optional[str] = None
     max_length: int = 64
     opset: int = 18
+    # Transformer encoders: export a graph onnxruntime's transformer optimizer fuses (Attention,
+    # EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) and quantize that; reference.onnx is the
+    # fused fp32 graph, debug/reference.unfused.onnx the export before fusion (pipeline/build/fuse.py).
+    # Other model families ignore it.
+    fuse: bool = True
     seed: int = 0
     train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
     # model=onnx: an fp32 ONNX file (external data beside it is read too).
@@ -149,8 +154,11 @@ class ModeConfig:
     quant_format: QuantFormat = QuantFormat.QDQ
     # Static: quantizing Add/Softmax/LayerNorm outputs of a transformer with per-tensor ranges
     # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types
-    # (Gather: the embedding table, weight-only in effect).
-    op_types_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Conv", "Gather"])
+    # (Gather: the embedding table, weight-only in effect). Attention and EmbedLayerNormalization are
+    # the fused transformer operators (model.fuse): dynamic int8 makes them QAttention and
+    # QEmbedLayerNormalization; static (QDQ) builds fuse neither (pipeline/build/fuse.py).
+    op_types_to_quantize: list[str] = field(default_factory=lambda: [
+        "MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"])
     # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).
     nodes_to_exclude: list[str] = field(default_factory=list)  # kept fp32
     nodes_to_quantize: list[str] = field(default_factory=list)  # empty = every node of the op types above

@@ -1,12 +1,17 @@
 """What int8 buys on this host: latency, throughput, size and fidelity of each built artifact against its fp32
-reference, and against a plain onnxruntime `quantize_dynamic` of the same reference with default settings.
+graph, and against a plain onnxruntime `quantize_dynamic` of the same fp32 graph with default settings.
+
+The fp32 graph is the fused one (model.fuse: Attention, SkipLayerNormalization, ...; pipeline/build/fuse.py),
+all operators fused even where the artifact's own reference leaves some unfused for static QDQ; the unfused
+export (debug/reference.unfused.onnx) is timed too when the folder has it. Per artifact, the time per operator
+type of fp32 and int8 (onnxruntime's profiler, kernel time summed by op type) shows where the time goes.
 
     quantgate bench [--release candidate] [--artifacts-dir artifacts/<release>] [--out reports/<release>/bench]
                     [--batches 1 32] [--seconds 2]
 
-Every figure of one artifact is measured in the same process, one session after another with the same
-session options (all graph optimizations, intra-op threads pinned to the core count, sequential
-execution), so the ratios compare like with like; on a shared machine trust the ratios, not the
+Every figure of one artifact is measured in the same process, the sessions' runs interleaved (one run of each
+in turn, repeated), with the same session options (all graph optimizations, intra-op threads pinned to the
+core count, sequential execution), so the ratios compare like with like; on a shared machine trust the ratios, not the
 milliseconds. Writes <out>/results.json and <out>/results.md and prints the table; by default <out> is the
 release's own reports/<release>/bench/, so one release's run never overwrites another's.
 """
@@ -27,17 +32,20 @@ from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomi
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
 WARMUP = 3
+PROFILE_TOP = 6  # operator types listed per model in results.md
 MIN_REPEATS, MAX_REPEATS = 5, 200
 
 
-def session(path: Path, threads: int):
+def session(model: Path | bytes, threads: int):
+    """An onnxruntime session on a model file or serialized model, with the benchmark's options."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -47,18 +55,104 @@ def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return {name: array[index] for name, array in inputs.items()}
 
 
-def time_runs(sess, feed: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
-    for _ in range(WARMUP):
-        sess.run(None, feed)
-    times, deadline = [], time.perf_counter() + seconds
-    while len(times) < MIN_REPEATS or (len(times) < MAX_REPEATS and time.perf_counter() < deadline):
-        started = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - started)
+def _figures(times: list[float], batch: int) -> dict[str, float]:
     p50, p95 = np.percentile(np.asarray(times) * 1000.0, [50, 95])
-    batch = len(next(iter(feed.values())))
     return {"p50_ms": float(p50), "p95_ms": float(p95), "repeats": len(times),
             "throughput_per_s": float(batch / (p50 / 1000.0))}
+
+
+def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float) -> dict[str, dict]:
+    """Latency figures of each session on `feed`, their runs interleaved (a, b, c, a, b, c, ...) so that load
+    from other processes falls on all of them alike; about `seconds` per session after warm-up."""
+    for sess in sessions.values():
+        for _ in range(WARMUP):
+            sess.run(None, feed)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    deadline = time.perf_counter() + seconds * len(sessions)
+    while len(times[next(iter(times))]) < MIN_REPEATS or (
+            len(times[next(iter(times))]) < MAX_REPEATS and time.perf_counter() < deadline):
+        for name, sess in sessions.items():
+            started = time.perf_counter()
+            sess.run(None, feed)
+            times[name].append(time.perf_counter() - started)
+    batch = len(next(iter(feed.values())))
+    return {name: _figures(values, batch) for name, values in times.items()}
+
+
+def op_type_profile(path: Path, feed: dict[str, np.ndarray], threads: int, work: Path, runs: int = 3) -> dict[str, Any]:
+    """Where the time goes: kernel time per operator type (onnxruntime's profiler), as shares of the total, and
+    the total kernel milliseconds per run."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(work / f"profile-{path.stem}")
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(1 + runs):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    run_ends = sorted(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
+    warm_up_end = run_ends[0] if run_ends else 0  # the first run allocates and tunes: not counted
+    events = [e for e in events if e.get("ts", 0) >= warm_up_end]
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + event["dur"]
+    total = sum(by_op.values()) or 1.0
+    shares = {op: round(micros / total, 4) for op, micros in sorted(by_op.items(), key=lambda item: -item[1])}
+    return {"kernel_ms_per_run": round(total / 1000.0 / runs, 2), "share_by_op_type": shares}
+
+
+def weight_shapes(path: Path) -> dict[tuple[int, int], int]:
+    """(K, N) of every 2-D weight a MatMul or fused Attention multiplies by, with how many nodes use it."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    shapes: dict[tuple[int, int], int] = {}
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and len(dims.get(node.input[1], ())) == 2:
+            shape = dims[node.input[1]]
+            shapes[shape] = shapes.get(shape, 0) + 1
+    return shapes
+
+
+def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
+    """This host's int8 GEMM speed on the model's own weight shapes: for each (K, N), one MatMul (fp32) and one
+    DynamicQuantizeMatMul (int8 weights, activations quantized at run time, what dynamic int8 runs) on `rows`
+    rows (batch x sequence), timed interleaved. `int8_vs_fp32` is the ratio the GEMMs alone allow: the floor for
+    a model whose time is all GEMM."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.build.fuse import CONTRIB_DOMAIN
+    rng = np.random.default_rng(0)
+    per_shape, fp32_total, int8_total = {}, 0.0, 0.0
+    for (k, n), count in sorted(weight_shapes(fp32).items()):
+        a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, k])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])
+        weight = rng.standard_normal((k, n)).astype(np.float32)
+        initializers = [onnx.numpy_helper.from_array(weight, "w")]
+        float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y], initializers)
+        quantized = [onnx.numpy_helper.from_array(np.clip(np.round(weight * 40), -127, 127).astype(np.int8), "w"),
+                     onnx.numpy_helper.from_array(np.float32(1 / 40), "scale"),
+                     onnx.numpy_helper.from_array(np.int8(0), "zero")]
+        int8_graph = helper.make_graph([helper.make_node("DynamicQuantizeMatMul", ["a", "w", "scale", "zero"], ["y"],
+                                                         domain=CONTRIB_DOMAIN)], "int8", [a], [y], quantized)
+        sessions = {}
+        for name, graph in (("fp32", float_graph), ("int8", int8_graph)):
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                            helper.make_opsetid(CONTRIB_DOMAIN, 1)])
+            model.ir_version = 8
+            sessions[name] = session(model.SerializeToString(), threads)
+        figures = time_interleaved(sessions, {"a": rng.standard_normal((rows, k)).astype(np.float32)}, seconds)
+        macs = rows * k * n
+        per_shape[f"{k}x{n}"] = {"nodes": count, **{f"{name}_gmac_per_s": macs / (figures[name]["p50_ms"] / 1000) / 1e9
+                                                    for name in figures}}
+        fp32_total += count * figures["fp32"]["p50_ms"]
+        int8_total += count * figures["int8"]["p50_ms"]
+    return {"rows": rows, "shapes": per_shape, "int8_vs_fp32": int8_total / fp32_total if fp32_total else None}
 
 
 def fidelity(kind: str, output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -67,6 +161,25 @@ def fidelity(kind: str, output: np.ndarray, reference: np.ndarray) -> dict[str, 
         return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
     cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+
+
+def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path, Path | None]:
+    """(the fp32 graph with every fusion, the unfused export or None): the artifact's reference when it is fused
+    throughout, else a full fusion of its debug/reference.unfused.onnx (static builds leave Attention unfused)."""
+    from pipeline.build.export import UNFUSED_REFERENCE_FILE
+    reference = manifest.path(manifest.reference_file)
+    unfused = folder / UNFUSED_REFERENCE_FILE
+    if not unfused.is_file():
+        return reference, None
+    if manifest.fusion is None or not manifest.fusion.left_unfused:
+        return reference, unfused
+    import onnx
+
+    from pipeline.build.fuse import fuse_transformer
+    fused, _ = fuse_transformer(onnx.load(str(unfused)), manifest.fusion.num_heads, manifest.fusion.hidden_size)
+    path = work / f"{folder.name}-fp32-fused.onnx"
+    atomic_write_bytes(path, fused.SerializeToString())
+    return path, unfused
 
 
 def plain_dynamic(reference: Path, out: Path) -> Path:
@@ -87,24 +200,27 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     manifest = Manifest.load(folder)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         inputs = {name: arrays[name] for name in manifest.input_names}
+    fp32, unfused = fully_fused_fp32(folder, manifest, work)
     started = time.perf_counter()
-    plain = plain_dynamic(manifest.path(manifest.reference_file), work / f"{folder.name}-plain.onnx")
+    plain = plain_dynamic(fp32, work / f"{folder.name}-plain.onnx")
     plain_seconds = time.perf_counter() - started
-    models = {"fp32": manifest.path(manifest.reference_file), "int8": manifest.path(manifest.model_file),
-              "plain_int8": plain}
+    models = {"fp32": fp32, "int8": manifest.path(manifest.model_file), "plain_int8": plain}
+    if unfused is not None:
+        models["fp32_unfused"] = unfused
     sessions = {name: session(path, threads) for name, path in models.items()}
     output = manifest.output_names[0]
     all_samples = batch_of(inputs, len(next(iter(inputs.values()))))
     outputs = {name: sess.run([output], all_samples)[0] for name, sess in sessions.items()}
     result: dict[str, Any] = {
         "artifact": folder.name, "model": manifest.model, "mode": manifest.mode, "target": manifest.target,
+        "fp32_graph": "fused" if unfused is not None else "as exported",
+        "fused_operators": manifest.fusion.operators if manifest.fusion else {},
         "size_bytes": {name: path.stat().st_size for name, path in models.items()},
         "fidelity": {name: fidelity(manifest.model_kind, outputs[name], outputs["fp32"]) for name in ("int8", "plain_int8")},
         "fidelity_samples": len(outputs["fp32"]),
         "latency": {}, "ratios": {},
         "build_seconds": manifest.build.seconds if manifest.build else None,
-        # per-stage seconds, once the build records them in manifest.json (build.stage_seconds)
-        "stage_seconds": (json.loads((folder / MANIFEST_FILE).read_text()).get("build") or {}).get("stage_seconds"),
+        "stage_seconds": manifest.build.stage_seconds if manifest.build else None,
         "plain_quantize_seconds": round(plain_seconds, 2),
     }
     verify_path = folder / VERIFY_FILE
@@ -114,7 +230,7 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         result["verify_profile_seconds"] = {name: p.wall_seconds for name, p in verify.profiles.items()}
     for batch in batches:
         feed = batch_of(inputs, batch)
-        figures = {name: time_runs(sess, feed, seconds) for name, sess in sessions.items()}
+        figures = time_interleaved(sessions, feed, seconds)
         result["latency"][str(batch)] = figures
         result["ratios"][str(batch)] = {
             "int8_vs_fp32_p50": figures["int8"]["p50_ms"] / figures["fp32"]["p50_ms"],
@@ -122,6 +238,16 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
             "plain_int8_vs_fp32_p50": figures["plain_int8"]["p50_ms"] / figures["fp32"]["p50_ms"],
             "int8_vs_plain_int8_p50": figures["int8"]["p50_ms"] / figures["plain_int8"]["p50_ms"],
         }
+        if "fp32_unfused" in figures:
+            result["ratios"][str(batch)]["fp32_unfused_vs_fp32_p50"] = \
+                figures["fp32_unfused"]["p50_ms"] / figures["fp32"]["p50_ms"]
+    profile_feed = batch_of(inputs, batches[-1])
+    rows = int(np.prod(next(iter(profile_feed.values())).shape[:2])) if manifest.model_kind == "embedding" else batches[-1]
+    result["gemm_floor"] = gemm_floor(fp32, rows, threads, seconds / 2)
+    if result["gemm_floor"]["int8_vs_fp32"] is not None:
+        result["ratios"][str(batches[-1])]["int8_vs_fp32_gemm_floor"] = result["gemm_floor"]["int8_vs_fp32"]
+    result["op_type_profile"] = {"batch": batches[-1], **{
+        name: op_type_profile(models[name], profile_feed, threads, work) for name in ("fp32", "int8")}}
     result["ratios"]["size_int8_vs_fp32"] = result["size_bytes"]["int8"] / result["size_bytes"]["fp32"]
     result["ratios"]["size_plain_int8_vs_fp32"] = result["size_bytes"]["plain_int8"] / result["size_bytes"]["fp32"]
     return result
@@ -136,7 +262,8 @@ def markdown(report: dict[str, Any]) -> str:
     head = ["artifact", "size int8/fp32"]
     head += [f"b{b} p50 int8/fp32" for b in batches] + [f"b{b} p95 int8/fp32" for b in batches]
     head += [f"b{batches[-1]} throughput int8/fp32 (>1: int8 more)", f"plain ORT dyn b{batches[-1]} p50 /fp32",
-             f"ours/plain b{batches[-1]} p50", "fidelity ours", "fidelity plain"]
+             f"ours/plain b{batches[-1]} p50", f"unfused fp32/fp32 b{batches[-1]} p50", "fidelity ours",
+             "fidelity plain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in report["artifacts"]:
         r, big = case["ratios"], str(batches[-1])
@@ -146,19 +273,36 @@ def markdown(report: dict[str, Any]) -> str:
         cells += [f"{r[str(b)]['int8_vs_fp32_p95']:.2f}x" for b in batches]
         cells += [f"{lat['int8']['throughput_per_s'] / lat['fp32']['throughput_per_s']:.2f}x",
                   f"{r[big]['plain_int8_vs_fp32_p50']:.2f}x", f"{r[big]['int8_vs_plain_int8_p50']:.2f}x",
+                  f"{r[big]['fp32_unfused_vs_fp32_p50']:.2f}x" if "fp32_unfused_vs_fp32_p50" in r[big] else "-",
                   _fid(case["fidelity"]["int8"]), _fid(case["fidelity"]["plain_int8"])]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["settings"]
+    profile_lines = ["", "Where the time goes (kernel time by operator type, batch "
+                     f"{batches[-1]}; share of the total; onnxruntime's profiler):", ""]
+    for case in report["artifacts"]:
+        profile = case.get("op_type_profile")
+        if not profile:
+            continue
+        floor = (case.get("gemm_floor") or {}).get("int8_vs_fp32")
+        if floor is not None:
+            profile_lines.append(f"- {case['artifact']}: int8/fp32 of this host's GEMMs alone on the model's weight shapes "
+                                 f"({case['gemm_floor']['rows']} rows): {floor:.2f}x (the floor if all time were GEMM); "
+                                 f"the artifact: {case['ratios'][str(batches[-1])]['int8_vs_fp32_p50']:.2f}x")
+        for name in ("fp32", "int8"):
+            top = list(profile[name]["share_by_op_type"].items())[:PROFILE_TOP]
+            profile_lines.append(f"- {case['artifact']} {name} ({profile[name]['kernel_ms_per_run']:.4g} ms/run): "
+                                 + ", ".join(f"{op} {share:.0%}" for op, share in top))
     notes = [f"Ratios int8/fp32 (below 1: int8 smaller or faster), measured in one run on {report['host']['cpu']} "
              f"({report['host']['cores']} cores), onnxruntime {report['host']['onnxruntime']}, "
              f"{s['intra_op_threads']} intra-op threads, all graph optimizations, about {s['seconds_per_case']} s per case. "
-             f"Plain ORT dyn = `quantize_dynamic(reference.onnx)` with default arguments.",
-             "", "Absolute p50 (ms):", ""]
+             f"Plain ORT dyn = `quantize_dynamic` of the fp32 graph with default arguments.",
+             "fp32 is the fused graph (model.fuse) where the artifact has one; `unfused fp32/fp32` is the export "
+             "before fusion (debug/reference.unfused.onnx).", "", "Absolute p50 (ms):", ""]
     for case in report["artifacts"]:
         parts = [f"b{b}: fp32 {case['latency'][str(b)]['fp32']['p50_ms']:.3g}, int8 {case['latency'][str(b)]['int8']['p50_ms']:.3g},"
                  f" plain {case['latency'][str(b)]['plain_int8']['p50_ms']:.3g}" for b in batches]
         notes.append(f"- {case['artifact']}: " + "; ".join(parts))
-    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes]) + "\n"
+    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

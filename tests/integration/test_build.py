@@ -51,8 +51,11 @@ def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     assert not manifest.tampered_files()
     assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
                                                 "calibration.npz", "calibration_report.json"}
-    # The exporter's per-node debug metadata, outside the artifact (pipeline/build/reproducible.py).
-    assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json"}
+    # The exporter's per-node debug metadata and the export before fusion, outside the artifact
+    # (pipeline/build/reproducible.py, pipeline/build/fuse.py).
+    assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json",
+                                                      "debug/reference.unfused.onnx"}
+    assert manifest.fusion.operators["Attention"] == 6 and manifest.build.stage_seconds["export"] > 0
     assert manifest.build.host_cpu_features and manifest.build.time_utc
     assert manifest.model_size_bytes < 0.4 * manifest.reference_size_bytes
     assert not list(artifacts.glob(".minilm-dynamic-avx2.staging-*"))

@@ -1,0 +1,69 @@
+"""The fused fp32 graph of a transformer encoder: onnxruntime's transformer optimizer.
+
+onnxruntime runs a transformer fastest as its own fused operators (com.microsoft domain): Attention,
+EmbedLayerNormalization, SkipLayerNormalization, BiasGelu/FastGelu. Its optimizer
+(`onnxruntime.transformers.optimizer.optimize_model`, model_type "bert") recognises them in a
+TorchScript export of a model loaded with eager attention (pipeline/build/export.py); on the dynamo
+exporter's "sdpa" graph it fuses no Attention (docs: ../shared/FACTS.md). The quantizers then map
+the fused operators onto int8 kernels: `quantize_dynamic` turns Attention into QAttention and
+EmbedLayerNormalization into QEmbedLayerNormalization (int8 word embeddings).
+
+`quantize_static` (QDQ) has no rule for Attention or EmbedLayerNormalization: on a graph with them it
+would keep the attention projections and the 47 MB word-embedding table in fp32. So a static build
+fuses everything but those two (`quantizable_by_qdq=True`), and its MatMuls and embedding Gather get
+Q/DQ pairs as before. The fused graph carries value_info from onnxruntime's symbolic shape inference:
+without it, the quantizers cannot type the outputs of com.microsoft operators and leave the MatMuls
+after every SkipLayerNormalization with fp32 activations (weight-only int8, slower than fp32).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+
+from pipeline.manifest import FusionRecord
+
+# The operators the optimizer writes, as counted in the manifest and checked by the tests.
+FUSED_OPERATORS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
+                   "BiasGelu", "FastGelu", "Gelu", "LayerNormalization")
+CONTRIB_DOMAIN = "com.microsoft"  # onnxruntime's own operators
+TOOL = "onnxruntime.transformers.optimizer.optimize_model (model_type bert, opt_level 0)"
+# Fused operators the static (QDQ) quantizer cannot quantize: they stay unfused in a static build.
+NOT_QDQ_QUANTIZABLE = {"Attention": "enable_attention", "EmbedLayerNormalization": "enable_embed_layer_norm"}
+
+
+def operator_counts(model) -> dict[str, int]:
+    """How many of each fused operator `model` (onnx.ModelProto) holds."""
+    counts = collections.Counter(node.op_type for node in model.graph.node if node.op_type in FUSED_OPERATORS)
+    return dict(sorted(counts.items()))
+
+
+def fuse_transformer(model, num_heads: int, hidden_size: int, quantizable_by_qdq: bool = False):
+    """(fused onnx.ModelProto, FusionRecord) of a BERT-like encoder's fp32 ONNX graph (onnx.ModelProto).
+
+    Only graph rewrites (opt_level 0): the result holds no onnxruntime-session optimizations, so it stays
+    a portable model for any onnxruntime that has the contrib operators (1.16 and later)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    record = FusionRecord(tool=TOOL, num_heads=num_heads, hidden_size=hidden_size)
+    if quantizable_by_qdq:
+        for operator, flag in NOT_QDQ_QUANTIZABLE.items():
+            setattr(options, flag, False)
+            record.left_unfused.append(f"{operator} (quantize_static's QDQ rules do not quantize it)")
+    optimizer_log = logging.getLogger("onnxruntime.transformers")
+    level = optimizer_log.level
+    optimizer_log.setLevel(logging.ERROR)  # one INFO/WARNING line per fusion tried
+    try:
+        optimized = optimize_model(model, model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   optimization_options=options, opt_level=0, use_gpu=False)
+    finally:
+        optimizer_log.setLevel(level)
+    if not any(opset.domain == CONTRIB_DOMAIN for opset in optimized.model.opset_import):
+        # the optimizer adds the import only when it saves to a file (OnnxModel.save)
+        optimized.model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    fused = SymbolicShapeInference.infer_shapes(optimized.model, auto_merge=True)
+    record.operators = operator_counts(fused)
+    return fused, record

