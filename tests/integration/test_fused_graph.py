@@ -65,7 +65,7 @@ def test_fused_minilm_has_the_fused_operators_and_matches_the_unfused_export(min
 def test_static_fusion_keeps_what_qdq_quantizes_and_static_int8_holds_int8_weights(minilm, tmp_path):
     import onnx
 
-    from pipeline.build.quantize import policy, quantize_onnx
+    from pipeline.build.quantize import QuantizerKnobs, policy, quantize_onnx
 
     family, unfused = minilm
     fused, record = fuse_transformer(onnx.load_from_string(unfused), *family.attention_shape(),
@@ -76,7 +76,7 @@ def test_static_fusion_keeps_what_qdq_quantizes_and_static_int8_holds_int8_weigh
     reference.write_bytes(fused.SerializeToString())
     cfg = compose_config(["model=minilm", "mode=static", "target=avx2"])
     batches = [family.encode(sentences(8)[start:start + 4]) for start in (0, 4)]
-    quantize_onnx(policy(cfg), reference, int8, batches, list(cfg.mode.op_types_to_quantize), quiet=True)
+    quantize_onnx(policy(cfg), reference, int8, batches, QuantizerKnobs.from_config(cfg), quiet=True)
     model = onnx.load(str(int8))
     assert float_weights(model) == []
     # The activations of the MatMuls after SkipLayerNormalization are quantized too (typed by symbolic shape
