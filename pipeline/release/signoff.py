@@ -569,8 +569,50 @@ def render(report: dict[str, Any], images: dict[str, bytes]) -> tuple[str, str]:
     return markdown, html
 
 
+def bench_plot(out_dir: Path) -> dict[str, bytes]:
+    """`make bench`'s figures for this release (reports/<release>/bench/results.json), when it ran: int8 against
+    the fused fp32 graph and against plain quantize_dynamic, and the int8 GEMM floor, per artifact and batch."""
+    path = out_dir / "bench" / "results.json"
+    try:
+        bench = json.loads(path.read_text())
+        cases = [c for c in bench["artifacts"] if c.get("ratios")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not cases:
+        return {}
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    batches = [str(b) for b in bench["settings"]["batches"]]
+    series = [("int8 / fused fp32", "int8_vs_fp32_p50", "#1565c0"),
+              ("plain quantize_dynamic / fused fp32", "plain_int8_vs_fp32_p50", "#9e9e9e"),
+              ("int8 GEMM floor (this host)", "int8_vs_fp32_gemm_floor", "#2e7d32")]
+    figure, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 0.6 * len(cases) * len(series) + 1.6),
+                                sharey=True, squeeze=False)
+    for axis, batch in zip(axes[0], batches):
+        labels, values, colours = [], [], []
+        for case in cases:
+            for title, key, colour in series:
+                value = (case["ratios"].get(batch) or {}).get(key)
+                if value is not None:
+                    labels.append(f"{case['artifact']}: {title}")
+                    values.append(value)
+                    colours.append(colour)
+        axis.barh(range(len(values)), values, color=colours, height=0.6)
+        axis.axvline(1.0, color="black", linewidth=1)
+        for y, value in enumerate(values):
+            axis.text(value, y, f" {value:.2f}x", va="center", fontsize=8)
+        axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        axis.set_title(f"batch {batch}: p50 latency ratio (below 1 = faster)", fontsize=9)
+        axis.set_xlim(0, max(max(values, default=1.0) * 1.3, 1.2))
+    axes[0][0].invert_yaxis()
+    figure.suptitle(f"make bench on {bench.get('host', {}).get('cpu') or 'this host'} (interleaved runs, one process)",
+                    fontsize=10)
+    return {"bench.png": _png(figure, plt)}
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    images = plots(report)
+    images = plots(report) | bench_plot(out_dir)
     markdown, html = render(report, images)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():

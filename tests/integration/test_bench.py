@@ -22,3 +22,11 @@ def test_bench_writes_ratios_for_every_artifact(digits_release, tmp_path):
         assert 0 <= case["fidelity"]["int8"]["top1_agreement"] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| digits_cnn-static-avx2 |" in table and "plain ORT dyn" in table
+    # the release's signoff shows the bench as a plot when reports/<release>/bench/ holds it
+    from pipeline.release.signoff import bench_plot
+    reports = tmp_path.parent / f"{tmp_path.name}-reports"
+    (reports / "bench").mkdir(parents=True)
+    (reports / "bench" / "results.json").write_text(json.dumps(report))
+    plot = bench_plot(reports)["bench.png"]
+    assert plot[:8] == b"\x89PNG\r\n\x1a\n" and len(plot) > 10_000
+    assert bench_plot(tmp_path / "no-such-reports") == {}
