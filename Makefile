@@ -15,7 +15,7 @@
 #   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
 #     (its own folder: artifacts/<model>-<mode>-<target>-<runtime>/)
 #   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib|submitit_local|submitit_slurm|ray] [ARGS='target=avx2,avx512']
-#   make test / make test-fast                   (README "Tests")
+#   make test / make test-fast [TEST_WORKERS=auto|N|0]   (README "Tests"; test files in parallel processes)
 # Read and report (no emulator, no apt-get):
 #   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
@@ -92,7 +92,7 @@ help:
 	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 	@echo "Variables (current value):"
 	@$(foreach v,TARGET MODE MODEL EXPORT RUNTIME ARGS ARTIFACT_DIR RELEASE JOBS LAUNCHER WAIVERS BASELINE \
-		KEY PUBLIC_KEY REGISTRY REF HF_HUB_OFFLINE,printf '  %-16s %s\n' '$(v)' '$(if $(filter ARTIFACT_DIR,$(v)),$(if $(RUNTIME),<named by quantgate>,$($(v))),$($(v)))';)
+		KEY PUBLIC_KEY REGISTRY REF TEST_WORKERS HF_HUB_OFFLINE,printf '  %-16s %s\n' '$(v)' '$(if $(filter ARTIFACT_DIR,$(v)),$(if $(RUNTIME),<named by quantgate>,$($(v))),$($(v)))';)
 
 # The venv only; targets that run emulators, sshd or a registry also depend on system-tools.
 setup: $(SETUP_STAMP)
@@ -195,11 +195,16 @@ guard-wheel:
 		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
 		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so its fixtures are
+# built once): much of the suite waits on single-threaded QEMU children. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: setup system-tools test-tools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_PARALLEL)
 
 test-fast: setup system-tools test-tools
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q $(TEST_PARALLEL) -m 'not slow'
 
 clean:
 	rm -rf artifacts logs reports bench

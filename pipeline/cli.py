@@ -64,8 +64,16 @@ def _entry(command: str) -> Callable[[list[str]], int]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in ALL_COMMANDS:
-        return _entry(args[0])(args[1:])
+        try:
+            command = _entry(args[0])  # importing it takes a while (Hydra, torch): Ctrl-C may come first
+        except KeyboardInterrupt:
+            return run_command(f"quantgate {args[0]}", _interrupted, [])
+        return command(args[1:])
     return run_command("quantgate", _no_command, args)
+
+
+def _interrupted(args: list[str]) -> int:
+    raise KeyboardInterrupt
 
 
 def _no_command(args: list[str]) -> int:

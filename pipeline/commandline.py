@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -40,6 +41,9 @@ def run_command(prog: str, command: Callable[[list[str]], int], argv: list[str] 
     except QuantgateError as error:
         return _report(prog, error)
     except KeyboardInterrupt:
+        # Once: a second Ctrl-C (or one a library re-delivers while the interpreter shuts down) must not turn
+        # this clean exit into a death by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"{prog}: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except SystemExit as stop:  # argparse's and Hydra's --help and --cfg end this way

@@ -274,7 +274,7 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     overrides = manifest.build.config_overrides if manifest.build else []
     facts = {
         "name": name, "folder": str(folder), "model": manifest.model, "mode": manifest.mode, "target": manifest.target,
-        "model_kind": manifest.model_kind, "verify_status": (verify or {}).get("status", "not_verified"),
+        "model_kind": manifest.model_kind, "model_file": manifest.model_file, "verify_status": (verify or {}).get("status", "not_verified"),
         "size": {"int8_bytes": manifest.model_size_bytes, "fp32_bytes": manifest.reference_size_bytes,
                  "ratio": manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)},
         "latency": latency_figures(verify), "model_sha256": manifest.model_sha256,
@@ -345,6 +345,11 @@ def size_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[
     for facts in artifacts:
         size = facts["size"]
         if not size.get("fp32_bytes"):
+            continue
+        if facts["model_file"].endswith(".pt2"):  # compiled code and weights, against an ONNX graph: not alike
+            rows.append(_row(facts["name"], "size", "not_comparable", None, f"a compiled .pt2 package (code and "
+                             f"weights, {_mb(size['int8_bytes'])}) is not measured against the fp32 ONNX reference's "
+                             f"size ({_mb(size['fp32_bytes'])}); release.max_size_ratio applies to ONNX artifacts"))
             continue
         within = size["ratio"] <= limit
         rows.append(_row(facts["name"], "size", "within_budget" if within else "too_large", within,

@@ -43,14 +43,17 @@ def cosine_to_reference(manifest: Manifest) -> np.ndarray:
 def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     folder = artifacts / "minilm-dynamic-avx2"
     assert dynamic_build.folder == folder
+    # and what Optimum and transformers load beside the model (pipeline/build/hub_files.py)
+    hub_files = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                 "ort_config.json"}
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz",
                                                   "validation.npz", "calibration.npz", "calibration_report.json",
-                                                  "debug"}
+                                                  "debug", *hub_files}
     manifest = Manifest.load(folder)
     assert manifest.heldout_file == "heldout.npz" and manifest.calibration.n == 16
     assert not manifest.tampered_files()
     assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
-                                                "calibration.npz", "calibration_report.json"}
+                                                "calibration.npz", "calibration_report.json", *hub_files}
     # The exporter's per-node debug metadata and the export before fusion, outside the artifact
     # (pipeline/build/reproducible.py, pipeline/build/fuse.py).
     assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json",
