@@ -69,6 +69,10 @@ class CpuProfile:
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"  # the host's key must be in it: an unknown key is refused
     python: str = "python3"
+    # kind ssh: a runtime quantgate prepares on the host once, as a cached venv made by `python` (a shipped
+    # runtime's name, conf/runtime/, or pip lines "onnxruntime==1.20.1 numpy<2"); null = `python` itself.
+    runtime: str | None = None
+    runtime_cache: str = "~/.cache/quantgate/runtimes"  # on the host
 
     @property
     def emulated(self) -> bool:

@@ -377,7 +377,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             ids = list(selection["emulated"]) if cpu.emulated and selection else list(range(native_n))
             if cpu.remote:  # the host's own interpreter: its versions were read there, nothing is predicted
                 problems, record["host"] = [], plan.host
-                record["runtime"] = {"name": f"{cpu.host}:{cpu.python}", "versions": plan.host["versions"]}
+                record["runtime"] = {"name": f"{cpu.host}:{cpu.python}", "versions": plan.host["versions"]} | (
+                    {"prepared_on_host": cpu.runtime} if cpu.runtime else {})
                 if "mismatch" in plan.host:
                     notes.append(f"{plan.key}: {plan.host['mismatch']}")
                 where, versions = f"ssh {cpu.host}, {cpu.python}", plan.host["versions"]

@@ -9,6 +9,7 @@
     known_hosts: ~/.ssh/known_hosts     # the host's key must already be there
     python: /usr/bin/python3            # or a command: "qemu-x86_64 -cpu Nehalem /usr/bin/python3"
     microarchitecture: haswell          # optional: what the host is claimed to be; checked against CPUID
+    runtime: ort116                     # optional: a venv quantgate prepares there once (or pip lines)
 
 Each session copies what a run needs into a private folder made by `mktemp -d` on the host, runs there,
 brings the outputs back and removes the folder, also after a failed or timed-out run (as long as the
@@ -200,12 +201,77 @@ def copy_into(source: Path, destination: Path) -> None:
 
 
 def interpreter(cpu: CpuProfile) -> list[str]:
-    """The host's interpreter as a command: `python:` may be a path or a whole command (an emulator first)."""
-    return shlex.split(cpu.python)
+    """The host's interpreter as a command: `python:` may be a path or a whole command (an emulator first); with
+    a `runtime:`, the python of the venv prepared for it there (under the same emulator)."""
+    command = shlex.split(cpu.python)
+    if cpu.runtime is None:
+        return command
+    return [*command[:-1], f"{host_runtime_folder(cpu)}/venv/bin/python"]
+
+
+def host_runtime_requirements(cpu: CpuProfile) -> tuple[str, ...]:
+    """The pip lines of the profile's `runtime:`: a shipped runtime's (conf/runtime/) or the lines themselves."""
+    from pipeline.runtimes import venvs
+    runtime = venvs.parse(str(cpu.runtime))
+    if runtime.pinned:
+        raise HostUnavailable(f"{cpu.name}: runtime {cpu.runtime!r} names no pip lines; give a runtime profile "
+                              f"with requirements (ort116) or pip lines such as 'onnxruntime==1.20.1 numpy<2'")
+    return runtime.requirements
+
+
+def host_runtime_folder(cpu: CpuProfile) -> str:
+    """Where the venv lies on the host: <runtime_cache>/<sha256 of the interpreter command and the lines>, `~`
+    being the login's home there."""
+    import hashlib
+    spec = json.dumps({"python": cpu.python, "requirements": sorted(host_runtime_requirements(cpu))})
+    cache = cpu.runtime_cache.rstrip("/")
+    if cache == "~" or cache.startswith("~/"):
+        cache = host_home(cpu) + cache[1:]
+    return f"{cache}/{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+
+
+_HOMES: dict[str, str] = {}
+
+
+def host_home(cpu: CpuProfile) -> str:
+    host = Host(cpu)
+    if host.where not in _HOMES:
+        code, lines = host.run('echo "$HOME"')
+        if code != 0 or not lines or not lines[-1].startswith("/"):
+            raise HostUnavailable(f"{host.where}: could not read the home folder there ({' '.join(lines)[-200:]})")
+        _HOMES[host.where] = lines[-1].strip()
+    return _HOMES[host.where]
+
+
+def prepare_host_runtime(cpu: CpuProfile, progress=None) -> None:
+    """Build the profile's runtime venv on the host once: made in a temporary folder beside it, a COMPLETE
+    marker written last, then renamed into place; a folder without the marker, or whose python cannot import
+    numpy and onnxruntime, is built again. pip on the host needs its package index."""
+    if cpu.runtime is None:
+        return
+    folder = shlex.quote(host_runtime_folder(cpu))
+    healthy = f"test -f {folder}/COMPLETE && {shlex.join(interpreter(cpu))} -c 'import numpy, onnxruntime'"
+    build = (f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && {shlex.join(shlex.split(cpu.python))} -m venv "
+             f"{folder}.tmp/venv && {folder}.tmp/venv/bin/python -m pip install -q --disable-pip-version-check "
+             f"{shlex.join(host_runtime_requirements(cpu))} && touch {folder}.tmp/COMPLETE && rm -rf {folder} && "
+             f"mv {folder}.tmp {folder}")
+    host = Host(cpu)
+    _, lines = host.run(f"sh -c {shlex.quote(f'if {healthy} >/dev/null 2>&1; then echo reused; else {build}; fi')}",
+                        SESSION_SECONDS + 900)
+    reused = any(line.strip() == "reused" for line in lines)
+    check, check_lines = host.run(f"sh -c {shlex.quote(healthy)}", SESSION_SECONDS)
+    if check != 0:
+        raise HostUnavailable(f"{host.where}: the runtime {cpu.runtime!r} could not be prepared in "
+                              f"{host_runtime_folder(cpu)} ({' '.join(lines + check_lines)[-400:]})")
+    if progress is not None:
+        progress(f"{cpu.name}: runtime {cpu.runtime} {'reused' if reused else 'prepared'} on {host.where} "
+                 f"({host_runtime_folder(cpu)})")
 
 
 def read_host(cpu: CpuProfile) -> dict:
-    """The host's machine, CPU features (its CPUID, read there by the guard) and interpreter versions."""
+    """The host's machine, CPU features (its CPUID, read there by the guard) and interpreter versions (of the
+    runtime prepared there, when the profile names one)."""
+    prepare_host_runtime(cpu)
     with Host(cpu).session() as session:
         session.upload({})
         code, _, lines = session.run([*interpreter(cpu), "-c", PROBE])

@@ -151,6 +151,25 @@ def test_custom_op_libraries_are_copied_to_the_host(tmp_path, server):
     assert remote_folders() == before
 
 
+@pytest.mark.slow
+@requires_host_features("avx2", why="the lab host is this machine, and the artifact is built for avx2")
+def test_a_runtime_is_prepared_on_the_host_once_and_used(tmp_path, server):
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
+    cache = tmp_path / "host-cache"  # on the "host", which is this machine
+    profiles = write_profile(tmp_path / "profiles", server, runtime="onnxruntime==1.20.1 numpy<2",
+                             runtime_cache=str(cache))
+    code, report = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab]")
+    lab = report["profiles"]["lab"]
+    assert code == ExitCode.OK and lab["status"] == "pass", lab
+    assert lab["host"]["versions"]["onnxruntime"] == "1.20.1" == lab["versions"]["onnxruntime"]  # the child's own
+    assert lab["runtime"]["prepared_on_host"] == "onnxruntime==1.20.1 numpy<2"
+    (venv,) = [p for p in cache.iterdir() if (p / "COMPLETE").is_file()]
+    built = (venv / "COMPLETE").stat().st_mtime
+    code, again = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab]")
+    assert code == ExitCode.OK and (venv / "COMPLETE").stat().st_mtime == built  # reused, not rebuilt
+    assert [p.name for p in cache.iterdir()] == [venv.name]  # no half-built folder beside it
+
+
 @pytest.mark.parametrize("problem, words", [
     ("unknown_host_key", "host key is not in"),
     ("refused_login", "the login was refused"),
