@@ -53,20 +53,24 @@ def _model(cfg) -> None:
         raise UsageError(f"model.task={model.task!r} is not a task model=hf exports; valid: {', '.join(HF_TASKS)}")
 
 
+# What each calibration source cannot do without, and the words that say how to give it.
+SOURCE_NEEDS = {
+    "files": ("data_files", "calibration=files needs the files: 'calibration.data_files=[traffic.jsonl]' (csv, json, "
+                            "jsonl, parquet or txt)"),
+    "hub": ("hub_name", "calibration=hub needs the dataset's name: calibration.hub_name=NAME (offline: a dataset "
+                        "in the local datasets cache)"),
+    "npz": ("path", "calibration=npz needs the arrays: calibration.path=FILE.npz (arrays named after the model's "
+                    "inputs, first axis = examples, optional `labels`) or a folder of .npz files"),
+    "images": ("path", "calibration=images needs the folder: calibration.path=DIR (one subfolder of images per "
+                       "class, datasets' imagefolder)"),
+}
+
+
 def _calibration(cfg) -> None:
     calibration = cfg.calibration
-    if calibration.source == "files" and not calibration.data_files:
-        raise UsageError("calibration=files needs the files: 'calibration.data_files=[traffic.jsonl]' (csv, json, "
-                         "jsonl, parquet or txt)")
-    if calibration.source == "hub" and not calibration.hub_name:
-        raise UsageError("calibration=hub needs the dataset's name: calibration.hub_name=NAME (offline: a dataset "
-                         "in the local datasets cache)")
-    if calibration.source == "npz" and not calibration.path:
-        raise UsageError("calibration=npz needs the arrays: calibration.path=FILE.npz (arrays named after the model's "
-                         "inputs, first axis = examples, optional `labels`) or a folder of .npz files")
-    if calibration.source == "images" and not calibration.path:
-        raise UsageError("calibration=images needs the folder: calibration.path=DIR (one subfolder of images per "
-                         "class, datasets' imagefolder)")
+    key, words = SOURCE_NEEDS.get(str(calibration.source), (None, ""))
+    if key is not None and not calibration[key]:
+        raise UsageError(words)
     image_task = cfg.model.task == "image-classification"
     if cfg.model.family == "hf" and image_task != (calibration.source in ("images", "hub")) and \
             (image_task or calibration.source == "images"):
