@@ -92,13 +92,14 @@ def test_no_published_file_names_either_checkout(two_checkouts, name):
 def test_inspect_shows_which_source_files_a_node_came_from(two_checkouts):
     from tests.conftest import run_cli
     here, _, _ = two_checkouts
-    model = here["minilm-dynamic-avx2"] / "model.onnx"
+    # The dynamo exporter records each node's source (the fused transformer export, TorchScript, does not).
+    model = here["digits_cnn-static-avx2"] / "model.onnx"
     nodes = reproducible.load_sidecar(model)["nodes"]
-    # A quantized attention MatMul: derived from the exported node, sourced in transformers' BERT and ours.
-    name = next(n for n, e in nodes.items() if e["op_type"] == "MatMulInteger"
-                and any("modeling_bert.py" in f for f in e["source_files"]))
-    assert "pipeline/build/models.py" in nodes[name]["source_files"], nodes[name]
+    # A node the quantizer made: derived from the exported Conv, sourced in torch's conv module.
+    name = next(n for n, e in nodes.items() if e["op_type"] == "QuantizeLinear"
+                and e["derived_from"].startswith("node_conv2d"))
+    assert "site-packages/torch/nn/modules/conv.py" in nodes[name]["source_files"], nodes[name]
     shown = run_cli("-m", "pipeline.cli", "inspect", str(model), "--node", name)
     assert shown.returncode == 0, shown.stderr
-    assert "site-packages/transformers/models/bert/modeling_bert.py" in shown.stdout
+    assert "site-packages/torch/nn/modules/conv.py" in shown.stdout
     assert f"derived from   {nodes[name]['derived_from']}" in shown.stdout and str(REPO) not in shown.stdout

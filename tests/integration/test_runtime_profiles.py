@@ -90,7 +90,7 @@ def ort116_build(ort116_env, tmp_path_factory):
 def test_build_for_an_older_runtime_loads_and_passes_there(ort116_build):
     manifest, report = ort116_build
     for name in ("model.onnx", "reference.onnx"):
-        assert onnx.load(str(manifest.path(name)), load_external_data=False).ir_version == 9
+        assert onnx.load(str(manifest.path(name)), load_external_data=False).ir_version <= 9  # what 1.16.3 loads
     stamp = read_stamp(manifest.path("model.onnx"))
     assert json.loads(stamp["runtime"]) == {"name": "ort116", "onnxruntime": "1.16.3",
                                             "requirements": ["onnxruntime==1.16.3", "numpy<2"]}
