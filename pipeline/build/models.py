@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.build.hf_family import HfFamily
+from pipeline.build.onnx_family import OnnxFamily
+from pipeline.build.torch_family import TorchFamily
 from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
                                         weight_files)
 from pipeline.errors import InputError, QuantgateError
@@ -248,24 +250,13 @@ class DigitsCnnFamily:
         return {"pixels": to_model_input(examples)}
 
 
-# Families in modules of their own are named "module:Class" and imported when chosen (they import DataSplits
-# from here, so importing them here would be a circle).
 FAMILIES = {
     "text_embedding": TextEmbeddingFamily,
     "digits_cnn": DigitsCnnFamily,
     "hf": HfFamily,
-    "onnx": "pipeline.build.onnx_family:OnnxFamily",
-    "torch": "pipeline.build.torch_family:TorchFamily",
+    "onnx": OnnxFamily,
+    "torch": TorchFamily,
 }
-
-
-def family_class(name: str):
-    factory = FAMILIES[name]
-    if isinstance(factory, str):
-        import importlib
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    return factory
 
 
 _FAMILY_CACHE: dict[str, object] = {}
@@ -283,5 +274,5 @@ def model_family(cfg):
         json.dumps(OmegaConf.to_container(cfg.calibration, resolve=True, enum_to_str=True), sort_keys=True)
     if key not in _FAMILY_CACHE:
         _FAMILY_CACHE.clear()  # one build at a time per process; do not keep old models alive
-        _FAMILY_CACHE[key] = family_class(family)(cfg)
+        _FAMILY_CACHE[key] = FAMILIES[family](cfg)
     return _FAMILY_CACHE[key]

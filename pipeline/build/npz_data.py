@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.arrays import ArrayData, InputSpec, load_arrays
-from pipeline.build.models import DataSplits
+from pipeline.build.checkpoints import DataSplits
 from pipeline.errors import UsageError
 from pipeline.manifest import sha256_bytes, sha256_file
 
