@@ -83,14 +83,19 @@ class QuantizationRecord:
     per_channel: bool
     reduce_range: bool
     calibration_method: str | None = None
+    # A static build's nodes quantized dynamically (pipeline/build/quantize.py): fused Attention and
+    # EmbedLayerNormalization (QDQ has no rule for them), and MatMuls the accuracy gate took out of static int8.
+    dynamic_nodes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class FallbackRecord:
-    """The accuracy gate's work: nodes left in fp32 and the metric after each step."""
+    """The accuracy gate's work: nodes taken out of the mode's quantizer and the metric after each step. In a static
+    build its MatMuls among them run dynamic int8 (`dynamic_nodes`); every other excluded node stays fp32."""
 
     budget: str
     excluded_nodes: list[str] = field(default_factory=list)
+    dynamic_nodes: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     within_budget: bool = True
 

@@ -59,6 +59,17 @@ def export_torchscript(model, example_inputs: tuple, dynamic_shapes: tuple, inpu
     return buffer.getvalue()
 
 
+def fused_torchscript_export(family, module, opset: int) -> bytes:
+    """`module` (the family's, eager attention) exported by TorchScript and fused: the graph of reference.onnx with
+    other weights (QAT's fine-tuned ones)."""
+    import onnx
+
+    onnx_bytes = export_torchscript(module, family.example_inputs(), family.dynamic_shapes(), family.input_names,
+                                    family.output_names, opset)
+    fused, _ = fuse_transformer(onnx.load_from_string(onnx_bytes), *family.attention_shape())
+    return fused.SerializeToString(deterministic=True)
+
+
 def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, int]:
     """The fp32 export lowered to what the target runtime loads (IR version, opset), before
     quantization, so the quantizer works on (and keeps) versions that runtime accepts."""
@@ -84,11 +95,9 @@ def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
     import onnx
 
     num_heads, hidden_size = family.attention_shape()
-    static = cfg.mode.name == "static"
     with step(f"export: fuse transformer operators (onnxruntime's transformer optimizer, {num_heads} heads, "
-              f"hidden size {hidden_size}{'; no Attention/EmbedLayerNormalization for static QDQ' if static else ''})"):
-        fused, record = fuse_transformer(onnx.load_from_string(onnx_bytes), num_heads, hidden_size,
-                                         quantizable_by_qdq=static)
+              f"hidden size {hidden_size})"):
+        fused, record = fuse_transformer(onnx.load_from_string(onnx_bytes), num_heads, hidden_size)
     unfused, _, _ = reproducible.strip_bytes(onnx_bytes)
     manifest.path(DEBUG_DIR).mkdir(exist_ok=True)
     atomic_write_bytes(manifest.path(UNFUSED_REFERENCE_FILE), unfused)

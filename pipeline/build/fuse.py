@@ -8,10 +8,9 @@ exporter's "sdpa" graph it fuses no Attention (docs: ../shared/FACTS.md). The qu
 the fused operators onto int8 kernels: `quantize_dynamic` turns Attention into QAttention and
 EmbedLayerNormalization into QEmbedLayerNormalization (int8 word embeddings).
 
-`quantize_static` (QDQ) has no rule for Attention or EmbedLayerNormalization: on a graph with them it
-would keep the attention projections and the 47 MB word-embedding table in fp32. So a static build
-fuses everything but those two (`quantizable_by_qdq=True`), and its MatMuls and embedding Gather get
-Q/DQ pairs as before. The fused graph carries value_info from onnxruntime's symbolic shape inference:
+`quantize_static` (QDQ) has no rule for Attention or EmbedLayerNormalization, so a static build quantizes
+those two dynamically, and everything else static (pipeline/build/quantize.py): every mode gets the same
+fused graph. The fused graph carries value_info from onnxruntime's symbolic shape inference:
 without it, the quantizers cannot type the outputs of com.microsoft operators and leave the MatMuls
 after every SkipLayerNormalization with fp32 activations (weight-only int8, slower than fp32).
 """
@@ -27,8 +26,6 @@ FUSED_OPERATORS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization",
                    "BiasGelu", "FastGelu", "Gelu", "LayerNormalization")
 CONTRIB_DOMAIN = "com.microsoft"  # onnxruntime's own operators
 TOOL = "onnxruntime.transformers.optimizer.optimize_model (model_type bert, opt_level 0)"
-# Fused operators the static (QDQ) quantizer cannot quantize: they stay unfused in a static build.
-NOT_QDQ_QUANTIZABLE = {"Attention": "enable_attention", "EmbedLayerNormalization": "enable_embed_layer_norm"}
 
 
 def operator_counts(model) -> dict[str, int]:
@@ -37,7 +34,7 @@ def operator_counts(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def fuse_transformer(model, num_heads: int, hidden_size: int, quantizable_by_qdq: bool = False):
+def fuse_transformer(model, num_heads: int, hidden_size: int):
     """(fused onnx.ModelProto, FusionRecord) of a BERT-like encoder's fp32 ONNX graph (onnx.ModelProto).
 
     Only graph rewrites (opt_level 0): the result holds no onnxruntime-session optimizations, so it stays
@@ -49,10 +46,6 @@ def fuse_transformer(model, num_heads: int, hidden_size: int, quantizable_by_qdq
 
     options = FusionOptions("bert")
     record = FusionRecord(tool=TOOL, num_heads=num_heads, hidden_size=hidden_size)
-    if quantizable_by_qdq:
-        for operator, flag in NOT_QDQ_QUANTIZABLE.items():
-            setattr(options, flag, False)
-            record.left_unfused.append(f"{operator} (quantize_static's QDQ rules do not quantize it)")
     optimizer_log = logging.getLogger("onnxruntime.transformers")
     level = optimizer_log.level
     optimizer_log.setLevel(logging.ERROR)  # one INFO/WARNING line per fusion tried

@@ -1,10 +1,11 @@
-"""Stage 3b, gate: hold the int8 model to the accuracy budget at build time, with fp32 fallback.
+"""Stage 3b, gate: hold the int8 model to the accuracy budget at build time, with a fallback.
 
 The budget is the verify thresholds (`verify/`): accuracy drop for classifiers, cosine for
 embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
 quantization noise (onnxruntime's qdq_loss_debug: SQNR of each node's quantized activation and
-weight) stay in fp32, a few per step, until the budget holds or the limit is reached; then the
-build fails with the numbers.
+weight) leave the mode's quantizer, a few per step, until the budget holds or the limit is reached;
+then the build fails with the numbers. A dynamic build keeps them fp32; a static build runs its
+MatMuls among them as dynamic int8 (activation ranges per run) and keeps the others fp32.
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
     record = replace(manifest.quantization, mode="static", quant_format="QDQ", calibration_method="minmax")
     quantize_onnx(record, manifest.path(manifest.reference_file), probe,
                   load_batches(manifest.path(manifest.calibration_file)),
-                  QuantizerKnobs.from_config(cfg).excluding(excluded), quiet=True)
+                  QuantizerKnobs.from_config(cfg).with_fallback(excluded), quiet=True, qdq_only=True)
     return probe
 
 
@@ -194,11 +195,17 @@ def run(cfg, manifest: Manifest) -> Manifest:
         if not chosen:
             break
         fallback.excluded_nodes.extend(chosen)
-        say(f"gate: keeping {', '.join(chosen)} in fp32 (the noisiest quantized nodes); requantizing")
-        manifest = quantize.run(cfg, manifest, nodes_to_exclude=fallback.excluded_nodes)
+        mode = manifest.quantization.mode
+        where = "dynamic int8 for MatMuls, fp32 otherwise" if mode == "static" else "fp32"
+        say(f"gate: taking {', '.join(chosen)} out of {mode} int8 (the noisiest quantized nodes; {where}); "
+            f"requantizing")
+        manifest = quantize.run(cfg, manifest, fallback_nodes=fallback.excluded_nodes)
+        fallback.dynamic_nodes = [name for name in fallback.excluded_nodes
+                                  if name in manifest.quantization.dynamic_nodes]
         ok, description, quantized = measure()
         fallback.steps.append({"excluded_nodes": len(fallback.excluded_nodes), "added": chosen, **quantized})
-        say(f"gate: with {len(fallback.excluded_nodes)} node(s) in fp32: {description}")
+        say(f"gate: with {len(fallback.excluded_nodes)} node(s) out of {mode} int8 "
+            f"({len(fallback.dynamic_nodes)} dynamic): {description}")
     fallback.within_budget = ok
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
@@ -207,7 +214,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
         if (correct := heldout_accuracy(heldout_outputs, heldout_labels, heldout_mask)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
-        steps = "; ".join(f"{s['excluded_nodes']} fp32 node(s): " + ", ".join(
+        steps = "; ".join(f"{s['excluded_nodes']} node(s) out of {manifest.quantization.mode} int8: " + ", ".join(
             f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)
         hint = ("QAT has no fp32 fallback; train longer (mode.qat_steps) or use mode=static"
                 if manifest.quantization.mode == "qat" else

@@ -26,7 +26,9 @@ def ort_config(cfg, manifest: Manifest) -> dict:
     """Optimum's ORTConfig.to_dict() for the quantization model.onnx was built with."""
     record = manifest.quantization
     knobs = QuantizerKnobs.from_config(cfg)
-    excluded = list(dict.fromkeys([*knobs.nodes_to_exclude, *(manifest.fallback.excluded_nodes if manifest.fallback else [])]))
+    fallback_fp32 = [name for name in manifest.fallback.excluded_nodes if name not in manifest.fallback.dynamic_nodes] \
+        if manifest.fallback else []
+    excluded = list(dict.fromkeys([*knobs.nodes_to_exclude, *fallback_fp32]))
     options = knobs.extra_options
     return {
         "opset": manifest.opset, "use_external_data_format": False, "one_external_file": True, "optimization": {},

@@ -9,6 +9,12 @@ The target's policy maps onto the quantizer: x86 targets use X86InductorQuantize
 activations and s8 per-channel weights, with `reduce_range` (7-bit activations) where the target
 asks for it; an s8 activation target (arm64) gets the same config with int8 activations.
 
+int8 graph: a model exported unfused gets torchao's converted graph as QDQ ONNX (`train_and_export`). A
+transformer encoder whose reference.onnx is the fused graph (model.fuse, pipeline/build/fuse.py) instead gets its
+fine-tuned weights (`QatResult.weights`) exported through that same fused graph and quantized by onnxruntime as a
+static build is (pipeline/build/quantize.py): the dynamo export of the converted graph fuses nothing, so it ran
+at 0.90x fp32 where the fused int8 graph runs at about 0.7x (MiniLM, `make bench`).
+
 Objectives: classifiers (digits_cnn) fine-tune on their labelled train split with cross-entropy;
 embedding models (minilm) need no labels: the fake-quantized student matches the fp32 model's
 embeddings on the calibration text (1 - cosine similarity), i.e. self-distillation. A module of the user's
@@ -20,7 +26,9 @@ import copy
 import dataclasses
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,19 +126,28 @@ def _merge(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate(arrays) for name, arrays in merged.items()}
 
 
+@dataclass
+class QatResult:
+    converted: Any  # torchao's convert_pt2e graph: int8 weights, QDQ activations
+    weights: dict[str, Any]  # the fine-tuned float parameters, named as in the family's torch module
+    # (min, max) each linear's input fake quantization learned, by the linear's weight name ("encoder....dense.weight")
+    input_ranges: dict[str, tuple[float, float]]
+    summary: dict[str, Any]
+
+
 def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
     """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
     from pipeline.build.export import export_onnx
 
     family = model_family(cfg)
-    converted, summary = train(cfg, record, calibration_batches)
-    output.write_bytes(export_onnx(converted, family.example_inputs(), family.dynamic_shapes(), family.input_names,
-                                   family.output_names, int(cfg.model.opset)))
-    return summary
+    result = train(cfg, record, calibration_batches)
+    output.write_bytes(export_onnx(result.converted, family.example_inputs(), family.dynamic_shapes(),
+                                   family.input_names, family.output_names, int(cfg.model.opset)))
+    return result.summary
 
 
-def train(cfg, record: QuantizationRecord, calibration_batches: list):
-    """Fine-tune with fake quantization; returns the converted (int8) graph and a summary."""
+def train(cfg, record: QuantizationRecord, calibration_batches: list) -> QatResult:
+    """Fine-tune with fake quantization; returns the converted (int8) graph, the fine-tuned weights and a summary."""
     import torch
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
@@ -188,9 +205,29 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list):
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
     move_exported_model_to_eval(prepared)
+    weights = {name: parameter.detach().clone() for name, parameter in prepared.named_parameters()}
+    input_ranges = learned_input_ranges(prepared)
     converted = convert_pt2e(prepared)
     window = max(1, steps // 10)
-    return converted, {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
-            "objective": objective, "steps": steps, "learning_rate": learning_rate,
-            "batch_size": int(cfg.mode.qat_batch_size), "loss_first": float(np.mean(losses[:window])),
-            "loss_last": float(np.mean(losses[-window:]))}
+    summary = {"api": "torchao.quantization.pt2e prepare_qat_pt2e/convert_pt2e (X86InductorQuantizer)",
+               "objective": objective, "steps": steps, "learning_rate": learning_rate,
+               "batch_size": int(cfg.mode.qat_batch_size), "loss_first": float(np.mean(losses[:window])),
+               "loss_last": float(np.mean(losses[-window:]))}
+    return QatResult(converted, weights, input_ranges, summary)
+
+
+def learned_input_ranges(prepared) -> dict[str, tuple[float, float]]:
+    """(min, max) of each linear's input as its fake quantization's observer holds it after training, by the linear's
+    weight name: the ranges the fine-tuned weights were trained with."""
+    import torch
+
+    ranges = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.linear.default:
+            continue
+        activation, weight = node.args[0], node.args[1]
+        if activation.op != "call_module" or weight.op != "call_module" or weight.args[0].op != "get_attr":
+            continue
+        observer = prepared.get_submodule(activation.target).activation_post_process
+        ranges[weight.args[0].target] = (float(observer.min_val), float(observer.max_val))
+    return ranges

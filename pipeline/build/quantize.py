@@ -1,7 +1,14 @@
 """Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx.
 
 `dynamic` and `static` use onnxruntime.quantization; `qat` fine-tunes with fake quantization in
-torch (pipeline/build/qat.py) and exports QDQ ONNX. The target's policy (per-channel, reduce_range,
+torch (pipeline/build/qat.py) and exports QDQ ONNX.
+
+A static build is static QDQ where onnxruntime has a QDQ rule, and dynamic int8 where it has none: the fused
+transformer operators (Attention, EmbedLayerNormalization) become QAttention and QEmbedLayerNormalization,
+and the MatMuls the accuracy gate takes out of static int8 become DynamicQuantizeMatMul (other operators it
+takes out stay fp32). MatMul outputs are not quantized (`OpTypesToExcludeOutputQuantization`): onnxruntime
+then runs MatMulIntegerToFloat into the fp32 SkipLayerNormalization/BiasGelu that follow, with no Q/DQ pair
+on the way and no per-tensor rounding of the output (MiniLM: cosine 0.937 -> 0.989 with every MatMul static). The target's policy (per-channel, reduce_range,
 signedness) comes from its config; see the policy table in README.md. Dynamic quantization always
 uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only); the stamp says so.
 """
@@ -33,6 +40,16 @@ def policy(cfg) -> QuantizationRecord:
         calibration_method=method if mode == "static" else ("qat" if mode == "qat" else None))
 
 
+# Operators onnxruntime quantizes dynamically but has no QDQ rule for: dynamic int8 in a static build.
+DYNAMIC_IN_STATIC = ("Attention", "EmbedLayerNormalization")
+# Operators the gate moves from static to dynamic int8 (DynamicQuantizeMatMul); others it keeps fp32.
+DYNAMIC_FALLBACK_OPS = ("MatMul",)
+# Static QDQ leaves these operators' outputs in fp32 (MatMulIntegerToFloat), unless extra_options say otherwise.
+STATIC_FLOAT_OUTPUT_OPS = ["MatMul"]
+# The extra_options onnxruntime's dynamic quantizer takes too (the dynamic pass of a static build).
+DYNAMIC_EXTRA_OPTIONS = ("WeightSymmetric", "ActivationSymmetric")
+
+
 @dataclass(frozen=True)
 class QuantizerKnobs:
     """onnxruntime's own knobs for one build (mode.op_types_to_quantize, nodes_to_exclude, nodes_to_quantize,
@@ -42,6 +59,7 @@ class QuantizerKnobs:
     nodes_to_exclude: tuple[str, ...] = ()
     nodes_to_quantize: tuple[str, ...] = ()
     extra_options: dict = field(default_factory=dict)
+    fallback_nodes: tuple[str, ...] = ()  # the accuracy gate's: out of the mode's quantizer (see module docstring)
 
     @classmethod
     def from_config(cls, cfg) -> "QuantizerKnobs":
@@ -50,9 +68,14 @@ class QuantizerKnobs:
         return cls(tuple(mode.op_types_to_quantize), tuple(mode.nodes_to_exclude), tuple(mode.nodes_to_quantize),
                    options)
 
-    def excluding(self, nodes) -> "QuantizerKnobs":
-        """These knobs with more nodes kept fp32 (the accuracy gate's fallback)."""
-        return replace(self, nodes_to_exclude=tuple(dict.fromkeys([*self.nodes_to_exclude, *nodes])))
+    def with_fallback(self, nodes) -> "QuantizerKnobs":
+        """These knobs with the accuracy gate's fallback nodes."""
+        return replace(self, fallback_nodes=tuple(dict.fromkeys([*self.fallback_nodes, *nodes])))
+
+    @property
+    def out_of_main_pass(self) -> list[str]:
+        """Nodes the mode's own quantizer leaves alone: the user's fp32 nodes and the gate's fallback."""
+        return list(dict.fromkeys([*self.nodes_to_exclude, *self.fallback_nodes]))
 
     def check_node_names(self, graph_path: Path) -> None:
         """Every named node exists in the fp32 graph; a typo is refused naming close matches, never ignored."""
@@ -76,58 +99,143 @@ def _quant_type(name: str):
 
 
 def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, calibration_batches: list,
-                  knobs: QuantizerKnobs, quiet: bool = False) -> None:
-    """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy and knobs."""
+                  knobs: QuantizerKnobs, quiet: bool = False, qdq_only: bool = False) -> list[str]:
+    """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy and knobs; returns
+    the nodes a static build quantized dynamically (none with `qdq_only`: a pure QDQ model, as the gate ranks)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
-    chosen = {"op_types_to_quantize": list(knobs.op_types), "nodes_to_exclude": list(knobs.nodes_to_exclude),
+    chosen = {"op_types_to_quantize": list(knobs.op_types), "nodes_to_exclude": knobs.out_of_main_pass,
               "nodes_to_quantize": list(knobs.nodes_to_quantize) or None}
     if record.mode == "dynamic":
         quantize_dynamic(reference, output, per_channel=record.per_channel, reduce_range=record.reduce_range,
                          weight_type=_quant_type(record.weight_type), extra_options=dict(knobs.extra_options),
                          **chosen)
-        return
+        return []
     progress = tqdm(total=len(calibration_batches), desc="calibration batches", unit="batch", disable=quiet)
     # onnxruntime logs a generic "consider pre-processing" warning on every call; ours are explicit.
     logging.getLogger().setLevel(logging.ERROR)
     reader = BatchReader(calibration_batches, on_batch=lambda: progress.update(1))
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[record.calibration_method or "minmax"]
+    dynamic_nodes = [] if qdq_only else _dynamic_in_static(reference, knobs)
+    static_output = output.with_name(f"{output.stem}.qdq.onnx") if dynamic_nodes else output
+    options = {"CalibTensorRangeSymmetric": False, "OpTypesToExcludeOutputQuantization": STATIC_FLOAT_OUTPUT_OPS,
+               **knobs.extra_options}
     try:
         quantize_static(
-            reference, output, reader, quant_format=QuantFormat[record.quant_format],
+            reference, static_output, reader, quant_format=QuantFormat[record.quant_format],
             per_channel=record.per_channel, reduce_range=record.reduce_range,
             activation_type=_quant_type(record.activation_type), weight_type=_quant_type(record.weight_type),
-            calibrate_method=method, extra_options={"CalibTensorRangeSymmetric": False, **knobs.extra_options},
-            **chosen)
+            calibrate_method=method, extra_options=options, **chosen)
     finally:
         progress.close()
+    if dynamic_nodes:
+        quantize_dynamic(static_output, output, per_channel=record.per_channel, reduce_range=record.reduce_range,
+                         weight_type=_quant_type(record.weight_type), nodes_to_quantize=dynamic_nodes,
+                         op_types_to_quantize=[*DYNAMIC_IN_STATIC, *DYNAMIC_FALLBACK_OPS],
+                         extra_options={k: v for k, v in knobs.extra_options.items() if k in DYNAMIC_EXTRA_OPTIONS})
+        static_output.unlink()
+    return dynamic_nodes
 
 
-def run(cfg, manifest: Manifest, nodes_to_exclude: list[str] = ()) -> Manifest:
+def _dynamic_in_static(reference: Path, knobs: QuantizerKnobs) -> list[str]:
+    """The nodes of `reference` a static build quantizes dynamically: fused transformer operators among the op types
+    (and among nodes_to_quantize when given) and the gate's MatMuls, never the user's fp32 nodes."""
+    import onnx
+
+    wanted = set(knobs.nodes_to_quantize)
+    nodes = []
+    for node in onnx.load(str(reference), load_external_data=False).graph.node:
+        if node.name in knobs.nodes_to_exclude or node.op_type not in knobs.op_types:
+            continue
+        if node.name in knobs.fallback_nodes:
+            if node.op_type in DYNAMIC_FALLBACK_OPS:
+                nodes.append(node.name)
+        elif node.op_type in DYNAMIC_IN_STATIC and (not wanted or node.name in wanted):
+            nodes.append(node.name)
+    return nodes
+
+
+FINE_TUNED_FUSED = ("the fine-tuned weights exported through the fused graph (as reference.onnx), int8 by "
+                    "onnxruntime's static quantization with the QAT policy and the calibration sample")
+
+
+def quantize_fine_tuned_fused(cfg, record: QuantizationRecord, result, calibration_batches: list,
+                              output: Path) -> list[str]:
+    """QAT of a fused transformer (`result`: qat.QatResult): its fine-tuned weights in the fused graph reference.onnx
+    is, quantized like a static build with the input ranges QAT learned for each MatMul (the calibration sample's
+    for the rest; pipeline/build/qat.py says why); returns the nodes quantized dynamically."""
+    from pipeline.build.export import fused_torchscript_export
+    from pipeline.build.models import model_family
+
+    family = model_family(cfg)
+    module = family.load_torch(attention="eager")
+    weights = result.weights
+    unknown = set(weights) - {name for name, _ in module.named_parameters()}
+    if unknown:
+        raise RuntimeError(f"QAT fine-tuned parameters the module does not have: {sorted(unknown)[:5]}")
+    # The exported graph holds the parameters the forward pass uses (MiniLM's unused pooler is not among them);
+    # the others, and buffers (position ids), stay the module's.
+    module.load_state_dict(weights, strict=False)
+    fp32 = output.with_name("qat-fine-tuned.fp32.onnx")
+    fp32.write_bytes(fused_torchscript_export(family, module, int(cfg.model.opset)))
+    as_static = replace(record, mode="static", quant_format="QDQ", calibration_method="minmax")
+    knobs = QuantizerKnobs.from_config(cfg)
+    knobs = replace(knobs, extra_options={**knobs.extra_options,
+                                          "TensorQuantOverrides": learned_ranges_by_tensor(fp32, result.input_ranges)})
+    try:
+        return quantize_onnx(as_static, fp32, output, calibration_batches, knobs, quiet=True)
+    finally:
+        fp32.unlink()
+
+
+def learned_ranges_by_tensor(graph_path: Path, input_ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:
+    """onnxruntime's TensorQuantOverrides (rmin/rmax) for the input of each MatMul whose linear QAT trained: the
+    TorchScript export names a linear's MatMul after its module path ("/encoder/.../dense/MatMul" for the weight
+    "encoder....dense.weight")."""
+    import numpy as np
+    import onnx
+
+    overrides = {}
+    for node in onnx.load(str(graph_path), load_external_data=False).graph.node:
+        weight = node.name.rsplit("/", 1)[0].strip("/").replace("/", ".") + ".weight"
+        if node.op_type == "MatMul" and weight in input_ranges:
+            low, high = input_ranges[weight]
+            overrides[node.input[0]] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+    return overrides
+
+
+def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
     from pipeline.build.calibrate import load_batches
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
-    knobs = QuantizerKnobs.from_config(cfg).excluding(nodes_to_exclude)
+    knobs = QuantizerKnobs.from_config(cfg).with_fallback(fallback_nodes)
     knobs.check_node_names(reference)
     calibration_batches = load_batches(manifest.path(manifest.calibration_file))
     with tempfile.TemporaryDirectory(dir=manifest.folder, prefix=".quantize-") as scratch:
         output = Path(scratch) / "model.onnx"
-        excluded = f", {len(knobs.nodes_to_exclude)} node(s) kept fp32" if knobs.nodes_to_exclude else ""
+        excluded = f", {len(knobs.out_of_main_pass)} node(s) out of {record.mode}" if knobs.out_of_main_pass else ""
         if record.mode == "qat":
             from pipeline.build import qat
             with step(f"quantize: QAT, {cfg.mode.qat_steps} fake-quant steps (activations {record.activation_type}, "
                       f"weights {record.weight_type}, per_channel={record.per_channel}, "
                       f"reduce_range={record.reduce_range})"):
-                manifest.qat = qat.train_and_export(cfg, record, calibration_batches, output)
+                if manifest.fusion is None:
+                    manifest.qat = qat.train_and_export(cfg, record, calibration_batches, output)
+                else:
+                    result = qat.train(cfg, record, calibration_batches)
+                    record = replace(record, dynamic_nodes=quantize_fine_tuned_fused(
+                        cfg, record, result, calibration_batches, output))
+                    manifest.qat = {**result.summary, "int8_graph": FINE_TUNED_FUSED}
         else:
             what = "dynamic int8" if record.mode == "dynamic" else (
                 f"static {record.quant_format} (method {record.calibration_method}, activations "
                 f"{record.activation_type}, weights {record.weight_type})")
             with step(f"quantize: {what}, per_channel={record.per_channel}, reduce_range={record.reduce_range}"
                       f"{excluded}"):
-                quantize_onnx(record, reference, output, calibration_batches, knobs)
+                record = replace(record, dynamic_nodes=quantize_onnx(record, reference, output, calibration_batches,
+                                                                     knobs))
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

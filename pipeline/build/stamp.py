@@ -92,9 +92,13 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
         values["runtime"] = {"name": manifest.runtime["name"],
                              "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
+    if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/build/quantize.py)
+        values["dynamic_nodes"] = quantization.dynamic_nodes
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
-        values["fallback"] = {"fp32_nodes": manifest.fallback.excluded_nodes, "budget": manifest.fallback.budget,
-                              "before": manifest.fallback.steps[0], "after": manifest.fallback.steps[-1]}
+        fallback = manifest.fallback
+        values["fallback"] = {"fp32_nodes": [name for name in fallback.excluded_nodes if name not in fallback.dynamic_nodes],
+                              "dynamic_nodes": fallback.dynamic_nodes, "budget": fallback.budget,
+                              "before": fallback.steps[0], "after": fallback.steps[-1]}
     return {key: _compact(value) for key, value in values.items()}
 
 

@@ -156,7 +156,7 @@ class ModeConfig:
     # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types
     # (Gather: the embedding table, weight-only in effect). Attention and EmbedLayerNormalization are
     # the fused transformer operators (model.fuse): dynamic int8 makes them QAttention and
-    # QEmbedLayerNormalization; static (QDQ) builds fuse neither (pipeline/build/fuse.py).
+    # QEmbedLayerNormalization, in static builds too (QDQ has no rule for them; pipeline/build/quantize.py).
     op_types_to_quantize: list[str] = field(default_factory=lambda: [
         "MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"])
     # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).

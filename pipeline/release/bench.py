@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ExitCode, InputError
+from pipeline.errors import ExitCode, InputError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
@@ -53,6 +53,24 @@ def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     n = len(next(iter(inputs.values())))
     index = np.arange(size) % n
     return {name: array[index] for name, array in inputs.items()}
+
+
+def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dict[str, np.ndarray]:
+    """Token inputs (with an `attention_mask`) made `length` tokens long from the held-out samples' own tokens: each
+    row is the real (unpadded) tokens of consecutive samples, joined until `length`. The held-out sentences are
+    at most model.max_length long (64), while transformer speed is usually compared at 128. Other inputs, or
+    `length` None, are returned as they are."""
+    if length is None or "attention_mask" not in inputs or inputs["attention_mask"].ndim != 2:
+        return inputs
+    mask = inputs["attention_mask"].astype(bool)
+    rows = len(mask)
+    joined: dict[str, np.ndarray] = {}
+    for name, array in inputs.items():
+        stream = np.concatenate([array[row][mask[row]] for row in range(rows)])
+        repeats = -(-rows * length // len(stream))  # enough of the stream for `rows` rows
+        joined[name] = np.resize(np.tile(stream, repeats), (rows, length)).astype(array.dtype)
+    joined["attention_mask"] = np.ones((rows, length), dtype=inputs["attention_mask"].dtype)
+    return joined
 
 
 def _figures(times: list[float], batch: int) -> dict[str, float]:
@@ -196,10 +214,12 @@ def plain_dynamic(reference: Path, out: Path) -> Path:
     return out
 
 
-def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: int, work: Path) -> dict[str, Any]:
+def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: int, work: Path,
+                   sequence_length: int | None = None) -> dict[str, Any]:
     manifest = Manifest.load(folder)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
-        inputs = {name: arrays[name] for name in manifest.input_names}
+        heldout = {name: arrays[name] for name in manifest.input_names}
+    inputs = at_sequence_length(heldout, sequence_length)  # timed; fidelity is judged on the held-out samples
     fp32, unfused = fully_fused_fp32(folder, manifest, work)
     started = time.perf_counter()
     plain = plain_dynamic(fp32, work / f"{folder.name}-plain.onnx")
@@ -209,8 +229,7 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         models["fp32_unfused"] = unfused
     sessions = {name: session(path, threads) for name, path in models.items()}
     output = manifest.output_names[0]
-    all_samples = batch_of(inputs, len(next(iter(inputs.values()))))
-    outputs = {name: sess.run([output], all_samples)[0] for name, sess in sessions.items()}
+    outputs = {name: sess.run([output], heldout)[0] for name, sess in sessions.items()}
     result: dict[str, Any] = {
         "artifact": folder.name, "model": manifest.model, "mode": manifest.mode, "target": manifest.target,
         "fp32_graph": "fused" if unfused is not None else "as exported",
@@ -218,6 +237,7 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         "size_bytes": {name: path.stat().st_size for name, path in models.items()},
         "fidelity": {name: fidelity(manifest.model_kind, outputs[name], outputs["fp32"]) for name in ("int8", "plain_int8")},
         "fidelity_samples": len(outputs["fp32"]),
+        "sequence_length": int(inputs["attention_mask"].shape[1]) if "attention_mask" in inputs else None,
         "latency": {}, "ratios": {},
         "build_seconds": manifest.build.seconds if manifest.build else None,
         "stage_seconds": manifest.build.stage_seconds if manifest.build else None,
@@ -294,8 +314,9 @@ def markdown(report: dict[str, Any]) -> str:
                                  + ", ".join(f"{op} {share:.0%}" for op, share in top))
     notes = [f"Ratios int8/fp32 (below 1: int8 smaller or faster), measured in one run on {report['host']['cpu']} "
              f"({report['host']['cores']} cores), onnxruntime {report['host']['onnxruntime']}, "
-             f"{s['intra_op_threads']} intra-op threads, all graph optimizations, about {s['seconds_per_case']} s per case. "
-             f"Plain ORT dyn = `quantize_dynamic` of the fp32 graph with default arguments.",
+             f"{s['intra_op_threads']} intra-op threads, all graph optimizations, about {s['seconds_per_case']} s per case"
+             + (f", token models timed at {s['sequence_length']} tokens per sample" if s.get("sequence_length") else "")
+             + ". Plain ORT dyn = `quantize_dynamic` of the fp32 graph with default arguments.",
              "fp32 is the fused graph (model.fuse) where the artifact has one; `unfused fp32/fp32` is the export "
              "before fusion (debug/reference.unfused.onnx).", "", "Absolute p50 (ms):", ""]
     for case in report["artifacts"]:
@@ -321,7 +342,13 @@ def _command(argv: list[str]) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=1.5, help="time budget per model x batch (after warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")
+    parser.add_argument("--sequence-length", type=int, default=128,
+                        help="tokens per timed sample for token models, from the held-out samples' own tokens "
+                             "(default 128; 0: as held out); fidelity is judged on the held-out samples as they are")
     args = parser.parse_args(argv)
+    if args.sequence_length < 0:
+        raise UsageError(f"--sequence-length {args.sequence_length}: give a number of tokens, or 0 for the held-out "
+                         f"samples as they are")
     root = args.artifacts_dir or Path("artifacts") / args.release
     args.out = args.out or Path("reports") / args.release / "bench"
     folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
@@ -332,7 +359,7 @@ def _command(argv: list[str]) -> int:
         "schema": "quantgate.bench/1",
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                  "onnxruntime": ort.__version__, "python": platform.python_version()},
-        "settings": {"batches": args.batches, "seconds_per_case": args.seconds, "intra_op_threads": args.threads,
+        "settings": {"sequence_length": args.sequence_length or None, "batches": args.batches, "seconds_per_case": args.seconds, "intra_op_threads": args.threads,
                      "graph_optimization_level": "ORT_ENABLE_ALL", "warmup": WARMUP},
         "artifacts": [],
     }
@@ -340,7 +367,8 @@ def _command(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="quantgate-bench-") as work:
         for folder in folders:
             print(f"bench: {folder.name} ...", flush=True)
-            report["artifacts"].append(bench_artifact(folder, args.batches, args.seconds, args.threads, Path(work)))
+            report["artifacts"].append(bench_artifact(folder, args.batches, args.seconds, args.threads, Path(work),
+                                                      args.sequence_length or None))
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,22 @@
+"""`quantgate bench --sequence-length`: timed token inputs built from the held-out samples' own tokens."""
+import numpy as np
+
+from pipeline.release.bench import at_sequence_length
+
+
+def test_token_inputs_are_joined_from_real_unpadded_tokens_to_the_length():
+    ids = np.array([[101, 7, 8, 102, 0, 0], [101, 9, 102, 0, 0, 0]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    longer = at_sequence_length({"input_ids": ids, "attention_mask": mask}, 10)
+    assert longer["input_ids"].shape == (2, 10) and longer["input_ids"].dtype == np.int64
+    assert longer["attention_mask"].tolist() == [[1] * 10] * 2
+    # the real tokens in order, never the padding: 101 7 8 102 101 9 102, again
+    assert longer["input_ids"][0].tolist() == [101, 7, 8, 102, 101, 9, 102, 101, 7, 8]
+    assert 0 not in longer["input_ids"]
+
+
+def test_other_inputs_and_no_length_are_left_as_they_are():
+    pixels = {"pixels": np.zeros((3, 64), dtype=np.float32)}
+    assert at_sequence_length(pixels, 128) is pixels
+    tokens = {"input_ids": np.ones((2, 4), dtype=np.int64), "attention_mask": np.ones((2, 4), dtype=np.int64)}
+    assert at_sequence_length(tokens, None) is tokens
