@@ -29,6 +29,9 @@ CONTRIB_DOMAIN = "com.microsoft"  # onnxruntime's own operators
 TOOL = "onnxruntime.transformers.optimizer.optimize_model (model_type bert, opt_level 0)"
 # Fused operators the static (QDQ) quantizer cannot quantize: they stay unfused in a static build.
 NOT_QDQ_QUANTIZABLE = {"Attention": "enable_attention", "EmbedLayerNormalization": "enable_embed_layer_norm"}
+# Fusions the optimizer may not find in an encoder's graph (relative positions, a roberta's padding-derived position
+# ids): tried but absent, they are recorded as left unfused; the build goes on with what did fuse.
+EXPECTED = {"Attention": ("Attention", "MultiHeadAttention"), "EmbedLayerNormalization": ("EmbedLayerNormalization",)}
 
 
 def operator_counts(model) -> dict[str, int]:
@@ -66,4 +69,7 @@ def fuse_transformer(model, num_heads: int, hidden_size: int, quantizable_by_qdq
         optimized.model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     fused = SymbolicShapeInference.infer_shapes(optimized.model, auto_merge=True)
     record.operators = operator_counts(fused)
+    for operator, written in EXPECTED.items():
+        if getattr(options, NOT_QDQ_QUANTIZABLE[operator]) and not any(op in record.operators for op in written):
+            record.left_unfused.append(f"{operator} (the optimizer found no subgraph it fuses into one)")
     return fused, record
