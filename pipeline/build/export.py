@@ -4,7 +4,8 @@ For text models the graph is a sentence embedding (transformer, mean pooling ove
 `attention_mask` marks, L2 normalisation); the mask is an input, so padded batches give the same
 embeddings as unpadded ones. For digits_cnn the pipeline trains the model first.
 
-With model.fuse (transformer encoders), the encoder is loaded with eager attention and exported by
+With model.fuse (transformer encoders: MiniLM, and model=hf's BERT-like text encoders, `fusable`, see
+pipeline/build/hf_family.py), the encoder is loaded with eager attention and exported by
 torch's TorchScript exporter, the graph onnxruntime's transformer optimizer recognises (on the dynamo
 exporter's sdpa graph it fuses no Attention; measured in ../shared/FACTS.md), then fused
 (pipeline/build/fuse.py): reference.onnx is the fused graph, debug/reference.unfused.onnx the export.
@@ -21,6 +22,7 @@ from pipeline.build import reproducible
 from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
 from pipeline.manifest import DEBUG_DIR, Manifest, atomic_write_bytes
 from pipeline.build.models import model_family
+from pipeline.errors import QuantgateError
 from pipeline.progress import say, step
 
 
@@ -43,9 +45,11 @@ def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names:
 def export_torchscript(model, example_inputs: tuple, dynamic_shapes: tuple, input_names: list[str],
                        output_names: list[str], opset: int) -> bytes:
     """torch's TorchScript ONNX exporter (`dynamo=False`; deprecated in torch 2.13 but kept there), whose graphs
-    onnxruntime's transformer optimizer fuses. Dynamic axes are named after `dynamic_shapes`' Dims."""
+    onnxruntime's transformer optimizer fuses. Dynamic axes are named after `dynamic_shapes`' Dims. The graph must
+    take every input in `input_names` (the exporter drops an input the model ignores)."""
     import io
 
+    import onnx
     import torch
 
     dynamic_axes = {name: {axis: dim.__name__ for axis, dim in shape.items()}
@@ -56,6 +60,11 @@ def export_torchscript(model, example_inputs: tuple, dynamic_shapes: tuple, inpu
         warnings.simplefilter("ignore")  # the exporter's DeprecationWarning and tracer warnings
         torch.onnx.export(model, example_inputs, buffer, dynamo=False, opset_version=opset, input_names=input_names,
                           output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    taken = [i.name for i in onnx.load_from_string(buffer.getvalue()).graph.input]
+    if taken != list(input_names):
+        dropped = [name for name in input_names if name not in taken]
+        raise QuantgateError(f"the TorchScript export takes {taken}, not {list(input_names)} (the model ignores "
+                             f"{', '.join(dropped) or 'some'}); build it unfused with model.fuse=false")
     return buffer.getvalue()
 
 

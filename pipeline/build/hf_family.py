@@ -7,7 +7,9 @@ transformers AutoModel class and one output: `feature-extraction` (AutoModel: th
 `token-classification` (AutoModelForTokenClassification: `logits` per token) and `image-classification`
 (AutoModelForImageClassification: `logits` per image). Inputs are what the checkpoint's own tokenizer or image
 processor gives and the model's forward takes (`input_ids`, `token_type_ids` where the model has them,
-`attention_mask`; `pixel_values`), with dynamic batch (and sequence) axes.
+`attention_mask`; `pixel_values`), with dynamic batch (and sequence) axes. The text tasks of BERT-like encoders
+(`FUSABLE_MODEL_TYPES`) are `fusable`: with model.fuse their reference is the fused graph, as model=minilm's
+(pipeline/build/export.py, fuse.py); image models and other architectures keep the dynamo export.
 
 Everything that can be refused is refused when the family is made, before any export or data: an unknown task,
 an architecture transformers has no such head for, a checkpoint whose weights lack the head.
@@ -37,6 +39,17 @@ TASKS = {
                              "classifier"),
 }
 TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification")
+# BERT-like text encoders whose TorchScript export (eager attention) onnxruntime's transformer optimizer fuses as
+# model_type "bert" (pipeline/build/fuse.py), measured (onnxruntime 1.32, transformers 5.23) on tiny 2-layer
+# checkpoints of each text task: one Attention per layer, two SkipLayerNormalization per layer, outputs equal to the
+# unfused export's within 2e-7 on padded batches of real sentences (and pairs). The roberta-like types fuse a
+# LayerNormalization where BERT fuses EmbedLayerNormalization (their position ids come from the padding).
+# Not listed, so exported as they are (dynamo exporter): albert and megatron-bert (Attention fused in only some layers),
+# mpnet and roformer (no Attention: relative or rotary positions), mobilebert (nothing fused), deberta and deberta-v2
+# (not measured: TorchScript drops the token_type_ids they ignore).
+FUSABLE_MODEL_TYPES = frozenset({"bert", "camembert", "data2vec-text", "distilbert", "electra", "ernie", "roberta",
+                                 "xlm-roberta", "xlm-roberta-xl"})
 EMBEDDING_OUTPUTS = ("sentence_embedding", "last_hidden_state")
 SHOWN = 25  # architectures named in a refusal
 
@@ -98,13 +111,15 @@ class HfFamily:
         from transformers.models.auto import modeling_auto
         return getattr(modeling_auto, TASKS[self.task][1])[model_type]
 
-    def _load_checked(self):
+    def _load_checked(self, attention: str | None = None):
         import transformers
         auto = getattr(transformers, TASKS[self.task][0])
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # its load report: missing weights are refused below, in words
+        options = {"attn_implementation": attention} if attention else {}
         try:
-            model, info = auto.from_pretrained(str(self.path), local_files_only=True, output_loading_info=True)
+            model, info = auto.from_pretrained(str(self.path), local_files_only=True, output_loading_info=True,
+                                               **options)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise QuantgateError(f"transformers could not load {self.path} for {self.task}: {one_line(error)}") from None
         finally:
@@ -128,6 +143,22 @@ class HfFamily:
                                  f"{list(accepted)}; model=hf exports text models that take input_ids and "
                                  f"attention_mask")
         return names
+
+    # --- the fused graph (model.fuse, pipeline/build/fuse.py) -------------------------------------------
+    @property
+    def fusable(self) -> bool:
+        """A BERT-like text encoder onnxruntime's transformer optimizer fuses; images and other architectures are
+        exported as they are."""
+        return self.task in TEXT_TASKS and self.config.get("model_type") in FUSABLE_MODEL_TYPES
+
+    def attention_shape(self) -> tuple[int, int]:
+        """(attention heads, hidden size) from the checkpoint's config, for the transformer optimizer."""
+        config = self._model.config
+        try:
+            return int(config.num_attention_heads), int(config.hidden_size)
+        except AttributeError as missing:
+            raise InputError(f"{self.path / 'config.json'} has no {missing.name}: not a BERT-like encoder the "
+                             f"transformer optimizer can fuse; build it unfused with model.fuse=false") from None
 
     @property
     def id2label(self) -> dict[int, str] | None:
@@ -160,10 +191,16 @@ class HfFamily:
         return self._processor
 
     # --- the model and its export ---------------------------------------------------------------------
-    def load_torch(self):
+    def load_torch(self, attention: str | None = None):
+        """The task's module; `attention` picks transformers' attn_implementation ("eager" for a graph onnxruntime's
+        transformer optimizer fuses; None: the checkpoint's as loaded, transformers' default sdpa). Another
+        implementation than the loaded model's is a fresh load, so the family's own model never changes."""
         import torch
 
-        model, names, task = self._model, list(self.input_names), self.task
+        model = self._model
+        if attention is not None and attention != getattr(model.config, "_attn_implementation", None):
+            model = self._load_checked(attention)
+        names, task = list(self.input_names), self.task
         pooled = task == "feature-extraction" and self.output_names == ["sentence_embedding"]
 
         class TaskGraph(torch.nn.Module):
@@ -182,7 +219,10 @@ class HfFamily:
                     return hidden
                 mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(mean, p=2, dim=1)
+                # F.normalize(mean, dim=1) without its expand_as: the Expand it exports stops onnxruntime's symbolic
+                # shape inference, and with it the SkipLayerNormalization fusion (as in models.py).
+                norm = torch.sqrt((mean * mean).sum(dim=1, keepdim=True))
+                return mean / norm.clamp(min=1e-12)
 
         class Pixels(TaskGraph):
             def forward(self, pixel_values):

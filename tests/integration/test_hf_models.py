@@ -57,6 +57,9 @@ def test_text_classifier_dynamic_keeps_its_head_and_is_judged_by_accuracy_and_ma
     assert list(inputs) == ["input_ids", "token_type_ids", "attention_mask"]  # BERT has token types
     assert all(isinstance(dims[0], str) and isinstance(dims[1], str) for dims in inputs.values())  # dynamic axes
     assert manifest.output_names == ["logits"] and manifest.model_kind == "classifier"
+    # a BERT: the fused graph (model.fuse), whose Attention dynamic int8 runs as QAttention
+    assert manifest.fusion.operators["Attention"] == 2 and manifest.fusion.left_unfused == []
+    assert sum(node.op_type == "QAttention" for node in onnx.load(str(manifest.path("model.onnx"))).graph.node) == 2
     figures = native_figures(report)
     # Trained for seconds on half the sentences, judged on the other half: real, well above chance (1/3).
     assert figures["reference_accuracy"] > 0.6 and figures["reference_macro_f1"] > 0.55, figures
@@ -86,6 +89,9 @@ def test_text_classifier_static_on_sentence_pairs(made):
     import numpy as np
     with np.load(heldout) as arrays:
         assert arrays["token_type_ids"].max() == 1  # the second sentence of each pair
+    # static int8 of the fused graph: Attention as QAttention (dynamic: QDQ has no rule for it), the rest static QDQ
+    assert manifest.fusion.operators["SkipLayerNormalization"] == 4 and manifest.fusion.operators["Attention"] == 2
+    assert sum(node.op_type == "QAttention" for node in onnx.load(str(manifest.path("model.onnx"))).graph.node) == 2
     assert "macro_f1" in native_figures(report)
 
 
@@ -99,6 +105,7 @@ def test_image_classifier_static_on_an_imagefolder(made):
     inputs = graph_inputs(manifest.path("reference.onnx"))
     assert list(inputs) == ["pixel_values"] and isinstance(inputs["pixel_values"][0], str)
     assert inputs["pixel_values"][1:] == [3, 8, 8]
+    assert manifest.fusion is None  # a ViT: exported as it is
     figures = native_figures(report)
     assert figures["reference_accuracy"] > 0.6 and figures["macro_f1"] > 0.5, figures  # chance: 0.1
     assert manifest.calibration.dataset == "digit_images"
