@@ -33,25 +33,18 @@ def activation_tensors(model, op_types: list[str]) -> list[str]:
     return names
 
 
-def _collect(model_path: Path, tensors: list[str], batches: list[dict[str, np.ndarray]]) -> dict[str, list]:
+def _session(model, tensors: list[str], scratch: Path):
+    """An onnxruntime session on `model` (onnx.ModelProto) that also outputs `tensors`."""
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
     graph_outputs = {output.name for output in model.graph.output}
     for name in tensors:
         if name not in graph_outputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    with tempfile.TemporaryDirectory() as scratch:
-        augmented = Path(scratch) / "augmented.onnx"
-        onnx.save(model, str(augmented))
-        session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
-        values: dict[str, list] = {name: [] for name in tensors}
-        for batch in batches:
-            outputs = session.run(tensors, batch)
-            for name, array in zip(tensors, outputs):
-                values[name].append(np.asarray(array, dtype=np.float32).ravel())
-    return values
+    augmented = scratch / "augmented.onnx"
+    onnx.save(model, str(augmented))
+    return ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
 
 
 def coverage_report(reference_path: Path, op_types: list[str], calibration_batches: list[dict[str, np.ndarray]],
@@ -59,20 +52,32 @@ def coverage_report(reference_path: Path, op_types: list[str], calibration_batch
                     enforced: bool, worst_count: int = 5) -> dict:
     import onnx
 
-    tensors = activation_tensors(onnx.load(str(reference_path)), op_types)
-    calibration_values = _collect(reference_path, tensors, calibration_batches)
-    heldout_values = _collect(reference_path, tensors, heldout_batches)
+    model = onnx.load(str(reference_path))
+    tensors = activation_tensors(model, op_types)
+    # One session for both samples; ranges and counts kept as running figures, not every activation value.
+    low = {name: np.inf for name in tensors}
+    high = {name: -np.inf for name in tensors}
+    heldout_low, heldout_high = dict(low), dict(high)
+    outside = {name: 0 for name in tensors}
+    total = {name: 0 for name in tensors}
+    with tempfile.TemporaryDirectory() as scratch:
+        session = _session(model, tensors, Path(scratch))
+        for batch in calibration_batches:
+            for name, array in zip(tensors, session.run(tensors, batch)):
+                low[name], high[name] = min(low[name], float(array.min())), max(high[name], float(array.max()))
+        for batch in heldout_batches:
+            for name, array in zip(tensors, session.run(tensors, batch)):
+                heldout_low[name] = min(heldout_low[name], float(array.min()))
+                heldout_high[name] = max(heldout_high[name], float(array.max()))
+                outside[name] += int(np.count_nonzero((array < low[name]) | (array > high[name])))
+                total[name] += array.size
     rows = []
     for name in tensors:
-        calibrated = np.concatenate(calibration_values[name])
-        heldout = np.concatenate(heldout_values[name])
-        low, high = float(calibrated.min()), float(calibrated.max())
-        outside = float(np.mean((heldout < low) | (heldout > high)))
-        span = max(high - low, 1e-12)
-        overshoot = max(float(heldout.max()) - high, low - float(heldout.min()), 0.0) / span
-        rows.append({"tensor": name, "calibration_min": low, "calibration_max": high,
-                     "heldout_min": float(heldout.min()), "heldout_max": float(heldout.max()),
-                     "fraction_outside": outside, "overshoot_of_range": overshoot})
+        span = max(high[name] - low[name], 1e-12)
+        overshoot = max(heldout_high[name] - high[name], low[name] - heldout_low[name], 0.0) / span
+        rows.append({"tensor": name, "calibration_min": low[name], "calibration_max": high[name],
+                     "heldout_min": heldout_low[name], "heldout_max": heldout_high[name],
+                     "fraction_outside": outside[name] / max(total[name], 1), "overshoot_of_range": overshoot})
     rows.sort(key=lambda row: (-row["fraction_outside"], -row["overshoot_of_range"], row["tensor"]))
     worst = rows[0]["fraction_outside"] if rows else 0.0
     if not enforced:
