@@ -141,18 +141,6 @@ def test_cli_build_then_inspect(tmp_path):
     assert "debug/model.nodes.json" in inspected.stdout  # where `inspect --node NAME` reads node sources
 
 
-def test_minilm_qat_self_distillation_builds_within_budget(tmp_path):
-    from pipeline.config import compose_config
-    manifest = build(compose_config(["mode=qat", "mode.qat_steps=8", "calibration.n_samples=16",
-                                     "calibration.n_validation=8", "calibration.n_heldout=4", "verify.enabled=false",
-                                     f"artifacts_dir={tmp_path}"]))
-    ops = {node.op_type for node in onnx.load(str(manifest.path("model.onnx"))).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert "no labels" in manifest.qat["objective"] and manifest.qat["learning_rate"] == 1e-5
-    assert manifest.fallback.within_budget and manifest.int8_metrics["validation_cosine_mean"] >= 0.98
-    assert read_stamp(manifest.path("model.onnx"))["mode"] == "qat"
-
-
 OPTIMUM_LOADS = """
 import json, sys
 from optimum.onnxruntime import ORTConfig, ORTModelForCustomTasks

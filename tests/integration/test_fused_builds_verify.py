@@ -45,3 +45,8 @@ def test_fused_minilm_passes_verification_on_haswell_and_native(mode, tmp_path):
     if mode != "dynamic":
         assert len(manifest.quantization.dynamic_nodes) == 7  # 6 Attention, 1 EmbedLayerNormalization
         assert json.loads(manifest.stamp["dynamic_nodes"]) == manifest.quantization.dynamic_nodes
+    assert manifest.fallback.within_budget and manifest.int8_metrics["validation_cosine_mean"] >= 0.98
+    if mode == "qat":  # self-distillation (no labels), its fine-tuned weights in the fused graph
+        assert "no labels" in manifest.qat["objective"] and manifest.qat["learning_rate"] == 1e-5
+        assert manifest.qat["steps"] == 8 and "fused graph" in manifest.qat["int8_graph"]
+        assert manifest.stamp["mode"] == "qat"
