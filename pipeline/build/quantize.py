@@ -1,16 +1,18 @@
 """Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx.
 
 `dynamic` and `static` use onnxruntime.quantization; `qat` fine-tunes with fake quantization in
-torch (pipeline/build/qat.py) and exports QDQ ONNX.
+torch (pipeline/build/qat.py) and exports QDQ ONNX (a fused encoder: its fine-tuned weights, quantized here).
 
 A static build is static QDQ where onnxruntime has a QDQ rule, and dynamic int8 where it has none: the fused
 transformer operators (Attention, EmbedLayerNormalization) become QAttention and QEmbedLayerNormalization,
 and the MatMuls the accuracy gate takes out of static int8 become DynamicQuantizeMatMul (other operators it
 takes out stay fp32). MatMul outputs are not quantized (`OpTypesToExcludeOutputQuantization`): onnxruntime
 then runs MatMulIntegerToFloat into the fp32 SkipLayerNormalization/BiasGelu that follow, with no Q/DQ pair
-on the way and no per-tensor rounding of the output (MiniLM: cosine 0.937 -> 0.988 with every MatMul static). The target's policy (per-channel, reduce_range,
-signedness) comes from its config; see the policy table in README.md. Dynamic quantization always
-uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only); the stamp says so.
+on the way and no per-tensor rounding of the output (MiniLM: cosine 0.937 -> 0.988 with every MatMul static).
+
+The target's policy (per-channel, reduce_range, signedness) comes from its config; see the policy table in
+README.md. Dynamic quantization always uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only);
+the stamp says so.
 """
 from __future__ import annotations
 
@@ -160,7 +162,7 @@ def _dynamic_in_static(reference: Path, knobs: QuantizerKnobs) -> list[str]:
 
 
 FINE_TUNED_FUSED = ("the fine-tuned weights exported through the fused graph (as reference.onnx), int8 by "
-                    "onnxruntime's static quantization with the QAT policy and the calibration sample")
+                    "onnxruntime's static quantization with the QAT policy and each MatMul's learned input range")
 
 
 def quantize_fine_tuned_fused(cfg, record: QuantizationRecord, result, calibration_batches: list,
