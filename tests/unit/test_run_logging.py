@@ -20,6 +20,9 @@ def run_logging(tmp_path):
     saved = {name: (lg.handlers[:], lg.level, lg.propagate) for name, lg in
              [("", logging.getLogger()), ("quantgate", logging.getLogger("quantgate"))]}
     logging.config.dictConfig(OmegaConf.to_container(spec))
+    # Off first: an earlier run in this process (route_third_party_logs) may have left capturing "on" while pytest
+    # restored warnings.showwarning after that test, and then captureWarnings(True) alone would do nothing.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     yield tmp_path / "build.log"
     logging.captureWarnings(False)
