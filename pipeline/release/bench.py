@@ -183,7 +183,8 @@ def fidelity(kind: str, output: np.ndarray, reference: np.ndarray) -> dict[str, 
 
 def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path, Path | None]:
     """(the fp32 graph with every fusion, the unfused export or None): the artifact's reference when it is fused
-    throughout, else a full fusion of its debug/reference.unfused.onnx (static builds leave Attention unfused)."""
+    throughout, else a full fusion of its debug/reference.unfused.onnx (static builds made before every mode was
+    fused left Attention unfused; roberta-like encoders keep their embedding LayerNormalization)."""
     from pipeline.build.export import UNFUSED_REFERENCE_FILE
     reference = manifest.path(manifest.reference_file)
     unfused = folder / UNFUSED_REFERENCE_FILE
