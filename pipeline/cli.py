@@ -13,10 +13,14 @@ values are Hydra overrides (`key=value` after the options) wherever a command co
 """
 from __future__ import annotations
 
+import atexit
 import difflib
 import importlib
+import logging
+import os
 import sys
-from typing import Callable
+import threading
+from typing import Callable, NoReturn
 
 from pipeline.commandline import EXIT_CODES_HELP, run_command, version
 from pipeline.errors import ExitCode, UsageError
@@ -92,5 +96,34 @@ def _no_command(args: list[str]) -> int:
                      + f"; commands: {', '.join(ALL_COMMANDS)} (quantgate --help)")
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with `code` once everything a command leaves behind is settled: atexit handlers run, logs
+    and standard streams flushed. The interpreter's own teardown is skipped: after a build, freeing torch's and
+    transformers' modules takes about 1.5 s and writes nothing. A non-daemon thread still running gets the normal
+    exit, which waits for it."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(code)
+
+
+def console_main() -> NoReturn:
+    """The `quantgate` executable and `python -m pipeline.cli`: main(), then exit_without_teardown. In-process
+    callers (tests) call main()."""
+    try:
+        code = main()
+    except SystemExit as leaving:  # argparse's --help and usage errors
+        code = leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
+        if not isinstance(leaving.code, (int, type(None))):
+            print(leaving.code, file=sys.stderr)
+    exit_without_teardown(int(code or 0))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

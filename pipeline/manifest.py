@@ -166,6 +166,9 @@ class Manifest:
     # their sha256 for reference, but not part of the artifact: dropping them is not tampering.
     debug_files: list[FileRecord] = field(default_factory=list)
     reference_size_bytes: int = 0
+    # Where reference.onnx came from (pipeline/build/reference_cache.py): "built" (exported, then cached),
+    # "reused" (the cached export of the same checkpoint, config, versions and code), "off" (exported, not cached).
+    reference_cache: str = ""
     model_size_bytes: int = 0
     model_sha256: str = ""
     # Set by the verify stage after the folder is published; verify.json holds the details.

@@ -9,6 +9,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Every build exports its own fp32 reference; tests of the reference cache turn it on with a folder of their own.
+os.environ["QUANTGATE_REFERENCE_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 

