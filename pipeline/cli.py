@@ -100,8 +100,10 @@ def exit_without_teardown(code: int) -> NoReturn:
     """End the process with `code` once everything a command leaves behind is settled: atexit handlers run, logs
     and standard streams flushed. The interpreter's own teardown is skipped: after a build, freeing torch's and
     transformers' modules takes about 1.5 s and writes nothing. A non-daemon thread still running gets the normal
-    exit, which waits for it."""
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    exit, which waits for it, and so does a process under a profiler or tracer (cProfile, coverage), which write
+    their results at the normal exit."""
+    others_running = any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if others_running or sys.getprofile() is not None or sys.gettrace() is not None:
         raise SystemExit(code)
     atexit._run_exitfuncs()
     logging.shutdown()
