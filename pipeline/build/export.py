@@ -98,8 +98,9 @@ def fit_to_runtime(env, cfg, onnx_bytes: bytes) -> tuple[bytes, int]:
 UNFUSED_REFERENCE_FILE = f"{DEBUG_DIR}/reference.unfused.onnx"  # the export before fusion, for debugging
 
 
-def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
-    """The fused fp32 graph of `onnx_bytes`; the unfused one goes to debug/reference.unfused.onnx."""
+def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes):
+    """The fused fp32 graph (onnx.ModelProto) of `onnx_bytes`; the unfused one goes to
+    debug/reference.unfused.onnx."""
     import onnx
 
     num_heads, hidden_size = family.attention_shape()
@@ -112,12 +113,14 @@ def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes) -> bytes:
     manifest.fusion = record
     say("export: fused " + (", ".join(f"{count} {op}" for op, count in record.operators.items()) or "nothing")
         + "".join(f"; left unfused: {reason}" for reason in record.left_unfused))
-    return fused.SerializeToString(deterministic=True)
+    return fused
 
 
 def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
     """Export (and with `fused`, fuse) the family's model; write reference.onnx, its sidecar and, fused, the
     unfused export; return what the manifest takes from it: {"fusion": FusionRecord as a dict or None, "opset"}."""
+    import onnx
+
     if hasattr(family, "reference_onnx"):  # model=onnx: the user's fp32 file is the reference
         with step(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference"):
             onnx_bytes = family.reference_onnx()
@@ -140,13 +143,12 @@ def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
                         raise
                     raise family.export_refused(error) from None
     onnx_bytes, opset = fit_to_runtime(env, cfg, onnx_bytes)
-    if fused:
-        onnx_bytes = fuse(cfg, manifest, family, onnx_bytes)
+    model = fuse(cfg, manifest, family, onnx_bytes) if fused else onnx.load_from_string(onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
     # debug/reference.nodes.json, not into the artifact: same inputs, same bytes, in any folder.
-    onnx_bytes, stripped, stripped_model = reproducible.strip_bytes(onnx_bytes)
-    atomic_write_bytes(manifest.path(manifest.reference_file), onnx_bytes)
-    reproducible.write_sidecar(manifest.folder, manifest.reference_file, stripped_model, stripped)
+    stripped = reproducible.strip_onnx(model)
+    atomic_write_bytes(manifest.path(manifest.reference_file), model.SerializeToString(deterministic=True))
+    reproducible.write_sidecar(manifest.folder, manifest.reference_file, model, stripped)
     return {"fusion": dataclasses.asdict(manifest.fusion) if fused else None, "opset": opset}
 
 
