@@ -96,9 +96,19 @@ def _no_command(args: list[str]) -> int:
                      + f"; commands: {', '.join(ALL_COMMANDS)} (quantgate --help)")
 
 
+def one_build(args: list[str]) -> bool:
+    """Whether `quantgate ARGS` builds one artifact: `build` or bare overrides, without --multirun (whose launchers
+    keep worker processes and threads that the interpreter's normal exit shuts down)."""
+    if args and args[0] in ALL_COMMANDS and args[0] != "build":
+        return False
+    if not args or (args[0] not in ALL_COMMANDS and not (args[0].startswith(("-", "+", "~")) or "=" in args[0])):
+        return False
+    return not any(arg in ("-m", "--multirun") or arg.startswith("hydra/launcher=") for arg in args)
+
+
 def exit_without_teardown(code: int) -> NoReturn:
-    """End the process with `code` once everything a command leaves behind is settled: atexit handlers run, logs
-    and standard streams flushed. The interpreter's own teardown is skipped: after a build, freeing torch's and
+    """End the process with `code` once what the build leaves behind is settled: atexit handlers run, logs and
+    standard streams flushed. The interpreter's own teardown is skipped: after a build, freeing torch's and
     transformers' modules takes about 1.5 s and writes nothing. A non-daemon thread still running gets the normal
     exit, which waits for it, and so does a process under a profiler or tracer (cProfile, coverage), which write
     their results at the normal exit."""
@@ -116,15 +126,12 @@ def exit_without_teardown(code: int) -> NoReturn:
 
 
 def console_main() -> NoReturn:
-    """The `quantgate` executable and `python -m pipeline.cli`: main(), then exit_without_teardown. In-process
-    callers (tests) call main()."""
-    try:
-        code = main()
-    except SystemExit as leaving:  # argparse's --help and usage errors
-        code = leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
-        if not isinstance(leaving.code, (int, type(None))):
-            print(leaving.code, file=sys.stderr)
-    exit_without_teardown(int(code or 0))
+    """The `quantgate` executable and `python -m pipeline.cli`: main(); after one build, exit_without_teardown.
+    In-process callers (tests) call main()."""
+    code = main()
+    if one_build(sys.argv[1:]):
+        exit_without_teardown(int(code or 0))
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,30 @@ def test_readme_has_the_exit_code_table_and_every_command():
         assert re.search(rf"^\| {code.value} \|", section, re.M), f"exit code {code.value} ({MEANING[code]})"
     for command in ALL_COMMANDS:
         assert re.search(rf"`quantgate [^`]*\b{command}\b", section), command
+
+
+@pytest.mark.parametrize("args, fast", [
+    (["build", "target=avx2"], True), (["target=avx2"], True), (["build", "--multirun", "target=avx2,avx512"], False),
+    (["target=avx2", "hydra/launcher=joblib"], False), (["matrix"], False), (["verify", "--artifact-dir", "x"], False),
+    ([], False), (["biuld"], False)])
+def test_only_a_single_build_skips_the_interpreters_teardown(args, fast):
+    from pipeline.cli import one_build
+    assert one_build(args) is fast
+
+
+def test_skipping_the_teardown_still_runs_atexit_and_flushes_everything(tmp_path):
+    """exit_without_teardown: atexit handlers run, buffered stdout and the log file reach their files, the code
+    is the process's."""
+    marker, log = tmp_path / "atexit-ran", tmp_path / "run.log"
+    script = (f"import atexit, logging, pathlib, sys\n"
+              f"from pipeline.cli import exit_without_teardown\n"
+              f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+              f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO)\n"
+              f"logging.getLogger('x').info('the last record')\n"
+              f"sys.stdout.write('buffered, no newline')\n"
+              f"exit_without_teardown(3)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "buffered, no newline"
+    assert marker.read_text() == "yes"
+    assert "the last record" in log.read_text()
