@@ -116,3 +116,24 @@ def test_only_the_most_recently_used_entries_stay(tmp_path):
     kept = sorted(p.name for p in tmp_path.iterdir() if (p / COMPLETE).is_file())
     assert kept == sorted(["entry1"] + [f"entry{n}" for n in range(3, reference_cache.KEEP + 3)])
     assert half_built.is_dir()
+
+
+def test_two_builds_of_one_checkpoint_at_once_export_it_once(encoder, cache, tmp_path):
+    """As `make matrix JOBS=2` runs them: the second waits on the entry's lock, then reuses the first's export."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    builds = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "model=minilm",
+                                f"model.name_or_path={encoder}", f"target={target}", f"artifacts_dir={tmp_path / target}",
+                                f"hydra.run.dir={tmp_path / 'runs' / target}", *SMALL],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, reference_cache.ENV: str(cache)})
+              for target in ("avx2", "avx512_vnni")]
+    outputs = [build.communicate(timeout=600)[0] for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], outputs
+    statuses = sorted(json.loads(next((tmp_path / target).iterdir()).joinpath("manifest.json").read_text())
+                      ["reference_cache"] for target in ("avx2", "avx512_vnni"))
+    assert statuses == ["built", "reused"], outputs
+    assert sum("to ONNX (opset" in output and "done in" in output for output in outputs) == 1
+    assert len(entries(cache)) == 1
