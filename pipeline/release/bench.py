@@ -7,7 +7,11 @@ export (debug/reference.unfused.onnx) is timed too when the folder has it. Per a
 type of fp32 and int8 (onnxruntime's profiler, kernel time summed by op type) shows where the time goes.
 
     quantgate bench [--release candidate] [--artifacts-dir artifacts/<release>] [--out reports/<release>/bench]
-                    [--batches 1 32] [--seconds 2]
+                    [--batches 1 32] [--seconds 2] [--build-time N]
+
+--build-time N rebuilds each artifact from its own overrides (verify off, into a scratch folder), N times with
+the fp32 reference exported anew (reference_cache=false) and N times from the reference cache, in turn, each as
+its own `quantgate build` process: the wall seconds of the whole command and each stage's, and their ratio.
 
 Every figure of one artifact is measured in the same process, the sessions' runs interleaved (one run of each
 in turn, repeated), with the same session options (all graph optimizations, intra-op threads pinned to the
@@ -20,6 +24,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ExitCode, InputError, UsageError
+from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
@@ -216,7 +224,7 @@ def plain_dynamic(reference: Path, out: Path) -> Path:
 
 
 def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: int, work: Path,
-                   sequence_length: int | None = None) -> dict[str, Any]:
+                   sequence_length: int | None = None, build_runs: int = 0) -> dict[str, Any]:
     manifest = Manifest.load(folder)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         heldout = {name: arrays[name] for name in manifest.input_names}
@@ -242,8 +250,11 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         "latency": {}, "ratios": {},
         "build_seconds": manifest.build.seconds if manifest.build else None,
         "stage_seconds": manifest.build.stage_seconds if manifest.build else None,
+        "reference_cache": manifest.reference_cache,
         "plain_quantize_seconds": round(plain_seconds, 2),
     }
+    if build_runs:
+        result["build_time"] = build_time(folder, manifest, work, build_runs)
     verify_path = folder / VERIFY_FILE
     if verify_path.is_file():
         verify = VerifyReport.load(verify_path)
@@ -272,6 +283,51 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     result["ratios"]["size_int8_vs_fp32"] = result["size_bytes"]["int8"] / result["size_bytes"]["fp32"]
     result["ratios"]["size_plain_int8_vs_fp32"] = result["size_bytes"]["plain_int8"] / result["size_bytes"]["fp32"]
     return result
+
+
+# Overrides a rebuild replaces: where it is written, how it is verified (off), and the reference cache (both ways).
+REBUILD_DROPS = ("out=", "artifacts_dir=", "verify.", "reference_cache=", "hydra.")
+
+
+def build_time(folder: Path, manifest: Manifest, work: Path, runs: int) -> dict[str, Any]:
+    """Rebuild `folder`'s artifact `runs` times with its reference exported anew and `runs` times from the
+    reference cache, in turn (after one build that fills the cache): seconds of each `quantgate build` process and
+    the stage seconds of its manifest."""
+    if manifest.build is None:
+        raise InputError(f"{folder} records no build overrides (not built by `quantgate build`): --build-time cannot "
+                         f"rebuild it")
+    overrides = [o for o in manifest.build.config_overrides if not o.startswith(REBUILD_DROPS)]
+
+    def once(label: str, *extra: str) -> tuple[float, Manifest]:
+        out = work / f"{folder.name}-{label}"
+        shutil.rmtree(out, ignore_errors=True)
+        command = [sys.executable, "-m", "pipeline.cli", "build", *overrides, "verify.enabled=false", f"out={out}",
+                   f"hydra.run.dir={work / 'runs' / label}", *extra]
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise QuantgateError(f"bench --build-time: rebuilding {folder.name} failed (exit {result.returncode}): "
+                                 f"{last}")
+        built = Manifest.load(out)
+        shutil.rmtree(out)
+        return seconds, built
+
+    print(f"bench: {folder.name}: build time, {runs} x 2 rebuilds ...", flush=True)
+    once("fill-cache")
+    anew, cached = [], []
+    for _ in range(runs):
+        anew.append(once("anew", "reference_cache=false"))
+        cached.append(once("cached"))
+    median = {name: statistics.median(seconds for seconds, _ in results)
+              for name, results in (("anew", anew), ("cached", cached))}
+    return {"runs": runs, "command_seconds": {"anew": [round(s, 2) for s, _ in anew],
+                                              "cached": [round(s, 2) for s, _ in cached]},
+            "median_seconds": {name: round(value, 2) for name, value in median.items()},
+            "cached_vs_anew": median["cached"] / median["anew"],
+            "reference_cache": cached[-1][1].reference_cache,
+            "stage_seconds": {"anew": anew[-1][1].build.stage_seconds, "cached": cached[-1][1].build.stage_seconds}}
 
 
 def _fid(figures: dict[str, float]) -> str:
@@ -324,7 +380,19 @@ def markdown(report: dict[str, Any]) -> str:
         parts = [f"b{b}: fp32 {case['latency'][str(b)]['fp32']['p50_ms']:.3g}, int8 {case['latency'][str(b)]['int8']['p50_ms']:.3g},"
                  f" plain {case['latency'][str(b)]['plain_int8']['p50_ms']:.3g}" for b in batches]
         notes.append(f"- {case['artifact']}: " + "; ".join(parts))
-    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines]) + "\n"
+    build_lines = []
+    for case in report["artifacts"]:
+        timed = case.get("build_time")
+        if timed:
+            stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in timed["stage_seconds"]["cached"].items())
+            build_lines.append(f"- {case['artifact']}: `quantgate build` (verify off) {timed['median_seconds']['cached']:.1f} s "
+                               f"with the reference from the cache, {timed['median_seconds']['anew']:.1f} s exporting it "
+                               f"anew: {timed['cached_vs_anew']:.2f}x (medians of {timed['runs']}, in turn); stages "
+                               f"from the cache (s): {stages}")
+    if build_lines:
+        build_lines = ["", "Build time (whole command, a process each; pipeline/build/reference_cache.py):", "",
+                       *build_lines]
+    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines, *build_lines]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +414,12 @@ def _command(argv: list[str]) -> int:
     parser.add_argument("--sequence-length", type=int, default=128,
                         help="tokens per timed sample for token models, from the held-out samples' own tokens "
                              "(default 128; 0: as held out); fidelity is judged on the held-out samples as they are")
+    parser.add_argument("--build-time", type=int, default=0, metavar="N",
+                        help="also rebuild each artifact N times exporting its reference anew and N times from the "
+                             "reference cache, in turn, and report the build's seconds (default 0: off)")
     args = parser.parse_args(argv)
+    if args.build_time < 0:
+        raise UsageError(f"--build-time {args.build_time}: give a number of rebuilds, or 0 for none")
     if args.sequence_length < 0:
         raise UsageError(f"--sequence-length {args.sequence_length}: give a number of tokens, or 0 for the held-out "
                          f"samples as they are")
@@ -361,6 +434,7 @@ def _command(argv: list[str]) -> int:
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                  "onnxruntime": ort.__version__, "python": platform.python_version()},
         "settings": {"sequence_length": args.sequence_length or None, "batches": args.batches, "seconds_per_case": args.seconds, "intra_op_threads": args.threads,
+                     "build_time_runs": args.build_time,
                      "graph_optimization_level": "ORT_ENABLE_ALL", "warmup": WARMUP},
         "artifacts": [],
     }
@@ -369,7 +443,7 @@ def _command(argv: list[str]) -> int:
         for folder in folders:
             print(f"bench: {folder.name} ...", flush=True)
             report["artifacts"].append(bench_artifact(folder, args.batches, args.seconds, args.threads, Path(work),
-                                                      args.sequence_length or None))
+                                                      args.sequence_length or None, args.build_time))
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)

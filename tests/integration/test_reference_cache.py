@@ -137,3 +137,19 @@ def test_two_builds_of_one_checkpoint_at_once_export_it_once(encoder, cache, tmp
     assert statuses == ["built", "reused"], outputs
     assert sum("to ONNX (opset" in output and "done in" in output for output in outputs) == 1
     assert len(entries(cache)) == 1
+
+
+def test_bench_times_the_build_with_and_without_the_cache(encoder, cache, tmp_path):
+    from pipeline.release.bench import main as bench_main
+    built = build(config(encoder, tmp_path / "a", "target=avx2"))
+    out = tmp_path / "bench"
+    assert bench_main(["--artifacts-dir", str(built.folder), "--out", str(out), "--batches", "1", "--seconds", "0.2",
+                       "--sequence-length", "0", "--build-time", "1"]) == 0
+    [case] = json.loads((out / "results.json").read_text())["artifacts"]
+    timed = case["build_time"]
+    assert timed["runs"] == 1 and timed["reference_cache"] == "reused"
+    assert all(len(seconds) == 1 and seconds[0] > 0 for seconds in timed["command_seconds"].values())
+    assert set(timed["stage_seconds"]["anew"]) == set(timed["stage_seconds"]["cached"]) >= {"export", "quantize", "gate"}
+    assert timed["cached_vs_anew"] > 0
+    assert f"- {built.folder.name}: `quantgate build` (verify off)" in (out / "results.md").read_text()
+    assert not list((tmp_path / "a").glob("*-anew")) and built.path("model.onnx").is_file()  # scratch rebuilds only

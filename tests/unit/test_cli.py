@@ -22,7 +22,7 @@ HELP = {
     "matrix": ["--release", "--artifacts-dir", "--launcher", "--jobs", "key=value"],
     "signoff": ["--release", "--artifacts-dir", "--waivers", "--out", "--public-key", "--require-signatures",
                 "--baseline", "release.KEY=VALUE"],
-    "bench": ["--release", "--artifacts-dir", "--out", "--batches", "--seconds", "--threads"],
+    "bench": ["--release", "--artifacts-dir", "--out", "--batches", "--seconds", "--threads", "--build-time"],
     "arm": ["--requirements"],
     "keys": ["--out", "--days", "--force"],
     "sign": ["--release", "--key", "--certificate", "--chain", "--verify"],
