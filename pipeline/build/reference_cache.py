@@ -103,23 +103,39 @@ def _damage(folder: Path) -> str | None:
     return None
 
 
+class _NotStored(Exception):
+    """The export succeeded but its files could not be written into the cache."""
+
+    def __init__(self, record: dict, error: OSError):
+        super().__init__(str(error))
+        self.record, self.error = record, error
+
+
 def reference(root: Path, cfg, manifest: Manifest, family, files: list[str], export: Callable[[], dict],
               progress: Callable[[str], None]) -> dict:
     """`files` (the reference and its debug files, relative to `manifest`'s folder) from the cache at `root`, or
     from `export()`, which writes them there and returns what the manifest needs (fusion, opset); that record,
-    with "status" "reused" or "built"."""
+    with "status": "reused", "built" (exported and stored), or "off" (exported; storing it failed, as said)."""
     key = entry_key(cfg, family, manifest.runtime)
     folder = root / key
 
     def build(work: Path) -> dict:
         record = export()
-        work.mkdir(parents=True)
-        for name in files:
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(manifest.path(name), work / name)
+        try:
+            work.mkdir(parents=True)
+            for name in files:
+                (work / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(manifest.path(name), work / name)
+        except OSError as error:  # a full or read-only cache disk: the artifact's own disk may be fine
+            raise _NotStored(record, error) from error
         return {**record, "files": {name: sha256_file(work / name) for name in files}}
 
-    record = build_once(folder, build, f"reference cache {key[:12]}", progress, check=_damage)
+    try:
+        record = build_once(folder, build, f"reference cache {key[:12]}", progress, check=_damage)
+    except _NotStored as failed:
+        progress(f"export: could not store the reference in the cache {root} ({failed.error}); the build goes on "
+                 f"without it (free space there, set {ENV} to another folder, or reference_cache=false)")
+        return {**failed.record, "status": "off"}
     if record["status"] == "reused":
         for name in files:
             manifest.path(name).parent.mkdir(parents=True, exist_ok=True)

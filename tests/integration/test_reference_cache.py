@@ -153,3 +153,17 @@ def test_bench_times_the_build_with_and_without_the_cache(encoder, cache, tmp_pa
     assert timed["cached_vs_anew"] > 0
     assert f"- {built.folder.name}: `quantgate build` (verify off)" in (out / "results.md").read_text()
     assert not list((tmp_path / "a").glob("*-anew")) and built.path("model.onnx").is_file()  # scratch rebuilds only
+
+
+def test_an_entry_that_cannot_be_written_does_not_stop_the_build(encoder, cache, tmp_path, capsys):
+    """Storing the export fails (here: a file where the entry is assembled, as a full or read-only disk would):
+    said, and the build goes on with its own export."""
+    cfg = config(encoder, tmp_path / "a", "target=avx2")
+    runtime = venvs.prepare(venvs.resolve(cfg.runtime)).record()
+    key = reference_cache.entry_key(cfg, model_family(cfg), runtime)
+    cache.mkdir()
+    (cache / f".{key}.building").write_text("in the way")
+    manifest = build(cfg)
+    assert manifest.reference_cache == "off" and manifest.fusion.operators["Attention"] == 2
+    assert "could not store the reference in the cache" in capsys.readouterr().err
+    assert entries(cache) == []
