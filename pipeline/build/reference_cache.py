@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from pipeline.build.checkpoints import weight_files
 from pipeline.manifest import Manifest, sha256_file
 from pipeline.paths import PROJECT_ROOT
 from pipeline.runtimes.cache import COMPLETE, INSTALL_RECORD, build_once
@@ -70,8 +71,9 @@ def entry_key(cfg, family, runtime: dict) -> str:
 
     folder = Path(family.checkpoint_folder)
     weights = family.weights_sha256()
+    weight_paths = set(weight_files(folder))  # in `weights`
     other_files = {path.name: sha256_file(path) for path in sorted(folder.iterdir())
-                   if path.is_file() and not path.name.endswith((".safetensors", ".bin", ".pt", ".pth", ".lock"))}
+                   if path.is_file() and path not in weight_paths}
     code = {name: sha256_file(PROJECT_ROOT / name) for name in EXPORT_CODE}
     described = {"schema": KEY_SCHEMA, "family": type(family).__name__,
                  "model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),
