@@ -170,8 +170,10 @@ def run(cfg, manifest: Manifest) -> Manifest:
         record = reference_cache.reference(cache, cfg, manifest, family, files + [UNFUSED_REFERENCE_FILE] * fused,
                                            lambda: export_reference(cfg, manifest, family, fused, env), say)
         if record["status"] == "reused":
+            fused_operators = ", ".join(f"{n} {op}" for op, n in (record["fusion"] or {}).get("operators", {}).items())
             say(f"export: {cfg.model.name}: reference.onnx from the reference cache (exported {record['time_utc']}; "
-                f"same checkpoint, config, versions and export code; reference_cache=false exports anew)")
+                f"same checkpoint, config, versions and export code; reference_cache=false exports anew)"
+                + (f"; fused {fused_operators}" if fused_operators else ""))
         manifest.reference_cache = record["status"]
     else:
         record = export_reference(cfg, manifest, family, fused, env)

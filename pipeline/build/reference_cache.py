@@ -8,7 +8,8 @@ export code. So a reused reference is byte for byte the one a fresh export write
 
 Entries live in $QUANTGATE_REFERENCE_CACHE (default ~/.cache/quantgate/references); `reference_cache=false`
 or QUANTGATE_REFERENCE_CACHE=off turns the cache off. An entry holds reference.onnx, its sidecar, the unfused
-export and entry.json; every file's sha256 is checked before each reuse, and a damaged entry is rebuilt.
+export and install.json (what the manifest takes, each file's sha256); every file's sha256 is checked before
+each reuse, and a damaged entry is rebuilt.
 The KEEP most recently used entries stay; older ones are removed when a new one is stored.
 """
 from __future__ import annotations
