@@ -232,9 +232,10 @@ def quantize_static(cfg, record, calibration_batches: list):
 
 
 def quantize_qat(cfg, record, calibration_batches: list):
-    """QAT's fine-tuned, converted graph (pipeline/build/qat.py), compiled here instead of exported."""
+    """(QAT's fine-tuned, converted graph (pipeline/build/qat.py), compiled here instead of exported; its summary)."""
     from pipeline.build import qat
-    return qat.train(cfg, record, calibration_batches)
+    result = qat.train(cfg, record, calibration_batches)
+    return result.converted(), result.summary
 
 
 # --- the stage ----------------------------------------------------------------------------------------

@@ -103,3 +103,17 @@ def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
     result = signoff("contract", release, None, settings=ReleaseConfig(max_latency_ratio=1000.0))
     assert {a["name"] for a in result["artifacts"]} == {"digits_cnn-static-avx2-aoti", "digits_cnn-static-avx2"}
     assert result["verdict"] == "ready", result["blocking"]
+
+
+def test_qat_package_is_the_fine_tuned_converted_graph(tmp_path):
+    """export=aoti mode=qat: torchao's QAT, converted and compiled (it raised TypeError before: the QAT result was
+    unpacked as a pair)."""
+    from pipeline.build.task import build
+    from pipeline.config import compose_config
+    manifest = build(compose_config(["model=digits_cnn", "mode=qat", "mode.qat_steps=20", "target=avx2",
+                                     "export=aoti", "verify.enabled=false", f"artifacts_dir={tmp_path}"]))
+    assert manifest.folder.name == "digits_cnn-qat-avx2-aoti" and (manifest.folder / "model.pt2").is_file()
+    assert manifest.qat["steps"] == 20 and manifest.qat["objective"].startswith("cross-entropy")
+    assert manifest.int8_metrics["accuracy"] >= manifest.fp32_metrics["accuracy"] - 0.03
+    audited = json.loads((manifest.folder / "audit.json").read_text())["audited_cpu_features"]
+    assert audited and not [f for f in audited if f.startswith("avx512")], audited
