@@ -7,10 +7,14 @@ values that the int8 model clips.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def _element_types(model) -> dict[str, int]:
+    graph = model.graph
+    return {value.name: value.type.tensor_type.elem_type for value in [*graph.value_info, *graph.input, *graph.output]}
 
 
 def activation_tensors(model, op_types: list[str]) -> list[str]:
@@ -18,22 +22,20 @@ def activation_tensors(model, op_types: list[str]) -> list[str]:
     import onnx
     from onnx import TensorProto
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    element_type = {value.name: value.type.tensor_type.elem_type
-                    for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     initializers = {init.name for init in model.graph.initializer}
     constants = {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
-    names = []
-    for node in model.graph.node:
-        if node.op_type in op_types:
-            for name in node.input:
-                if (name and name not in initializers and name not in constants and name not in names
-                        and element_type.get(name) == TensorProto.FLOAT):
-                    names.append(name)
-    return names
+    candidates = list(dict.fromkeys(name for node in model.graph.node if node.op_type in op_types
+                                    for name in node.input
+                                    if name and name not in initializers and name not in constants))
+    element_type = _element_types(model)
+    if any(not element_type.get(name) for name in candidates):
+        # A graph without types for them (the fused graph and the dynamo export carry them): ONNX's shape
+        # inference adds them (about 0.5 s on MiniLM, which is why a typed graph skips it).
+        element_type = _element_types(onnx.shape_inference.infer_shapes(model))
+    return [name for name in candidates if element_type.get(name) == TensorProto.FLOAT]
 
 
-def _session(model, tensors: list[str], scratch: Path):
+def _session(model, tensors: list[str]):
     """An onnxruntime session on `model` (onnx.ModelProto) that also outputs `tensors`."""
     import onnx
     import onnxruntime as ort
@@ -42,9 +44,7 @@ def _session(model, tensors: list[str], scratch: Path):
     for name in tensors:
         if name not in graph_outputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    augmented = scratch / "augmented.onnx"
-    onnx.save(model, str(augmented))
-    return ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def coverage_report(reference_path: Path, op_types: list[str], calibration_batches: list[dict[str, np.ndarray]],
@@ -60,17 +60,16 @@ def coverage_report(reference_path: Path, op_types: list[str], calibration_batch
     heldout_low, heldout_high = dict(low), dict(high)
     outside = {name: 0 for name in tensors}
     total = {name: 0 for name in tensors}
-    with tempfile.TemporaryDirectory() as scratch:
-        session = _session(model, tensors, Path(scratch))
-        for batch in calibration_batches:
-            for name, array in zip(tensors, session.run(tensors, batch)):
-                low[name], high[name] = min(low[name], float(array.min())), max(high[name], float(array.max()))
-        for batch in heldout_batches:
-            for name, array in zip(tensors, session.run(tensors, batch)):
-                heldout_low[name] = min(heldout_low[name], float(array.min()))
-                heldout_high[name] = max(heldout_high[name], float(array.max()))
-                outside[name] += int(np.count_nonzero((array < low[name]) | (array > high[name])))
-                total[name] += array.size
+    session = _session(model, tensors)
+    for batch in calibration_batches:
+        for name, array in zip(tensors, session.run(tensors, batch)):
+            low[name], high[name] = min(low[name], float(array.min())), max(high[name], float(array.max()))
+    for batch in heldout_batches:
+        for name, array in zip(tensors, session.run(tensors, batch)):
+            heldout_low[name] = min(heldout_low[name], float(array.min()))
+            heldout_high[name] = max(heldout_high[name], float(array.max()))
+            outside[name] += int(np.count_nonzero((array < low[name]) | (array > high[name])))
+            total[name] += array.size
     rows = []
     for name in tensors:
         span = max(high[name] - low[name], 1e-12)
