@@ -36,7 +36,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import QuantgateError
+from pipeline.errors import NotVerified, QuantgateError
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest
 from pipeline.progress import say, step
 
@@ -251,6 +251,18 @@ def run_package(path: Path, inputs: dict, input_names: list[str], batch: int = 6
                                for i in range(0, count, batch)])
 
 
+def check_host_runs(audited: list[str], host: frozenset[str], target: str) -> None:
+    """The accuracy gate runs the package in this process: refuse, before it is loaded, a package whose code needs
+    features this host lacks (it would die with SIGILL, taking the build with it)."""
+    missing = sorted(set(audited) - host)
+    if missing:
+        raise NotVerified(
+            f"export=aoti target={target}: the build's accuracy gate runs the compiled package on this host, which "
+            f"lacks {', '.join(missing)} that its code uses (it would die with SIGILL here); nothing was published. "
+            f"Build on a host with those features, or build export=onnx (onnxruntime picks its kernels when it "
+            f"runs, so any x86-64 host builds ONNX artifacts for every target)")
+
+
 def stamp_for(cfg, manifest: Manifest, plan: IsaPlan, audited: list[str]) -> dict[str, str]:
     """The ONNX stamp's keys (stages.stamp.stamp_values), plus what only a native package has."""
     from pipeline.isa.audit import STAMP_KEY
@@ -331,6 +343,8 @@ def run(cfg, manifest: Manifest) -> Manifest:
     atomic_write_json(manifest.path(audit.AUDIT_FILE), evidence)
 
     # Build-time accuracy gate on the validation split, against the fp32 torch model (no fallback).
+    from pipeline.guard.cpuid import host_features
+    check_host_runs(shipped.features(), host_features(), cfg.target.name)
     model = family.load_torch()
     def fp32_outputs(inputs):
         with torch.no_grad():

@@ -117,3 +117,27 @@ def test_qat_package_is_the_fine_tuned_converted_graph(tmp_path):
     assert manifest.int8_metrics["accuracy"] >= manifest.fp32_metrics["accuracy"] - 0.03
     audited = json.loads((manifest.folder / "audit.json").read_text())["audited_cpu_features"]
     assert audited and not [f for f in audited if f.startswith("avx512")], audited
+
+
+def test_a_package_this_host_cannot_run_is_refused_before_the_gate_loads_it(tmp_path, monkeypatch):
+    """export=aoti for a target above the build host (avx512 on an AVX2 machine died with SIGILL, exit 132, in the
+    accuracy gate): exit 4, nothing published. The host is made a Nehalem here, whatever this machine is."""
+    from pipeline.build.task import build
+    from pipeline.config import compose_config
+    from pipeline.errors import ExitCode, NotVerified
+    from pipeline.guard import cpuid
+    from pipeline.isa.targets import microarchitecture_features
+    monkeypatch.setattr(cpuid, "host_features", lambda: frozenset(microarchitecture_features("nehalem")))
+    with pytest.raises(NotVerified,
+                       match=r"target=avx2: .* lacks abm, avx, avx2, bmi1, bmi2 that .*SIGILL.*export=onnx") as refused:
+        build(compose_config([*BUILD, f"artifacts_dir={tmp_path}"]))
+    assert refused.value.exit_code == ExitCode.NOT_VERIFIED
+    assert not (tmp_path / "digits_cnn-static-avx2-aoti").exists()
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_host_check_names_only_what_the_host_lacks():
+    aoti.check_host_runs(["avx", "avx2"], frozenset({"avx", "avx2", "sse4_2"}), "avx2")  # runs: no error
+    from pipeline.errors import NotVerified
+    with pytest.raises(NotVerified, match=r"lacks avx512f, avx512vl that"):
+        aoti.check_host_runs(["avx2", "avx512vl", "avx512f"], frozenset({"avx", "avx2"}), "avx512")
