@@ -197,12 +197,6 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list) -> QatResu
         for batch in calibration_batches:
             prepared(*[torch.from_numpy(batch[name]) for name in family.input_names])
     prepared.apply(enable_fake_quant)
-    training_mode = family.kind == "classifier"
-    if training_mode:
-        move_exported_model_to_train(prepared)
-    # Embedding models stay in eval mode: BERT's dropout would make the student's embeddings
-    # differ from the teacher's at every step, and the loss would chase noise.
-
     data = family.data()
     if family.kind == "classifier" and data.train_inputs is not None:
         arrays, targets, objective = data.train_inputs, np.asarray(data.train_labels), \
@@ -214,6 +208,10 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list) -> QatResu
             if family.kind == "embedding" else "1 - cosine to the fp32 model's outputs per sample, every output, " \
                                                "on the calibration sample (self-distillation)"
     labelled = isinstance(targets, np.ndarray)
+    # Only training on labels runs in train mode. Distilling stays in eval mode: dropout would make the student's
+    # outputs differ from the fp32 model's at every step, and the loss would chase noise.
+    if labelled:
+        move_exported_model_to_train(prepared)
     learning_rate = float(cfg.model.qat_learning_rate or cfg.mode.qat_learning_rate)
     # fused: one kernel per step over all parameters (CPU since torch 2.4), not a Python loop over 100 of them
     optimizer = torch.optim.Adam(prepared.parameters(), lr=learning_rate, fused=True)
@@ -229,7 +227,7 @@ def train(cfg, record: QuantizationRecord, calibration_batches: list) -> QatResu
         optimizer.step()
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-    if training_mode:
+    if labelled:
         move_exported_model_to_eval(prepared)
     weights = {name: parameter.detach().clone() for name, parameter in prepared.named_parameters()}
     input_ranges = learned_input_ranges(prepared)
