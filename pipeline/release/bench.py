@@ -392,7 +392,11 @@ def markdown(report: dict[str, Any]) -> str:
     if build_lines:
         build_lines = ["", "Build time (whole command, a process each; pipeline/build/reference_cache.py):", "",
                        *build_lines]
-    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines, *build_lines]) + "\n"
+    skipped_lines = [f"- {entry['artifact']}: {entry['reason']}" for entry in report.get("skipped", ())]
+    if skipped_lines:
+        skipped_lines = ["", "Not benched:", "", *skipped_lines]
+    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines, *build_lines,
+                      *skipped_lines]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,6 +432,16 @@ def _command(argv: list[str]) -> int:
     folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
     if not folders:
         raise InputError(f"no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")
+    # What bench compares is an ONNX artifact against its fp32 graph in onnxruntime; a package (export=aoti) has none.
+    skipped = [{"artifact": folder.name, "reason": f"{Manifest.load(folder).model_file} is not an ONNX model "
+                "(export=aoti package); bench compares ONNX artifacts with their fp32 graph"}
+               for folder in folders if not Manifest.load(folder).model_file.endswith(".onnx")]
+    folders = [folder for folder in folders if folder.name not in {entry["artifact"] for entry in skipped}]
+    for entry in skipped:
+        print(f"bench: {entry['artifact']}: skipped: {entry['reason']}", flush=True)
+    if not folders:
+        raise InputError(f"no ONNX artifact in {root} to bench ({len(skipped)} export=aoti package(s)); bench compares "
+                         f"ONNX artifacts with their fp32 graph: build with export=onnx (the default)")
     import onnxruntime as ort
     report: dict[str, Any] = {
         "schema": "quantgate.bench/1",
@@ -436,7 +450,7 @@ def _command(argv: list[str]) -> int:
         "settings": {"sequence_length": args.sequence_length or None, "batches": args.batches, "seconds_per_case": args.seconds, "intra_op_threads": args.threads,
                      "build_time_runs": args.build_time,
                      "graph_optimization_level": "ORT_ENABLE_ALL", "warmup": WARMUP},
-        "artifacts": [],
+        "artifacts": [], "skipped": skipped,
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quantgate-bench-") as work:

@@ -141,3 +141,22 @@ def test_host_check_names_only_what_the_host_lacks():
     from pipeline.errors import NotVerified
     with pytest.raises(NotVerified, match=r"lacks avx512f, avx512vl that"):
         aoti.check_host_runs(["avx2", "avx512vl", "avx512f"], frozenset({"avx", "avx2"}), "avx512")
+
+
+def test_bench_skips_a_package_and_says_so(avx2_package, digits_release, tmp_path, capsys):
+    """bench compares ONNX artifacts with their fp32 graph: a .pt2 folder beside them is listed as not benched (it
+    stopped bench with a traceback: onnxruntime parsed model.pt2 as ONNX); alone, it is refused (exit 2)."""
+    from pipeline.errors import ExitCode
+    from pipeline.release.bench import main as bench_main
+    release = tmp_path / "mixed"
+    shutil.copytree(avx2_package.folder, release / avx2_package.folder.name)
+    shutil.copytree(digits_release / "digits_cnn-static-avx2", release / "digits_cnn-static-avx2")
+    out = tmp_path / "bench"
+    assert bench_main(["--artifacts-dir", str(release), "--out", str(out), "--batches", "1", "--seconds", "0.1"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert [case["artifact"] for case in report["artifacts"]] == ["digits_cnn-static-avx2"]
+    assert [entry["artifact"] for entry in report["skipped"]] == ["digits_cnn-static-avx2-aoti"]
+    assert "- digits_cnn-static-avx2-aoti: model.pt2 is not an ONNX model" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert bench_main(["--artifacts-dir", str(release / avx2_package.folder.name), "--out", str(out)]) == ExitCode.USAGE
+    assert "no ONNX artifact in" in capsys.readouterr().err
