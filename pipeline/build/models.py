@@ -130,9 +130,8 @@ class TextEmbeddingFamily:
         return tuple({0: batch, 1: sequence} for _ in self.input_names)
 
     def data(self) -> DataSplits:
-        from calibration.sources import load_text_dataset
-        # a list, not datasets' lazy Column: the sampler reads every row several times (6 s for 2,000 rows as a Column)
-        texts = list(load_text_dataset(self.cfg.calibration)["text"])
+        from calibration.sources import load_texts
+        texts = load_texts(self.cfg.calibration)
         name = {"pydoc_topics": lambda: "pydoc_data.topics", "hub": lambda: dataset_identity(self.cfg.calibration),
                 "files": lambda: dataset_identity(self.cfg.calibration)}[self.cfg.calibration.source]()
         return DataSplits(texts, texts, texts, dataset_name=str(name), shared_pool=True)

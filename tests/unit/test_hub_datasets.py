@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from calibration.errors import CalibrationError
-from calibration.sources import load_text_dataset
+from calibration.sources import load_texts
 from pipeline.build.models import dataset_identity
 from pipeline.config import compose_config
 
@@ -33,9 +33,8 @@ def calibration(*overrides):
 
 def test_the_config_name_selects_the_configuration(hub_repository, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    default = load_text_dataset(calibration(f"calibration.hub_name={hub_repository}"))["text"]
-    pairs = load_text_dataset(calibration(f"calibration.hub_name={hub_repository}",
-                                          "calibration.hub_config_name=pairs"))["text"]
+    default = load_texts(calibration(f"calibration.hub_name={hub_repository}"))
+    pairs = load_texts(calibration(f"calibration.hub_name={hub_repository}", "calibration.hub_config_name=pairs"))
     assert all("default configuration" in t for t in default) and all("pairs configuration" in t for t in pairs)
     # the stamp names the dataset by its folder's name (never this machine's path), its configuration and revision
     assert dataset_identity(calibration(f"calibration.hub_name={hub_repository}", "calibration.hub_config_name=pairs",
@@ -45,4 +44,4 @@ def test_the_config_name_selects_the_configuration(hub_repository, monkeypatch):
 def test_an_unknown_configuration_is_refused_naming_it(hub_repository, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(CalibrationError, match=r"dataset .*my-dataset/triples split 'train' could not be loaded"):
-        load_text_dataset(calibration(f"calibration.hub_name={hub_repository}", "calibration.hub_config_name=triples"))
+        load_texts(calibration(f"calibration.hub_name={hub_repository}", "calibration.hub_config_name=triples"))
