@@ -104,7 +104,7 @@ def _batches(arrays: dict[str, np.ndarray], targets, batch_size: int, steps: int
         rows = generator.choice(count, size=min(batch_size, count), replace=False)
         taken = torch.from_numpy(rows)
         yield ({name: torch.from_numpy(array[rows]) for name, array in arrays.items()},
-               torch.from_numpy(np.asarray(targets)[rows]) if isinstance(targets, np.ndarray)
+               torch.from_numpy(targets[rows]) if isinstance(targets, np.ndarray)
                else tree_map(lambda tensor: tensor[taken], targets))
 
 

@@ -433,12 +433,16 @@ def _command(argv: list[str]) -> int:
     if not folders:
         raise InputError(f"no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")
     # What bench compares is an ONNX artifact against its fp32 graph in onnxruntime; a package (export=aoti) has none.
-    skipped = [{"artifact": folder.name, "reason": f"{Manifest.load(folder).model_file} is not an ONNX model "
-                "(export=aoti package); bench compares ONNX artifacts with their fp32 graph"}
-               for folder in folders if not Manifest.load(folder).model_file.endswith(".onnx")]
-    folders = [folder for folder in folders if folder.name not in {entry["artifact"] for entry in skipped}]
-    for entry in skipped:
-        print(f"bench: {entry['artifact']}: skipped: {entry['reason']}", flush=True)
+    onnx_folders, skipped = [], []
+    for folder in folders:
+        model_file = Manifest.load(folder).model_file
+        if model_file.endswith(".onnx"):
+            onnx_folders.append(folder)
+            continue
+        skipped.append({"artifact": folder.name, "reason": f"{model_file} is not an ONNX model (export=aoti package); "
+                                                           f"bench compares ONNX artifacts with their fp32 graph"})
+        print(f"bench: {folder.name}: skipped: {skipped[-1]['reason']}", flush=True)
+    folders = onnx_folders
     if not folders:
         raise InputError(f"no ONNX artifact in {root} to bench ({len(skipped)} export=aoti package(s)); bench compares "
                          f"ONNX artifacts with their fp32 graph: build with export=onnx (the default)")
