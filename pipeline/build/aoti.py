@@ -232,7 +232,8 @@ def quantize_static(cfg, record, calibration_batches: list):
 
 
 def quantize_qat(cfg, record, calibration_batches: list):
-    """(QAT's fine-tuned, converted graph (pipeline/build/qat.py), compiled here instead of exported; its summary)."""
+    """QAT (pipeline/build/qat.py): the fine-tuned, converted graph, compiled here instead of exported, and the
+    training summary."""
     from pipeline.build import qat
     result = qat.train(cfg, record, calibration_batches)
     return result.converted(), result.summary

@@ -8,7 +8,8 @@ from calibration.coverage import activation_tensors
 
 
 def graph(with_types: bool):
-    """x (float) -> Relu -> h -> MatMul(W) -> y; ids (int64) -> Gather(table) -> e -> MatMul(h2) ..."""
+    """x (float) -> Relu -> h -> MatMul(h, W) -> y; ids (int64) -> Gather(table) -> e, Cast -> ids_float;
+    MatMul(e, ids_float) -> z. With types: h, e and ids_float carry value_info; without: none does."""
     nodes = [helper.make_node("Relu", ["x"], ["h"]),
              helper.make_node("MatMul", ["h", "W"], ["y"]),
              helper.make_node("Gather", ["table", "ids"], ["e"]),
