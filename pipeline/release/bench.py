@@ -285,6 +285,16 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     return result
 
 
+def no_artifacts_message(root: Path, release: str) -> str:
+    """Why there is nothing to bench in `root`, and the command that gives it something: the release's matrix, or
+    the artifact folders `make quantize` wrote beside it (artifacts/<model>-<mode>-<target>/, not in a release)."""
+    built = sorted(p.parent for p in root.parent.glob(f"*/{MANIFEST_FILE}"))
+    fix = f"build the release first (`make matrix RELEASE={release}`)"
+    if built:
+        fix += f", or bench one artifact folder: `make bench ARTIFACTS={built[0]}`"
+    return f"no artifact folders in {root}: {fix}"
+
+
 # Overrides a rebuild replaces: where it is written, how it is verified (off), and the reference cache (both ways).
 REBUILD_DROPS = ("out=", "artifacts_dir=", "verify.", "reference_cache=", "hydra.")
 
@@ -431,7 +441,7 @@ def _command(argv: list[str]) -> int:
     args.out = args.out or Path("reports") / args.release / "bench"
     folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
     if not folders:
-        raise InputError(f"no artifact folders in {root}; build some first (`make matrix` or `make quantize`)")
+        raise InputError(no_artifacts_message(root, args.release))
     # What bench compares is an ONNX artifact against its fp32 graph in onnxruntime; a package (export=aoti) has none.
     onnx_folders, skipped = [], []
     for folder in folders:

@@ -1,4 +1,4 @@
-"""`quantgate bench --sequence-length`: timed token inputs built from the held-out samples' own tokens."""
+"""`quantgate bench` arguments: timed token inputs at --sequence-length, and a release with nothing to bench."""
 import numpy as np
 
 from pipeline.release.bench import at_sequence_length
@@ -20,3 +20,15 @@ def test_other_inputs_and_no_length_are_left_as_they_are():
     assert at_sequence_length(pixels, 128) is pixels
     tokens = {"input_ids": np.ones((2, 4), dtype=np.int64), "attention_mask": np.ones((2, 4), dtype=np.int64)}
     assert at_sequence_length(tokens, None) is tokens
+
+
+def test_an_empty_release_names_the_matrix_and_what_make_quantize_built(tmp_path, capsys):
+    # `make quantize` writes artifacts/<model>-<mode>-<target>/, beside the releases, not into artifacts/candidate/
+    from pipeline.release.bench import main as bench_main
+    (tmp_path / "minilm-dynamic-avx2").mkdir()
+    (tmp_path / "minilm-dynamic-avx2" / "manifest.json").write_text("{}")
+    assert bench_main(["--artifacts-dir", str(tmp_path / "candidate"), "--release", "candidate"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"quantgate bench: error: no artifact folders in {tmp_path / 'candidate'}: build the release first "
+        f"(`make matrix RELEASE=candidate`), or bench one artifact folder: "
+        f"`make bench ARTIFACTS={tmp_path / 'minilm-dynamic-avx2'}`")
