@@ -164,6 +164,9 @@ def run(cfg, manifest: Manifest) -> Manifest:
         say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
             f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
         fused = False
+    head = getattr(family, "sentence_head", None)  # text embeddings: what follows the transformer
+    if head is not None:
+        say(f"export: sentence embedding: {head.describe()}")
     cache = reference_cache.usable_root(cfg, family, say)
     if cache is not None:
         files = [manifest.reference_file, reproducible.debug_file_for(manifest.reference_file)]

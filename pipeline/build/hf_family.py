@@ -1,8 +1,9 @@
 """model=hf: a Hugging Face transformers checkpoint exported with its task's head (`model.task`).
 
 The checkpoint is a local folder or a hub id in the local hub cache (never downloaded). Each task is one
-transformers AutoModel class and one output: `feature-extraction` (AutoModel: the mean-pooled, L2-normalised
-`sentence_embedding` as model=minilm exports it, or `last_hidden_state` with model.embedding_output),
+transformers AutoModel class and one output: `feature-extraction` (AutoModel: the `sentence_embedding` as
+model=minilm exports it, pooled and normalised as the checkpoint's modules.json says, or `last_hidden_state`
+with model.embedding_output),
 `text-classification` (AutoModelForSequenceClassification: `logits` per text or sentence pair),
 `token-classification` (AutoModelForTokenClassification: `logits` per token) and `image-classification`
 (AutoModelForImageClassification: `logits` per image). Inputs are what the checkpoint's own tokenizer or image
@@ -26,6 +27,7 @@ import numpy as np
 from calibration.errors import one_line
 from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
                                         weights_digest)
+from pipeline.build.sentence_head import read_sentence_head
 from pipeline.errors import InputError, QuantgateError
 
 # task: (transformers Auto class, its model_type -> class mapping in transformers.models.auto.modeling_auto, kind)
@@ -80,6 +82,8 @@ class HfFamily:
         self._processor = None
         self.input_names = self._input_names()
         self.output_names = ["logits"] if self.kind == "classifier" else [str(cfg.model.embedding_output)]
+        # A sentence embedding is pooled and normalised as the checkpoint's modules.json says (sentence_head.py).
+        self.sentence_head = read_sentence_head(self.path) if self.output_names == ["sentence_embedding"] else None
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -200,8 +204,8 @@ class HfFamily:
         model = self._model
         if attention is not None and attention != getattr(model.config, "_attn_implementation", None):
             model = self._load_checked(attention)
-        names, task = list(self.input_names), self.task
-        pooled = task == "feature-extraction" and self.output_names == ["sentence_embedding"]
+        names, task, head = list(self.input_names), self.task, self.sentence_head
+        pooled = head is not None
 
         class TaskGraph(torch.nn.Module):
             """The task's output; the exporter names the inputs after `forward`'s positional arguments."""
@@ -217,12 +221,7 @@ class HfFamily:
                 hidden = out.last_hidden_state
                 if not pooled:
                     return hidden
-                mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                # F.normalize(mean, dim=1) without its expand_as: the Expand it exports stops onnxruntime's symbolic
-                # shape inference, and with it the SkipLayerNormalization fusion (as in models.py).
-                norm = torch.sqrt((mean * mean).sum(dim=1, keepdim=True))
-                return mean / norm.clamp(min=1e-12)
+                return head.embed(hidden, kwargs["attention_mask"])
 
         class Pixels(TaskGraph):
             def forward(self, pixel_values):

@@ -1,7 +1,8 @@
 """Model families: how to get the fp32 torch model, its example inputs, and its data.
 
 `text_embedding`: any local transformers encoder (default: the embedded all-MiniLM-L6-v2),
-exported as a mean-pooled, L2-normalised sentence embedding. `digits_cnn`: a small CNN the
+exported as a sentence embedding: pooled and normalised as its sentence-transformers modules.json says
+(pipeline/build/sentence_head.py; without one, the mean of the tokens, L2-normalised). `digits_cnn`: a small CNN the
 pipeline trains, seeded, on scikit-learn's digits. Both expose the same small interface, so the
 stages do not care which one they build.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from pipeline.build.hf_family import HfFamily
 from pipeline.build.onnx_family import OnnxFamily
+from pipeline.build.sentence_head import read_sentence_head
 from pipeline.build.torch_family import TorchFamily
 from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
                                         weight_files)
@@ -58,6 +60,7 @@ class TextEmbeddingFamily:
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model.name_or_path)
         check_weight_files(self.path)
+        self.sentence_head = read_sentence_head(self.path)  # what follows the transformer: modules.json
         self._tokenizer = None
 
     @property
@@ -98,26 +101,23 @@ class TextEmbeddingFamily:
         import torch
         from transformers import AutoModel
 
-        class MeanPooledEmbedding(torch.nn.Module):
+        head = self.sentence_head
+
+        class SentenceEmbedding(torch.nn.Module):
             def __init__(self, encoder):
                 super().__init__()
                 self.encoder = encoder
 
             def forward(self, input_ids, attention_mask):
                 hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                # F.normalize(pooled, dim=1) without its expand_as: the Expand it exports stops onnxruntime's
-                # symbolic shape inference, and with it the SkipLayerNormalization fusion (FACTS.md).
-                norm = torch.sqrt((pooled * pooled).sum(dim=1, keepdim=True))
-                return pooled / norm.clamp(min=1e-12)
+                return head.embed(hidden, attention_mask)
 
         try:
             options = {"attn_implementation": attention} if attention else {}
             encoder = AutoModel.from_pretrained(str(self.path), local_files_only=True, **options)
         except (OSError, ValueError, RuntimeError) as error:
             raise QuantgateError(f"transformers could not load {self.path}: {str(error).splitlines()[0]}") from None
-        return MeanPooledEmbedding(encoder).eval()
+        return SentenceEmbedding(encoder).eval()
 
     def example_inputs(self):
         import torch

@@ -2,9 +2,9 @@
 
 Another target, mode or rebuild of the same checkpoint gets the same reference.onnx: the export (importing the
 model's transformers code, loading the weights, TorchScript export, fusion) is about 8 s of a 20 s MiniLM build.
-An entry is keyed by everything its bytes depend on: the checkpoint's files (sha256), the model config, the
-runtime the graph is fitted to, the versions of torch, transformers, onnx and onnxruntime, and quantgate's
-export code. So a reused reference is byte for byte the one a fresh export writes.
+An entry is keyed by everything its bytes depend on: the checkpoint's files (sha256), its sentence head (the
+pooling, from a subfolder), the model config, the runtime the graph is fitted to, the versions of torch,
+transformers, onnx and onnxruntime, and quantgate's export code. So a reused reference is byte for byte the one a fresh export writes.
 
 Entries live in $QUANTGATE_REFERENCE_CACHE (default ~/.cache/quantgate/references); `reference_cache=false`
 or QUANTGATE_REFERENCE_CACHE=off turns the cache off. An entry holds reference.onnx, its sidecar, the unfused
@@ -34,7 +34,7 @@ KEEP = 8
 PACKAGES = ("torch", "transformers", "onnx", "onnxruntime")
 EXPORT_CODE = ("pipeline/build/export.py", "pipeline/build/fuse.py", "pipeline/build/models.py",
                "pipeline/build/hf_family.py", "pipeline/build/checkpoints.py", "pipeline/build/reproducible.py",
-               "pipeline/runtimes/venvs.py")
+               "pipeline/build/sentence_head.py", "pipeline/runtimes/venvs.py")
 KEY_SCHEMA = "quantgate.reference-cache/1"
 
 
@@ -79,6 +79,8 @@ def entry_key(cfg, family, runtime: dict) -> str:
     described = {"schema": KEY_SCHEMA, "family": type(family).__name__,
                  "model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),
                  "weights_sha256": weights, "checkpoint_files": other_files,
+                 # the Pooling module's config lies in a subfolder (1_Pooling/config.json), outside checkpoint_files
+                 "sentence_head": repr(family.sentence_head),
                  "runtime": {key: runtime.get(key) for key in ("name", "requirements", "versions", "max_opsets",
                                                                "max_ir_version")},
                  "packages": {name: _version(name) for name in PACKAGES}, "code": code}

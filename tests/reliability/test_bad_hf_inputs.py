@@ -108,3 +108,16 @@ def test_hub_id_resolves_from_the_local_hub_cache_only(tmp_path, made):
     assert_user_error(result, "architecture 'vit' cannot be exported")  # found, read, then refused for the task
     missing = refused(tmp_path, "model.name_or_path=someone/not-cached", "model.task=text-classification")
     assert_user_error(missing, "'someone/not-cached' does not exist", "local hub cache")
+
+
+@pytest.mark.parametrize("model", ["minilm", "hf"])
+def test_a_sentence_transformers_module_quantgate_does_not_export_is_refused(tmp_path, model):
+    # Dense after the pooling: exported without it, the artifact would compute another embedding than the model's
+    dense = hf_checkpoints.sentence_transformers_checkpoint(tmp_path / "dense", "mean", normalize=True, dense=True)
+    command = ["build", f"model={model}", f"model.name_or_path={dense}", f"artifacts_dir={tmp_path / 'artifacts'}",
+               "verify.enabled=false", *(["model.task=feature-extraction"] if model == "hf" else [])]
+    result = quantgate(*command, env=OFFLINE)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert_user_error(result, "dense/modules.json lists Transformer -> Pooling -> Dense -> Normalize",
+                      "model.embedding_output=last_hidden_state")
+    assert published(tmp_path / "artifacts") == []

@@ -1,0 +1,75 @@
+"""A user's sentence-transformers checkpoint is exported as the embedding it gives in sentence-transformers: a
+[CLS]-pooled, unnormalised model's reference.onnx (fused) computes what `SentenceTransformer(folder)` computes, and
+the int8 artifact is judged against that; the pooling is in the reference cache's key. (A module quantgate does not
+export: tests/reliability/test_bad_hf_inputs.py.)"""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline.build import models, reference_cache
+from pipeline.build.models import model_family
+from pipeline.build.task import build
+from pipeline.config import compose_config
+from pipeline.runtimes import venvs
+from tests.fixtures.hf_checkpoints import sentence_transformers_checkpoint
+
+pytestmark = pytest.mark.slow
+SMALL = ["calibration.n_samples=16", "calibration.n_validation=8", "calibration.n_heldout=8", "verify.enabled=false",
+         "target=avx2", "mode=dynamic", "reference_cache=false"]
+
+
+@pytest.fixture(scope="module")
+def cls_model(tmp_path_factory):
+    return sentence_transformers_checkpoint(tmp_path_factory.mktemp("st") / "cls", "cls", normalize=False)
+
+
+def sentence_transformers_embedding(folder, inputs: dict) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True).eval()
+    with torch.no_grad():
+        features = model({name: torch.from_numpy(array) for name, array in inputs.items()})
+    return features["sentence_embedding"].numpy()
+
+
+def run(path, inputs):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+
+
+def test_a_cls_pooled_unnormalised_model_is_exported_as_sentence_transformers_runs_it(cls_model, tmp_path):
+    manifest = build(compose_config(["model=minilm", f"model.name_or_path={cls_model}",
+                                     f"artifacts_dir={tmp_path}", *SMALL]))
+    with np.load(manifest.path("heldout.npz")) as held:
+        inputs = {name: held[name] for name in manifest.input_names}
+    expected = sentence_transformers_embedding(cls_model, inputs)
+    assert not np.allclose(np.linalg.norm(expected, axis=1), 1.0)  # unnormalised: the old mean + L2 graph differs
+    assert manifest.fusion.operators["Attention"] == 2  # the head does not stop the fusion
+    np.testing.assert_allclose(run(manifest.path("reference.onnx"), inputs), expected, rtol=1e-4, atol=1e-4)
+    int8 = run(manifest.path("model.onnx"), inputs)
+    cosine = np.sum(int8 * expected, axis=1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() > 0.95
+
+
+def test_model_hf_feature_extraction_reads_the_same_head(cls_model):
+    cfg = compose_config(["model=hf", f"model.name_or_path={cls_model}", "model.task=feature-extraction"])
+    family = model_family(cfg)
+    assert family.sentence_head.pooling == ("cls",) and not family.sentence_head.normalize
+    inputs = {name: array for name, array in family.encode(["a first sentence", "and a second, longer one"]).items()}
+    with torch.no_grad():
+        ours = family.load_torch()(*[torch.from_numpy(inputs[name]) for name in family.input_names]).numpy()
+    np.testing.assert_allclose(ours, sentence_transformers_embedding(cls_model, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_the_pooling_is_in_the_reference_cache_key(cls_model, tmp_path):
+    import shutil
+    checkpoint = shutil.copytree(cls_model, tmp_path / "checkpoint")
+    cfg = compose_config(["model=minilm", f"model.name_or_path={checkpoint}"])
+    runtime = venvs.prepare(venvs.resolve(cfg.runtime)).record()
+    key = reference_cache.entry_key(cfg, model_family(cfg), runtime)
+    pooling = checkpoint / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode": "mean"}))
+    models._FAMILY_CACHE.clear()  # each build is a process of its own, reading the checkpoint anew
+    assert reference_cache.entry_key(cfg, model_family(cfg), runtime) != key
+

@@ -1,0 +1,75 @@
+"""The sentence head (pipeline/build/sentence_head.py): each pooling computes what sentence-transformers' own Pooling
+and Normalize modules compute; modules.json is read in its new and its older form; what is not exported is refused."""
+import json
+
+import pytest
+import torch
+
+from pipeline.build.sentence_head import SentenceHead, read_sentence_head
+from pipeline.errors import InputError
+
+
+@pytest.mark.parametrize("pooling", ["cls", "max", "mean", "mean_sqrt_len_tokens", ("cls", "mean"), ("max", "cls")])
+def test_each_pooling_is_what_sentence_transformers_computes(pooling):
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 16) * 4
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])  # padded on the right, as tokenizers do
+    theirs = Pooling(16, pooling_mode=pooling)({"token_embeddings": hidden.clone(), "attention_mask": mask})
+    modes = (pooling,) if isinstance(pooling, str) else pooling
+    ours = SentenceHead(pooling=modes, normalize=False).embed(hidden, mask)
+    torch.testing.assert_close(ours, theirs["sentence_embedding"])
+    normalised = Normalize()(dict(theirs))["sentence_embedding"]
+    torch.testing.assert_close(SentenceHead(pooling=modes).embed(hidden, mask), normalised)
+    assert not torch.allclose(ours.norm(dim=1), torch.ones(3))  # the two differ: normalisation is not implied
+
+
+def write_checkpoint(folder, pooling_config: dict, *after: str):
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules += [{"idx": 2 + i, "name": str(2 + i), "path": f"{2 + i}_{kind}", "type": f"sentence_transformers.models.{kind}"}
+                for i, kind in enumerate(after)]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    return folder
+
+
+def test_modules_json_in_its_older_and_newer_forms(tmp_path):
+    assert read_sentence_head(tmp_path) == SentenceHead(pooling=("mean",), normalize=True)  # no modules.json
+    older = write_checkpoint(tmp_path, {"word_embedding_dimension": 64, "pooling_mode_cls_token": True,
+                                        "pooling_mode_mean_tokens": False}, "Normalize")
+    assert read_sentence_head(older) == SentenceHead(pooling=("cls",), normalize=True, source=f"{tmp_path.name}/modules.json")
+    newer = write_checkpoint(tmp_path, {"embedding_dimension": 64, "pooling_mode": ["max", "mean"]})
+    head = read_sentence_head(newer)
+    assert (head.pooling, head.normalize) == (("max", "mean"), False)
+    assert head.describe() == f"max + mean pooling, not normalised ({tmp_path.name}/modules.json)"
+    single = write_checkpoint(tmp_path, {"embedding_dimension": 64, "pooling_mode": "mean_sqrt_len_tokens"}, "Normalize")
+    assert read_sentence_head(single).pooling == ("mean_sqrt_len_tokens",)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("dense", "lists Transformer -> Pooling -> Dense -> Normalize: quantgate exports Transformer -> Pooling "
+              "[-> Normalize] only"),
+    ("weightedmean", "pooling weightedmean is not one quantgate exports (it exports cls, max, mean, "
+                     "mean_sqrt_len_tokens)"),
+    ("lasttoken", "pooling lasttoken is not one quantgate exports"),
+    ("not json", "is not a sentence-transformers module list"),
+    ("no pooling config", "the Pooling module's settings, cannot be read"),
+])
+def test_what_is_not_exported_is_refused_by_name(tmp_path, case, expected):
+    if case == "dense":
+        write_checkpoint(tmp_path, {"pooling_mode": "mean"}, "Dense", "Normalize")
+    elif case in ("weightedmean", "lasttoken"):
+        write_checkpoint(tmp_path, {"pooling_mode": case})
+    elif case == "not json":
+        write_checkpoint(tmp_path, {"pooling_mode": "mean"})
+        (tmp_path / "modules.json").write_text("[{\"type\": ")
+    else:
+        write_checkpoint(tmp_path, {"pooling_mode": "mean"})
+        (tmp_path / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(InputError) as refused:
+        read_sentence_head(tmp_path)
+    assert expected in str(refused.value)
+    if case in ("dense", "weightedmean", "lasttoken"):
+        assert "model.embedding_output=last_hidden_state" in str(refused.value)  # the way out
