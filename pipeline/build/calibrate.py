@@ -21,6 +21,10 @@ from pipeline.progress import say, step
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+# Sources of text, tokenized with truncation at model.max_length (npz arrays and images are taken as they are).
+TEXT_SOURCES = ("pydoc_topics", "files", "hub")
+
+
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -44,6 +48,12 @@ def load_batches(path) -> list[dict[str, np.ndarray]]:
 def load_inputs(path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in input_names}, (archive["labels"] if "labels" in archive else None)
+
+
+def rows_at_max_length(batches: list[dict[str, np.ndarray]], max_length: int) -> int:
+    """How many tokenized rows fill all `max_length` tokens: the tokenizer cut any longer text there."""
+    return sum(int((batch["attention_mask"].sum(axis=1) >= max_length).sum()) for batch in batches
+               if "attention_mask" in batch)
 
 
 def check_sample_size(n_examples: int, minimum: int) -> None:
@@ -111,6 +121,13 @@ def run(cfg, manifest: Manifest) -> Manifest:
         batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
                    for start in range(0, len(calibration), batch_size)]
         save_batches(manifest.path(manifest.calibration_file), batches)
+        if calibration_cfg.source in TEXT_SOURCES:
+            max_length = int(cfg.model.max_length)
+            cut = rows_at_max_length(batches, max_length)
+            if cut:
+                say(f"calibrate: {cut} of {len(calibration)} calibration texts reach model.max_length={max_length} "
+                    f"tokens and longer ones were cut there: the artifact is calibrated, gated and verified on at "
+                    f"most {max_length} tokens; if real traffic is longer, build with a larger model.max_length")
         for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
             arrays = family.encode(sample.examples)
             if sample.labels is not None:
