@@ -49,14 +49,15 @@ class SentenceHead:
 
     def embed(self, hidden, attention_mask):
         """The sentence embedding (torch), from the transformer's last hidden state and the attention mask, as
-        sentence-transformers' Pooling and Normalize compute it (tokens padded on the right: [CLS] is the first)."""
+        sentence-transformers' Pooling and Normalize compute it."""
         import torch
 
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         vectors = []
         for mode in self.pooling:
-            if mode == "cls":
-                vectors.append(hidden[:, 0])
+            if mode == "cls":  # the first token the mask keeps: [CLS], wherever the padding is
+                first = attention_mask.to(torch.int32).argmax(dim=1)
+                vectors.append(hidden[torch.arange(hidden.shape[0]), first])
             elif mode == "max":
                 vectors.append(hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values)
             else:

@@ -13,15 +13,16 @@ from pipeline.errors import InputError
 def test_each_pooling_is_what_sentence_transformers_computes(pooling):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
     torch.manual_seed(0)
-    hidden = torch.randn(3, 7, 16) * 4
-    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])  # padded on the right, as tokenizers do
+    hidden = torch.randn(4, 7, 16) * 4
+    # padded on the right, as BERT's tokenizers do, and one row on the left, as some tokenizers do
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5, [0] * 3 + [1] * 4])
     theirs = Pooling(16, pooling_mode=pooling)({"token_embeddings": hidden.clone(), "attention_mask": mask})
     modes = (pooling,) if isinstance(pooling, str) else pooling
     ours = SentenceHead(pooling=modes, normalize=False).embed(hidden, mask)
     torch.testing.assert_close(ours, theirs["sentence_embedding"])
     normalised = Normalize()(dict(theirs))["sentence_embedding"]
     torch.testing.assert_close(SentenceHead(pooling=modes).embed(hidden, mask), normalised)
-    assert not torch.allclose(ours.norm(dim=1), torch.ones(3))  # the two differ: normalisation is not implied
+    assert not torch.allclose(ours.norm(dim=1), torch.ones(4))  # the two differ: normalisation is not implied
 
 
 def write_checkpoint(folder, pooling_config: dict, *after: str):
