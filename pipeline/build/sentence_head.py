@@ -94,14 +94,16 @@ def read_sentence_head(folder: Path) -> SentenceHead:
                          f"only, and would compute another embedding than this model's; export the token states "
                          f"instead (model=hf model.task=feature-extraction model.embedding_output=last_hidden_state) "
                          f"and apply the rest in your code")
-    pooling_config = folder / modules[1][1] / "config.json"
+    pooling_config = f"{folder.name}/{modules[1][1]}/config.json"
     try:
-        config = json.loads(pooling_config.read_bytes())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{folder.name}/{modules[1][1]}/config.json, the Pooling module's settings, cannot be read "
-                         f"({error}); save the model again with sentence-transformers") from None
-    modes = config.get("pooling_mode")
-    if modes is None:
-        modes = [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
-    return SentenceHead(pooling=(modes,) if isinstance(modes, str) else tuple(modes),
-                        normalize=head[-1] == "Normalize", source=where)
+        config = json.loads((folder / modules[1][1] / "config.json").read_bytes())
+        modes = config.get("pooling_mode")
+        if modes is None:
+            modes = [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
+        modes = (modes,) if isinstance(modes, str) else tuple(modes)
+        if not all(isinstance(mode, str) for mode in modes):
+            raise ValueError(f"pooling_mode {modes} is not a name or a list of names")
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise InputError(f"{pooling_config}, the Pooling module's settings, cannot be read ({error}); save the model "
+                         f"again with sentence-transformers") from None
+    return SentenceHead(pooling=modes, normalize=head[-1] == "Normalize", source=where)

@@ -57,6 +57,8 @@ def test_modules_json_in_its_older_and_newer_forms(tmp_path):
     ("lasttoken", "pooling lasttoken is not one quantgate exports"),
     ("not json", "is not a sentence-transformers module list"),
     ("no pooling config", "the Pooling module's settings, cannot be read"),
+    ("pooling config a list", "the Pooling module's settings, cannot be read"),
+    ("pooling mode a number", "pooling_mode (3,) is not a name or a list of names"),
 ])
 def test_what_is_not_exported_is_refused_by_name(tmp_path, case, expected):
     if case == "dense":
@@ -66,6 +68,11 @@ def test_what_is_not_exported_is_refused_by_name(tmp_path, case, expected):
     elif case == "not json":
         write_checkpoint(tmp_path, {"pooling_mode": "mean"})
         (tmp_path / "modules.json").write_text("[{\"type\": ")
+    elif case == "pooling config a list":
+        write_checkpoint(tmp_path, {"pooling_mode": "mean"})
+        (tmp_path / "1_Pooling" / "config.json").write_text("[\"mean\"]")
+    elif case == "pooling mode a number":
+        write_checkpoint(tmp_path, {"pooling_mode": [3]})
     else:
         write_checkpoint(tmp_path, {"pooling_mode": "mean"})
         (tmp_path / "1_Pooling" / "config.json").unlink()
