@@ -145,6 +145,9 @@ class Manifest:
     source_weights_sha256: str = ""
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    # How a `sentence_embedding` output is pooled and normalised, and where that was read
+    # (pipeline/build/sentence_head.py): "cls pooling, not normalised (bge/modules.json)"; "" for other outputs.
+    sentence_embedding: str = ""
     opset: int = 0
     required_cpu_features: list[str] = field(default_factory=list)
     calibration: CalibrationRecord | None = None

@@ -166,7 +166,8 @@ def run(cfg, manifest: Manifest) -> Manifest:
         fused = False
     head = getattr(family, "sentence_head", None)  # text embeddings: what follows the transformer
     if head is not None:
-        say(f"export: sentence embedding: {head.describe()}")
+        manifest.sentence_embedding = head.describe()
+        say(f"export: sentence embedding: {manifest.sentence_embedding}")
     cache = reference_cache.usable_root(cfg, family, say)
     if cache is not None:
         files = [manifest.reference_file, reproducible.debug_file_for(manifest.reference_file)]

@@ -46,6 +46,7 @@ def test_a_cls_pooled_unnormalised_model_is_exported_as_sentence_transformers_ru
     expected = sentence_transformers_embedding(cls_model, inputs)
     assert not np.allclose(np.linalg.norm(expected, axis=1), 1.0)  # unnormalised: the old mean + L2 graph differs
     assert manifest.fusion.operators["Attention"] == 2  # the head does not stop the fusion
+    assert manifest.sentence_embedding == "cls pooling, not normalised (cls/modules.json)"
     np.testing.assert_allclose(run(manifest.path("reference.onnx"), inputs), expected, rtol=1e-4, atol=1e-4)
     int8 = run(manifest.path("model.onnx"), inputs)
     cosine = np.sum(int8 * expected, axis=1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(expected, axis=1))
