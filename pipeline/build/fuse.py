@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 
+from pipeline.errors import InputError
 from pipeline.manifest import FusionRecord
 
 # The operators the optimizer writes, as counted in the manifest and checked by the tests.
@@ -60,7 +61,11 @@ def fuse_transformer(model, num_heads: int, hidden_size: int):
     if not any(opset.domain == CONTRIB_DOMAIN for opset in optimized.model.opset_import):
         # the optimizer adds the import only when it saves to a file (OnnxModel.save)
         optimized.model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
-    fused = SymbolicShapeInference.infer_shapes(optimized.model, auto_merge=True)
+    try:
+        fused = SymbolicShapeInference.infer_shapes(optimized.model, auto_merge=True)
+    except Exception as error:  # noqa: BLE001 - it fails on operators it cannot type with whatever error they raise
+        raise InputError(f"onnxruntime's symbolic shape inference cannot type the fused graph of this model "
+                         f"({type(error).__name__}: {error}); build it unfused with model.fuse=false") from None
     record.operators = operator_counts(fused)
     for operator, written in EXPECTED.items():
         if not any(op in record.operators for op in written):

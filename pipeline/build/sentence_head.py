@@ -58,8 +58,8 @@ class SentenceHead:
             if mode == "cls":  # the first token the mask keeps: [CLS], wherever the padding is
                 first = attention_mask.to(torch.int32).argmax(dim=1)
                 vectors.append(hidden[torch.arange(hidden.shape[0]), first])
-            elif mode == "max":
-                vectors.append(hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values)
+            elif mode == "max":  # as TopK, not ReduceMax: onnxruntime's symbolic shape inference has no ReduceMax-18
+                vectors.append(hidden.masked_fill(mask == 0, float("-inf")).topk(1, dim=1).values.squeeze(1))
             else:
                 summed = (hidden * mask).sum(dim=1)
                 tokens = mask.sum(dim=1).clamp(min=1e-9)

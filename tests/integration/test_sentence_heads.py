@@ -74,3 +74,20 @@ def test_the_pooling_is_in_the_reference_cache_key(cls_model, tmp_path):
     models._FAMILY_CACHE.clear()  # each build is a process of its own, reading the checkpoint anew
     assert reference_cache.entry_key(cfg, model_family(cfg), runtime) != key
 
+
+
+def test_a_fused_graph_the_shape_inference_cannot_type_is_refused_naming_model_fuse_false(cls_model, tmp_path,
+                                                                                          monkeypatch, capsys):
+    # ReduceMax-18 (its axes an input) has no rule in onnxruntime's symbolic shape inference: max pooling exported
+    # that way (before it became TopK) left the fused graph untyped, and the build died with a TypeError, exit 70
+    from pipeline.build.sentence_head import SentenceHead
+    from pipeline.cli import main
+    from tests.reliability.helpers import published
+    monkeypatch.setattr(SentenceHead, "embed", lambda self, hidden, mask: hidden.amax(dim=1) * 2.0)
+    command = ["build", "model=minilm", f"model.name_or_path={cls_model}", f"artifacts_dir={tmp_path}", *SMALL]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "onnxruntime's symbolic shape inference cannot type the fused graph of this model" in error
+    assert "build it unfused with model.fuse=false" in error and "Traceback" not in error
+    assert published(tmp_path) == []
+    assert main([*command, "model.fuse=false"]) == 0  # the fix it names
