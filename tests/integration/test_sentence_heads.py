@@ -53,6 +53,31 @@ def test_a_cls_pooled_unnormalised_model_is_exported_as_sentence_transformers_ru
     assert cosine.min() > 0.95
 
 
+@pytest.mark.parametrize("pooling", [("max",), ("cls", "max"), ("mean", "mean_sqrt_len_tokens")])
+def test_every_pooling_fuses_and_runs_as_in_torch(cls_model, pooling):
+    """Each pooling's export keeps the graph typed for onnxruntime's optimizer (max as TopK: ReduceMax-18 has no
+    shape rule there), so the encoder still fuses, and the fused graph computes what the torch module does."""
+    import dataclasses
+
+    import onnx
+
+    from pipeline.build.export import export_torchscript
+    from pipeline.build.fuse import fuse_transformer
+    family = model_family(compose_config(["model=minilm", f"model.name_or_path={cls_model}"]))
+    family.sentence_head = dataclasses.replace(family.sentence_head, pooling=pooling, normalize=True)
+    module = family.load_torch(attention="eager")
+    exported = export_torchscript(module, family.example_inputs(), family.dynamic_shapes(), family.input_names,
+                                  family.output_names, 18)
+    fused, record = fuse_transformer(onnx.load_from_string(exported), *family.attention_shape())
+    assert record.operators["Attention"] == 2 and record.operators["SkipLayerNormalization"] == 4
+    inputs = family.encode(["a first sentence", "and a second, rather longer one"])
+    with torch.no_grad():
+        expected = module(*[torch.from_numpy(inputs[name]) for name in family.input_names]).numpy()
+    actual = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    models._FAMILY_CACHE.clear()  # the family's head was changed for this test
+
+
 def test_model_hf_feature_extraction_reads_the_same_head(cls_model):
     cfg = compose_config(["model=hf", f"model.name_or_path={cls_model}", "model.task=feature-extraction"])
     family = model_family(cfg)
