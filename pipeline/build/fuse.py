@@ -38,6 +38,36 @@ def operator_counts(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def unshare_small_initializers(model) -> None:
+    """Give every use of a 1-D initializer that several inputs share (in `model`, an onnx.ModelProto) its own copy.
+
+    The exporter keeps one initializer per distinct value, so equal biases and LayerNorm weights (zeros and ones, in
+    a model not trained yet) become one tensor used by a Gemm, the SkipLayerNormalizations and the
+    EmbedLayerNormalization alike. A static build then quantizes it twice over: QDQ turns it into a
+    DequantizeLinear output of the same name for the Gemm, and the dynamic pass quantizes that output again for
+    QEmbedLayerNormalization, which makes a cycle (onnxruntime: "Graph is not a DAG"). Biases and norm weights are
+    small; copies cost nothing. Larger shared tensors (tied embeddings) stay shared."""
+    import onnx
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer if len(tensor.dims) <= 1}
+    taken = {name for node in model.graph.node for name in (*node.input, *node.output)} | set(initializers)
+    seen = set()
+    for node in model.graph.node:
+        for slot, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            if name not in seen:
+                seen.add(name)
+                continue
+            copy_name = next(f"{name}_{n}" for n in range(1, len(taken) + 2) if f"{name}_{n}" not in taken)
+            taken.add(copy_name)
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[name])
+            copy.name = copy_name
+            model.graph.initializer.append(copy)
+            node.input[slot] = copy_name
+
+
 def fuse_transformer(model, num_heads: int, hidden_size: int):
     """(fused onnx.ModelProto, FusionRecord) of a BERT-like encoder's fp32 ONNX graph (onnx.ModelProto).
 
@@ -66,6 +96,7 @@ def fuse_transformer(model, num_heads: int, hidden_size: int):
     except Exception as error:  # noqa: BLE001 - it fails on operators it cannot type with whatever error they raise
         raise InputError(f"onnxruntime's symbolic shape inference cannot type the fused graph of this model "
                          f"({type(error).__name__}: {error}); build it unfused with model.fuse=false") from None
+    unshare_small_initializers(fused)
     record.operators = operator_counts(fused)
     for operator, written in EXPECTED.items():
         if not any(op in record.operators for op in written):
