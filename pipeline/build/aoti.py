@@ -358,7 +358,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     say(f"gate: {text}")
     if cfg.verify.build_gate and not ok:
         raise QuantgateError(f"the int8 package misses the accuracy budget "
-                             f"({budget_text(family.kind, cfg.verify, labels is not None)}): {text}")
+                             f"({budget_text(manifest.fp32_metrics, cfg.verify)}): {text}")
     heldout, _ = load_inputs(manifest.path(manifest.heldout_file), family.input_names)
     save_npz(manifest.path(REFERENCE_OUTPUTS_FILE), {family.output_names[0]: fp32_outputs(heldout)})
     return manifest

@@ -18,7 +18,7 @@ from calibration.readers import BatchReader
 from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
-from pipeline.verify.fidelity import classification_figures, token_mask
+from pipeline.verify.fidelity import classification_figures, is_score, score_correlation, token_mask
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 _SESSIONS: dict[tuple, object] = {}
@@ -57,8 +57,9 @@ def _cosine_figures(output: np.ndarray, expected: np.ndarray, mask: np.ndarray |
 def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, float]:
     """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
-    labels, accuracy and macro-F1; any other output by cosine per sample (per token for hidden states). With
-    several outputs, the worst of each figure."""
+    labels, accuracy and macro-F1; one value per sample (a score) by its correlation with fp32's across the samples;
+    any other output by cosine per sample (per token for hidden states). With several outputs, the worst of each
+    figure."""
     if not isinstance(outputs, list):
         outputs, reference = [outputs], [reference]
     result: dict[str, float] = {}
@@ -66,6 +67,8 @@ def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.n
         if _is_logits(kind, expected):
             figures = classification_figures(output, expected, mask, labels)
             figures = {key: figures[key] for key in ("top1_agreement", "accuracy", "macro_f1") if key in figures}
+        elif is_score(expected):
+            figures = {"score_correlation": score_correlation(output, expected)}
         else:
             figures = _cosine_figures(output, expected, mask)
         for key, value in figures.items():
@@ -77,16 +80,23 @@ def heldout_accuracy(outputs, labels: np.ndarray, mask: np.ndarray | None) -> fl
     """Accuracy on the held-out split of the first output whose argmax has the labels' shape (per labelled,
     non-padding token for a token classifier); None when no output does."""
     for output in outputs if isinstance(outputs, list) else [outputs]:
-        if output.ndim >= 2 and output.argmax(-1).shape == labels.shape:
+        if output.ndim >= 2 and output.shape[-1] > 1 and output.argmax(-1).shape == labels.shape:
             return classification_figures(output, output, mask, labels).get("accuracy")
     return None
 
 
-def budget_text(kind: str, verify_cfg, has_labels: bool) -> str:
-    if kind == "classifier":
-        return (f"accuracy drop <= {verify_cfg.max_accuracy_drop}, macro-F1 drop <= {verify_cfg.max_macro_f1_drop}"
-                if has_labels else f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
-    return f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}"
+def budget_text(fp32: dict[str, float], verify_cfg) -> str:
+    """The bounds within_budget holds the figures `metrics` gave for the fp32 model to, in words."""
+    parts = []
+    if "accuracy" in fp32:
+        parts.append(f"accuracy drop <= {verify_cfg.max_accuracy_drop}, macro-F1 drop <= {verify_cfg.max_macro_f1_drop}")
+    elif "top1_agreement" in fp32:
+        parts.append(f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
+    if "score_correlation" in fp32:
+        parts.append(f"score correlation >= {verify_cfg.min_cosine_mean}")
+    if "cosine_mean" in fp32:
+        parts.append(f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}")
+    return "; ".join(parts)
 
 
 def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float], verify_cfg) -> tuple[bool, str]:
@@ -103,6 +113,10 @@ def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float]
         agreement = quantized["top1_agreement"]
         checks.append((agreement >= verify_cfg.min_top1_agreement,
                        f"top-1 agreement {agreement:.4f} (budget >= {verify_cfg.min_top1_agreement})"))
+    if "score_correlation" in quantized:
+        checks.append((quantized["score_correlation"] >= verify_cfg.min_cosine_mean,
+                       f"score correlation with fp32 {quantized['score_correlation']:.4f} (budget >= "
+                       f"{verify_cfg.min_cosine_mean})"))
     if "cosine_mean" in quantized:
         checks.append((quantized["cosine_mean"] >= verify_cfg.min_cosine_mean
                        and quantized["cosine_worst"] >= verify_cfg.min_cosine_worst,
@@ -195,7 +209,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         return ok, description, quantized
 
     ok, description, quantized = measure()
-    fallback = FallbackRecord(budget=budget_text(kind, verify_cfg, "accuracy" in fp32))
+    fallback = FallbackRecord(budget=budget_text(fp32, verify_cfg))
     fallback.steps.append({"excluded_nodes": 0, **quantized})
     say(f"gate: validation {description}: {'within budget' if ok else 'OVER BUDGET'}")
     limit, per_step = int(verify_cfg.fallback_max_excluded_nodes), max(1, int(verify_cfg.fallback_nodes_per_step))

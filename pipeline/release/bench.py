@@ -182,7 +182,10 @@ def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str,
 
 
 def fidelity(kind: str, output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    from pipeline.verify.fidelity import is_score, score_correlation
     a, b = output.reshape(len(output), -1).astype(np.float64), reference.reshape(len(reference), -1).astype(np.float64)
+    if is_score(reference):
+        return {"score_correlation": score_correlation(a, b)}
     if kind == "classifier":
         return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
     cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
@@ -341,6 +344,8 @@ def build_time(folder: Path, manifest: Manifest, work: Path, runs: int) -> dict[
 
 
 def _fid(figures: dict[str, float]) -> str:
+    if "score_correlation" in figures:
+        return f"score r {figures['score_correlation']:.4f}"
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 

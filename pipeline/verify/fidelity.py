@@ -5,7 +5,9 @@ Every output of the model is judged, whatever its rank:
 - element-wise, on the output's own scale (the RMS of the fp32 reference over the positions that count),
   so a few destroyed values show even when a whole-vector cosine stays at 0.9999;
 - by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
-  classifier), `token_states` (an output whose first two axes are the batch and the sequence of an
+  classifier), `score` (one value per sample: a reranker's or a regression's score, a one-logit classifier;
+  the cosine of one number is only its sign, so the scores are judged by their correlation with fp32's across
+  the samples, held to the cosine-mean bound), `token_states` (an output whose first two axes are the batch and the sequence of an
   `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
   sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
   outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LOGITS, TOKEN_STATES, VECTOR = "logits", "token_states", "vector"
+LOGITS, SCORE, TOKEN_STATES, VECTOR = "logits", "score", "token_states", "vector"
 WORST_SHOWN = 5  # worst values listed per profile in verify.json and the signoff
 
 
@@ -103,9 +105,25 @@ def token_mask(mask: np.ndarray | None, output: np.ndarray) -> np.ndarray | None
     return mask.astype(bool)
 
 
+def is_score(output: np.ndarray) -> bool:
+    """One value per sample: (batch,) or (batch, 1)."""
+    return output.ndim >= 1 and len(output) > 0 and output.size == len(output)
+
+
+def score_correlation(output: np.ndarray, reference: np.ndarray) -> float:
+    """Pearson correlation of the scores with fp32's across the samples; scores that do not vary agree (1.0) only
+    where they are equal."""
+    a, b = output.reshape(-1).astype(np.float64), reference.reshape(-1).astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return 1.0 if np.allclose(a, b, rtol=1e-5, atol=1e-6) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def output_kind(name: str, output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
         return LOGITS
+    if is_score(output):
+        return SCORE
     if token_mask(mask, output) is not None:
         return TOKEN_STATES
     return VECTOR
@@ -161,6 +179,11 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
             if limit is not None and key in figures and figures[f"reference_{key}"] - figures[key] > limit:
                 problems.append(f"{name}: {what} {figures[key]:.4f} vs fp32 {figures[f'reference_{key}']:.4f} "
                                 f"(drop {figures[f'reference_{key}'] - figures[key]:.4f} > {limit})")
+    elif kind == SCORE:
+        figures["score_correlation"] = score_correlation(a, b)
+        if figures["score_correlation"] < limits.min_cosine_mean:
+            problems.append(f"{name}: score correlation with fp32 {figures['score_correlation']:.4f} < "
+                            f"{limits.min_cosine_mean}")
     else:
         if kind == TOKEN_STATES:
             cosine = _cosines(a[tokens].reshape(int(tokens.sum()), -1), b[tokens].reshape(int(tokens.sum()), -1))
@@ -190,6 +213,7 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
 
 
 SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
+                 "score_correlation": min,
                  "top1_agreement": min, "accuracy": min, "reference_accuracy": min,
                  "macro_f1": min, "reference_macro_f1": min, "max_abs_error": max,
                  "max_scaled_error": max, "max_rel_error": max}

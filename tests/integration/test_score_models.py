@@ -1,0 +1,33 @@
+"""A one-logit text classifier (a cross-encoder reranker, a regression head), built static and verified: the gate
+and verification judge its score by correlation with fp32's, so the int8 noise that reorders the scores of this
+untrained model is caught and the gate keeps the noisiest nodes out until the order holds. Judged by cosine of one
+number (its sign), the first int8 model passed as "cosine 1.0000"."""
+import json
+
+import pytest
+
+from pipeline.build.task import quantize_task
+from pipeline.config import compose_config
+from pipeline.manifest import Manifest
+from tests.fixtures import hf_checkpoints
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_reranker_score_is_held_to_its_correlation_with_fp32(tmp_path):
+    _, data = hf_checkpoints.text_classifier(tmp_path, steps=0)  # sentence pairs from Python's documentation
+    reranker = hf_checkpoints.score_classifier(tmp_path / "reranker")
+    args = ["model=hf", f"model.name_or_path={reranker}", "model.task=text-classification", "calibration=files",
+            f"calibration.data_files=[{data}]", "calibration.text_column=sentence", "calibration.text_pair_column=pair",
+            "mode=static", "target=avx2", "verify.profiles=[haswell,native]",
+            "verify.reference_cpu=native", "verify.emulated_max_samples=2", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    assert quantize_task(compose_config(args), args) == 0
+    manifest = Manifest.load(tmp_path / "artifacts" / "hf-static-avx2")
+    assert manifest.fallback.budget == "score correlation >= 0.98"
+    first = manifest.fallback.steps[0]
+    assert first["excluded_nodes"] == 0 and first["score_correlation"] < 0.9  # the first int8 model reordered the scores: caught
+    assert manifest.fallback.within_budget and manifest.int8_metrics["validation_score_correlation"] >= 0.98
+    report = json.loads(manifest.path("verify.json").read_text())
+    assert report["status"] == "pass"
+    native = report["profiles"]["native"]["fidelity"]
+    assert native["score_correlation"] >= 0.98 and "cosine_mean" not in native

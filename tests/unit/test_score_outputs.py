@@ -1,0 +1,50 @@
+"""One value per sample (a reranker's score, a regression, a one-logit classifier): the cosine of one number is
+only its sign, so every such output passed "cosine 1.0000" whatever int8 did to it. Such outputs are judged by
+their correlation with fp32's scores across the samples, in the build gate, in verification and in the signoff."""
+import numpy as np
+import pytest
+
+from pipeline.build.gate import budget_text, metrics, within_budget
+from pipeline.config import compose_config
+from pipeline.verify.fidelity import LOGITS, SCORE, Limits, judge, output_kind, score_correlation
+from pipeline.verify.report import ProfileResult, contradictions
+
+RNG = np.random.default_rng(0)
+FP32 = (RNG.standard_normal((32, 1)) * 3 + 5).astype(np.float32)  # positive scores: every sign agrees
+SHUFFLED = FP32[RNG.permutation(32)]  # the same values on the wrong samples: a useless reranker
+CLOSE = FP32 + RNG.standard_normal(FP32.shape).astype(np.float32) * 0.05
+
+
+@pytest.mark.parametrize("shape, model_kind, kind", [((32, 1), "classifier", SCORE), ((32,), "generic", SCORE),
+                                                     ((32, 1), "embedding", SCORE), ((32, 3), "classifier", LOGITS)])
+def test_one_value_per_sample_is_a_score(shape, model_kind, kind):
+    assert output_kind("out", np.zeros(shape, np.float32), model_kind, None) == kind
+
+
+def test_scores_are_judged_by_correlation_not_by_their_sign():
+    assert score_correlation(CLOSE, FP32) > 0.99 and score_correlation(SHUFFLED, FP32) < 0.5
+    assert score_correlation(np.full((4, 1), 2.0), np.full((4, 1), 2.0)) == 1.0  # constant and equal
+    assert score_correlation(np.full((4, 1), 3.0), np.full((4, 1), 2.0)) == 0.0
+    limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
+    passed = judge({"logits": CLOSE}, {"logits": FP32}, model_kind="classifier", mask=None, labels=None,
+                   limits=limits, scales={"logits": 5.0})
+    failed = judge({"logits": SHUFFLED}, {"logits": FP32}, model_kind="classifier", mask=None, labels=None,
+                   limits=limits, scales={"logits": 5.0})
+    assert passed.problems == [] and passed.summary["score_correlation"] > 0.99
+    assert len(failed.problems) == 1 and "logits: score correlation with fp32" in failed.problems[0]
+
+
+def test_the_gate_holds_scores_to_the_cosine_mean_budget():
+    verify_cfg = compose_config([]).verify
+    fp32 = metrics("classifier", FP32, FP32, None)
+    assert fp32 == {"score_correlation": 1.0}
+    assert budget_text(fp32, verify_cfg) == f"score correlation >= {verify_cfg.min_cosine_mean}"
+    assert within_budget("classifier", metrics("classifier", CLOSE, FP32, None), fp32, verify_cfg)[0]
+    ok, text = within_budget("classifier", metrics("classifier", SHUFFLED, FP32, None), fp32, verify_cfg)
+    assert not ok and text.startswith("score correlation with fp32")
+
+
+def test_a_pass_whose_score_correlation_breaks_its_bound_is_a_contradiction():
+    profile = ProfileResult(cpu="native", expected="pass", required=True, why="the host", status="pass", reason="",
+                            fidelity={"score_correlation": 0.5}, thresholds={"min_cosine_mean": 0.98})
+    assert contradictions(profile) == ["score_correlation 0.5 < min_cosine_mean 0.98"]
