@@ -89,7 +89,8 @@ def budget_text(fp32: dict[str, float], verify_cfg) -> str:
     """The bounds within_budget holds the figures `metrics` gave for the fp32 model to, in words."""
     parts = []
     if "accuracy" in fp32:
-        parts.append(f"accuracy drop <= {verify_cfg.max_accuracy_drop}, macro-F1 drop <= {verify_cfg.max_macro_f1_drop}")
+        parts.append(f"accuracy drop <= {verify_cfg.max_accuracy_drop}, "
+                     f"macro-F1 drop <= {verify_cfg.max_macro_f1_drop}")
     elif "top1_agreement" in fp32:
         parts.append(f"top-1 agreement >= {verify_cfg.min_top1_agreement}")
     if "score_correlation" in fp32:

@@ -4,7 +4,8 @@ Another target, mode or rebuild of the same checkpoint gets the same reference.o
 model's transformers code, loading the weights, TorchScript export, fusion) is about 8 s of a 20 s MiniLM build.
 An entry is keyed by everything its bytes depend on: the checkpoint's files (sha256), its sentence head (the
 pooling, from a subfolder), the model config, the runtime the graph is fitted to, the versions of torch,
-transformers, onnx and onnxruntime, and quantgate's export code. So a reused reference is byte for byte the one a fresh export writes.
+transformers, onnx and onnxruntime, and quantgate's export code. So a reused reference is byte for byte the one
+a fresh export writes.
 
 Entries live in $QUANTGATE_REFERENCE_CACHE (default ~/.cache/quantgate/references); `reference_cache=false`
 or QUANTGATE_REFERENCE_CACHE=off turns the cache off. An entry holds reference.onnx, its sidecar, the unfused

@@ -80,7 +80,8 @@ def read_sentence_head(folder: Path) -> SentenceHead:
         return SentenceHead()
     where = f"{folder.name}/{MODULES_FILE}"
     try:
-        modules = [(str(m["type"]).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in json.loads(listing.read_bytes())]
+        listed = json.loads(listing.read_bytes())
+        modules = [(str(m["type"]).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in listed]
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise InputError(f"{where} is not a sentence-transformers module list ({error}); save the model again with "
                          f"sentence-transformers (`model.save(folder)`), or remove {MODULES_FILE}") from None

@@ -94,8 +94,9 @@ class ModelConfig:
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
     qat_learning_rate: Optional[float] = None
     # model=hf: the transformers task whose head is exported (conf/model/hf.yaml requires it), and for
-    # feature-extraction the output: `sentence_embedding` (pooled and normalised as the checkpoint's sentence-transformers
-    # modules.json says; without one, the mean of the tokens, L2-normalised) or `last_hidden_state`.
+    # feature-extraction the output: `sentence_embedding` (pooled and normalised as the checkpoint's
+    # sentence-transformers modules.json says; without one, the mean of the tokens, L2-normalised) or
+    # `last_hidden_state`.
     task: Optional[str] = None  # one of HF_TASKS
     embedding_output: str = "sentence_embedding"
 

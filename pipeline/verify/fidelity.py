@@ -7,7 +7,8 @@ Every output of the model is judged, whatever its rank:
 - by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
   classifier), `score` (one value per sample: a reranker's or a regression's score, a one-logit classifier;
   the cosine of one number is only its sign, so the scores are judged by their correlation with fp32's across
-  the samples, held to the cosine-mean bound), `token_states` (an output whose first two axes are the batch and the sequence of an
+  the samples, held to the cosine-mean bound), `token_states` (an output whose first two axes are the batch
+  and the sequence of an
   `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
   sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
   outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.

@@ -28,8 +28,8 @@ def test_each_pooling_is_what_sentence_transformers_computes(pooling):
 def write_checkpoint(folder, pooling_config: dict, *after: str):
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    modules += [{"idx": 2 + i, "name": str(2 + i), "path": f"{2 + i}_{kind}", "type": f"sentence_transformers.models.{kind}"}
-                for i, kind in enumerate(after)]
+    modules += [{"idx": 2 + i, "name": str(2 + i), "path": f"{2 + i}_{kind}",
+                 "type": f"sentence_transformers.models.{kind}"} for i, kind in enumerate(after)]
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
@@ -40,12 +40,14 @@ def test_modules_json_in_its_older_and_newer_forms(tmp_path):
     assert read_sentence_head(tmp_path) == SentenceHead(pooling=("mean",), normalize=True)  # no modules.json
     older = write_checkpoint(tmp_path, {"word_embedding_dimension": 64, "pooling_mode_cls_token": True,
                                         "pooling_mode_mean_tokens": False}, "Normalize")
-    assert read_sentence_head(older) == SentenceHead(pooling=("cls",), normalize=True, source=f"{tmp_path.name}/modules.json")
+    assert read_sentence_head(older) == SentenceHead(pooling=("cls",), normalize=True,
+                                                     source=f"{tmp_path.name}/modules.json")
     newer = write_checkpoint(tmp_path, {"embedding_dimension": 64, "pooling_mode": ["max", "mean"]})
     head = read_sentence_head(newer)
     assert (head.pooling, head.normalize) == (("max", "mean"), False)
     assert head.describe() == f"max + mean pooling, not normalised ({tmp_path.name}/modules.json)"
-    single = write_checkpoint(tmp_path, {"embedding_dimension": 64, "pooling_mode": "mean_sqrt_len_tokens"}, "Normalize")
+    single = write_checkpoint(tmp_path, {"embedding_dimension": 64, "pooling_mode": "mean_sqrt_len_tokens"},
+                              "Normalize")
     assert read_sentence_head(single).pooling == ("mean_sqrt_len_tokens",)
 
 
