@@ -18,7 +18,7 @@ from calibration.readers import BatchReader
 from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
-from pipeline.verify.fidelity import classification_figures, is_score, score_correlation, token_mask
+from pipeline.verify import fidelity
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 _SESSIONS: dict[tuple, object] = {}
@@ -37,42 +37,25 @@ def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     return _SESSIONS[version].run(None, inputs)
 
 
-def _is_logits(kind: str, output: np.ndarray) -> bool:
-    """A classifier's output judged by argmax along its last axis (as pipeline/verify/fidelity.py does)."""
-    return kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1
-
-
-def _cosine_figures(output: np.ndarray, expected: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
-    """Cosine per sample (per non-padding token for per-token states); two all-zero vectors agree."""
-    tokens = token_mask(mask, output)
-    if tokens is not None:
-        output, expected = output[tokens], expected[tokens]
-    a = output.reshape(len(output), -1).astype(np.float64)
-    b = expected.reshape(len(expected), -1).astype(np.float64)
-    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    cosine = np.where((norm_a == 0) & (norm_b == 0), 1.0, (a * b).sum(1) / np.maximum(norm_a * norm_b, 1e-30))
-    return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+GATED_FIGURES = ("top1_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean", "cosine_worst")
 
 
 def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, float]:
     """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
-    labels, accuracy and macro-F1; one value per sample (a score) by its correlation with fp32's across the samples;
+    labels, accuracy and macro-F1; one value per sample or per token (a score) by its correlation with fp32's;
     any other output by cosine per sample (per token for hidden states). With several outputs, the worst of each
     figure."""
     if not isinstance(outputs, list):
         outputs, reference = [outputs], [reference]
     result: dict[str, float] = {}
     for output, expected in zip(outputs, reference):
-        if _is_logits(kind, expected):
-            figures = classification_figures(output, expected, mask, labels)
-            figures = {key: figures[key] for key in ("top1_agreement", "accuracy", "macro_f1") if key in figures}
-        elif is_score(expected):
-            figures = {"score_correlation": score_correlation(output, expected)}
-        else:
-            figures = _cosine_figures(output, expected, mask)
-        for key, value in figures.items():
-            result[key] = min(result.get(key, value), value)
+        judged_as = fidelity.output_kind("", expected, kind, mask)
+        figures = fidelity.kind_figures(judged_as, output.astype(np.float64), expected.astype(np.float64),
+                                        mask, labels)
+        for key in GATED_FIGURES:
+            if key in figures:
+                result[key] = min(result.get(key, figures[key]), figures[key])
     return result
 
 
@@ -81,7 +64,7 @@ def heldout_accuracy(outputs, labels: np.ndarray, mask: np.ndarray | None) -> fl
     non-padding token for a token classifier); None when no output does."""
     for output in outputs if isinstance(outputs, list) else [outputs]:
         if output.ndim >= 2 and output.shape[-1] > 1 and output.argmax(-1).shape == labels.shape:
-            return classification_figures(output, output, mask, labels).get("accuracy")
+            return fidelity.classification_figures(output, output, mask, labels).get("accuracy")
     return None
 
 

@@ -181,17 +181,6 @@ def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str,
     return {"rows": rows, "shapes": per_shape, "int8_vs_fp32": int8_total / fp32_total if fp32_total else None}
 
 
-def fidelity(kind: str, output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    from pipeline.verify.fidelity import is_score, score_correlation
-    a, b = output.reshape(len(output), -1).astype(np.float64), reference.reshape(len(reference), -1).astype(np.float64)
-    if is_score(reference):
-        return {"score_correlation": score_correlation(a, b)}
-    if kind == "classifier":
-        return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
-    cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
-
-
 def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path, Path | None]:
     """(the fp32 graph with every fusion, the unfused export or None): the artifact's reference when it is fused
     throughout, else a full fusion of its debug/reference.unfused.onnx (static builds made before every mode was
@@ -228,6 +217,7 @@ def plain_dynamic(reference: Path, out: Path) -> Path:
 
 def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: int, work: Path,
                    sequence_length: int | None = None, build_runs: int = 0) -> dict[str, Any]:
+    from pipeline.build.gate import metrics
     manifest = Manifest.load(folder)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         heldout = {name: arrays[name] for name in manifest.input_names}
@@ -247,7 +237,8 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         "fp32_graph": "fused" if unfused is not None else "as exported",
         "fused_operators": manifest.fusion.operators if manifest.fusion else {},
         "size_bytes": {name: path.stat().st_size for name, path in models.items()},
-        "fidelity": {name: fidelity(manifest.model_kind, outputs[name], outputs["fp32"]) for name in ("int8", "plain_int8")},
+        "fidelity": {name: metrics(manifest.model_kind, outputs[name], outputs["fp32"], None, heldout.get("attention_mask"))
+                     for name in ("int8", "plain_int8")},
         "fidelity_samples": len(outputs["fp32"]),
         "sequence_length": int(inputs["attention_mask"].shape[1]) if "attention_mask" in inputs else None,
         "latency": {}, "ratios": {},

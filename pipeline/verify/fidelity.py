@@ -5,10 +5,10 @@ Every output of the model is judged, whatever its rank:
 - element-wise, on the output's own scale (the RMS of the fp32 reference over the positions that count),
   so a few destroyed values show even when a whole-vector cosine stays at 0.9999;
 - by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
-  classifier), `score` (one value per sample: a reranker's or a regression's score, a one-logit classifier;
-  the cosine of one number is only its sign, so the scores are judged by their correlation with fp32's across
-  the samples, held to the cosine-mean bound), `token_states` (an output whose first two axes are the batch
-  and the sequence of an
+  classifier), `score` (one value per sample, a reranker's or a regression's score or a one-logit classifier,
+  or one value per token, `(batch, tokens, 1)`; the cosine of one number is only its sign, so scores are judged
+  by their correlation with fp32's across the samples, or across the non-padding tokens, held to the
+  cosine-mean bound), `token_states` (an output whose first two axes are the batch and the sequence of an
   `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
   sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
   outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.
@@ -106,14 +106,20 @@ def token_mask(mask: np.ndarray | None, output: np.ndarray) -> np.ndarray | None
     return mask.astype(bool)
 
 
-def is_score(output: np.ndarray) -> bool:
-    """One value per sample: (batch,) or (batch, 1)."""
-    return output.ndim >= 1 and len(output) > 0 and output.size == len(output)
+def score_values(output: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """The values of a score output, flat: one per sample ((batch,) or (batch, 1)), or one per non-padding token
+    ((batch, tokens, 1) under an attention mask); None for any other output."""
+    if output.ndim >= 1 and len(output) > 0 and output.size == len(output):
+        return output.reshape(-1)
+    tokens = token_mask(mask, output)
+    if tokens is not None and output.size == tokens.size:
+        return output.reshape(tokens.shape)[tokens]
+    return None
 
 
 def score_correlation(output: np.ndarray, reference: np.ndarray) -> float:
-    """Pearson correlation of the scores with fp32's across the samples; scores that do not vary agree (1.0) only
-    where they are equal."""
+    """Pearson correlation of the scores with fp32's (flat arrays of the same values); scores that do not vary
+    agree (1.0) only where they are equal."""
     a, b = output.reshape(-1).astype(np.float64), reference.reshape(-1).astype(np.float64)
     if a.std() == 0 or b.std() == 0:
         return 1.0 if np.allclose(a, b, rtol=1e-5, atol=1e-6) else 0.0
@@ -123,7 +129,7 @@ def score_correlation(output: np.ndarray, reference: np.ndarray) -> float:
 def output_kind(name: str, output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
         return LOGITS
-    if is_score(output):
+    if score_values(output, mask) is not None:
         return SCORE
     if token_mask(mask, output) is not None:
         return TOKEN_STATES
@@ -157,6 +163,29 @@ def _pool(array: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     return ((array * weights).sum(1) / np.maximum(weights.sum(1), 1)).reshape(len(array), -1)
 
 
+def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
+                 labels: np.ndarray | None, pooling: str = "none") -> dict[str, float]:
+    """The figures an output of this kind is judged by (float64 arrays of one shape): top-1 agreement (and
+    accuracy and macro-F1 against labels) for logits, the correlation for scores, cosine mean and worst per
+    sample or per non-padding token otherwise (and after pooling, when asked, for token states)."""
+    if kind == LOGITS:
+        return classification_figures(output, reference, mask, labels)
+    if kind == SCORE:
+        return {"score_correlation": score_correlation(score_values(output, mask), score_values(reference, mask))}
+    tokens = token_mask(mask, output) if kind == TOKEN_STATES else None
+    if tokens is not None:
+        count = int(tokens.sum())
+        cosine = _cosines(output[tokens].reshape(count, -1), reference[tokens].reshape(count, -1))
+    else:
+        cosine = _cosines(output.reshape(len(output), -1), reference.reshape(len(reference), -1))
+    figures = {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+    if tokens is not None and pooling in ("mean", "cls"):
+        pooled = _cosines(_pool(output, tokens, pooling), _pool(reference, tokens, pooling))
+        figures |= {"pooled_cosine_mean": float(pooled.mean()), "pooled_cosine_worst": float(pooled.min()),
+                    "pooling": pooling}
+    return figures
+
+
 def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
                  labels: np.ndarray | None, limits: Limits, scale: float) -> tuple[dict, list[str]]:
     """One output against its fp32 reference on the same samples."""
@@ -165,14 +194,13 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
     a, b = output.astype(np.float64), reference.astype(np.float64)
     if not np.isfinite(a).all():  # NaN compares false with every threshold: catch it before it passes
         return {}, [f"{name}: {int((~np.isfinite(a)).sum())} output values are NaN or infinite"]
-    tokens = token_mask(mask, a)
     difference = np.abs(valid_values(a, mask) - valid_values(b, mask))
     max_abs = float(difference.max()) if difference.size else 0.0
     figures = {"kind": kind, "max_abs_error": max_abs, "max_scaled_error": max_abs / scale, "scale": scale,
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
+    figures |= kind_figures(kind, a, b, mask, labels, limits.pooling)
     problems = []
     if kind == LOGITS:
-        figures |= classification_figures(a, b, mask, labels)
         if figures["top1_agreement"] < limits.min_top1_agreement:
             problems.append(f"{name}: top-1 agreement {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
         for what, key, limit in (("accuracy", "accuracy", limits.max_accuracy_drop),
@@ -181,23 +209,14 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                 problems.append(f"{name}: {what} {figures[key]:.4f} vs fp32 {figures[f'reference_{key}']:.4f} "
                                 f"(drop {figures[f'reference_{key}'] - figures[key]:.4f} > {limit})")
     elif kind == SCORE:
-        figures["score_correlation"] = score_correlation(a, b)
         if figures["score_correlation"] < limits.min_cosine_mean:
-            problems.append(f"{name}: score correlation with fp32 {figures['score_correlation']:.4f} < "
-                            f"{limits.min_cosine_mean}")
+            over = "tokens" if output.size > len(output) else "samples"
+            problems.append(f"{name}: score correlation with fp32 across the {over} {figures['score_correlation']:.4f}"
+                            f" < {limits.min_cosine_mean}")
     else:
-        if kind == TOKEN_STATES:
-            cosine = _cosines(a[tokens].reshape(int(tokens.sum()), -1), b[tokens].reshape(int(tokens.sum()), -1))
-            what = "per-token cosine"
-        else:
-            cosine = _cosines(a.reshape(len(a), -1), b.reshape(len(b), -1))
-            what = "cosine"
-        figures |= {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+        what = "per-token cosine" if kind == TOKEN_STATES else "cosine"
         checks = [(what, figures["cosine_mean"], figures["cosine_worst"])]
-        if kind == TOKEN_STATES and limits.pooling in ("mean", "cls"):
-            pooled = _cosines(_pool(a, tokens, limits.pooling), _pool(b, tokens, limits.pooling))
-            figures |= {"pooled_cosine_mean": float(pooled.mean()), "pooled_cosine_worst": float(pooled.min()),
-                        "pooling": limits.pooling}
+        if "pooled_cosine_mean" in figures:
             checks.append((f"{limits.pooling}-pooled cosine", figures["pooled_cosine_mean"],
                            figures["pooled_cosine_worst"]))
         for label, mean, worst in checks:

@@ -32,3 +32,19 @@ def test_a_reranker_score_is_held_to_its_correlation_with_fp32(tmp_path):
     assert report["status"] == "pass"
     native = report["profiles"]["native"]["fidelity"]
     assert native["score_correlation"] >= 0.98 and "cosine_mean" not in native
+
+
+def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path):
+    """(batch, tokens, 1): per-token cosine is each token's sign, so it too could not fail."""
+    _, words = hf_checkpoints.token_classifier(tmp_path, steps=0)
+    model = hf_checkpoints.token_score_model(tmp_path / "token-scores")
+    args = ["model=hf", f"model.name_or_path={model}", "model.task=token-classification", "calibration=files",
+            f"calibration.data_files=[{words}]", "calibration.text_column=words", "mode=dynamic", "target=avx2",
+            "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    assert quantize_task(compose_config(args), args) == 0
+    manifest = Manifest.load(tmp_path / "artifacts" / "hf-dynamic-avx2")
+    assert manifest.fallback.budget == "score correlation >= 0.98"
+    assert 0.98 <= manifest.int8_metrics["validation_score_correlation"] < 1.0
+    native = json.loads(manifest.path("verify.json").read_text())["profiles"]["native"]
+    assert native["fidelity_by_output"]["logits"]["kind"] == "score"
+    assert 0.98 <= native["fidelity"]["score_correlation"] < 1.0 and "cosine_mean" not in native["fidelity"]

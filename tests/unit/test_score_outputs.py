@@ -1,12 +1,14 @@
 """One value per sample (a reranker's score, a regression, a one-logit classifier): the cosine of one number is
 only its sign, so every such output passed "cosine 1.0000" whatever int8 did to it. Such outputs are judged by
-their correlation with fp32's scores across the samples, in the build gate, in verification and in the signoff."""
+their correlation with fp32's scores across the samples, in the build gate, in verification and in the signoff.
+One value per token (`(batch, tokens, 1)`: a token-level regression, a one-label token classifier) is the same
+trap per token, and is judged by the correlation across the non-padding tokens."""
 import numpy as np
 import pytest
 
 from pipeline.build.gate import budget_text, metrics, within_budget
 from pipeline.config import compose_config
-from pipeline.verify.fidelity import LOGITS, SCORE, Limits, judge, output_kind, score_correlation
+from pipeline.verify.fidelity import LOGITS, SCORE, TOKEN_STATES, Limits, judge, output_kind, score_correlation
 from pipeline.verify.report import ProfileResult, contradictions
 
 RNG = np.random.default_rng(0)
@@ -48,3 +50,46 @@ def test_a_pass_whose_score_correlation_breaks_its_bound_is_a_contradiction():
     profile = ProfileResult(cpu="native", expected="pass", required=True, why="the host", status="pass", reason="",
                             fidelity={"score_correlation": 0.5}, thresholds={"min_cosine_mean": 0.98})
     assert contradictions(profile) == ["score_correlation 0.5 < min_cosine_mean 0.98"]
+
+
+# one value per token: 4 samples of 8 tokens, the last 3 of every row padding
+MASK = np.repeat([[1] * 5 + [0] * 3], 4, axis=0).astype(np.int64)
+TOKEN_FP32 = (RNG.standard_normal((4, 8, 1)) * 2 + 6).astype(np.float32)  # positive: every sign agrees
+TOKEN_CLOSE = TOKEN_FP32 + RNG.standard_normal(TOKEN_FP32.shape).astype(np.float32) * 0.05
+TOKEN_SHUFFLED = TOKEN_FP32.copy()
+TOKEN_SHUFFLED[MASK.astype(bool)] = TOKEN_FP32[MASK.astype(bool)][RNG.permutation(20)]
+
+
+@pytest.mark.parametrize("shape, model_kind, kind", [((4, 8, 1), "classifier", SCORE), ((4, 8, 1), "generic", SCORE),
+                                                     ((4, 8, 3), "classifier", LOGITS), ((4, 8, 3), "generic", TOKEN_STATES),
+                                                     ((4, 7, 1), "generic", "vector")])
+def test_one_value_per_token_is_a_score(shape, model_kind, kind):
+    assert output_kind("out", np.zeros(shape, np.float32), model_kind, MASK) == kind
+
+
+def test_token_scores_are_judged_by_correlation_over_the_tokens_that_count():
+    limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
+    passed = judge({"scores": TOKEN_CLOSE}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
+                   limits=limits, scales={"scores": 6.0})
+    failed = judge({"scores": TOKEN_SHUFFLED}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
+                   limits=limits, scales={"scores": 6.0})
+    assert passed.problems == [] and passed.summary["score_correlation"] > 0.99
+    assert failed.summary["score_correlation"] < 0.6
+    assert failed.problems == [f"scores: score correlation with fp32 across the tokens "
+                               f"{failed.summary['score_correlation']:.4f} < 0.98"]
+    # padding does not count: garbage there changes nothing
+    garbage = TOKEN_CLOSE.copy()
+    garbage[~MASK.astype(bool)] = -1000.0
+    padded = judge({"scores": garbage}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
+                   limits=limits, scales={"scores": 6.0})
+    assert padded.summary["score_correlation"] == passed.summary["score_correlation"]
+
+
+def test_the_gate_holds_token_scores_to_the_cosine_mean_budget():
+    verify_cfg = compose_config([]).verify
+    fp32 = metrics("classifier", TOKEN_FP32, TOKEN_FP32, None, MASK)
+    assert list(fp32) == ["score_correlation"] and fp32["score_correlation"] == pytest.approx(1.0)
+    assert within_budget("classifier", metrics("classifier", TOKEN_CLOSE, TOKEN_FP32, None, MASK), fp32, verify_cfg)[0]
+    ok, text = within_budget("classifier", metrics("classifier", TOKEN_SHUFFLED, TOKEN_FP32, None, MASK), fp32,
+                             verify_cfg)
+    assert not ok and text.startswith("score correlation with fp32")
