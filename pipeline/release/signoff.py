@@ -112,14 +112,19 @@ def _mb(size: int) -> str:
 
 
 def fidelity_words(profile: dict[str, Any]) -> str:
-    """The figures against their thresholds, e.g. `cosine mean 0.9913 >= 0.98, worst 0.9804 >= 0.95`."""
+    """The figures against their thresholds, e.g. `cosine mean 0.9913 >= 0.98, worst 0.9804 >= 0.95`. A figure of
+    the whole held-out set (a mean, an agreement rate, a correlation) is not judged on an emulated profile's few
+    samples, whose threshold is null: it is shown as such."""
     figures, limits = profile.get("fidelity") or {}, profile.get("thresholds") or {}
     parts = []
 
     def against(label, key, limit_key):
         if key in figures:
             limit = limits.get(limit_key)
-            sign = "" if limit is None else (" ≥ " if figures[key] >= limit else " < ") + f"{limit:g}"
+            if limit is None:
+                sign = " (not judged on these samples)" if limit_key in limits else ""
+            else:
+                sign = (" ≥ " if figures[key] >= limit else " < ") + f"{limit:g}"
             parts.append(f"{label} {figures[key]:.4f}{sign}")
     against("cosine mean", "cosine_mean", "min_cosine_mean")
     against("cosine worst", "cosine_worst", "min_cosine_worst")
