@@ -83,7 +83,8 @@ class HfFamily:
         self.input_names = self._input_names()
         self.output_names = ["logits"] if self.kind == "classifier" else [str(cfg.model.embedding_output)]
         # A sentence embedding is pooled and normalised as the checkpoint's modules.json says (sentence_head.py).
-        self.sentence_head = read_sentence_head(self.path) if self.output_names == ["sentence_embedding"] else None
+        self.sentence_head = read_sentence_head(self.path, cfg.model.prompt_name) \
+            if self.output_names == ["sentence_embedding"] else None
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -319,7 +320,8 @@ class HfFamily:
             return self.processor()([list(words) for words in examples], is_split_into_words=True, **options)
         if examples and isinstance(examples[0], tuple):
             return self.processor()([a for a, _ in examples], [b for _, b in examples], **options)
-        return self.processor()(list(examples), **options)
+        texts = self.sentence_head.prompted(examples) if self.sentence_head else list(examples)
+        return self.processor()(texts, **options)
 
     def encode_labels(self, examples: list, labels: list) -> np.ndarray:
         """Labels as the saved inputs need them: one class id per example; for token classification one per

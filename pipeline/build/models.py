@@ -60,7 +60,8 @@ class TextEmbeddingFamily:
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model.name_or_path)
         check_weight_files(self.path)
-        self.sentence_head = read_sentence_head(self.path)  # what follows the transformer: modules.json
+        # what follows the transformer (modules.json), and the prompt texts get (config_sentence_transformers.json)
+        self.sentence_head = read_sentence_head(self.path, cfg.model.prompt_name)
         self._tokenizer = None
 
     @property
@@ -138,7 +139,8 @@ class TextEmbeddingFamily:
 
     def encode(self, examples: list, pad_to_max_length: bool = False) -> dict[str, np.ndarray]:
         from calibration.readers import tokenize
-        return tokenize(self.tokenizer(), examples, self.cfg.model.max_length, pad_to_max_length)
+        return tokenize(self.tokenizer(), self.sentence_head.prompted(examples), self.cfg.model.max_length,
+                        pad_to_max_length)
 
 
 # --------------------------------------------------------------------------- digits CNN

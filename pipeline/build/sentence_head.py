@@ -10,6 +10,10 @@ without modules.json gets the mean of the tokens, L2-normalised.
 Modules quantgate does not export (Dense, LayerNorm, a pooling that weights or picks the last token, a
 transformer in a subfolder) are refused by name, never dropped silently: the artifact would compute another
 embedding than the checkpoint's.
+
+A checkpoint whose config_sentence_transformers.json names a `default_prompt_name` (e5- and bge-style retrieval
+models: "query: ") has that prompt put before every text by `encode`, so its traffic starts with it: calibration,
+validation and held-out texts get it too (`model.prompt_name` picks another of its prompts, '' none).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pathlib import Path
 from pipeline.errors import InputError
 
 MODULES_FILE = "modules.json"
+PROMPTS_FILE = "config_sentence_transformers.json"
 # The pooling modes exported, as sentence-transformers names them (each one's vectors concatenated in the order
 # the config lists them); the older boolean keys, in sentence-transformers' own concatenation order.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens")
@@ -35,6 +40,8 @@ class SentenceHead:
     pooling: tuple[str, ...] = ("mean",)
     normalize: bool = True
     source: str = NO_MODULES
+    prompt: str = ""  # put before every text, as SentenceTransformer.encode does; "" = none
+    prompt_source: str = ""  # where the prompt was read, e.g. "config_sentence_transformers.json default_prompt_name"
 
     def __post_init__(self):
         unknown = [mode for mode in self.pooling if mode not in POOLING_MODES]
@@ -44,8 +51,13 @@ class SentenceHead:
                              f"model=hf model.task=feature-extraction model.embedding_output=last_hidden_state")
 
     def describe(self) -> str:
+        prompt = f"; prompt {self.prompt!r} before every text ({self.prompt_source})" if self.prompt else ""
         return f"{' + '.join(self.pooling)} pooling, {'L2-normalised' if self.normalize else 'not normalised'} " \
-               f"({self.source})"
+               f"({self.source}){prompt}"
+
+    def prompted(self, texts: list) -> list:
+        """The texts as the model sees them from `SentenceTransformer.encode`: the prompt first."""
+        return [self.prompt + text for text in texts] if self.prompt else list(texts)
 
     def embed(self, hidden, attention_mask):
         """The sentence embedding (torch), from the transformer's last hidden state and the attention mask, as
@@ -73,11 +85,40 @@ class SentenceHead:
         return pooled / norm.clamp(min=1e-12)
 
 
-def read_sentence_head(folder: Path) -> SentenceHead:
-    """The head `folder`'s modules.json describes, or the default (mean, L2-normalised) when it has none."""
+def read_prompt(folder: Path, prompt_name: str | None) -> tuple[str, str]:
+    """(the prompt, where it was read): `prompt_name` of the checkpoint's prompts, its default prompt when None,
+    none when ''."""
+    if prompt_name == "":
+        return "", ""
+    where = f"{folder.name}/{PROMPTS_FILE}"
+    try:
+        config = json.loads((folder / PROMPTS_FILE).read_bytes()) if (folder / PROMPTS_FILE).is_file() else {}
+        prompts = config.get("prompts") or {}
+        default = config.get("default_prompt_name")
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise ValueError(f"prompts {prompts!r} is not a mapping of names to texts")
+    except (OSError, ValueError, AttributeError) as error:
+        raise InputError(f"{where} cannot be read ({error}); save the model again with sentence-transformers, or "
+                         f"remove {PROMPTS_FILE}") from None
+    name = default if prompt_name is None else prompt_name
+    if name is None:
+        return "", ""
+    if name not in prompts:
+        what = f"model.prompt_name={name}" if prompt_name is not None else f"its default_prompt_name {name!r}"
+        raise InputError(f"{where} has no prompt named {name!r} ({what}); its prompts: "
+                         f"{', '.join(map(repr, prompts)) or 'none'}; set model.prompt_name to one of them, or "
+                         f"model.prompt_name='' for none")
+    source = f"{where} default_prompt_name" if prompt_name is None else f"model.prompt_name={name}"
+    return prompts[name], source
+
+
+def read_sentence_head(folder: Path, prompt_name: str | None = None) -> SentenceHead:
+    """The head `folder`'s modules.json describes, or the default (mean, L2-normalised) when it has none; with the
+    prompt its texts get (read_prompt)."""
+    prompt, prompt_source = read_prompt(folder, prompt_name)
     listing = folder / MODULES_FILE
     if not listing.is_file():
-        return SentenceHead()
+        return SentenceHead(prompt=prompt, prompt_source=prompt_source)
     where = f"{folder.name}/{MODULES_FILE}"
     try:
         listed = json.loads(listing.read_bytes())
@@ -104,7 +145,15 @@ def read_sentence_head(folder: Path) -> SentenceHead:
         modes = (modes,) if isinstance(modes, str) else tuple(modes)
         if not all(isinstance(mode, str) for mode in modes):
             raise ValueError(f"pooling_mode {modes} is not a name or a list of names")
+        include_prompt = config.get("include_prompt", True)
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise InputError(f"{pooling_config}, the Pooling module's settings, cannot be read ({error}); save the model "
                          f"again with sentence-transformers") from None
-    return SentenceHead(pooling=modes, normalize=head[-1] == "Normalize", source=where)
+    if prompt and not include_prompt:
+        raise InputError(f"{pooling_config} leaves the prompt's tokens out of the pooling (include_prompt=false, as "
+                         f"INSTRUCTOR models do) and this build would put the prompt {prompt!r} ({prompt_source}) "
+                         f"before every text: quantgate does not export that pooling; build without the prompt "
+                         f"(model.prompt_name='') and apply it in your code, or export the token states "
+                         f"(model=hf model.task=feature-extraction model.embedding_output=last_hidden_state)")
+    return SentenceHead(pooling=modes, normalize=head[-1] == "Normalize", source=where, prompt=prompt,
+                        prompt_source=prompt_source)

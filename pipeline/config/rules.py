@@ -41,6 +41,12 @@ def _target(cfg) -> None:
 
 def _model(cfg) -> None:
     model = cfg.model
+    sentence_embedding = model.family == "text_embedding" or (
+        model.family == "hf" and model.task == "feature-extraction" and model.embedding_output == "sentence_embedding")
+    if model.prompt_name is not None and not sentence_embedding:
+        raise UsageError(f"model.prompt_name={model.prompt_name!r} applies to sentence embeddings only (model=minilm, "
+                         f"or model=hf model.task=feature-extraction with model.embedding_output=sentence_embedding); "
+                         f"put the prompt in your calibration texts instead, or leave model.prompt_name out")
     if model.family != "hf":
         return
     from pipeline.config.schema import HF_TASKS

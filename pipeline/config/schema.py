@@ -99,6 +99,10 @@ class ModelConfig:
     # `last_hidden_state`.
     task: Optional[str] = None  # one of HF_TASKS
     embedding_output: str = "sentence_embedding"
+    # A sentence embedding's prompt, put before every calibration, validation and held-out text as
+    # SentenceTransformer.encode does: a name from the checkpoint's config_sentence_transformers.json prompts;
+    # null = its default_prompt_name (none when it sets none); '' = no prompt.
+    prompt_name: Optional[str] = None
 
 
 @dataclass

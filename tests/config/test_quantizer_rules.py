@@ -24,6 +24,9 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/\w+' is vali
      "calibration.method=minmax only"),
     (["mode=qat", "mode.nodes_to_exclude=[node_gemm]"], "mode=qat fine-tunes and exports in torch"),
     (["mode.nodes_to_exclude=[a]", "mode.nodes_to_quantize=[a]"], "both name ['a']"),
+    (["model=digits_cnn", "model.prompt_name=query"], "model.prompt_name='query' applies to sentence embeddings only"),
+    (["model=hf", "model.name_or_path=x", "model.task=feature-extraction", "model.embedding_output=last_hidden_state",
+      "model.prompt_name=query"], "put the prompt in your calibration texts instead"),
 ])
 def test_refused_before_any_work(overrides, message):
     with pytest.raises(UsageError) as refused:
@@ -35,5 +38,6 @@ def test_knobs_that_apply_are_accepted():
     for overrides in (["mode.extra_options.WeightSymmetric=false", "mode.nodes_to_exclude=[node_gemm]"],
                       ["mode=static", "mode.extra_options.CalibMovingAverage=true",
                        "mode.extra_options.CalibMovingAverageConstant=0.05", "mode.op_types_to_quantize=[MatMul,Add]"],
-                      ["experiment=release"]):
+                      ["experiment=release"], ["model.prompt_name=query"], ["model.prompt_name=''"],
+                      ["model=hf", "model.name_or_path=x", "model.task=feature-extraction", "model.prompt_name=query"]):
         check(compose_config(overrides))

@@ -116,3 +116,29 @@ def test_a_fused_graph_the_shape_inference_cannot_type_is_refused_naming_model_f
     assert "build it unfused with model.fuse=false" in error and "Traceback" not in error
     assert published(tmp_path) == []
     assert main([*command, "model.fuse=false"]) == 0  # the fix it names
+
+
+def test_the_default_prompt_comes_first_in_every_split_as_encode_puts_it(tmp_path):
+    """An e5-style checkpoint: `encode` puts "query: " before every text, so traffic starts with it; calibrated on
+    bare texts, the artifact was calibrated, gated and verified on inputs it never sees."""
+    from sentence_transformers import SentenceTransformer
+    folder = sentence_transformers_checkpoint(tmp_path / "e5", "mean", normalize=True,
+                                              prompts={"query": "query: ", "passage": "passage: "},
+                                              default_prompt_name="query")
+    manifest = build(compose_config(["model=minilm", f"model.name_or_path={folder}", f"artifacts_dir={tmp_path}",
+                                     *SMALL]))
+    assert manifest.sentence_embedding.endswith("; prompt 'query: ' before every text "
+                                                "(e5/config_sentence_transformers.json default_prompt_name)")
+    family = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}"]))
+    for split, key in (("heldout.npz", "input_ids"), ("validation.npz", "input_ids"),
+                       ("calibration.npz", "0000.input_ids")):  # calibration: in batches
+        with np.load(manifest.path(split)) as arrays:
+            first = family.tokenizer().decode(arrays[key][0])
+        assert first.startswith("[CLS] query :"), (split, first)
+    texts = ["the first sentence", "and a second one, rather longer"]
+    encoded = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(texts)
+    np.testing.assert_allclose(run(manifest.path("reference.onnx"), family.encode(texts)), encoded, atol=1e-5)
+    bare = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}", "model.prompt_name=''"]))
+    assert bare.encode(["a text"])["input_ids"].tolist() == [family.tokenizer()("a text")["input_ids"]]
+    passage = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}", "model.prompt_name=passage"]))
+    assert family.tokenizer().decode(passage.encode(["a text"])["input_ids"][0]) == "[CLS] passage : a text [SEP]"

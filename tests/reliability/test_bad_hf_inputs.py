@@ -121,3 +121,15 @@ def test_a_sentence_transformers_module_quantgate_does_not_export_is_refused(tmp
     assert_user_error(result, "dense/modules.json lists Transformer -> Pooling -> Dense -> Normalize",
                       "model.embedding_output=last_hidden_state")
     assert published(tmp_path / "artifacts") == []
+
+
+def test_a_prompt_the_checkpoint_does_not_have_is_refused(tmp_path):
+    e5 = hf_checkpoints.sentence_transformers_checkpoint(tmp_path / "e5", "mean", normalize=True,
+                                                         prompts={"query": "query: ", "passage": "passage: "},
+                                                         default_prompt_name="query")
+    result = quantgate("build", "model=minilm", f"model.name_or_path={e5}", "model.prompt_name=question",
+                       f"artifacts_dir={tmp_path / 'artifacts'}", "verify.enabled=false", env=OFFLINE)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert_user_error(result, "e5/config_sentence_transformers.json has no prompt named 'question' "
+                              "(model.prompt_name=question); its prompts:", "'passage'", "model.prompt_name=''")
+    assert published(tmp_path / "artifacts") == []

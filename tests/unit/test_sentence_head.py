@@ -83,3 +83,41 @@ def test_what_is_not_exported_is_refused_by_name(tmp_path, case, expected):
     assert expected in str(refused.value)
     if case in ("dense", "weightedmean", "lasttoken"):
         assert "model.embedding_output=last_hidden_state" in str(refused.value)  # the way out
+
+
+def write_prompts(folder, prompts: dict, default):
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts,
+                                                                          "default_prompt_name": default}))
+    return folder
+
+
+def test_the_prompt_is_what_encode_puts_before_every_text(tmp_path):
+    write_prompts(write_checkpoint(tmp_path, {"pooling_mode": "mean"}, "Normalize"),
+                  {"query": "query: ", "passage": "passage: ", "document": ""}, "query")
+    head = read_sentence_head(tmp_path)
+    assert head.prompt == "query: " and head.prompted(["a", "b"]) == ["query: a", "query: b"]
+    assert head.describe().endswith(f"; prompt 'query: ' before every text "
+                                    f"({tmp_path.name}/config_sentence_transformers.json default_prompt_name)")
+    assert read_sentence_head(tmp_path, "passage").prompted(["a"]) == ["passage: a"]
+    for none in ("", "document"):
+        head = read_sentence_head(tmp_path, none)
+        assert head.prompt == "" and head.prompted(["a"]) == ["a"] and "before every text" not in head.describe()
+    write_prompts(tmp_path, {"query": "query: "}, None)  # prompts, no default: encode puts none
+    assert read_sentence_head(tmp_path).prompt == ""
+    assert read_sentence_head(tmp_path, "query").prompt == "query: "
+
+
+@pytest.mark.parametrize("prompts, default, prompt_name, pooling, expected", [
+    ({"query": "q: "}, None, "pasage", {}, "has no prompt named 'pasage' (model.prompt_name=pasage); its prompts: "
+                                           "'query'"),
+    ({"query": "q: "}, "search", None, {}, "has no prompt named 'search' (its default_prompt_name 'search')"),
+    ("q: ", None, None, {}, "config_sentence_transformers.json cannot be read (prompts 'q: ' is not a mapping"),
+    ({"query": "q: "}, "query", None, {"include_prompt": False}, "leaves the prompt's tokens out of the pooling"),
+])
+def test_a_prompt_that_cannot_be_applied_is_refused(tmp_path, prompts, default, prompt_name, pooling, expected):
+    write_prompts(write_checkpoint(tmp_path, {"pooling_mode": "mean", **pooling}), prompts, default)
+    with pytest.raises(InputError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        read_sentence_head(tmp_path, prompt_name)
+    # without a prompt, include_prompt=false changes nothing: read as before
+    if pooling:
+        assert read_sentence_head(tmp_path, "").prompt == ""
