@@ -68,6 +68,39 @@ def _linear_only_quantizer(config):
     return LinearOnlyQuantizer()
 
 
+def _floating_point_only(quantizer):
+    """`quantizer`, with its annotations kept to floating-point tensors.
+
+    X86InductorQuantizer (torchao 0.18) annotates binary ops whatever their dtype: RoBERTa's position ids
+    (`cumsum(input_ids != pad) * mask + pad`, int64) got observers, and the first training step died in
+    `fused_moving_avg_obs_fake_quant` ("expected scalar type Float but found Int"). Integer tensors are indices
+    and counts, never quantized: their inputs and outputs lose the annotation here.
+    """
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    def floating(node) -> bool:
+        value = node.meta.get("val") if hasattr(node, "meta") else None
+        return value is None or not hasattr(value, "dtype") or value.dtype.is_floating_point
+
+    class FloatingPointOnly(Quantizer):
+        def annotate(self, model):
+            quantizer.annotate(model)
+            for node in model.graph.nodes:
+                annotation = node.meta.get("quantization_annotation")
+                if annotation is None:
+                    continue
+                annotation.input_qspec_map = {source: spec for source, spec in annotation.input_qspec_map.items()
+                                              if floating(source)}
+                if not floating(node):
+                    annotation.output_qspec = None
+            return model
+
+        def validate(self, model):
+            quantizer.validate(model)
+
+    return FloatingPointOnly()
+
+
 def quantizer_for(record: QuantizationRecord, linear_only: bool = False, is_qat: bool = True):
     """The target's policy as a PT2E quantizer, matching what onnxruntime does for static.
 
@@ -90,7 +123,8 @@ def quantizer_for(record: QuantizationRecord, linear_only: bool = False, is_qat:
             return None if spec is None else dataclasses.replace(spec, dtype=torch.int8, quant_min=-128, quant_max=127)
         config = dataclasses.replace(config, input_activation=signed(config.input_activation),
                                      output_activation=signed(config.output_activation))
-    return _linear_only_quantizer(config) if linear_only else X86InductorQuantizer().set_global(config)
+    return _floating_point_only(_linear_only_quantizer(config) if linear_only
+                                else X86InductorQuantizer().set_global(config))
 
 
 def _batches(arrays: dict[str, np.ndarray], targets, batch_size: int, steps: int, seed: int):
