@@ -18,6 +18,14 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
+# Encoders whose learned position table bounds the sequence (config.json `max_position_embeddings`). RoBERTa's
+# lineage counts positions from pad_token_id + 1 (transformers' create_position_ids_from_input_ids), so that many
+# rows of the table are never a token's. Other architectures (relative or rotary positions) are not bounded here.
+POSITIONS_FROM_ZERO = frozenset({"albert", "bert", "distilbert", "electra", "ernie", "megatron-bert", "mobilebert",
+                                 "squeezebert"})
+POSITIONS_AFTER_PADDING = frozenset({"camembert", "data2vec-text", "mpnet", "roberta", "roberta-prelayernorm",
+                                     "xlm-roberta", "xlm-roberta-xl"})
+
 
 @dataclass
 class DataSplits:
@@ -119,3 +127,30 @@ def hub_cache_path(name: str) -> Path | None:
 
 def weights_digest(path: Path) -> str:
     return sha256_bytes("".join(f"{f.name}:{sha256_file(f)}\n" for f in weight_files(path)).encode())
+
+
+def max_tokens(config: dict) -> int | None:
+    """The longest sequence the checkpoint's position table holds, from its config.json; None when quantgate does
+    not know its positions to be a bounded table."""
+    table, model_type = config.get("max_position_embeddings"), config.get("model_type")
+    if not isinstance(table, int):
+        return None
+    if model_type in POSITIONS_FROM_ZERO:
+        return table
+    if model_type in POSITIONS_AFTER_PADDING:
+        pad = config.get("pad_token_id")
+        return table - (int(pad) if isinstance(pad, int) else 1) - 1
+    return None
+
+
+def check_max_length(max_length: int, config: dict, folder: Path) -> None:
+    """Refuse a model.max_length longer than the checkpoint has positions for: every text that long would stop
+    onnxruntime in the calibrate stage ("input_ids and position_ids shall have same sequence_length")."""
+    limit = max_tokens(config)
+    if limit is not None and max_length > limit:
+        table = config["max_position_embeddings"]
+        offset = f"; {config.get('model_type')} counts positions from pad_token_id + 1 = {table - limit}" \
+            if table != limit else ""
+        raise InputError(f"model.max_length={max_length} is longer than {folder.name} has positions for: {limit} "
+                         f"tokens (config.json max_position_embeddings={table}{offset}); set model.max_length={limit} "
+                         f"or less")

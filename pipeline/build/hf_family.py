@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import one_line
-from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
-                                        weights_digest)
+from pipeline.build.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
+                                        resolve_model_path, weights_digest)
 from pipeline.build.sentence_head import read_sentence_head
 from pipeline.errors import InputError, QuantgateError
 
@@ -77,6 +77,8 @@ class HfFamily:
                                  f"{', '.join(EMBEDDING_OUTPUTS)}")
         self.path = resolve_model_path(cfg.model.name_or_path)
         self.config = self._check_architecture()
+        if self.task in TEXT_TASKS:
+            check_max_length(int(cfg.model.max_length), self.config, self.path)
         check_weight_files(self.path)
         self._model = self._load_checked()
         self._processor = None

@@ -17,8 +17,8 @@ from pipeline.build.hf_family import HfFamily
 from pipeline.build.onnx_family import OnnxFamily
 from pipeline.build.sentence_head import read_sentence_head
 from pipeline.build.torch_family import TorchFamily
-from pipeline.build.checkpoints import (DataSplits, check_weight_files, dataset_identity, resolve_model_path,
-                                        weight_files)
+from pipeline.build.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
+                                        resolve_model_path, weight_files)
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
 
@@ -60,6 +60,7 @@ class TextEmbeddingFamily:
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model.name_or_path)
         check_weight_files(self.path)
+        check_max_length(int(cfg.model.max_length), json.loads((self.path / "config.json").read_bytes()), self.path)
         # what follows the transformer (modules.json), and the prompt texts get (config_sentence_transformers.json)
         self.sentence_head = read_sentence_head(self.path, cfg.model.prompt_name)
         self._tokenizer = None

@@ -133,3 +133,20 @@ def test_a_prompt_the_checkpoint_does_not_have_is_refused(tmp_path):
     assert_user_error(result, "e5/config_sentence_transformers.json has no prompt named 'question' "
                               "(model.prompt_name=question); its prompts:", "'passage'", "model.prompt_name=''")
     assert published(tmp_path / "artifacts") == []
+
+
+@pytest.mark.parametrize("model", ["minilm", "hf"])
+def test_max_length_longer_than_the_position_table_is_refused(tmp_path, model, made):
+    """Before: with calibration texts that long (sentence pairs, model=hf), a traceback from onnxruntime in the
+    calibrate stage (exit 70); with shorter ones (model=minilm), an artifact built for 600 tokens that no text over
+    512 can run through."""
+    extra = ["model.task=text-classification", f"model.name_or_path={made['text']}", "calibration=files",
+             f"calibration.data_files=[{made['csv']}]", "calibration.text_column=sentence",
+             "calibration.text_pair_column=pair"] if model == "hf" else []
+    result = quantgate("build", f"model={model}", "model.max_length=600", *extra,
+                       f"artifacts_dir={tmp_path / 'artifacts'}", "verify.enabled=false", env=OFFLINE)
+    assert result.returncode == 2, result.stderr[-2000:]
+    limit = "512 tokens (config.json max_position_embeddings=512)" if model == "minilm" else \
+        "128 tokens (config.json max_position_embeddings=128)"
+    assert_user_error(result, f"model.max_length=600 is longer than", f"has positions for: {limit}")
+    assert published(tmp_path / "artifacts") == []
