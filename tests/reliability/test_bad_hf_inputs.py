@@ -148,5 +148,5 @@ def test_max_length_longer_than_the_position_table_is_refused(tmp_path, model, m
     assert result.returncode == 2, result.stderr[-2000:]
     limit = "512 tokens (config.json max_position_embeddings=512)" if model == "minilm" else \
         "128 tokens (config.json max_position_embeddings=128)"
-    assert_user_error(result, f"model.max_length=600 is longer than", f"has positions for: {limit}")
+    assert_user_error(result, "model.max_length=600 is longer than", f"has positions for: {limit}")
     assert published(tmp_path / "artifacts") == []
