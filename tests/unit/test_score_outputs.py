@@ -17,6 +17,12 @@ SHUFFLED = FP32[RNG.permutation(32)]  # the same values on the wrong samples: a 
 CLOSE = FP32 + RNG.standard_normal(FP32.shape).astype(np.float32) * 0.05
 
 
+def judged(name, output, fp32, model_kind, mask):
+    limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
+    return judge({name: output}, {name: fp32}, model_kind=model_kind, mask=mask, labels=None, limits=limits,
+                 scales={name: 5.0})
+
+
 @pytest.mark.parametrize("shape, model_kind, kind", [((32, 1), "classifier", SCORE), ((32,), "generic", SCORE),
                                                      ((32, 1), "embedding", SCORE), ((32, 3), "classifier", LOGITS)])
 def test_one_value_per_sample_is_a_score(shape, model_kind, kind):
@@ -27,11 +33,7 @@ def test_scores_are_judged_by_correlation_not_by_their_sign():
     assert score_correlation(CLOSE, FP32) > 0.99 and score_correlation(SHUFFLED, FP32) < 0.5
     assert score_correlation(np.full((4, 1), 2.0), np.full((4, 1), 2.0)) == 1.0  # constant and equal
     assert score_correlation(np.full((4, 1), 3.0), np.full((4, 1), 2.0)) == 0.0
-    limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
-    passed = judge({"logits": CLOSE}, {"logits": FP32}, model_kind="classifier", mask=None, labels=None,
-                   limits=limits, scales={"logits": 5.0})
-    failed = judge({"logits": SHUFFLED}, {"logits": FP32}, model_kind="classifier", mask=None, labels=None,
-                   limits=limits, scales={"logits": 5.0})
+    passed, failed = (judged("logits", output, FP32, "classifier", None) for output in (CLOSE, SHUFFLED))
     assert passed.problems == [] and passed.summary["score_correlation"] > 0.99
     assert len(failed.problems) == 1 and "logits: score correlation with fp32" in failed.problems[0]
 
@@ -68,11 +70,7 @@ def test_one_value_per_token_is_a_score(shape, model_kind, kind):
 
 
 def test_token_scores_are_judged_by_correlation_over_the_tokens_that_count():
-    limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
-    passed = judge({"scores": TOKEN_CLOSE}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
-                   limits=limits, scales={"scores": 6.0})
-    failed = judge({"scores": TOKEN_SHUFFLED}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
-                   limits=limits, scales={"scores": 6.0})
+    passed, failed = (judged("scores", output, TOKEN_FP32, "generic", MASK) for output in (TOKEN_CLOSE, TOKEN_SHUFFLED))
     assert passed.problems == [] and passed.summary["score_correlation"] > 0.99
     assert failed.summary["score_correlation"] < 0.6
     assert failed.problems == [f"scores: score correlation with fp32 across the tokens "
@@ -80,8 +78,7 @@ def test_token_scores_are_judged_by_correlation_over_the_tokens_that_count():
     # padding does not count: garbage there changes nothing
     garbage = TOKEN_CLOSE.copy()
     garbage[~MASK.astype(bool)] = -1000.0
-    padded = judge({"scores": garbage}, {"scores": TOKEN_FP32}, model_kind="generic", mask=MASK, labels=None,
-                   limits=limits, scales={"scores": 6.0})
+    padded = judged("scores", garbage, TOKEN_FP32, "generic", MASK)
     assert padded.summary["score_correlation"] == passed.summary["score_correlation"]
 
 
