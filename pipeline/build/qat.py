@@ -79,8 +79,8 @@ def _floating_point_only(quantizer):
     from torchao.quantization.pt2e.quantizer import Quantizer
 
     def floating(node) -> bool:
-        value = node.meta.get("val") if hasattr(node, "meta") else None
-        return value is None or not hasattr(value, "dtype") or value.dtype.is_floating_point
+        dtype = getattr(node.meta.get("val"), "dtype", None)  # the exported tensor's (fake) value
+        return dtype is None or dtype.is_floating_point
 
     class FloatingPointOnly(Quantizer):
         def annotate(self, model):

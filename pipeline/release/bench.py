@@ -237,8 +237,8 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         "fp32_graph": "fused" if unfused is not None else "as exported",
         "fused_operators": manifest.fusion.operators if manifest.fusion else {},
         "size_bytes": {name: path.stat().st_size for name, path in models.items()},
-        "fidelity": {name: metrics(manifest.model_kind, outputs[name], outputs["fp32"], None, heldout.get("attention_mask"))
-                     for name in ("int8", "plain_int8")},
+        "fidelity": {name: metrics(manifest.model_kind, outputs[name], outputs["fp32"], None,
+                                   heldout.get("attention_mask")) for name in ("int8", "plain_int8")},
         "fidelity_samples": len(outputs["fp32"]),
         "sequence_length": int(inputs["attention_mask"].shape[1]) if "attention_mask" in inputs else None,
         "latency": {}, "ratios": {},

@@ -140,5 +140,6 @@ def test_the_default_prompt_comes_first_in_every_split_as_encode_puts_it(tmp_pat
     np.testing.assert_allclose(run(manifest.path("reference.onnx"), family.encode(texts)), encoded, atol=1e-5)
     bare = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}", "model.prompt_name=''"]))
     assert bare.encode(["a text"])["input_ids"].tolist() == [family.tokenizer()("a text")["input_ids"]]
-    passage = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}", "model.prompt_name=passage"]))
+    passage = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}",
+                                           "model.prompt_name=passage"]))
     assert family.tokenizer().decode(passage.encode(["a text"])["input_ids"][0]) == "[CLS] passage : a text [SEP]"

@@ -62,9 +62,9 @@ TOKEN_SHUFFLED = TOKEN_FP32.copy()
 TOKEN_SHUFFLED[MASK.astype(bool)] = TOKEN_FP32[MASK.astype(bool)][RNG.permutation(20)]
 
 
-@pytest.mark.parametrize("shape, model_kind, kind", [((4, 8, 1), "classifier", SCORE), ((4, 8, 1), "generic", SCORE),
-                                                     ((4, 8, 3), "classifier", LOGITS), ((4, 8, 3), "generic", TOKEN_STATES),
-                                                     ((4, 7, 1), "generic", "vector")])
+@pytest.mark.parametrize("shape, model_kind, kind", [
+    ((4, 8, 1), "classifier", SCORE), ((4, 8, 1), "generic", SCORE), ((4, 8, 3), "classifier", LOGITS),
+    ((4, 8, 3), "generic", TOKEN_STATES), ((4, 7, 1), "generic", "vector")])
 def test_one_value_per_token_is_a_score(shape, model_kind, kind):
     assert output_kind("out", np.zeros(shape, np.float32), model_kind, MASK) == kind
 
