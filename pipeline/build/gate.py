@@ -198,6 +198,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     say(f"gate: validation {description}: {'within budget' if ok else 'OVER BUDGET'}")
     limit, per_step = int(verify_cfg.fallback_max_excluded_nodes), max(1, int(verify_cfg.fallback_nodes_per_step))
     can_fall_back = verify_cfg.build_gate and manifest.quantization.mode in ("static", "dynamic")
+    nothing_left = False
     while not ok and can_fall_back and len(fallback.excluded_nodes) < limit:
         with tempfile.TemporaryDirectory() as scratch:
             probe = _qdq_probe(cfg, manifest, fallback.excluded_nodes, Path(scratch))
@@ -205,6 +206,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
                                           list(cfg.mode.op_types_to_quantize), fallback.excluded_nodes)
         chosen = [name for name, _ in ranked[: min(per_step, limit - len(fallback.excluded_nodes))]]
         if not chosen:
+            nothing_left = True
             break
         fallback.excluded_nodes.extend(chosen)
         mode = manifest.quantization.mode
@@ -228,10 +230,16 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} node(s) out of {manifest.quantization.mode} int8: " + ", ".join(
             f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float)) for s in fallback.steps)
-        hint = ("QAT has no fp32 fallback; train longer (mode.qat_steps) or use mode=static"
-                if manifest.quantization.mode == "qat" else
-                f"stopped at verify.fallback_max_excluded_nodes={limit}; raise it, calibrate with more data, or "
-                f"relax the budget in verify/")
+        mode = manifest.quantization.mode
+        if mode == "qat":
+            hint = "QAT has no fp32 fallback; train longer (mode.qat_steps) or use mode=static"
+        elif nothing_left:
+            hint = (f"no quantized node is left to take out of {mode} int8 (the fallback took out "
+                    f"{', '.join(fallback.excluded_nodes) or 'none'}); keep nodes fp32 with "
+                    f"mode.nodes_to_exclude=[...], calibrate with more data, or relax the budget in verify/")
+        else:
+            hint = (f"stopped at verify.fallback_max_excluded_nodes={limit}; raise it, calibrate with more data, or "
+                    f"relax the budget in verify/")
         raise QuantgateError(f"the int8 model is over its accuracy budget on the validation split: {description}. "
                              f"Steps: {steps}. {hint}")
     return manifest

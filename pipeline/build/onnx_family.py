@@ -98,6 +98,26 @@ def check_fp32(model, where: str) -> None:
                                  f"{fix_precision}")
 
 
+def name_every_node(model):
+    """`model` with a unique name on every node: unnamed ones get `<op type>_<n>`, a name used twice gets a suffix.
+    The accuracy gate takes nodes out of int8 by name (onnxruntime's nodes_to_exclude), so an unnamed node could
+    never be taken out, and one of two nodes sharing a name not alone."""
+    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    taken, named = {node.name for node in nodes if node.name}, set()
+    for index, node in enumerate(nodes):
+        if node.name and node.name not in named:  # the first node of a name keeps it
+            named.add(node.name)
+            continue
+        base = node.name or f"{node.op_type}_{index}"
+        name, suffix = base, 2
+        while name in taken:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        node.name = name
+        taken.add(name)
+        named.add(name)
+    return model
+
+
 def read_model(path_text: str):
     """The ONNX model at model.path with its external data, checked; refused in words if it cannot be used."""
     import onnx
@@ -129,7 +149,7 @@ def read_model(path_text: str):
     except (onnx.checker.ValidationError, ValueError) as error:
         raise InputError(f"model.path={path_text!r} is not a valid ONNX model ({one_line(error)})") from None
     check_fp32(model, f"model.path={path_text!r}")
-    return upgrade_opset(model, f"model.path={path_text!r}")
+    return name_every_node(upgrade_opset(model, f"model.path={path_text!r}"))
 
 
 def external_files(path: Path, model) -> list[Path]:

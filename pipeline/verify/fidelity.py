@@ -8,9 +8,10 @@ Every output of the model is judged, whatever its rank:
   classifier), `score` (one value per sample, a reranker's or a regression's score or a one-logit classifier,
   or one value per token, `(batch, tokens, 1)`; the cosine of one number is only its sign, so scores are judged
   by their correlation with fp32's across the samples, or across the non-padding tokens, held to the
-  cosine-mean bound), `token_states` (an output whose first two axes are the batch and the sequence of an
-  `attention_mask`: cosine per non-padding token, and after pooling when asked), `vector` (cosine per
-  sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
+  cosine-mean bound), `ids` (an integer output: a class id from ArgMax, a tag per token; the share of values
+  equal to fp32's, at non-padding positions, held to the top-1 agreement bound), `token_states` (an output whose
+  first two axes are the batch and the sequence of an `attention_mask`: cosine per non-padding token, and after
+  pooling when asked), `vector` (cosine per sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
   outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.
 
 Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LOGITS, SCORE, TOKEN_STATES, VECTOR = "logits", "score", "token_states", "vector"
+IDS, LOGITS, SCORE, TOKEN_STATES, VECTOR = "ids", "logits", "score", "token_states", "vector"
 WORST_SHOWN = 5  # worst values listed per profile in verify.json and the signoff
 
 
@@ -128,6 +129,8 @@ def score_correlation(output: np.ndarray, reference: np.ndarray) -> float:
 
 
 def output_kind(name: str, output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
+    if not np.issubdtype(output.dtype, np.floating):
+        return IDS
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
         return LOGITS
     if score_values(output, mask) is not None:
@@ -171,6 +174,11 @@ def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.
     sample or per non-padding token otherwise (and after pooling, when asked, for token states)."""
     if kind == LOGITS:
         return classification_figures(output, reference, mask, labels)
+    if kind == IDS:
+        equal = output == reference
+        if mask is not None and output.ndim >= 2 and output.shape[:2] == mask.shape:
+            equal = equal[mask.astype(bool)]
+        return {"top1_agreement": float(equal.mean()) if equal.size else 1.0}
     if kind == SCORE:
         return {"score_correlation": score_correlation(score_values(output, mask), score_values(reference, mask))}
     tokens = token_mask(mask, output) if kind == TOKEN_STATES else None
@@ -201,9 +209,10 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
     figures |= kind_figures(kind, a, b, mask, labels, limits.pooling)
     problems = []
-    if kind == LOGITS:
+    if kind in (LOGITS, IDS):
         if limits.min_top1_agreement is not None and figures["top1_agreement"] < limits.min_top1_agreement:
-            problems.append(f"{name}: top-1 agreement {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
+            what = "top-1 agreement" if kind == LOGITS else "share of values equal to fp32's"
+            problems.append(f"{name}: {what} {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
         for what, key, limit in (("accuracy", "accuracy", limits.max_accuracy_drop),
                                  ("macro-F1", "macro_f1", limits.max_macro_f1_drop)):
             if limit is not None and key in figures and figures[f"reference_{key}"] - figures[key] > limit:
