@@ -90,3 +90,16 @@ def test_the_gate_holds_token_scores_to_the_cosine_mean_budget():
     ok, text = within_budget("classifier", metrics("classifier", TOKEN_SHUFFLED, TOKEN_FP32, None, MASK), fp32,
                              verify_cfg)
     assert not ok and text.startswith("score correlation with fp32")
+
+
+def test_too_few_scores_for_a_correlation_are_judged_element_wise_only():
+    """One sample (an emulated profile's) or two (always +-1): no correlation figure, nor a verdict from one; the
+    element-wise bound still holds. One sample used to count as 0.0 whenever int8 noise moved it at all."""
+    for n in (1, 2):
+        close = judged("logits", CLOSE[:n], FP32[:n], "classifier", None)
+        assert "score_correlation" not in close.summary and close.problems == []
+        limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97, max_scaled_error=0.01)
+        far = judge({"logits": FP32[:n] + 1.0}, {"logits": FP32[:n]}, model_kind="classifier", mask=None,
+                    labels=None, limits=limits, scales={"logits": 5.0})
+        assert far.problems == ["logits: max error 0.2x the output's scale > 0.01"]
+    assert "score_correlation" in judged("logits", CLOSE[:3], FP32[:3], "classifier", None).summary
