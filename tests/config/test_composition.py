@@ -14,9 +14,6 @@ from pipeline.config.compose import NOT_GROUPS, config_groups
 from pipeline.config.schema import GROUP_SCHEMAS, QuantgateConfig
 from pipeline.isa.targets import PROFILES, load_profile, required_cpu_features
 
-# experiment=release selects our joblib launcher file, which Hydra validates against the plugin's schema
-# and warns about (pipeline/__init__.py silences it; pytest resets filters per test).
-pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/\w+' is validated:UserWarning")
 
 GROUPS = {group: choices for group, choices in config_groups().items() if not group.startswith("hydra/")}
 TARGETS = GROUPS["target"]

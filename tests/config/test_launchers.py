@@ -11,9 +11,6 @@ from pipeline.config import CONF_DIR
 from pipeline.config.compose import register_configs
 from tests.conftest import REPO
 
-# Our launcher files share the plugins' names, so Hydra validates them against the plugins' schemas
-# and warns that this is deprecated (pipeline/__init__.py silences it; pytest resets filters per test).
-pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/\w+' is validated:UserWarning")
 
 LAUNCHERS = {
     "joblib": ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "hydra_plugins.hydra_joblib_launcher"),

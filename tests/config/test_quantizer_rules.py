@@ -5,8 +5,6 @@ from pipeline.config import compose_config
 from pipeline.config.rules import check
 from pipeline.errors import UsageError
 
-# experiment=release selects the joblib launcher file, which Hydra validates against the plugin's schema and warns.
-pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/\w+' is validated:UserWarning")
 
 
 @pytest.mark.parametrize("overrides, message", [
