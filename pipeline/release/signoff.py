@@ -281,7 +281,9 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     overrides = manifest.build.config_overrides if manifest.build else []
     facts = {
         "name": name, "folder": str(folder), "model": manifest.model, "mode": manifest.mode, "target": manifest.target,
-        "model_kind": manifest.model_kind, "model_file": manifest.model_file, "verify_status": (verify or {}).get("status", "not_verified"),
+        "model_kind": manifest.model_kind, "model_file": manifest.model_file,
+        # what a deployment must do to texts and outputs: the pooling, and a prompt before every text
+        "sentence_embedding": manifest.sentence_embedding, "verify_status": (verify or {}).get("status", "not_verified"),
         "size": {"int8_bytes": manifest.model_size_bytes, "fp32_bytes": manifest.reference_size_bytes,
                  "ratio": manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)},
         "latency": latency_figures(verify), "model_sha256": manifest.model_sha256,
