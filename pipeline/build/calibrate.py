@@ -121,6 +121,15 @@ def run(cfg, manifest: Manifest) -> Manifest:
         batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
                    for start in range(0, len(calibration), batch_size)]
         save_batches(manifest.path(manifest.calibration_file), batches)
+        head = getattr(family, "sentence_head", None)
+        if head is not None and head.prompt:
+            say(f"calibrate: every text gets the prompt {head.prompt!r} first ({head.prompt_source}), as "
+                f"SentenceTransformer.encode does")
+            doubled = sum(isinstance(text, str) and text.startswith(head.prompt) for text in calibration.examples)
+            if doubled:
+                say(f"calibrate: {doubled} of {len(calibration)} calibration texts already start with "
+                    f"{head.prompt!r} and now read {head.prompt * 2!r}...; if your traffic carries the prompt, "
+                    f"build with model.prompt_name=''")
         if calibration_cfg.source in TEXT_SOURCES:
             max_length = int(cfg.model.max_length)
             cut = rows_at_max_length(batches, max_length)

@@ -3,6 +3,7 @@
 the int8 artifact is judged against that; the pooling is in the reference cache's key. (A module quantgate does not
 export: tests/reliability/test_bad_hf_inputs.py.)"""
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -118,15 +119,28 @@ def test_a_fused_graph_the_shape_inference_cannot_type_is_refused_naming_model_f
     assert main([*command, "model.fuse=false"]) == 0  # the fix it names
 
 
-def test_the_default_prompt_comes_first_in_every_split_as_encode_puts_it(tmp_path):
+def test_the_default_prompt_comes_first_in_every_split_as_encode_puts_it(tmp_path, capfd):
     """An e5-style checkpoint: `encode` puts "query: " before every text, so traffic starts with it; calibrated on
-    bare texts, the artifact was calibrated, gated and verified on inputs it never sees."""
+    bare texts, the artifact was calibrated, gated and verified on inputs it never sees. Texts that already carry
+    the prompt are counted, with the way out."""
     from sentence_transformers import SentenceTransformer
+
+    from tests.fixtures.hf_checkpoints import topic_sentences
     folder = sentence_transformers_checkpoint(tmp_path / "e5", "mean", normalize=True,
                                               prompts={"query": "query: ", "passage": "passage: "},
                                               default_prompt_name="query")
+    texts = [("query: " if i % 2 else "") + sentence for i, (sentence, _) in enumerate(topic_sentences()[:40])]
+    data = tmp_path / "traffic.jsonl"
+    data.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     manifest = build(compose_config(["model=minilm", f"model.name_or_path={folder}", f"artifacts_dir={tmp_path}",
-                                     *SMALL]))
+                                     "calibration=files", f"calibration.data_files=[{data}]", *SMALL]))
+    said = capfd.readouterr().err
+    assert "every text gets the prompt 'query: ' first (e5/config_sentence_transformers.json default_prompt_name)" \
+        in said
+    doubled = sum(text.startswith("query: ") for text in texts)
+    assert re.search(r"(\d+) of 16 calibration texts already start with 'query: ' and now read 'query: query: '"
+                     r"\.\.\.; if your traffic carries the prompt, build with model.prompt_name=''", said), said
+    assert 0 < int(re.search(r"(\d+) of 16 calibration texts already", said).group(1)) <= doubled
     assert manifest.sentence_embedding.endswith("; prompt 'query: ' before every text "
                                                 "(e5/config_sentence_transformers.json default_prompt_name)")
     family = model_family(compose_config(["model=minilm", f"model.name_or_path={folder}"]))
