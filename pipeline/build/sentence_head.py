@@ -105,9 +105,10 @@ def read_prompt(folder: Path, prompt_name: str | None) -> tuple[str, str]:
         return "", ""
     if name not in prompts:
         what = f"model.prompt_name={name}" if prompt_name is not None else f"its default_prompt_name {name!r}"
-        raise InputError(f"{where} has no prompt named {name!r} ({what}); its prompts: "
-                         f"{', '.join(map(repr, prompts)) or 'none'}; set model.prompt_name to one of them, or "
-                         f"model.prompt_name='' for none")
+        fix = (f"its prompts: {', '.join(map(repr, prompts))}; set model.prompt_name to one of them, or "
+               f"model.prompt_name='' for none") if prompts else \
+            "it has no prompts; leave model.prompt_name out, or put the prompt in your calibration texts"
+        raise InputError(f"{where} has no prompt named {name!r} ({what}); {fix}")
     source = f"{where} default_prompt_name" if prompt_name is None else f"model.prompt_name={name}"
     return prompts[name], source
 

@@ -112,6 +112,8 @@ def test_the_prompt_is_what_encode_puts_before_every_text(tmp_path):
                                            "'query'"),
     ({"query": "q: "}, "search", None, {}, "has no prompt named 'search' (its default_prompt_name 'search')"),
     ("q: ", None, None, {}, "config_sentence_transformers.json cannot be read (prompts 'q: ' is not a mapping"),
+    ({}, None, "query", {}, "has no prompt named 'query' (model.prompt_name=query); it has no prompts; leave "
+                            "model.prompt_name out"),
     ({"query": "q: "}, "query", None, {"include_prompt": False}, "leaves the prompt's tokens out of the pooling"),
 ])
 def test_a_prompt_that_cannot_be_applied_is_refused(tmp_path, prompts, default, prompt_name, pooling, expected):
