@@ -34,7 +34,7 @@ def test_a_reranker_score_is_held_to_its_correlation_with_fp32(tmp_path):
     assert native["score_correlation"] >= 0.98 and "cosine_mean" not in native
 
 
-def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path):
+def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path, capfd):
     """(batch, tokens, 1): per-token cosine is each token's sign, so it too could not fail."""
     _, words = hf_checkpoints.token_classifier(tmp_path, steps=0)
     model = hf_checkpoints.token_score_model(tmp_path / "token-scores")
@@ -48,3 +48,6 @@ def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path
     native = json.loads(manifest.path("verify.json").read_text())["profiles"]["native"]
     assert native["fidelity_by_output"]["logits"]["kind"] == "score"
     assert 0.98 <= native["fidelity"]["score_correlation"] < 1.0 and "cosine_mean" not in native["fidelity"]
+    table = capfd.readouterr()
+    native_row = next(line for line in (table.out + table.err).splitlines() if line.strip().startswith("native "))
+    assert f"score_correlation {native['fidelity']['score_correlation']:.4g}" in native_row
