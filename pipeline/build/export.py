@@ -19,11 +19,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from calibration.errors import one_line
 from pipeline.build import reproducible
 from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
 from pipeline.manifest import DEBUG_DIR, FusionRecord, Manifest, atomic_write_bytes
 from pipeline.build.models import model_family
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError, QuantgateError
 from pipeline.progress import say, step
 
 
@@ -41,6 +42,25 @@ def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names:
             output_names=output_names, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
         program.save(str(target), external_data=False)
         return target.read_bytes()
+
+
+def export_torchscript_instead(cfg, family, error: Exception) -> bytes:
+    """A transformers architecture the dynamo exporter cannot take (Swin's windowed views of a dynamic batch: "Cannot
+    view a tensor with shape [4*s99, 16, 2, 8]"), exported by the TorchScript exporter, as Optimum exports it; both
+    failing is refused in words, with the way around quantgate's exporters."""
+    import torch
+
+    say(f"export: the dynamo exporter cannot export {cfg.model.name} ({one_line(error, limit=300)}); trying the "
+        f"TorchScript exporter")
+    torch.manual_seed(int(cfg.model.seed))
+    try:
+        return export_torchscript(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
+                                  family.input_names, family.output_names, int(cfg.model.opset))
+    except Exception as second:  # noqa: BLE001 - any exporter failure: the model cannot be exported here
+        raise InputError(f"neither of torch's ONNX exporters can export {family.source_name}: dynamo: "
+                         f"{one_line(error, limit=300)}; TorchScript: {one_line(second, limit=300)}. Export it to "
+                         f"ONNX with a dynamic batch axis yourself (e.g. optimum-cli export onnx) and build it with "
+                         f"model=onnx model.path=FILE.onnx calibration=npz calibration.path=INPUTS.npz") from None
 
 
 def export_torchscript(model, example_inputs: tuple, dynamic_shapes: tuple, input_names: list[str],
@@ -139,9 +159,9 @@ def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
                     onnx_bytes = export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
                                              family.input_names, family.output_names, int(cfg.model.opset))
                 except Exception as error:
-                    if not hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
-                        raise
-                    raise family.export_refused(error) from None
+                    if hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
+                        raise family.export_refused(error) from None
+                    onnx_bytes = export_torchscript_instead(cfg, family, error)
     onnx_bytes, opset = fit_to_runtime(env, cfg, onnx_bytes)
     model = fuse(cfg, manifest, family, onnx_bytes) if fused else onnx.load_from_string(onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to

@@ -106,17 +106,21 @@ class HfFamily:
                 f"{_short_list(supported)}. Tasks model=hf exports: {', '.join(TASKS)}")
         if self.kind == "classifier":
             architectures = config.get("architectures") or []
-            head_class = self._task_class_name(model_type)
-            suffix = head_class[head_class.index("For"):]  # ForSequenceClassification
-            if architectures and not any(suffix in name for name in architectures):
+            head_classes = self._task_class_names(model_type)
+            suffixes = {name[name.index("For"):] for name in head_classes if "For" in name}  # ForImageClassification
+            if architectures and not any(suffix in name for suffix in suffixes for name in architectures):
                 raise QuantgateError(
                     f"{self.path.name} is a {', '.join(architectures)} checkpoint without the {self.task} head "
-                    f"({head_class}); give a checkpoint fine-tuned for {self.task}, or model.task=feature-extraction")
+                    f"({' or '.join(head_classes)}); give a checkpoint fine-tuned for {self.task}, or "
+                    f"model.task=feature-extraction")
         return config
 
-    def _task_class_name(self, model_type: str) -> str:
+    def _task_class_names(self, model_type: str) -> tuple[str, ...]:
+        """The transformers classes of this task for `model_type`: one, or several (DeiT's image classifier with
+        and without its distillation head)."""
         from transformers.models.auto import modeling_auto
-        return getattr(modeling_auto, TASKS[self.task][1])[model_type]
+        names = getattr(modeling_auto, TASKS[self.task][1])[model_type]
+        return (names,) if isinstance(names, str) else tuple(names)
 
     def _load_checked(self, attention: str | None = None):
         import transformers

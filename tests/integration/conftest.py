@@ -14,7 +14,7 @@ def digits_release(tmp_path_factory):
     release = tmp_path_factory.mktemp("artifacts") / "rc1"
     good = [*FAST, "mode=static", f"artifacts_dir={release}"]
     # An impossible bar (int8 equal to fp32 to the last bit): verification fails on `native`, the build's gate does not
-    # (for a labelled classifier it budgets the accuracy drop instead).
+    # (it budgets agreement and accuracy, not element-wise errors).
     bad = [*FAST, "mode=dynamic", "verify.max_abs_error=0", f"artifacts_dir={release}"]
     assert quantize_task(compose_config(good), good) == 0
     assert quantize_task(compose_config(bad), bad) == 1
