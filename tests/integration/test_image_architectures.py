@@ -33,7 +33,8 @@ def test_swin_is_exported_by_the_torchscript_exporter_and_verifies(tmp_path, ima
             "calibration=images", f"calibration.path={images}", "calibration.n_samples=16",
             "calibration.n_validation=16", "calibration.n_heldout=16", "mode=static", "target=avx2",
             "verify.profiles=[haswell,native]", "verify.reference_cpu=native", "verify.emulated_max_samples=2",
-            f"artifacts_dir={tmp_path / 'artifacts'}"]
+            # untrained: near ties may flip on another CPU's kernels; that it exports and runs is the point here
+            "verify.min_top1_agreement=0.75", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
     assert "the dynamo exporter cannot export swin" in capfd.readouterr().err
     manifest = Manifest.load(tmp_path / "artifacts" / "swin-static-avx2")

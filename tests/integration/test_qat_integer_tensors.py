@@ -21,7 +21,8 @@ def test_qat_of_roberta_observes_floating_point_tensors_only(tmp_path):
             "calibration=files", f"calibration.data_files=[{data}]", "calibration.text_column=sentence",
             "calibration.n_samples=32", "calibration.n_validation=16", "calibration.n_heldout=16", "mode=qat",
             "mode.qat_steps=10", "target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native",
-            f"artifacts_dir={tmp_path / 'artifacts'}"]
+            # untrained: near ties may flip on another CPU's kernels; that QAT trains and the artifact runs is the point
+            "verify.min_top1_agreement=0.75", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
     manifest = Manifest.load(tmp_path / "artifacts" / "roberta-qat-avx2")
     assert manifest.qat["steps"] == 10
