@@ -51,7 +51,7 @@ def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.n
         outputs, reference = [outputs], [reference]
     result: dict[str, float] = {}
     for output, expected in zip(outputs, reference):
-        judged_as = fidelity.output_kind("", expected, kind, mask)
+        judged_as = fidelity.output_kind(expected, kind, mask)
         figures = fidelity.kind_figures(judged_as, output.astype(np.float64), expected.astype(np.float64),
                                         mask, labels)
         for key in GATED_FIGURES:

@@ -131,7 +131,8 @@ def score_correlation(output: np.ndarray, reference: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def output_kind(name: str, output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
+def output_kind(output: np.ndarray, model_kind: str, mask: np.ndarray | None) -> str:
+    """How an output is judged (the module's docstring): by its dtype, the model's kind and its shape."""
     if not np.issubdtype(output.dtype, np.floating):
         return IDS
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
@@ -264,7 +265,7 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, m
         if name not in outputs:
             judgement.problems.append(f"{name}: the artifact has no such output (it has {sorted(outputs)})")
             continue
-        kind = output_kind(name, ref, model_kind, mask)
+        kind = output_kind(ref, model_kind, mask)
         figures, problems = judge_output(name, kind, outputs[name], ref, mask, labels, limits, scales[name])
         judgement.by_output[name] = figures
         judgement.problems += problems

@@ -54,8 +54,8 @@ def test_an_integer_output_is_judged_by_the_share_of_values_equal_to_fp32s():
     fp32 = np.arange(32, dtype=np.int64) % 4
     flipped = fp32.copy()
     flipped[5] = (flipped[5] + 1) % 4
-    assert output_kind("label", fp32, "classifier", None) == IDS
-    assert output_kind("label", fp32, "generic", None) == IDS
+    assert output_kind(fp32, "classifier", None) == IDS
+    assert output_kind(fp32, "generic", None) == IDS
     limits = Limits(min_cosine_mean=0.98, min_cosine_worst=0.95, min_top1_agreement=0.97)
     judged = judge({"label": flipped}, {"label": fp32}, model_kind="classifier", mask=None, labels=None,
                    limits=limits, scales={"label": 2.0})

@@ -26,7 +26,7 @@ def judged(name, output, fp32, model_kind, mask):
 @pytest.mark.parametrize("shape, model_kind, kind", [((32, 1), "classifier", SCORE), ((32,), "generic", SCORE),
                                                      ((32, 1), "embedding", SCORE), ((32, 3), "classifier", LOGITS)])
 def test_one_value_per_sample_is_a_score(shape, model_kind, kind):
-    assert output_kind("out", np.zeros(shape, np.float32), model_kind, None) == kind
+    assert output_kind(np.zeros(shape, np.float32), model_kind, None) == kind
 
 
 def test_scores_are_judged_by_correlation_not_by_their_sign():
@@ -66,7 +66,7 @@ TOKEN_SHUFFLED[MASK.astype(bool)] = TOKEN_FP32[MASK.astype(bool)][RNG.permutatio
     ((4, 8, 1), "classifier", SCORE), ((4, 8, 1), "generic", SCORE), ((4, 8, 3), "classifier", LOGITS),
     ((4, 8, 3), "generic", TOKEN_STATES), ((4, 7, 1), "generic", "vector")])
 def test_one_value_per_token_is_a_score(shape, model_kind, kind):
-    assert output_kind("out", np.zeros(shape, np.float32), model_kind, MASK) == kind
+    assert output_kind(np.zeros(shape, np.float32), model_kind, MASK) == kind
 
 
 def test_token_scores_are_judged_by_correlation_over_the_tokens_that_count():
