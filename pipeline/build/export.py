@@ -54,8 +54,10 @@ def export_torchscript_instead(cfg, family, error: Exception) -> bytes:
         f"TorchScript exporter")
     torch.manual_seed(int(cfg.model.seed))
     try:
-        return export_torchscript(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
-                                  family.input_names, family.output_names, int(cfg.model.opset))
+        with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, TorchScript "
+                  f"exporter)"):
+            return export_torchscript(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
+                                      family.input_names, family.output_names, int(cfg.model.opset))
     except Exception as second:  # noqa: BLE001 - any exporter failure: the model cannot be exported here
         raise InputError(f"neither of torch's ONNX exporters can export {family.source_name}: dynamo: "
                          f"{one_line(error, limit=300)}; TorchScript: {one_line(second, limit=300)}. Export it to "
@@ -148,20 +150,22 @@ def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
         import torch
 
         exporter = "TorchScript exporter, eager attention" if fused else "dynamo exporter"
-        with step(f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"):
-            torch.manual_seed(int(cfg.model.seed))
-            if fused:
+        label = f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"
+        torch.manual_seed(int(cfg.model.seed))
+        if fused:
+            with step(label):
                 onnx_bytes = export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
                                                 family.dynamic_shapes(), family.input_names, family.output_names,
                                                 int(cfg.model.opset))
-            else:
-                try:
+        else:
+            try:
+                with step(label):
                     onnx_bytes = export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
                                              family.input_names, family.output_names, int(cfg.model.opset))
-                except Exception as error:
-                    if hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
-                        raise family.export_refused(error) from None
-                    onnx_bytes = export_torchscript_instead(cfg, family, error)
+            except Exception as error:
+                if hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
+                    raise family.export_refused(error) from None
+                onnx_bytes = export_torchscript_instead(cfg, family, error)
     onnx_bytes, opset = fit_to_runtime(env, cfg, onnx_bytes)
     model = fuse(cfg, manifest, family, onnx_bytes) if fused else onnx.load_from_string(onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to

@@ -60,13 +60,10 @@ def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.n
     return result
 
 
-def heldout_accuracy(outputs, labels: np.ndarray, mask: np.ndarray | None) -> float | None:
-    """Accuracy on the held-out split of the first output whose argmax has the labels' shape (per labelled,
-    non-padding token for a token classifier); None when no output does."""
-    for output in outputs if isinstance(outputs, list) else [outputs]:
-        if output.ndim >= 2 and output.shape[-1] > 1 and output.argmax(-1).shape == labels.shape:
-            return fidelity.classification_figures(output, output, mask, labels).get("accuracy")
-    return None
+def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """Accuracy on the held-out split, as `metrics` judges logits (per labelled, non-padding token for a token
+    classifier); None when no output is judged against the labels."""
+    return metrics(kind, outputs, outputs, labels, mask).get("accuracy")
 
 
 def budget_text(fp32: dict[str, float], verify_cfg) -> str:
@@ -186,7 +183,8 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
     fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
-    if heldout_labels is not None and (correct := heldout_accuracy(reference_heldout, heldout_labels, heldout_mask)) is not None:
+    if heldout_labels is not None and (
+            correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask)) is not None:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
@@ -228,7 +226,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
         heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
-        if (correct := heldout_accuracy(heldout_outputs, heldout_labels, heldout_mask)) is not None:
+        if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} node(s) out of {manifest.quantization.mode} int8: " + ", ".join(

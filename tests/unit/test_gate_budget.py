@@ -4,7 +4,7 @@ accuracy 0.125 in fp32 and int8) passed the gate while int8 changed a fifth of i
 failed the published build on top-1 agreement."""
 import numpy as np
 
-from pipeline.build.gate import budget_text, metrics, within_budget
+from pipeline.build.gate import budget_text, heldout_accuracy, metrics, within_budget
 from pipeline.config import compose_config
 
 RNG = np.random.default_rng(0)
@@ -28,3 +28,17 @@ def test_agreement_is_held_even_when_accuracy_does_not_move():
     assert not ok and words.startswith(f"top-1 agreement 0.8000 (budget >= {verify_cfg.min_top1_agreement}); "
                                        f"accuracy {fp32['accuracy']:.4f} vs fp32")
     assert within_budget("classifier", fp32, fp32, verify_cfg)[0]
+
+
+def test_heldout_accuracy_is_judged_as_the_gate_judges_logits():
+    """Per labelled, non-padding token for a token classifier; none for a model that is not a classifier, even
+    when an output's argmax happens to have the labels' shape."""
+    assert heldout_accuracy("classifier", [FP32], LABELS, None) == float((FP32.argmax(1) == LABELS).mean())
+    tokens = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+    labels = tokens.argmax(-1)
+    labels[0, 0] = (labels[0, 0] + 1) % 3  # wrong, but on padding
+    labels[1, 1] = -100  # ignored
+    labels[1, 2] = (labels[1, 2] + 1) % 3  # wrong and counted
+    mask = np.array([[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    assert heldout_accuracy("classifier", [tokens], labels, mask) == 6 / 7
+    assert heldout_accuracy("embedding", [FP32], LABELS, None) is None
