@@ -211,10 +211,12 @@ def _length(example) -> int:
     return len(example) if isinstance(example, str) else sum(len(part) for part in example)
 
 
-def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, words: bool = False) -> dict:
+def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, words: bool = False,
+                       multi_label: bool = False) -> dict:
     """Examples of a text model from files, a hub dataset or pydoc_topics: `examples` (texts; (text, pair)
     tuples with calibration.text_pair_column; word tuples when `words`, for token classification), and
-    `labels` (class ids of `id2label`, per word when `words`) when calibration.label_column is set."""
+    `labels` (class ids of `id2label`, per word when `words`; with `multi_label`, each row's list of labels as a
+    sorted tuple of ids, a single value counting as a list of one) when calibration.label_column is set."""
     source = getattr(calibration_cfg.source, "value", calibration_cfg.source)
     pair_column, label_column = calibration_cfg.text_pair_column, calibration_cfg.label_column
     if source == "pydoc_topics":
@@ -265,6 +267,13 @@ def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, 
                                        f"{tags!r})")
             kept_labels.append(tuple(label_ids(list(tags), id2label, f"{label_where}, row {row + 1}", names)))
         return {"examples": examples, "labels": kept_labels}
+    if multi_label:
+        sets = []
+        for row in keep:
+            value = labels[row]
+            value = list(value) if isinstance(value, (list, tuple)) else [value]
+            sets.append(tuple(sorted(set(label_ids(value, id2label, f"{label_where}, row {row + 1}", names)))))
+        return {"examples": examples, "labels": sets}
     return {"examples": examples, "labels": label_ids([labels[row] for row in keep], id2label, label_where, names)}
 
 

@@ -53,6 +53,10 @@ TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification
 FUSABLE_MODEL_TYPES = frozenset({"bert", "camembert", "data2vec-text", "distilbert", "electra", "ernie", "roberta",
                                  "xlm-roberta", "xlm-roberta-xl"})
 EMBEDDING_OUTPUTS = ("sentence_embedding", "last_hidden_state")
+CLASSIFIER_KINDS = ("classifier", "multi_label")
+# transformers trains these heads with a sigmoid per label (BCEWithLogitsLoss) when config.problem_type says
+# multi_label_classification; token classification is always one label per token.
+MULTI_LABEL_TASKS = ("text-classification", "image-classification")
 SHOWN = 25  # architectures named in a refusal
 
 
@@ -77,13 +81,15 @@ class HfFamily:
                                  f"{', '.join(EMBEDDING_OUTPUTS)}")
         self.path = resolve_model_path(cfg.model.name_or_path)
         self.config = self._check_architecture()
+        if self.task in MULTI_LABEL_TASKS and self.config.get("problem_type") == "multi_label_classification":
+            self.kind = "multi_label"  # a sigmoid per label: judged by label sets, not argmax (fidelity.py)
         if self.task in TEXT_TASKS:
             check_max_length(int(cfg.model.max_length), self.config, self.path)
         check_weight_files(self.path)
         self._model = self._load_checked()
         self._processor = None
         self.input_names = self._input_names()
-        self.output_names = ["logits"] if self.kind == "classifier" else [str(cfg.model.embedding_output)]
+        self.output_names = ["logits"] if self.kind in CLASSIFIER_KINDS else [str(cfg.model.embedding_output)]
         # A sentence embedding is pooled and normalised as the checkpoint's modules.json says (sentence_head.py).
         self.sentence_head = read_sentence_head(self.path, cfg.model.prompt_name) \
             if self.output_names == ["sentence_embedding"] else None
@@ -104,7 +110,7 @@ class HfFamily:
                 f"{self.path.name}: architecture {model_type!r} cannot be exported for model.task={self.task} "
                 f"(transformers has no {TASKS[self.task][0]} for it); supported model types for {self.task}: "
                 f"{_short_list(supported)}. Tasks model=hf exports: {', '.join(TASKS)}")
-        if self.kind == "classifier":
+        if self.kind in CLASSIFIER_KINDS:
             architectures = config.get("architectures") or []
             head_classes = self._task_class_names(model_type)
             suffixes = {name[name.index("For"):] for name in head_classes if "For" in name}  # ForImageClassification
@@ -173,7 +179,7 @@ class HfFamily:
 
     @property
     def id2label(self) -> dict[int, str] | None:
-        labels = self._model.config.id2label if self.kind == "classifier" else None
+        labels = self._model.config.id2label if self.kind in CLASSIFIER_KINDS else None
         return {int(k): str(v) for k, v in labels.items()} if labels else None
 
     @property
@@ -290,7 +296,8 @@ class HfFamily:
             for example, path in zip(loaded["examples"], loaded["paths"]):
                 self._decode(example, path)  # the model's own preprocessing takes every image, before any work
         else:
-            loaded = load_text_examples(calibration_cfg, self.id2label, words=self.task == "token-classification")
+            loaded = load_text_examples(calibration_cfg, self.id2label, words=self.task == "token-classification",
+                                        multi_label=self.kind == "multi_label")
         examples, labels = loaded["examples"], loaded["labels"]
         if source == "images":
             from pipeline.build.reproducible import portable_path_value
@@ -330,8 +337,14 @@ class HfFamily:
         return self.processor()(texts, **options)
 
     def encode_labels(self, examples: list, labels: list) -> np.ndarray:
-        """Labels as the saved inputs need them: one class id per example; for token classification one per
-        token, on the first sub-word of each word (-100 elsewhere and on padding, as transformers trains)."""
+        """Labels as the saved inputs need them: one class id per example; for a multi-label classifier a row of
+        0/1 per label (multi-hot); for token classification one id per token, on the first sub-word of each word
+        (-100 elsewhere and on padding, as transformers trains)."""
+        if self.kind == "multi_label":
+            multi_hot = np.zeros((len(labels), len(self.id2label)), dtype=np.int64)
+            for row, ids in enumerate(labels):
+                multi_hot[row, list(ids) if isinstance(ids, (list, tuple)) else [ids]] = 1
+            return multi_hot
         if self.task != "token-classification":
             return np.asarray(labels, dtype=np.int64)
         encoded = self._tokenize(examples)

@@ -20,6 +20,9 @@ from omegaconf import MISSING
 class ModelKind(StrEnum):
     embedding = "embedding"  # fidelity: cosine similarity of output vectors
     classifier = "classifier"  # fidelity: top-1 agreement (and accuracy with labels)
+    # independent yes/no labels (sigmoid, not softmax: transformers' problem_type multi_label_classification):
+    # fidelity: the share of samples whose set of labels equals fp32's (and subset accuracy, macro-F1 with labels)
+    multi_label = "multi_label"
     generic = "generic"  # fidelity: every output element-wise on its own scale and by cosine per sample
 
 

@@ -337,6 +337,8 @@ def build_time(folder: Path, manifest: Manifest, work: Path, runs: int) -> dict[
 def _fid(figures: dict[str, float]) -> str:
     if "score_correlation" in figures:
         return f"score r {figures['score_correlation']:.4f}"
+    if "label_set_agreement" in figures:
+        return f"label sets {figures['label_set_agreement']:.3f}"
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 

@@ -129,6 +129,7 @@ def fidelity_words(profile: dict[str, Any]) -> str:
     against("cosine mean", "cosine_mean", "min_cosine_mean")
     against("cosine worst", "cosine_worst", "min_cosine_worst")
     against("top-1 agreement", "top1_agreement", "min_top1_agreement")
+    against("label-set agreement", "label_set_agreement", "min_top1_agreement")
     against("score correlation", "score_correlation", "min_cosine_mean")
     if "accuracy" in figures:
         parts.append(f"accuracy {figures['accuracy']:.3f} (fp32 {figures.get('reference_accuracy', float('nan')):.3f})")
@@ -162,7 +163,8 @@ def latency_figures(verify: dict[str, Any] | None) -> dict[str, Any] | None:
 
 # (figure, threshold, +1 when the figure must be at least the threshold, -1 when at most): margin = how far inside
 MARGINS = (("cosine_worst", "min_cosine_worst", 1), ("cosine_mean", "min_cosine_mean", 1),
-           ("top1_agreement", "min_top1_agreement", 1), ("score_correlation", "min_cosine_mean", 1),
+           ("top1_agreement", "min_top1_agreement", 1), ("label_set_agreement", "min_top1_agreement", 1),
+           ("score_correlation", "min_cosine_mean", 1),
            ("max_abs_error", "max_abs_error", -1),
            ("max_scaled_error", "max_scaled_error", -1))
 

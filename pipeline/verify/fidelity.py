@@ -4,15 +4,21 @@ Every output of the model is judged, whatever its rank:
 
 - element-wise, on the output's own scale (the RMS of the fp32 reference over the positions that count),
   so a few destroyed values show even when a whole-vector cosine stays at 0.9999;
-- by its kind: `logits` (a classifier: argmax along the last axis, at every position of a token
-  classifier), `score` (one value per sample, a reranker's or a regression's score or a one-logit classifier,
-  or one value per token, `(batch, tokens, 1)`; the cosine of one number is only its sign, so scores are judged
-  by their correlation with fp32's across the samples, or across the non-padding tokens, held to the
-  cosine-mean bound), `ids` (an integer output: a class id from ArgMax, a tag per token; the share of values
-  equal to fp32's, at non-padding positions, held to the top-1 agreement bound), `token_states` (an output whose
-  first two axes are the batch and the sequence of an `attention_mask`: cosine per non-padding token, and after
-  pooling when asked), `vector` (cosine per sample over the flattened output). Models of kind `embedding` and `generic` (a model a user brings, whose
-  outputs mean nothing quantgate knows) are judged as token states or vectors; only `classifier` gives logits.
+- by its kind:
+  - `logits` (a classifier: argmax along the last axis, at every position of a token classifier);
+  - `label_sets` (a multi-label classifier's independent yes/no labels: a logit above 0, or above 0.5 for outputs
+    that are probabilities; the share of samples whose set of labels equals fp32's, held to the top-1 agreement
+    bound; with multi-hot labels, subset accuracy and macro-F1 over the labels);
+  - `score` (one value per sample, a reranker's or a regression's score or a one-logit classifier, or one value
+    per token, `(batch, tokens, 1)`; the cosine of one number is only its sign, so scores are judged by their
+    correlation with fp32's across the samples, or across the non-padding tokens, held to the cosine-mean bound);
+  - `ids` (an integer output: a class id from ArgMax, a tag per token; the share of values equal to fp32's, at
+    non-padding positions, held to the top-1 agreement bound);
+  - `token_states` (an output whose first two axes are the batch and the sequence of an `attention_mask`: cosine
+    per non-padding token, and after pooling when asked);
+  - `vector` (cosine per sample over the flattened output).
+  Models of kind `embedding` and `generic` (a model a user brings, whose outputs mean nothing quantgate knows) are
+  judged as token states or vectors; only `classifier` gives logits and only `multi_label` label sets.
 
 Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
 profile's outputs are also compared with the same artifact's outputs on the reference CPU, on the
@@ -31,7 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IDS, LOGITS, SCORE, TOKEN_STATES, VECTOR = "ids", "logits", "score", "token_states", "vector"
+IDS, LABEL_SETS, LOGITS, SCORE, TOKEN_STATES, VECTOR = "ids", "label_sets", "logits", "score", "token_states", "vector"
+# The figure each kind of decision is held to `verify.min_top1_agreement` by, and its name in words.
+AGREEMENT = {LOGITS: ("top1_agreement", "top-1 agreement"), IDS: ("top1_agreement", "share of values equal to fp32's"),
+             LABEL_SETS: ("label_set_agreement", "label-set agreement")}
 WORST_SHOWN = 5  # worst values listed per profile in verify.json and the signoff
 # A correlation of fewer values says nothing (two are always +-1, one has none): such scores are judged element-wise
 # only (one emulated sample, a padding check of two).
@@ -95,6 +104,43 @@ def classification_figures(output: np.ndarray, reference: np.ndarray, mask: np.n
     return figures
 
 
+def label_decisions(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each label's yes or no, for the output and fp32's: a logit above 0 (sigmoid above 0.5), or, when fp32's values
+    all lie in [0, 1] (a graph that applies the sigmoid itself), a probability above 0.5."""
+    probabilities = reference.size > 0 and float(reference.min()) >= 0.0 and float(reference.max()) <= 1.0
+    threshold = 0.5 if probabilities else 0.0
+    return output > threshold, reference > threshold
+
+
+def binary_macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """The mean over labels (last axis) of each label's F1, over labels that occur in the truth or the predictions,
+    on (examples, labels) boolean arrays."""
+    true_positive = (predicted & truth).sum(0).astype(np.float64)
+    denominator = (predicted.sum(0) + truth.sum(0)).astype(np.float64)
+    occurring = denominator > 0
+    return float(np.mean(2 * true_positive[occurring] / denominator[occurring])) if occurring.any() else 1.0
+
+
+def multi_label_figures(output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
+                        labels: np.ndarray | None) -> dict[str, float]:
+    """The share of samples (non-padding tokens, per token) whose set of labels equals fp32's, and of single label
+    decisions; with multi-hot labels of the output's shape, subset accuracy (the whole set right) and macro-F1
+    over the labels, of both."""
+    predicted, expected = label_decisions(output, reference)
+    tokens = token_mask(mask, output)
+    counted = tokens if tokens is not None else np.ones(predicted.shape[:-1], bool)
+    same = predicted == expected
+    sets = same.all(-1)[counted]
+    figures = {"label_set_agreement": float(sets.mean()) if sets.size else 1.0,
+               "label_agreement": float(same[counted].mean()) if sets.size else 1.0}
+    if labels is not None and labels.shape == predicted.shape and counted.any():
+        truth = labels[counted] > 0
+        for prefix, decided in (("", predicted[counted]), ("reference_", expected[counted])):
+            figures[f"{prefix}accuracy"] = float((decided == truth).all(-1).mean())
+            figures[f"{prefix}macro_f1"] = binary_macro_f1(decided, truth)
+    return figures
+
+
 @dataclass
 class Judgement:
     """Figures per output, a flat summary (the worst of each figure over outputs), and what broke a bound."""
@@ -135,6 +181,8 @@ def output_kind(output: np.ndarray, model_kind: str, mask: np.ndarray | None) ->
     """How an output is judged (the module's docstring): by its dtype, the model's kind and its shape."""
     if not np.issubdtype(output.dtype, np.floating):
         return IDS
+    if model_kind == "multi_label" and output.ndim >= 2:
+        return LABEL_SETS
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
         return LOGITS
     if score_values(output, mask) is not None:
@@ -178,6 +226,8 @@ def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.
     sample or per non-padding token otherwise (and after pooling, when asked, for token states)."""
     if kind == LOGITS:
         return classification_figures(output, reference, mask, labels)
+    if kind == LABEL_SETS:
+        return multi_label_figures(output, reference, mask, labels)
     if kind == IDS:
         equal = output == reference
         if mask is not None and output.ndim >= 2 and output.shape[:2] == mask.shape:
@@ -216,10 +266,10 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
     figures |= kind_figures(kind, a, b, mask, labels, limits.pooling)
     problems = []
-    if kind in (LOGITS, IDS):
-        if limits.min_top1_agreement is not None and figures["top1_agreement"] < limits.min_top1_agreement:
-            what = "top-1 agreement" if kind == LOGITS else "share of values equal to fp32's"
-            problems.append(f"{name}: {what} {figures['top1_agreement']:.4f} < {limits.min_top1_agreement}")
+    if kind in AGREEMENT:
+        key, what = AGREEMENT[kind]
+        if limits.min_top1_agreement is not None and figures[key] < limits.min_top1_agreement:
+            problems.append(f"{name}: {what} {figures[key]:.4f} < {limits.min_top1_agreement}")
         for what, key, limit in (("accuracy", "accuracy", limits.max_accuracy_drop),
                                  ("macro-F1", "macro_f1", limits.max_macro_f1_drop)):
             if limit is not None and key in figures and figures[f"reference_{key}"] - figures[key] > limit:
@@ -251,7 +301,8 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
 
 SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
                  "score_correlation": min,
-                 "top1_agreement": min, "accuracy": min, "reference_accuracy": min,
+                 "top1_agreement": min, "label_set_agreement": min, "label_agreement": min,
+                 "accuracy": min, "reference_accuracy": min,
                  "macro_f1": min, "reference_macro_f1": min, "max_abs_error": max,
                  "max_scaled_error": max, "max_rel_error": max}
 

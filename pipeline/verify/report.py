@@ -161,7 +161,8 @@ def contradictions(profile: ProfileResult) -> list[str]:
                                                     (profile.fidelity_by_output or {}).items()]
     lower = (("cosine_mean", "min_cosine_mean"), ("cosine_worst", "min_cosine_worst"),
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
-             ("top1_agreement", "min_top1_agreement"), ("score_correlation", "min_cosine_mean"))
+             ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
+             ("score_correlation", "min_cosine_mean"))
     upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"))
     for where, figures in figure_sets:
         for key, limit in lower:
