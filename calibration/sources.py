@@ -177,14 +177,16 @@ def class_names(table, column: str) -> list[str] | None:
     return list(names) if names else None
 
 
-def label_ids(values: list, id2label: dict[int, str], where: str, names: list[str] | None = None) -> list[int]:
+def label_ids(values: list, id2label: dict[int, str], where: str, names: list[str] | None = None,
+              numbers: list[int] | None = None, unit: str = "row") -> list[int]:
     """Labels as the model's class ids: a name of its id2label (case-insensitive), or an id inside it. A
-    `ClassLabel` column's ids are read as its names first. Anything else is refused, naming the row."""
+    `ClassLabel` column's ids are read as its names first. Anything else is refused, naming its `unit` by its
+    number (`numbers`, from 1 by default: the file's row numbers when rows were skipped)."""
     label2id = {str(name).lower(): int(index) for index, name in id2label.items()}
     default_names = all(str(name) == f"LABEL_{index}" for index, name in id2label.items())
     shown = ", ".join(f"{index}: {name!r}" for index, name in sorted(id2label.items())[:12])
     ids = []
-    for number, value in enumerate(values, start=1):
+    for number, value in zip(numbers or range(1, len(values) + 1), values):
         if names is not None and isinstance(value, int) and 0 <= value < len(names):
             name = names[value]
             if str(name).lower() in label2id:
@@ -201,7 +203,7 @@ def label_ids(values: list, id2label: dict[int, str], where: str, names: list[st
         if isinstance(number_value, int) and not isinstance(number_value, bool) and number_value in id2label:
             ids.append(number_value)
             continue
-        raise CalibrationError(f"{where}, row {number}: label {value!r} is outside the model's labels (id2label "
+        raise CalibrationError(f"{where}, {unit} {number}: label {value!r} is outside the model's labels (id2label "
                                f"{{{shown}{', ...' if len(id2label) > 12 else ''}}}); give the model's label names "
                                f"or ids 0..{len(id2label) - 1}, or a checkpoint trained on these labels")
     return ids
@@ -209,6 +211,17 @@ def label_ids(values: list, id2label: dict[int, str], where: str, names: list[st
 
 def _length(example) -> int:
     return len(example) if isinstance(example, str) else sum(len(part) for part in example)
+
+
+def label_sets(values: list, rows: list[int], id2label: dict[int, str], where: str,
+               names: list[str] | None = None) -> list[tuple[int, ...]]:
+    """A multi-label classifier's labels: each value a list of names or ids of `id2label` (a single value is a list
+    of one), as a sorted tuple of ids; `rows` number the values in `where` (from 0)."""
+    sets = []
+    for row, value in zip(rows, values):
+        value = list(value) if isinstance(value, (list, tuple)) else [value]
+        sets.append(tuple(sorted(set(label_ids(value, id2label, f"{where}, row {row + 1}", names, unit="label")))))
+    return sets
 
 
 def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, words: bool = False,
@@ -265,19 +278,17 @@ def load_text_examples(calibration_cfg, id2label: dict[int, str] | None = None, 
                 raise CalibrationError(f"{label_where}, row {row + 1}: token classification needs one label per word "
                                        f"of calibration.text_column ({len(examples[len(kept_labels)])} words, got "
                                        f"{tags!r})")
-            kept_labels.append(tuple(label_ids(list(tags), id2label, f"{label_where}, row {row + 1}", names)))
+            kept_labels.append(tuple(label_ids(list(tags), id2label, f"{label_where}, row {row + 1}", names,
+                                               unit="word")))
         return {"examples": examples, "labels": kept_labels}
     if multi_label:
-        sets = []
-        for row in keep:
-            value = labels[row]
-            value = list(value) if isinstance(value, (list, tuple)) else [value]
-            sets.append(tuple(sorted(set(label_ids(value, id2label, f"{label_where}, row {row + 1}", names)))))
-        return {"examples": examples, "labels": sets}
-    return {"examples": examples, "labels": label_ids([labels[row] for row in keep], id2label, label_where, names)}
+        return {"examples": examples, "labels": label_sets([labels[row] for row in keep], keep, id2label,
+                                                           label_where, names)}
+    return {"examples": examples, "labels": label_ids([labels[row] for row in keep], id2label, label_where, names,
+                                                      numbers=[row + 1 for row in keep])}
 
 
-def load_images(calibration_cfg, id2label: dict[int, str] | None = None) -> dict:
+def load_images(calibration_cfg, id2label: dict[int, str] | None = None, multi_label: bool = False) -> dict:
     """An image folder (datasets' `imagefolder`: one subfolder per class) or a hub dataset with an image column:
     `examples` (each image's encoded bytes), `paths` and `labels` (class ids of `id2label`: the folder names, or
     calibration.label_column). Every image is decoded once here: one that cannot be is refused by its file."""
@@ -330,8 +341,10 @@ def load_images(calibration_cfg, id2label: dict[int, str] | None = None) -> dict
     if label_column and label_column in table.column_names:
         if id2label is None:
             raise CalibrationError(f"{where} has labels but the model has no id2label")
-        labels = label_ids(list(table[label_column]), id2label, f"{where} labels ({label_column})",
-                           class_names(table, label_column))
+        values, label_where = list(table[label_column]), f"{where} labels ({label_column})"
+        labels = label_sets(values, list(range(len(values))), id2label, label_where,
+                            class_names(table, label_column)) if multi_label else \
+            label_ids(values, id2label, label_where, class_names(table, label_column))
     elif calibration_cfg.label_column:
         raise CalibrationError(f"calibration.label_column={label_column!r} is not a column of {where}; columns: "
                                f"{table.column_names}")

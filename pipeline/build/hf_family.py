@@ -292,7 +292,7 @@ class HfFamily:
             raise QuantgateError(f"model.task={self.task} calibrates on text: use calibration=files, hub or "
                                  f"pydoc_topics; got calibration={source}")
         if image_task:
-            loaded = load_images(calibration_cfg, self.id2label)
+            loaded = load_images(calibration_cfg, self.id2label, multi_label=self.kind == "multi_label")
             for example, path in zip(loaded["examples"], loaded["paths"]):
                 self._decode(example, path)  # the model's own preprocessing takes every image, before any work
         else:

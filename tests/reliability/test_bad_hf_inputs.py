@@ -77,13 +77,15 @@ def test_image_that_cannot_be_decoded_is_named(tmp_path, made):
 
 
 def test_labels_outside_id2label(tmp_path, made):
+    """Named by the file's row: a text too short to keep before it does not shift the number."""
     data = tmp_path / "labels.csv"
-    data.write_text("sentence,label\n" + "".join(f"A sentence long enough to be kept: number {i}.,{label}\n"
-                                                 for i, label in enumerate(["debugger", "string-methods", "weather"])))
+    data.write_text("sentence,label\nHi,debugger\n" + "".join(
+        f"A sentence long enough to be kept: number {i}.,{label}\n"
+        for i, label in enumerate(["debugger", "string-methods", "weather"])))
     result = refused(tmp_path, f"model.name_or_path={made['text']}", "model.task=text-classification",
                      "calibration=files", f"calibration.data_files=[{data}]", "calibration.text_column=sentence",
                      "calibration.label_column=label")
-    assert_user_error(result, "row 3: label 'weather' is outside the model's labels",
+    assert_user_error(result, "row 4: label 'weather' is outside the model's labels",
                       "0: 'debugger', 1: 'string-methods', 2: 'typesmapping'")
 
 
