@@ -55,8 +55,9 @@ FUSABLE_MODEL_TYPES = frozenset({"bert", "camembert", "data2vec-text", "distilbe
 EMBEDDING_OUTPUTS = ("sentence_embedding", "last_hidden_state")
 CLASSIFIER_KINDS = ("classifier", "multi_label")
 # transformers trains these heads with a sigmoid per label (BCEWithLogitsLoss) when config.problem_type says
-# multi_label_classification; token classification is always one label per token.
-MULTI_LABEL_TASKS = ("text-classification", "image-classification")
+# multi_label_classification, and with MSE (values, not classes) when it says regression; token classification is
+# always one label per token.
+PROBLEM_TYPE_TASKS = ("text-classification", "image-classification")
 SHOWN = 25  # architectures named in a refusal
 
 
@@ -81,15 +82,18 @@ class HfFamily:
                                  f"{', '.join(EMBEDDING_OUTPUTS)}")
         self.path = resolve_model_path(cfg.model.name_or_path)
         self.config = self._check_architecture()
-        if self.task in MULTI_LABEL_TASKS and self.config.get("problem_type") == "multi_label_classification":
+        problem = self.config.get("problem_type") if self.task in PROBLEM_TYPE_TASKS else None
+        if problem == "multi_label_classification":
             self.kind = "multi_label"  # a sigmoid per label: judged by label sets, not argmax (fidelity.py)
+        elif problem == "regression":
+            self.kind = "generic"  # values, not classes: argmax of several regressed values means nothing
         if self.task in TEXT_TASKS:
             check_max_length(int(cfg.model.max_length), self.config, self.path)
         check_weight_files(self.path)
         self._model = self._load_checked()
         self._processor = None
         self.input_names = self._input_names()
-        self.output_names = ["logits"] if self.kind in CLASSIFIER_KINDS else [str(cfg.model.embedding_output)]
+        self.output_names = ["logits"] if self.task != "feature-extraction" else [str(cfg.model.embedding_output)]
         # A sentence embedding is pooled and normalised as the checkpoint's modules.json says (sentence_head.py).
         self.sentence_head = read_sentence_head(self.path, cfg.model.prompt_name) \
             if self.output_names == ["sentence_embedding"] else None
@@ -110,7 +114,7 @@ class HfFamily:
                 f"{self.path.name}: architecture {model_type!r} cannot be exported for model.task={self.task} "
                 f"(transformers has no {TASKS[self.task][0]} for it); supported model types for {self.task}: "
                 f"{_short_list(supported)}. Tasks model=hf exports: {', '.join(TASKS)}")
-        if self.kind in CLASSIFIER_KINDS:
+        if self.task != "feature-extraction":  # a task head
             architectures = config.get("architectures") or []
             head_classes = self._task_class_names(model_type)
             suffixes = {name[name.index("For"):] for name in head_classes if "For" in name}  # ForImageClassification

@@ -51,3 +51,20 @@ def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path
     table = capfd.readouterr()
     native_row = next(line for line in (table.out + table.err).splitlines() if line.strip().startswith("native "))
     assert f"score_correlation {native['fidelity']['score_correlation']:.4g}" in native_row
+
+
+def test_several_regressed_values_are_values_not_classes(tmp_path):
+    """problem_type regression with 3 outputs (sentiment dimensions, say): argmax over them means nothing, so the
+    model is `generic` and its outputs are judged by cosine per sample and element-wise, not top-1 agreement."""
+    _, data = hf_checkpoints.text_classifier(tmp_path, steps=0)
+    model = hf_checkpoints._untrained(tmp_path / "regression", "BertForSequenceClassification", num_labels=3,
+                                      problem_type="regression")
+    args = ["model=hf", f"model.name_or_path={model}", "model.task=text-classification", "calibration=files",
+            f"calibration.data_files=[{data}]", "calibration.text_column=sentence", "mode=dynamic", "target=avx2",
+            "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    assert quantize_task(compose_config(args), args) == 0
+    manifest = Manifest.load(tmp_path / "artifacts" / "hf-dynamic-avx2")
+    assert manifest.model_kind == "generic" and manifest.output_names == ["logits"]
+    assert manifest.fallback.budget.startswith("cosine mean >= ")
+    native = json.loads(manifest.path("verify.json").read_text())["profiles"]["native"]
+    assert native["fidelity_by_output"]["logits"]["kind"] == "vector" and "top1_agreement" not in native["fidelity"]
