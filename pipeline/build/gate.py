@@ -3,9 +3,9 @@
 The budget is the verify thresholds (`verify/`), on the figures verification judges: top-1 agreement with fp32
 and (with labels) the accuracy and macro-F1 drops for classifiers, the correlation for scores, cosine for
 embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
-quantization noise (onnxruntime's qdq_loss_debug: SQNR of each node's quantized activation and
-weight) leave the mode's quantizer, a few per step, until the budget holds or the limit is reached;
-then the build fails with the numbers. A dynamic build keeps them fp32; a static build runs its
+quantization noise (a MatMul's or Gemm's on its output, other nodes' on their quantized inputs, from the
+activations onnxruntime's qdq_loss_debug collects) leave the mode's quantizer, a few per step, until the budget
+holds or the limit is reached; then the build fails with the numbers. A dynamic build keeps them fp32; a static build runs its
 MatMuls among them as dynamic int8 (activation ranges per run) and keeps the others fp32.
 """
 from __future__ import annotations
@@ -118,9 +118,42 @@ def _noise(sqnr_db: float) -> float:
     return float(10 ** (-sqnr_db / 10)) if np.isfinite(sqnr_db) else 0.0
 
 
+def _matmul_output_noise(node, activations: dict, weights: dict) -> float | None:
+    """The noise-to-signal power a MatMul's (or Gemm's) quantized input and weight put on its output: (quantized x
+    @ quantized W) against (x @ W), x before and after its QuantizeLinear/DequantizeLinear, W fp32 and dequantized.
+    None unless the node takes an activation and a 2-D weight (the caller then measures the inputs).
+
+    Judged on the inputs instead, one outlier channel hides the rest: it sets the activation's int8 scale, holds
+    nearly all of its power, and leaves the other channels' destruction below the noise floor of a clean tensor,
+    while the weights that follow (which learned to ignore the outlier) pass exactly that destruction on."""
+    activation, weight = node.input[0], node.input[1]
+    if activation not in activations or weight not in weights or weights[weight]["float"].ndim != 2:
+        return None
+    attributes = {attribute.name: attribute.i for attribute in node.attribute}
+    if node.op_type == "Gemm" and attributes.get("transA", 0):
+        return None
+    transposed = node.op_type == "Gemm" and attributes.get("transB", 0)  # Gemm's bias adds no quantization noise
+    pre, post = activations[activation]["pre_qdq"], activations[activation]["post_qdq"]
+    exact_weight = np.asarray(weights[weight]["float"], np.float64)
+    quantized_weight = np.asarray(weights[weight]["dequantized"], np.float64)
+    if transposed:
+        exact_weight, quantized_weight = exact_weight.T, quantized_weight.T
+    width = exact_weight.shape[0]
+    if not pre or not post or pre[0].size % width or post[0].size != pre[0].size:
+        return None
+    # collect_activations keeps each activation flat: its rows are the weight's input width
+    x = np.asarray(pre[0], np.float64).reshape(-1, width)
+    quantized_x = np.asarray(post[0], np.float64).reshape(-1, width)
+    exact = x @ exact_weight
+    power = float(np.sum(exact ** 2))
+    noise = float(np.sum((quantized_x @ quantized_weight - exact) ** 2))
+    return noise / power if power > 0 else 0.0
+
+
 def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.ndarray], op_types: list[str],
                          excluded: list[str]) -> list[tuple[str, float]]:
-    """Quantized nodes, noisiest first: (node name, noise-to-signal power of its quantized inputs)."""
+    """Quantized nodes, noisiest first: (node name, noise-to-signal power of its output for a MatMul or Gemm with a
+    weight, of its quantized inputs otherwise)."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          compute_weight_error, create_activation_matching,
@@ -134,8 +167,9 @@ def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.
         modify_model_output_intermediate_tensors(qdq_model, augmented_qdq)
         float_activations = collect_activations(str(augmented_float), BatchReader([sample]))
         qdq_activations = collect_activations(str(augmented_qdq), BatchReader([sample]))
-    activation_error = compute_activation_error(create_activation_matching(qdq_activations, float_activations))
-    weight_error = compute_weight_error(create_weight_matching(str(reference), str(qdq_model)))
+    activations = create_activation_matching(qdq_activations, float_activations)
+    weights = create_weight_matching(str(reference), str(qdq_model))
+    activation_error, weight_error = compute_activation_error(activations), compute_weight_error(weights)
     scores = []
     for node in onnx.load(str(reference), load_external_data=False).graph.node:
         if node.op_type not in op_types or node.name in excluded:
@@ -143,10 +177,13 @@ def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.
         activation_noise = sum(_noise(activation_error[name]["qdq_err"])
                                for name in node.input if name in activation_error)
         weight_noise = sum(_noise(weight_error[name]) for name in node.input if name in weight_error)
-        if activation_noise + weight_noise > 0:
+        output_noise = _matmul_output_noise(node, activations, weights) if node.op_type in ("MatMul", "Gemm") \
+            else None
+        noise = output_noise if output_noise is not None else activation_noise + weight_noise
+        if noise > 0:
             # Weight-only nodes (embedding lookups) rank last: a LayerNorm follows them and absorbs
             # their noise, while their fp32 tables cost the most bytes.
-            scores.append((node.name, activation_noise + weight_noise, activation_noise > 0))
+            scores.append((node.name, noise, activation_noise > 0))
     scores.sort(key=lambda item: (not item[2], -item[1], item[0]))
     return [(name, noise) for name, noise, _ in scores]
 
