@@ -5,8 +5,8 @@ and (with labels) the accuracy and macro-F1 drops for classifiers, the correlati
 embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
 quantization noise (a MatMul's or Gemm's on its output, other nodes' on their quantized inputs, from the
 activations onnxruntime's qdq_loss_debug collects) leave the mode's quantizer, a few per step, until the budget
-holds or the limit is reached; then the build fails with the numbers. A dynamic build keeps them fp32; a static build runs its
-MatMuls among them as dynamic int8 (activation ranges per run) and keeps the others fp32.
+holds or the limit is reached; then the build fails with the numbers. A dynamic build keeps them fp32; a static
+build runs its MatMuls among them as dynamic int8 (activation ranges per run) and keeps the others fp32.
 """
 from __future__ import annotations
 
