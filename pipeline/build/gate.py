@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.readers import BatchReader
+from pipeline.build.quantize import DYNAMIC_IN_STATIC
 from pipeline.errors import QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
@@ -188,6 +189,24 @@ def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.
     return [(name, noise) for name, noise, _ in scores]
 
 
+def quantized_op_types(mode: str, op_types: list[str]) -> list[str]:
+    """The op types among `op_types` the mode's quantizer quantizes and the QDQ probe can measure: a dynamic build
+    leaves Gemm fp32 (onnxruntime's dynamic registry has no Gemm), so ranking it would spend fallback steps on
+    nodes already fp32."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+    return [op for op in op_types if op not in DYNAMIC_IN_STATIC
+            and (mode != "dynamic" or op in IntegerOpsRegistry)]
+
+
+def unmeasured_nodes(reference: Path, op_types: list[str], taken: list[str]) -> list[str]:
+    """Quantized nodes the probe cannot rank (DYNAMIC_IN_STATIC: the fused transformer operators, which have no QDQ
+    rule, so every build quantizes them dynamically), in graph order: taken out after every ranked
+    node, so a build whose noise sits in them can still reach its budget."""
+    import onnx
+    return [node.name for node in onnx.load(str(reference), load_external_data=False).graph.node
+            if node.op_type in DYNAMIC_IN_STATIC and node.op_type in op_types and node.name not in taken]
+
+
 def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> Path:
     """A QDQ model to rank nodes on: the artifact itself, or a static QDQ twin of a dynamic one."""
     from dataclasses import replace
@@ -244,9 +263,15 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     while not ok and can_fall_back and len(fallback.excluded_nodes) < limit:
         with tempfile.TemporaryDirectory() as scratch:
             probe = _qdq_probe(cfg, manifest, fallback.excluded_nodes, Path(scratch))
-            ranked = rank_sensitive_nodes(manifest.path(manifest.reference_file), probe, validation,
-                                          list(cfg.mode.op_types_to_quantize), fallback.excluded_nodes)
-        chosen = [name for name, _ in ranked[: min(per_step, limit - len(fallback.excluded_nodes))]]
+            ranked = [name for name, _ in rank_sensitive_nodes(
+                manifest.path(manifest.reference_file), probe, validation,
+                quantized_op_types(manifest.quantization.mode, list(cfg.mode.op_types_to_quantize)),
+                fallback.excluded_nodes)]
+        wanted = set(cfg.mode.nodes_to_quantize)  # empty: every node of the op types
+        ranked += [name for name in unmeasured_nodes(
+            manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize),
+            fallback.excluded_nodes + ranked + list(cfg.mode.nodes_to_exclude)) if not wanted or name in wanted]
+        chosen = ranked[: min(per_step, limit - len(fallback.excluded_nodes))]
         if not chosen:
             nothing_left = True
             break
