@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.readers import BatchReader
 from pipeline.build.quantize import DYNAMIC_IN_STATIC
-from pipeline.errors import QuantgateError
+from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 from pipeline.verify import fidelity
@@ -71,6 +71,27 @@ def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | 
 # The agreements with fp32 held to verify.min_top1_agreement: a classifier's top-1, a multi-label classifier's
 # label sets.
 AGREEMENTS = (("top1_agreement", "top-1 agreement"), ("label_set_agreement", "label-set agreement"))
+
+
+def check_labels_judged(kind: str, labels: np.ndarray, outputs: list[np.ndarray], names: list[str]) -> None:
+    """Labels in the data that no figure is computed against: refused for a classifier (labels of the wrong shape
+    for every output, which verification would skip without a word); said for other kinds, which judge outputs
+    against fp32 only."""
+    shapes = ", ".join(f"{name} {list(output.shape)}" for name, output in zip(names, outputs))
+    judged_shapes = {output.shape[:-1] if kind == "classifier" else output.shape for output in outputs}
+    if kind in ("classifier", "multi_label") and labels.shape in judged_shapes:
+        return  # they fit; every position is unlabelled (-100)
+    if kind in ("classifier", "multi_label"):
+        wanted = "one class id per example (or per token), the shape of an output without its last axis" \
+            if kind == "classifier" else "one row of 0/1 per example, an output's shape"
+        one_hot = kind == "classifier" and any(labels.shape == output.shape for output in outputs)
+        hint = " (rows of 0/1 per class: save labels.argmax(-1), or build with model.kind=multi_label when a " \
+               "sample may have several)" if one_hot else ""
+        raise InputError(f"the data's labels have shape {list(labels.shape)}, which fits none of the model's "
+                         f"outputs ({shapes}): model.kind={kind} needs {wanted}{hint}; fix the labels, or remove "
+                         f"them to judge the model against fp32 only")
+    say(f"gate: the data's labels (shape {list(labels.shape)}) are not judged: model.kind={kind} compares outputs "
+        f"with fp32 only; model.kind=classifier (class ids) or model.kind=multi_label (0/1 rows) judges accuracy")
 
 
 def budget_text(fp32: dict[str, float], verify_cfg) -> str:
@@ -242,6 +263,8 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
     fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
+    if validation_labels is not None and "accuracy" not in fp32:
+        check_labels_judged(kind, validation_labels, reference_validation, manifest.output_names)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
     if heldout_labels is not None and (
             correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask)) is not None:

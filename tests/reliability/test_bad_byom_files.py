@@ -154,3 +154,23 @@ def test_module_that_cannot_have_a_dynamic_batch_axis_is_refused_at_export(tmp_p
     assert "torch.export cannot export the module with a dynamic batch axis" in str(raised.value)
     assert "Constraints violated (batch)" in str(raised.value) and "any batch size" in str(raised.value)
     assert published(tmp_path / "a") == []
+
+
+def test_labels_no_output_can_be_judged_against_are_refused_not_skipped(tmp_path):
+    """One-hot rows where a classifier needs class ids: verification used to skip them without a word, and the
+    build passed on agreement with fp32 alone."""
+    model = write_onnx_model(tmp_path / "model.onnx")
+    arrays = npz_arrays()
+    arrays["labels"] = np.eye(3, dtype=np.int64)[np.arange(len(arrays["tokens"])) % 3]
+    calib = write_npz(tmp_path / "calib.npz", arrays)
+    result = quantgate("model=onnx", f"model.path={model}", "model.kind=classifier", f"calibration.path={calib}",
+                       f"artifacts_dir={tmp_path / 'a'}", *FAST)
+    assert result.returncode == 2
+    assert_user_error(result, "the data's labels have shape [8, 3], which fits none of the model's outputs",
+                      "logits [8, 3], states [8, 5, 6]", "save labels.argmax(-1)", "model.kind=multi_label")
+    assert published(tmp_path / "a") == []
+    # the same labels on a model that judges outputs against fp32 only are said to be unused, not refused
+    result = quantgate("model=onnx", f"model.path={model}", f"calibration.path={calib}",
+                       f"artifacts_dir={tmp_path / 'b'}", *FAST)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the data's labels (shape [8, 3]) are not judged: model.kind=generic" in result.stderr
