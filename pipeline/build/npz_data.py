@@ -50,6 +50,8 @@ class NpzData:
         if arrays.labels is not None:
             if arrays.labels.ndim == 1:
                 labels = [int(label) for label in arrays.labels]
+            elif self.kind == "multi_label" and arrays.labels.ndim == 2:
+                labels = [tuple(int(v) for v in row) for row in arrays.labels]  # a stratum per set of labels
             elif calibration_cfg.strategy == "stratified":
                 raise UsageError(f"calibration.strategy=stratified needs one label per example; the labels in "
                                  f"calibration.path have shape {list(arrays.labels.shape)}: use calibration.strategy="
