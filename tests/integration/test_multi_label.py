@@ -64,7 +64,8 @@ def test_an_onnx_file_of_kind_multi_label_is_judged_by_label_sets(made, tmp_path
                  "calibration.strategy=stratified", "mode=dynamic",
                  # 16 held-out texts of a model trained for seconds: a flip or two of a near-tie label may differ by
                  # CPU; that the kind and the stratified draw work is the point here
-                 "verify.min_top1_agreement=0.85", "target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native",
+                 "verify.min_top1_agreement=0.85", "target=avx2", "verify.profiles=[native]",
+                 "verify.reference_cpu=native",
                  f"artifacts_dir={artifacts}"]) == 0
     report = json.loads((artifacts / "brought-dynamic-avx2" / "verify.json").read_text())
     figures = report["profiles"]["native"]["fidelity"]
