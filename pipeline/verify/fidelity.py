@@ -104,12 +104,31 @@ def classification_figures(output: np.ndarray, reference: np.ndarray, mask: np.n
     return figures
 
 
-def label_decisions(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each label's yes or no, for the output and fp32's: a logit above 0 (sigmoid above 0.5), or, when fp32's values
-    all lie in [0, 1] (a graph that applies the sigmoid itself), a probability above 0.5."""
+def label_threshold(reference: np.ndarray) -> float:
+    """Where a label turns on: a logit above 0 (sigmoid above 0.5), or, when fp32's values all lie in [0, 1] (a graph
+    that applies the sigmoid itself), a probability above 0.5."""
     probabilities = reference.size > 0 and float(reference.min()) >= 0.0 and float(reference.max()) <= 1.0
-    threshold = 0.5 if probabilities else 0.0
+    return 0.5 if probabilities else 0.0
+
+
+def label_decisions(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each label's yes or no, for the output and fp32's (label_threshold)."""
+    threshold = label_threshold(reference)
     return output > threshold, reference > threshold
+
+
+def settle_near_ties(kind: str, output: np.ndarray, reference: np.ndarray, noise: float) -> tuple[np.ndarray, int]:
+    """`output` with the decisions `reference` takes within `noise` of their boundary taken as reference's (a label
+    within `noise` of its threshold, a row whose two largest logits lie within 2 x `noise`), and how many: int8 noise
+    of that size decides them either way. Other kinds are returned as they are."""
+    if kind == LABEL_SETS:
+        near = np.abs(reference - label_threshold(reference)) <= noise
+    elif kind == LOGITS and reference.shape[-1] > 1:
+        two_largest = np.sort(reference, axis=-1)[..., -2:]
+        near = np.broadcast_to(((two_largest[..., 1] - two_largest[..., 0]) <= 2 * noise)[..., None], reference.shape)
+    else:
+        return output, 0
+    return np.where(near, reference, output), int(near.sum() if kind == LABEL_SETS else near[..., 0].sum())
 
 
 def binary_macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:

@@ -30,7 +30,8 @@ from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
-from pipeline.verify.fidelity import CpuComparison, Limits, choose_samples, compare_cpus, judge, output_scale
+from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge, output_kind, output_scale,
+                                      settle_near_ties)
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
@@ -591,7 +592,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
         record["reason"] = "ran; outputs within bounds of the fp32 reference" + (
             f" and of {evidence.reference_cpu}'s" if comparison.status == "pass" else "")
     if padding:
-        record["padding"] = judge_padding(outputs, evidence, padding)
+        record["padding"] = judge_padding(outputs, evidence, padding, judgement.by_output)
         if record["padding"]["status"] == "fail":
             words = record["padding"]["reason"]
             record |= {"status": "fail", "failure": record.get("failure") or "padding",
@@ -617,17 +618,25 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
                         hint=numerics_hint(cpu.name, host))
 
 
-def judge_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict:
-    """Each sequence alone vs inside a padded batch, over the positions that are tokens."""
+def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict]) -> dict:
+    """Each sequence alone vs inside a padded batch, over the positions that are tokens. A decision (class, label)
+    that alone takes within the artifact's own error to fp32 on this profile (`fidelity`'s max_abs_error) of its
+    boundary counts as kept: int8 noise decides it either way, while an ignored mask flips clear decisions too."""
     limits = Limits(**padding["thresholds"])
     mask = outputs.get("padding_mask")
     alone = {name: outputs[f"padding_alone.{name}"] for name in evidence.fp32 if f"padding_alone.{name}" in outputs}
-    batched = {name: outputs[f"padding_batched.{name}"] for name in alone}
+    batched, near_ties = {}, 0
+    for name, array in alone.items():
+        noise = fidelity.get(name, {}).get("max_abs_error", 0.0)
+        kind = output_kind(array, evidence.model_kind, mask)
+        batched[name], settled = settle_near_ties(kind, outputs[f"padding_batched.{name}"], array, noise)
+        near_ties += settled
     scales = {name: output_scale(array, mask) for name, array in alone.items()}
     judgement = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
                       scales=scales)
     result = {"status": "fail" if judgement.problems else "pass", "figures": judgement.summary,
-              "figures_by_output": judgement.by_output, "samples": len(next(iter(alone.values()))) if alone else 0}
+              "figures_by_output": judgement.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
+              "near_ties_not_judged": near_ties}
     if judgement.problems:
         result["reason"] = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the "
                             f"longest in a batch: {'; '.join(judgement.problems)}): the attention_mask is ignored or "
