@@ -86,6 +86,8 @@ class QuantizationRecord:
     # A static build's nodes quantized dynamically (pipeline/build/quantize.py): fused Attention and
     # EmbedLayerNormalization (QDQ has no rule for them), and MatMuls the accuracy gate took out of static int8.
     dynamic_nodes: list[str] = field(default_factory=list)
+    # The fused graph's SkipLayerNormalizations the int8 graph runs as Add + LayerNormalization (faster kernels).
+    layer_norms_split: int = 0
 
 
 @dataclass

@@ -210,6 +210,20 @@ def learned_ranges_by_tensor(graph_path: Path, input_ranges: dict[str, tuple[flo
     return overrides
 
 
+def split_skip_layer_norms_in(path: Path) -> int:
+    """The int8 graph at `path` with its SkipLayerNormalizations as Add + LayerNormalization, onnxruntime's faster
+    CPU kernels (pipeline/build/fuse.py); returns how many. Rewritten in place (saved only when any were)."""
+    import onnx
+
+    from pipeline.build.fuse import split_skip_layer_norms
+
+    model = onnx.load(str(path))
+    split = split_skip_layer_norms(model)
+    if split:
+        onnx.save(model, str(path))
+    return split
+
+
 def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
     from pipeline.build.calibrate import load_batches
 
@@ -241,6 +255,7 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
                       f"{excluded}"):
                 record = replace(record, dynamic_nodes=quantize_onnx(record, reference, output, calibration_batches,
                                                                      knobs))
+        record = replace(record, layer_norms_split=split_skip_layer_norms_in(output))
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

@@ -31,8 +31,12 @@ def test_fused_minilm_passes_verification_on_haswell_and_native(mode, tmp_path):
     assert quantize_task(compose_config(overrides), overrides) == 0  # built, then verified: pass
     manifest = Manifest.load(tmp_path / f"minilm-{mode}-avx2")
     assert manifest.fusion.operators["Attention"] == 6 and manifest.fusion.operators["SkipLayerNormalization"] == 12
-    ops = {node.op_type for node in onnx.load(str(manifest.path("model.onnx"))).graph.node}
+    nodes = [node.op_type for node in onnx.load(str(manifest.path("model.onnx"))).graph.node]
+    ops = set(nodes)
     assert INT8_KERNELS[mode] <= ops and "Attention" not in ops  # every attention runs in int8
+    # its layer norms as onnxruntime's faster Add + LayerNormalization (pipeline/build/fuse.py)
+    assert "SkipLayerNormalization" not in ops and nodes.count("LayerNormalization") == 12
+    assert manifest.quantization.layer_norms_split == 12
     assert manifest.path(manifest.model_file).stat().st_size <= 0.27 * manifest.reference_size_bytes
     report = json.loads(manifest.path("verify.json").read_text())
     assert report["status"] == "pass", report

@@ -1,7 +1,8 @@
-"""`quantgate bench` arguments: timed token inputs at --sequence-length, and a release with nothing to bench."""
+"""`quantgate bench` arguments: timed token inputs at --sequence-length, sessions that do not spin, and a release
+with nothing to bench."""
 import numpy as np
 
-from pipeline.release.bench import at_sequence_length
+from pipeline.release.bench import at_sequence_length, session
 
 
 def test_token_inputs_are_joined_from_real_unpadded_tokens_to_the_length():
@@ -32,3 +33,16 @@ def test_an_empty_release_names_the_matrix_and_what_make_quantize_built(tmp_path
         f"quantgate bench: error: no artifact folders in {tmp_path / 'candidate'}: build the release first "
         f"(`make matrix RELEASE=candidate`), or bench one artifact folder: "
         f"`make bench ARTIFACTS={tmp_path / 'minilm-dynamic-avx2'}`")
+
+
+def test_interleaved_sessions_do_not_spin_between_runs():
+    # a spinning pool of one model holds the cores while the next model runs: batch-1 p50s tripled
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    options = session(model.SerializeToString(), threads=2).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
