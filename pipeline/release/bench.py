@@ -18,6 +18,10 @@ in turn, repeated), with the same session options (all graph optimizations, intr
 core count, sequential execution), so the ratios compare like with like; on a shared machine trust the ratios, not the
 milliseconds. Writes <out>/results.json and <out>/results.md and prints the table; by default <out> is the
 release's own reports/<release>/bench/, so one release's run never overwrites another's.
+
+The int8 artifacts of one model and target (several modes over the same fp32 graph) are also timed side by side,
+in one interleaved loop with that fp32 graph: which mode is fastest, measured in one loop rather than read across
+each artifact's own.
 """
 from __future__ import annotations
 
@@ -282,6 +286,37 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     return result
 
 
+def modes_side_by_side(folders: list[Path], batches: list[int], seconds: float, threads: int, work: Path,
+                       sequence_length: int | None) -> list[dict[str, Any]]:
+    """Per model and target with two or more artifacts over the same fp32 graph (same reference.onnx bytes): their
+    int8 graphs and that fp32 graph timed in one interleaved loop, as p50 ratios to the fp32 graph."""
+    import hashlib
+
+    groups: dict[tuple, list[tuple[Path, Manifest]]] = {}
+    for folder in folders:
+        manifest = Manifest.load(folder)
+        reference = hashlib.sha256(manifest.path(manifest.reference_file).read_bytes()).hexdigest()
+        groups.setdefault((manifest.model, manifest.target, reference), []).append((folder, manifest))
+    results = []
+    for (model, target, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        first, manifest = members[0]
+        with np.load(manifest.path(manifest.heldout_file)) as arrays:
+            inputs = at_sequence_length({name: arrays[name] for name in manifest.input_names}, sequence_length)
+        fp32, _ = fully_fused_fp32(first, manifest, work)
+        sessions = {"fp32": session(fp32, threads)}
+        sessions |= {folder.name: session(m.path(m.model_file), threads) for folder, m in members}
+        entry = {"model": model, "target": target, "artifacts": [folder.name for folder, _ in members],
+                 "modes": {folder.name: m.mode for folder, m in members}, "int8_vs_fp32_p50": {}}
+        for batch in batches:
+            figures = time_interleaved(sessions, batch_of(inputs, batch), seconds)
+            entry["int8_vs_fp32_p50"][str(batch)] = {
+                name: figures[name]["p50_ms"] / figures["fp32"]["p50_ms"] for name in entry["artifacts"]}
+        results.append(entry)
+    return results
+
+
 def no_artifacts_message(root: Path, release: str) -> str:
     """Why there is nothing to bench in `root`, and the command that gives it something: the release's matrix, or
     the artifact folders `make quantize` wrote beside it (artifacts/<model>-<mode>-<target>/, not in a release)."""
@@ -403,10 +438,18 @@ def markdown(report: dict[str, Any]) -> str:
     if build_lines:
         build_lines = ["", "Build time (whole command, a process each; pipeline/build/reference_cache.py):", "",
                        *build_lines]
+    side_lines = []
+    for entry in report.get("side_by_side", ()):
+        parts = [f"b{batch}: " + ", ".join(f"{entry['modes'][name]} {ratio:.2f}x" for name, ratio in ratios.items())
+                 for batch, ratios in entry["int8_vs_fp32_p50"].items()]
+        side_lines.append(f"- {entry['model']} {entry['target']}: " + "; ".join(parts))
+    if side_lines:
+        side_lines = ["", "Modes side by side (one interleaved loop with the fp32 graph; p50 int8/fp32):", "",
+                      *side_lines]
     skipped_lines = [f"- {entry['artifact']}: {entry['reason']}" for entry in report.get("skipped", ())]
     if skipped_lines:
         skipped_lines = ["", "Not benched:", "", *skipped_lines]
-    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *profile_lines, *build_lines,
+    return "\n".join(["# quantgate benchmark", "", *lines, "", *notes, *side_lines, *profile_lines, *build_lines,
                       *skipped_lines]) + "\n"
 
 
@@ -473,6 +516,8 @@ def _command(argv: list[str]) -> int:
             print(f"bench: {folder.name} ...", flush=True)
             report["artifacts"].append(bench_artifact(folder, args.batches, args.seconds, args.threads, Path(work),
                                                       args.sequence_length or None, args.build_time))
+        report["side_by_side"] = modes_side_by_side(folders, args.batches, args.seconds, args.threads, Path(work),
+                                                    args.sequence_length or None)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)

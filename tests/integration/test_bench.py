@@ -22,6 +22,12 @@ def test_bench_writes_ratios_for_every_artifact(digits_release, tmp_path):
         assert 0 <= case["fidelity"]["int8"]["top1_agreement"] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| digits_cnn-static-avx2 |" in table and "plain ORT dyn" in table
+    # both modes of one model and target over one fp32 graph, timed in one loop
+    [side] = report["side_by_side"]
+    assert (side["model"], side["target"]) == ("digits_cnn", "avx2") and set(side["int8_vs_fp32_p50"]) == {"1", "8"}
+    assert set(side["int8_vs_fp32_p50"]["8"]) == {"digits_cnn-static-avx2", "digits_cnn-dynamic-avx2"}
+    assert all(ratio > 0 for ratio in side["int8_vs_fp32_p50"]["8"].values())
+    assert "Modes side by side" in table and "static " in table.split("Modes side by side")[1]
     # the release's signoff shows the bench as a plot when reports/<release>/bench/ holds it
     from pipeline.release.signoff import bench_plot
     reports = tmp_path.parent / f"{tmp_path.name}-reports"
