@@ -117,20 +117,6 @@ def label_decisions(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarr
     return output > threshold, reference > threshold
 
 
-def settle_near_ties(kind: str, output: np.ndarray, reference: np.ndarray, noise: float) -> tuple[np.ndarray, int]:
-    """`output` with the decisions `reference` takes within `noise` of their boundary taken as reference's (a label
-    within `noise` of its threshold, a row whose two largest logits lie within 2 x `noise`), and how many: int8 noise
-    of that size decides them either way. Other kinds are returned as they are."""
-    if kind == LABEL_SETS:
-        near = np.abs(reference - label_threshold(reference)) <= noise
-    elif kind == LOGITS and reference.shape[-1] > 1:
-        two_largest = np.sort(reference, axis=-1)[..., -2:]
-        near = np.broadcast_to(((two_largest[..., 1] - two_largest[..., 0]) <= 2 * noise)[..., None], reference.shape)
-    else:
-        return output, 0
-    return np.where(near, reference, output), int(near.sum() if kind == LABEL_SETS else near[..., 0].sum())
-
-
 def binary_macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
     """The mean over labels (last axis) of each label's F1, over labels that occur in the truth or the predictions,
     on (examples, labels) boolean arrays."""
@@ -344,6 +330,30 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, m
         if values:
             judgement.summary[key] = float(pick(values))
     return judgement
+
+
+def keep_decisions_within_noise(kind: str, moved: np.ndarray, alone: np.ndarray, mask: np.ndarray | None,
+                                noise: float) -> tuple[np.ndarray, int]:
+    """`moved` (the same samples after a change such as padding) with every sample that lies no further from `alone`
+    than `noise` (the artifact's own largest error to fp32 on this output) taken as alone's, and how many of those
+    had changed a decision. A move that small flips only a decision within int8 noise of its boundary, which int8
+    decides either way. Decisions only: classes (argmax) and label sets; other kinds are returned as they are."""
+    if kind not in (LOGITS, LABEL_SETS) or moved.shape != alone.shape or not len(alone):
+        return moved, 0
+    tokens = token_mask(mask, alone)
+    counted = tokens if tokens is not None else np.ones(alone.shape[:1], bool)
+    weights = counted.reshape(*counted.shape, *([1] * (alone.ndim - counted.ndim)))
+    distance = (np.abs(moved.astype(np.float64) - alone) * weights).reshape(len(alone), -1).max(axis=1)
+    if kind == LABEL_SETS:
+        after, before = label_decisions(moved, alone)
+        changed = (after != before).any(axis=-1)
+    else:
+        changed = moved.argmax(-1) != alone.argmax(-1)
+    changed = (changed & counted.reshape(*counted.shape, *([1] * (changed.ndim - counted.ndim)))).reshape(
+        len(alone), -1).any(axis=1)
+    within = distance <= noise
+    kept = np.where(within.reshape(-1, *([1] * (alone.ndim - 1))), alone, moved)
+    return kept, int((within & changed).sum())
 
 
 # --- the same artifact on two CPUs ------------------------------------------------------------------

@@ -30,8 +30,8 @@ from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
-from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge, output_kind, output_scale,
-                                      settle_near_ties)
+from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
+                                      keep_decisions_within_noise, output_kind, output_scale)
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
@@ -619,24 +619,25 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
 
 
 def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict]) -> dict:
-    """Each sequence alone vs inside a padded batch, over the positions that are tokens. A decision (class, label)
-    that alone takes within the artifact's own error to fp32 on this profile (`fidelity`'s max_abs_error) of its
-    boundary counts as kept: int8 noise decides it either way, while an ignored mask flips clear decisions too."""
+    """Each sequence alone vs inside a padded batch, over the positions that are tokens. A sample whose padded output
+    lies within the artifact's own error to fp32 on this profile (`fidelity`'s max_abs_error per output) keeps its
+    decisions (classes, labels): a move that small only flips a decision int8 decides either way, while an ignored
+    mask moves outputs further and flips clear decisions too."""
     limits = Limits(**padding["thresholds"])
     mask = outputs.get("padding_mask")
     alone = {name: outputs[f"padding_alone.{name}"] for name in evidence.fp32 if f"padding_alone.{name}" in outputs}
-    batched, near_ties = {}, 0
+    batched, within_noise = {}, 0
     for name, array in alone.items():
-        noise = fidelity.get(name, {}).get("max_abs_error", 0.0)
         kind = output_kind(array, evidence.model_kind, mask)
-        batched[name], settled = settle_near_ties(kind, outputs[f"padding_batched.{name}"], array, noise)
-        near_ties += settled
+        batched[name], kept = keep_decisions_within_noise(kind, outputs[f"padding_batched.{name}"], array, mask,
+                                                          fidelity.get(name, {}).get("max_abs_error", 0.0))
+        within_noise += kept
     scales = {name: output_scale(array, mask) for name, array in alone.items()}
     judgement = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
                       scales=scales)
     result = {"status": "fail" if judgement.problems else "pass", "figures": judgement.summary,
               "figures_by_output": judgement.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
-              "near_ties_not_judged": near_ties}
+              "decisions_kept_within_int8_noise": within_noise}
     if judgement.problems:
         result["reason"] = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the "
                             f"longest in a batch: {'; '.join(judgement.problems)}): the attention_mask is ignored or "
