@@ -104,16 +104,11 @@ def classification_figures(output: np.ndarray, reference: np.ndarray, mask: np.n
     return figures
 
 
-def label_threshold(reference: np.ndarray) -> float:
-    """Where a label turns on: a logit above 0 (sigmoid above 0.5), or, when fp32's values all lie in [0, 1] (a graph
-    that applies the sigmoid itself), a probability above 0.5."""
-    probabilities = reference.size > 0 and float(reference.min()) >= 0.0 and float(reference.max()) <= 1.0
-    return 0.5 if probabilities else 0.0
-
-
 def label_decisions(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each label's yes or no, for the output and fp32's (label_threshold)."""
-    threshold = label_threshold(reference)
+    """Each label's yes or no, for the output and fp32's: a logit above 0 (sigmoid above 0.5), or, when fp32's values
+    all lie in [0, 1] (a graph that applies the sigmoid itself), a probability above 0.5."""
+    probabilities = reference.size > 0 and float(reference.min()) >= 0.0 and float(reference.max()) <= 1.0
+    threshold = 0.5 if probabilities else 0.0
     return output > threshold, reference > threshold
 
 

@@ -626,17 +626,20 @@ def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: di
     limits = Limits(**padding["thresholds"])
     mask = outputs.get("padding_mask")
     alone = {name: outputs[f"padding_alone.{name}"] for name in evidence.fp32 if f"padding_alone.{name}" in outputs}
-    batched, within_noise = {}, 0
+    batched = {name: outputs[f"padding_batched.{name}"] for name in alone}
+    judged, within_noise = {}, 0
     for name, array in alone.items():
         kind = output_kind(array, evidence.model_kind, mask)
-        batched[name], kept = keep_decisions_within_noise(kind, outputs[f"padding_batched.{name}"], array, mask,
-                                                          fidelity.get(name, {}).get("max_abs_error", 0.0))
+        judged[name], kept = keep_decisions_within_noise(kind, batched[name], array, mask,
+                                                         fidelity.get(name, {}).get("max_abs_error", 0.0))
         within_noise += kept
     scales = {name: output_scale(array, mask) for name, array in alone.items()}
-    judgement = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
-                      scales=scales)
-    result = {"status": "fail" if judgement.problems else "pass", "figures": judgement.summary,
-              "figures_by_output": judgement.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
+    measured = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
+                     scales=scales)  # the figures as padding left them
+    judgement = judge(judged, alone, model_kind=evidence.model_kind, mask=mask, labels=None, limits=limits,
+                      scales=scales) if within_noise else measured
+    result = {"status": "fail" if judgement.problems else "pass", "figures": measured.summary,
+              "figures_by_output": measured.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
               "decisions_kept_within_int8_noise": within_noise}
     if judgement.problems:
         result["reason"] = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the "

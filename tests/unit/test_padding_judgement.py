@@ -29,6 +29,7 @@ def test_a_label_flipped_by_a_move_within_the_int8_error_is_kept():
     assert exact_artifact["status"] == "fail" and "label-set agreement 0.6667 < 0.97" in exact_artifact["reason"]
     noisy_artifact = judged("multi_label", noisy, int8_error=0.1)  # int8 itself moves values up to 0.1
     assert noisy_artifact["status"] == "pass" and noisy_artifact["decisions_kept_within_int8_noise"] == 1
+    assert noisy_artifact["figures"]["label_set_agreement"] == 2 / 3  # the figures say what padding did
 
 
 def test_an_ignored_mask_moves_outputs_further_and_fails():
