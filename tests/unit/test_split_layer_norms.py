@@ -33,7 +33,6 @@ def layer(opset: int = 18, with_stats: bool = False) -> onnx.ModelProto:
 def run(model: onnx.ModelProto, feed: dict) -> tuple[np.ndarray, list[str]]:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = ""
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feed)[0], [node.op_type for node in model.graph.node]
 
