@@ -88,6 +88,9 @@ class QuantizationRecord:
     dynamic_nodes: list[str] = field(default_factory=list)
     # The fused graph's SkipLayerNormalizations the int8 graph runs as Add + LayerNormalization (faster kernels).
     layer_norms_split: int = 0
+    # Inputs of fp32 operators (a residual Add) that read an activation itself, not the int8-rounded copy that static
+    # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/build/qdq.py).
+    fp32_inputs_unrounded: int = 0
 
 
 @dataclass

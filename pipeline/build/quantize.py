@@ -210,18 +210,21 @@ def learned_ranges_by_tensor(graph_path: Path, input_ranges: dict[str, tuple[flo
     return overrides
 
 
-def split_skip_layer_norms_in(path: Path) -> int:
+def rewrite_int8_graph(path: Path) -> dict[str, int]:
     """The int8 graph at `path` with its SkipLayerNormalizations as Add + LayerNormalization, onnxruntime's faster
-    CPU kernels (pipeline/build/fuse.py); returns how many. Rewritten in place (saved only when any were)."""
+    CPU kernels (pipeline/build/fuse.py), and its fp32 operators reading activations unrounded (pipeline/build/qdq.py);
+    returns how many of each, as QuantizationRecord fields. Rewritten in place (saved only when anything was)."""
     import onnx
 
     from pipeline.build.fuse import split_skip_layer_norms
+    from pipeline.build.qdq import fp32_consumers_read_fp32
 
     model = onnx.load(str(path))
-    split = split_skip_layer_norms(model)
-    if split:
+    counts = {"layer_norms_split": split_skip_layer_norms(model),
+              "fp32_inputs_unrounded": fp32_consumers_read_fp32(model)}
+    if any(counts.values()):
         onnx.save(model, str(path))
-    return split
+    return counts
 
 
 def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
@@ -255,7 +258,7 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
                       f"{excluded}"):
                 record = replace(record, dynamic_nodes=quantize_onnx(record, reference, output, calibration_batches,
                                                                      knobs))
-        record = replace(record, layer_norms_split=split_skip_layer_norms_in(output))
+        record = replace(record, **rewrite_int8_graph(output))
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

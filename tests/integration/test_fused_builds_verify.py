@@ -37,6 +37,8 @@ def test_fused_minilm_passes_verification_on_haswell_and_native(mode, tmp_path):
     # its layer norms as onnxruntime's faster Add + LayerNormalization (pipeline/build/fuse.py)
     assert "SkipLayerNormalization" not in ops and nodes.count("LayerNormalization") == 12
     assert manifest.quantization.layer_norms_split == 12
+    # static QDQ's residual Adds read the layer norm's output, not the copy rounded for the next MatMul (qdq.py)
+    assert manifest.quantization.fp32_inputs_unrounded == (0 if mode == "dynamic" else 6)
     assert manifest.path(manifest.model_file).stat().st_size <= 0.27 * manifest.reference_size_bytes
     report = json.loads(manifest.path("verify.json").read_text())
     assert report["status"] == "pass", report
