@@ -48,10 +48,11 @@ PROFILE_TOP = 6  # operator types listed per model in results.md
 MIN_REPEATS, MAX_REPEATS = 5, 200
 
 
-def session(model: Path | bytes, threads: int):
-    """An onnxruntime session on a model file or serialized model, with the benchmark's options. Its threads do not
-    spin when idle: the models' runs are interleaved, and a spinning pool takes the cores from the next model's run
-    (MiniLM fp32 at batch 1 measured 65.6 ms p50 interleaved with spinning, 19.8 ms without, 20.5 ms alone)."""
+def session_options(threads: int):
+    """The benchmark's onnxruntime options: all graph optimizations, `threads` intra-op threads that do not spin when
+    idle. The models' runs are interleaved, and a spinning pool takes the cores from the next model's run (MiniLM
+    fp32 at batch 1 measured 65.6 ms p50 interleaved with spinning, 19.8 ms without, 20.5 ms alone); on a VNNI host
+    spinning slowed int8 even alone (MiniLM dynamic, batch 1: 12.6 ms spinning, 9.1 ms not)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -59,7 +60,13 @@ def session(model: Path | bytes, threads: int):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+    return options
+
+
+def session(model: Path | bytes, threads: int):
+    """An onnxruntime session on a model file or serialized model, with the benchmark's options."""
+    import onnxruntime as ort
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 
@@ -116,9 +123,7 @@ def op_type_profile(path: Path, feed: dict[str, np.ndarray], threads: int, work:
     """Where the time goes: kernel time per operator type (onnxruntime's profiler), as shares of the total, and
     the total kernel milliseconds per run."""
     import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
+    options = session_options(threads)  # as the timed runs: a spinning pool slows int8 (session_options)
     options.enable_profiling = True
     options.profile_file_prefix = str(work / f"profile-{path.stem}")
     sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
