@@ -5,30 +5,29 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+from calibration.readers import BatchReader
 from pipeline.build.qdq import fp32_consumers_read_fp32
+from pipeline.build.quantize import QuantizerKnobs, quantize_onnx, rewrite_int8_graph
+from pipeline.manifest import QuantizationRecord
 
 HIDDEN = 16
 
 
-class Batches(CalibrationDataReader):
-    def __init__(self, batches):
-        self.batches = iter(batches)
-
-    def get_next(self):
-        return next(self.batches, None)
-
-
-def residual_layer(path):
-    """x -> LayerNormalization -> y; out = MatMul(y, W) + y: y feeds an int8 MatMul and the fp32 residual Add."""
+def residual_layer(path, second_dense=False):
+    """x -> LayerNormalization -> y; out = MatMul(y, W) + y: y feeds an int8 MatMul and the fp32 residual Add (and a
+    second MatMul, with `second_dense`: out = MatMul(y, W) + MatMul(y, V) + y)."""
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32) / 16, "W"),
-               numpy_helper.from_array(np.ones(HIDDEN, np.float32), "gamma"),
-               numpy_helper.from_array(np.zeros(HIDDEN, np.float32), "beta")]
+    weights = [numpy_helper.from_array(rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32) / 16, name)
+               for name in ("W", "V")] + [numpy_helper.from_array(np.ones(HIDDEN, np.float32), "gamma"),
+                                          numpy_helper.from_array(np.zeros(HIDDEN, np.float32), "beta")]
     nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], name="norm", axis=-1),
              helper.make_node("MatMul", ["y", "W"], ["z"], name="dense"),
-             helper.make_node("Add", ["z", "y"], ["out"], name="residual")]
+             helper.make_node("Add", ["z", "y"], ["out" if not second_dense else "zy"], name="residual")]
+    if second_dense:
+        nodes += [helper.make_node("MatMul", ["y", "V"], ["v"], name="dense_b"),
+                  helper.make_node("Add", ["zy", "v"], ["out"], name="sum")]
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 8, HIDDEN]) for name in ("x", "out")]
     model = helper.make_model(helper.make_graph(nodes, "layer", io[:1], io[1:], weights),
                               opset_imports=[helper.make_opsetid("", 17)])
@@ -51,7 +50,7 @@ def conv_relu(path):
 
 
 def quantized(fp32, path, samples, op_types):
-    quantize_static(str(fp32), str(path), Batches([{"x": sample} for sample in samples]),
+    quantize_static(str(fp32), str(path), BatchReader([{"x": sample} for sample in samples]),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=op_types, extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})
     return onnx.load(str(path))
@@ -94,3 +93,19 @@ def test_outputs_of_int8_operators_are_left_alone(tmp_path):
     before = model.SerializeToString()
     assert fp32_consumers_read_fp32(model) == 0  # Relu reads conv0's output: rewiring it would keep conv0 fp32
     assert model.SerializeToString() == before
+
+
+def test_a_matmul_the_gate_moved_to_dynamic_int8_quantizes_the_fp32_activation_not_the_rounded_copy(tmp_path):
+    # a static build whose gate took dense_b out of static int8: its dynamic pass quantizes what dense_b reads
+    residual_layer(tmp_path / "fp32.onnx", second_dense=True)
+    rng = np.random.default_rng(3)
+    record = QuantizationRecord(mode="static", quant_format="QDQ", weight_type="int8", activation_type="uint8",
+                                per_channel=False, reduce_range=False, calibration_method="minmax")
+    knobs = QuantizerKnobs(op_types=("MatMul",), fallback_nodes=("dense_b",))
+    batches = [{"x": rng.normal(size=(4, 8, HIDDEN)).astype(np.float32)} for _ in range(4)]
+    assert quantize_onnx(record, tmp_path / "fp32.onnx", tmp_path / "int8.onnx", batches, knobs, quiet=True) == [
+        "dense_b"]
+    assert rewrite_int8_graph(tmp_path / "int8.onnx") == {"layer_norms_split": 0, "fp32_inputs_unrounded": 2}
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    readers = {node.op_type: list(node.input) for node in model.graph.node if "y" in node.input}
+    assert set(readers) == {"QuantizeLinear", "DynamicQuantizeLinear", "Add"}  # dense's pair, dense_b's, the residual
