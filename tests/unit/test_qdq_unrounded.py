@@ -19,7 +19,7 @@ def residual_layer(path, second_dense=False):
     """x -> LayerNormalization -> y; out = MatMul(y, W) + y: y feeds an int8 MatMul and the fp32 residual Add (and a
     second MatMul, with `second_dense`: out = MatMul(y, W) + MatMul(y, V) + y)."""
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32) / 16, name)
+    weights = [numpy_helper.from_array(rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32) / 64, name)
                for name in ("W", "V")] + [numpy_helper.from_array(np.ones(HIDDEN, np.float32), "gamma"),
                                           numpy_helper.from_array(np.zeros(HIDDEN, np.float32), "beta")]
     nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], name="norm", axis=-1),
@@ -52,6 +52,7 @@ def conv_relu(path):
 def quantized(fp32, path, samples, op_types):
     quantize_static(str(fp32), str(path), BatchReader([{"x": sample} for sample in samples]),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=True,  # 7-bit weights: no u8s8 saturation on AVX2 hosts, so the error is the rounding
                     op_types_to_quantize=op_types, extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})
     return onnx.load(str(path))
 
