@@ -19,6 +19,10 @@ def test_bench_writes_ratios_for_every_artifact(digits_release, tmp_path):
             assert figures["p95_ms"] >= figures["p50_ms"] > 0 and figures["repeats"] >= 5
         assert 0 < case["ratios"]["size_int8_vs_fp32"] < 1
         assert case["ratios"]["8"]["int8_vs_plain_int8_p50"] > 0
+        assert set(case["gemm_floor"]) == {"1", "8"}  # the int8 GEMMs' own ratio at each batch
+        for batch, floor in case["gemm_floor"].items():
+            assert floor["rows"] == int(batch) and floor["int8_vs_fp32"] == case["ratios"][batch].get(
+                "int8_vs_fp32_gemm_floor") and (floor["int8_vs_fp32"] is None) == (not floor["shapes"])
         assert 0 <= case["fidelity"]["int8"]["top1_agreement"] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| digits_cnn-static-avx2 |" in table and "plain ORT dyn" in table
