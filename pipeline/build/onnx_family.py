@@ -3,7 +3,8 @@
 The file is read and checked when the family is made, before any work: it must exist, parse, pass onnx's checker,
 compute in float32 (no float16/bfloat16/double tensors) and not be quantized already (no QuantizeLinear,
 DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
-converted up to it. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
+converted up to it. Other exporters' conventions are then put in the form quantgate's tools read
+(`pipeline/build/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
 the target runtime's IR version and opset like an export). Its data comes from `calibration=npz`
 (`pipeline/build/npz_data.py`), checked against its inputs.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
+from pipeline.build.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
 from pipeline.build.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
@@ -149,7 +151,9 @@ def read_model(path_text: str):
     except (onnx.checker.ValidationError, ValueError) as error:
         raise InputError(f"model.path={path_text!r} is not a valid ONNX model ({one_line(error)})") from None
     check_fp32(model, f"model.path={path_text!r}")
-    return name_every_node(upgrade_opset(model, f"model.path={path_text!r}"))
+    model = lift_constant_weights(upgrade_opset(model, f"model.path={path_text!r}"))
+    declare_dynamic_dims(model.graph)
+    return name_every_node(model)
 
 
 def external_files(path: Path, model) -> list[Path]:
@@ -191,7 +195,7 @@ class OnnxFamily(NpzData):
             if not value.type.HasField("tensor_type"):
                 raise InputError(f"model.path={self.cfg.model.path!r}: input {value.name} is not a tensor (a sequence "
                                  f"or map); quantgate feeds tensors only")
-            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim) \
+            dims = tuple(fixed_size(d) for d in tensor.shape.dim) \
                 if tensor.HasField("shape") else None  # None: the file does not say its rank
             specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
         return specs
