@@ -91,6 +91,9 @@ class QuantizationRecord:
     # Inputs of fp32 operators (a residual Add) that read an activation itself, not the int8-rounded copy that static
     # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/build/qdq.py).
     fp32_inputs_unrounded: int = 0
+    # What the int8 graph holds, counted after quantization (pipeline/build/graph_counts.py GraphCounts.as_stamp):
+    # weights int8 / per channel / quantized at run time / fp32, compute nodes int8 / fp32. Null for a .pt2.
+    graph_counts: dict[str, int] | None = None
 
 
 @dataclass

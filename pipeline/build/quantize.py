@@ -17,7 +17,9 @@ the stamp says so.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from calibration.readers import BatchReader
 from pipeline.build import reproducible
+from pipeline.errors import InputError
 from pipeline.manifest import Manifest, QuantizationRecord
 from pipeline.progress import step
 
@@ -100,10 +103,37 @@ def _quant_type(name: str):
     return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
+@contextmanager
+def computed_weights_named(reference: Path, mode: str):
+    """onnxruntime's dynamic quantizer raises ValueError("Expected W to be an initializer") for a convolution whose
+    weight is computed in the graph (Transpose(W), ...: not a constant the export stage could lift): said in words,
+    naming the nodes and the fix, instead of a traceback."""
+    import onnx
+
+    try:
+        yield
+    except ValueError as error:
+        match = re.fullmatch(r"Expected (.+) to be an initializer", str(error))
+        if match is None:
+            raise
+        readers = [node.name for node in onnx.load(str(reference), load_external_data=False).graph.node
+                   if match[1] in node.input]
+        raise InputError(f"mode={mode}: the weight {match[1]} of {', '.join(readers)} is computed in the graph, not "
+                         f"stored, and onnxruntime's quantizer quantizes only stored weights; keep those nodes fp32 "
+                         f"with mode.nodes_to_exclude=[{','.join(readers)}], or export the model with the weight "
+                         f"folded into an initializer") from None
+
+
 def quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, calibration_batches: list,
                   knobs: QuantizerKnobs, quiet: bool = False, qdq_only: bool = False) -> list[str]:
     """onnxruntime's dynamic or static quantization of `reference` into `output`, per the policy and knobs; returns
     the nodes a static build quantized dynamically (none with `qdq_only`: a pure QDQ model, as the gate ranks)."""
+    with computed_weights_named(reference, record.mode):
+        return _quantize_onnx(record, reference, output, calibration_batches, knobs, quiet, qdq_only)
+
+
+def _quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, calibration_batches: list,
+                   knobs: QuantizerKnobs, quiet: bool, qdq_only: bool) -> list[str]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
     chosen = {"op_types_to_quantize": list(knobs.op_types), "nodes_to_exclude": knobs.out_of_main_pass,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from importlib import metadata
 
 from omegaconf import OmegaConf
 
+from pipeline.build.graph_counts import GraphCounts, check_claims, count_graph
 from pipeline.errors import BuildFailed
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
-from pipeline.manifest import Manifest, atomic_write_bytes, sha256_bytes
+from pipeline.manifest import Manifest, QuantizationRecord, atomic_write_bytes, sha256_bytes
 from pipeline.progress import say
 from pipeline.isa.targets import required_cpu_features
 
@@ -93,6 +95,8 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
         values["runtime"] = {"name": manifest.runtime["name"],
                              "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
+    if quantization.graph_counts is not None:  # what the ONNX graph holds (pipeline/build/graph_counts.py)
+        values["graph_counts"] = quantization.graph_counts
     if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/build/quantize.py)
         values["dynamic_nodes"] = quantization.dynamic_nodes
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
@@ -115,35 +119,14 @@ def write_stamp(path, values: dict[str, str]) -> None:
     atomic_write_bytes(path, model.SerializeToString(deterministic=True))
 
 
-# Compute nodes that run in int8: onnxruntime's integer and QOperator kernels, and in the QDQ format a
-# MatMul/Conv/Gemm whose weight comes from a DequantizeLinear (fused into an int8 kernel at load time).
-INT8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm", "QAttention",
-                "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QEmbedLayerNormalization"}
-QDQ_COMPUTE = {"MatMul", "Conv", "Gemm", "ConvTranspose"}
-
-
-LAYOUT_OPS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}  # between a DQ and its user
-
-
 def int8_compute_nodes(model) -> int:
-    """How many of the model's compute nodes run in int8."""
-    producer = {output: node for node in model.graph.node for output in node.output}
-
-    def dequantized(name: str) -> bool:
-        node = producer.get(name)
-        while node is not None and node.op_type in LAYOUT_OPS:
-            node = producer.get(node.input[0])
-        return node is not None and node.op_type == "DequantizeLinear"
-
-    return sum(node.op_type in INT8_KERNELS or (node.op_type in QDQ_COMPUTE and any(map(dequantized, node.input[:2])))
-               for node in model.graph.node)
+    """How many of the model's compute nodes run in int8 (pipeline/build/graph_counts.py)."""
+    return count_graph(model).int8_nodes
 
 
-def check_quantized(manifest: Manifest) -> None:
+def check_quantized(manifest: Manifest, counts: GraphCounts) -> None:
     """An artifact stamped int8 must compute in int8: a build in which every node stayed fp32 has failed."""
-    import onnx
-    model = onnx.load(str(manifest.path(manifest.model_file)), load_external_data=False)
-    if int8_compute_nodes(model) == 0:
+    if counts.int8_nodes == 0:
         excluded = len(manifest.fallback.excluded_nodes) if manifest.fallback else 0
         raise BuildFailed(f"{manifest.model_file} has no int8 compute node: every MatMul/Conv stayed fp32"
                           + (f" ({excluded} excluded by the accuracy gate)" if excluded else "")
@@ -152,21 +135,39 @@ def check_quantized(manifest: Manifest) -> None:
                             "mode's op types, or allow more loss: verify.max_accuracy_drop")
 
 
+def as_held(record: QuantizationRecord, counts: GraphCounts) -> QuantizationRecord:
+    """The quantization record with the graph's counts, claiming per-channel weights only if the graph has them
+    (onnxruntime's dynamic ConvInteger is per tensor whatever was asked)."""
+    per_channel = record.per_channel and (counts.per_channel_weights > 0 or not counts.int8_weights)
+    if per_channel != record.per_channel:
+        say(f"stamp: per_channel=false: every int8 weight has one scale (asked per channel; onnxruntime's "
+            f"{record.mode} quantizer gave {counts.int8_weights} weight(s) per tensor)")
+    return replace(record, per_channel=per_channel, graph_counts=counts.as_stamp())
+
+
 def run(cfg, manifest: Manifest) -> Manifest:
-    check_quantized(manifest)
+    import onnx
+
+    model_path = manifest.path(manifest.model_file)
     manifest.required_cpu_features = required_cpu_features(cfg.target.microarchitecture,
                                                            list(cfg.target.extra_features))
     manifest.config_sha256 = config_sha256(cfg)
     if manifest.runtime:
         # The quantizer (or QAT's own export) may write a newer IR version or opset than the reference had.
         from pipeline.runtimes import venvs
-        changes = venvs.fit_file(manifest.path(manifest.model_file), manifest.runtime_limits(), "the int8 model")
+        changes = venvs.fit_file(model_path, manifest.runtime_limits(), "the int8 model")
         if changes:
             say(f"stamp: fitted model.onnx to onnxruntime {manifest.runtime['versions']['onnxruntime']}: "
                 f"{', '.join(changes)}")
+    counts = count_graph(onnx.load(str(model_path), load_external_data=False))
+    check_quantized(manifest, counts)
+    manifest.quantization = as_held(manifest.quantization, counts)
+    say(f"stamp: the int8 graph holds {counts.describe()}")
     values = stamp_values(cfg, manifest)
-    write_stamp(manifest.path(manifest.model_file), values)
-    if read_stamp(manifest.path(manifest.model_file)) != values:
+    write_stamp(model_path, values)
+    stamped = read_stamp(model_path)
+    if stamped != values:
         raise RuntimeError("the stamp read back from model.onnx differs from the one written")
+    check_claims(stamped, onnx.load(str(model_path), load_external_data=False), manifest.model_file)
     manifest.stamp = values
     return manifest

@@ -33,3 +33,51 @@ def test_what_gives_a_file_away_is_named(tmp_path, weight_type, op, expected):
     onnx.save(model, str(tmp_path / "m.onnx"))
     with pytest.raises(InputError, match=expected):
         read_model(str(tmp_path / "m.onnx"))
+
+
+# --- other exporters' conventions (pipeline/build/conventions.py): Paddle2ONNX-style files ---------------------
+
+def _family(tmp_path, model_path):
+    from pipeline.build.onnx_family import OnnxFamily
+    from pipeline.config import compose_config
+    from tests.fixtures.paddle_style import write_npz
+    return OnnxFamily(compose_config(["model=onnx", f"model.path={model_path}", "calibration=npz",
+                                      f"calibration.path={write_npz(tmp_path / 'x.npz', n=4)}"]))
+
+
+@pytest.mark.parametrize("batch_dim", [-1, 0, None, "N"])
+def test_negative_zero_and_unnamed_dimensions_are_dynamic(tmp_path, batch_dim):
+    """Paddle2ONNX writes -1 for a dynamic axis: `[-1, 3, ?, ?]` was refused as "a fixed first axis (-1)"."""
+    from tests.fixtures.paddle_style import write_model
+    family = _family(tmp_path, write_model(tmp_path / "paddle.onnx", batch_dim=batch_dim))
+    assert [spec.shape for spec in family.input_specs()] == [(None, 3, None, None)]
+    # reference.onnx declares them dynamic too (no -1 left for shape inference or the quantizer)
+    declared = [value.type.tensor_type.shape.dim for value in (*family.model.graph.input, *family.model.graph.output)]
+    assert [[d.dim_value for d in dims] for dims in declared] == [[0, 3, 0, 0], [0, 10]]
+    assert len(family.data().calibration_pool) == 4  # onnxruntime runs the file on the arrays
+
+
+def test_a_positive_fixed_first_axis_is_still_refused(tmp_path):
+    from tests.fixtures.paddle_style import write_model
+    with pytest.raises(InputError, match=r"has a fixed first axis \(2\)"):
+        _family(tmp_path, write_model(tmp_path / "paddle.onnx", batch_dim=2))
+
+
+@pytest.mark.parametrize("opset", [10, 11, 12])
+def test_constant_weights_identity_chains_and_shared_weights_become_initializers(tmp_path, opset):
+    """Constant-node weights, two Identity nodes in front of one and a weight two convolutions share, at opsets
+    10-12: lifted to initializers the nodes read directly, at opset 13, computing what the file computes."""
+    import onnxruntime as ort
+    from tests.fixtures.paddle_style import images, write_model
+    path = write_model(tmp_path / "paddle.onnx", opset=opset)
+    model = read_model(str(path))
+    assert next(o.version for o in model.opset_import if o.domain == "") == 13
+    assert not {"Constant", "Identity"} & {node.op_type for node in model.graph.node}
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    weights = {node.name: node.input[1] for node in model.graph.node if node.op_type in ("Conv", "MatMul")}
+    assert set(weights.values()) <= initializers
+    assert weights["conv2d_0"] == "conv2d_0.w_0" and weights["conv2d_1"] == weights["conv2d_2"] == "conv2d_1.w_0"
+    x = images(4)
+    outputs = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for m in (str(path), model.SerializeToString())]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
