@@ -44,7 +44,7 @@ class GraphCounts:
     fp32_weights: int = 0  # weights of compute nodes left fp32
     int8_nodes: int = 0  # compute nodes that run in int8
     fp32_nodes: int = 0  # compute nodes left fp32
-    run_time_readers: tuple[str, ...] = field(default=(), compare=False)  # the nodes reading run-time weights
+    run_time_readers: tuple[str, ...] = field(default=(), compare=False)  # the fp32 graph's nodes reading them
 
     def as_stamp(self) -> dict[str, int]:
         values = asdict(self)
@@ -110,7 +110,7 @@ class _Graph:
 def count_graph(model) -> GraphCounts:
     """What `model` (an onnx.ModelProto) holds: its weights by kind and its compute nodes by precision."""
     graph = _Graph(model)
-    weights: dict[str, tuple[str, bool]] = {}
+    weights = {"int8": set(), "run_time": set(), "fp32": set(), "per_channel": set()}  # a kind -> weight names
     int8_nodes = fp32_nodes = 0
     readers = []
     for node in graph.nodes:
@@ -127,15 +127,15 @@ def count_graph(model) -> GraphCounts:
         else:
             continue
         for kind, weight, per_channel in operands:
-            if weight is not None:
-                weights.setdefault(weight, (kind, per_channel))
-                if kind == "run_time":
-                    readers.append(node.name or node.op_type)
-    kinds = [kind for kind, _ in weights.values()]
-    return GraphCounts(int8_weights=kinds.count("int8"), run_time_weights=kinds.count("run_time"),
-                       per_channel_weights=sum(kind == "int8" and per_channel for kind, per_channel in weights.values()),
-                       fp32_weights=kinds.count("fp32"), int8_nodes=int8_nodes, fp32_nodes=fp32_nodes,
-                       run_time_readers=tuple(dict.fromkeys(readers)))
+            if weight is not None:  # one weight may be read in two ways (quantized by one node, fp32 by another)
+                weights[kind].add(weight)
+                if per_channel:
+                    weights["per_channel"].add(weight)
+                if kind == "run_time":  # named as in the fp32 graph (onnxruntime calls its kernels <name>_quant)
+                    readers.append(node.name.removesuffix("_quant") if node.op_type in INT8_KERNELS else node.name)
+    return GraphCounts(int8_weights=len(weights["int8"]), per_channel_weights=len(weights["per_channel"]),
+                       run_time_weights=len(weights["run_time"]), fp32_weights=len(weights["fp32"]),
+                       int8_nodes=int8_nodes, fp32_nodes=fp32_nodes, run_time_readers=tuple(dict.fromkeys(readers)))
 
 
 class StampCheckFailed(QuantgateError):
