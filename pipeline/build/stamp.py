@@ -4,6 +4,10 @@ No timestamps, host names or paths inside the artifact: the same inputs give the
 folder on any machine. User-given paths (a checkpoint folder, calibration files) are stamped as
 basename + sha256 of the bytes (pipeline/build/reproducible.py). Build time and host go in manifest.json
 (written by the build app once every file is in place).
+
+What the stamp says about the int8 graph is counted from it (pipeline/build/graph_counts.py: `graph_counts`,
+`per_channel` only where the graph has per-channel weights), and checked against it once written: a claim the
+graph does not hold fails the build (exit 1), as does a graph with no int8 compute node (exit 2).
 """
 from __future__ import annotations
 
