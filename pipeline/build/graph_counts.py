@@ -1,8 +1,9 @@
 """What an int8 graph really holds, counted after quantization: the stamp's `graph_counts`, and the check that every
 claim of the stamp holds in the graph (the pair: add the metadata, check for it).
 
-A *weight* is a constant tensor (an initializer or a Constant node) a compute node reads as an operand, through layout
-operators (Transpose, Reshape, ...) and Q/DQ nodes. Each distinct weight is one of:
+A *weight* is a constant tensor (an initializer or a Constant node), or a tensor the graph computes from constants
+only, that a compute node reads as an operand, through layout operators (Transpose, Reshape, ...) and Q/DQ nodes.
+Each distinct weight is one of:
 
 - **int8**: stored as int8/uint8 and dequantized (QDQ) or read by an integer kernel (ConvInteger, QLinearConv, ...);
   per-channel when its scale (or, for MatMulInteger/ConvInteger, its zero point) holds one value per channel;
@@ -62,7 +63,7 @@ class _Graph:
 
     def __init__(self, model):
         import onnx
-        self.producer, self.constants, self.nodes = {}, {}, []
+        self.producer, self.constants, self.nodes, self._constant_expressions = {}, {}, [], {}
         graphs = [model.graph]
         while graphs:
             graph = graphs.pop()
@@ -84,6 +85,24 @@ class _Graph:
             node = self.producer.get(name)
         return name, (None if name in self.constants else node)
 
+    def computed_from_constants(self, name: str) -> bool:
+        """Whether `name` is a constant or computed from constants only (a weight the graph computes at every run)."""
+        memo, stack = self._constant_expressions, [name]
+        while stack:
+            current = stack[-1]
+            node = self.producer.get(current)
+            if current in memo:
+                stack.pop()
+            elif current in self.constants or node is None or not node.input or node.op_type in QUANTIZERS:
+                memo[current] = current in self.constants
+                stack.pop()
+            elif pending := [value for value in node.input if value and value not in memo]:
+                stack.extend(pending)
+            else:
+                memo[current] = all(memo[value] for value in node.input if value)
+                stack.pop()
+        return memo[name]
+
     def size(self, name: str) -> int:
         tensor = self.constants.get(self.source(name)[0])
         return 1 if tensor is None else max(1, math.prod(tensor.dims))
@@ -96,13 +115,13 @@ class _Graph:
             scale_input = node.input[1]
             name, node = self.source(node.input[0])
         if node is not None and node.op_type in QUANTIZERS:
-            weight, upstream = self.source(node.input[0])
-            if upstream is None and weight in self.constants:
+            weight = self.source(node.input[0])[0]
+            if self.computed_from_constants(weight):
                 return "run_time", weight, False
             return "int8_activation", None, False
-        if node is None and name in self.constants:
-            if self.constants[name].data_type in INTEGER_TYPES:
-                return "int8", name, scale_input is not None and self.size(scale_input) > 1
+        if node is None and name in self.constants and self.constants[name].data_type in INTEGER_TYPES:
+            return "int8", name, scale_input is not None and self.size(scale_input) > 1
+        if scale_input is None and self.computed_from_constants(name):
             return "fp32", name, False
         return ("int8_activation" if scale_input else "fp32_activation"), None, False
 

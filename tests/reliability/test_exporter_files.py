@@ -1,8 +1,8 @@
-"""Files whose weights onnxruntime cannot store as int8: a convolution weight the graph computes (Transpose of an
-initializer), which the export stage does not lift (tests/fixtures/paddle_style.py `computed_weight_model`).
-With a bias, onnxruntime's dynamic quantizer raised ValueError("Expected w to be an initializer"), exit 70; without
-one, the weight stayed fp32, quantized at every run, under a stamp saying int8 weights. Each is now one line naming
-the node and the fix (mode.nodes_to_exclude), no traceback, nothing published."""
+"""Files whose weights onnxruntime cannot store as int8: a convolution weight the graph computes with an operator
+the export stage does not fold (`Exp` of a stored logarithm; tests/fixtures/paddle_style.py `computed_weight_model`).
+With a bias, onnxruntime's dynamic quantizer raises ValueError("Expected w to be an initializer"), exit 70 before;
+without one, the weight stays fp32, quantized at every run, under a stamp saying int8 weights. Each is one line
+naming the node and the fix (mode.nodes_to_exclude), no traceback, nothing published."""
 import onnx
 import pytest
 
@@ -25,7 +25,7 @@ CASES = {  # (bias, mode): exit code, what the message says
 @pytest.mark.parametrize("bias, mode", list(CASES))
 def test_a_weight_computed_in_the_graph_is_named_not_stamped_int8(tmp_path, bias, mode):
     code, expected = CASES[bias, mode]
-    onnx.save(computed_weight_model(bias), str(tmp_path / "model.onnx"))
+    onnx.save(computed_weight_model(bias, op="Exp"), str(tmp_path / "model.onnx"))
     data = write_npz(tmp_path / "x.npz", n=32, channels=CHANNELS)
     result = quantgate("build", "model=onnx", f"model.path={tmp_path / 'model.onnx'}", "calibration=npz",
                        f"calibration.path={data}", f"mode={mode}", f"artifacts_dir={tmp_path / 'a'}", *FAST)

@@ -81,3 +81,17 @@ def test_constant_weights_identity_chains_and_shared_weights_become_initializers
     outputs = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                for m in (str(path), model.SerializeToString())]
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_weight_computed_from_stored_tensors_is_folded_into_an_initializer(tmp_path, bias):
+    """Transpose(W) in front of a convolution: folded (onnxscript's folder, on weight-preparation operators only),
+    so onnxruntime stores it as int8 (before: a traceback in dynamic int8 with a bias, run-time quantization without)."""
+    from tests.fixtures.paddle_style import computed_weight_model
+    onnx.save(computed_weight_model(bias), str(tmp_path / "m.onnx"))
+    model = read_model(str(tmp_path / "m.onnx"))
+    assert [node.op_type for node in model.graph.node] == ["Conv"]
+    assert model.graph.node[0].input[1] in {tensor.name for tensor in model.graph.initializer}
+    exp = computed_weight_model(bias, op="Exp")
+    onnx.save(exp, str(tmp_path / "exp.onnx"))
+    assert [node.op_type for node in read_model(str(tmp_path / "exp.onnx")).graph.node] == ["Exp", "Conv"]
