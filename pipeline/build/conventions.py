@@ -10,11 +10,10 @@
   `lift_constant_weights` turns every tensor Constant into an initializer and removes Identity nodes, with onnx_ir's
   own passes (LiftConstantsToInitializersPass, IdentityEliminationPass); a weight the graph computes from stored
   tensors (Transpose(W), weight normalization) is folded into one by onnxscript's constant folder, restricted to
-  those operators (WEIGHT_PREPARATION). Measured against onnxruntime's
-  `quant_pre_process` and onnxscript's optimizer on a Paddle-style file (docs/exporters.md): all three give int8
-  weights, but only onnx_ir's passes change nothing else (quant_pre_process fuses MatMul + Add into a Gemm named
-  `linear_0/MatMulAddFusion`, so mode.nodes_to_exclude=[linear_0] would name nothing; onnxscript's optimizer turns
-  Flatten into Reshape), in 2-3 ms against 8-33 ms.
+  those operators (WEIGHT_PREPARATION). Measured against onnxruntime's `quant_pre_process` and onnxscript's
+  optimizer on a Paddle-style file (docs/exporters.md): all three give int8 weights, but only onnx_ir's passes change
+  nothing else (quant_pre_process fuses MatMul + Add into a Gemm named `linear_0/MatMulAddFusion`, so
+  mode.nodes_to_exclude=[linear_0] would name nothing; onnxscript's optimizer turns Flatten into Reshape).
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ The file is read and checked when the family is made, before any work: it must e
 compute in float32 (no float16/bfloat16/double tensors) and not be quantized already (no QuantizeLinear,
 DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
 converted up to it. Other exporters' conventions are then put in the form quantgate's tools read
-(`pipeline/build/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
-the target runtime's IR version and opset like an export). Its data comes from `calibration=npz`
+(`pipeline/build/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers.
+The export stage then writes it, external data folded in, as `reference.onnx` (lowered to the target runtime's IR
+version and opset like an export). Its data comes from `calibration=npz`
 (`pipeline/build/npz_data.py`), checked against its inputs.
 """
 from __future__ import annotations

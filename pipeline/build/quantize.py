@@ -106,8 +106,8 @@ def _quant_type(name: str):
 @contextmanager
 def computed_weights_named(reference: Path, mode: str):
     """onnxruntime's dynamic quantizer raises ValueError("Expected W to be an initializer") for a convolution whose
-    weight is computed in the graph (Transpose(W), ...: not a constant the export stage could lift): said in words,
-    naming the nodes and the fix, instead of a traceback."""
+    weight the graph computes with an operator the export stage does not fold (pipeline/build/conventions.py): said
+    in words, naming the nodes and the fix, instead of a traceback."""
     import onnx
 
     try:
