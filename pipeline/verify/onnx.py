@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.errors import InputError, QuantgateError
 from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_header, read_onnx_versions, read_stamp
-from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
+from pipeline.isa.targets import CpuProfile, profile, runtime_floor
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
@@ -317,7 +317,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     target = cfg.target
     # What the guard will act on is the stamp; an unstamped artifact is judged by the target's features.
     required = decode_stamp(stamp, artifact.name)["required_cpu_features"] if stamp else \
-        required_cpu_features(target.microarchitecture, list(target.extra_features))
+        runtime_floor(target.microarchitecture, list(target.extra_features))
     host = host_cpu_features(cfg)
     plans = plan_profiles(cfg, required, bool(stamp), host, default_runtime(cfg, stamp))
     model_versions = read_onnx_versions(artifact)
