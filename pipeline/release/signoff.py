@@ -244,6 +244,8 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             reason = p.get("reason", "")
             if p.get("status") == "refused_by_guard" and "this CPU lacks:" in reason:  # the guard's words: keep the news
                 reason = "refused by the guard: lacks " + reason.split("this CPU lacks:")[1].split(".")[0].strip()
+            if not p.get("required"):  # reported, never decisive: say so, and why
+                reason = f"{reason} ({p.get('counted_why') or 'informational, never decides the verdict: ' + p.get('why', '')})"
             row = _row(name, profile_name, p.get("status", "unknown"), ok, reason, expected=p.get("expected", ""),
                        required=bool(p.get("required")), fidelity=fidelity_words(p), figures=p.get("fidelity") or {},
                        thresholds=p.get("thresholds") or {}, failure=p.get("failure"), command=p.get("command"),

@@ -32,7 +32,7 @@ from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
 from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
                                       keep_decisions_within_noise, output_kind, output_scale)
-from pipeline.verify.padding import Baselines, explain, movement, quantizes_at_run_time, summarize
+from pipeline.verify.padding import Baselines, error_alone, explain, movement, quantizes_at_run_time, summarize
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
                                     counted_why, overall_status)
@@ -357,7 +357,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,
                                     model_kind, reference_cpu)
                 if pending:
-                    evidence.padding = Baselines(fp32_padding(ran, evidence, pending), dynamic=pending["dynamic"])
+                    evidence.padding = Baselines(fp32_padding(ran, evidence, pending), padding_arrays(ran, judged)[1],
+                                                 dynamic=pending["dynamic"])
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
                     artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes, pending)
 
@@ -606,7 +607,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
     if padding:
         hint = numerics_hint(cpu.name, host) if cpu.family == "x86_64" and not cpu.remote else ""
         record["padding"] = judge_padding(outputs, evidence, padding, judgement.by_output,
-                                          hint if "saturation" in hint else "")
+                                          hint if "saturation" in hint else "", ids)
         words = record["padding"].get("reason")
         if record["padding"]["status"] == "fail":
             record |= {"status": "fail", "failure": record.get("failure") or "padding",
@@ -640,13 +641,14 @@ def padding_arrays(outputs: dict, names) -> tuple[np.ndarray | None, dict, dict]
     return outputs.get("padding_mask"), alone, {name: outputs[f"padding_batched.{name}"] for name in alone}
 
 
-def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict], hint: str = "") -> dict:
+def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict], hint: str = "",
+                  ids: list[int] | None = None) -> dict:
     """Each sequence alone vs inside a padded batch, over the positions that are tokens. A sample whose padded output
     lies within the artifact's own error to fp32 on this profile (`fidelity`'s max_abs_error per output) keeps its
     decisions (classes, labels): a move that small only flips a decision int8 decides either way, while an ignored
     mask moves outputs further and flips clear decisions too. Outputs that moved are explained by
     pipeline.verify.padding (fp32's own padded run, the native one, this profile's int8 error; `hint`: this CPU's
-    numerics in words)."""
+    numerics in words; `ids`: the held-out samples this run holds)."""
     limits = Limits(**padding["thresholds"])
     mask, alone, batched = padding_arrays(outputs, evidence.fp32)
     judged, within_noise = {}, 0
@@ -664,9 +666,11 @@ def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: di
               "figures_by_output": measured.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
               "decisions_kept_within_int8_noise": within_noise}
     if judgement.problems:
-        moved = movement(measured.by_output, {name: fidelity.get(name, {}).get("max_abs_error", 0.0) for name in alone})
-        result |= moved.to_json() | explain("; ".join(judgement.problems), moved, evidence.padding or Baselines(),
-                                            padding["extra_tokens"], hint)
+        baselines = evidence.padding or Baselines()
+        errors = error_alone(alone, baselines.fp32_alone, ids,
+                             {name: fidelity.get(name, {}).get("max_abs_error", 0.0) for name in alone})
+        moved = movement(measured.by_output, errors)
+        result |= moved.to_json() | explain("; ".join(judgement.problems), moved, baselines, padding["extra_tokens"], hint)
     return result
 
 
@@ -688,7 +692,7 @@ def native_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict | N
         return None
     fidelity = judge({name: outputs[name] for name in evidence.fp32}, evidence.fp32, model_kind=evidence.model_kind,
                      mask=evidence.mask, labels=None, limits=evidence.limits, scales=evidence.scales).by_output
-    result = judge_padding(outputs, evidence, padding, fidelity)
+    result = judge_padding(outputs, evidence, padding, fidelity, ids=list(range(len(next(iter(evidence.fp32.values()))))))
     return {"status": "kept" if result["status"] == "pass" else "moved"} | {
         key: result[key] for key in ("figures", "max_movement", "int8_noise_bound", "cause", "reason") if key in result}
 

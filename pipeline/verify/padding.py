@@ -5,11 +5,11 @@ past the longest. When a profile's outputs move, three runs tell the causes apar
 
 - the fp32 reference's own padded run: if fp32 moves too, the model ignores its attention_mask (or applies it only
   in part), before any quantization;
-- this profile's own error to fp32: dynamic int8 quantizes each activation on the range of the whole batch, padded
-  positions included, so a sequence alone and padded is quantized on other scales. Both runs are int8
-  approximations of the same fp32 values, each within this profile's largest error to fp32 (e), so they differ by
-  at most 2e: a move within that is int8's own noise (on a CPU without VNNI, u8s8 saturation included), not a mask
-  that is ignored;
+- this profile's own error to fp32 with no padding in play (e: each sequence alone, int8 on this profile against
+  fp32's alone run): dynamic int8 quantizes each activation on the range of the whole batch, padded positions
+  included, so a sequence alone and padded is quantized on other scales. Both runs are int8 approximations of the
+  same fp32 values, so they differ by about 2e at most: a move within that is int8's own noise (on a CPU without
+  VNNI, u8s8 saturation included), not a mask that is ignored;
 - the artifact's native run (the measurement run, exact VNNI kernels where the host has them): a move beyond 2e there
   too means the int8 graph handles padding otherwise than fp32; only on this profile, this CPU's kernels.
 
@@ -18,6 +18,8 @@ Only the profiles that count decide the padding verdict (summarize); information
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 # Operators that quantize an activation on ranges computed at run time, from the batch they see.
 DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
@@ -43,11 +45,33 @@ class Movement:
     def worst(self) -> str:
         """The output that moved most against its bound, in words."""
         name = max(self.moved, key=lambda n: self.moved[n] / max(self.bound.get(n, 0.0), 1e-30))
-        return (f"{name} moved by up to {self.moved[name]:.3g}, twice this profile's largest error to fp32 is "
-                f"{self.bound.get(name, 0.0):.3g}")
+        return (f"{name} moved by up to {self.moved[name]:.3g}; twice this profile's largest error to fp32 on the "
+                f"sequences alone is {self.bound.get(name, 0.0):.3g}")
 
     def to_json(self) -> dict:
         return {"max_movement": self.moved, "int8_noise_bound": self.bound, "within_int8_noise": self.within}
+
+
+def error_alone(alone: dict[str, np.ndarray], fp32_alone: dict[str, np.ndarray] | None, ids: list[int] | None,
+                fallback: dict[str, float]) -> dict[str, float]:
+    """Per output, the largest |int8 - fp32| of each sequence run alone (no padding anywhere), on samples `ids` of
+    fp32's alone run; `fallback` (the profile's error to fp32 on the held-out batches) where that cannot be had.
+    Per-token outputs of a run alone are zero past each sequence's length, so two runs of other widths compare on
+    the narrower."""
+    errors = dict(fallback)
+    if fp32_alone is None or ids is None:
+        return errors
+    for name, array in alone.items():
+        reference = fp32_alone.get(name)
+        if reference is None or max(ids, default=-1) >= len(reference):
+            continue
+        reference = reference[ids]
+        if array.ndim >= 2 and reference.ndim == array.ndim and array.shape[2:] == reference.shape[2:]:
+            width = min(array.shape[1], reference.shape[1])
+            array, reference = array[:, :width], reference[:, :width]
+        if array.shape == reference.shape and array.size:
+            errors[name] = float(np.abs(array.astype(np.float64) - reference).max())
+    return errors
 
 
 def movement(figures_by_output: dict[str, dict], errors: dict[str, float]) -> Movement:
@@ -61,6 +85,7 @@ class Baselines:
     """What tells the causes apart: fp32's own padded run and the artifact's native one (None: did not run)."""
 
     fp32: dict | None = None  # {"status": pass|fail, "figures", "reason"}
+    fp32_alone: dict[str, np.ndarray] | None = None  # fp32's outputs of each native sample run alone
     native: dict | None = None  # {"status": kept|moved, "max_movement", "int8_noise_bound", ...}
     dynamic: bool = False
 
