@@ -488,6 +488,8 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
                             custom_ops=cfg.verify.custom_op_libraries,
                             padding_extra=padding["extra_tokens"] if padding else 0)
     record, results = run_child(command, profile("native"), out_dir, cfg)
+    if results is None and padding:  # the padded batch itself failed: the reference alone (the profiles say why)
+        return run_reference(reference, inputs, out_dir, samples, cfg)
     if results is None:
         record["status"] = "crashed" if record["status"] == "pass" else record["status"]
         return record, None
@@ -505,10 +507,12 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_* (and, given a
     pending `padding` plan, evidence.padding.native: whether the int8 graph keeps its outputs padded natively)."""
     native_dir = work / "native-measurement"
-    record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
-                                              custom_ops=cfg.verify.custom_op_libraries,
-                                              padding_extra=padding["extra_tokens"] if padding else 0),
-                                profile("native"), native_dir, cfg)
+    for extra in dict.fromkeys([padding["extra_tokens"] if padding else 0, 0]):  # without padding if that failed
+        record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
+                                                  custom_ops=cfg.verify.custom_op_libraries, padding_extra=extra),
+                                    profile("native"), native_dir, cfg)
+        if results is not None:
+            break
     native = results[0] if results else None
     if native is not None and padding and evidence.padding is not None and all(name in native for name in evidence.fp32):
         evidence.padding.native = native_padding(native, evidence, padding)
