@@ -501,7 +501,8 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, emulated_n: int,
-                       evidence: Evidence, cfg, notes: list[str], padding: dict | None = None) -> tuple[dict, Path, dict]:
+                       evidence: Evidence, cfg, notes: list[str],
+                       padding: dict | None = None) -> tuple[dict, Path, dict]:
     """Run the artifact natively (no guard: a measurement, not a deployment), choose from that run the samples
     the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_* (and, given a
@@ -514,13 +515,14 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
         if results is not None:
             break
     native = results[0] if results else None
-    if native is not None and padding and evidence.padding is not None and all(name in native for name in evidence.fp32):
+    if native is not None and not all(name in native for name in evidence.fp32):
+        native = None
+    if native is not None and padding and evidence.padding is not None:
         evidence.padding.native = native_padding(native, evidence, padding)
-    if native is not None and all(name in native for name in evidence.fp32):
+    if native is not None:
         chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
     else:
         chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
-        native = None
     with np.load(inputs, allow_pickle=False) as arrays:
         subset = {name: arrays[name][chosen] if arrays[name].ndim and len(arrays[name]) >= native_n else arrays[name]
                   for name in arrays.files}
