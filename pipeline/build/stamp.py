@@ -23,7 +23,7 @@ from pipeline.errors import BuildFailed
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, QuantizationRecord, atomic_write_bytes, sha256_bytes
 from pipeline.progress import say
-from pipeline.isa.targets import required_cpu_features
+from pipeline.isa.targets import runtime_floor
 
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy", "quantgate")
 # Keys that do not change the artifact's bytes: where it is written, how it is verified, whether its reference
@@ -153,8 +153,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     import onnx
 
     model_path = manifest.path(manifest.model_file)
-    manifest.required_cpu_features = required_cpu_features(cfg.target.microarchitecture,
-                                                           list(cfg.target.extra_features))
+    manifest.required_cpu_features = runtime_floor(cfg.target.microarchitecture, list(cfg.target.extra_features))
     manifest.config_sha256 = config_sha256(cfg)
     if manifest.runtime:
         # The quantizer (or QAT's own export) may write a newer IR version or opset than the reference had.

@@ -48,6 +48,33 @@ def required_cpu_features(microarchitecture: str, extra_features: list[str] | tu
     return sorted(features | set(extra_features))
 
 
+# What onnxruntime needs of a CPU, by family: the only features an ONNX artifact's stamp requires (runtime_floor).
+# - x86-64: its Python package's baseline, numpy 2.4's (built for x86-64-v2: SSE to SSE4.2, POPCNT, CX16, LAHF), and
+#   the features MLAS, onnxruntime's kernel library, selects kernels on (onnxruntime/core/mlas/lib/platform.cpp):
+#   AVX2 kernels on avx2 + fma (their fp16 casts use f16c without asking), AVX-512 core kernels on avx512f + bw + dq +
+#   vl, VNNI kernels on avx512_vnni or avx_vnni. A target requires those of its microarchitecture, so the guard
+#   refuses a CPU below the kernels its numerics were verified with (reduce_range is chosen for them).
+# - 64-bit Arm: NEON (fp, asimd), and the dot product, fp16 and i8mm kernels MLAS picks where a target has them.
+# Everything else archspec lists for a microarchitecture is what a compiler targeting it may emit (x86: aes,
+# pclmulqdq, rdrand, movbe, bmi1/2, abm, xsave, mmx; Arm: aes, pmull, sha1, sha2, crc32) and no onnxruntime kernel
+# uses: a Raspberry Pi 4 (Cortex-A72 without the crypto extension) and x86 cores without AES-NI run these artifacts.
+# A .pt2 package holds code compiled with -march for the microarchitecture and keeps all of its features.
+RUNTIME_FEATURES = {
+    "x86_64": frozenset({"sse", "sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf_lm",
+                         "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+                         "avx512_vnni", "avx_vnni"}),
+    "aarch64": frozenset({"fp", "asimd", "asimddp", "asimdhp", "fphp", "i8mm"}),
+}
+
+
+def runtime_floor(microarchitecture: str, extra_features: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """What an ONNX artifact for this target requires of a CPU: the features of required_cpu_features that
+    onnxruntime needs (RUNTIME_FEATURES), plus the named extras."""
+    features = required_cpu_features(microarchitecture, extra_features)
+    needed = RUNTIME_FEATURES.get(archspec.cpu.TARGETS[microarchitecture].family.name)
+    return features if needed is None else sorted((set(features) & needed) | set(extra_features))
+
+
 KINDS = ("native", "qemu", "ssh")
 
 

@@ -36,7 +36,7 @@ from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
 from pipeline.release.provenance import build_config, quantgate_source
 from pipeline.release.trend import trend
-from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions
+from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError, contradictions, counted_why
 from pipeline.paths import CONF_DIR
 
 SCHEMA = "quantgate.signoff/1"
@@ -244,6 +244,8 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             reason = p.get("reason", "")
             if p.get("status") == "refused_by_guard" and "this CPU lacks:" in reason:  # the guard's words: keep the news
                 reason = "refused by the guard: lacks " + reason.split("this CPU lacks:")[1].split(".")[0].strip()
+            if not p.get("required"):  # reported, never decisive: say so, and why
+                reason = f"{reason} ({p.get('counted_why') or counted_why(False, p.get('why', ''))})"
             row = _row(name, profile_name, p.get("status", "unknown"), ok, reason, expected=p.get("expected", ""),
                        required=bool(p.get("required")), fidelity=fidelity_words(p), figures=p.get("fidelity") or {},
                        thresholds=p.get("thresholds") or {}, failure=p.get("failure"), command=p.get("command"),

@@ -26,14 +26,16 @@ import numpy as np
 
 from pipeline.errors import InputError, QuantgateError
 from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_header, read_onnx_versions, read_stamp
-from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
+from pipeline.isa.targets import CpuProfile, profile, runtime_floor
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
 from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
                                       keep_decisions_within_noise, output_kind, output_scale)
+from pipeline.verify.padding import Baselines, error_alone, explain, movement, quantizes_at_run_time, summarize
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
-from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
+from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
+                                    counted_why, overall_status)
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
 
 # --- the evidence every profile is judged against ---------------------------------------------------
@@ -57,6 +59,7 @@ class Evidence:
     reference_cpu_outputs: dict[str, np.ndarray] | None = None
     reference_cpu_ids: list[int] = field(default_factory=list)
     reference_cpu_reason: str = ""
+    padding: Baselines | None = None  # fp32's own padded run and the artifact's native one (pipeline.verify.padding)
 
     def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
@@ -131,6 +134,7 @@ def padding_plan(artifact: Path, input_names: list[str], cfg) -> dict:
     limits = Limits(v.padding_min_cosine_mean, v.padding_min_cosine_worst, v.padding_min_top1_agreement,
                     v.padding_max_abs_error, pooling=str(v.pooling))
     return {"status": "pending", "extra_tokens": v.padding_extra_tokens, "thresholds": limits.to_json(),
+            "dynamic": quantizes_at_run_time(graph),
             "reason": "each held-out sequence alone vs in a batch padded past the longest, on every profile that runs"}
 
 
@@ -313,7 +317,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     target = cfg.target
     # What the guard will act on is the stamp; an unstamped artifact is judged by the target's features.
     required = decode_stamp(stamp, artifact.name)["required_cpu_features"] if stamp else \
-        required_cpu_features(target.microarchitecture, list(target.extra_features))
+        runtime_floor(target.microarchitecture, list(target.extra_features))
     host = host_cpu_features(cfg)
     plans = plan_profiles(cfg, required, bool(stamp), host, default_runtime(cfg, stamp))
     model_versions = read_onnx_versions(artifact)
@@ -342,17 +346,21 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     try:
         if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
-            reference_record, fp32 = run_reference(reference, inputs, work / "reference", native_n, cfg)
-            if fp32 is None:
+            pending = padding if padding["status"] == "pending" else None
+            reference_record, ran = run_reference(reference, inputs, work / "reference", native_n, cfg, pending)
+            if ran is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
-                fp32 = {name: fp32[name] for name in judged}
+                fp32 = {name: ran[name] for name in judged}
                 window = mask[:native_n] if mask is not None else None
                 evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,
                                     model_kind, reference_cpu)
+                if pending:
+                    evidence.padding = Baselines(fp32_padding(ran, evidence, pending), padding_arrays(ran, judged)[1],
+                                                 dynamic=pending["dynamic"])
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
-                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
+                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes, pending)
 
         # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
         # pipeline.runtimes.arm), before any profile runs.
@@ -409,7 +417,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         # verify.max_parallel_hosts at a time, while the local profiles (this CPU) run one after another.
         for plan in plans:
             profiles[plan.key] = {"expected": plan.expected, "required": plan.required, "why": plan.why,
-                                  "cpu": plan.name}
+                                  "cpu": plan.name, "counted": plan.required,
+                                  "counted_why": counted_why(plan.required, plan.why)}
         numbered = list(enumerate(plans, 1))
         remote = {i for i, plan in numbered if profile(plan.name).remote and not plan.not_verified}
         with ThreadPoolExecutor(max_workers=max(1, min(len(remote), cfg.verify.max_parallel_hosts))) as hosts:
@@ -427,12 +436,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     native_latency = profiles[native_names[0]].get("latency") if native_names else None
     if native_latency and reference_record and "latency" in reference_record:
         native_latency["fp32"] = reference_record["latency"]
-    failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
-    unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
-    failed |= reference_record is not None and evidence is None
-    padding = summarize_padding(padding, profiles)
-    failed |= padding["status"] == "fail"
-    status = "fail" if failed else "not_verified" if unverified else "pass"
+    padding = summarize(padding, profiles, evidence.padding if evidence else None)
+    status = overall_status(profiles, failed_elsewhere=(reference_record is not None and evidence is None)
+                            or padding["status"] == "fail")
     report = VerifyReport(
         status=status, target=target.name, required_cpu_features=required, model_kind=model_kind, output_names=judged,
         artifact=ArtifactRef(shown(artifact), sha256_file(artifact), "onnx", bool(stamp), stamp.get("target_isa")),
@@ -474,11 +480,16 @@ def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_
     return record, results
 
 
-def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg) -> tuple[dict, dict | None]:
-    """The fp32 reference, natively and in a child too (a broken reference must not take the parent down)."""
+def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg,
+                  padding: dict | None = None) -> tuple[dict, dict | None]:
+    """The fp32 reference, natively and in a child too (a broken reference must not take the parent down); given
+    `padding` (a pending padding plan), also its own padded run, which tells whether the model applies its mask."""
     command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False,
-                            custom_ops=cfg.verify.custom_op_libraries)
+                            custom_ops=cfg.verify.custom_op_libraries,
+                            padding_extra=padding["extra_tokens"] if padding else 0)
     record, results = run_child(command, profile("native"), out_dir, cfg)
+    if results is None and padding:  # the padded batch itself failed: the reference alone (the profiles say why)
+        return run_reference(reference, inputs, out_dir, samples, cfg)
     if results is None:
         record["status"] = "crashed" if record["status"] == "pass" else record["status"]
         return record, None
@@ -490,20 +501,28 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, emulated_n: int,
-                       evidence: Evidence, cfg, notes: list[str]) -> tuple[dict, Path, dict]:
+                       evidence: Evidence, cfg, notes: list[str],
+                       padding: dict | None = None) -> tuple[dict, Path, dict]:
     """Run the artifact natively (no guard: a measurement, not a deployment), choose from that run the samples
     the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
-    .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_*."""
+    .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_* (and, given a
+    pending `padding` plan, evidence.padding.native: whether the int8 graph keeps its outputs padded natively)."""
     native_dir = work / "native-measurement"
-    record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
-                                              custom_ops=cfg.verify.custom_op_libraries),
-                                profile("native"), native_dir, cfg)
+    for extra in dict.fromkeys([padding["extra_tokens"] if padding else 0, 0]):  # without padding if that failed
+        record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
+                                                  custom_ops=cfg.verify.custom_op_libraries, padding_extra=extra),
+                                    profile("native"), native_dir, cfg)
+        if results is not None:
+            break
     native = results[0] if results else None
-    if native is not None and all(name in native for name in evidence.fp32):
+    if native is not None and not all(name in native for name in evidence.fp32):
+        native = None
+    if native is not None and padding and evidence.padding is not None:
+        evidence.padding.native = native_padding(native, evidence, padding)
+    if native is not None:
         chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
     else:
         chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
-        native = None
     with np.load(inputs, allow_pickle=False) as arrays:
         subset = {name: arrays[name][chosen] if arrays[name].ndim and len(arrays[name]) >= native_n else arrays[name]
                   for name in arrays.files}
@@ -592,11 +611,15 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
         record["reason"] = "ran; outputs within bounds of the fp32 reference" + (
             f" and of {evidence.reference_cpu}'s" if comparison.status == "pass" else "")
     if padding:
-        record["padding"] = judge_padding(outputs, evidence, padding, judgement.by_output)
+        hint = numerics_hint(cpu.name, host) if cpu.family == "x86_64" and not cpu.remote else ""
+        record["padding"] = judge_padding(outputs, evidence, padding, judgement.by_output,
+                                          hint if "saturation" in hint else "", ids)
+        words = record["padding"].get("reason")
         if record["padding"]["status"] == "fail":
-            words = record["padding"]["reason"]
             record |= {"status": "fail", "failure": record.get("failure") or "padding",
                        "reason": words if not problems else f"{record['reason']}; {words}"}
+        elif words:  # it moved, within int8's own error: the cause, in words
+            record["reason"] += f"; padding: {words}"
     return record
 
 
@@ -618,15 +641,22 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
                         hint=numerics_hint(cpu.name, host))
 
 
-def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict]) -> dict:
+def padding_arrays(outputs: dict, names) -> tuple[np.ndarray | None, dict, dict]:
+    """The child's padding runs (child_onnx.padding_runs): the mask, each output alone and padded in a batch."""
+    alone = {name: outputs[f"padding_alone.{name}"] for name in names if f"padding_alone.{name}" in outputs}
+    return outputs.get("padding_mask"), alone, {name: outputs[f"padding_batched.{name}"] for name in alone}
+
+
+def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict], hint: str = "",
+                  ids: list[int] | None = None) -> dict:
     """Each sequence alone vs inside a padded batch, over the positions that are tokens. A sample whose padded output
     lies within the artifact's own error to fp32 on this profile (`fidelity`'s max_abs_error per output) keeps its
     decisions (classes, labels): a move that small only flips a decision int8 decides either way, while an ignored
-    mask moves outputs further and flips clear decisions too."""
+    mask moves outputs further and flips clear decisions too. Outputs that moved are explained by
+    pipeline.verify.padding (fp32's own padded run, the native one, this profile's int8 error; `hint`: this CPU's
+    numerics in words; `ids`: the held-out samples this run holds)."""
     limits = Limits(**padding["thresholds"])
-    mask = outputs.get("padding_mask")
-    alone = {name: outputs[f"padding_alone.{name}"] for name in evidence.fp32 if f"padding_alone.{name}" in outputs}
-    batched = {name: outputs[f"padding_batched.{name}"] for name in alone}
+    mask, alone, batched = padding_arrays(outputs, evidence.fp32)
     judged, within_noise = {}, 0
     for name, array in alone.items():
         kind = output_kind(array, evidence.model_kind, mask)
@@ -642,23 +672,35 @@ def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: di
               "figures_by_output": measured.by_output, "samples": len(next(iter(alone.values()))) if alone else 0,
               "decisions_kept_within_int8_noise": within_noise}
     if judgement.problems:
-        result["reason"] = (f"padding changes the output (alone vs padded {padding['extra_tokens']} tokens past the "
-                            f"longest in a batch: {'; '.join(judgement.problems)}): the attention_mask is ignored or "
-                            f"not fully applied")
+        baselines = evidence.padding or Baselines()
+        errors = error_alone(alone, baselines.fp32_alone, ids,
+                             {name: fidelity.get(name, {}).get("max_abs_error", 0.0) for name in alone})
+        moved = movement(measured.by_output, errors)
+        result |= moved.to_json() | explain("; ".join(judgement.problems), moved, baselines, padding["extra_tokens"], hint)
     return result
 
 
-def summarize_padding(padding: dict, profiles: dict) -> dict:
-    """The report's padding verdict: a static failure as is; otherwise from the profiles that ran it."""
-    if padding["status"] != "pending":
-        return padding
-    ran = {key: p["padding"] for key, p in profiles.items() if "padding" in p}
-    failed = [key for key, result in ran.items() if result["status"] == "fail"]
-    status = "fail" if failed else "pass" if ran else "not_verified"
-    reason = (f"padding changes the output on {', '.join(failed)}: {ran[failed[0]]['reason']}" if failed else
-              f"each held-out sequence gives the same result alone and padded on {', '.join(ran)}" if ran else
-              "no profile ran the model, so padding invariance was not measured")
-    return padding | {"status": status, "reason": reason, "profiles": ran}
+def fp32_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict | None:
+    """The fp32 reference's own padding run, judged like a profile's (no int8 noise): does the model apply its mask?"""
+    mask, alone, batched = padding_arrays(outputs, evidence.fp32)
+    if len(alone) != len(evidence.fp32):
+        return None
+    judgement = judge(batched, alone, model_kind=evidence.model_kind, mask=mask, labels=None,
+                      limits=Limits(**padding["thresholds"]),
+                      scales={name: output_scale(array, mask) for name, array in alone.items()})
+    return {"status": "fail" if judgement.problems else "pass", "figures": judgement.summary,
+            "reason": "; ".join(judgement.problems) or "fp32 keeps its outputs padded"}
+
+
+def native_padding(outputs: dict, evidence: Evidence, padding: dict) -> dict | None:
+    """The artifact's native measurement run, alone vs padded: `kept` when it moved at most within its own int8 error."""
+    if not all(f"padding_alone.{name}" in outputs for name in evidence.fp32):
+        return None
+    fidelity = judge({name: outputs[name] for name in evidence.fp32}, evidence.fp32, model_kind=evidence.model_kind,
+                     mask=evidence.mask, labels=None, limits=evidence.limits, scales=evidence.scales).by_output
+    result = judge_padding(outputs, evidence, padding, fidelity, ids=list(range(len(next(iter(evidence.fp32.values()))))))
+    return {"status": "kept" if result["status"] == "pass" else "moved"} | {
+        key: result[key] for key in ("figures", "max_movement", "int8_noise_bound", "cause", "reason") if key in result}
 
 
 def format_table(report: dict) -> str:

@@ -21,7 +21,8 @@ from pipeline.isa.targets import profile
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
 from pipeline.verify.fidelity import compare_cpus, judge, output_scale
 from pipeline.verify.planning import host_cpu_features, limits_from, with_extra_profiles
-from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
+from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
+                                    counted_why, overall_status)
 from pipeline.verify.sandbox import classify, run_under_profile
 
 
@@ -111,10 +112,9 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                                "reason": "out of bounds: " + "; ".join(bad)}
         record["requirement_met"] = record["status"] == expected
         profiles[name] = record
-    failed = audit_record["status"] == "fail" or any(
-        p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
-    unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
-    status = "fail" if failed else "not_verified" if unverified else "pass"
+    for record in profiles.values():
+        record |= {"counted": record["required"], "counted_why": counted_why(record["required"], record["why"])}
+    status = overall_status(profiles, failed_elsewhere=audit_record["status"] == "fail")
     heldout = manifest.path(manifest.heldout_file)
     report = VerifyReport(
         status=status, target=target.name, required_cpu_features=required, model_kind=manifest.model_kind,

@@ -62,6 +62,10 @@ class ProfileResult:
     status: str  # pass | fail | refused_by_guard | crashed | not_verified
     reason: str
     requirement_met: bool = False
+    # Whether this profile decides the verdict, and why: an informational one (below the target for an unstamped
+    # file, this host without the target's features) is reported, and none of its checks can fail the verdict.
+    counted: Optional[bool] = None
+    counted_why: str = ""
     failure: Optional[str] = None  # sigill, timeout, fidelity, cpu_numerics, padding, load, ...
     exit_code: Optional[int] = None
     signal: Optional[str] = None
@@ -149,6 +153,24 @@ def upgraded(payload: Any) -> Any:
     if "output_name" in payload:  # one judged output
         payload["output_names"] = [payload.pop("output_name")] if payload.get("output_name") else []
     return payload
+
+
+def counted_why(required: bool, why: str) -> str:
+    """Why a profile counts toward the verdict or is informational only, in words."""
+    if required:
+        return f"counts toward the verdict: {why}"
+    return (f"informational, never decides the verdict: {why}; its checks (fidelity, padding, per-CPU numerics) "
+            f"are reported only")
+
+
+def overall_status(profiles: dict[str, dict], failed_elsewhere: bool = False) -> str:
+    """The verdict of a verification (pass | fail | not_verified), from the profiles that count (`required`) and
+    the checks of the artifact as a whole (`failed_elsewhere`). An informational profile never decides it,
+    whatever its own status; with none that counts, nothing was verified."""
+    counted = [p for p in profiles.values() if p["required"]]
+    failed = failed_elsewhere or any(not p["requirement_met"] and p["status"] != "not_verified" for p in counted)
+    unverified = not counted or any(p["status"] == "not_verified" for p in counted)
+    return "fail" if failed else "not_verified" if unverified else "pass"
 
 
 def contradictions(profile: ProfileResult) -> list[str]:

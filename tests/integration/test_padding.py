@@ -64,3 +64,28 @@ def test_models_without_token_inputs_skip_padding_with_a_note(tmp_path):
     report = verify.verify_files(artifact, reference, inputs, compose_config(["target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"]),
                                  tmp_path / "verify.json")
     assert report["padding"]["status"] == "skipped" and "no input_ids input" in report["padding"]["reason"]
+
+
+def test_a_mask_the_model_itself_ignores_is_named_from_fp32s_own_padded_run(tmp_path):
+    report = run(tmp_path, use_mask=False)  # the reference is the same model: fp32 moves too
+    native = report["profiles"]["native"]["padding"]
+    assert native["cause"] == "mask_ignored" and "by the model itself, not by quantization" in native["reason"]
+    assert report["padding"]["fp32_reference"]["status"] == "fail"
+
+
+def test_an_artifact_that_ignores_the_mask_its_reference_applies_is_the_int8_graphs_fault(tmp_path):
+    """fp32 keeps its outputs padded; the artifact run alone equals fp32 alone (no padding: nothing to mask), so its
+    own error leaves no room, and the native run moves as this profile does: the graph, not the ranges."""
+    artifact, reference, inputs = tmp_path / "artifact.onnx", tmp_path / "reference.onnx", tmp_path / "inputs.npz"
+    token_model(artifact, use_mask=False)
+    token_model(reference, use_mask=True)
+    ids = np.array([[3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 11], [12, 13, 0, 0, 0, 0]], np.int64)
+    np.savez(inputs, input_ids=ids, attention_mask=(ids != 0).astype(np.int64))
+    cfg = compose_config(["target=avx2", "verify.profiles=[native]", "verify.reference_cpu=native"])
+    report = verify.verify_files(artifact, reference, inputs, cfg, tmp_path / "verify.json", model_kind="embedding")
+    padding = report["profiles"]["native"]["padding"]
+    assert padding["status"] == "fail" and padding["cause"] == "int8_graph", padding
+    assert "fp32 reference keeps its outputs padded" in padding["reason"] and "native int8 run moves too" in padding["reason"]
+    assert padding["int8_noise_bound"]["embedding"] == 0.0 and not padding["within_int8_noise"]
+    assert report["padding"]["fp32_reference"]["status"] == "pass" and report["padding"]["native_int8"]["status"] == "moved"
+    assert report["status"] == "fail"
