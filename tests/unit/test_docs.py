@@ -98,6 +98,14 @@ def test_the_site_builds_strictly_with_the_generated_reference(tmp_path):
     assert "<code>verify.min_cosine_mean</code></td>\n<td><code>float</code></td>\n<td><code>0.98</code>" in config
 
 
+def test_the_readme_is_one_short_page_with_the_two_commands():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) <= 10_500, "README.md is the one-page start: move the rest into docs/"
+    # CI and users run these exactly (.ci/run runs `make test`).
+    for command in ("make quantize TARGET=avx2", "make test"):
+        assert re.search(rf"^\$ {command}( |$)", readme, re.M), command
+
+
 # --- the blocks -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_fenced_block_says_its_language_and_every_command_block_is_console(page):
