@@ -209,9 +209,16 @@ def check_overrides(overrides: list[str], where: str) -> None:
     runs = [first] + [first[:i] + [overrides[i].split("=", 1)[0] + "=" + v] + first[i + 1:]
                       for i, values in sweeps.items() for v in values[1:]]
     for run in runs:
-        done = subprocess.run([str(PYTHON), "-m", "pipeline.cli", "build", "--cfg", "job", "-p", "export", *run],
-                              env=environment(), capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{where}\nquantgate build --cfg job {' '.join(run)}: {done.stderr[-2000:]}"
+        error = compose_error(tuple(run))
+        assert error is None, f"{where}\nquantgate build --cfg job {' '.join(run)}: {error}"
+
+
+@functools.cache
+def compose_error(overrides: tuple[str, ...]) -> str | None:
+    """None when `quantgate build --cfg job OVERRIDES` composes the config, else its error."""
+    done = subprocess.run([str(PYTHON), "-m", "pipeline.cli", "build", "--cfg", "job", "-p", "export", *overrides],
+                          env=environment(), capture_output=True, text=True, timeout=120)
+    return None if done.returncode == 0 else done.stderr[-2000:]
 
 
 def sweep_values(override: str) -> list[str]:
