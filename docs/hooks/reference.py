@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import html
 import io
+import os
 import sys
 import typing
 from pathlib import Path
@@ -35,9 +36,13 @@ def on_files(files, config):
 def help_text(args: list[str]) -> str:
     """What `quantgate ARGS` prints (stdout and stderr), run in-process: the command's own parser answers."""
     from pipeline.cli import main
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main(args)
+    out, columns = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "110"  # argparse wraps at the terminal's width: the same page from any terminal
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(args)
+    finally:
+        os.environ.pop("COLUMNS") if columns is None else os.environ.update(COLUMNS=columns)
     if code not in (0, None):
         raise RuntimeError(f"quantgate {' '.join(args)} exited {code}: {out.getvalue()}")
     return out.getvalue().rstrip()
@@ -45,13 +50,20 @@ def help_text(args: list[str]) -> str:
 
 def commands_page() -> str:
     from pipeline.cli import ALL_COMMANDS
+    from pipeline.commandline import EXIT_CODES_HELP
     parts = ["# Commands", "",
              "Generated from the argument parsers at build time: what `quantgate --help` and "
-             "`quantgate COMMAND --help` print. How to use them: the [guides](../guides/building.md).", "",
-             "## quantgate", "", "```text", help_text(["--help"]), "```", ""]
+             "`quantgate COMMAND --help` print (each also ends with the exit codes, shown once here). How to use "
+             "them: the [guides](../guides/building.md).", "",
+             "## Exit codes", "", "```text", EXIT_CODES_HELP, "```", "",
+             "## quantgate", "", "```text", _without(help_text(["--help"]), EXIT_CODES_HELP), "```", ""]
     for name in ALL_COMMANDS:
-        parts += [f"## {name}", "", "```text", help_text([name, "--help"]), "```", ""]
+        parts += [f"## {name}", "", "```text", _without(help_text([name, "--help"]), EXIT_CODES_HELP), "```", ""]
     return "\n".join(parts)
+
+
+def _without(text: str, epilog: str) -> str:
+    return text.replace(epilog, "").rstrip()
 
 
 # --- config --------------------------------------------------------------------------------------------------
