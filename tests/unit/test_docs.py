@@ -104,6 +104,9 @@ def test_the_readme_is_one_short_page_with_the_two_commands():
     # CI and users run these exactly (.ci/run runs `make test`).
     for command in ("make quantize TARGET=avx2", "make test"):
         assert re.search(rf"^\$ {command}( |$)", readme, re.M), command
+    # Its links into docs/ (mkdocs checks the site's own; README is not a page of it).
+    for target in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (REPO / target).exists(), target
 
 
 # --- the blocks -------------------------------------------------------------------------------------------------
