@@ -15,14 +15,14 @@
 #   RUNTIME=ort116 (conf/runtime/) or RUNTIME="onnxruntime==1.16.3": build for / verify in that runtime
 #     (its own folder: artifacts/<model>-<mode>-<target>-<runtime>/)
 #   make matrix [RELEASE=candidate] [JOBS=2] [LAUNCHER=joblib|submitit_local|submitit_slurm|ray] [ARGS='target=avx2,avx512']
-#   make test / make test-fast [TEST_WORKERS=auto|N|0]   (README "Tests"; test files in parallel processes)
+#   make test / make test-fast [TEST_WORKERS=auto|N|0]   (docs/contributing.md "Tests"; test files in parallel processes)
 # Read and report (no emulator, no apt-get):
 #   make inspect ARTIFACT=artifacts/minilm-dynamic-avx2/model.onnx [NODE=name | NODE=all]   (NODE: its source files)
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml] [BASELINE=rc1]
 #                [ARGS='release.max_latency_ratio=1.2']   (reports/<release>/)
 #   make bench [RELEASE=candidate]               (reports/<release>/bench/results.json, results.md)
-# Release trust (README "Release trust"): signatures, provenance, an OCI registry.
+# Release trust (docs/guides/releases.md): signatures, provenance, an OCI registry.
 #   make keys [DAYS=365] [FORCE=1]               (keys/quantgate.{key,pub,crt}: a development key pair)
 #   make sign [RELEASE=candidate] [KEY=keys/quantgate.key] [CERT=... CHAIN=...]   (a ready release only)
 #   make provenance ARTIFACT=artifacts/<release>/<artifact> [PUBLIC_KEY=keys/quantgate.pub]
@@ -30,7 +30,7 @@
 #   make publish [RELEASE=candidate] [REGISTRY=localhost:5000/quantgate] [FORCE=1]
 #   make pull REF=localhost:5000/quantgate/<artifact>:<release> [OUT=deploy/] [PUBLIC_KEY=...] [FORCE=1]
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
-# The guard alone, for deployments (README "The guard in a deployment"; no network):
+# The guard alone, for deployments (docs/guides/targets.md "The guard in a deployment"; no network):
 #   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
 # Housekeeping: make setup (venv only) / make system-tools, make test-tools (apt-get) / make clean / make help
 # The environment decides HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE (default 1: no model hub).

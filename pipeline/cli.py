@@ -36,7 +36,7 @@ COMMANDS = {
     "bench": ("pipeline.release.bench", "measure what int8 buys on this host against fp32"),
     "arm": ("pipeline.runtimes.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
 }
-# Release trust (pipeline/release/, README "Release trust").
+# Release trust (pipeline/release/, docs/guides/releases.md).
 RELEASE_COMMANDS = {name: (f"pipeline.release.{name}", summary) for name, summary in (
     ("keys", "make a development signing key pair"),
     ("sign", "sign every artifact folder of a ready release (or --verify folders)"),
@@ -53,7 +53,7 @@ def top_help() -> str:
              "not --options. `quantgate [key=value ...]` is `quantgate build`; so is `python -m pipeline`.", "",
              "commands:"]
     lines += [f"  {name:<11} {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["release trust (README \"Release trust\"):"]
+    lines += ["release trust (docs/guides/releases.md):"]
     lines += [f"  {name:<11} {summary}" for name, (_, summary) in RELEASE_COMMANDS.items()]
     lines += ["", "options:", "  -h, --help  show this help; quantgate COMMAND --help lists that command's options",
               "  --version   print quantgate's version", "", EXIT_CODES_HELP]

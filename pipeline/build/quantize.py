@@ -11,7 +11,7 @@ then runs MatMulIntegerToFloat into the fp32 SkipLayerNormalization/BiasGelu tha
 on the way and no per-tensor rounding of the output (MiniLM: cosine 0.937 -> 0.988 with every MatMul static).
 
 The target's policy (per-channel, reduce_range, signedness) comes from its config; see the policy table in
-README.md. Dynamic quantization always uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only);
+docs/guides/targets.md. Dynamic quantization always uses uint8 activations (onnxruntime's DynamicQuantizeLinear is u8-only);
 the stamp says so.
 """
 from __future__ import annotations

@@ -182,7 +182,7 @@ class TargetConfig:
     # archspec microarchitecture whose features the artifact may use, plus named extras.
     microarchitecture: str = MISSING
     extra_features: list[str] = field(default_factory=list)
-    # The quantization policy: every target states it (README, "Targets and the quantization policy").
+    # The quantization policy: every target states it (docs/guides/targets.md, "Targets and the quantization policy").
     per_channel: bool = MISSING
     reduce_range: bool = MISSING  # u8s8 without VNNI saturates (VPMADDUBSW): 7-bit weights
     activation_type: IntType = MISSING

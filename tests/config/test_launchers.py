@@ -19,7 +19,7 @@ LAUNCHERS = {
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
                        "hydra_plugins.hydra_submitit_launcher"),
     # quantgate's own, on Ray's API: hydra-ray-launcher 1.2.2 does not install beside joblib and cannot join a
-    # running Ray 2.x cluster (README "Launchers: local, Slurm, Ray").
+    # running Ray 2.x cluster (docs/guides/releases.md "Launchers: local, Slurm, Ray").
     "ray": ("hydra_plugins.quantgate_ray_launcher.ray_launcher.RayLauncher", "hydra_plugins.quantgate_ray_launcher"),
 }
 

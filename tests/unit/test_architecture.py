@@ -103,17 +103,22 @@ def test_each_folder_imports_only_from_the_folders_below_it():
     assert wrong == []
 
 
-def test_the_folders_are_the_ones_the_readme_lists():
+def layout_section() -> str:
+    """The Layout section of the contributors' page (docs/contributing.md; it was README's)."""
+    return (REPO / "docs" / "contributing.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_folders_are_the_ones_the_layout_lists():
     folders = {p.name for p in (REPO / "pipeline").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == {"guard", "isa", "build", "verify", "runtimes", "release", "config"}
-    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    layout = layout_section()
     for folder in sorted(folders):
-        assert f"pipeline/{folder}/" in layout, f"README's Layout does not list pipeline/{folder}/"
+        assert f"pipeline/{folder}/" in layout, f"docs/contributing.md's Layout does not list pipeline/{folder}/"
 
 
-def test_every_top_level_folder_has_its_line_in_the_readme_layout():
-    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
-    listed = {line.split("/", 1)[0] for line in layout.split("```")[1].splitlines() if line[:1].isalpha()}
+def test_every_top_level_folder_has_its_line_in_the_layout():
+    listed = {line.split("/", 1)[0] for line in layout_section().split("```text\n")[1].split("```")[0].splitlines()
+              if line[:1].isalpha()}
     # The folders git tracks, less the hidden ones (.ci/, .github/): not what runs and installs leave (artifacts/,
     # *.egg-info/, gitignored).
     import subprocess
