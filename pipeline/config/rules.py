@@ -22,6 +22,7 @@ def check(cfg) -> None:
     _mode(cfg)
     _export(cfg)
     _verify(cfg)
+    _speed(cfg)
 
 
 def _no_missing_values(cfg) -> None:
@@ -218,12 +219,24 @@ def _unknown_keys(node, schema, prefix: str, group_schemas: dict, found: list) -
             _unknown_keys(value, kind, f"{prefix}{key}.", group_schemas, found)
 
 
+def _speed(cfg) -> None:
+    """speed.*: batches to time, and a budget that times at least one round."""
+    speed = cfg.speed
+    if not speed.batches or any(batch < 1 for batch in speed.batches):
+        raise UsageError(f"speed.batches={list(speed.batches)}: give one or more batch sizes of at least 1 (the first "
+                         f"is judged), e.g. speed.batches=[1,8]; speed.enabled=false measures nothing")
+    if speed.min_rounds < 3 or speed.seconds_per_batch < 0 or speed.min_timeable_ms < 0:
+        raise UsageError(f"speed.min_rounds={speed.min_rounds} (at least 3 to state the noise), "
+                         f"speed.seconds_per_batch={speed.seconds_per_batch} and speed.min_timeable_ms="
+                         f"{speed.min_timeable_ms} (not negative): one of them is out of range")
+
+
 def _export(cfg) -> None:
     if cfg.export != "aoti":
         return
-    if cfg.mode.name == "dynamic":
-        raise UsageError("export=aoti quantizes with torchao PT2E: use mode=static or mode=qat "
-                         "(mode=dynamic is onnxruntime's run-time quantization)")
+    if cfg.mode.name in ("dynamic", "auto"):
+        raise UsageError(f"export=aoti quantizes with torchao PT2E: use mode=static or mode=qat "
+                         f"(mode={cfg.mode.name} chooses among onnxruntime's modes, for export=onnx)")
     if cfg.target.family != "x86_64":
         raise UsageError(f"export=aoti compiles x86-64 code only (inductor builds for the build host's "
                          f"architecture, no cross-compiler); target {cfg.target.name} is {cfg.target.family}")

@@ -62,6 +62,9 @@ class QuantMode(StrEnum):
     dynamic = "dynamic"
     static = "static"
     qat = "qat"
+    # chosen per model (pipeline/build/auto.py): from the graph where it tells (convolutions: static), else the
+    # fastest candidate on this host within the accuracy budget; the default of the models users bring
+    auto = "auto"
 
 
 class QuantFormat(StrEnum):
@@ -246,6 +249,22 @@ class VerifyConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """What int8 bought, measured at build time on the build host (pipeline/build/speed.py): int8 and the fp32
+    reference timed interleaved in one process at each batch; their size ratio. int8 slower than fp32 beyond the
+    noise of the rounds is a build warning naming its cause."""
+
+    enabled: bool = True
+    batches: list[int] = field(default_factory=lambda: [1, 8])  # the first is the one judged
+    # Wall seconds of timed rounds per batch (after session loads and warm-up): MiniLM about 3 s in all.
+    seconds_per_batch: float = 0.5
+    min_rounds: int = 10  # interleaved rounds at least, whatever the seconds: enough to state the noise
+    # fp32 faster than this at the judged batch is too small to time against the load of a shared host: the ratio
+    # is recorded, not judged.
+    min_timeable_ms: float = 0.1
+
+
+@dataclass
 class RuntimeConfig:
     """The runtime stack a build targets and verifies in: pip requirement lines (conf/runtime/)."""
 
@@ -261,6 +280,7 @@ class QuantgateConfig:
     mode: ModeConfig = MISSING
     target: TargetConfig = MISSING
     verify: VerifyConfig = MISSING
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     # null = build for this venv's runtime; verify in the runtime the artifact was stamped for.
     runtime: Optional[RuntimeConfig] = None
     # onnx: model.onnx for onnxruntime; aoti: model.pt2, a torch AOTInductor package compiled for the

@@ -25,7 +25,6 @@ each artifact's own.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -41,40 +40,10 @@ import numpy as np
 
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.timing import WARMUP, batch_of, op_type_profile, session, time_interleaved
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
-WARMUP = 3
 PROFILE_TOP = 6  # operator types listed per model in results.md
-MIN_REPEATS, MAX_REPEATS = 5, 200
-
-
-def session_options(threads: int):
-    """The benchmark's onnxruntime options: all graph optimizations, `threads` intra-op threads that do not spin when
-    idle. The models' runs are interleaved, and a spinning pool takes the cores from the next model's run (MiniLM
-    fp32 at batch 1 measured 65.6 ms p50 interleaved with spinning, 19.8 ms without, 20.5 ms alone); on a VNNI host
-    spinning slowed int8 even alone (MiniLM dynamic, batch 1: 12.6 ms spinning, 9.1 ms not)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
-
-
-def session(model: Path | bytes, threads: int):
-    """An onnxruntime session on a model file or serialized model, with the benchmark's options."""
-    import onnxruntime as ort
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), session_options(threads),
-                                providers=["CPUExecutionProvider"])
-
-
-def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges."""
-    n = len(next(iter(inputs.values())))
-    index = np.arange(size) % n
-    return {name: array[index] for name, array in inputs.items()}
 
 
 def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dict[str, np.ndarray]:
@@ -93,54 +62,6 @@ def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dic
         joined[name] = np.resize(np.tile(stream, repeats), (rows, length)).astype(array.dtype)
     joined["attention_mask"] = np.ones((rows, length), dtype=inputs["attention_mask"].dtype)
     return joined
-
-
-def _figures(times: list[float], batch: int) -> dict[str, float]:
-    p50, p95 = np.percentile(np.asarray(times) * 1000.0, [50, 95])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "repeats": len(times),
-            "throughput_per_s": float(batch / (p50 / 1000.0))}
-
-
-def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float) -> dict[str, dict]:
-    """Latency figures of each session on `feed`, their runs interleaved (a, b, c, a, b, c, ...) so that load
-    from other processes falls on all of them alike; about `seconds` per session after warm-up."""
-    for sess in sessions.values():
-        for _ in range(WARMUP):
-            sess.run(None, feed)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    deadline = time.perf_counter() + seconds * len(sessions)
-    while len(times[next(iter(times))]) < MIN_REPEATS or (
-            len(times[next(iter(times))]) < MAX_REPEATS and time.perf_counter() < deadline):
-        for name, sess in sessions.items():
-            started = time.perf_counter()
-            sess.run(None, feed)
-            times[name].append(time.perf_counter() - started)
-    batch = len(next(iter(feed.values())))
-    return {name: _figures(values, batch) for name, values in times.items()}
-
-
-def op_type_profile(path: Path, feed: dict[str, np.ndarray], threads: int, work: Path, runs: int = 3) -> dict[str, Any]:
-    """Where the time goes: kernel time per operator type (onnxruntime's profiler), as shares of the total, and
-    the total kernel milliseconds per run."""
-    import onnxruntime as ort
-    options = session_options(threads)  # as the timed runs: a spinning pool slows int8 (session_options)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / f"profile-{path.stem}")
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(1 + runs):
-        sess.run(None, feed)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    run_ends = sorted(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
-    warm_up_end = run_ends[0] if run_ends else 0  # the first run allocates and tunes: not counted
-    events = [e for e in events if e.get("ts", 0) >= warm_up_end]
-    by_op: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            by_op[op] = by_op.get(op, 0.0) + event["dur"]
-    total = sum(by_op.values()) or 1.0
-    shares = {op: round(micros / total, 4) for op, micros in sorted(by_op.items(), key=lambda item: -item[1])}
-    return {"kernel_ms_per_run": round(total / 1000.0 / runs, 2), "share_by_op_type": shares}
 
 
 def weight_shapes(path: Path) -> dict[tuple[int, int], int]:
