@@ -91,6 +91,8 @@ class QuantizationRecord:
     # Inputs of fp32 operators (a residual Add) that read an activation itself, not the int8-rounded copy that static
     # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/build/qdq.py).
     fp32_inputs_unrounded: int = 0
+    # Convolutions a static build kept fp32: their reduction is below mode.conv_min_reduction (an RGB stem).
+    fp32_convs: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -140,10 +140,11 @@ def _quantizer_knobs(cfg) -> None:
     if mode.name == "qat" and (mode.nodes_to_exclude or mode.nodes_to_quantize or options):
         raise UsageError("mode=qat fine-tunes and exports in torch: mode.nodes_to_exclude, mode.nodes_to_quantize "
                          "and mode.extra_options are onnxruntime's (mode=dynamic or mode=static)")
-    unknown = [op for op in mode.op_types_to_quantize if op not in quantizable_op_types()]
-    if unknown:
-        raise UsageError(f"mode.op_types_to_quantize: {', '.join(_with_close_matches(unknown, quantizable_op_types()))} "
-                         f"{'is' if len(unknown) == 1 else 'are'} not an operator type onnxruntime quantizes")
+    for key in ("op_types_to_quantize", "conv_graph_op_types"):
+        unknown = [op for op in mode[key] if op not in quantizable_op_types()]
+        if unknown:
+            raise UsageError(f"mode.{key}: {', '.join(_with_close_matches(unknown, quantizable_op_types()))} "
+                             f"{'is' if len(unknown) == 1 else 'are'} not an operator type onnxruntime quantizes")
     overlap = sorted(set(mode.nodes_to_exclude) & set(mode.nodes_to_quantize))
     if overlap:
         raise UsageError(f"mode.nodes_to_exclude and mode.nodes_to_quantize both name {overlap}: a node is either kept "

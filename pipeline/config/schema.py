@@ -168,6 +168,16 @@ class ModeConfig:
     # QEmbedLayerNormalization, in static builds too (QDQ has no rule for them; pipeline/build/quantize.py).
     op_types_to_quantize: list[str] = field(default_factory=lambda: [
         "MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"])
+    # Static int8 of a graph with convolutions also quantizes these, which onnxruntime runs in int8 (NHWC)
+    # between its QLinearConvs: no Q/DQ pair or layout Transpose around a pooling, an activation or a residual Add
+    # (a 7.5 M-MAC test CNN, batch 1 on a VNNI host: 0.81x -> 0.61x fp32). [] = op_types_to_quantize only.
+    conv_graph_op_types: list[str] = field(default_factory=lambda: [
+        "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat", "Flatten",
+        "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize"])
+    # In such a graph, a (non-grouped) convolution whose reduction (input channels x kernel area) is below this stays
+    # fp32: onnxruntime's int8 kernel is slower than fp32 there (an RGB 3x3 stem, K=27: 12 vs 18 GMAC/s at batch 1
+    # on a VNNI host, `quantgate bench`'s convolution floor). 0 = quantize every convolution.
+    conv_min_reduction: int = 32
     # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).
     nodes_to_exclude: list[str] = field(default_factory=list)  # kept fp32
     nodes_to_quantize: list[str] = field(default_factory=list)  # empty = every node of the op types above

@@ -40,6 +40,7 @@ import numpy as np
 
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.release.floors import conv_floor, gemm_floor
 from pipeline.timing import WARMUP, batch_of, op_type_profile, session, time_interleaved
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
@@ -62,56 +63,6 @@ def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dic
         joined[name] = np.resize(np.tile(stream, repeats), (rows, length)).astype(array.dtype)
     joined["attention_mask"] = np.ones((rows, length), dtype=inputs["attention_mask"].dtype)
     return joined
-
-
-def weight_shapes(path: Path) -> dict[tuple[int, int], int]:
-    """(K, N) of every 2-D weight a MatMul or fused Attention multiplies by, with how many nodes use it."""
-    import onnx
-    model = onnx.load(str(path), load_external_data=False)
-    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    shapes: dict[tuple[int, int], int] = {}
-    for node in model.graph.node:
-        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and len(dims.get(node.input[1], ())) == 2:
-            shape = dims[node.input[1]]
-            shapes[shape] = shapes.get(shape, 0) + 1
-    return shapes
-
-
-def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
-    """This host's int8 GEMM speed on the model's own weight shapes: for each (K, N), one MatMul (fp32) and one
-    DynamicQuantizeMatMul (int8 weights, activations quantized at run time, what dynamic int8 runs) on `rows`
-    rows (batch x sequence), timed interleaved. `int8_vs_fp32` is the ratio the GEMMs alone allow: the floor for
-    a model whose time is all GEMM."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from pipeline.build.fuse import CONTRIB_DOMAIN
-    rng = np.random.default_rng(0)
-    per_shape, fp32_total, int8_total = {}, 0.0, 0.0
-    for (k, n), count in sorted(weight_shapes(fp32).items()):
-        a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, k])
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])
-        weight = rng.standard_normal((k, n)).astype(np.float32)
-        initializers = [onnx.numpy_helper.from_array(weight, "w")]
-        float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y], initializers)
-        quantized = [onnx.numpy_helper.from_array(np.clip(np.round(weight * 40), -127, 127).astype(np.int8), "w"),
-                     onnx.numpy_helper.from_array(np.float32(1 / 40), "scale"),
-                     onnx.numpy_helper.from_array(np.int8(0), "zero")]
-        int8_graph = helper.make_graph([helper.make_node("DynamicQuantizeMatMul", ["a", "w", "scale", "zero"], ["y"],
-                                                         domain=CONTRIB_DOMAIN)], "int8", [a], [y], quantized)
-        sessions = {}
-        for name, graph in (("fp32", float_graph), ("int8", int8_graph)):
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                            helper.make_opsetid(CONTRIB_DOMAIN, 1)])
-            model.ir_version = 8
-            sessions[name] = session(model.SerializeToString(), threads)
-        figures = time_interleaved(sessions, {"a": rng.standard_normal((rows, k)).astype(np.float32)}, seconds)
-        macs = rows * k * n
-        per_shape[f"{k}x{n}"] = {"nodes": count, **{f"{name}_gmac_per_s": macs / (figures[name]["p50_ms"] / 1000) / 1e9
-                                                    for name in figures}}
-        fp32_total += count * figures["fp32"]["p50_ms"]
-        int8_total += count * figures["int8"]["p50_ms"]
-    return {"rows": rows, "shapes": per_shape, "int8_vs_fp32": int8_total / fp32_total if fp32_total else None}
 
 
 def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path, Path | None]:

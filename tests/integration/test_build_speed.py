@@ -47,6 +47,14 @@ def test_a_conv_graph_quantized_dynamic_and_static_records_its_speed(convnet, tm
     assert manifest.name == f"onnx-{mode}-avx2" and manifest.mode == mode and manifest.mode_choice is None
     assert int8_conv in op_types(manifest)
     check_speed_figures(manifest.speed)
+    if mode == "static":  # int8 from one convolution to the next; the RGB stem (reduction 3x3x3 = 27) stays fp32
+        assert manifest.quantization.fp32_convs == ["conv0"]
+        graph = onnx.load(str(manifest.path(manifest.model_file))).graph
+        producer = {output: node.op_type for node in graph.node for output in node.output}
+        for node in graph.node:
+            if node.op_type in ("MaxPool", "GlobalAveragePool", "Flatten") or node.name in ("conv1", "conv2"):
+                assert producer[node.input[0]] == "DequantizeLinear", node.name
+        assert next(node for node in graph.node if node.name == "conv0").input[1] == "conv0.weight"  # fp32, as it was
 
 
 def test_auto_keeps_static_for_a_conv_graph_and_records_both_candidates(convnet, tmp_path, capsys):
