@@ -66,6 +66,7 @@ class QuantizerKnobs:
     fallback_nodes: tuple[str, ...] = ()  # the accuracy gate's: out of the mode's quantizer (see module docstring)
     conv_graph_op_types: tuple[str, ...] = ()  # static int8 of a graph with convolutions quantizes these too
     conv_min_reduction: int = 0  # ... and keeps convolutions with a smaller reduction fp32
+    conv_fp32_min_macs: int = 0  # ... if they do at least this many multiply-adds per sample
     fp32_convs: tuple[str, ...] = ()  # those convolutions, found in the graph (for_graph)
 
     @classmethod
@@ -74,24 +75,38 @@ class QuantizerKnobs:
         options = {key: value for key, value in mode.extra_options.items() if value is not None}
         return cls(tuple(mode.op_types_to_quantize), tuple(mode.nodes_to_exclude), tuple(mode.nodes_to_quantize),
                    options, conv_graph_op_types=tuple(mode.conv_graph_op_types),
-                   conv_min_reduction=int(mode.conv_min_reduction))
+                   conv_min_reduction=int(mode.conv_min_reduction), conv_fp32_min_macs=int(mode.conv_fp32_min_macs))
 
     def for_graph(self, graph_path: Path, mode: str) -> "QuantizerKnobs":
         """These knobs for one fp32 graph: a static build of a graph with convolutions quantizes conv_graph_op_types
         too (int8 from one QLinearConv to the next) and keeps convolutions with a reduction below conv_min_reduction
-        fp32 (schema.ModeConfig)."""
+        fp32 where they do enough work to matter (schema.ModeConfig)."""
         import onnx
         if mode != "static":
             return self
-        graph = onnx.load(str(graph_path), load_external_data=False).graph
-        if not any(node.op_type in CONVOLUTIONS for node in graph.node):
+        model = onnx.load(str(graph_path), load_external_data=False)
+        if not any(node.op_type in CONVOLUTIONS for node in model.graph.node):
             return self
-        weights = {t.name: tuple(t.dims) for t in graph.initializer}
-        small = tuple(node.name for node in graph.node if node.op_type == "Conv" and len(node.input) > 1
-                      and len(shape := weights.get(node.input[1], ())) == 4 and _group(node) == 1
-                      and shape[1] * shape[2] * shape[3] < self.conv_min_reduction)
         return replace(self, op_types=tuple(dict.fromkeys([*self.op_types, *self.conv_graph_op_types])),
-                       fp32_convs=small)
+                       fp32_convs=tuple(self._slow_int8_convs(model)))
+
+    def _slow_int8_convs(self, model) -> list[str]:
+        """Non-grouped convolutions with a reduction below conv_min_reduction and at least conv_fp32_min_macs
+        multiply-adds per sample (output size from onnx shape inference; unknown sizes are left int8)."""
+        import onnx
+        weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+        outputs = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                   for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+        slow = []
+        for node in model.graph.node:
+            shape = weights.get(node.input[1], ()) if node.op_type == "Conv" and len(node.input) > 1 else ()
+            out = outputs.get(node.output[0], [])
+            if len(shape) != 4 or _group(node) != 1 or len(out) != 4 or 0 in out[1:]:
+                continue
+            reduction = shape[1] * shape[2] * shape[3]
+            if reduction < self.conv_min_reduction and reduction * out[1] * out[2] * out[3] >= self.conv_fp32_min_macs:
+                slow.append(node.name)
+        return slow
 
     def with_fallback(self, nodes) -> "QuantizerKnobs":
         """These knobs with the accuracy gate's fallback nodes."""

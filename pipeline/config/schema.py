@@ -176,8 +176,11 @@ class ModeConfig:
         "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize"])
     # In such a graph, a (non-grouped) convolution whose reduction (input channels x kernel area) is below this stays
     # fp32: onnxruntime's int8 kernel is slower than fp32 there (an RGB 3x3 stem, K=27: 12 vs 18 GMAC/s at batch 1
-    # on a VNNI host, `quantgate bench`'s convolution floor). 0 = quantize every convolution.
+    # on a VNNI host, `quantgate bench`'s convolution floor), if it does at least conv_fp32_min_macs multiply-adds
+    # per sample: below that, the fp32 -> int8 layout change after it costs more than its kernel (digits_cnn's 9 k-MAC
+    # stem: 0.88x fp32 int8, 1.05x fp32). 0 = quantize every convolution.
     conv_min_reduction: int = 32
+    conv_fp32_min_macs: int = 100_000
     # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).
     nodes_to_exclude: list[str] = field(default_factory=list)  # kept fp32
     nodes_to_quantize: list[str] = field(default_factory=list)  # empty = every node of the op types above

@@ -160,6 +160,9 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         floor = result["gemm_floor"][str(batch)] = gemm_floor(fp32, rows, threads, seconds / 2)
         if floor["int8_vs_fp32"] is not None:
             result["ratios"][str(batch)]["int8_vs_fp32_gemm_floor"] = floor["int8_vs_fp32"]
+        floor = result.setdefault("conv_floor", {})[str(batch)] = conv_floor(fp32, feed, threads, seconds / 2)
+        if floor["int8_vs_fp32"] is not None:
+            result["ratios"][str(batch)]["int8_vs_fp32_conv_floor"] = floor["int8_vs_fp32"]
     result["op_type_profile"] = {"batch": batches[-1], **{
         name: op_type_profile(models[name], profile_feed, threads, work) for name in ("fp32", "int8")}}
     result["ratios"]["size_int8_vs_fp32"] = result["size_bytes"]["int8"] / result["size_bytes"]["fp32"]
@@ -261,6 +264,26 @@ def _fid(figures: dict[str, float]) -> str:
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 
+# The kernel floors bench measures (pipeline/release/floors.py): result key, the kernels in words, a batch's size.
+FLOORS = (("gemm_floor", "GEMMs", lambda floor: f" ({floor['rows']} rows)"), ("conv_floor", "convolutions", lambda _: ""))
+
+
+def floor_lines(case: dict[str, Any]) -> list[str]:
+    """Per kernel kind the model has: int8/fp32 of this host's kernels alone on the model's own shapes (the floor if
+    all time were those kernels), the artifact's ratio, and how far above the floor it is."""
+    lines = []
+    for key, kernels, size in FLOORS:
+        floors = [(batch, floor) for batch, floor in (case.get(key) or {}).items() if floor["int8_vs_fp32"] is not None]
+        if floors:
+            lines.append(f"- {case['artifact']}: int8/fp32 of this host's {kernels} alone on the model's own shapes (the "
+                         f"floor if all time were {kernels}), against the artifact: " + "; ".join(
+                             f"batch {batch}{size(floor)} {floor['int8_vs_fp32']:.2f}x, the artifact "
+                             f"{case['ratios'][batch]['int8_vs_fp32_p50']:.2f}x ("
+                             f"{case['ratios'][batch]['int8_vs_fp32_p50'] / floor['int8_vs_fp32']:.2f}x the floor)"
+                             for batch, floor in floors))
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     batches = report["settings"]["batches"]
     head = ["artifact", "size int8/fp32"]
@@ -287,14 +310,7 @@ def markdown(report: dict[str, Any]) -> str:
         profile = case.get("op_type_profile")
         if not profile:
             continue
-        floors = [(batch, floor) for batch, floor in (case.get("gemm_floor") or {}).items()
-                  if floor["int8_vs_fp32"] is not None]
-        if floors:
-            profile_lines.append(
-                f"- {case['artifact']}: int8/fp32 of this host's GEMMs alone on the model's weight shapes (the floor if "
-                f"all time were GEMM), against the artifact: " + "; ".join(
-                    f"batch {batch} ({floor['rows']} rows) {floor['int8_vs_fp32']:.2f}x, the artifact "
-                    f"{case['ratios'][batch]['int8_vs_fp32_p50']:.2f}x" for batch, floor in floors))
+        profile_lines += floor_lines(case)
         for name in ("fp32", "int8"):
             top = list(profile[name]["share_by_op_type"].items())[:PROFILE_TOP]
             profile_lines.append(f"- {case['artifact']} {name} ({profile[name]['kernel_ms_per_run']:.4g} ms/run): "
