@@ -146,6 +146,8 @@ class ModeChoiceRecord:
     chosen: str
     reason: str
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Both within budget and the graph undecided: static over dynamic timed in one interleaved loop (paired ratio).
+    static_vs_dynamic: dict[str, float] | None = None
 
 
 @dataclass

@@ -42,10 +42,12 @@ def with_mode(cfg, mode: str):
 
 
 def coverage_failed(manifest: Manifest) -> bool:
-    """Whether the calibration sample failed its coverage bound (which static int8 depends on)."""
+    """Whether the calibration sample is over its coverage bound (calibration.coverage_fail, which static int8's
+    fixed ranges depend on); the report is informational for mode=auto, which was not yet static."""
     import json
-    report = manifest.path(manifest.calibration_report_file)
-    return report.is_file() and json.loads(report.read_text()).get("status") == "fail"
+    path = manifest.path(manifest.calibration_report_file)
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    return report.get("worst_fraction_outside", 0.0) > report.get("fail_threshold", 1.0)
 
 
 def build_candidate(cfg, manifest: Manifest, mode: str, stash: Path) -> tuple[Manifest, dict]:
@@ -76,20 +78,23 @@ def build_candidate(cfg, manifest: Manifest, mode: str, stash: Path) -> tuple[Ma
     return candidate, figures
 
 
-def faster(a: dict, b: dict) -> bool | None:
-    """Whether candidate `a` is faster than `b` at the judged batch, beyond the noise of both; None: cannot tell
-    (their intervals overlap, or a model too small to time)."""
-    if "too_small_to_time" in (a["speed"]["verdict"], b["speed"]["verdict"]):
-        return None
-    first_a, first_b = (next(iter(c["speed"]["latency"].values())) for c in (a, b))
-    if first_a["high"] < first_b["low"]:
-        return True
-    return False if first_b["high"] < first_a["low"] else None
+def head_to_head(manifest: Manifest, stash: Path, speed_cfg) -> dict[str, float]:
+    """static/dynamic: the two int8 graphs timed against each other in one interleaved loop at the judged batch (each
+    candidate's own ratio to fp32 comes from its own loop, under whatever load that loop had)."""
+    import os
+
+    from pipeline.build.speed import heldout_inputs, time_pair
+    from pipeline.timing import batch_of
+    batch = int(speed_cfg.batches[0])
+    models = {mode: stash / mode / manifest.model_file for mode in CANDIDATES}
+    return {"batch": batch, **time_pair(models, batch_of(heldout_inputs(manifest), batch), speed_cfg,
+                                        os.cpu_count() or 1)}
 
 
-def choose(preferred: str | None, why: str, candidates: dict[str, dict]) -> tuple[str, str]:
+def choose(preferred: str | None, why: str, candidates: dict[str, dict],
+           duel: dict[str, float] | None) -> tuple[str, str]:
     """(the mode kept, the reason in words) among candidates within budget: the graph's preference where it has one,
-    else the faster beyond noise, else the faster median."""
+    else the faster of the two timed in one loop (`duel`, static/dynamic) beyond noise, else the faster median."""
     passing = [mode for mode, figures in candidates.items() if figures["within_budget"]]
     if len(passing) == 1:
         other = next(mode for mode in candidates if mode != passing[0])
@@ -98,14 +103,13 @@ def choose(preferred: str | None, why: str, candidates: dict[str, dict]) -> tupl
     measured = "int8/fp32 " + ", ".join(f"{mode} {ratio[mode]:.2f}x" for mode in passing)
     if preferred:
         return preferred, f"both within budget ({measured} on this host); the graph decides: {why}"
-    first, second = passing
-    verdict = faster(candidates[first], candidates[second])
-    if verdict is not None:
-        kept = first if verdict else second
-        return kept, f"both within budget; {kept} is faster on this host beyond noise ({measured}); {why}"
-    too_small = any(candidates[mode]["speed"]["verdict"] == "too_small_to_time" for mode in passing)
-    cannot_tell = "too small to time on this host" if too_small else "within noise of each other"
-    return min(passing, key=ratio.get), f"both within budget, {cannot_tell} ({measured}); kept the faster median"
+    duel_words = (f"static/dynamic {duel['ratio']:.2f}x, 95% interval {duel['low']:.2f}-{duel['high']:.2f}, the two "
+                  f"timed in one loop at batch {duel['batch']}; {measured}")
+    if duel["high"] < 1 or duel["low"] > 1:
+        kept = "static" if duel["high"] < 1 else "dynamic"
+        return kept, f"both within budget; {kept} is faster on this host beyond noise ({duel_words}); {why}"
+    kept = "static" if duel["ratio"] < 1 else "dynamic"
+    return kept, f"both within budget and within noise of each other ({duel_words}); kept the faster median"
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
@@ -125,14 +129,17 @@ def run(cfg, manifest: Manifest) -> Manifest:
         if not passing:
             raise QuantgateError("mode=auto: no candidate is within the accuracy budget: " + "; ".join(
                 f"{mode}: {figures['outcome']}" for mode, figures in candidates.items()))
-        kept, reason = choose(preferred, why, candidates)
+        duel = head_to_head(manifest, Path(scratch), cfg.speed) \
+            if preferred is None and all(candidates[mode]["within_budget"] for mode in CANDIDATES) else None
+        kept, reason = choose(preferred, why, candidates, duel)
         for mode, figures in candidates.items():
             figures["outcome"] = "kept" if mode == kept else figures["outcome"] or "slower, or not preferred"
         for path in (Path(scratch) / kept).rglob("*"):
             if path.is_file():
                 shutil.move(path, manifest.path(path.relative_to(Path(scratch) / kept).as_posix()))
     chosen = built[kept]
-    chosen.mode_choice = ModeChoiceRecord(requested="auto", chosen=kept, reason=reason, candidates=candidates)
+    chosen.mode_choice = ModeChoiceRecord(requested="auto", chosen=kept, reason=reason, candidates=candidates,
+                                          static_vs_dynamic=duel)
     say(f"auto: kept {kept}: {reason}")
     for warning in chosen.speed.warnings.values():
         say(f"speed: WARNING: {warning}")

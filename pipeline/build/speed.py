@@ -82,23 +82,32 @@ def words(record: SpeedRecord, batches: list[int], int8_file: Path) -> dict[str,
     return said
 
 
+def heldout_inputs(manifest: Manifest) -> dict[str, np.ndarray]:
+    """The held-out samples' model inputs: what the timed runs feed."""
+    with np.load(manifest.path(manifest.heldout_file)) as arrays:
+        return {name: arrays[name] for name in manifest.input_names}
+
+
+def time_pair(models: dict[str, Path], feed: dict[str, np.ndarray], speed_cfg, threads: int) -> dict[str, float]:
+    """The paired ratio of two models' run times (first over second), interleaved in one loop on `feed`."""
+    sessions = {name: session(path, threads) for name, path in models.items()}
+    times = interleaved_times(sessions, feed, float(speed_cfg.seconds_per_batch), min_repeats=int(speed_cfg.min_rounds))
+    first, second = times.values()
+    return {**paired_ratio(first, second), **{f"{name}_p50_ms": float(np.median(t)) * 1000 for name, t in times.items()}}
+
+
 def measure(manifest: Manifest, speed_cfg) -> SpeedRecord:
     """Time int8 against fp32 at each batch, interleaved in one process, and judge the first batch."""
     started = time.perf_counter()
     threads = os.cpu_count() or 1
     batches = [int(b) for b in speed_cfg.batches]
-    with np.load(manifest.path(manifest.heldout_file)) as arrays:
-        heldout = {name: arrays[name] for name in manifest.input_names}
+    heldout = heldout_inputs(manifest)
     reference, int8 = manifest.path(manifest.reference_file), manifest.path(manifest.model_file)
-    sessions = {"fp32": session(reference, threads), "int8": session(int8, threads)}
     record = SpeedRecord(threads=threads, size_ratio=round(int8.stat().st_size / max(reference.stat().st_size, 1), 4))
     for batch in batches:
-        times = interleaved_times(sessions, batch_of(heldout, batch), float(speed_cfg.seconds_per_batch),
-                                  min_repeats=int(speed_cfg.min_rounds))
-        ratio = paired_ratio(times["int8"], times["fp32"])
-        record.latency[str(batch)] = {"fp32_p50_ms": round(float(np.median(times["fp32"])) * 1000, 4),
-                                      "int8_p50_ms": round(float(np.median(times["int8"])) * 1000, 4),
-                                      **{k: round(v, 4) if isinstance(v, float) else v for k, v in ratio.items()}}
+        ratio = time_pair({"int8": int8, "fp32": reference}, batch_of(heldout, batch), speed_cfg, threads)
+        record.latency[str(batch)] = {key: round(value, 4) if isinstance(value, float) else value
+                                      for key, value in ratio.items()}
     first = record.latency[str(batches[0])]
     record.verdict = judge(first, first["fp32_p50_ms"], float(speed_cfg.min_timeable_ms))
     if record.verdict == "slower":

@@ -73,6 +73,16 @@ def test_auto_keeps_static_for_a_conv_graph_and_records_both_candidates(convnet,
     assert "speed      int8/fp32 latency on this host" in capsys.readouterr().out
 
 
+def test_auto_does_not_build_static_on_calibration_that_does_not_cover_the_inputs(convnet, tmp_path):
+    manifest = build([*convnet, "calibration.coverage_warn=0", "calibration.coverage_fail=0"], tmp_path)
+    choice = manifest.mode_choice
+    assert manifest.mode == choice.chosen == "dynamic" and "ConvInteger" in op_types(manifest)
+    assert choice.candidates["static"] == {"within_budget": False, "outcome": (
+        "not built: the calibration sample failed its coverage bound (calibration_report.json), which static int8's "
+        "fixed ranges rely on")}
+    assert choice.reason.startswith("the only candidate within the accuracy budget (static: not built")
+
+
 def test_the_int8_slower_warning_names_convinteger(convnet, tmp_path):
     manifest = build([*convnet, "mode=dynamic"], tmp_path)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
@@ -101,3 +111,24 @@ def test_signoff_lists_what_the_build_measured_as_findings():
     (row,) = build_speed_rows([facts, {"name": "quiet", "build_speed": None}])
     assert row["profile"] == "build-speed" and row["status"] == "int8_slower" and row["ok"] is None
     assert "ConvInteger" in row["reason"]
+
+
+def test_without_convolutions_auto_keeps_the_faster_of_the_two_timed_in_one_loop():
+    from pipeline.build.auto import choose
+    within = {"within_budget": True, "outcome": "", "speed": {"verdict": "faster", "latency": {"1": {"ratio": 0.4}}}}
+    candidates = {"static": within, "dynamic": within}
+
+    def duel(ratio, low, high):
+        return {"batch": 1, "ratio": ratio, "low": low, "high": high, "rounds": 20}
+    kept, reason = choose(None, "no convolutions", candidates, duel(0.8, 0.7, 0.9))
+    assert kept == "static" and "faster on this host beyond noise (static/dynamic 0.80x, 95% interval 0.70-0.90" in reason
+    assert choose(None, "no convolutions", candidates, duel(1.3, 1.1, 1.4))[0] == "dynamic"
+    kept, reason = choose(None, "no convolutions", candidates, duel(1.02, 0.9, 1.1))
+    assert kept == "dynamic" and reason.endswith("kept the faster median")
+    # the graph decides where it can tell, whatever was measured
+    assert choose("static", "3 convolution(s)", candidates, None) == (
+        "static", "both within budget (int8/fp32 static 0.40x, dynamic 0.40x on this host); the graph decides: "
+                  "3 convolution(s)")
+    over = {**within, "within_budget": False, "outcome": "over the accuracy budget: cosine 0.9"}
+    assert choose(None, "no convolutions", {"static": over, "dynamic": within}, None) == (
+        "dynamic", "the only candidate within the accuracy budget (static: over the accuracy budget: cosine 0.9)")
