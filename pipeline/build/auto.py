@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.errors import QuantgateError
+from pipeline.errors import BuildFailed
 from pipeline.manifest import Manifest, ModeChoiceRecord
 from pipeline.progress import say
 
@@ -63,7 +63,7 @@ def build_candidate(cfg, manifest: Manifest, mode: str, stash: Path) -> tuple[Ma
     outcome = ""
     try:
         candidate = gate.run(candidate_cfg, candidate)
-    except QuantgateError as error:  # over its accuracy budget: figures kept, never chosen
+    except gate.OverBudget as error:  # figures kept, never chosen
         outcome = f"over the accuracy budget: {error}"
     candidate.speed = speed.measure(candidate, cfg.speed)
     for relative in (candidate.model_file, debug_file_for(candidate.model_file)):
@@ -127,7 +127,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
             built[mode], candidates[mode] = build_candidate(cfg, manifest, mode, Path(scratch))
         passing = [mode for mode in candidates if candidates[mode]["within_budget"]]
         if not passing:
-            raise QuantgateError("mode=auto: no candidate is within the accuracy budget: " + "; ".join(
+            raise BuildFailed("mode=auto: no candidate is within the accuracy budget: " + "; ".join(
                 f"{mode}: {figures['outcome']}" for mode, figures in candidates.items()))
         duel = head_to_head(manifest, Path(scratch), cfg.speed) \
             if preferred is None and all(candidates[mode]["within_budget"] for mode in CANDIDATES) else None

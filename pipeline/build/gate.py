@@ -17,10 +17,14 @@ import numpy as np
 
 from calibration.readers import BatchReader
 from pipeline.build.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
-from pipeline.errors import InputError, QuantgateError
+from pipeline.errors import BuildFailed, InputError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 from pipeline.verify import fidelity
+
+class OverBudget(BuildFailed):
+    """The int8 model is over its accuracy budget, the fallback done: mode=auto keeps another candidate."""
+
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 _SESSIONS: dict[tuple, object] = {}
@@ -332,6 +336,6 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         else:
             hint = (f"stopped at verify.fallback_max_excluded_nodes={limit}; raise it, calibrate with more data, or "
                     f"relax the budget in verify/")
-        raise QuantgateError(f"the int8 model is over its accuracy budget on the validation split: {description}. "
-                             f"Steps: {steps}. {hint}")
+        raise OverBudget(f"the int8 model is over its accuracy budget on the validation split: {description}. "
+                         f"Steps: {steps}. {hint}")
     return manifest

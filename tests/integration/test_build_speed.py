@@ -132,3 +132,14 @@ def test_without_convolutions_auto_keeps_the_faster_of_the_two_timed_in_one_loop
     over = {**within, "within_budget": False, "outcome": "over the accuracy budget: cosine 0.9"}
     assert choose(None, "no convolutions", {"static": over, "dynamic": within}, None) == (
         "dynamic", "the only candidate within the accuracy budget (static: over the accuracy budget: cosine 0.9)")
+
+
+def test_auto_with_no_candidate_within_budget_fails_with_both_figures(convnet, tmp_path):
+    from pipeline.errors import BuildFailed
+    overrides = [*convnet, "verify.min_cosine_mean=1.0", "verify.min_cosine_worst=1.0", "verify.build_gate=true",
+                 "verify.fallback_max_excluded_nodes=1", f"artifacts_dir={tmp_path}"]
+    with pytest.raises(BuildFailed) as refused:
+        quantize_task(compose_config(overrides), overrides)
+    message = str(refused.value)
+    assert message.startswith("mode=auto: no candidate is within the accuracy budget: static: over the accuracy budget")
+    assert "; dynamic: over the accuracy budget" in message and not list(tmp_path.glob("onnx-*"))
