@@ -95,6 +95,11 @@ def test_the_int8_slower_warning_names_convinteger(convnet, tmp_path):
     assert list(said) == ["slower"]
     assert said["slower"].startswith("int8 is 4.00x fp32's latency at batch 1 (95% interval 3.50-4.40, 20 ")
     assert "ConvInteger: " in said["slower"] and "static mode quantizes convolutions to QLinearConv" in said["slower"]
+    # larger than fp32 is said with what stayed fp32 (here the Gemm head, which dynamic int8 leaves alone, and biases)
+    larger = SpeedRecord(threads=1, size_ratio=1.12, verdict="faster", latency=slower.latency)
+    said = speed.words(larger, [1, 8], manifest.path(manifest.model_file))
+    assert list(said) == ["larger"] and said["larger"].startswith("int8 is 1.12x the fp32 file's size: 0.00")
+    assert said["larger"].endswith("MB of weights are still fp32 (weights quantized at run time, or nodes left fp32)")
 
 
 def test_a_model_too_small_to_time_is_not_judged():
