@@ -6,7 +6,7 @@
 #
 # Build and verify (set up on first use: the venv, and qemu-user/debootstrap/sshd/registry via apt-get;
 #   make test also chromium):
-#   make quantize TARGET=avx2 [MODE=dynamic|static|qat] [MODEL=minilm|digits_cnn] [ARGS='calibration.n_samples=256']
+#   make quantize TARGET=avx2 [MODE=dynamic|static|qat|auto] [MODEL=minilm|digits_cnn] [ARGS='calibration.n_samples=256']
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT_DIR=artifacts/x         (any built folder; its target comes from its manifest)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]
@@ -46,7 +46,8 @@ HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HF_DATASETS_OFFLINE
 
 TARGET ?= avx2
-MODE ?= dynamic
+# models users bring default to mode=auto (conf/model/{onnx,torch,hf}.yaml), the built-in ones to dynamic
+MODE ?= $(if $(filter onnx torch hf,$(MODEL)),auto,dynamic)
 MODEL ?= minilm
 EXPORT ?= onnx
 ARGS ?=

@@ -94,6 +94,8 @@ class QuantizationRecord:
     # What the int8 graph holds, counted after quantization (pipeline/build/graph_counts.py GraphCounts.as_stamp):
     # weights int8 / per channel / quantized at run time / fp32, compute nodes int8 / fp32. Null for a .pt2.
     graph_counts: dict[str, int] | None = None
+    # Convolutions a static build kept fp32: their reduction is below mode.conv_min_reduction (an RGB stem).
+    fp32_convs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +120,37 @@ class FusionRecord:
     hidden_size: int
     operators: dict[str, int] = field(default_factory=dict)  # fused operator -> count
     left_unfused: list[str] = field(default_factory=list)  # "Attention (quantize_static's QDQ rules ...)"
+
+
+@dataclass
+class SpeedRecord:
+    """What int8 bought on the build host (pipeline/build/speed.py): per batch, p50 of int8 and fp32 and the median
+    of their per-round ratios with its 95% interval; the size ratio; the verdict and its words."""
+
+    threads: int
+    size_ratio: float
+    # batch -> {"fp32_p50_ms", "int8_p50_ms", "ratio", "low", "high", "rounds"}
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    # faster | within_noise | slower | too_small_to_time, at the first batch
+    verdict: str = ""
+    # what int8 costs, in words with its cause ("slower", "larger" -> words); the build printed them as warnings
+    warnings: dict[str, str] = field(default_factory=dict)
+    # where int8's time goes when it is slower: op type -> share of kernel time (onnxruntime's profiler)
+    int8_share_by_op_type: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # what measuring cost
+
+
+@dataclass
+class ModeChoiceRecord:
+    """mode=auto (pipeline/build/auto.py): the mode chosen, why, and each candidate built: its validation figures,
+    whether it held the accuracy budget, its speed (a SpeedRecord's JSON) and why it was not kept."""
+
+    requested: str
+    chosen: str
+    reason: str
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Both within budget and the graph undecided: static over dynamic timed in one interleaved loop (paired ratio).
+    static_vs_dynamic: dict[str, float] | None = None
 
 
 @dataclass
@@ -167,6 +200,8 @@ class Manifest:
     fallback: FallbackRecord | None = None
     fusion: FusionRecord | None = None  # null: the reference is the export as is (model.fuse=false, a CNN)
     qat: dict[str, Any] = field(default_factory=dict)
+    speed: SpeedRecord | None = None  # null: not measured (speed.enabled=false, or built before it was)
+    mode_choice: ModeChoiceRecord | None = None  # null: the mode was given (mode=dynamic|static|qat)
     # The runtime built for (pipeline.runtimes.venvs.RuntimeEnv.record): versions, what it loads, its venv.
     runtime: dict[str, Any] = field(default_factory=dict)
     stamp: dict[str, str] = field(default_factory=dict)
@@ -203,7 +238,8 @@ class Manifest:
     def from_json(cls, payload: dict[str, Any]) -> "Manifest":
         """A manifest from its JSON (valid against docs/schemas/manifest.schema.json) and its `artifact_dir`."""
         nested = {"calibration": CalibrationRecord, "quantization": QuantizationRecord, "build": BuildRecord,
-                  "fallback": FallbackRecord, "fusion": FusionRecord}
+                  "fallback": FallbackRecord, "fusion": FusionRecord, "speed": SpeedRecord,
+                  "mode_choice": ModeChoiceRecord}
         values = dict(payload)
         for key, record_type in nested.items():
             if values.get(key) is not None:

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from calibration.readers import BatchReader
-from pipeline.build.quantize import DYNAMIC_IN_STATIC
-from pipeline.errors import InputError, QuantgateError
+from pipeline.build.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
+from pipeline.errors import BuildFailed, InputError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 from pipeline.verify import fidelity
+
+class OverBudget(BuildFailed):
+    """The int8 model is over its accuracy budget, the fallback done: mode=auto keeps another candidate."""
+
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 _SESSIONS: dict[tuple, object] = {}
@@ -233,7 +237,7 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
     from dataclasses import replace
 
     from pipeline.build.calibrate import load_batches
-    from pipeline.build.quantize import QuantizerKnobs, quantize_onnx
+    from pipeline.build.quantize import quantize_onnx
 
     if manifest.quantization.mode != "dynamic":
         return manifest.path(manifest.model_file)
@@ -282,17 +286,19 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     say(f"gate: validation {description}: {'within budget' if ok else 'OVER BUDGET'}")
     limit, per_step = int(verify_cfg.fallback_max_excluded_nodes), max(1, int(verify_cfg.fallback_nodes_per_step))
     can_fall_back = verify_cfg.build_gate and manifest.quantization.mode in ("static", "dynamic")
+    op_types = list(QuantizerKnobs.from_config(cfg).for_graph(manifest.path(manifest.reference_file),
+                                                              manifest.quantization.mode).op_types)
     nothing_left = False
     while not ok and can_fall_back and len(fallback.excluded_nodes) < limit:
         with tempfile.TemporaryDirectory() as scratch:
             probe = _qdq_probe(cfg, manifest, fallback.excluded_nodes, Path(scratch))
             ranked = [name for name, _ in rank_sensitive_nodes(
                 manifest.path(manifest.reference_file), probe, validation,
-                quantized_op_types(manifest.quantization.mode, list(cfg.mode.op_types_to_quantize)),
+                quantized_op_types(manifest.quantization.mode, op_types),
                 fallback.excluded_nodes)]
         wanted = set(cfg.mode.nodes_to_quantize)  # empty: every node of the op types
         ranked += [name for name in unmeasured_nodes(
-            manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize),
+            manifest.path(manifest.reference_file), op_types,
             fallback.excluded_nodes + ranked + list(cfg.mode.nodes_to_exclude)) if not wanted or name in wanted]
         chosen = ranked[: min(per_step, limit - len(fallback.excluded_nodes))]
         if not chosen:
@@ -330,6 +336,6 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         else:
             hint = (f"stopped at verify.fallback_max_excluded_nodes={limit}; raise it, calibrate with more data, or "
                     f"relax the budget in verify/")
-        raise QuantgateError(f"the int8 model is over its accuracy budget on the validation split: {description}. "
-                             f"Steps: {steps}. {hint}")
+        raise OverBudget(f"the int8 model is over its accuracy budget on the validation split: {description}. "
+                         f"Steps: {steps}. {hint}")
     return manifest

@@ -25,10 +25,10 @@ ORT_QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 def ort_config(cfg, manifest: Manifest) -> dict:
     """Optimum's ORTConfig.to_dict() for the quantization model.onnx was built with."""
     record = manifest.quantization
-    knobs = QuantizerKnobs.from_config(cfg)
+    knobs = QuantizerKnobs.from_config(cfg).for_graph(manifest.path(manifest.reference_file), record.mode)
     fallback_fp32 = [name for name in manifest.fallback.excluded_nodes if name not in manifest.fallback.dynamic_nodes] \
         if manifest.fallback else []
-    excluded = list(dict.fromkeys([*knobs.nodes_to_exclude, *fallback_fp32]))
+    excluded = list(dict.fromkeys([*knobs.nodes_to_exclude, *fallback_fp32, *knobs.fp32_convs]))
     options = knobs.extra_options
     return {
         "opset": manifest.opset, "use_external_data_format": False, "one_external_file": True, "optimization": {},

@@ -51,6 +51,8 @@ DYNAMIC_IN_STATIC = ("Attention", "EmbedLayerNormalization")
 DYNAMIC_FALLBACK_OPS = ("MatMul",)
 # Static QDQ leaves these operators' outputs in fp32 (MatMulIntegerToFloat), unless extra_options say otherwise.
 STATIC_FLOAT_OUTPUT_OPS = ["MatMul"]
+# Operators whose graphs static int8 runs in int8 from one convolution to the next (QuantizerKnobs.for_graph).
+CONVOLUTIONS = ("Conv", "ConvTranspose")
 # The extra_options onnxruntime's dynamic quantizer takes too (the dynamic pass of a static build).
 DYNAMIC_EXTRA_OPTIONS = ("WeightSymmetric", "ActivationSymmetric")
 
@@ -65,13 +67,49 @@ class QuantizerKnobs:
     nodes_to_quantize: tuple[str, ...] = ()
     extra_options: dict = field(default_factory=dict)
     fallback_nodes: tuple[str, ...] = ()  # the accuracy gate's: out of the mode's quantizer (see module docstring)
+    conv_graph_op_types: tuple[str, ...] = ()  # static int8 of a graph with convolutions quantizes these too
+    conv_min_reduction: int = 0  # ... and keeps convolutions with a smaller reduction fp32
+    conv_fp32_min_macs: int = 0  # ... if they do at least this many multiply-adds per sample
+    fp32_convs: tuple[str, ...] = ()  # those convolutions, found in the graph (for_graph)
 
     @classmethod
     def from_config(cls, cfg) -> "QuantizerKnobs":
         mode = cfg.mode
         options = {key: value for key, value in mode.extra_options.items() if value is not None}
         return cls(tuple(mode.op_types_to_quantize), tuple(mode.nodes_to_exclude), tuple(mode.nodes_to_quantize),
-                   options)
+                   options, conv_graph_op_types=tuple(mode.conv_graph_op_types),
+                   conv_min_reduction=int(mode.conv_min_reduction), conv_fp32_min_macs=int(mode.conv_fp32_min_macs))
+
+    def for_graph(self, graph_path: Path, mode: str) -> "QuantizerKnobs":
+        """These knobs for one fp32 graph: a static build of a graph with convolutions quantizes conv_graph_op_types
+        too (int8 from one QLinearConv to the next) and keeps convolutions with a reduction below conv_min_reduction
+        fp32 where they do enough work to matter (schema.ModeConfig)."""
+        import onnx
+        if mode != "static":
+            return self
+        model = onnx.load(str(graph_path), load_external_data=False)
+        if not any(node.op_type in CONVOLUTIONS for node in model.graph.node):
+            return self
+        return replace(self, op_types=tuple(dict.fromkeys([*self.op_types, *self.conv_graph_op_types])),
+                       fp32_convs=tuple(self._slow_int8_convs(model)))
+
+    def _slow_int8_convs(self, model) -> list[str]:
+        """Non-grouped convolutions with a reduction below conv_min_reduction and at least conv_fp32_min_macs
+        multiply-adds per sample (output size from onnx shape inference; unknown sizes are left int8)."""
+        import onnx
+        weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+        outputs = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                   for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+        slow = []
+        for node in model.graph.node:
+            shape = weights.get(node.input[1], ()) if node.op_type == "Conv" and len(node.input) > 1 else ()
+            out = outputs.get(node.output[0], [])
+            if len(shape) != 4 or _group(node) != 1 or len(out) != 4 or 0 in out[1:]:
+                continue
+            reduction = shape[1] * shape[2] * shape[3]
+            if reduction < self.conv_min_reduction and reduction * out[1] * out[2] * out[3] >= self.conv_fp32_min_macs:
+                slow.append(node.name)
+        return slow
 
     def with_fallback(self, nodes) -> "QuantizerKnobs":
         """These knobs with the accuracy gate's fallback nodes."""
@@ -80,7 +118,7 @@ class QuantizerKnobs:
     @property
     def out_of_main_pass(self) -> list[str]:
         """Nodes the mode's own quantizer leaves alone: the user's fp32 nodes and the gate's fallback."""
-        return list(dict.fromkeys([*self.nodes_to_exclude, *self.fallback_nodes]))
+        return list(dict.fromkeys([*self.nodes_to_exclude, *self.fallback_nodes, *self.fp32_convs]))
 
     def check_node_names(self, graph_path: Path) -> None:
         """Every named node exists in the fp32 graph; a typo is refused naming close matches, never ignored."""
@@ -96,6 +134,10 @@ class QuantizerKnobs:
                     name, names, n=3)) else "") for name in unknown]
                 raise UsageError(f"mode.{key}: no node {', '.join(hints)} in the fp32 graph; list its nodes with "
                                  f"`quantgate inspect {graph_path} --nodes`")
+
+
+def _group(node) -> int:
+    return next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
 
 
 def _quant_type(name: str):
@@ -262,7 +304,7 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
-    knobs = QuantizerKnobs.from_config(cfg).with_fallback(fallback_nodes)
+    knobs = QuantizerKnobs.from_config(cfg).with_fallback(fallback_nodes).for_graph(reference, record.mode)
     knobs.check_node_names(reference)
     calibration_batches = load_batches(manifest.path(manifest.calibration_file))
     with tempfile.TemporaryDirectory(dir=manifest.folder, prefix=".quantize-") as scratch:
@@ -288,7 +330,7 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
                       f"{excluded}"):
                 record = replace(record, dynamic_nodes=quantize_onnx(record, reference, output, calibration_batches,
                                                                      knobs))
-        record = replace(record, **rewrite_int8_graph(output))
+        record = replace(record, fp32_convs=list(knobs.fp32_convs), **rewrite_int8_graph(output))
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

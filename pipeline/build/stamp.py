@@ -27,8 +27,8 @@ from pipeline.isa.targets import runtime_floor
 
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers", "datasets", "numpy", "quantgate")
 # Keys that do not change the artifact's bytes: where it is written, how it is verified, whether its reference
-# came from the reference cache (the same bytes either way).
-_CONFIG_KEYS_NOT_HASHED = ("verify", "artifacts_dir", "out", "experiment", "reference_cache")
+# came from the reference cache (the same bytes either way), how long its speed is measured.
+_CONFIG_KEYS_NOT_HASHED = ("verify", "artifacts_dir", "out", "experiment", "reference_cache", "speed")
 
 
 def library_versions() -> dict[str, str]:

@@ -167,12 +167,13 @@ def _check_no_host_paths(staging: Path, folder: Path) -> None:
                                                                        for name, roots in found.items()))
 
 
-def build_stages(export: str) -> tuple:
-    """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export)."""
-    from pipeline.build import aoti, calibrate, export as export_stage, gate, hub_files, quantize, stamp
+def build_stages(export: str, mode: str) -> tuple:
+    """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export) and mode:
+    mode=auto quantizes, gates and times each candidate mode in one stage (pipeline/build/auto.py)."""
+    from pipeline.build import aoti, auto, calibrate, export as export_stage, gate, hub_files, quantize, speed, stamp
     return {
         # model.onnx, and for transformers checkpoints what Optimum and transformers load beside it
-        "onnx": (export_stage, calibrate, quantize, gate, stamp, hub_files),
+        "onnx": (export_stage, calibrate, *((auto,) if mode == "auto" else (quantize, gate, speed)), stamp, hub_files),
         # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/build/aoti.py)
         "aoti": (export_stage, calibrate, aoti),
     }[export]
@@ -192,7 +193,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
         try:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
-            stages = build_stages(cfg.export)
+            stages = build_stages(cfg.export, cfg.mode.name)
             stage_seconds: dict[str, float] = {}
             with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
                 for stage in stages:
@@ -238,6 +239,10 @@ def print_summary(manifest: Manifest) -> None:
         f"sha256     {manifest.model_sha256}",
         f"calibration {manifest.calibration.n} examples, sha256 {manifest.calibration.sha256[:16]}...",
     ]
+    if manifest.speed is not None:
+        from pipeline.build.speed import summary_line
+        lines.append(f"speed      {summary_line(manifest.speed)}")
+        lines += [f"WARNING    {warning}" for warning in manifest.speed.warnings.values()]
     if manifest.verify_status:
         lines.append(f"verify     {manifest.verify_status} (details in {manifest.folder}/verify.json)")
     print("\n".join(lines), flush=True)

@@ -22,6 +22,7 @@ def check(cfg) -> None:
     _mode(cfg)
     _export(cfg)
     _verify(cfg)
+    _speed(cfg)
 
 
 def _no_missing_values(cfg) -> None:
@@ -139,10 +140,11 @@ def _quantizer_knobs(cfg) -> None:
     if mode.name == "qat" and (mode.nodes_to_exclude or mode.nodes_to_quantize or options):
         raise UsageError("mode=qat fine-tunes and exports in torch: mode.nodes_to_exclude, mode.nodes_to_quantize "
                          "and mode.extra_options are onnxruntime's (mode=dynamic or mode=static)")
-    unknown = [op for op in mode.op_types_to_quantize if op not in quantizable_op_types()]
-    if unknown:
-        raise UsageError(f"mode.op_types_to_quantize: {', '.join(_with_close_matches(unknown, quantizable_op_types()))} "
-                         f"{'is' if len(unknown) == 1 else 'are'} not an operator type onnxruntime quantizes")
+    for key in ("op_types_to_quantize", "conv_graph_op_types"):
+        unknown = [op for op in mode[key] if op not in quantizable_op_types()]
+        if unknown:
+            raise UsageError(f"mode.{key}: {', '.join(_with_close_matches(unknown, quantizable_op_types()))} "
+                             f"{'is' if len(unknown) == 1 else 'are'} not an operator type onnxruntime quantizes")
     overlap = sorted(set(mode.nodes_to_exclude) & set(mode.nodes_to_quantize))
     if overlap:
         raise UsageError(f"mode.nodes_to_exclude and mode.nodes_to_quantize both name {overlap}: a node is either kept "
@@ -218,12 +220,24 @@ def _unknown_keys(node, schema, prefix: str, group_schemas: dict, found: list) -
             _unknown_keys(value, kind, f"{prefix}{key}.", group_schemas, found)
 
 
+def _speed(cfg) -> None:
+    """speed.*: batches to time, and a budget that times at least one round."""
+    speed = cfg.speed
+    if not speed.batches or any(batch < 1 for batch in speed.batches):
+        raise UsageError(f"speed.batches={list(speed.batches)}: give one or more batch sizes of at least 1 (the first "
+                         f"is judged), e.g. speed.batches=[1,8]; speed.enabled=false measures nothing")
+    if speed.min_rounds < 3 or speed.seconds_per_batch < 0 or speed.min_timeable_ms < 0:
+        raise UsageError(f"speed.min_rounds={speed.min_rounds} (at least 3 to state the noise), "
+                         f"speed.seconds_per_batch={speed.seconds_per_batch} and speed.min_timeable_ms="
+                         f"{speed.min_timeable_ms} (not negative): one of them is out of range")
+
+
 def _export(cfg) -> None:
     if cfg.export != "aoti":
         return
-    if cfg.mode.name == "dynamic":
-        raise UsageError("export=aoti quantizes with torchao PT2E: use mode=static or mode=qat "
-                         "(mode=dynamic is onnxruntime's run-time quantization)")
+    if cfg.mode.name in ("dynamic", "auto"):
+        raise UsageError(f"export=aoti quantizes with torchao PT2E: use mode=static or mode=qat "
+                         f"(mode={cfg.mode.name} chooses among onnxruntime's modes, for export=onnx)")
     if cfg.target.family != "x86_64":
         raise UsageError(f"export=aoti compiles x86-64 code only (inductor builds for the build host's "
                          f"architecture, no cross-compiler); target {cfg.target.name} is {cfg.target.family}")

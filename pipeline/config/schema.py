@@ -62,6 +62,9 @@ class QuantMode(StrEnum):
     dynamic = "dynamic"
     static = "static"
     qat = "qat"
+    # chosen per model (pipeline/build/auto.py): from the graph where it tells (convolutions: static), else the
+    # fastest candidate on this host within the accuracy budget; the default of the models users bring
+    auto = "auto"
 
 
 class QuantFormat(StrEnum):
@@ -165,6 +168,19 @@ class ModeConfig:
     # QEmbedLayerNormalization, in static builds too (QDQ has no rule for them; pipeline/build/quantize.py).
     op_types_to_quantize: list[str] = field(default_factory=lambda: [
         "MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"])
+    # Static int8 of a graph with convolutions also quantizes these, which onnxruntime runs in int8 (NHWC)
+    # between its QLinearConvs: no Q/DQ pair or layout Transpose around a pooling, an activation or a residual Add
+    # (a 7.5 M-MAC test CNN, batch 1 on a VNNI host: 0.81x -> 0.61x fp32). [] = op_types_to_quantize only.
+    conv_graph_op_types: list[str] = field(default_factory=lambda: [
+        "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat", "Flatten",
+        "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize"])
+    # In such a graph, a (non-grouped) convolution whose reduction (input channels x kernel area) is below this stays
+    # fp32: onnxruntime's int8 kernel is slower than fp32 there (an RGB 3x3 stem, K=27: 12 vs 18 GMAC/s at batch 1
+    # on a VNNI host, `quantgate bench`'s convolution floor), if it does at least conv_fp32_min_macs multiply-adds
+    # per sample: below that, the fp32 -> int8 layout change after it costs more than its kernel (digits_cnn's 9 k-MAC
+    # stem: 0.88x fp32 int8, 1.05x fp32). 0 = quantize every convolution.
+    conv_min_reduction: int = 32
+    conv_fp32_min_macs: int = 100_000
     # onnxruntime's own knobs (dynamic and static; names as in reference.onnx: `quantgate inspect ... --nodes`).
     nodes_to_exclude: list[str] = field(default_factory=list)  # kept fp32
     nodes_to_quantize: list[str] = field(default_factory=list)  # empty = every node of the op types above
@@ -246,6 +262,22 @@ class VerifyConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """What int8 bought, measured at build time on the build host (pipeline/build/speed.py): int8 and the fp32
+    reference timed interleaved in one process at each batch; their size ratio. int8 slower than fp32 beyond the
+    noise of the rounds is a build warning naming its cause."""
+
+    enabled: bool = True
+    batches: list[int] = field(default_factory=lambda: [1, 8])  # the first is the one judged
+    # Wall seconds of timed rounds per batch (after session loads and warm-up): MiniLM about 3 s in all.
+    seconds_per_batch: float = 0.5
+    min_rounds: int = 10  # interleaved rounds at least, whatever the seconds: enough to state the noise
+    # fp32 faster than this at the judged batch is too small to time against the load of a shared host: the ratio
+    # is recorded, not judged.
+    min_timeable_ms: float = 0.1
+
+
+@dataclass
 class RuntimeConfig:
     """The runtime stack a build targets and verifies in: pip requirement lines (conf/runtime/)."""
 
@@ -261,6 +293,7 @@ class QuantgateConfig:
     mode: ModeConfig = MISSING
     target: TargetConfig = MISSING
     verify: VerifyConfig = MISSING
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     # null = build for this venv's runtime; verify in the runtime the artifact was stamped for.
     runtime: Optional[RuntimeConfig] = None
     # onnx: model.onnx for onnxruntime; aoti: model.pt2, a torch AOTInductor package compiled for the

@@ -25,7 +25,6 @@ each artifact's own.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -41,40 +40,11 @@ import numpy as np
 
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.release.floors import conv_floor, gemm_floor
+from pipeline.timing import WARMUP, batch_of, op_type_profile, session, time_interleaved
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
 
-WARMUP = 3
 PROFILE_TOP = 6  # operator types listed per model in results.md
-MIN_REPEATS, MAX_REPEATS = 5, 200
-
-
-def session_options(threads: int):
-    """The benchmark's onnxruntime options: all graph optimizations, `threads` intra-op threads that do not spin when
-    idle. The models' runs are interleaved, and a spinning pool takes the cores from the next model's run (MiniLM
-    fp32 at batch 1 measured 65.6 ms p50 interleaved with spinning, 19.8 ms without, 20.5 ms alone); on a VNNI host
-    spinning slowed int8 even alone (MiniLM dynamic, batch 1: 12.6 ms spinning, 9.1 ms not)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
-
-
-def session(model: Path | bytes, threads: int):
-    """An onnxruntime session on a model file or serialized model, with the benchmark's options."""
-    import onnxruntime as ort
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), session_options(threads),
-                                providers=["CPUExecutionProvider"])
-
-
-def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges."""
-    n = len(next(iter(inputs.values())))
-    index = np.arange(size) % n
-    return {name: array[index] for name, array in inputs.items()}
 
 
 def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dict[str, np.ndarray]:
@@ -93,104 +63,6 @@ def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dic
         joined[name] = np.resize(np.tile(stream, repeats), (rows, length)).astype(array.dtype)
     joined["attention_mask"] = np.ones((rows, length), dtype=inputs["attention_mask"].dtype)
     return joined
-
-
-def _figures(times: list[float], batch: int) -> dict[str, float]:
-    p50, p95 = np.percentile(np.asarray(times) * 1000.0, [50, 95])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "repeats": len(times),
-            "throughput_per_s": float(batch / (p50 / 1000.0))}
-
-
-def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float) -> dict[str, dict]:
-    """Latency figures of each session on `feed`, their runs interleaved (a, b, c, a, b, c, ...) so that load
-    from other processes falls on all of them alike; about `seconds` per session after warm-up."""
-    for sess in sessions.values():
-        for _ in range(WARMUP):
-            sess.run(None, feed)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    deadline = time.perf_counter() + seconds * len(sessions)
-    while len(times[next(iter(times))]) < MIN_REPEATS or (
-            len(times[next(iter(times))]) < MAX_REPEATS and time.perf_counter() < deadline):
-        for name, sess in sessions.items():
-            started = time.perf_counter()
-            sess.run(None, feed)
-            times[name].append(time.perf_counter() - started)
-    batch = len(next(iter(feed.values())))
-    return {name: _figures(values, batch) for name, values in times.items()}
-
-
-def op_type_profile(path: Path, feed: dict[str, np.ndarray], threads: int, work: Path, runs: int = 3) -> dict[str, Any]:
-    """Where the time goes: kernel time per operator type (onnxruntime's profiler), as shares of the total, and
-    the total kernel milliseconds per run."""
-    import onnxruntime as ort
-    options = session_options(threads)  # as the timed runs: a spinning pool slows int8 (session_options)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / f"profile-{path.stem}")
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(1 + runs):
-        sess.run(None, feed)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    run_ends = sorted(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
-    warm_up_end = run_ends[0] if run_ends else 0  # the first run allocates and tunes: not counted
-    events = [e for e in events if e.get("ts", 0) >= warm_up_end]
-    by_op: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            by_op[op] = by_op.get(op, 0.0) + event["dur"]
-    total = sum(by_op.values()) or 1.0
-    shares = {op: round(micros / total, 4) for op, micros in sorted(by_op.items(), key=lambda item: -item[1])}
-    return {"kernel_ms_per_run": round(total / 1000.0 / runs, 2), "share_by_op_type": shares}
-
-
-def weight_shapes(path: Path) -> dict[tuple[int, int], int]:
-    """(K, N) of every 2-D weight a MatMul or fused Attention multiplies by, with how many nodes use it."""
-    import onnx
-    model = onnx.load(str(path), load_external_data=False)
-    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    shapes: dict[tuple[int, int], int] = {}
-    for node in model.graph.node:
-        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and len(dims.get(node.input[1], ())) == 2:
-            shape = dims[node.input[1]]
-            shapes[shape] = shapes.get(shape, 0) + 1
-    return shapes
-
-
-def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
-    """This host's int8 GEMM speed on the model's own weight shapes: for each (K, N), one MatMul (fp32) and one
-    DynamicQuantizeMatMul (int8 weights, activations quantized at run time, what dynamic int8 runs) on `rows`
-    rows (batch x sequence), timed interleaved. `int8_vs_fp32` is the ratio the GEMMs alone allow: the floor for
-    a model whose time is all GEMM."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from pipeline.build.fuse import CONTRIB_DOMAIN
-    rng = np.random.default_rng(0)
-    per_shape, fp32_total, int8_total = {}, 0.0, 0.0
-    for (k, n), count in sorted(weight_shapes(fp32).items()):
-        a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, k])
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])
-        weight = rng.standard_normal((k, n)).astype(np.float32)
-        initializers = [onnx.numpy_helper.from_array(weight, "w")]
-        float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y], initializers)
-        quantized = [onnx.numpy_helper.from_array(np.clip(np.round(weight * 40), -127, 127).astype(np.int8), "w"),
-                     onnx.numpy_helper.from_array(np.float32(1 / 40), "scale"),
-                     onnx.numpy_helper.from_array(np.int8(0), "zero")]
-        int8_graph = helper.make_graph([helper.make_node("DynamicQuantizeMatMul", ["a", "w", "scale", "zero"], ["y"],
-                                                         domain=CONTRIB_DOMAIN)], "int8", [a], [y], quantized)
-        sessions = {}
-        for name, graph in (("fp32", float_graph), ("int8", int8_graph)):
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                            helper.make_opsetid(CONTRIB_DOMAIN, 1)])
-            model.ir_version = 8
-            sessions[name] = session(model.SerializeToString(), threads)
-        figures = time_interleaved(sessions, {"a": rng.standard_normal((rows, k)).astype(np.float32)}, seconds)
-        macs = rows * k * n
-        per_shape[f"{k}x{n}"] = {"nodes": count, **{f"{name}_gmac_per_s": macs / (figures[name]["p50_ms"] / 1000) / 1e9
-                                                    for name in figures}}
-        fp32_total += count * figures["fp32"]["p50_ms"]
-        int8_total += count * figures["int8"]["p50_ms"]
-    return {"rows": rows, "shapes": per_shape, "int8_vs_fp32": int8_total / fp32_total if fp32_total else None}
 
 
 def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path, Path | None]:
@@ -288,6 +160,9 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         floor = result["gemm_floor"][str(batch)] = gemm_floor(fp32, rows, threads, seconds / 2)
         if floor["int8_vs_fp32"] is not None:
             result["ratios"][str(batch)]["int8_vs_fp32_gemm_floor"] = floor["int8_vs_fp32"]
+        floor = result.setdefault("conv_floor", {})[str(batch)] = conv_floor(fp32, feed, threads, seconds / 2)
+        if floor["int8_vs_fp32"] is not None:
+            result["ratios"][str(batch)]["int8_vs_fp32_conv_floor"] = floor["int8_vs_fp32"]
     result["op_type_profile"] = {"batch": batches[-1], **{
         name: op_type_profile(models[name], profile_feed, threads, work) for name in ("fp32", "int8")}}
     result["ratios"]["size_int8_vs_fp32"] = result["size_bytes"]["int8"] / result["size_bytes"]["fp32"]
@@ -389,6 +264,26 @@ def _fid(figures: dict[str, float]) -> str:
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 
+# The kernel floors bench measures (pipeline/release/floors.py): result key, the kernels in words, a batch's size.
+FLOORS = (("gemm_floor", "GEMMs", lambda floor: f" ({floor['rows']} rows)"), ("conv_floor", "convolutions", lambda _: ""))
+
+
+def floor_lines(case: dict[str, Any]) -> list[str]:
+    """Per kernel kind the model has: int8/fp32 of this host's kernels alone on the model's own shapes (the floor if
+    all time were those kernels), the artifact's ratio, and how far above the floor it is."""
+    lines = []
+    for key, kernels, size in FLOORS:
+        floors = [(batch, floor) for batch, floor in (case.get(key) or {}).items() if floor["int8_vs_fp32"] is not None]
+        if floors:
+            lines.append(f"- {case['artifact']}: int8/fp32 of this host's {kernels} alone on the model's own shapes (the "
+                         f"floor if all time were {kernels}), against the artifact: " + "; ".join(
+                             f"batch {batch}{size(floor)} {floor['int8_vs_fp32']:.2f}x, the artifact "
+                             f"{case['ratios'][batch]['int8_vs_fp32_p50']:.2f}x ("
+                             f"{case['ratios'][batch]['int8_vs_fp32_p50'] / floor['int8_vs_fp32']:.2f}x the floor)"
+                             for batch, floor in floors))
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     batches = report["settings"]["batches"]
     head = ["artifact", "size int8/fp32"]
@@ -415,14 +310,7 @@ def markdown(report: dict[str, Any]) -> str:
         profile = case.get("op_type_profile")
         if not profile:
             continue
-        floors = [(batch, floor) for batch, floor in (case.get("gemm_floor") or {}).items()
-                  if floor["int8_vs_fp32"] is not None]
-        if floors:
-            profile_lines.append(
-                f"- {case['artifact']}: int8/fp32 of this host's GEMMs alone on the model's weight shapes (the floor if "
-                f"all time were GEMM), against the artifact: " + "; ".join(
-                    f"batch {batch} ({floor['rows']} rows) {floor['int8_vs_fp32']:.2f}x, the artifact "
-                    f"{case['ratios'][batch]['int8_vs_fp32_p50']:.2f}x" for batch, floor in floors))
+        profile_lines += floor_lines(case)
         for name in ("fp32", "int8"):
             top = list(profile[name]["share_by_op_type"].items())[:PROFILE_TOP]
             profile_lines.append(f"- {case['artifact']} {name} ({profile[name]['kernel_ms_per_run']:.4g} ms/run): "

@@ -291,6 +291,8 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "size": {"int8_bytes": manifest.model_size_bytes, "fp32_bytes": manifest.reference_size_bytes,
                  "ratio": manifest.model_size_bytes / max(manifest.reference_size_bytes, 1)},
         "latency": latency_figures(verify), "model_sha256": manifest.model_sha256,
+        "build_speed": dataclasses.asdict(manifest.speed) if manifest.speed else None,
+        "mode_choice": dataclasses.asdict(manifest.mode_choice) if manifest.mode_choice else None,
         "config_sha256": manifest.config_sha256, "quantization": dataclasses.asdict(manifest.quantization)
         if manifest.quantization else None,
         "build": dataclasses.asdict(manifest.build) if manifest.build else None,
@@ -390,6 +392,17 @@ def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> li
     return rows
 
 
+def build_speed_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the build measured on its own host (pipeline/build/speed.py) as findings: int8 slower than fp32 beyond
+    noise, or larger, in words with the cause. Informational: the native latency row above is what blocks."""
+    rows = []
+    for facts in artifacts:
+        speed = facts.get("build_speed")
+        for cost, warning in (speed or {}).get("warnings", {}).items():
+            rows.append(_row(facts["name"], "build-speed", f"int8_{cost}", None, f"measured at build time: {warning}"))
+    return rows
+
+
 # --- the verdict -----------------------------------------------------------------------------------
 def apply_waivers(rows: list[dict[str, Any]], waivers: list[Waiver], today: date) -> None:
     for row in rows:
@@ -434,7 +447,7 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
         artifacts.append(facts)
         rows += artifact_rows
     matrix, build_rows = matrix_rows(release, release_dir, {a["name"]: a for a in artifacts})
-    rows += build_rows + latency_rows(artifacts, settings) + size_rows(artifacts, settings)
+    rows += build_rows + latency_rows(artifacts, settings) + size_rows(artifacts, settings) + build_speed_rows(artifacts)
     # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
     # required, given a key, or present; a missing or invalid signature is never waivable.
     rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)

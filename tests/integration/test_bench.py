@@ -23,9 +23,14 @@ def test_bench_writes_ratios_for_every_artifact(digits_release, tmp_path):
         for batch, floor in case["gemm_floor"].items():
             assert floor["rows"] == int(batch) and floor["int8_vs_fp32"] == case["ratios"][batch].get(
                 "int8_vs_fp32_gemm_floor") and (floor["int8_vs_fp32"] is None) == (not floor["shapes"])
+        # the int8 convolutions' own ratio on the model's two convolutions, at each batch
+        for batch, floor in case["conv_floor"].items():
+            assert floor["batch"] == int(batch) and len(floor["shapes"]) == 2
+            assert floor["int8_vs_fp32"] == case["ratios"][batch]["int8_vs_fp32_conv_floor"] > 0
         assert 0 <= case["fidelity"]["int8"]["top1_agreement"] <= 1
     table = (tmp_path / "results.md").read_text()
     assert "| digits_cnn-static-avx2 |" in table and "plain ORT dyn" in table
+    assert "this host's convolutions alone on the model's own shapes" in table and "x the floor)" in table
     # both modes of one model and target over one fp32 graph, timed in one loop
     [side] = report["side_by_side"]
     assert (side["model"], side["target"]) == ("digits_cnn", "avx2") and set(side["int8_vs_fp32_p50"]) == {"1", "8"}

@@ -51,7 +51,7 @@ def native_figures(report):
 
 
 def test_text_classifier_dynamic_keeps_its_head_and_is_judged_by_accuracy_and_macro_f1(made):
-    code, manifest, report = build(made, "topics", *text_data(made))
+    code, manifest, report = build(made, "topics", *text_data(made, "mode=dynamic"))
     assert code == 0
     inputs = graph_inputs(manifest.path("reference.onnx"))
     assert list(inputs) == ["input_ids", "token_type_ids", "attention_mask"]  # BERT has token types
@@ -113,7 +113,7 @@ def test_image_classifier_static_on_an_imagefolder(made):
 
 def test_token_classifier_is_judged_per_non_padding_token(made):
     checkpoint, data = made["token"]
-    code, manifest, report = build(made, "tagger", f"model.name_or_path={checkpoint}",
+    code, manifest, report = build(made, "tagger", f"model.name_or_path={checkpoint}", "mode=dynamic",
                                    "model.task=token-classification", "calibration=files",
                                    f"calibration.data_files=[{data}]", "calibration.text_column=words",
                                    "calibration.label_column=tags", "calibration.n_samples=16",

@@ -2,7 +2,8 @@
 with nothing to bench."""
 import numpy as np
 
-from pipeline.release.bench import at_sequence_length, session
+from pipeline.release.bench import at_sequence_length
+from pipeline.timing import session
 
 
 def test_token_inputs_are_joined_from_real_unpadded_tokens_to_the_length():

@@ -57,3 +57,11 @@ def test_verify_takes_the_target_from_a_given_folder_and_names_runtime_folders()
     # pip lines: the folder quantgate itself names (pipeline/build/task.py), never the default build's.
     custom = make("-n", "verify", "RUNTIME=onnxruntime==1.17.3 numpy<2")
     assert re.search(r"--artifact-dir artifacts/minilm-dynamic-avx2-custom-[0-9a-f]{8} ", custom)
+
+
+def test_models_users_bring_default_to_mode_auto_and_an_explicit_mode_wins():
+    # conf/model/{onnx,torch,hf}.yaml default to mode=auto; the artifact folder carries the mode asked for
+    assert "mode=auto" in make("-n", "quantize", "MODEL=onnx")
+    assert re.search(r"^  ARTIFACT_DIR +artifacts/torch-auto-avx2$", make("help", "MODEL=torch"), re.M)
+    assert "mode=static" in make("-n", "quantize", "MODEL=hf", "MODE=static")
+    assert "mode=dynamic" in make("-n", "quantize")  # the built-in models as before

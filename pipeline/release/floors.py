@@ -1,0 +1,148 @@
+"""This host's int8 kernel floor on a model's own shapes: each GEMM (a MatMul's or fused Attention's weight) and each
+convolution of the fp32 graph timed alone, fp32 against the int8 kernel that replaces it, interleaved in one process
+(pipeline/timing.py). `int8_vs_fp32` is the ratio a model whose time were all these kernels could reach: how far an
+artifact is from it is what the rest of its graph (quantize/dequantize, layout transposes, fp32 operators) costs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.timing import session, time_interleaved
+
+CONTRIB_DOMAIN = "com.microsoft"
+
+
+def _model_bytes(graph) -> bytes:
+    from onnx import helper
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(CONTRIB_DOMAIN, 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _floor(cases: list[dict[str, Any]], threads: int, seconds: float) -> tuple[dict[str, dict], float | None]:
+    """Time each case ({"name", "nodes", "macs", "fp32", "int8": (graph, feed)}) interleaved; per case GMAC/s of
+    each, and the node-weighted int8/fp32 ratio over all cases."""
+    per_case, totals = {}, {"fp32": 0.0, "int8": 0.0}
+    for case in cases:
+        sessions = {name: session(_model_bytes(case[name][0]), threads) for name in ("fp32", "int8")}
+        p50 = {}
+        for name, sess in sessions.items():  # each kernel on its own input (fp32 NCHW, int8 NHWC uint8)
+            p50[name] = time_interleaved({name: sess}, case[name][1], seconds / 2)[name]["p50_ms"]
+        per_case[case["name"]] = {"nodes": case["nodes"], **{f"{name}_gmac_per_s": case["macs"] / (ms / 1000) / 1e9
+                                                             for name, ms in p50.items()}}
+        for name in totals:
+            totals[name] += case["nodes"] * p50[name]
+    return per_case, totals["int8"] / totals["fp32"] if totals["fp32"] else None
+
+
+def weight_shapes(path: Path) -> dict[tuple[int, int], int]:
+    """(K, N) of every 2-D weight a MatMul or fused Attention multiplies by, with how many nodes use it."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    shapes: dict[tuple[int, int], int] = {}
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and len(dims.get(node.input[1], ())) == 2:
+            shape = dims[node.input[1]]
+            shapes[shape] = shapes.get(shape, 0) + 1
+    return shapes
+
+
+def gemm_floor(fp32: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
+    """This host's int8 GEMM speed on the model's own weight shapes: for each (K, N), one MatMul (fp32) and one
+    DynamicQuantizeMatMul (int8 weights, activations quantized at run time, what dynamic int8 runs) on `rows`
+    rows (batch x sequence). `int8_vs_fp32` is the floor for a model whose time is all GEMM."""
+    import onnx
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(0)
+    cases = []
+    for (k, n), count in sorted(weight_shapes(fp32).items()):
+        a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [rows, k])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])
+        weight = rng.standard_normal((k, n)).astype(np.float32)
+        float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y],
+                                        [onnx.numpy_helper.from_array(weight, "w")])
+        quantized = [onnx.numpy_helper.from_array(np.clip(np.round(weight * 40), -127, 127).astype(np.int8), "w"),
+                     onnx.numpy_helper.from_array(np.float32(1 / 40), "scale"),
+                     onnx.numpy_helper.from_array(np.int8(0), "zero")]
+        int8_graph = helper.make_graph([helper.make_node("DynamicQuantizeMatMul", ["a", "w", "scale", "zero"], ["y"],
+                                                         domain=CONTRIB_DOMAIN)], "int8", [a], [y], quantized)
+        feed = {"a": rng.standard_normal((rows, k)).astype(np.float32)}
+        cases.append({"name": f"{k}x{n}", "nodes": count, "macs": rows * k * n, "fp32": (float_graph, feed),
+                      "int8": (int8_graph, feed)})
+    per_shape, ratio = _floor(cases, threads, seconds)
+    return {"rows": rows, "shapes": per_shape, "int8_vs_fp32": ratio}
+
+
+def conv_shapes(path: Path, feed: dict[str, np.ndarray]) -> dict[tuple, int]:
+    """Every 2-D convolution of the fp32 graph at this feed's shapes, as (input NCHW, weight OIHW, strides, pads,
+    dilations, group), with how many nodes have it; input shapes from onnx shape inference (a convolution whose
+    input shape it cannot tell is left out)."""
+    import onnx
+    model = onnx.load(str(path))
+    for value in model.graph.input:
+        if value.name in feed:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, feed[value.name].shape):
+                dim.Clear()
+                dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    found: dict[tuple, int] = {}
+    for node in model.graph.node:
+        x = shapes.get(node.input[0]) if node.op_type == "Conv" else None
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" else None
+        if not x or len(x) != 4 or 0 in x or not weight or len(weight) != 4:
+            continue
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        key = (tuple(x), weight, tuple(attributes.get("strides", [1, 1])), tuple(attributes.get("pads", [0] * 4)),
+               tuple(attributes.get("dilations", [1, 1])), int(attributes.get("group", 1)))
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def _conv_case(key: tuple, count: int, rng) -> dict[str, Any]:
+    """fp32 Conv (NCHW) against onnxruntime's int8 QLinearConv (NHWC uint8, what static int8 runs) on one shape."""
+    import onnx
+    from onnx import TensorProto, helper
+    (n, c, h, w), (m, cg, kh, kw), strides, pads, dilations, group = key
+    out_h = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    out_w = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    attributes = {"kernel_shape": [kh, kw], "strides": list(strides), "pads": list(pads),
+                  "dilations": list(dilations), "group": group}
+    weight = rng.standard_normal((m, cg, kh, kw)).astype(np.float32)
+    tensor = onnx.numpy_helper.from_array
+    float_graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], **attributes)], "fp32",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, m, out_h, out_w])],
+        [tensor(weight, "w"), tensor(np.zeros(m, np.float32), "b")])
+    int8_graph = helper.make_graph(
+        [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+                          domain=CONTRIB_DOMAIN, channels_last=1, **attributes)], "int8",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [n, h, w, c])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [n, out_h, out_w, m])],
+        [tensor(np.clip(np.round(weight * 40), -127, 127).astype(np.int8), "w"), tensor(np.float32(0.02), "xs"),
+         tensor(np.uint8(128), "xz"), tensor(np.full(m, 1 / 40, np.float32), "ws"), tensor(np.zeros(m, np.int8), "wz"),
+         tensor(np.float32(0.05), "ys"), tensor(np.uint8(128), "yz"), tensor(np.zeros(m, np.int32), "b")])
+    return {"name": f"{c}->{m} {kh}x{kw}/{strides[0]} g{group} at {h}x{w}", "nodes": count,
+            "macs": n * m * cg * kh * kw * out_h * out_w,
+            "fp32": (float_graph, {"x": rng.standard_normal((n, c, h, w)).astype(np.float32)}),
+            "int8": (int8_graph, {"x": rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)})}
+
+
+def conv_floor(fp32: Path, feed: dict[str, np.ndarray], threads: int, seconds: float) -> dict[str, Any]:
+    """This host's int8 convolution speed on the model's own convolutions at this feed: for each shape, one Conv
+    (fp32) and one QLinearConv (int8, channels last: what static int8 runs between its convolutions).
+    `int8_vs_fp32` is the floor for a model whose time is all convolution; None without convolutions."""
+    rng = np.random.default_rng(0)
+    cases = [_conv_case(key, count, rng) for key, count in conv_shapes(fp32, feed).items()]
+    per_shape, ratio = _floor(cases, threads, seconds)
+    return {"batch": len(next(iter(feed.values()))), "shapes": per_shape, "int8_vs_fp32": ratio}
