@@ -166,6 +166,11 @@ def config_page() -> str:
                 nested = f.default_factory()
                 parts += [f"### {group}.{f.name}", "", _doc(type(nested)), ""]
                 parts += _table(type(nested), f"{group}.{f.name}.", comments) + [""]
-    parts += ["## release", "", _doc(schema.ReleaseConfig), ""]
+    hints = typing.get_type_hints(schema.QuantgateConfig)
+    for f in dataclasses.fields(schema.QuantgateConfig):  # top-level sections that are not config groups
+        if f.name not in schema.GROUP_SCHEMAS and dataclasses.is_dataclass(hints[f.name]):
+            parts += [f"## {f.name}", "", _doc(hints[f.name]), ""]
+            parts += _table(hints[f.name], f"{f.name}.", comments) + [""]
+    parts += ["## release", "", _doc(schema.ReleaseConfig), ""]  # the signoff's keys (release.*), not the build's
     parts += _table(schema.ReleaseConfig, "release.", comments) + [""]
     return "\n".join(parts)
