@@ -150,6 +150,9 @@ class Manifest:
     source_weights_sha256: str = ""
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    # Where the examples lie in each input and output ({"inputs": {name: axis or null}, "outputs": {...}};
+    # pipeline/layout.py); empty: axis 0 everywhere.
+    batch_axes: dict[str, dict[str, int | None]] = field(default_factory=dict)
     # How a `sentence_embedding` output is pooled and normalised, and where that was read
     # (pipeline/build/sentence_head.py): "cls pooling, not normalised (bge/modules.json)"; "" for other outputs.
     sentence_embedding: str = ""

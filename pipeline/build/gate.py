@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import layout
 from calibration.readers import BatchReader
 from pipeline.build.quantize import DYNAMIC_IN_STATIC
 from pipeline.errors import InputError, QuantgateError
@@ -26,9 +27,10 @@ RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ran
 _SESSIONS: dict[tuple, object] = {}
 
 
-def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Every output of the model at `path`, in graph order (one session per version of the file: loading a
-    transformer's session costs about as much as running it on the validation split)."""
+def run_model(path: Path, inputs: dict[str, np.ndarray], output_axes: dict | None = None) -> list[np.ndarray]:
+    """Every output of the model at `path`, in graph order, with its examples on axis 0 (`output_axes`: where they
+    lie otherwise; calibration/layout.py). One session per version of the file: loading a transformer's session
+    costs about as much as running it on the validation split."""
     import onnxruntime as ort
 
     stat = path.stat()
@@ -36,7 +38,10 @@ def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     if version not in _SESSIONS:
         _SESSIONS.clear()  # the reference and the current int8 model at most: do not keep old models alive
         _SESSIONS[version] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return _SESSIONS[version].run(None, inputs)
+    session = _SESSIONS[version]
+    outputs = session.run(None, inputs)
+    return [layout.batch_first(output, layout.axis_of(output_axes, node.name))
+            for output, node in zip(outputs, session.get_outputs())]
 
 
 GATED_FIGURES = ("top1_agreement", "label_set_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
@@ -173,7 +178,7 @@ def _matmul_output_noise(node, activations: dict, weights: dict) -> float | None
 
 
 def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.ndarray], op_types: list[str],
-                         excluded: list[str]) -> list[tuple[str, float]]:
+                         excluded: list[str], input_axes: dict | None = None) -> list[tuple[str, float]]:
     """Quantized nodes, noisiest first: (node name, noise-to-signal power of its output for a MatMul or Gemm with a
     weight, of its quantized inputs otherwise)."""
     import onnx
@@ -182,7 +187,7 @@ def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.
                                                          create_weight_matching,
                                                          modify_model_output_intermediate_tensors)
 
-    sample = {name: array[:RANKING_EXAMPLES] for name, array in inputs.items()}
+    sample = layout.take(inputs, slice(0, RANKING_EXAMPLES), input_axes)
     with tempfile.TemporaryDirectory() as scratch:
         augmented_float, augmented_qdq = Path(scratch) / "float.onnx", Path(scratch) / "qdq.onnx"
         modify_model_output_intermediate_tensors(reference, augmented_float)
@@ -257,10 +262,11 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     from pipeline.build.calibrate import load_inputs
 
     kind, verify_cfg = manifest.model_kind, cfg.verify
+    input_axes, output_axes = manifest.batch_axes.get("inputs"), manifest.batch_axes.get("outputs")
     validation, validation_labels = load_inputs(manifest.path(manifest.validation_file), manifest.input_names)
     heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
-    reference_validation = run_model(manifest.path(manifest.reference_file), validation)
-    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
+    reference_validation = run_model(manifest.path(manifest.reference_file), validation, output_axes)
+    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout, output_axes)
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
     fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
     if validation_labels is not None and "accuracy" not in fp32:
@@ -271,7 +277,8 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
-        quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
+        quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation, output_axes),
+                            reference_validation,
                             validation_labels, validation_mask)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
         return ok, description, quantized
@@ -289,7 +296,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
             ranked = [name for name, _ in rank_sensitive_nodes(
                 manifest.path(manifest.reference_file), probe, validation,
                 quantized_op_types(manifest.quantization.mode, list(cfg.mode.op_types_to_quantize)),
-                fallback.excluded_nodes)]
+                fallback.excluded_nodes, input_axes)]
         wanted = set(cfg.mode.nodes_to_quantize)  # empty: every node of the op types
         ranked += [name for name in unmeasured_nodes(
             manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize),
@@ -314,7 +321,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
-        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
+        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout, output_axes)
         if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:

@@ -66,4 +66,8 @@ class NpzData:
         if self._rows is None:
             self.data()
         rows = [self._rows[digest] for digest in examples]
-        return {name: array[rows] for name, array in self.arrays().arrays.items()}
+        return self.arrays().take(rows)  # in the model's layout: each input's batch axis, inputs given once whole
+
+    def batch_axes(self) -> dict[str, int | None]:
+        """Each input's batch axis (None: given once), as the arrays hold them."""
+        return {spec.name: spec.batch_axis for spec in self.input_specs()}

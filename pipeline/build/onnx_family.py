@@ -17,6 +17,7 @@ from calibration.arrays import InputSpec
 from calibration.errors import one_line
 from pipeline.build.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
+from pipeline.layout import find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -177,11 +178,9 @@ class OnnxFamily(NpzData):
         self.input_names = [value.name for value in self._inputs]
         self.output_names = [value.name for value in self.model.graph.output]
         self.kind = str(cfg.model.kind)
-        for spec in self.input_specs():
-            if spec.shape and isinstance(spec.shape[0], int):
-                raise InputError(f"model.path={cfg.model.path!r}: input {spec.describe()} has a fixed first axis "
-                                 f"({spec.shape[0]}); quantgate feeds batches of examples on axis 0: export the model "
-                                 f"with a dynamic batch axis (dynamic_axes / dynamic_shapes)")
+        # Which axis of each input holds the examples (pipeline/layout.py): a recurrent state's is axis 1, a
+        # scalar's none.
+        self.layout = find_layout(self.model, dict(cfg.model.batch_axes or {}), f"model.path={cfg.model.path!r}")
 
     def input_specs(self) -> list[InputSpec]:
         import onnx
@@ -194,14 +193,14 @@ class OnnxFamily(NpzData):
             dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim) \
                 if tensor.HasField("shape") else None  # None: the file does not say its rank
             specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
-        return specs
+        return with_batch_axes(specs, self.layout)
 
     def data(self):
         """The npz pool; onnxruntime must also load the model and run it on the first examples (what names,
         ranks and fixed axes cannot show: an operator it lacks, axes that must agree with each other)."""
         import onnxruntime as ort
         splits = super().data()
-        first = {name: array[:2] for name, array in self.arrays().arrays.items()}
+        first = self.arrays().take(slice(0, 2))
         try:
             session = ort.InferenceSession(self.reference_onnx(), providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types

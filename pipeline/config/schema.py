@@ -92,6 +92,10 @@ class ModelConfig:
     train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
     # model=onnx: an fp32 ONNX file (external data beside it is read too).
     path: Optional[str] = None
+    # model=onnx: the axis of each input that holds the examples, where the graph does not show it
+    # (pipeline/layout.py finds it: the batch dimension the inputs share, a recurrent state's [directions, batch,
+    # hidden], a scalar); `{state: 1}`, `{sr: null}` for an input given once and broadcast. docs/streaming.md.
+    batch_axes: dict[str, Optional[int]] = field(default_factory=dict)
     # model=torch: `package.module:function` returning (module, example inputs: a tuple of tensors or a dict).
     factory: Optional[str] = None
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.

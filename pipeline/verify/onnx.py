@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import layout
 from pipeline.errors import InputError, QuantgateError
 from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
@@ -57,6 +58,7 @@ class Evidence:
     reference_cpu_outputs: dict[str, np.ndarray] | None = None
     reference_cpu_ids: list[int] = field(default_factory=list)
     reference_cpu_reason: str = ""
+    batch_axes: dict = field(default_factory=dict)  # {"inputs": ..., "outputs": ...}: pipeline/layout.py
 
     def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
@@ -67,7 +69,8 @@ class Evidence:
 # --- one verification ------------------------------------------------------------------------------
 def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
                   latency_repeats: int = 0, guard: bool = True, python: str | None = None,
-                  padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = ()) -> list[str]:
+                  padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = (),
+                  batch_axes: dict | None = None) -> list[str]:
     # `python` is a runtime environment's interpreter; it finds `pipeline` in the working folder (the repo).
     command = [python or sys.executable, "-m", "pipeline.verify.child_onnx", "--model", str(model), "--inputs",
                str(inputs), "--out", str(out_dir), "--samples", str(samples)]
@@ -75,6 +78,7 @@ def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, thread
     # A library path as given when relative to an SSH host's folder (REMOTE_CUSTOM_OPS/...), else absolute.
     command += [part for library in custom_ops for part in (
         "--custom-ops", str(library) if str(library).startswith(REMOTE_CUSTOM_OPS + "/") else str(Path(library).resolve()))]
+    command += ["--batch-axes", json.dumps(batch_axes, sort_keys=True)] * bool(batch_axes)
     return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
 
 
@@ -217,9 +221,11 @@ def input_specs(path: Path) -> dict[str, tuple[np.dtype, int | None]]:
 
 
 def load_inputs(inputs: Path, input_names: list[str],
-                specs: dict[str, tuple[np.dtype, int | None]] | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
-    """Samples available, labels, attention mask and ignored arrays of the held-out .npz; refuses, before
-    any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
+                specs: dict[str, tuple[np.dtype, int | None]] | None = None,
+                input_axes: dict | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
+    """Samples available, labels, attention mask and ignored arrays of the held-out .npz, whose arrays are in the
+    model's layout (`input_axes`: each input's batch axis, None for one given once; axis 0 by default); refuses,
+    before any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
     values the input's type cannot hold, sample counts) or whose labels are not integer class ids."""
     try:
         with np.load(inputs, allow_pickle=False) as arrays:
@@ -231,16 +237,21 @@ def load_inputs(inputs: Path, input_names: list[str],
         reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
         raise InputError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
                          f"after the model inputs {input_names}") from None
-    counts = {name: (loaded[name].shape[0] if loaded[name].ndim else None) for name in input_names}
+    axes = {name: layout.axis_of(input_axes, name) for name in input_names}
+    counts = {name: (loaded[name].shape[axes[name]] if loaded[name].ndim > axes[name] else None)
+              for name in input_names if axes[name] is not None}
     if any(count is None for count in counts.values()) or len(set(counts.values())) != 1 or 0 in counts.values():
-        raise InputError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
-                         f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
+        where = {name: axis for name, axis in axes.items() if axis is not None}
+        raise InputError(f"{inputs}: every batched model input needs the same number of samples on its batch axis "
+                         f"{where} (and at least one); shapes: { {name: list(loaded[name].shape) for name in input_names} }"
+                         f"; inputs given once: {[name for name, axis in axes.items() if axis is None] or 'none'}")
     n = next(iter(counts.values()))
     for name, (dtype, rank) in (specs or {}).items():
         array = loaded[name]
         if rank is not None and array.ndim != rank:
+            where = "given once" if axes[name] is None else f"samples on axis {axes[name]}"
             raise InputError(f"{inputs}: array {name} has {array.ndim} axes {list(array.shape)}, but the model "
-                             f"input {name} has {rank} (samples on axis 0)")
+                             f"input {name} has {rank} ({where})")
         if dtype.kind == "f":
             check_float_values(inputs, name, array, dtype)
         elif dtype.kind in "iub" and array.dtype.kind not in "iub":
@@ -252,6 +263,17 @@ def load_inputs(inputs: Path, input_names: list[str],
     mask = loaded.get("attention_mask") if "attention_mask" in input_names else None
     ignored = [name for name in loaded if name not in input_names and name != "labels"]
     return n, labels, mask, ignored
+
+
+def graph_layout(reference: Path, cfg) -> dict:
+    """Where the examples lie in the model's inputs and outputs ({} when batch-first everywhere), from its graph and
+    `model.batch_axes` (pipeline/layout.py)."""
+    import onnx
+
+    from pipeline.layout import find_layout
+    configured = dict(cfg.model.batch_axes)
+    found = find_layout(onnx.load(str(reference), load_external_data=False), configured, str(reference))
+    return {} if found.batch_first() else {"inputs": dict(found.inputs), "outputs": dict(found.outputs)}
 
 
 def check_float_values(inputs: Path, name: str, array: np.ndarray, dtype: np.dtype) -> None:
@@ -280,10 +302,11 @@ def check_labels(inputs: Path, labels: np.ndarray, n: int) -> None:
 
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
                  output_names: list[str] | None = None, folder: Path | None = None,
-                 manifest_sha256: str | None = None) -> dict:
+                 manifest_sha256: str | None = None, batch_axes: dict | None = None) -> dict:
     """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`.
     `folder`: the build folder these files are a snapshot of (the report names the files there);
-    `manifest_sha256`: its manifest.json's, which binds the report to that build."""
+    `manifest_sha256`: its manifest.json's, which binds the report to that build; `batch_axes`: where the
+    examples lie in each input and output as the build found it (else found here: pipeline/layout.py)."""
     artifact, reference, inputs, out = Path(artifact), Path(reference), Path(inputs), Path(out)
     for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
         if not path.is_file():
@@ -303,7 +326,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     if sorted(reference_inputs) != sorted(input_names):
         raise QuantgateError(f"the artifact takes inputs {input_names} but the fp32 reference takes "
                              f"{reference_inputs}: they are not the same model")
-    n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact))
+    batch_axes = batch_axes or graph_layout(reference, cfg)
+    n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact),
+                                                     batch_axes.get("inputs"))
     if ignored:
         progress(f"verify: {inputs.name}: arrays {ignored} match no model input and are ignored")
     try:
@@ -342,7 +367,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     try:
         if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
-            reference_record, fp32 = run_reference(reference, inputs, work / "reference", native_n, cfg)
+            reference_record, fp32 = run_reference(reference, inputs, work / "reference", native_n, cfg, batch_axes)
             if fp32 is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
@@ -350,7 +375,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                 window = mask[:native_n] if mask is not None else None
                 evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,
-                                    model_kind, reference_cpu)
+                                    model_kind, reference_cpu, batch_axes=batch_axes)
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
                     artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
 
@@ -474,10 +499,11 @@ def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_
     return record, results
 
 
-def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg) -> tuple[dict, dict | None]:
+def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg,
+                  batch_axes: dict | None = None) -> tuple[dict, dict | None]:
     """The fp32 reference, natively and in a child too (a broken reference must not take the parent down)."""
     command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False,
-                            custom_ops=cfg.verify.custom_op_libraries)
+                            custom_ops=cfg.verify.custom_op_libraries, batch_axes=batch_axes)
     record, results = run_child(command, profile("native"), out_dir, cfg)
     if results is None:
         record["status"] = "crashed" if record["status"] == "pass" else record["status"]
@@ -496,7 +522,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_*."""
     native_dir = work / "native-measurement"
     record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
-                                              custom_ops=cfg.verify.custom_op_libraries),
+                                              custom_ops=cfg.verify.custom_op_libraries,
+                                              batch_axes=evidence.batch_axes),
                                 profile("native"), native_dir, cfg)
     native = results[0] if results else None
     if native is not None and all(name in native for name in evidence.fp32):
@@ -504,9 +531,14 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
     else:
         chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
         native = None
+    input_axes = evidence.batch_axes.get("inputs") or {}
     with np.load(inputs, allow_pickle=False) as arrays:
-        subset = {name: arrays[name][chosen] if arrays[name].ndim and len(arrays[name]) >= native_n else arrays[name]
-                  for name in arrays.files}
+        subset = {name: arrays[name] for name in arrays.files}
+    # Every batched array (inputs on their batch axis, labels on axis 0) down to the chosen samples.
+    axes = {name: layout.axis_of(input_axes, name) for name in subset}
+    axes = {name: axis if axis is not None and subset[name].ndim > axis and subset[name].shape[axis] >= native_n
+            else None for name, axis in axes.items()}
+    subset = layout.take(subset, chosen, axes)
     emulated_inputs = work / "emulated_inputs.npz"
     np.savez(emulated_inputs, **subset)
     selection = {"native": list(range(native_n)), "emulated": chosen, "why": why}
@@ -520,7 +552,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
                  f"samples: the run every profile is compared with ...")
         try:
             record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False,
-                                                          custom_ops=cfg.verify.custom_op_libraries),
+                                                          custom_ops=cfg.verify.custom_op_libraries,
+                                                          batch_axes=evidence.batch_axes),
                                         cpu, ref_dir, cfg)
         except EmulatorMissing as missing:
             record, results = {"status": "not_verified", "reason": str(missing)}, None
@@ -552,7 +585,8 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
         custom_ops = [remote_library_name(i, library) for i, library in enumerate(custom_ops)]
     command = child_command(artifact, inputs, child_out, 0 if cpu.emulated else len(ids), threads,
                             0 if cpu.emulated else v.latency_repeats, python=python,
-                            padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops)
+                            padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops,
+                            batch_axes=evidence.batch_axes if evidence else None)
     try:
         record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
     except (EmulatorMissing, remote.HostUnavailable) as missing:
@@ -721,7 +755,7 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
         report = verify_files(snapshot / manifest.model_file, snapshot / manifest.reference_file,
                               snapshot / manifest.heldout_file, cfg, staged, model_kind=manifest.model_kind,
                               output_names=manifest.output_names or None, folder=shown_folder or manifest.folder,
-                              manifest_sha256=manifest_sha256)
+                              manifest_sha256=manifest_sha256, batch_axes=manifest.batch_axes or None)
         if not manifest_file.is_file() or sha256_file(manifest_file) != manifest_sha256:
             raise QuantgateError(f"{manifest.folder} was replaced by another build while it was being verified; its "
                                  f"verify.json was not written (it would judge other bytes): verify again")
