@@ -91,6 +91,9 @@ class QuantizationRecord:
     # Inputs of fp32 operators (a residual Add) that read an activation itself, not the int8-rounded copy that static
     # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/build/qdq.py).
     fp32_inputs_unrounded: int = 0
+    # If/Loop/Scan bodies with compute nodes (pipeline/build/int8_nodes.py): path -> {compute_nodes, int8_nodes,
+    # fp32_reason when none runs int8}.
+    subgraphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

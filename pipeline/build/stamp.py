@@ -13,6 +13,7 @@ from importlib import metadata
 
 from omegaconf import OmegaConf
 
+from pipeline.build.int8_nodes import fp32_words, int8_compute_nodes
 from pipeline.errors import BuildFailed
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, atomic_write_bytes, sha256_bytes
@@ -93,6 +94,8 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
         values["runtime"] = {"name": manifest.runtime["name"],
                              "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
+    if quantization.subgraphs:  # If/Loop/Scan bodies: their compute nodes and how many run int8
+        values["subgraphs"] = quantization.subgraphs
     if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/build/quantize.py)
         values["dynamic_nodes"] = quantization.dynamic_nodes
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
@@ -115,38 +118,16 @@ def write_stamp(path, values: dict[str, str]) -> None:
     atomic_write_bytes(path, model.SerializeToString(deterministic=True))
 
 
-# Compute nodes that run in int8: onnxruntime's integer and QOperator kernels, and in the QDQ format a
-# MatMul/Conv/Gemm whose weight comes from a DequantizeLinear (fused into an int8 kernel at load time).
-INT8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm", "QAttention",
-                "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QEmbedLayerNormalization"}
-QDQ_COMPUTE = {"MatMul", "Conv", "Gemm", "ConvTranspose"}
-
-
-LAYOUT_OPS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}  # between a DQ and its user
-
-
-def int8_compute_nodes(model) -> int:
-    """How many of the model's compute nodes run in int8."""
-    producer = {output: node for node in model.graph.node for output in node.output}
-
-    def dequantized(name: str) -> bool:
-        node = producer.get(name)
-        while node is not None and node.op_type in LAYOUT_OPS:
-            node = producer.get(node.input[0])
-        return node is not None and node.op_type == "DequantizeLinear"
-
-    return sum(node.op_type in INT8_KERNELS or (node.op_type in QDQ_COMPUTE and any(map(dequantized, node.input[:2])))
-               for node in model.graph.node)
-
-
 def check_quantized(manifest: Manifest) -> None:
     """An artifact stamped int8 must compute in int8: a build in which every node stayed fp32 has failed."""
     import onnx
     model = onnx.load(str(manifest.path(manifest.model_file)), load_external_data=False)
     if int8_compute_nodes(model) == 0:
         excluded = len(manifest.fallback.excluded_nodes) if manifest.fallback else 0
+        in_subgraphs = fp32_words(manifest.quantization.subgraphs) if manifest.quantization else ""
         raise BuildFailed(f"{manifest.model_file} has no int8 compute node: every MatMul/Conv stayed fp32"
                           + (f" ({excluded} excluded by the accuracy gate)" if excluded else "")
+                          + (f" ({in_subgraphs})" if in_subgraphs else "")
                           + ", so it would be an fp32 model stamped int8. Nothing was published. Check the "
                             "calibration data (values outside float32's range, a constant column) and the "
                             "mode's op types, or allow more loss: verify.max_accuracy_drop")

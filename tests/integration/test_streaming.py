@@ -1,0 +1,76 @@
+"""Streaming models a user brings (tests/fixtures/streaming.py): a torch GRU tone detector exported with its state
+`[layers, batch, hidden]` as input and output, and the same behind an `If` on a scalar sample rate. Built from .npz
+arrays in the model's own layout, verified on `haswell` (QEMU) and `native`. docs/streaming.md."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.build.int8_nodes import subgraphs
+from pipeline.build.task import quantize_task
+from pipeline.config import compose_config
+from pipeline.errors import BuildFailed
+from pipeline.guard import read_stamp
+from pipeline.manifest import Manifest
+from tests.fixtures import streaming
+
+pytestmark = pytest.mark.slow
+SMALL = ["calibration.n_samples=48", "calibration.n_validation=16", "calibration.n_heldout=16",
+         "verify.emulated_max_samples=2"]
+PROFILES = ["target=avx2", "verify.profiles=[haswell,native]", "verify.reference_cpu=native"]
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """The detector (trained for a few seconds), its If-on-sr twin, and the chunks with the states a streamed fp32
+    run carries into them, in the models' layout (state: [layers, examples, hidden])."""
+    root = tmp_path_factory.mktemp("streaming")
+    detector = streaming.gru_detector(root / "detector.onnx", train_steps=50)
+    with_sr = streaming.gru_detector_with_sr(root / "detector_sr.onnx", detector)
+    signals, _ = streaming.streams(12, 8, seed=100)
+    np.savez(root / "calib.npz", **streaming.streamed_npz(detector, signals))
+    np.savez(root / "calib_sr.npz", **streaming.streamed_npz(with_sr, signals, streaming.RATE))
+    return {"detector": detector, "with_sr": with_sr, "calib": root / "calib.npz", "calib_sr": root / "calib_sr.npz"}
+
+
+def build(user_files, model: str, data: str, mode: str, tmp_path, *extra) -> tuple[int, object]:
+    overrides = ["model=onnx", f"model.path={user_files[model]}", "calibration=npz",
+                 f"calibration.path={user_files[data]}", f"mode={mode}", f"artifacts_dir={tmp_path}", *SMALL, *extra]
+    return quantize_task(compose_config(overrides), overrides), tmp_path / f"onnx-{mode}-avx2"
+
+
+def test_a_recurrent_state_laid_out_as_onnx_prescribes_builds_and_verifies_on_haswell_and_native(user_files, tmp_path):
+    code, folder = build(user_files, "detector", "calib", "static", tmp_path, *PROFILES)
+    assert code == 0
+    report = json.loads((folder / "verify.json").read_text())
+    assert {name: row["status"] for name, row in report["profiles"].items()} == {"haswell": "pass", "native": "pass"}
+    manifest = Manifest.load(folder)
+    assert manifest.batch_axes == {"inputs": {"audio": 0, "state": 1}, "outputs": {"prob": 0, "stateN": 1}}
+    with np.load(folder / "heldout.npz") as heldout:  # written in the model's layout, examples on axis 1
+        assert heldout["state"].shape == (streaming.LAYERS, 16, streaming.HIDDEN) and heldout["audio"].shape[0] == 16
+    # Both outputs judged per example: stateN with its examples moved to axis 0.
+    assert set(report["profiles"]["native"]["fidelity_by_output"]) == {"prob", "stateN"}
+
+
+def test_a_scalar_sample_rate_is_given_once_and_the_network_inside_the_if_is_quantized_dynamically(user_files,
+                                                                                                    tmp_path):
+    code, folder = build(user_files, "with_sr", "calib_sr", "dynamic", tmp_path, "target=avx2",
+                         "verify.profiles=[native]", "verify.reference_cpu=native")
+    assert code == 0
+    with np.load(folder / "heldout.npz") as heldout:
+        assert heldout["sr"].shape == () and int(heldout["sr"]) == streaming.RATE
+    counts = json.loads(read_stamp(str(folder / "model.onnx"))["subgraphs"])
+    assert counts == {"by_rate/else_branch": {"compute_nodes": 2, "int8_nodes": 2},
+                      "by_rate/then_branch": {"compute_nodes": 2, "int8_nodes": 2}}
+    ops = {node.op_type for _, body in subgraphs(onnx.load(str(folder / "model.onnx")).graph) for node in body.node}
+    assert "MatMulInteger" in ops
+
+
+def test_static_says_which_subgraphs_stay_fp32_and_why(user_files, tmp_path):
+    with pytest.raises(BuildFailed) as refused:
+        build(user_files, "with_sr", "calib_sr", "static", tmp_path, "verify.enabled=false")
+    assert ("no int8 compute node: every MatMul/Conv stayed fp32 (subgraph(s) by_rate/else_branch (2 compute nodes), "
+            "by_rate/then_branch (2 compute nodes) stay fp32: onnxruntime's static quantizer does not enter "
+            "If/Loop/Scan subgraphs") in str(refused.value) and "build with mode=dynamic" in str(refused.value)
+    assert not (tmp_path / "onnx-static-avx2").exists()
