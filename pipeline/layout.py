@@ -14,6 +14,11 @@ In order, for each input:
 
 Outputs: the shared batch dimension in their (inferred) shapes, else axis 0. Every found axis carries the reason, for
 errors that name it. The arrays themselves are sliced by `calibration/layout.py`.
+
+State carried (a streaming model: the output of one chunk is the input of the next): `model.state` names the pairs
+(`{stateN: state}`, output -> input); otherwise an output pairs with an input when their names say so (`stateN` /
+`state_out` / `next_state` for `state`, `hn` for `h0`, `present.*` for `past.*` or `past_key_values.*`) and their
+shapes agree (rank, fixed axes, batch axis).
 """
 from __future__ import annotations
 
@@ -30,6 +35,14 @@ class Layout:
     inputs: dict[str, int | None] = field(default_factory=dict)
     outputs: dict[str, int | None] = field(default_factory=dict)
     why: dict[str, str] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)  # output -> the input it feeds at the next chunk
+
+    def to_json(self) -> dict:
+        """The record the manifest keeps and verification reads ({} when batch-first and stateless)."""
+        if self.batch_first() and not self.state:
+            return {}
+        return {"inputs": dict(self.inputs), "outputs": dict(self.outputs)} | (
+            {"state": dict(self.state)} if self.state else {})
 
     def batch_first(self) -> bool:
         """Every input and output is batched on axis 0 (the layout every model had before)."""
@@ -132,8 +145,9 @@ def output_axes(model, symbol: str | None) -> dict[str, int | None]:
     return axes
 
 
-def find_layout(model, configured: dict | None = None, where: str = "the model") -> Layout:
-    """The batch axes of `model`'s inputs and outputs (the module's docstring), `configured` taking precedence."""
+def find_layout(model, configured: dict | None = None, where: str = "the model", state: dict | None = None) -> Layout:
+    """The batch axes of `model`'s inputs and outputs and its state pairs (the module's docstring), `configured`
+    (model.batch_axes) and `state` (model.state) taking precedence."""
     from pipeline.errors import InputError
 
     configured = dict(configured or {})
@@ -162,7 +176,50 @@ def find_layout(model, configured: dict | None = None, where: str = "the model")
             if shapes[name] and name not in configured:
                 layout.inputs[name], layout.why[name] = 0, "every input's axes fixed: a fixed batch on axis 0"
     layout.outputs = output_axes(model, symbol)
+    layout.state = state_pairs(model, layout, dict(state or {}), where)
     return layout
+
+
+STATE_SUFFIXES = ("N", "n", "_out", "_next", "_new", ".out", "Out")
+STATE_PREFIXES = ("next_", "new_", "out_")
+
+
+def names_pair(output: str, input_name: str) -> bool:
+    """Whether an output's name says it is the next value of this input."""
+    if any(output == input_name + suffix for suffix in STATE_SUFFIXES) or \
+            any(output == prefix + input_name for prefix in STATE_PREFIXES):
+        return True
+    if input_name.endswith("0") and output == input_name[:-1] + "n":  # h0 -> hn, c0 -> cn
+        return True
+    for past in ("past_key_values.", "past."):  # present.0.key for past_key_values.0.key
+        if input_name.startswith(past) and output.startswith("present.") and \
+                output[len("present."):] == input_name[len(past):]:
+            return True
+    return False
+
+
+def state_pairs(model, layout: Layout, configured: dict, where: str) -> dict[str, str]:
+    """Outputs that feed inputs at the next chunk (output -> input): `configured` (model.state), else by name and
+    shape (the module's docstring)."""
+    from pipeline.errors import InputError
+
+    inputs = {value.name: dims(value) for value in graph_inputs(model)}
+    outputs = {value.name: dims(value) for value in model.graph.output}
+    for output, input_name in configured.items():
+        if output not in outputs or input_name not in inputs:
+            raise InputError(f"model.state={{{output}: {input_name}}}: {where} has no output {output!r} or no input "
+                             f"{input_name!r} (outputs: {list(outputs)}; inputs: {list(inputs)}); name an output and "
+                             f"the input it feeds at the next chunk")
+    if configured:
+        return configured
+
+    def same_shape(a, b) -> bool:
+        return a is None or b is None or (len(a) == len(b) and all(
+            not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(a, b)))
+
+    return {output: input_name for output in outputs for input_name in inputs
+            if names_pair(output, input_name) and same_shape(outputs[output], inputs[input_name])
+            and layout.outputs.get(output) == layout.inputs.get(input_name)}
 
 
 def with_batch_axes(specs: list, layout: Layout) -> list:

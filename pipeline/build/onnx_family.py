@@ -180,7 +180,8 @@ class OnnxFamily(NpzData):
         self.kind = str(cfg.model.kind)
         # Which axis of each input holds the examples (pipeline/layout.py): a recurrent state's is axis 1, a
         # scalar's none.
-        self.layout = find_layout(self.model, dict(cfg.model.batch_axes or {}), f"model.path={cfg.model.path!r}")
+        self.layout = find_layout(self.model, dict(cfg.model.batch_axes), f"model.path={cfg.model.path!r}",
+                                  dict(cfg.model.state))
 
     def input_specs(self) -> list[InputSpec]:
         import onnx

@@ -96,6 +96,9 @@ class ModelConfig:
     # (pipeline/layout.py finds it: the batch dimension the inputs share, a recurrent state's [directions, batch,
     # hidden], a scalar); `{state: 1}`, `{sr: null}` for an input given once and broadcast. docs/streaming.md.
     batch_axes: dict[str, Optional[int]] = field(default_factory=dict)
+    # model=onnx: outputs that feed inputs at the next chunk of a stream (`{stateN: state}`); empty = found by
+    # name and shape (stateN/state, hn/h0, present.*/past.*). Such a model is verified streamed. docs/streaming.md.
+    state: dict[str, str] = field(default_factory=dict)
     # model=torch: `package.module:function` returning (module, example inputs: a tuple of tensors or a dict).
     factory: Optional[str] = None
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
@@ -247,6 +250,12 @@ class VerifyConfig:
     padding_min_cosine_worst: float = 0.95
     padding_min_top1_agreement: float = 0.97
     padding_max_abs_error: Optional[float] = None
+    # Stateful models (model.state, or found): the held-out chunks run as sequences of this many steps, the state
+    # carried from each step to the next, per-step outputs compared with fp32's streamed run; emulated profiles run
+    # emulated_max_samples such sequences. The state's drift (RMS of its error to fp32's over the RMS of fp32's
+    # state, per step) is held to max_state_drift at every step. docs/streaming.md.
+    stream_steps: int = 8
+    max_state_drift: float = 0.25
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """One verification run of an ONNX model on one CPU profile, in its own process.
 
     [qemu-x86_64 -cpu Haswell] python -m pipeline.verify.child_onnx --model M.onnx --inputs I.npz --out DIR \
-        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K]
+        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K] [--layout JSON]
 
 The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
 a wheel built for a newer CPU can already die with SIGILL (numpy 2.4 did under -cpu Nehalem on an Intel
@@ -49,9 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-guard", action="store_true", help="skip the guard (the fp32 reference has no stamp)")
     parser.add_argument("--custom-ops", action="append", default=[], metavar="LIB",
                         help="a custom-operator library to register (onnxruntime's register_custom_ops_library)")
-    parser.add_argument("--batch-axes", default="",
-                        help='JSON {"inputs": {name: axis or null}, "outputs": {...}}: where the examples lie '
-                             '(default: axis 0; null: an input given once, passed whole to every batch)')
+    parser.add_argument("--layout", default="",
+                        help='JSON {"inputs": {name: axis or null}, "outputs": {...}, "state": {output: input}, '
+                             '"steps": T}: where the examples lie (default: axis 0; null: an input given once, passed '
+                             'whole to every batch) and, for a stateful model, sequences of T samples run streamed')
     parser.add_argument("--padding-extra", type=int, default=0,
                         help="also run each sequence alone and all of them padded K tokens past the longest")
     return parser.parse_args(argv)
@@ -92,7 +93,7 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
         return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
 
-    axes = json.loads(args.batch_axes) if args.batch_axes else {}
+    axes = json.loads(args.layout) if args.layout else {}
     input_axes, output_axes = axes.get("inputs") or {}, axes.get("outputs") or {}
     arrays = np.load(args.inputs)
     feeds = {}
@@ -112,17 +113,11 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
 
     output_names = [node.name for node in session.get_outputs()]
     started = time.perf_counter()
-    chunks = [session.run(None, {k: take(v, slice(i, i + batch), input_axes.get(k, 0)) for k, v in feeds.items()})
-              for i in range(0, n_samples, batch)]
-    out_axes = [output_axes.get(name, 0) for name in output_names]
-    if len(chunks) > 1 and any(axis is None or chunk[j].ndim <= axis or drop_axis(chunk[j], axis) != drop_axis(
-            chunks[0][j], axis) for chunk in chunks for j, axis in enumerate(out_axes)):
-        chunks = [session.run(None, feeds)]  # outputs not batched where said, or shaped by the batch: one run
+    if axes.get("state") and axes.get("steps"):
+        outputs = stream_run(session.run, output_names, feeds, axes, int(axes["steps"]))
+    else:
+        outputs = batch_run(session.run, output_names, feeds, axes, n_samples, batch)
     run_seconds = time.perf_counter() - started
-    # Written with the examples on axis 0, whatever the model's layout: the parent judges per sample there.
-    outputs = {name: batch_first(np.concatenate([chunk[j] for chunk in chunks], axis=out_axes[j] or 0)
-                                 if len(chunks) > 1 else chunks[0][j], out_axes[j])
-               for j, name in enumerate(output_names)}
 
     latency_seconds = []
     if args.latency_repeats:
@@ -148,6 +143,46 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     }
     (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def batch_run(run, output_names: list[str], feeds: dict, axes: dict, n_samples: int, batch: int) -> dict:
+    """Every output for every sample, `batch` samples per run, with the examples on axis 0 whatever the model's
+    layout (the parent judges per sample there)."""
+    import numpy as np
+    input_axes, output_axes = axes.get("inputs") or {}, axes.get("outputs") or {}
+    chunks = [run(None, {k: take(v, slice(i, i + batch), input_axes.get(k, 0)) for k, v in feeds.items()})
+              for i in range(0, n_samples, batch)]
+    out_axes = [output_axes.get(name, 0) for name in output_names]
+    if len(chunks) > 1 and any(axis is None or chunk[j].ndim <= axis or drop_axis(chunk[j], axis) != drop_axis(
+            chunks[0][j], axis) for chunk in chunks for j, axis in enumerate(out_axes)):
+        chunks = [run(None, feeds)]  # outputs not batched where said, or shaped by the batch: one run
+    return {name: batch_first(np.concatenate([chunk[j] for chunk in chunks], axis=out_axes[j] or 0)
+                              if len(chunks) > 1 else chunks[0][j], out_axes[j])
+            for j, name in enumerate(output_names)}
+
+
+def stream_run(run, output_names: list[str], feeds: dict, axes: dict, steps: int) -> dict:
+    """The samples as sequences of `steps` consecutive chunks (sample s*steps + t is step t of sequence s), all
+    sequences side by side in one batch per step; each state input takes its sample's value at step 0 and the
+    paired output of the step before after that (axes["state"]: output -> input). Outputs in sample order, examples
+    on axis 0."""
+    import numpy as np
+    input_axes, output_axes, pairs = axes.get("inputs") or {}, axes.get("outputs") or {}, axes["state"]
+    n = next(v.shape[input_axes.get(k, 0)] for k, v in feeds.items() if input_axes.get(k, 0) is not None)
+    steps = max(1, min(steps, n))
+    sequences = n // steps
+    carried, per_step = {}, []
+    for step in range(steps):
+        rows = np.arange(sequences) * steps + step
+        feed = {k: v if input_axes.get(k, 0) is None else np.take(v, rows, axis=input_axes.get(k, 0))
+                for k, v in feeds.items()}
+        feed |= carried
+        results = dict(zip(output_names, run(None, feed)))
+        carried = {pairs[name]: results[name] for name in pairs if name in results}
+        per_step.append({name: batch_first(value, output_axes.get(name, 0)) for name, value in results.items()})
+    # [steps, sequences, ...] -> sample order s*steps + t
+    return {name: np.stack([step[name] for step in per_step], axis=1).reshape(
+        sequences * steps, *per_step[0][name].shape[1:]) for name in output_names}
 
 
 def take(array, rows: slice, axis: int | None):

@@ -455,3 +455,44 @@ def choose_samples(native: dict[str, np.ndarray], fp32: dict[str, np.ndarray], m
            f"to fp32 and the largest fp32 output magnitude (the largest accumulations), where kernels that "
            f"saturate or round differently show first")
     return chosen, why
+
+
+# --- stateful models, run streamed ---------------------------------------------------------------------
+def choose_sequences(native: dict[str, np.ndarray], fp32: dict[str, np.ndarray], scales: dict[str, float],
+                     steps: int, k: int) -> tuple[list[int], str]:
+    """The samples of the k sequences (of `steps` consecutive samples) that stress the kernels most, chosen as
+    choose_samples chooses samples, each sequence taken whole: the state must be carried through it."""
+    sequences = len(next(iter(fp32.values()))) // steps
+    as_sequences = {name: array[:sequences * steps].reshape(sequences, -1) for name, array in fp32.items()}
+    ran = {name: array[:sequences * steps].reshape(sequences, -1) for name, array in native.items() if name in fp32}
+    picked, _ = choose_samples(ran, as_sequences, None, scales, max(1, k))
+    samples = [s * steps + t for s in picked for t in range(steps)]
+    return samples, (f"{len(picked)} of {sequences} held-out sequences of {steps} chunks, run streamed (the state "
+                     f"carried), chosen from the native run: alternately the largest element-wise error to fp32 and "
+                     f"the largest fp32 output magnitude")
+
+
+def state_drift(outputs: dict[str, np.ndarray], fp32: dict[str, np.ndarray], pairs: dict[str, str], steps: int,
+                max_drift: float) -> tuple[dict, list[str]]:
+    """How far each carried state (outputs paired with inputs) drifts from fp32's as the sequences run: per step,
+    the RMS of its error over the RMS of fp32's state (both over every sequence); a step past `max_drift` is a
+    problem that names the state, the step and the growth from the first step."""
+    figures, problems = {}, []
+    for name, fed in pairs.items():
+        if name not in outputs or name not in fp32 or outputs[name].shape != fp32[name].shape:
+            continue
+        sequences = len(fp32[name]) // steps
+        here = outputs[name][:sequences * steps].astype(np.float64).reshape(sequences, steps, -1)
+        exact = fp32[name][:sequences * steps].astype(np.float64).reshape(sequences, steps, -1)
+        scale = max(float(np.sqrt(np.mean(exact ** 2))), 1e-12)
+        by_step = [float(np.sqrt(np.mean((here[:, t] - exact[:, t]) ** 2))) / scale for t in range(steps)]
+        worst = int(np.argmax(by_step))
+        figures[name] = {"feeds": fed, "steps": steps, "sequences": sequences, "by_step": by_step,
+                         "first": by_step[0], "last": by_step[-1], "worst": by_step[worst], "worst_step": worst + 1,
+                         "growth": by_step[-1] / max(by_step[0], 1e-12), "max_state_drift": max_drift}
+        if by_step[worst] > max_drift:
+            problems.append(f"{name} (the state fed back as {fed}) drifts from fp32's as the sequence runs: "
+                            f"{by_step[0]:.3g} of its scale at step 1, {by_step[worst]:.3g} at step {worst + 1} of "
+                            f"{steps} (> verify.max_state_drift {max_drift:g}); int8 error accumulates in the "
+                            f"recurrent state")
+    return figures, problems

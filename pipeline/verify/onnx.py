@@ -31,7 +31,8 @@ from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
-from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
+from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, choose_sequences, compare_cpus, judge,
+                                      state_drift,
                                       keep_decisions_within_noise, output_kind, output_scale)
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
@@ -78,7 +79,7 @@ def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, thread
     # A library path as given when relative to an SSH host's folder (REMOTE_CUSTOM_OPS/...), else absolute.
     command += [part for library in custom_ops for part in (
         "--custom-ops", str(library) if str(library).startswith(REMOTE_CUSTOM_OPS + "/") else str(Path(library).resolve()))]
-    command += ["--batch-axes", json.dumps(batch_axes, sort_keys=True)] * bool(batch_axes)
+    command += ["--layout", json.dumps(batch_axes, sort_keys=True)] * bool(batch_axes)
     return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
 
 
@@ -266,14 +267,14 @@ def load_inputs(inputs: Path, input_names: list[str],
 
 
 def graph_layout(reference: Path, cfg) -> dict:
-    """Where the examples lie in the model's inputs and outputs ({} when batch-first everywhere), from its graph and
-    `model.batch_axes` (pipeline/layout.py)."""
+    """Where the examples lie in the model's inputs and outputs, and the state it carries from chunk to chunk ({} when
+    batch-first and stateless), from its graph, `model.batch_axes` and `model.state` (pipeline/layout.py)."""
     import onnx
 
     from pipeline.layout import find_layout
-    configured = dict(cfg.model.batch_axes)
-    found = find_layout(onnx.load(str(reference), load_external_data=False), configured, str(reference))
-    return {} if found.batch_first() else {"inputs": dict(found.inputs), "outputs": dict(found.outputs)}
+    found = find_layout(onnx.load(str(reference), load_external_data=False), dict(cfg.model.batch_axes),
+                        str(reference), dict(cfg.model.state))
+    return found.to_json()
 
 
 def check_float_values(inputs: Path, name: str, array: np.ndarray, dtype: np.dtype) -> None:
@@ -327,6 +328,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         raise QuantgateError(f"the artifact takes inputs {input_names} but the fp32 reference takes "
                              f"{reference_inputs}: they are not the same model")
     batch_axes = batch_axes or graph_layout(reference, cfg)
+    if batch_axes.get("state"):  # a stateful model: verified streamed, sequences of verify.stream_steps chunks
+        batch_axes = {**batch_axes, "steps": int(cfg.verify.stream_steps)}
     n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact),
                                                      batch_axes.get("inputs"))
     if ignored:
@@ -345,6 +348,10 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     padding = padding_plan(artifact, input_names, cfg)
     v = cfg.verify
     native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
+    if "steps" in batch_axes:  # whole sequences only; the emulated profiles run emulated_n of them
+        steps = batch_axes["steps"] = max(1, min(batch_axes["steps"], n_available))
+        native_n = max(native_n // steps, 1) * steps
+        emulated_n = min(emulated_n * steps, native_n)
     limits = limits_from(cfg)
     reference_cpu = resolve_reference_cpu(cfg, host)
     notes = []
@@ -468,7 +475,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                   "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                   "latency_repeats": v.latency_repeats, "reference_cpu": str(v.reference_cpu),
-                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio},
+                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio}
+        | ({"stream_steps": batch_axes["steps"], "state": batch_axes["state"], "max_state_drift": v.max_state_drift}
+           if "steps" in batch_axes else {}),
         profiles={name: ProfileResult(**record) for name, record in profiles.items()}, padding=padding,
         latency=native_latency, notes=notes, wall_seconds=round(time.monotonic() - started, 3))
     report.save(out)
@@ -526,7 +535,10 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
                                               batch_axes=evidence.batch_axes),
                                 profile("native"), native_dir, cfg)
     native = results[0] if results else None
-    if native is not None and all(name in native for name in evidence.fp32):
+    steps = evidence.batch_axes.get("steps")
+    if native is not None and all(name in native for name in evidence.fp32) and steps:
+        chosen, why = choose_sequences(native, evidence.fp32, evidence.scales, steps, emulated_n // steps)
+    elif native is not None and all(name in native for name in evidence.fp32):
         chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
     else:
         chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
@@ -614,6 +626,10 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                       scales=evidence.scales)
     record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
     problems = list(judgement.problems)
+    if evidence.batch_axes.get("state"):  # run streamed: how far the carried state drifts over the sequence
+        record["state_drift"], drifted = state_drift(outputs, fp32, evidence.batch_axes["state"],
+                                                     evidence.batch_axes["steps"], v.max_state_drift)
+        problems += drifted
     failure = "fidelity" if problems else None
     comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v)
     record["cpu_comparison"] = comparison.to_json()

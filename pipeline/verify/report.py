@@ -82,6 +82,8 @@ class ProfileResult:
     cpu_comparison: Optional[dict] = None  # against the same artifact on the reference CPU
     latency: Optional[dict] = None
     padding: Optional[dict] = None
+    # A stateful model run streamed: per carried state, its error to fp32's per step (fidelity.state_drift).
+    state_drift: Optional[dict] = None
     runtime: Optional[dict] = None
     host: Optional[dict] = None  # an SSH host as read there: host, python, machine, cpu_features, versions, mismatch
 

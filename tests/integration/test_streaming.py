@@ -46,11 +46,18 @@ def test_a_recurrent_state_laid_out_as_onnx_prescribes_builds_and_verifies_on_ha
     report = json.loads((folder / "verify.json").read_text())
     assert {name: row["status"] for name, row in report["profiles"].items()} == {"haswell": "pass", "native": "pass"}
     manifest = Manifest.load(folder)
-    assert manifest.batch_axes == {"inputs": {"audio": 0, "state": 1}, "outputs": {"prob": 0, "stateN": 1}}
+    assert manifest.batch_axes == {"inputs": {"audio": 0, "state": 1}, "outputs": {"prob": 0, "stateN": 1},
+                                   "state": {"stateN": "state"}}
     with np.load(folder / "heldout.npz") as heldout:  # written in the model's layout, examples on axis 1
         assert heldout["state"].shape == (streaming.LAYERS, 16, streaming.HIDDEN) and heldout["audio"].shape[0] == 16
     # Both outputs judged per example: stateN with its examples moved to axis 0.
     assert set(report["profiles"]["native"]["fidelity_by_output"]) == {"prob", "stateN"}
+    # The state pair is found by name and shape, and every profile ran streamed: 2 sequences of 8 chunks.
+    assert report["settings"]["stream_steps"] == 8
+    assert "held-out sequences of 8 chunks, run streamed" in report["sample_selection"]["why"]
+    for name in ("haswell", "native"):
+        drift = report["profiles"][name]["state_drift"]["stateN"]
+        assert drift["steps"] == 8 and drift["sequences"] == 2 and drift["worst"] <= 0.25
 
 
 def test_a_scalar_sample_rate_is_given_once_and_the_network_inside_the_if_is_quantized_dynamically(user_files,
@@ -74,3 +81,23 @@ def test_static_says_which_subgraphs_stay_fp32_and_why(user_files, tmp_path):
             "by_rate/then_branch (2 compute nodes) stay fp32: onnxruntime's static quantizer does not enter "
             "If/Loop/Scan subgraphs") in str(refused.value) and "build with mode=dynamic" in str(refused.value)
     assert not (tmp_path / "onnx-static-avx2").exists()
+
+
+def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tmp_path):
+    """A chaotic recurrence: one step from a given state stays close to fp32 (the build's gate passes), but carried
+    over 12 chunks int8's error in the state grows until verification fails, naming the state and the steps."""
+    model = streaming.chaotic_recurrence(tmp_path / "chaotic.onnx", gain=3.0)
+    signals, _ = streaming.streams(12, 12, seed=100)
+    np.savez(tmp_path / "calib.npz", **streaming.streamed_npz(model, signals))
+    overrides = ["model=onnx", f"model.path={model}", "calibration=npz", f"calibration.path={tmp_path / 'calib.npz'}",
+                 "mode=dynamic", f"artifacts_dir={tmp_path / 'artifacts'}", "calibration.n_samples=48",
+                 "calibration.n_validation=16", "calibration.n_heldout=36", "verify.stream_steps=12", "target=avx2",
+                 "verify.profiles=[native]", "verify.reference_cpu=native"]
+    assert quantize_task(compose_config(overrides), overrides) == 1
+    folder = tmp_path / "artifacts" / "onnx-dynamic-avx2"  # no verified build to keep: published, failed
+    assert Manifest.load(folder).fallback.within_budget  # single-shot, the gate saw nothing wrong
+    native = json.loads((folder / "verify.json").read_text())["profiles"]["native"]
+    drift = native["state_drift"]["stateN"]
+    assert native["status"] == "fail" and drift["first"] < 0.1 < 0.25 < drift["worst"] and drift["growth"] > 5
+    assert ("stateN (the state fed back as state) drifts from fp32's as the sequence runs: " in native["reason"]
+            and "(> verify.max_state_drift 0.25); int8 error accumulates in the recurrent state" in native["reason"])
