@@ -1,5 +1,8 @@
 """Stage 3b, gate: hold the int8 model to the accuracy budget at build time, with a fallback.
 
+A stateful model (manifest.batch_axes["state"]) runs its validation chunks streamed, as verification does, and
+the drift of its carried state is held to verify.max_state_drift too (docs/streaming.md).
+
 The budget is the verify thresholds (`verify/`), on the figures verification judges: top-1 agreement with fp32
 and (with labels) the accuracy and macro-F1 drops for classifiers, the correlation for scores, cosine for
 embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
@@ -22,15 +25,18 @@ from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 from pipeline.verify import fidelity
+from pipeline.verify.child_onnx import stream_run
 
 RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ranking
 _SESSIONS: dict[tuple, object] = {}
 
 
-def run_model(path: Path, inputs: dict[str, np.ndarray], output_axes: dict | None = None) -> list[np.ndarray]:
-    """Every output of the model at `path`, in graph order, with its examples on axis 0 (`output_axes`: where they
-    lie otherwise; calibration/layout.py). One session per version of the file: loading a transformer's session
-    costs about as much as running it on the validation split."""
+def run_model(path: Path, inputs: dict[str, np.ndarray], streaming: dict | None = None) -> list[np.ndarray]:
+    """Every output of the model at `path`, in graph order, with its examples on axis 0 (`streaming`: the manifest's
+    batch_axes record, where they lie otherwise; with a `state` and `steps`, the examples run as sequences of that
+    many steps with the state carried, as verification runs them: pipeline/verify/child_onnx.py stream_run). One
+    session per version of the file: loading a transformer's session costs about as much as running it on the
+    validation split."""
     import onnxruntime as ort
 
     stat = path.stat()
@@ -39,9 +45,13 @@ def run_model(path: Path, inputs: dict[str, np.ndarray], output_axes: dict | Non
         _SESSIONS.clear()  # the reference and the current int8 model at most: do not keep old models alive
         _SESSIONS[version] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     session = _SESSIONS[version]
-    outputs = session.run(None, inputs)
-    return [layout.batch_first(output, layout.axis_of(output_axes, node.name))
-            for output, node in zip(outputs, session.get_outputs())]
+    names = [node.name for node in session.get_outputs()]
+    if streaming and streaming.get("state"):
+        streamed = stream_run(session.run, names, inputs, streaming, int(streaming["steps"]))
+        return [streamed[name] for name in names]
+    output_axes = (streaming or {}).get("outputs")
+    return [layout.batch_first(output, layout.axis_of(output_axes, name))
+            for output, name in zip(session.run(None, inputs), names)]
 
 
 GATED_FIGURES = ("top1_agreement", "label_set_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
@@ -257,16 +267,27 @@ def run(cfg, manifest: Manifest) -> Manifest:
         _SESSIONS.clear()
 
 
+def streaming_layout(manifest: Manifest, verify_cfg, n_examples: int) -> dict:
+    """The manifest's batch_axes record, with the steps of a streamed run when the model carries a state."""
+    if not manifest.batch_axes.get("state"):
+        return manifest.batch_axes
+    return {**manifest.batch_axes, "steps": max(1, min(int(verify_cfg.stream_steps), n_examples))}
+
+
 def _gate(cfg, manifest: Manifest) -> Manifest:
     from pipeline.build import quantize
     from pipeline.build.calibrate import load_inputs
 
     kind, verify_cfg = manifest.model_kind, cfg.verify
-    input_axes, output_axes = manifest.batch_axes.get("inputs"), manifest.batch_axes.get("outputs")
+    input_axes = manifest.batch_axes.get("inputs")
     validation, validation_labels = load_inputs(manifest.path(manifest.validation_file), manifest.input_names)
     heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
-    reference_validation = run_model(manifest.path(manifest.reference_file), validation, output_axes)
-    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout, output_axes)
+    streaming = streaming_layout(manifest, verify_cfg, layout.count(validation, input_axes))
+    reference_validation = run_model(manifest.path(manifest.reference_file), validation, streaming)
+    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout, streaming)
+    if streaming.get("state") and validation_labels is not None:  # whole sequences only
+        validation_labels = validation_labels[:len(reference_validation[0])]
+        heldout_labels = heldout_labels[:len(reference_heldout[0])] if heldout_labels is not None else None
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
     fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
     if validation_labels is not None and "accuracy" not in fp32:
@@ -277,10 +298,16 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
-        quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation, output_axes),
-                            reference_validation,
-                            validation_labels, validation_mask)
+        outputs = run_model(manifest.path(manifest.model_file), validation, streaming)
+        quantized = metrics(kind, outputs, reference_validation, validation_labels, validation_mask)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
+        if streaming.get("state"):  # the carried state's drift over the sequences, held as verification holds it
+            names = manifest.output_names
+            drift, problems = fidelity.state_drift(dict(zip(names, outputs)), dict(zip(names, reference_validation)),
+                                                   streaming["state"], streaming["steps"], verify_cfg.max_state_drift)
+            quantized["state_drift"] = max((figures["worst"] for figures in drift.values()), default=0.0)
+            ok, description = ok and not problems, "; ".join([description, *problems]) if problems else (
+                f"{description}; state drift {quantized['state_drift']:.3g} (budget <= {verify_cfg.max_state_drift})")
         return ok, description, quantized
 
     ok, description, quantized = measure()
@@ -321,7 +348,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
-        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout, output_axes)
+        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout, streaming)
         if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
