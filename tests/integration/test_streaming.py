@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
+from pipeline.build.calibrate import load_batches
 from pipeline.build.int8_nodes import subgraphs
 from pipeline.build.task import quantize_task
 from pipeline.config import compose_config
@@ -107,3 +108,15 @@ def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tm
     assert native["status"] == "fail" and drift["first"] < 0.1 < 0.25 < drift["worst"] and drift["growth"] > 5
     assert ("stateN (the state fed back as state) drifts from fp32's as the sequence runs: " in native["reason"]
             and "(> verify.max_state_drift 0.25); int8 error accumulates in the recurrent state" in native["reason"])
+
+
+def test_calibration_sees_the_states_a_streamed_fp32_run_carries_not_the_zeros_given(user_files, tmp_path):
+    with np.load(user_files["calib"]) as arrays:
+        np.savez(tmp_path / "zeros.npz", audio=arrays["audio"], state=np.zeros_like(arrays["state"]))
+    user_files = {**user_files, "zeros": tmp_path / "zeros.npz"}
+    code, folder = build(user_files, "detector", "zeros", "static", tmp_path, "verify.enabled=false",
+                         "verify.stream_steps=4")
+    assert code == 0
+    states = np.concatenate([batch["state"] for batch in load_batches(folder / "calibration.npz")], axis=1)
+    per_example = np.abs(states).max(axis=(0, 2))
+    assert (per_example[::4] == 0).all() and (per_example.reshape(-1, 4)[:, 1:] > 0.05).all()
