@@ -630,6 +630,9 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
         record["state_drift"], drifted = state_drift(outputs, fp32, evidence.batch_axes["state"],
                                                      evidence.batch_axes["steps"], v.max_state_drift)
         problems += drifted
+        if record["state_drift"]:  # the worst step of the worst state, beside the other figures and their bounds
+            record["fidelity"]["state_drift"] = max(figures["worst"] for figures in record["state_drift"].values())
+            record["thresholds"]["max_state_drift"] = v.max_state_drift
     failure = "fidelity" if problems else None
     comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v)
     record["cpu_comparison"] = comparison.to_json()
@@ -717,7 +720,7 @@ def format_table(report: dict) -> str:
         figures = p.get("fidelity") or {}
         detail = ", ".join(f"{key} {figures[key]:.4g}" for key in (
             "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "score_correlation", "accuracy",
-            "macro_f1", "max_scaled_error") if key in figures)
+            "macro_f1", "max_scaled_error", "state_drift") if key in figures)
         comparison = p.get("cpu_comparison") or {}
         if comparison.get("divergence") is not None:
             detail += f", vs {comparison['reference_cpu']} {comparison['divergence']:.3g}x scale"

@@ -165,7 +165,8 @@ def contradictions(profile: ProfileResult) -> list[str]:
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
              ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
              ("score_correlation", "min_cosine_mean"))
-    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"))
+    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"),
+             ("state_drift", "max_state_drift"))
     for where, figures in figure_sets:
         for key, limit in lower:
             if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
