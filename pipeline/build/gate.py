@@ -54,11 +54,12 @@ def run_model(path: Path, inputs: dict[str, np.ndarray], streaming: dict | None 
             for output, name in zip(session.run(None, inputs), names)]
 
 
-GATED_FIGURES = ("top1_agreement", "label_set_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
+GATED_FIGURES = ("top1_agreement", "label_set_agreement", "decision_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
                  "cosine_worst")
 
 
-def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, float]:
+def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None,
+            threshold: float = 0.5) -> dict[str, float]:
     """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
     labels, accuracy and macro-F1; one value per sample or per token (a score) by its correlation with fp32's;
@@ -70,22 +71,24 @@ def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.n
     for output, expected in zip(outputs, reference):
         judged_as = fidelity.output_kind(expected, kind, mask)
         figures = fidelity.kind_figures(judged_as, output.astype(np.float64), expected.astype(np.float64),
-                                        mask, labels)
+                                        mask, labels, threshold=threshold)
         for key in GATED_FIGURES:
             if key in figures:
                 result[key] = min(result.get(key, figures[key]), figures[key])
     return result
 
 
-def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None) -> float | None:
+def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None,
+                     threshold: float = 0.5) -> float | None:
     """Accuracy on the held-out split, as `metrics` judges logits (per labelled, non-padding token for a token
     classifier); None when no output is judged against the labels."""
-    return metrics(kind, outputs, outputs, labels, mask).get("accuracy")
+    return metrics(kind, outputs, outputs, labels, mask, threshold).get("accuracy")
 
 
 # The agreements with fp32 held to verify.min_top1_agreement: a classifier's top-1, a multi-label classifier's
 # label sets.
-AGREEMENTS = (("top1_agreement", "top-1 agreement"), ("label_set_agreement", "label-set agreement"))
+AGREEMENTS = (("top1_agreement", "top-1 agreement"), ("label_set_agreement", "label-set agreement"),
+              ("decision_agreement", "per-chunk decision agreement"))
 
 
 def check_labels_judged(kind: str, labels: np.ndarray, outputs: list[np.ndarray], names: list[str]) -> None:
@@ -289,17 +292,20 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         validation_labels = validation_labels[:len(reference_validation[0])]
         heldout_labels = heldout_labels[:len(reference_heldout[0])] if heldout_labels is not None else None
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
-    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask,
+                   verify_cfg.threshold)
     if validation_labels is not None and "accuracy" not in fp32:
         check_labels_judged(kind, validation_labels, reference_validation, manifest.output_names)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
+    threshold = verify_cfg.threshold
     if heldout_labels is not None and (
-            correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask)) is not None:
+            correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask, threshold)) is not None:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
         outputs = run_model(manifest.path(manifest.model_file), validation, streaming)
-        quantized = metrics(kind, outputs, reference_validation, validation_labels, validation_mask)
+        quantized = metrics(kind, outputs, reference_validation, validation_labels, validation_mask,
+                            verify_cfg.threshold)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
         if streaming.get("state"):  # the carried state's drift over the sequences, held as verification holds it
             names = manifest.output_names
@@ -349,7 +355,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
         heldout_outputs = run_model(manifest.path(manifest.model_file), heldout, streaming)
-        if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask)) is not None:
+        if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask, threshold)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} node(s) out of {manifest.quantization.mode} int8: " + ", ".join(

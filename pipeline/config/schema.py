@@ -24,6 +24,9 @@ class ModelKind(StrEnum):
     # fidelity: the share of samples whose set of labels equals fp32's (and subset accuracy, macro-F1 with labels)
     multi_label = "multi_label"
     generic = "generic"  # fidelity: every output element-wise on its own scale and by cosine per sample
+    # a detector of events (speech, a wake word), one score per chunk: fidelity also by the per-chunk decision,
+    # score above verify.threshold, agreeing with fp32's (and accuracy against 0/1 labels)
+    event = "event"
 
 
 class CalibrationSource(StrEnum):
@@ -256,6 +259,9 @@ class VerifyConfig:
     # state, per step) is held to max_state_drift at every step. docs/streaming.md.
     stream_steps: int = 8
     max_state_drift: float = 0.25
+    # model.kind=event: a chunk is an event where its score is above this (in the output's own units: a
+    # probability's 0.5, a logit's 0), held to min_top1_agreement with fp32's decisions.
+    threshold: float = 0.5
 
 
 @dataclass

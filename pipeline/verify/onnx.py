@@ -719,7 +719,8 @@ def format_table(report: dict) -> str:
     for name, p in report["profiles"].items():
         figures = p.get("fidelity") or {}
         detail = ", ".join(f"{key} {figures[key]:.4g}" for key in (
-            "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "score_correlation", "accuracy",
+            "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "decision_agreement",
+            "score_correlation", "accuracy",
             "macro_f1", "max_scaled_error", "state_drift") if key in figures)
         comparison = p.get("cpu_comparison") or {}
         if comparison.get("divergence") is not None:

@@ -164,6 +164,7 @@ def contradictions(profile: ProfileResult) -> list[str]:
     lower = (("cosine_mean", "min_cosine_mean"), ("cosine_worst", "min_cosine_worst"),
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
              ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
+             ("decision_agreement", "min_top1_agreement"),
              ("score_correlation", "min_cosine_mean"))
     upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"),
              ("state_drift", "max_state_drift"))

@@ -120,3 +120,19 @@ def test_calibration_sees_the_states_a_streamed_fp32_run_carries_not_the_zeros_g
     states = np.concatenate([batch["state"] for batch in load_batches(folder / "calibration.npz")], axis=1)
     per_example = np.abs(states).max(axis=(0, 2))
     assert (per_example[::4] == 0).all() and (per_example.reshape(-1, 4)[:, 1:] > 0.05).all()
+
+
+def test_a_detector_is_judged_by_its_per_chunk_decisions_at_the_threshold(user_files, tmp_path):
+    signals, truth = streaming.streams(12, 8, seed=200)
+    np.savez(tmp_path / "labelled.npz", **streaming.streamed_npz(user_files["detector"], signals, truth=truth))
+    user_files = {**user_files, "labelled": tmp_path / "labelled.npz"}
+    code, folder = build(user_files, "detector", "labelled", "dynamic", tmp_path, "model.kind=event",
+                         "verify.threshold=0.5", "target=avx2", "verify.profiles=[native]",
+                         "verify.reference_cpu=native")
+    assert code == 0
+    native = json.loads((folder / "verify.json").read_text())["profiles"]["native"]
+    prob = native["fidelity_by_output"]["prob"]
+    assert prob["kind"] == "events" and prob["threshold"] == 0.5 and prob["decision_agreement"] >= 0.97
+    assert abs(prob["accuracy"] - prob["reference_accuracy"]) <= 0.02 and native["thresholds"]["threshold"] == 0.5
+    assert native["fidelity_by_output"]["stateN"]["kind"] == "vector"  # the state: element-wise and cosine
+    assert "validation_decision_agreement" in Manifest.load(folder).int8_metrics
