@@ -69,22 +69,23 @@ def graph_inputs(model) -> list:
     return [value for value in model.graph.input if value.name not in initializers]
 
 
-def _subgraphs(graph):
+def all_graphs(graph):
+    """The graph and every subgraph (If / Loop / Scan bodies)."""
     import onnx
     yield graph
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _subgraphs(attribute.g)
+                yield from all_graphs(attribute.g)
             for sub in attribute.graphs:
-                yield from _subgraphs(sub)
+                yield from all_graphs(sub)
 
 
 def recurrent_axes(model) -> dict[str, tuple[int, str]]:
     """Graph inputs fed straight into a recurrent op: their batch axis and the op that says so."""
     names = {value.name for value in graph_inputs(model)}
     found = {}
-    for graph in _subgraphs(model.graph):
+    for graph in all_graphs(model.graph):
         for node in graph.node:
             for position in RECURRENT_STATE_INPUTS.get(node.op_type, ()):
                 if position < len(node.input) and node.input[position] in names:

@@ -17,7 +17,7 @@ from calibration.arrays import InputSpec
 from calibration.errors import one_line
 from pipeline.build.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
-from pipeline.layout import find_layout, with_batch_axes
+from pipeline.layout import all_graphs, find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -47,19 +47,6 @@ def upgrade_opset(model, where: str):
     return converted
 
 
-def _graphs(graph):
-    """The graph and every subgraph (If / Loop / Scan bodies)."""
-    import onnx
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _graphs(sub)
-
-
 def check_fp32(model, where: str) -> None:
     """Refuse a model that is already quantized or does not compute in float32, naming what gives it away."""
     import onnx
@@ -72,7 +59,7 @@ def check_fp32(model, where: str) -> None:
     fix_quantized = ("quantgate quantizes it itself: give the fp32 model it was made from (e.g. the export before "
                      "onnxruntime.quantization or Optimum)")
     fix_precision = "give the float32 model (e.g. export the torch module after model.float())"
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for node in graph.node:
             if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear"):
                 raise InputError(f"{where} is already quantized: node {node.name or '(unnamed)'} is a {node.op_type}; "
@@ -103,7 +90,7 @@ def name_every_node(model):
     """`model` with a unique name on every node: unnamed ones get `<op type>_<n>`, a name used twice gets a suffix.
     The accuracy gate takes nodes out of int8 by name (onnxruntime's nodes_to_exclude), so an unnamed node could
     never be taken out, and one of two nodes sharing a name not alone."""
-    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes = [node for graph in all_graphs(model.graph) for node in graph.node]
     taken, named = {node.name for node in nodes if node.name}, set()
     for index, node in enumerate(nodes):
         if node.name and node.name not in named:  # the first node of a name keeps it
@@ -158,7 +145,7 @@ def external_files(path: Path, model) -> list[Path]:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo
     names = set()
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for tensor in graph.initializer:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 names.add(ExternalDataInfo(tensor).location)
