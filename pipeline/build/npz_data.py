@@ -1,6 +1,7 @@
 """The data of the models users bring (`model=onnx`, `model=torch`): `calibration=npz`.
 
-Arrays named after the model's inputs (`calibration/arrays.py` checks them against the model), drawn like
+Arrays named after the model's inputs, in the model's own layout (`calibration/arrays.py` checks them against the
+model; each input's batch axis from `pipeline/layout.py`), drawn like
 any other source: one pool, deduplicated by content, seeded, split into disjoint calibration / validation /
 held-out samples (`pipeline/build/calibrate.py`). An example of the pool is the sha256 of its values, so
 deduplication and the calibration fingerprint are about the data, not row numbers.
@@ -67,7 +68,3 @@ class NpzData:
             self.data()
         rows = [self._rows[digest] for digest in examples]
         return self.arrays().take(rows)  # in the model's layout: each input's batch axis, inputs given once whole
-
-    def batch_axes(self) -> dict[str, int | None]:
-        """Each input's batch axis (None: given once), as the arrays hold them."""
-        return {spec.name: spec.batch_axis for spec in self.input_specs()}

@@ -5,7 +5,9 @@ compute in float32 (no float16/bfloat16/double tensors) and not be quantized alr
 DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
 converted up to it. The export stage then writes it, external data folded in, as `reference.onnx` (lowered to
 the target runtime's IR version and opset like an export). Its data comes from `calibration=npz`
-(`pipeline/build/npz_data.py`), checked against its inputs.
+(`pipeline/build/npz_data.py`), checked against its inputs, in the model's own layout: each input's batch axis, a
+recurrent state's axis 1 or none for a scalar, and the state it carries from chunk to chunk are found by
+`pipeline/layout.py` (docs/streaming.md).
 """
 from __future__ import annotations
 
