@@ -11,7 +11,7 @@ from pipeline.build.calibrate import load_batches
 from pipeline.build.int8_nodes import subgraphs
 from pipeline.build.task import quantize_task
 from pipeline.config import compose_config
-from pipeline.errors import BuildFailed
+from pipeline.errors import BuildFailed, QuantgateError
 from pipeline.guard import read_stamp
 from pipeline.manifest import Manifest
 from tests.fixtures import streaming
@@ -86,9 +86,9 @@ def test_static_says_which_subgraphs_stay_fp32_and_why(user_files, tmp_path):
 
 def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tmp_path):
     """A chaotic recurrence: one step from a given state stays close to fp32, but carried over 12 chunks int8's
-    error in the state grows until nothing of fp32's is left. The gate (validation chunks run streamed) takes node
-    after node out of int8 until none is left; without the gate, verification fails it on the native CPU, naming
-    the state and the steps."""
+    error in the state grows until nothing of fp32's is left. The gate runs the validation chunks streamed and
+    refuses it over the drift; without the gate, verification fails it on the native CPU, naming the state and the
+    steps."""
     model = streaming.chaotic_recurrence(tmp_path / "chaotic.onnx", gain=5.0)
     signals, _ = streaming.streams(12, 12, seed=100)
     np.savez(tmp_path / "calib.npz", **streaming.streamed_npz(model, signals))
@@ -96,9 +96,10 @@ def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tm
                  "mode=dynamic", f"artifacts_dir={tmp_path / 'artifacts'}", "calibration.n_samples=48",
                  "calibration.n_validation=24", "calibration.n_heldout=36", "verify.stream_steps=12", "target=avx2",
                  "verify.profiles=[native]", "verify.reference_cpu=native"]
-    with pytest.raises(BuildFailed, match=r"no int8 compute node: every MatMul/Conv stayed fp32 \(3 excluded by the "
-                                          r"accuracy gate\)"):
-        quantize_task(compose_config(overrides), overrides)
+    gate = [*overrides, "verify.fallback_max_excluded_nodes=0"]  # the streamed budget, no fallback
+    with pytest.raises(QuantgateError, match=r"over its accuracy budget on the validation split: .*stateN \(the state "
+                                             r"fed back as state\) drifts from fp32's as the sequence runs"):
+        quantize_task(compose_config(gate), gate)
     overrides.append("verify.build_gate=false")
     assert quantize_task(compose_config(overrides), overrides) == 1
     folder = tmp_path / "artifacts" / "onnx-dynamic-avx2"  # no verified build to keep: published, failed
