@@ -116,3 +116,16 @@ def test_files_that_give_a_broadcast_input_different_values_are_refused(tmp_path
         np.savez(tmp_path / f"{name}.npz", audio=np.zeros((1, 6)), state=np.zeros((2, 1, 5)), sr=np.array(rate))
     with pytest.raises(CalibrationError, match="the files give sr different values; it is not batched"):
         load_arrays(tmp_path, SPECS)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["model=minilm", "+model.batch_axes.x=1"], "model.batch_axes is for model=onnx"),
+    (["model=minilm", "+model.state.hn=h0"], "model.state is for model=onnx"),
+    (["model=onnx", "model.path=m.onnx", "calibration=npz", "calibration.path=d.npz", "verify.stream_steps=0"],
+     "verify.stream_steps=0 is out of range: it must be more than 0"),
+])
+def test_layout_settings_are_checked_with_the_config(overrides, expected):
+    from pipeline.config import compose_config, rules
+    from pipeline.errors import UsageError
+    with pytest.raises(UsageError, match=expected):
+        rules.check(compose_config(overrides))
