@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration import layout
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
@@ -70,11 +71,10 @@ def session(model: Path | bytes, threads: int):
                                 providers=["CPUExecutionProvider"])
 
 
-def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges."""
-    n = len(next(iter(inputs.values())))
-    index = np.arange(size) % n
-    return {name: array[index] for name, array in inputs.items()}
+def batch_of(inputs: dict[str, np.ndarray], size: int, axes: dict | None = None) -> dict[str, np.ndarray]:
+    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges.
+    `axes`: each input's batch axis when not axis 0 (manifest.batch_axes["inputs"]; None: given once)."""
+    return layout.take(inputs, np.arange(size) % layout.count(inputs, axes), axes)
 
 
 def at_sequence_length(inputs: dict[str, np.ndarray], length: int | None) -> dict[str, np.ndarray]:
@@ -101,7 +101,8 @@ def _figures(times: list[float], batch: int) -> dict[str, float]:
             "throughput_per_s": float(batch / (p50 / 1000.0))}
 
 
-def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float) -> dict[str, dict]:
+def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float,
+                     batch: int | None = None) -> dict[str, dict]:
     """Latency figures of each session on `feed`, their runs interleaved (a, b, c, a, b, c, ...) so that load
     from other processes falls on all of them alike; about `seconds` per session after warm-up."""
     for sess in sessions.values():
@@ -115,7 +116,7 @@ def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seco
             started = time.perf_counter()
             sess.run(None, feed)
             times[name].append(time.perf_counter() - started)
-    batch = len(next(iter(feed.values())))
+    batch = batch or len(next(iter(feed.values())))
     return {name: _figures(values, batch) for name, values in times.items()}
 
 
@@ -234,6 +235,7 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         heldout = {name: arrays[name] for name in manifest.input_names}
     inputs = at_sequence_length(heldout, sequence_length)  # timed; fidelity is judged on the held-out samples
+    axes = manifest.batch_axes.get("inputs")  # a recurrent state's examples on axis 1, a scalar given once
     fp32, unfused = fully_fused_fp32(folder, manifest, work)
     started = time.perf_counter()
     plain = plain_dynamic(fp32, work / f"{folder.name}-plain.onnx")
@@ -267,8 +269,8 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         result["verify_seconds"] = verify.wall_seconds
         result["verify_profile_seconds"] = {name: p.wall_seconds for name, p in verify.profiles.items()}
     for batch in batches:
-        feed = batch_of(inputs, batch)
-        figures = time_interleaved(sessions, feed, seconds)
+        feed = batch_of(inputs, batch, axes)
+        figures = time_interleaved(sessions, feed, seconds, batch)
         result["latency"][str(batch)] = figures
         result["ratios"][str(batch)] = {
             "int8_vs_fp32_p50": figures["int8"]["p50_ms"] / figures["fp32"]["p50_ms"],
@@ -279,11 +281,11 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         if "fp32_unfused" in figures:
             result["ratios"][str(batch)]["fp32_unfused_vs_fp32_p50"] = \
                 figures["fp32_unfused"]["p50_ms"] / figures["fp32"]["p50_ms"]
-    profile_feed = batch_of(inputs, batches[-1])
+    profile_feed = batch_of(inputs, batches[-1], axes)
     # per batch: at batch 1 the int8 GEMMs' fixed costs per call weigh more than at batch 32
     result["gemm_floor"] = {}
     for batch in batches:
-        feed = batch_of(inputs, batch)
+        feed = batch_of(inputs, batch, axes)
         rows = int(np.prod(next(iter(feed.values())).shape[:2])) if manifest.model_kind == "embedding" else batch
         floor = result["gemm_floor"][str(batch)] = gemm_floor(fp32, rows, threads, seconds / 2)
         if floor["int8_vs_fp32"] is not None:
@@ -319,7 +321,8 @@ def modes_side_by_side(folders: list[Path], batches: list[int], seconds: float, 
         entry = {"model": model, "target": target, "artifacts": [folder.name for folder, _ in members],
                  "modes": {folder.name: m.mode for folder, m in members}, "int8_vs_fp32_p50": {}}
         for batch in batches:
-            figures = time_interleaved(sessions, batch_of(inputs, batch), seconds)
+            figures = time_interleaved(sessions, batch_of(inputs, batch, manifest.batch_axes.get("inputs")), seconds,
+                                       batch)
             entry["int8_vs_fp32_p50"][str(batch)] = {
                 name: figures[name]["p50_ms"] / figures["fp32"]["p50_ms"] for name in entry["artifacts"]}
         results.append(entry)
@@ -386,6 +389,8 @@ def _fid(figures: dict[str, float]) -> str:
         return f"score r {figures['score_correlation']:.4f}"
     if "label_set_agreement" in figures:
         return f"label sets {figures['label_set_agreement']:.3f}"
+    if "decision_agreement" in figures:
+        return f"decisions {figures['decision_agreement']:.3f}"
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 

@@ -14,6 +14,7 @@ from pipeline.config import compose_config
 from pipeline.errors import BuildFailed, QuantgateError
 from pipeline.guard import read_stamp
 from pipeline.manifest import Manifest
+from pipeline.release.bench import main as bench_main
 from tests.fixtures import streaming
 
 pytestmark = pytest.mark.slow
@@ -137,3 +138,8 @@ def test_a_detector_is_judged_by_its_per_chunk_decisions_at_the_threshold(user_f
     assert abs(prob["accuracy"] - prob["reference_accuracy"]) <= 0.02 and native["thresholds"]["threshold"] == 0.5
     assert native["fidelity_by_output"]["stateN"]["kind"] == "vector"  # the state: element-wise and cosine
     assert "validation_decision_agreement" in Manifest.load(folder).int8_metrics
+    # The bench times it per chunk, each input batched on its own axis (state on axis 1).
+    assert bench_main(["--artifacts-dir", str(tmp_path), "--out", str(tmp_path / "bench"), "--seconds", "0.1",
+                       "--batches", "1", "4"]) == 0
+    timed = json.loads((tmp_path / "bench" / "results.json").read_text())["artifacts"][0]
+    assert timed["artifact"] == folder.name and timed["ratios"]["4"]["int8_vs_fp32_p50"] > 0
