@@ -96,6 +96,9 @@ class QuantizationRecord:
     graph_counts: dict[str, int] | None = None
     # Convolutions a static build kept fp32: their reduction is below mode.conv_min_reduction (an RGB stem).
     fp32_convs: list[str] = field(default_factory=list)
+    # If/Loop/Scan bodies with compute nodes (pipeline/build/int8_nodes.py): path -> {compute_nodes, int8_nodes,
+    # fp32_reason when none runs int8}.
+    subgraphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +189,9 @@ class Manifest:
     source_weights_sha256: str = ""
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    # Where the examples lie in each input and output ({"inputs": {name: axis or null}, "outputs": {...}};
+    # pipeline/layout.py); empty: axis 0 everywhere.
+    batch_axes: dict[str, dict[str, int | None]] = field(default_factory=dict)
     # How a `sentence_embedding` output is pooled and normalised, and where that was read
     # (pipeline/build/sentence_head.py): "cls pooling, not normalised (bge/modules.json)"; "" for other outputs.
     sentence_embedding: str = ""

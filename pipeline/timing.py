@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from calibration import layout
+
 WARMUP = 3
 MIN_REPEATS, MAX_REPEATS = 5, 200
 
@@ -40,11 +42,10 @@ def session(model: Path | bytes, threads: int):
                                 providers=["CPUExecutionProvider"])
 
 
-def batch_of(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges."""
-    n = len(next(iter(inputs.values())))
-    index = np.arange(size) % n
-    return {name: array[index] for name, array in inputs.items()}
+def batch_of(inputs: dict[str, np.ndarray], size: int, axes: dict | None = None) -> dict[str, np.ndarray]:
+    """`size` held-out samples (repeated when there are fewer): real data, not zeros, so kernels see real ranges.
+    `axes`: each input's batch axis when not axis 0 (manifest.batch_axes["inputs"]; None: given once)."""
+    return layout.take(inputs, np.arange(size) % layout.count(inputs, axes), axes)
 
 
 def interleaved_times(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float,
@@ -72,9 +73,11 @@ def figures(times: list[float], batch: int) -> dict[str, float]:
             "throughput_per_s": float(batch / (p50 / 1000.0))}
 
 
-def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float) -> dict[str, dict]:
-    """Latency figures of each session on `feed`, their runs interleaved; about `seconds` per session."""
-    batch = len(next(iter(feed.values())))
+def time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], seconds: float,
+                     batch: int | None = None) -> dict[str, dict]:
+    """Latency figures of each session on `feed`, their runs interleaved; about `seconds` per session. `batch`: the
+    examples in `feed` when its first input's axis 0 is not the batch (a recurrent state)."""
+    batch = batch or len(next(iter(feed.values())))
     return {name: figures(values, batch) for name, values in interleaved_times(sessions, feed, seconds).items()}
 
 

@@ -87,7 +87,8 @@ def head_to_head(manifest: Manifest, stash: Path, speed_cfg) -> dict[str, float]
     from pipeline.timing import batch_of
     batch = int(speed_cfg.batches[0])
     models = {mode: stash / mode / manifest.model_file for mode in CANDIDATES}
-    return {"batch": batch, **time_pair(models, batch_of(heldout_inputs(manifest), batch), speed_cfg,
+    feed = batch_of(heldout_inputs(manifest), batch, manifest.batch_axes.get("inputs"))
+    return {"batch": batch, **time_pair(models, feed, speed_cfg,
                                         os.cpu_count() or 1)}
 
 

@@ -87,6 +87,34 @@ def check_source_values(data: DataSplits) -> None:
                          f"{where}; clean the data (drop or impute those rows) and rebuild")
 
 
+def carried_states(reference, batches: list[dict[str, np.ndarray]], record: dict, steps: int) -> list[dict]:
+    """The calibration batches of a stateful model with its state inputs as a streamed fp32 run carries them: the
+    examples, in order, run as sequences of `steps` chunks (pipeline/verify/child_onnx.py stream_run), and each
+    chunk but a sequence's first takes the state the chunk before it returned (the data may hold only zeros)."""
+    import onnxruntime as ort
+
+    from calibration import layout
+    from pipeline.verify.child_onnx import stream_run
+
+    axes = record["inputs"]
+    examples = layout.concatenate(batches, axes)
+    n = layout.count(examples, axes)
+    steps = max(1, min(steps, n))
+    session = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
+    names = [node.name for node in session.get_outputs()]
+    outputs = stream_run(session.run, names, examples, record, steps)
+    for output, fed in record["state"].items():
+        carried = layout.batch_first(examples[fed], axes[fed]).copy()
+        follows = [i for i in range(len(outputs[output])) if i % steps]  # not a sequence's first chunk
+        carried[follows] = outputs[output][[i - 1 for i in follows]]
+        examples[fed] = layout.model_layout(carried, axes[fed])
+    say(f"calibrate: the state input(s) {', '.join(record['state'].values())} take the states a streamed fp32 run "
+        f"carries (the calibration examples as sequences of {steps} chunks)")
+    sizes = [layout.count(batch, axes) for batch in batches]
+    starts = np.cumsum([0, *sizes])
+    return [layout.take(examples, slice(int(start), int(start + size)), axes) for start, size in zip(starts, sizes)]
+
+
 def run(cfg, manifest: Manifest) -> Manifest:
     calibration_cfg = cfg.calibration
     family = model_family(cfg)
@@ -120,6 +148,10 @@ def run(cfg, manifest: Manifest) -> Manifest:
         batch_size = int(calibration_cfg.batch_size)
         batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
                    for start in range(0, len(calibration), batch_size)]
+        layout_record = getattr(getattr(family, "layout", None), "to_json", dict)()
+        if layout_record.get("state"):
+            batches = carried_states(manifest.path(manifest.reference_file), batches, layout_record,
+                                     int(cfg.verify.stream_steps))
         save_batches(manifest.path(manifest.calibration_file), batches)
         head = getattr(family, "sentence_head", None)
         if head is not None and head.prompt:

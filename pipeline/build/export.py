@@ -211,6 +211,9 @@ def run(cfg, manifest: Manifest) -> Manifest:
     manifest.source_weights_sha256 = family.weights_sha256()
     manifest.model_kind = family.kind
     manifest.input_names, manifest.output_names = list(family.input_names), list(family.output_names)
+    layout = getattr(family, "layout", None)  # model=onnx: found from the graph (pipeline/layout.py)
+    if layout is not None:
+        manifest.batch_axes = layout.to_json()
     manifest.opset = record["opset"]
     manifest.reference_size_bytes = manifest.path(manifest.reference_file).stat().st_size
     return manifest

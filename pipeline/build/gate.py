@@ -1,5 +1,8 @@
 """Stage 3b, gate: hold the int8 model to the accuracy budget at build time, with a fallback.
 
+A stateful model (manifest.batch_axes["state"]) runs its validation chunks streamed, as verification does, and
+the drift of its carried state is held to verify.max_state_drift too (docs/streaming.md).
+
 The budget is the verify thresholds (`verify/`), on the figures verification judges: top-1 agreement with fp32
 and (with labels) the accuracy and macro-F1 drops for classifiers, the correlation for scores, cosine for
 embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
@@ -15,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import layout
 from calibration.readers import BatchReader
 from pipeline.build.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
 from pipeline.errors import BuildFailed, InputError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
 from pipeline.verify import fidelity
+from pipeline.verify.child_onnx import stream_run
 
 class OverBudget(BuildFailed):
     """The int8 model is over its accuracy budget, the fallback done: mode=auto keeps another candidate."""
@@ -30,9 +35,12 @@ RANKING_EXAMPLES = 8  # activations of every tensor are held in memory while ran
 _SESSIONS: dict[tuple, object] = {}
 
 
-def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Every output of the model at `path`, in graph order (one session per version of the file: loading a
-    transformer's session costs about as much as running it on the validation split)."""
+def run_model(path: Path, inputs: dict[str, np.ndarray], streaming: dict | None = None) -> list[np.ndarray]:
+    """Every output of the model at `path`, in graph order, with its examples on axis 0 (`streaming`: the manifest's
+    batch_axes record, where they lie otherwise; with a `state` and `steps`, the examples run as sequences of that
+    many steps with the state carried, as verification runs them: pipeline/verify/child_onnx.py stream_run). One
+    session per version of the file: loading a transformer's session costs about as much as running it on the
+    validation split."""
     import onnxruntime as ort
 
     stat = path.stat()
@@ -40,14 +48,22 @@ def run_model(path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     if version not in _SESSIONS:
         _SESSIONS.clear()  # the reference and the current int8 model at most: do not keep old models alive
         _SESSIONS[version] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return _SESSIONS[version].run(None, inputs)
+    session = _SESSIONS[version]
+    names = [node.name for node in session.get_outputs()]
+    if streaming and streaming.get("state"):
+        streamed = stream_run(session.run, names, inputs, streaming, int(streaming["steps"]))
+        return [streamed[name] for name in names]
+    output_axes = (streaming or {}).get("outputs")
+    return [layout.batch_first(output, layout.axis_of(output_axes, name))
+            for output, name in zip(session.run(None, inputs), names)]
 
 
-GATED_FIGURES = ("top1_agreement", "label_set_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
+GATED_FIGURES = ("top1_agreement", "label_set_agreement", "decision_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
                  "cosine_worst")
 
 
-def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, float]:
+def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None,
+            threshold: float = 0.5) -> dict[str, float]:
     """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
     labels, accuracy and macro-F1; one value per sample or per token (a score) by its correlation with fp32's;
@@ -59,22 +75,24 @@ def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.n
     for output, expected in zip(outputs, reference):
         judged_as = fidelity.output_kind(expected, kind, mask)
         figures = fidelity.kind_figures(judged_as, output.astype(np.float64), expected.astype(np.float64),
-                                        mask, labels)
+                                        mask, labels, threshold=threshold)
         for key in GATED_FIGURES:
             if key in figures:
                 result[key] = min(result.get(key, figures[key]), figures[key])
     return result
 
 
-def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None) -> float | None:
+def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None,
+                     threshold: float = 0.5) -> float | None:
     """Accuracy on the held-out split, as `metrics` judges logits (per labelled, non-padding token for a token
     classifier); None when no output is judged against the labels."""
-    return metrics(kind, outputs, outputs, labels, mask).get("accuracy")
+    return metrics(kind, outputs, outputs, labels, mask, threshold).get("accuracy")
 
 
 # The agreements with fp32 held to verify.min_top1_agreement: a classifier's top-1, a multi-label classifier's
 # label sets.
-AGREEMENTS = (("top1_agreement", "top-1 agreement"), ("label_set_agreement", "label-set agreement"))
+AGREEMENTS = (("top1_agreement", "top-1 agreement"), ("label_set_agreement", "label-set agreement"),
+              ("decision_agreement", "per-chunk decision agreement"))
 
 
 def check_labels_judged(kind: str, labels: np.ndarray, outputs: list[np.ndarray], names: list[str]) -> None:
@@ -177,7 +195,7 @@ def _matmul_output_noise(node, activations: dict, weights: dict) -> float | None
 
 
 def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.ndarray], op_types: list[str],
-                         excluded: list[str]) -> list[tuple[str, float]]:
+                         excluded: list[str], input_axes: dict | None = None) -> list[tuple[str, float]]:
     """Quantized nodes, noisiest first: (node name, noise-to-signal power of its output for a MatMul or Gemm with a
     weight, of its quantized inputs otherwise)."""
     import onnx
@@ -186,7 +204,7 @@ def rank_sensitive_nodes(reference: Path, qdq_model: Path, inputs: dict[str, np.
                                                          create_weight_matching,
                                                          modify_model_output_intermediate_tensors)
 
-    sample = {name: array[:RANKING_EXAMPLES] for name, array in inputs.items()}
+    sample = layout.take(inputs, slice(0, RANKING_EXAMPLES), input_axes)
     with tempfile.TemporaryDirectory() as scratch:
         augmented_float, augmented_qdq = Path(scratch) / "float.onnx", Path(scratch) / "qdq.onnx"
         modify_model_output_intermediate_tensors(reference, augmented_float)
@@ -256,28 +274,50 @@ def run(cfg, manifest: Manifest) -> Manifest:
         _SESSIONS.clear()
 
 
+def streaming_layout(manifest: Manifest, verify_cfg, n_examples: int) -> dict:
+    """The manifest's batch_axes record, with the steps of a streamed run when the model carries a state."""
+    if not manifest.batch_axes.get("state"):
+        return manifest.batch_axes
+    return {**manifest.batch_axes, "steps": max(1, min(int(verify_cfg.stream_steps), n_examples))}
+
+
 def _gate(cfg, manifest: Manifest) -> Manifest:
     from pipeline.build import quantize
     from pipeline.build.calibrate import load_inputs
 
     kind, verify_cfg = manifest.model_kind, cfg.verify
+    input_axes = manifest.batch_axes.get("inputs")
     validation, validation_labels = load_inputs(manifest.path(manifest.validation_file), manifest.input_names)
     heldout, heldout_labels = load_inputs(manifest.path(manifest.heldout_file), manifest.input_names)
-    reference_validation = run_model(manifest.path(manifest.reference_file), validation)
-    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout)
+    streaming = streaming_layout(manifest, verify_cfg, layout.count(validation, input_axes))
+    reference_validation = run_model(manifest.path(manifest.reference_file), validation, streaming)
+    reference_heldout = run_model(manifest.path(manifest.reference_file), heldout, streaming)
+    if streaming.get("state") and validation_labels is not None:  # whole sequences only
+        validation_labels = validation_labels[:len(reference_validation[0])]
+        heldout_labels = heldout_labels[:len(reference_heldout[0])] if heldout_labels is not None else None
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
-    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask)
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask,
+                   verify_cfg.threshold)
     if validation_labels is not None and "accuracy" not in fp32:
         check_labels_judged(kind, validation_labels, reference_validation, manifest.output_names)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
+    threshold = verify_cfg.threshold
     if heldout_labels is not None and (
-            correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask)) is not None:
+            correct := heldout_accuracy(kind, reference_heldout, heldout_labels, heldout_mask, threshold)) is not None:
         manifest.fp32_metrics["test_accuracy"] = correct
 
     def measure() -> tuple[bool, str, dict[str, float]]:
-        quantized = metrics(kind, run_model(manifest.path(manifest.model_file), validation), reference_validation,
-                            validation_labels, validation_mask)
+        outputs = run_model(manifest.path(manifest.model_file), validation, streaming)
+        quantized = metrics(kind, outputs, reference_validation, validation_labels, validation_mask,
+                            verify_cfg.threshold)
         ok, description = within_budget(kind, quantized, fp32, verify_cfg)
+        if streaming.get("state"):  # the carried state's drift over the sequences, held as verification holds it
+            names = manifest.output_names
+            drift, problems = fidelity.state_drift(dict(zip(names, outputs)), dict(zip(names, reference_validation)),
+                                                   streaming["state"], streaming["steps"], verify_cfg.max_state_drift)
+            quantized["state_drift"] = max((figures["worst"] for figures in drift.values()), default=0.0)
+            ok, description = ok and not problems, "; ".join([description, *problems]) if problems else (
+                f"{description}; state drift {quantized['state_drift']:.3g} (budget <= {verify_cfg.max_state_drift})")
         return ok, description, quantized
 
     ok, description, quantized = measure()
@@ -295,7 +335,7 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
             ranked = [name for name, _ in rank_sensitive_nodes(
                 manifest.path(manifest.reference_file), probe, validation,
                 quantized_op_types(manifest.quantization.mode, op_types),
-                fallback.excluded_nodes)]
+                fallback.excluded_nodes, input_axes)]
         wanted = set(cfg.mode.nodes_to_quantize)  # empty: every node of the op types
         ranked += [name for name in unmeasured_nodes(
             manifest.path(manifest.reference_file), op_types,
@@ -320,8 +360,8 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
     manifest.fallback = fallback
     manifest.int8_metrics = {f"validation_{k}": v for k, v in quantized.items()}
     if heldout_labels is not None:
-        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout)
-        if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask)) is not None:
+        heldout_outputs = run_model(manifest.path(manifest.model_file), heldout, streaming)
+        if (correct := heldout_accuracy(kind, heldout_outputs, heldout_labels, heldout_mask, threshold)) is not None:
             manifest.int8_metrics["test_accuracy"] = correct
     if not ok and verify_cfg.build_gate:
         steps = "; ".join(f"{s['excluded_nodes']} node(s) out of {manifest.quantization.mode} int8: " + ", ".join(

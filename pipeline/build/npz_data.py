@@ -1,6 +1,7 @@
 """The data of the models users bring (`model=onnx`, `model=torch`): `calibration=npz`.
 
-Arrays named after the model's inputs (`calibration/arrays.py` checks them against the model), drawn like
+Arrays named after the model's inputs, in the model's own layout (`calibration/arrays.py` checks them against the
+model; each input's batch axis from `pipeline/layout.py`), drawn like
 any other source: one pool, deduplicated by content, seeded, split into disjoint calibration / validation /
 held-out samples (`pipeline/build/calibrate.py`). An example of the pool is the sha256 of its values, so
 deduplication and the calibration fingerprint are about the data, not row numbers.
@@ -66,4 +67,4 @@ class NpzData:
         if self._rows is None:
             self.data()
         rows = [self._rows[digest] for digest in examples]
-        return {name: array[rows] for name, array in self.arrays().arrays.items()}
+        return self.arrays().take(rows)  # in the model's layout: each input's batch axis, inputs given once whole

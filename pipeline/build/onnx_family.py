@@ -6,8 +6,9 @@ DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers)
 converted up to it. Other exporters' conventions are then put in the form quantgate's tools read
 (`pipeline/build/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers.
 The export stage then writes it, external data folded in, as `reference.onnx` (lowered to the target runtime's IR
-version and opset like an export). Its data comes from `calibration=npz`
-(`pipeline/build/npz_data.py`), checked against its inputs.
+version and opset like an export). Its data comes from `calibration=npz` (`pipeline/build/npz_data.py`), checked
+against its inputs, in the model's own layout: each input's batch axis, a recurrent state's axis 1 or none for a
+scalar, and the state it carries from chunk to chunk are found by `pipeline/layout.py` (docs/streaming.md).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from calibration.errors import one_line
 from pipeline.build.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
 from pipeline.build.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
+from pipeline.layout import all_graphs, find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -49,19 +51,6 @@ def upgrade_opset(model, where: str):
     return converted
 
 
-def _graphs(graph):
-    """The graph and every subgraph (If / Loop / Scan bodies)."""
-    import onnx
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _graphs(sub)
-
-
 def check_fp32(model, where: str) -> None:
     """Refuse a model that is already quantized or does not compute in float32, naming what gives it away."""
     import onnx
@@ -74,7 +63,7 @@ def check_fp32(model, where: str) -> None:
     fix_quantized = ("quantgate quantizes it itself: give the fp32 model it was made from (e.g. the export before "
                      "onnxruntime.quantization or Optimum)")
     fix_precision = "give the float32 model (e.g. export the torch module after model.float())"
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for node in graph.node:
             if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear"):
                 raise InputError(f"{where} is already quantized: node {node.name or '(unnamed)'} is a {node.op_type}; "
@@ -105,7 +94,7 @@ def name_every_node(model):
     """`model` with a unique name on every node: unnamed ones get `<op type>_<n>`, a name used twice gets a suffix.
     The accuracy gate takes nodes out of int8 by name (onnxruntime's nodes_to_exclude), so an unnamed node could
     never be taken out, and one of two nodes sharing a name not alone."""
-    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes = [node for graph in all_graphs(model.graph) for node in graph.node]
     taken, named = {node.name for node in nodes if node.name}, set()
     for index, node in enumerate(nodes):
         if node.name and node.name not in named:  # the first node of a name keeps it
@@ -162,7 +151,7 @@ def external_files(path: Path, model) -> list[Path]:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo
     names = set()
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for tensor in graph.initializer:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 names.add(ExternalDataInfo(tensor).location)
@@ -182,11 +171,10 @@ class OnnxFamily(NpzData):
         self.input_names = [value.name for value in self._inputs]
         self.output_names = [value.name for value in self.model.graph.output]
         self.kind = str(cfg.model.kind)
-        for spec in self.input_specs():
-            if spec.shape and isinstance(spec.shape[0], int):
-                raise InputError(f"model.path={cfg.model.path!r}: input {spec.describe()} has a fixed first axis "
-                                 f"({spec.shape[0]}); quantgate feeds batches of examples on axis 0: export the model "
-                                 f"with a dynamic batch axis (dynamic_axes / dynamic_shapes)")
+        # Which axis of each input holds the examples (pipeline/layout.py): a recurrent state's is axis 1, a
+        # scalar's none.
+        self.layout = find_layout(self.model, dict(cfg.model.batch_axes), f"model.path={cfg.model.path!r}",
+                                  dict(cfg.model.state))
 
     def input_specs(self) -> list[InputSpec]:
         import onnx
@@ -199,14 +187,14 @@ class OnnxFamily(NpzData):
             dims = tuple(fixed_size(d) for d in tensor.shape.dim) \
                 if tensor.HasField("shape") else None  # None: the file does not say its rank
             specs.append(InputSpec(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
-        return specs
+        return with_batch_axes(specs, self.layout)
 
     def data(self):
         """The npz pool; onnxruntime must also load the model and run it on the first examples (what names,
         ranks and fixed axes cannot show: an operator it lacks, axes that must agree with each other)."""
         import onnxruntime as ort
         splits = super().data()
-        first = {name: array[:2] for name, array in self.arrays().arrays.items()}
+        first = self.arrays().take(slice(0, 2))
         try:
             session = ort.InferenceSession(self.reference_onnx(), providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types

@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from calibration.readers import BatchReader
 from pipeline.build import reproducible
+from pipeline.build.int8_nodes import fp32_words, quantizer_options, subgraph_counts
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest, QuantizationRecord
-from pipeline.progress import step
+from pipeline.progress import say, step
 
 
 def policy(cfg) -> QuantizationRecord:
@@ -181,8 +182,10 @@ def _quantize_onnx(record: QuantizationRecord, reference: Path, output: Path, ca
     chosen = {"op_types_to_quantize": list(knobs.op_types), "nodes_to_exclude": knobs.out_of_main_pass,
               "nodes_to_quantize": list(knobs.nodes_to_quantize) or None}
     if record.mode == "dynamic":
+        import onnx
+        inside = quantizer_options(onnx.load(str(reference), load_external_data=False), record.mode)
         quantize_dynamic(reference, output, per_channel=record.per_channel, reduce_range=record.reduce_range,
-                         weight_type=_quant_type(record.weight_type), extra_options=dict(knobs.extra_options),
+                         weight_type=_quant_type(record.weight_type), extra_options={**inside, **knobs.extra_options},
                          **chosen)
         return []
     progress = tqdm(total=len(calibration_batches), desc="calibration batches", unit="batch", disable=quiet)
@@ -282,6 +285,16 @@ def learned_ranges_by_tensor(graph_path: Path, input_ranges: dict[str, tuple[flo
     return overrides
 
 
+def _subgraph_counts(reference: Path, output: Path, record: QuantizationRecord) -> dict:
+    """Per If/Loop/Scan body of the graph: its compute nodes and how many run int8 (said when some stay fp32)."""
+    import onnx
+    counts = subgraph_counts(onnx.load(str(reference), load_external_data=False),
+                             onnx.load(str(output), load_external_data=False), record.mode)
+    if words := fp32_words(counts):
+        say(f"quantize: {words}")
+    return counts
+
+
 def rewrite_int8_graph(path: Path) -> dict[str, int]:
     """The int8 graph at `path` with its SkipLayerNormalizations as Add + LayerNormalization, onnxruntime's faster
     CPU kernels (pipeline/build/fuse.py), and its fp32 operators reading activations unrounded (pipeline/build/qdq.py);
@@ -330,7 +343,8 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
                       f"{excluded}"):
                 record = replace(record, dynamic_nodes=quantize_onnx(record, reference, output, calibration_batches,
                                                                      knobs))
-        record = replace(record, fp32_convs=list(knobs.fp32_convs), **rewrite_int8_graph(output))
+        record = replace(record, fp32_convs=list(knobs.fp32_convs), **rewrite_int8_graph(output),
+                         subgraphs=_subgraph_counts(reference, output, record))
         # onnxruntime's quantizer copies node metadata, and QAT's export writes its own: strip again,
         # keeping it in debug/model.nodes.json (quantized nodes point at the reference nodes they replace).
         reproducible.strip_file(manifest.folder, manifest.model_file, manifest.reference_file, source=output)

@@ -101,18 +101,18 @@ def measure(manifest: Manifest, speed_cfg) -> SpeedRecord:
     started = time.perf_counter()
     threads = os.cpu_count() or 1
     batches = [int(b) for b in speed_cfg.batches]
-    heldout = heldout_inputs(manifest)
+    heldout, axes = heldout_inputs(manifest), manifest.batch_axes.get("inputs")  # a state's examples on axis 1
     reference, int8 = manifest.path(manifest.reference_file), manifest.path(manifest.model_file)
     record = SpeedRecord(threads=threads, size_ratio=round(int8.stat().st_size / max(reference.stat().st_size, 1), 4))
     for batch in batches:
-        ratio = time_pair({"int8": int8, "fp32": reference}, batch_of(heldout, batch), speed_cfg, threads)
+        ratio = time_pair({"int8": int8, "fp32": reference}, batch_of(heldout, batch, axes), speed_cfg, threads)
         record.latency[str(batch)] = {key: round(value, 4) if isinstance(value, float) else value
                                       for key, value in ratio.items()}
     first = record.latency[str(batches[0])]
     record.verdict = judge(first, first["fp32_p50_ms"], float(speed_cfg.min_timeable_ms))
     if record.verdict == "slower":
         with tempfile.TemporaryDirectory() as work:
-            profile = op_type_profile(int8, batch_of(heldout, batches[0]), threads, Path(work))
+            profile = op_type_profile(int8, batch_of(heldout, batches[0], axes), threads, Path(work))
         record.int8_share_by_op_type = profile["share_by_op_type"]
     record.warnings = words(record, batches, int8)
     record.seconds = round(time.perf_counter() - started, 2)

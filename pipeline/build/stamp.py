@@ -19,6 +19,7 @@ from importlib import metadata
 from omegaconf import OmegaConf
 
 from pipeline.build.graph_counts import GraphCounts, check_claims, count_graph
+from pipeline.build.int8_nodes import fp32_words
 from pipeline.errors import BuildFailed
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, QuantizationRecord, atomic_write_bytes, sha256_bytes
@@ -101,6 +102,8 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
     if quantization.graph_counts is not None:  # what the ONNX graph holds (pipeline/build/graph_counts.py)
         values["graph_counts"] = quantization.graph_counts
+    if quantization.subgraphs:  # If/Loop/Scan bodies: their compute nodes and how many run int8
+        values["subgraphs"] = quantization.subgraphs
     if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/build/quantize.py)
         values["dynamic_nodes"] = quantization.dynamic_nodes
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
@@ -132,8 +135,10 @@ def check_quantized(manifest: Manifest, counts: GraphCounts) -> None:
     """An artifact stamped int8 must compute in int8: a build in which every node stayed fp32 has failed."""
     if counts.int8_nodes == 0:
         excluded = len(manifest.fallback.excluded_nodes) if manifest.fallback else 0
+        in_subgraphs = fp32_words(manifest.quantization.subgraphs) if manifest.quantization else ""
         raise BuildFailed(f"{manifest.model_file} has no int8 compute node: every MatMul/Conv stayed fp32"
                           + (f" ({excluded} excluded by the accuracy gate)" if excluded else "")
+                          + (f" ({in_subgraphs})" if in_subgraphs else "")
                           + ", so it would be an fp32 model stamped int8. Nothing was published. Check the "
                             "calibration data (values outside float32's range, a constant column) and the "
                             "mode's op types, or allow more loss: verify.max_accuracy_drop")

@@ -114,6 +114,10 @@ def _own_model(cfg) -> None:
                          "model); use mode=static or mode=dynamic")
     if model.family == "onnx" and cfg.export == "aoti":
         raise UsageError("export=aoti compiles a torch module: model=onnx has none; use export=onnx (the default)")
+    for key in ("batch_axes", "state"):
+        if model.family != "onnx" and model[key]:
+            raise UsageError(f"model.{key} is for model=onnx (an ONNX file's own layout); model={model.name} feeds "
+                             f"its examples on axis 0: drop model.{key}")
 
 
 def _mode(cfg) -> None:
@@ -259,6 +263,7 @@ VERIFY_RANGES = {
     "min_cosine_mean": (-1, 1, True), "min_cosine_worst": (-1, 1, True), "min_top1_agreement": (0, 1, True),
     "padding_min_cosine_mean": (-1, 1, True), "padding_min_cosine_worst": (-1, 1, True),
     "padding_min_top1_agreement": (0, 1, True), "padding_max_abs_error": (0, None, True),
+    "stream_steps": (0, None, False), "max_state_drift": (0, None, False),
 }
 
 

@@ -24,6 +24,9 @@ class ModelKind(StrEnum):
     # fidelity: the share of samples whose set of labels equals fp32's (and subset accuracy, macro-F1 with labels)
     multi_label = "multi_label"
     generic = "generic"  # fidelity: every output element-wise on its own scale and by cosine per sample
+    # a detector of events (speech, a wake word), one score per chunk: fidelity also by the per-chunk decision,
+    # score above verify.threshold, agreeing with fp32's (and accuracy against 0/1 labels)
+    event = "event"
 
 
 class CalibrationSource(StrEnum):
@@ -95,6 +98,13 @@ class ModelConfig:
     train_steps: int = 0  # for models the pipeline trains itself (digits_cnn)
     # model=onnx: an fp32 ONNX file (external data beside it is read too).
     path: Optional[str] = None
+    # model=onnx: the axis of each input that holds the examples, where the graph does not show it
+    # (pipeline/layout.py finds it: the batch dimension the inputs share, a recurrent state's [directions, batch,
+    # hidden], a scalar); `{state: 1}`, `{sr: null}` for an input given once and broadcast. docs/streaming.md.
+    batch_axes: dict[str, Optional[int]] = field(default_factory=dict)
+    # model=onnx: outputs that feed inputs at the next chunk of a stream (`{stateN: state}`); empty = found by
+    # name and shape (stateN/state, hn/h0, present.*/past.*). Such a model is verified streamed. docs/streaming.md.
+    state: dict[str, str] = field(default_factory=dict)
     # model=torch: `package.module:function` returning (module, example inputs: a tuple of tensors or a dict).
     factory: Optional[str] = None
     # A pretrained transformer needs a gentler QAT rate than a small CNN: null = mode.qat_learning_rate.
@@ -259,6 +269,15 @@ class VerifyConfig:
     padding_min_cosine_worst: float = 0.95
     padding_min_top1_agreement: float = 0.97
     padding_max_abs_error: Optional[float] = None
+    # Stateful models (model.state, or found): the held-out chunks run as sequences of this many steps, the state
+    # carried from each step to the next, per-step outputs compared with fp32's streamed run; emulated profiles run
+    # emulated_max_samples such sequences. The state's drift (RMS of its error to fp32's over the RMS of fp32's
+    # state, per step) is held to max_state_drift at every step. docs/streaming.md.
+    stream_steps: int = 8
+    max_state_drift: float = 0.25
+    # model.kind=event: a chunk is an event where its score is above this (in the output's own units: a
+    # probability's 0.5, a logit's 0), held to min_top1_agreement with fp32's decisions.
+    threshold: float = 0.5
 
 
 @dataclass

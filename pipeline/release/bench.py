@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration import layout
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
 from pipeline.release.floors import conv_floor, gemm_floor
@@ -106,6 +107,7 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         heldout = {name: arrays[name] for name in manifest.input_names}
     inputs = at_sequence_length(heldout, sequence_length)  # timed; fidelity is judged on the held-out samples
+    axes = manifest.batch_axes.get("inputs")  # a recurrent state's examples on axis 1, a scalar given once
     fp32, unfused = fully_fused_fp32(folder, manifest, work)
     started = time.perf_counter()
     plain = plain_dynamic(fp32, work / f"{folder.name}-plain.onnx")
@@ -139,8 +141,8 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         result["verify_seconds"] = verify.wall_seconds
         result["verify_profile_seconds"] = {name: p.wall_seconds for name, p in verify.profiles.items()}
     for batch in batches:
-        feed = batch_of(inputs, batch)
-        figures = time_interleaved(sessions, feed, seconds)
+        feed = batch_of(inputs, batch, axes)
+        figures = time_interleaved(sessions, feed, seconds, batch)
         result["latency"][str(batch)] = figures
         result["ratios"][str(batch)] = {
             "int8_vs_fp32_p50": figures["int8"]["p50_ms"] / figures["fp32"]["p50_ms"],
@@ -151,11 +153,11 @@ def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: in
         if "fp32_unfused" in figures:
             result["ratios"][str(batch)]["fp32_unfused_vs_fp32_p50"] = \
                 figures["fp32_unfused"]["p50_ms"] / figures["fp32"]["p50_ms"]
-    profile_feed = batch_of(inputs, batches[-1])
+    profile_feed = batch_of(inputs, batches[-1], axes)
     # per batch: at batch 1 the int8 GEMMs' fixed costs per call weigh more than at batch 32
     result["gemm_floor"] = {}
     for batch in batches:
-        feed = batch_of(inputs, batch)
+        feed = batch_of(inputs, batch, axes)
         rows = int(np.prod(next(iter(feed.values())).shape[:2])) if manifest.model_kind == "embedding" else batch
         floor = result["gemm_floor"][str(batch)] = gemm_floor(fp32, rows, threads, seconds / 2)
         if floor["int8_vs_fp32"] is not None:
@@ -194,7 +196,8 @@ def modes_side_by_side(folders: list[Path], batches: list[int], seconds: float, 
         entry = {"model": model, "target": target, "artifacts": [folder.name for folder, _ in members],
                  "modes": {folder.name: m.mode for folder, m in members}, "int8_vs_fp32_p50": {}}
         for batch in batches:
-            figures = time_interleaved(sessions, batch_of(inputs, batch), seconds)
+            figures = time_interleaved(sessions, batch_of(inputs, batch, manifest.batch_axes.get("inputs")), seconds,
+                                       batch)
             entry["int8_vs_fp32_p50"][str(batch)] = {
                 name: figures[name]["p50_ms"] / figures["fp32"]["p50_ms"] for name in entry["artifacts"]}
         results.append(entry)
@@ -261,6 +264,8 @@ def _fid(figures: dict[str, float]) -> str:
         return f"score r {figures['score_correlation']:.4f}"
     if "label_set_agreement" in figures:
         return f"label sets {figures['label_set_agreement']:.3f}"
+    if "decision_agreement" in figures:
+        return f"decisions {figures['decision_agreement']:.3f}"
     return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
 
 

@@ -130,7 +130,11 @@ def fidelity_words(profile: dict[str, Any]) -> str:
     against("cosine worst", "cosine_worst", "min_cosine_worst")
     against("top-1 agreement", "top1_agreement", "min_top1_agreement")
     against("label-set agreement", "label_set_agreement", "min_top1_agreement")
+    against("decision agreement", "decision_agreement", "min_top1_agreement")
     against("score correlation", "score_correlation", "min_cosine_mean")
+    if "state_drift" in figures and limits.get("max_state_drift") is not None:  # a stateful model, run streamed
+        sign = " ≤ " if figures["state_drift"] <= limits["max_state_drift"] else " > "
+        parts.append(f"state drift {figures['state_drift']:.3g}{sign}{limits['max_state_drift']:g} (streamed)")
     if "accuracy" in figures:
         parts.append(f"accuracy {figures['accuracy']:.3f} (fp32 {figures.get('reference_accuracy', float('nan')):.3f})")
     if "macro_f1" in figures:
@@ -164,9 +168,10 @@ def latency_figures(verify: dict[str, Any] | None) -> dict[str, Any] | None:
 # (figure, threshold, +1 when the figure must be at least the threshold, -1 when at most): margin = how far inside
 MARGINS = (("cosine_worst", "min_cosine_worst", 1), ("cosine_mean", "min_cosine_mean", 1),
            ("top1_agreement", "min_top1_agreement", 1), ("label_set_agreement", "min_top1_agreement", 1),
+           ("decision_agreement", "min_top1_agreement", 1),
            ("score_correlation", "min_cosine_mean", 1),
            ("max_abs_error", "max_abs_error", -1),
-           ("max_scaled_error", "max_scaled_error", -1))
+           ("max_scaled_error", "max_scaled_error", -1), ("state_drift", "max_state_drift", -1))
 
 
 def margins(profile: dict[str, Any]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """One verification run of an ONNX model on one CPU profile, in its own process.
 
     [qemu-x86_64 -cpu Haswell] python -m pipeline.verify.child_onnx --model M.onnx --inputs I.npz --out DIR \
-        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K]
+        [--samples N] [--threads 1] [--latency-repeats R] [--no-guard] [--padding-extra K] [--layout JSON]
 
 The guard runs first, with the standard library only: on a CPU below the artifact's floor, importing
 a wheel built for a newer CPU can already die with SIGILL (numpy 2.4 did under -cpu Nehalem on an Intel
@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-guard", action="store_true", help="skip the guard (the fp32 reference has no stamp)")
     parser.add_argument("--custom-ops", action="append", default=[], metavar="LIB",
                         help="a custom-operator library to register (onnxruntime's register_custom_ops_library)")
+    parser.add_argument("--layout", default="",
+                        help='JSON {"inputs": {name: axis or null}, "outputs": {...}, "state": {output: input}, '
+                             '"steps": T}: where the examples lie (default: axis 0; null: an input given once, passed '
+                             'whole to every batch) and, for a stateful model, sequences of T samples run streamed')
     parser.add_argument("--padding-extra", type=int, default=0,
                         help="also run each sequence alone and all of them padded K tokens past the longest")
     return parser.parse_args(argv)
@@ -89,6 +93,8 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
         return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
 
+    axes = json.loads(args.layout) if args.layout else {}
+    input_axes, output_axes = axes.get("inputs") or {}, axes.get("outputs") or {}
     arrays = np.load(args.inputs)
     feeds = {}
     for node in session.get_inputs():
@@ -96,26 +102,26 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
             print(f"{args.inputs} has no array named {node.name!r} (model inputs: "
                   f"{[n.name for n in session.get_inputs()]}; arrays: {arrays.files})", file=sys.stderr)
             return EXIT_BAD_INPUTS
-        array = arrays[node.name][: args.samples or None]
+        array = take(arrays[node.name], slice(0, args.samples or None), input_axes.get(node.name, 0))
         feeds[node.name] = array.astype(ONNX_TO_NUMPY.get(node.type, array.dtype), copy=False)
-    n_samples = len(next(iter(feeds.values())))
+    batched = next(node for node in session.get_inputs() if input_axes.get(node.name, 0) is not None)
+    batch_axis = input_axes.get(batched.name, 0)
+    n_samples = feeds[batched.name].shape[batch_axis]
     # A model exported with a fixed batch size only accepts that batch.
-    first_batch_dim = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    first_batch_dim = batched.shape[batch_axis] if len(batched.shape or ()) > batch_axis else None
     batch = first_batch_dim if isinstance(first_batch_dim, int) and first_batch_dim > 0 else DEFAULT_BATCH
 
     output_names = [node.name for node in session.get_outputs()]
     started = time.perf_counter()
-    chunks = [session.run(None, {k: v[i:i + batch] for k, v in feeds.items()}) for i in range(0, n_samples, batch)]
-    if len(chunks) > 1 and any(chunk[j].ndim == 0 or chunk[j].shape[1:] != chunks[0][j].shape[1:]
-                               for chunk in chunks for j in range(len(output_names))):
-        chunks = [session.run(None, feeds)]  # outputs not batch-major, or shaped by the batch: one run
+    if axes.get("state") and axes.get("steps"):
+        outputs = stream_run(session.run, output_names, feeds, axes, int(axes["steps"]))
+    else:
+        outputs = batch_run(session.run, output_names, feeds, axes, n_samples, batch)
     run_seconds = time.perf_counter() - started
-    outputs = {name: np.concatenate([chunk[j] for chunk in chunks]) if len(chunks) > 1 else chunks[0][j]
-               for j, name in enumerate(output_names)}
 
     latency_seconds = []
     if args.latency_repeats:
-        one = {k: v[:1] for k, v in feeds.items()}
+        one = {k: take(v, slice(0, 1), input_axes.get(k, 0)) for k, v in feeds.items()}
         session.run(None, one)  # warm-up: first run allocates and plans
         for _ in range(args.latency_repeats):
             started = time.perf_counter()
@@ -137,6 +143,64 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     }
     (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def batch_run(run, output_names: list[str], feeds: dict, axes: dict, n_samples: int, batch: int) -> dict:
+    """Every output for every sample, `batch` samples per run, with the examples on axis 0 whatever the model's
+    layout (the parent judges per sample there)."""
+    import numpy as np
+    input_axes, output_axes = axes.get("inputs") or {}, axes.get("outputs") or {}
+    chunks = [run(None, {k: take(v, slice(i, i + batch), input_axes.get(k, 0)) for k, v in feeds.items()})
+              for i in range(0, n_samples, batch)]
+    out_axes = [output_axes.get(name, 0) for name in output_names]
+    if len(chunks) > 1 and any(axis is None or chunk[j].ndim <= axis or drop_axis(chunk[j], axis) != drop_axis(
+            chunks[0][j], axis) for chunk in chunks for j, axis in enumerate(out_axes)):
+        chunks = [run(None, feeds)]  # outputs not batched where said, or shaped by the batch: one run
+    return {name: batch_first(np.concatenate([chunk[j] for chunk in chunks], axis=out_axes[j] or 0)
+                              if len(chunks) > 1 else chunks[0][j], out_axes[j])
+            for j, name in enumerate(output_names)}
+
+
+def stream_run(run, output_names: list[str], feeds: dict, axes: dict, steps: int) -> dict:
+    """The samples as sequences of `steps` consecutive chunks (sample s*steps + t is step t of sequence s), all
+    sequences side by side in one batch per step; each state input takes its sample's value at step 0 and the
+    paired output of the step before after that (axes["state"]: output -> input). Outputs in sample order, examples
+    on axis 0."""
+    import numpy as np
+    input_axes, output_axes, pairs = axes.get("inputs") or {}, axes.get("outputs") or {}, axes["state"]
+    n = next(v.shape[input_axes.get(k, 0)] for k, v in feeds.items() if input_axes.get(k, 0) is not None)
+    steps = max(1, min(steps, n))
+    sequences = n // steps
+    carried, per_step = {}, []
+    for step in range(steps):
+        rows = np.arange(sequences) * steps + step
+        feed = {k: v if input_axes.get(k, 0) is None else np.take(v, rows, axis=input_axes.get(k, 0))
+                for k, v in feeds.items()}
+        feed |= carried
+        results = dict(zip(output_names, run(None, feed)))
+        carried = {pairs[name]: results[name] for name in pairs if name in results}
+        per_step.append({name: batch_first(value, output_axes.get(name, 0)) for name, value in results.items()})
+    # [steps, sequences, ...] -> sample order s*steps + t
+    return {name: np.stack([step[name] for step in per_step], axis=1).reshape(
+        sequences * steps, *per_step[0][name].shape[1:]) for name in output_names}
+
+
+def take(array, rows: slice, axis: int | None):
+    """The examples `rows` of an input along its batch axis; an input given once (axis None) whole."""
+    if axis is None or array.ndim <= axis:
+        return array
+    index = [slice(None)] * array.ndim
+    index[axis] = rows
+    return array[tuple(index)]
+
+
+def drop_axis(array, axis: int) -> tuple:
+    return array.shape[:axis] + array.shape[axis + 1:]
+
+
+def batch_first(array, axis: int | None):
+    import numpy as np
+    return np.moveaxis(array, axis, 0) if axis and array.ndim > axis else array
 
 
 def padding_runs(session, feeds: dict, extra: int) -> dict:

@@ -16,6 +16,8 @@ Every output of the model is judged, whatever its rank:
     non-padding positions, held to the top-1 agreement bound);
   - `token_states` (an output whose first two axes are the batch and the sequence of an `attention_mask`: cosine
     per non-padding token, and after pooling when asked);
+  - `events` (model.kind=event: one score per chunk of a detector; the share of chunks whose decision, score above
+    `verify.threshold`, equals fp32's, held to the top-1 agreement bound; with 0/1 labels, accuracy of both);
   - `vector` (cosine per sample over the flattened output).
   Models of kind `embedding` and `generic` (a model a user brings, whose outputs mean nothing quantgate knows) are
   judged as token states or vectors; only `classifier` gives logits and only `multi_label` label sets.
@@ -38,9 +40,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 IDS, LABEL_SETS, LOGITS, SCORE, TOKEN_STATES, VECTOR = "ids", "label_sets", "logits", "score", "token_states", "vector"
+EVENTS = "events"
 # The figure each kind of decision is held to `verify.min_top1_agreement` by, and its name in words.
 AGREEMENT = {LOGITS: ("top1_agreement", "top-1 agreement"), IDS: ("top1_agreement", "share of values equal to fp32's"),
-             LABEL_SETS: ("label_set_agreement", "label-set agreement")}
+             LABEL_SETS: ("label_set_agreement", "label-set agreement"),
+             EVENTS: ("decision_agreement", "agreement of the per-chunk decisions (score above verify.threshold)")}
 WORST_SHOWN = 5  # worst values listed per profile in verify.json and the signoff
 # A correlation of fewer values says nothing (two are always +-1, one has none): such scores are judged element-wise
 # only (one emulated sample, a padding check of two).
@@ -60,6 +64,7 @@ class Limits:
     # Against labels (when the data has them): fp32 figure minus int8 figure, at most this; None = not judged.
     max_accuracy_drop: float | None = None
     max_macro_f1_drop: float | None = None
+    threshold: float = 0.5  # model.kind=event: a chunk is an event where its score is above this
 
     def to_json(self) -> dict:
         return {key: value for key, value in self.__dict__.items()}
@@ -69,7 +74,8 @@ class Limits:
         whole held-out set (judged on the native run); on the few samples chosen for emulation, the hardest
         ones, they would be biased low, so there only per-sample bounds (and the per-CPU comparison) apply: the
         set bounds are None, and verify.json and the signoff say they were not judged there."""
-        return Limits(None, self.min_cosine_worst, None, self.max_abs_error, self.max_scaled_error, self.pooling)
+        return Limits(None, self.min_cosine_worst, None, self.max_abs_error, self.max_scaled_error, self.pooling,
+                      threshold=self.threshold)
 
 
 def macro_f1(predicted: np.ndarray, labels: np.ndarray) -> float:
@@ -185,6 +191,8 @@ def output_kind(output: np.ndarray, model_kind: str, mask: np.ndarray | None) ->
         return LABEL_SETS
     if model_kind == "classifier" and output.ndim >= 2 and output.shape[-1] > 1:
         return LOGITS
+    if model_kind == "event" and score_values(output, mask) is not None:
+        return EVENTS
     if score_values(output, mask) is not None:
         return SCORE
     if token_mask(mask, output) is not None:
@@ -219,8 +227,22 @@ def _pool(array: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
     return ((array * weights).sum(1) / np.maximum(weights.sum(1), 1)).reshape(len(array), -1)
 
 
+def event_figures(output: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
+                  threshold: float) -> dict[str, float]:
+    """A detector's per-chunk decisions (score above `threshold`) against fp32's, and with 0/1 labels (one per
+    chunk) the accuracy of both."""
+    decided, expected = output.reshape(-1) > threshold, reference.reshape(-1) > threshold
+    figures = {"decision_agreement": float((decided == expected).mean()) if decided.size else 1.0,
+               "event_rate": float(decided.mean()) if decided.size else 0.0, "threshold": threshold}
+    if labels is not None and labels.size == decided.size:
+        truth = labels.reshape(-1) > 0
+        figures["accuracy"], figures["reference_accuracy"] = float((decided == truth).mean()), float(
+            (expected == truth).mean())
+    return figures
+
+
 def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
-                 labels: np.ndarray | None, pooling: str = "none") -> dict[str, float]:
+                 labels: np.ndarray | None, pooling: str = "none", threshold: float = 0.5) -> dict[str, float]:
     """The figures an output of this kind is judged by (float64 arrays of one shape): top-1 agreement (and
     accuracy and macro-F1 against labels) for logits, the correlation for scores, cosine mean and worst per
     sample or per non-padding token otherwise (and after pooling, when asked, for token states)."""
@@ -228,6 +250,8 @@ def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.
         return classification_figures(output, reference, mask, labels)
     if kind == LABEL_SETS:
         return multi_label_figures(output, reference, mask, labels)
+    if kind == EVENTS:
+        return event_figures(output, reference, labels, threshold)
     if kind == IDS:
         equal = output == reference
         if mask is not None and output.ndim >= 2 and output.shape[:2] == mask.shape:
@@ -264,7 +288,7 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
     max_abs = float(difference.max()) if difference.size else 0.0
     figures = {"kind": kind, "max_abs_error": max_abs, "max_scaled_error": max_abs / scale, "scale": scale,
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
-    figures |= kind_figures(kind, a, b, mask, labels, limits.pooling)
+    figures |= kind_figures(kind, a, b, mask, labels, limits.pooling, limits.threshold)
     problems = []
     if kind in AGREEMENT:
         key, what = AGREEMENT[kind]
@@ -301,7 +325,7 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
 
 SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
                  "score_correlation": min,
-                 "top1_agreement": min, "label_set_agreement": min, "label_agreement": min,
+                 "top1_agreement": min, "label_set_agreement": min, "label_agreement": min, "decision_agreement": min,
                  "accuracy": min, "reference_accuracy": min,
                  "macro_f1": min, "reference_macro_f1": min, "max_abs_error": max,
                  "max_scaled_error": max, "max_rel_error": max}
@@ -455,3 +479,44 @@ def choose_samples(native: dict[str, np.ndarray], fp32: dict[str, np.ndarray], m
            f"to fp32 and the largest fp32 output magnitude (the largest accumulations), where kernels that "
            f"saturate or round differently show first")
     return chosen, why
+
+
+# --- stateful models, run streamed ---------------------------------------------------------------------
+def choose_sequences(native: dict[str, np.ndarray], fp32: dict[str, np.ndarray], scales: dict[str, float],
+                     steps: int, k: int) -> tuple[list[int], str]:
+    """The samples of the k sequences (of `steps` consecutive samples) that stress the kernels most, chosen as
+    choose_samples chooses samples, each sequence taken whole: the state must be carried through it."""
+    sequences = len(next(iter(fp32.values()))) // steps
+    as_sequences = {name: array[:sequences * steps].reshape(sequences, -1) for name, array in fp32.items()}
+    ran = {name: array[:sequences * steps].reshape(sequences, -1) for name, array in native.items() if name in fp32}
+    picked, _ = choose_samples(ran, as_sequences, None, scales, max(1, k))
+    samples = [s * steps + t for s in picked for t in range(steps)]
+    return samples, (f"{len(picked)} of {sequences} held-out sequences of {steps} chunks, run streamed (the state "
+                     f"carried), chosen from the native run: alternately the largest element-wise error to fp32 and "
+                     f"the largest fp32 output magnitude")
+
+
+def state_drift(outputs: dict[str, np.ndarray], fp32: dict[str, np.ndarray], pairs: dict[str, str], steps: int,
+                max_drift: float) -> tuple[dict, list[str]]:
+    """How far each carried state (outputs paired with inputs) drifts from fp32's as the sequences run: per step,
+    the RMS of its error over the RMS of fp32's state (both over every sequence); a step past `max_drift` is a
+    problem that names the state, the step and the growth from the first step."""
+    figures, problems = {}, []
+    for name, fed in pairs.items():
+        if name not in outputs or name not in fp32 or outputs[name].shape != fp32[name].shape:
+            continue
+        sequences = len(fp32[name]) // steps
+        here = outputs[name][:sequences * steps].astype(np.float64).reshape(sequences, steps, -1)
+        exact = fp32[name][:sequences * steps].astype(np.float64).reshape(sequences, steps, -1)
+        scale = max(float(np.sqrt(np.mean(exact ** 2))), 1e-12)
+        by_step = [float(np.sqrt(np.mean((here[:, t] - exact[:, t]) ** 2))) / scale for t in range(steps)]
+        worst = int(np.argmax(by_step))
+        figures[name] = {"feeds": fed, "steps": steps, "sequences": sequences, "by_step": by_step,
+                         "first": by_step[0], "last": by_step[-1], "worst": by_step[worst], "worst_step": worst + 1,
+                         "growth": by_step[-1] / max(by_step[0], 1e-12), "max_state_drift": max_drift}
+        if by_step[worst] > max_drift:
+            problems.append(f"{name} (the state fed back as {fed}) drifts from fp32's as the sequence runs: "
+                            f"{by_step[0]:.3g} of its scale at step 1, {by_step[worst]:.3g} at step {worst + 1} of "
+                            f"{steps} (> verify.max_state_drift {max_drift:g}); int8 error accumulates in the "
+                            f"recurrent state")
+    return figures, problems

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import layout
 from pipeline.errors import InputError, QuantgateError
 from pipeline.guard import StampError, decode_stamp, predict_load, read_onnx_header, read_onnx_versions, read_stamp
 from pipeline.isa.targets import CpuProfile, profile, runtime_floor
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
-from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
+from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, choose_sequences, compare_cpus, judge,
+                                      state_drift,
                                       keep_decisions_within_noise, output_kind, output_scale)
 from pipeline.verify.padding import Baselines, error_alone, explain, movement, quantizes_at_run_time, summarize
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
@@ -60,6 +62,7 @@ class Evidence:
     reference_cpu_ids: list[int] = field(default_factory=list)
     reference_cpu_reason: str = ""
     padding: Baselines | None = None  # fp32's own padded run and the artifact's native one (pipeline.verify.padding)
+    batch_axes: dict = field(default_factory=dict)  # {"inputs": ..., "outputs": ...}: pipeline/layout.py
 
     def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
@@ -70,7 +73,8 @@ class Evidence:
 # --- one verification ------------------------------------------------------------------------------
 def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, threads: int = 0,
                   latency_repeats: int = 0, guard: bool = True, python: str | None = None,
-                  padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = ()) -> list[str]:
+                  padding_extra: int = 0, custom_ops: list[str] | tuple[str, ...] = (),
+                  batch_axes: dict | None = None) -> list[str]:
     # `python` is a runtime environment's interpreter; it finds `pipeline` in the working folder (the repo).
     command = [python or sys.executable, "-m", "pipeline.verify.child_onnx", "--model", str(model), "--inputs",
                str(inputs), "--out", str(out_dir), "--samples", str(samples)]
@@ -78,6 +82,7 @@ def child_command(model: Path, inputs: Path, out_dir: Path, samples: int, thread
     # A library path as given when relative to an SSH host's folder (REMOTE_CUSTOM_OPS/...), else absolute.
     command += [part for library in custom_ops for part in (
         "--custom-ops", str(library) if str(library).startswith(REMOTE_CUSTOM_OPS + "/") else str(Path(library).resolve()))]
+    command += ["--layout", json.dumps(batch_axes, sort_keys=True)] * bool(batch_axes)
     return command + ["--no-guard"] * (not guard) + ["--padding-extra", str(padding_extra)] * bool(padding_extra)
 
 
@@ -221,9 +226,11 @@ def input_specs(path: Path) -> dict[str, tuple[np.dtype, int | None]]:
 
 
 def load_inputs(inputs: Path, input_names: list[str],
-                specs: dict[str, tuple[np.dtype, int | None]] | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
-    """Samples available, labels, attention mask and ignored arrays of the held-out .npz; refuses, before
-    any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
+                specs: dict[str, tuple[np.dtype, int | None]] | None = None,
+                input_axes: dict | None = None) -> tuple[int, np.ndarray | None, np.ndarray | None, list[str]]:
+    """Samples available, labels, attention mask and ignored arrays of the held-out .npz, whose arrays are in the
+    model's layout (`input_axes`: each input's batch axis, None for one given once; axis 0 by default); refuses,
+    before any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
     values the input's type cannot hold, sample counts) or whose labels are not integer class ids."""
     try:
         with np.load(inputs, allow_pickle=False) as arrays:
@@ -235,16 +242,21 @@ def load_inputs(inputs: Path, input_names: list[str],
         reason = "it holds an object array (pickles are not loaded)" if "allow_pickle" in str(error) else str(error)
         raise InputError(f"{inputs} cannot be used as inputs: {reason}; save plain numeric arrays named "
                          f"after the model inputs {input_names}") from None
-    counts = {name: (loaded[name].shape[0] if loaded[name].ndim else None) for name in input_names}
+    axes = {name: layout.axis_of(input_axes, name) for name in input_names}
+    counts = {name: (loaded[name].shape[axes[name]] if loaded[name].ndim > axes[name] else None)
+              for name in input_names if axes[name] is not None}
     if any(count is None for count in counts.values()) or len(set(counts.values())) != 1 or 0 in counts.values():
-        raise InputError(f"{inputs}: every model input needs the same number of samples on axis 0 (and at least "
-                         f"one); shapes: { {name: list(loaded[name].shape) for name in input_names} }")
+        where = {name: axis for name, axis in axes.items() if axis is not None}
+        raise InputError(f"{inputs}: every batched model input needs the same number of samples on its batch axis "
+                         f"{where} (and at least one); shapes: { {name: list(loaded[name].shape) for name in input_names} }"
+                         f"; inputs given once: {[name for name, axis in axes.items() if axis is None] or 'none'}")
     n = next(iter(counts.values()))
     for name, (dtype, rank) in (specs or {}).items():
         array = loaded[name]
         if rank is not None and array.ndim != rank:
+            where = "given once" if axes[name] is None else f"samples on axis {axes[name]}"
             raise InputError(f"{inputs}: array {name} has {array.ndim} axes {list(array.shape)}, but the model "
-                             f"input {name} has {rank} (samples on axis 0)")
+                             f"input {name} has {rank} ({where})")
         if dtype.kind == "f":
             check_float_values(inputs, name, array, dtype)
         elif dtype.kind in "iub" and array.dtype.kind not in "iub":
@@ -256,6 +268,17 @@ def load_inputs(inputs: Path, input_names: list[str],
     mask = loaded.get("attention_mask") if "attention_mask" in input_names else None
     ignored = [name for name in loaded if name not in input_names and name != "labels"]
     return n, labels, mask, ignored
+
+
+def graph_layout(reference: Path, cfg) -> dict:
+    """Where the examples lie in the model's inputs and outputs, and the state it carries from chunk to chunk ({} when
+    batch-first and stateless), from its graph, `model.batch_axes` and `model.state` (pipeline/layout.py)."""
+    import onnx
+
+    from pipeline.layout import find_layout
+    found = find_layout(onnx.load(str(reference), load_external_data=False), dict(cfg.model.batch_axes),
+                        str(reference), dict(cfg.model.state))
+    return found.to_json()
 
 
 def check_float_values(inputs: Path, name: str, array: np.ndarray, dtype: np.dtype) -> None:
@@ -284,10 +307,11 @@ def check_labels(inputs: Path, labels: np.ndarray, n: int) -> None:
 
 def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | None = None,
                  output_names: list[str] | None = None, folder: Path | None = None,
-                 manifest_sha256: str | None = None) -> dict:
+                 manifest_sha256: str | None = None, batch_axes: dict | None = None) -> dict:
     """Verify `artifact` against `reference` on held-out `inputs` for cfg.target; write the report to `out`.
     `folder`: the build folder these files are a snapshot of (the report names the files there);
-    `manifest_sha256`: its manifest.json's, which binds the report to that build."""
+    `manifest_sha256`: its manifest.json's, which binds the report to that build; `batch_axes`: where the
+    examples lie in each input and output as the build found it (else found here: pipeline/layout.py)."""
     artifact, reference, inputs, out = Path(artifact), Path(reference), Path(inputs), Path(out)
     for path, what in ((artifact, "artifact"), (reference, "fp32 reference"), (inputs, "inputs .npz")):
         if not path.is_file():
@@ -307,7 +331,11 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     if sorted(reference_inputs) != sorted(input_names):
         raise QuantgateError(f"the artifact takes inputs {input_names} but the fp32 reference takes "
                              f"{reference_inputs}: they are not the same model")
-    n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact))
+    batch_axes = batch_axes or graph_layout(reference, cfg)
+    if batch_axes.get("state"):  # a stateful model: verified streamed, sequences of verify.stream_steps chunks
+        batch_axes = {**batch_axes, "steps": int(cfg.verify.stream_steps)}
+    n_available, labels, mask, ignored = load_inputs(inputs, input_names, input_specs(artifact),
+                                                     batch_axes.get("inputs"))
     if ignored:
         progress(f"verify: {inputs.name}: arrays {ignored} match no model input and are ignored")
     try:
@@ -324,6 +352,10 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     padding = padding_plan(artifact, input_names, cfg)
     v = cfg.verify
     native_n, emulated_n = min(n_available, v.native_max_samples), min(n_available, v.emulated_max_samples)
+    if "steps" in batch_axes:  # whole sequences only; the emulated profiles run emulated_n of them
+        steps = batch_axes["steps"] = max(1, min(batch_axes["steps"], n_available))
+        native_n = max(native_n // steps, 1) * steps
+        emulated_n = min(emulated_n * steps, native_n)
     limits = limits_from(cfg)
     reference_cpu = resolve_reference_cpu(cfg, host)
     notes = []
@@ -347,7 +379,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
             pending = padding if padding["status"] == "pending" else None
-            reference_record, ran = run_reference(reference, inputs, work / "reference", native_n, cfg, pending)
+            reference_record, ran = run_reference(reference, inputs, work / "reference", native_n, cfg, pending,
+                                                  batch_axes)
             if ran is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
@@ -355,7 +388,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                 window = mask[:native_n] if mask is not None else None
                 evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,
-                                    model_kind, reference_cpu)
+                                    model_kind, reference_cpu, batch_axes=batch_axes)
                 if pending:
                     evidence.padding = Baselines(fp32_padding(ran, evidence, pending), padding_arrays(ran, judged)[1],
                                                  dynamic=pending["dynamic"])
@@ -449,7 +482,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         settings={"timeout_seconds": v.timeout_seconds, "memory_limit_mb": v.memory_limit_mb,
                   "emulated_max_samples": v.emulated_max_samples, "native_max_samples": v.native_max_samples,
                   "latency_repeats": v.latency_repeats, "reference_cpu": str(v.reference_cpu),
-                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio},
+                  "max_cpu_excess_error": v.max_cpu_excess_error, "max_cpu_error_ratio": v.max_cpu_error_ratio}
+        | ({"stream_steps": batch_axes["steps"], "state": batch_axes["state"], "max_state_drift": v.max_state_drift}
+           if "steps" in batch_axes else {}),
         profiles={name: ProfileResult(**record) for name, record in profiles.items()}, padding=padding,
         latency=native_latency, notes=notes, wall_seconds=round(time.monotonic() - started, 3))
     report.save(out)
@@ -481,15 +516,15 @@ def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_
 
 
 def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cfg,
-                  padding: dict | None = None) -> tuple[dict, dict | None]:
+                  padding: dict | None = None, batch_axes: dict | None = None) -> tuple[dict, dict | None]:
     """The fp32 reference, natively and in a child too (a broken reference must not take the parent down); given
     `padding` (a pending padding plan), also its own padded run, which tells whether the model applies its mask."""
     command = child_command(reference, inputs, out_dir, samples, latency_repeats=cfg.verify.latency_repeats, guard=False,
                             custom_ops=cfg.verify.custom_op_libraries,
-                            padding_extra=padding["extra_tokens"] if padding else 0)
+                            padding_extra=padding["extra_tokens"] if padding else 0, batch_axes=batch_axes)
     record, results = run_child(command, profile("native"), out_dir, cfg)
     if results is None and padding:  # the padded batch itself failed: the reference alone (the profiles say why)
-        return run_reference(reference, inputs, out_dir, samples, cfg)
+        return run_reference(reference, inputs, out_dir, samples, cfg, batch_axes=batch_axes)
     if results is None:
         record["status"] = "crashed" if record["status"] == "pass" else record["status"]
         return record, None
@@ -510,7 +545,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
     native_dir = work / "native-measurement"
     for extra in dict.fromkeys([padding["extra_tokens"] if padding else 0, 0]):  # without padding if that failed
         record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
-                                                  custom_ops=cfg.verify.custom_op_libraries, padding_extra=extra),
+                                                  custom_ops=cfg.verify.custom_op_libraries, padding_extra=extra,
+                                                  batch_axes=evidence.batch_axes),
                                     profile("native"), native_dir, cfg)
         if results is not None:
             break
@@ -519,13 +555,21 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
         native = None
     if native is not None and padding and evidence.padding is not None:
         evidence.padding.native = native_padding(native, evidence, padding)
-    if native is not None:
+    steps = evidence.batch_axes.get("steps")
+    if native is not None and steps:
+        chosen, why = choose_sequences(native, evidence.fp32, evidence.scales, steps, emulated_n // steps)
+    elif native is not None:
         chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
     else:
         chosen, why = list(range(emulated_n)), f"the first {emulated_n}: the native run failed ({record['reason']})"
+    input_axes = evidence.batch_axes.get("inputs") or {}
     with np.load(inputs, allow_pickle=False) as arrays:
-        subset = {name: arrays[name][chosen] if arrays[name].ndim and len(arrays[name]) >= native_n else arrays[name]
-                  for name in arrays.files}
+        subset = {name: arrays[name] for name in arrays.files}
+    # Every batched array (inputs on their batch axis, labels on axis 0) down to the chosen samples.
+    axes = {name: layout.axis_of(input_axes, name) for name in subset}
+    axes = {name: axis if axis is not None and subset[name].ndim > axis and subset[name].shape[axis] >= native_n
+            else None for name, axis in axes.items()}
+    subset = layout.take(subset, chosen, axes)
     emulated_inputs = work / "emulated_inputs.npz"
     np.savez(emulated_inputs, **subset)
     selection = {"native": list(range(native_n)), "emulated": chosen, "why": why}
@@ -539,7 +583,8 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
                  f"samples: the run every profile is compared with ...")
         try:
             record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False,
-                                                          custom_ops=cfg.verify.custom_op_libraries),
+                                                          custom_ops=cfg.verify.custom_op_libraries,
+                                                          batch_axes=evidence.batch_axes),
                                         cpu, ref_dir, cfg)
         except EmulatorMissing as missing:
             record, results = {"status": "not_verified", "reason": str(missing)}, None
@@ -571,7 +616,8 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
         custom_ops = [remote_library_name(i, library) for i, library in enumerate(custom_ops)]
     command = child_command(artifact, inputs, child_out, 0 if cpu.emulated else len(ids), threads,
                             0 if cpu.emulated else v.latency_repeats, python=python,
-                            padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops)
+                            padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops,
+                            batch_axes=evidence.batch_axes if evidence else None)
     try:
         record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
     except (EmulatorMissing, remote.HostUnavailable) as missing:
@@ -599,6 +645,13 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                       scales=evidence.scales)
     record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
     problems = list(judgement.problems)
+    if evidence.batch_axes.get("state"):  # run streamed: how far the carried state drifts over the sequence
+        record["state_drift"], drifted = state_drift(outputs, fp32, evidence.batch_axes["state"],
+                                                     evidence.batch_axes["steps"], v.max_state_drift)
+        problems += drifted
+        if record["state_drift"]:  # the worst step of the worst state, beside the other figures and their bounds
+            record["fidelity"]["state_drift"] = max(figures["worst"] for figures in record["state_drift"].values())
+            record["thresholds"]["max_state_drift"] = v.max_state_drift
     failure = "fidelity" if problems else None
     comparison = compare_with_reference_cpu(cpu, outputs, ids, evidence, host, v)
     record["cpu_comparison"] = comparison.to_json()
@@ -708,8 +761,9 @@ def format_table(report: dict) -> str:
     for name, p in report["profiles"].items():
         figures = p.get("fidelity") or {}
         detail = ", ".join(f"{key} {figures[key]:.4g}" for key in (
-            "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "score_correlation", "accuracy",
-            "macro_f1", "max_scaled_error") if key in figures)
+            "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "decision_agreement",
+            "score_correlation", "accuracy",
+            "macro_f1", "max_scaled_error", "state_drift") if key in figures)
         comparison = p.get("cpu_comparison") or {}
         if comparison.get("divergence") is not None:
             detail += f", vs {comparison['reference_cpu']} {comparison['divergence']:.3g}x scale"
@@ -763,7 +817,7 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
         report = verify_files(snapshot / manifest.model_file, snapshot / manifest.reference_file,
                               snapshot / manifest.heldout_file, cfg, staged, model_kind=manifest.model_kind,
                               output_names=manifest.output_names or None, folder=shown_folder or manifest.folder,
-                              manifest_sha256=manifest_sha256)
+                              manifest_sha256=manifest_sha256, batch_axes=manifest.batch_axes or None)
         if not manifest_file.is_file() or sha256_file(manifest_file) != manifest_sha256:
             raise QuantgateError(f"{manifest.folder} was replaced by another build while it was being verified; its "
                                  f"verify.json was not written (it would judge other bytes): verify again")

@@ -121,7 +121,7 @@ def remote_plan(name: str, cpu, required_features: list[str], stamped: bool) -> 
 def limits_from(cfg) -> Limits:
     v = cfg.verify
     return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
-                  str(v.pooling), v.max_accuracy_drop, v.max_macro_f1_drop)
+                  str(v.pooling), v.max_accuracy_drop, v.max_macro_f1_drop, float(v.threshold))
 
 
 def resolve_reference_cpu(cfg, host: frozenset[str]) -> str:

@@ -86,6 +86,8 @@ class ProfileResult:
     cpu_comparison: Optional[dict] = None  # against the same artifact on the reference CPU
     latency: Optional[dict] = None
     padding: Optional[dict] = None
+    # A stateful model run streamed: per carried state, its error to fp32's per step (fidelity.state_drift).
+    state_drift: Optional[dict] = None
     runtime: Optional[dict] = None
     host: Optional[dict] = None  # an SSH host as read there: host, python, machine, cpu_features, versions, mismatch
 
@@ -184,8 +186,10 @@ def contradictions(profile: ProfileResult) -> list[str]:
     lower = (("cosine_mean", "min_cosine_mean"), ("cosine_worst", "min_cosine_worst"),
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
              ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
+             ("decision_agreement", "min_top1_agreement"),
              ("score_correlation", "min_cosine_mean"))
-    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"))
+    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"),
+             ("state_drift", "max_state_drift"))
     for where, figures in figure_sets:
         for key, limit in lower:
             if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
