@@ -52,9 +52,10 @@ def host_roots() -> tuple[tuple[str, str], ...]:
     """(absolute folder, portable prefix) for every folder of this machine that exporters and libraries
     write into their output, both as seen (a symlinked .venv) and resolved; longest first, so a venv
     inside the checkout becomes `site-packages/...`, not a path in the checkout. quantgate's own packages are
-    `pipeline/...` (`calibration/...`) wherever they lie, a checkout or site-packages (an installed quantgate)."""
-    candidates: list[tuple[str | None, str]] = [(str(SOURCE_ROOT / name), f"{name}/") for name in CODE_PACKAGES]
-    candidates.append((str(CHECKOUT) if CHECKOUT else None, ""))
+    `pipeline/...` (`calibration/...`) wherever they lie: the checkout's folder, or (installed) each package's
+    folder in site-packages; the checkout's list is the one it always was (AOTI's prefix maps are made from it)."""
+    candidates: list[tuple[str | None, str]] = [(str(CHECKOUT), "")] if CHECKOUT else \
+        [(str(SOURCE_ROOT / name), f"{name}/") for name in CODE_PACKAGES]
     for key in ("purelib", "platlib"):
         candidates.append((sysconfig.get_paths().get(key), "site-packages/"))
     for folder in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
