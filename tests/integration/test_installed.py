@@ -1,6 +1,7 @@
 """quantgate installed from its wheel (`make wheel`), run outside the checkout with the checkout nowhere on sys.path:
 the `quantgate` command and `python -m pipeline` compose the same config as the checkout, build the same artifact
-bytes with the same config sha256, inspect it, and write provenance that names the package version, not a commit.
+bytes with the same config sha256, verify it (its children, one under QEMU, import the installed package),
+inspect it, and write provenance that names the package version, not a commit.
 
 The venv under test is fresh (`python -m venv --without-pip`) and gets the wheel with `pip install --no-deps`; its
 dependencies come from the venv running the tests through a .pth that lists their folder (a plain path line: the
@@ -92,10 +93,17 @@ def test_the_installed_package_runs_without_the_checkout(installed):
         assert composed.stdout == in_checkout.stdout
 
 
-def test_an_installed_build_is_the_checkouts_and_its_provenance_names_the_version(installed, tmp_path):
+@pytest.fixture(scope="module")
+def built(installed):
+    """The installed quantgate's build of byom/detector.onnx: work/ARTIFACT."""
     bin_dir, env, work = installed
-    built = run(bin_dir / "quantgate", "build", *BUILD, cwd=work, env=env)
-    assert built.returncode == 0, built.stdout + built.stderr
+    result = run(bin_dir / "quantgate", "build", *BUILD, cwd=work, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work / ARTIFACT
+
+
+def test_an_installed_build_is_the_checkouts_and_its_provenance_names_the_version(installed, built, tmp_path):
+    bin_dir, env, work = installed
     # The same build from the checkout (its venv, PYTHONPATH): the same bytes and config sha256.
     shutil.copytree(work / "byom", tmp_path / "byom")
     reference = run(sys.executable, "-m", "pipeline.cli", "build", *BUILD, cwd=tmp_path,
@@ -128,3 +136,16 @@ def test_an_installed_build_is_the_checkouts_and_its_provenance_names_the_versio
                    if d["name"] == "quantgate"]
     assert quantgate["uri"] == f"pkg:pypi/quantgate@{VERSION}" and "digest" not in quantgate
     assert quantgate["annotations"]["note"] == "not a git checkout (an installed quantgate)"
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64 (apt-get install qemu-user)")
+def test_an_installed_quantgate_verifies_under_qemu_and_natively(installed, built, tmp_path):
+    """Its children (Nehalem under QEMU, native) import the installed quantgate, from paths.code_root()."""
+    bin_dir, env, _ = installed
+    folder = shutil.copytree(built, tmp_path / built.name)
+    verified = run(bin_dir / "quantgate", "verify", "--artifact-dir", folder, "verify.emulated_max_samples=2",
+                   "verify.latency_repeats=1", cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads((folder / "verify.json").read_text())
+    assert {name: profile["status"] for name, profile in report["profiles"].items()} == \
+        {"nehalem": "pass", "native": "pass"}
