@@ -32,6 +32,8 @@
 #   make signoff checks signatures with PUBLIC_KEY when it exists; REQUIRE_SIGNATURES=1 makes them mandatory.
 # The guard alone, for deployments (docs/guides/targets.md "The guard in a deployment"; no network):
 #   make guard-wheel [DIST=dist]                 (dist/quantgate_guard-<version>-py3-none-any.whl)
+# quantgate installed outside a checkout (docs/guides/building.md "Install as a package"; conf/ and the schemas inside):
+#   make wheel [DIST=dist]                       (dist/quantgate-<version>-py3-none-any.whl)
 # Housekeeping: make setup (venv only) / make system-tools, make test-tools (apt-get) / make clean / make help
 # The environment decides HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_DATASETS_OFFLINE (default 1: no model hub).
 
@@ -87,7 +89,7 @@ REF ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-tools test-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
-	keys sign provenance registry registry-stop publish pull guard-wheel
+	keys sign provenance registry registry-stop publish pull guard-wheel wheel
 
 help:
 	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -115,11 +117,12 @@ test-tools:
 	@command -v chromium >/dev/null || { echo "installing chromium (the tests check the signoff page in a headless browser)"; \
 		apt-get update -qq && apt-get install -y -qq chromium; }
 
-$(SETUP_STAMP): pyproject.toml
+$(SETUP_STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	@# The venv runs quantgate from this checkout (pyproject.toml installs no package of it).
+	@# The venv runs quantgate from this checkout: the editable install maps its packages here, and the .pth puts
+	@# the checkout itself on sys.path (tests/, and children started with it as working folder).
 	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "quantgate-checkout.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
@@ -195,6 +198,13 @@ guard-wheel:
 		cp pipeline/guard/*.py pipeline/guard/pyproject.toml "$$tmp"/ && \
 		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
 		echo "built $$(ls -t $(DIST)/quantgate_guard-*.whl | head -1): pip install it beside onnxruntime or torch"
+
+# quantgate itself (setup.py: its packages, conf/ and docs/schemas/ as package data), from a copy as above.
+wheel:
+	@mkdir -p $(DIST) && tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp -r --parents pyproject.toml setup.py README.md pipeline calibration hydra_plugins conf docs/schemas "$$tmp"/ && \
+		$(GUARD_PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir "$(abspath $(DIST))" "$$tmp" && \
+		echo "built $$(ls -t $(DIST)/quantgate-*.whl | head -1): pip install it (its dependencies: pyproject.toml)"
 
 # Test files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so its fixtures are
 # built once): much of the suite waits on single-threaded QEMU children. TEST_WORKERS=0: one process.

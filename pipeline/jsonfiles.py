@@ -16,9 +16,7 @@ from typing import Any
 import jsonschema
 
 from pipeline.errors import InputError
-from pipeline.paths import PROJECT_ROOT
-
-SCHEMAS_DIR = PROJECT_ROOT / "docs" / "schemas"
+from pipeline.paths import SCHEMAS_DIR
 
 
 def schema_path(name: str) -> Path:

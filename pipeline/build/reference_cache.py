@@ -26,7 +26,7 @@ from typing import Callable
 
 from pipeline.build.checkpoints import weight_files
 from pipeline.manifest import Manifest, sha256_file
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import SOURCE_ROOT
 from pipeline.runtimes.cache import COMPLETE, INSTALL_RECORD, build_once
 
 ENV = "QUANTGATE_REFERENCE_CACHE"
@@ -76,7 +76,7 @@ def entry_key(cfg, family, runtime: dict) -> str:
     weight_paths = set(weight_files(folder))  # in `weights`
     other_files = {path.name: sha256_file(path) for path in sorted(folder.iterdir())
                    if path.is_file() and path not in weight_paths}
-    code = {name: sha256_file(PROJECT_ROOT / name) for name in EXPORT_CODE}
+    code = {name: sha256_file(SOURCE_ROOT / name) for name in EXPORT_CODE}
     described = {"schema": KEY_SCHEMA, "family": type(family).__name__,
                  "model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),
                  "weights_sha256": weights, "checkpoint_files": other_files,

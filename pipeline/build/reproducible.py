@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.manifest import DEBUG_DIR, MANIFEST_FILE, atomic_write_bytes, atomic_write_json
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import CHECKOUT, CODE_PACKAGES, SOURCE_ROOT
 
 NODES_SCHEMA = "quantgate.debug-nodes/1"
 # Exporters' per-node keys, as written by torch 2.13's dynamo exporter and onnxscript's rewriter; every
@@ -51,9 +51,11 @@ def debug_file_for(artifact_file: str) -> str:
 def host_roots() -> tuple[tuple[str, str], ...]:
     """(absolute folder, portable prefix) for every folder of this machine that exporters and libraries
     write into their output, both as seen (a symlinked .venv) and resolved; longest first, so a venv
-    inside the checkout becomes `site-packages/...`, not a path in the checkout."""
-    checkout = PROJECT_ROOT
-    candidates: list[tuple[str | None, str]] = [(str(checkout), "")]
+    inside the checkout becomes `site-packages/...`, not a path in the checkout. quantgate's own packages are
+    `pipeline/...` (`calibration/...`) wherever they lie: the checkout's folder, or (installed) each package's
+    folder in site-packages; the checkout's list is the one it always was (AOTI's prefix maps are made from it)."""
+    candidates: list[tuple[str | None, str]] = [(str(CHECKOUT), "")] if CHECKOUT else \
+        [(str(SOURCE_ROOT / name), f"{name}/") for name in CODE_PACKAGES]
     for key in ("purelib", "platlib"):
         candidates.append((sysconfig.get_paths().get(key), "site-packages/"))
     for folder in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:

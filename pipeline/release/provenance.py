@@ -36,7 +36,7 @@ from typing import Any
 from pipeline.errors import VerificationFailed
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import CHECKOUT
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -67,9 +67,13 @@ def installed_packages() -> list[tuple[str, str]]:
 
 
 def quantgate_source() -> dict[str, Any]:
-    """The git commit of this quantgate checkout, and whether its tracked files differ from it."""
+    """The git commit of this quantgate checkout, and whether its tracked files differ from it. An installed
+    quantgate has no commit (a git repository around its site-packages is another project's): its version says."""
+    if CHECKOUT is None:
+        return {"commit": None, "dirty": None, "note": "not a git checkout (an installed quantgate)"}
+
     def git(*args):
-        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+        return subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=30)
     try:
         head = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
@@ -147,7 +151,7 @@ def build_statement(folder: Path, release: str | None = None):
     source = quantgate_source()
     dependencies = []
     if source["commit"]:
-        dependencies.append(_descriptor(name="quantgate", uri=f"git+file://{PROJECT_ROOT}",
+        dependencies.append(_descriptor(name="quantgate", uri=f"git+file://{CHECKOUT}",
                                         digest={"gitCommit": source["commit"]},
                                         annotations={"dirty": source["dirty"], "recorded": "when the provenance "
                                                      "was written (the build's own commit is not in the manifest)"}))
@@ -311,7 +315,8 @@ def summary(statement: dict[str, Any]) -> str:
         if dependency.get("name", "").startswith("pypi:"):
             packages += 1
             continue
-        digest = ", ".join(f"{k} {v}" for k, v in (dependency.get("digest") or {}).items()) or "no digest"
+        digest = ", ".join(f"{k} {v}" for k, v in (dependency.get("digest") or {}).items()) \
+            or dependency.get("uri") or "no digest"  # an installed quantgate: pkg:pypi/quantgate@VERSION
         lines.append(f"  from      {dependency['name']}: {digest}")
     lines.append(f"  packages  {packages} installed packages with versions (resolvedDependencies pypi:*)")
     builder = run["builder"]

@@ -43,7 +43,7 @@ from pipeline.errors import QuantgateError
 from pipeline.progress import say
 from pipeline.runtimes.cache import COMPLETE, build_once
 from pipeline.runtimes.venvs import Runtime
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import code_root
 
 QEMU_AARCH64 = "qemu-aarch64"
 SUITE = "bookworm"  # Debian 12: python3.11, matching the wheels' cp311 tag
@@ -218,13 +218,13 @@ def prepare(runtime: Runtime, progress=say, probe_cpu: str = "cortex-a72") -> Ar
     started = time.monotonic()
     qemu_path = qemu()
     root, packages = sysroot(progress), site(arm_requirements(runtime), progress)
-    args = ["-L", str(root), "-E", f"PYTHONPATH={packages / 'site'}:{PROJECT_ROOT}"]
+    args = ["-L", str(root), "-E", f"PYTHONPATH={packages / 'site'}:{code_root()}"]
     limits_file = packages / f"limits-{probe_cpu}.json"
     if limits_file.is_file():
         limits = json.loads(limits_file.read_text())
     else:
         command = [qemu_path, "-cpu", probe_cpu, *args, str(root / GUEST_PYTHON), "-m", "pipeline.guard.probe"]
-        result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(command, cwd=code_root(), capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             died = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit {result.returncode}"

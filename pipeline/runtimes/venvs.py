@@ -25,7 +25,7 @@ from pathlib import Path
 from pipeline.errors import QuantgateError
 from pipeline.progress import say
 from pipeline.runtimes.cache import build_once
-from pipeline.paths import CONF_DIR, PROJECT_ROOT
+from pipeline.paths import CONF_DIR, code_root
 
 PINNED = "pinned"
 CUSTOM = "custom"
@@ -167,8 +167,8 @@ def _python(folder: Path) -> Path:
 
 def _probe(folder: Path) -> tuple[dict | None, str]:
     """Run the probe inside the environment: it imports onnxruntime, so it is also the health check."""
-    result = subprocess.run([str(_python(folder)), "-m", "pipeline.guard.probe"], cwd=PROJECT_ROOT,
-                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
+    result = subprocess.run([str(_python(folder)), "-m", "pipeline.guard.probe"], cwd=code_root(),
+                            env={**os.environ, "PYTHONPATH": str(code_root())}, capture_output=True, text=True,
                             timeout=120)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout or f"exit code {result.returncode}").strip().splitlines()

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.isa.targets import CpuProfile
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import SOURCE_ROOT
 from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, run_limited
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
@@ -154,7 +154,7 @@ class _Session:
         with tempfile.TemporaryDirectory(prefix="quantgate-upload-") as scratch:
             staging = Path(scratch)
             for source in CHILD_SOURCES:
-                copy_into(PROJECT_ROOT / source, staging / source)
+                copy_into(SOURCE_ROOT / source, staging / source)
             for name, path in files.items():
                 copy_into(path, staging / name)
             self.host.copy(sorted(staging.iterdir()), self.folder + "/")

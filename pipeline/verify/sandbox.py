@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.guard import EXIT_REFUSED
 from pipeline.isa.targets import CpuProfile
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import code_root
 from pipeline.verify.child_onnx import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
 
 QEMU_X86 = "qemu-x86_64"
@@ -66,7 +66,7 @@ class ChildRun:
             return f"signal {-self.returncode}"
 
     def reproduce(self) -> str:
-        return f"cd {shlex.quote(str(PROJECT_ROOT))} && {shlex.join(self.command)}"
+        return f"cd {shlex.quote(str(code_root()))} && {shlex.join(self.command)}"
 
 
 @dataclass
@@ -118,7 +118,7 @@ def run_limited(full_command: list[str], timeout_seconds: float,
         die_with_parent()
 
     started = time.monotonic()
-    process = subprocess.Popen(full_command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    process = subprocess.Popen(full_command, cwd=code_root(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_child)
     timed_out = False
     try:
