@@ -272,6 +272,9 @@ class QuantgateConfig:
     out: Optional[str] = None
     # A rebuild that fails verification never replaces a verified artifact, unless this is true.
     replace_verified: bool = False
+    # A build never replaces an artifact built from another model (another file, checkpoint or weights) in its
+    # folder, unless this is true.
+    replace: bool = False
     # Reuse the fp32 reference exported earlier from the same checkpoint, config, package versions and export
     # code (pipeline/build/reference_cache.py; $QUANTGATE_REFERENCE_CACHE, default ~/.cache/quantgate/references).
     reference_cache: bool = True

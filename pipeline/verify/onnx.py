@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, com
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
+from pipeline.verify.scratch import scratch_folder
 
 # --- the evidence every profile is judged against ---------------------------------------------------
 def percentiles_ms(seconds: list[float]) -> dict:
@@ -335,7 +336,8 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         return str((folder / path.name) if folder else path.resolve())
 
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
+    scratch = ExitStack()  # the work folder, marked as this process's (pipeline/verify/scratch.py)
+    work = scratch.enter_context(scratch_folder("quantgate-verify-"))
     profiles: dict[str, dict] = {}
     reference_record, evidence, selection, reference_cpu_record = None, None, None, None
     emulated_inputs = inputs
@@ -420,7 +422,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             for future in running:
                 future.result()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.close()
 
     # The host's own run: `native`, or `native@<runtime>` when the build named a runtime.
     native_names = sorted((name for name in profiles if name.split("@")[0] == "native"), key=lambda n: n != "native")
@@ -704,8 +706,7 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
     names = [manifest.model_file, manifest.reference_file, manifest.heldout_file]
     for model in names[:2]:
         names += [str(Path(model).parent / location) for location in external_data_locations(manifest.path(model))]
-    with tempfile.TemporaryDirectory(prefix="quantgate-snapshot-") as scratch:
-        snapshot = Path(scratch)
+    with scratch_folder("quantgate-snapshot-") as snapshot:
         for name in dict.fromkeys(names):
             (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -10,7 +10,6 @@ library is mapped. Writes verify.json beside the package.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pipeline.verify.fidelity import compare_cpus, judge, output_scale
 from pipeline.verify.planning import host_cpu_features, limits_from, with_extra_profiles
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import classify, run_under_profile
+from pipeline.verify.scratch import scratch_folder
 
 
 
@@ -72,8 +72,8 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                               "reason": f"this host lacks {', '.join(missing)}", "requirement_met": False}
             continue
         samples = min(v.emulated_max_samples if cpu.emulated else v.native_max_samples, len(fp32_all["output"]))
-        with tempfile.TemporaryDirectory() as scratch:
-            out = Path(scratch) / "outputs.npz"
+        with scratch_folder("quantgate-verify-") as scratch:
+            out = scratch / "outputs.npz"
             run = run_under_profile(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
                                     v.timeout_seconds, v.memory_limit_mb)
             outcome = classify(run)

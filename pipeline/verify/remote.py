@@ -35,7 +35,6 @@ import json
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 from pipeline.isa.targets import CpuProfile
 from pipeline.paths import PROJECT_ROOT
 from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, run_limited
+from pipeline.verify.scratch import OWNER_FILE, scratch_folder
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
@@ -151,13 +151,12 @@ class _Session:
 
     def upload(self, files: dict[str, Path]) -> None:
         """Copy the child's sources and `files` (name in the folder -> local path) there, in one scp."""
-        with tempfile.TemporaryDirectory(prefix="quantgate-upload-") as scratch:
-            staging = Path(scratch)
+        with scratch_folder("quantgate-upload-") as staging:
             for source in CHILD_SOURCES:
                 copy_into(PROJECT_ROOT / source, staging / source)
             for name, path in files.items():
                 copy_into(path, staging / name)
-            self.host.copy(sorted(staging.iterdir()), self.folder + "/")
+            self.host.copy(sorted(p for p in staging.iterdir() if p.name != OWNER_FILE), self.folder + "/")
 
     def run(self, command: list[str], timeout_seconds: float | None = None, memory_limit_mb: int | None = None
             ) -> tuple[int | None, bool, list[str]]:

@@ -13,6 +13,7 @@ verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unkno
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.commandline import command_parser, run_command
@@ -72,6 +73,37 @@ def load_config(target: str, overrides: list[str]):
     return cfg
 
 
+def check_report_destination(out: Path, folder: Path | None = None) -> None:
+    """Refuse, before any work, a report path whose writing would destroy or change something quantgate did not
+    make for it: an existing file that is not a verify report (`--out notes.txt`, `--out A/model.onnx`), a
+    folder, a new file inside an artifact folder (its signature and manifest cover every file), or the verify.json
+    of a signed folder (model.sig covers it: rewriting it would break the release's signature)."""
+    from pipeline.guard.signature import SIGNATURE_FILE
+    from pipeline.verify.report import VerifyReport, VerifyReportError
+    where = f"cannot use {out}"
+    if out.is_dir():
+        raise UsageError(f"{where}: it is a folder; give --out a file path (e.g. {out / VERIFY_FILE})")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"{where}: {out.parent} is a file, not a folder; give --out a path in an existing folder")
+    home = out.parent.resolve()
+    if (home / "manifest.json").is_file() and out.name != VERIFY_FILE:
+        raise UsageError(f"{where}: {out.parent} is an artifact folder and {out.name} would become a file of it "
+                         f"(its manifest and signature cover every file); write the report outside it, or omit "
+                         f"--out to write {out.parent / VERIFY_FILE}")
+    if (home / SIGNATURE_FILE).is_file():
+        raise UsageError(f"{where}: {out.parent} is signed ({SIGNATURE_FILE} covers its {VERIFY_FILE}: rewriting it "
+                         f"would break the release's signature); write this report elsewhere with --out FILE "
+                         f"(`make verify ARTIFACT_DIR={folder or out.parent} OUT=FILE`)")
+    if os.path.lexists(out):
+        try:
+            if out.is_symlink():
+                raise VerifyReportError("a symlink")
+            VerifyReport.load(out)
+        except VerifyReportError:
+            raise UsageError(f"{where}: it exists and is not a verify report quantgate wrote, so it would be "
+                             f"overwritten; give --out a new file name, or move that file away first") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`quantgate verify` (also `python -m pipeline.verify.stage`)."""
     return run_command("quantgate verify", _command, argv)
@@ -90,13 +122,15 @@ def _command(argv: list[str]) -> int:
         if args.artifact or args.reference or args.inputs:
             raise UsageError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
         manifest = Manifest.load(args.artifact_dir)
+        check_report_destination(args.out or manifest.path(VERIFY_FILE), manifest.folder)
         report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
     else:
         if not (args.artifact and args.reference and args.inputs and args.target):
             raise UsageError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
+        out = args.out or args.artifact.parent / VERIFY_FILE
+        check_report_destination(out)
         cfg = load_config(args.target, args.overrides)
-        report = verify_files(args.artifact, args.reference, args.inputs, cfg,
-                              args.out or args.artifact.parent / VERIFY_FILE)
+        report = verify_files(args.artifact, args.reference, args.inputs, cfg, out)
     return exit_code(report["status"])
 
 
