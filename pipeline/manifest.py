@@ -53,6 +53,12 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
+def artifact_folders(root: str | Path) -> list[Path]:
+    """The published artifact folders under `root` (a release): each with a manifest.json, never a hidden one (a
+    build's `.NAME.staging-*`, a kept `.NAME.rejected-*`: not artifacts of the release)."""
+    return sorted(p.parent for p in Path(root).glob(f"*/{MANIFEST_FILE}") if not p.parent.name.startswith("."))
+
+
 @dataclass
 class FileRecord:
     path: str  # relative to the artifact folder

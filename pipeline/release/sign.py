@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import VerificationFailed
-from pipeline.manifest import MANIFEST_FILE, atomic_write_json
+from pipeline.manifest import artifact_folders, atomic_write_json
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
 from pipeline.release.trust import Trust, hashing_config, model_signing_module, verify_folder
 
@@ -157,7 +157,7 @@ def _command(argv: list[str]) -> int:
         parser.error("--release is required (or --verify FOLDER)")
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     report_dir = args.report or Path("reports") / args.release
-    if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+    if not release_dir.is_dir() or not artifact_folders(release_dir):
         raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
                          f"RELEASE={args.release}`)")
     from pipeline.release.keys import load_signing_key

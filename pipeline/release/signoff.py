@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.config.schema import ReleaseConfig
 from pipeline.errors import ExitCode, InputError, UsageError
 from pipeline.jsonfiles import load_json, read_json
-from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
+from pipeline.manifest import MANIFEST_FILE, Manifest, artifact_folders, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
 from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
@@ -427,7 +427,7 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
         raise SignoffError(f"{release_dir} does not exist: build the release first (`make matrix RELEASE={release}`)")
     waivers = load_waivers(waivers_path)
     artifacts, rows = [], []
-    for folder in sorted(p.parent for p in release_dir.glob(f"*/{MANIFEST_FILE}")):
+    for folder in artifact_folders(release_dir):
         facts, artifact_rows = inspect_artifact(folder)
         artifacts.append(facts)
         rows += artifact_rows
