@@ -9,7 +9,8 @@ the release again first (a file changed since the report blocks it too). Then, p
 `signoff.json` (the signoff's verdict and rows for this artifact), `provenance.intoto.json` (pipeline.
 release.provenance, DSSE-signed with the same key) and, last, `model.sig`: a model-signing bundle whose
 payload lists the sha256 of every other file in the folder. If anything fails, the files this run
-wrote are taken back: no release is left half-signed.
+wrote are taken back: no release is left half-signed; a run killed half-way (SIGKILL) is rolled back by the
+next `sign` or `signoff` from its journal (pipeline/release/journal.py).
 
 Key-based signing works offline: an EC private key (`make keys`), verified with its public key. With
 --certificate (and --chain, your CA's certificates) the bundle carries the certificate chain and is
@@ -26,7 +27,7 @@ from typing import Any
 
 from pipeline.errors import VerificationFailed
 from pipeline.manifest import artifact_folders, atomic_write_json
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TrustError, journal
 from pipeline.release.trust import Trust, hashing_config, model_signing_module, verify_folder
 
 ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
@@ -96,24 +97,16 @@ def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key,
                  waivers: Path | None = None, progress=print) -> list[Path]:
     """Sign every artifact folder of a ready release; all or nothing."""
     from pipeline.release.provenance import write_provenance
+    journal.recover(release_dir)  # a run killed half-way is rolled back before the release is judged
     report = judge(release, release_dir, report_dir, waivers)
     folders = [Path(facts["folder"]) for facts in report["artifacts"]]
-    backups: dict[Path, bytes | None] = {folder / name: ((folder / name).read_bytes() if (folder / name).is_file()
-                                                         else None) for folder in folders for name in TRUST_FILES}
-    try:
+    with journal.signing(release_dir, folders):  # all or nothing, across SIGKILL too (pipeline/release/journal.py)
         for facts, folder in zip(report["artifacts"], folders):
             (folder / SIGNATURE_FILE).unlink(missing_ok=True)  # an old signature must not outlive a failed run
             atomic_write_json(folder / SIGNOFF_FILE, artifact_signoff(report, facts))
             write_provenance(folder, signing_key, release)
             sign_folder(folder, signing_key, tuple(certificate_chain))
             progress(f"signed {folder} ({SIGNOFF_FILE}, {PROVENANCE_FILE}, {SIGNATURE_FILE})")
-    except BaseException:
-        for path, data in backups.items():  # take back what this run wrote
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(data)
-        raise
     return folders
 
 

@@ -425,6 +425,8 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
     settings = settings or ReleaseConfig()
     if not release_dir.is_dir():
         raise SignoffError(f"{release_dir} does not exist: build the release first (`make matrix RELEASE={release}`)")
+    from pipeline.release import journal
+    journal.recover(release_dir)  # a `sign` killed half-way: rolled back, never judged half-signed
     waivers = load_waivers(waivers_path)
     artifacts, rows = [], []
     for folder in artifact_folders(release_dir):
@@ -631,6 +633,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     images = plots(report) | bench_plot(out_dir)
     markdown, html = render(report, images)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # signoff.json goes first and comes back last: a run killed in between leaves no signoff.json (sign refuses and
+    # names `make signoff`), never the old verdict beside the new report's pages.
+    (out_dir / "signoff.json").unlink(missing_ok=True)
     for name, data in images.items():
         atomic_write_bytes(out_dir / name, data)
     atomic_write_bytes(out_dir / "signoff.md", markdown.encode())

@@ -9,28 +9,15 @@ A folder without the marker (anyone's `quantgate-verify-notes/`) is never touche
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.owners import dead_owner, this_process
+
 OWNER_FILE = ".quantgate-owner"
 PREFIXES = ("quantgate-verify-", "quantgate-snapshot-", "quantgate-upload-")
-
-
-def start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks after boot (/proc/PID/stat field 22), or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def owner_alive(owner: dict) -> bool:
-    pid = owner.get("pid")
-    return isinstance(pid, int) and pid > 0 and start_time(pid) == owner.get("started")
 
 
 def sweep(root: Path | None = None) -> list[Path]:
@@ -43,7 +30,7 @@ def sweep(root: Path | None = None) -> list[Path]:
                 owner = json.loads((folder / OWNER_FILE).read_text())
             except (OSError, ValueError):
                 continue  # not provably ours
-            if isinstance(owner, dict) and owner.get("quantgate") == "verify" and not owner_alive(owner):
+            if dead_owner(owner, "verify"):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     return removed
@@ -55,8 +42,7 @@ def scratch_folder(prefix: str):
     sweep()
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        owner = {"quantgate": "verify", "pid": os.getpid(), "started": start_time(os.getpid())}
-        (folder / OWNER_FILE).write_text(json.dumps(owner))
+        (folder / OWNER_FILE).write_text(json.dumps(this_process("verify")))
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
