@@ -20,6 +20,7 @@ that does not verify, 2 a usage error (no key, no signoff, a blocked release).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -70,8 +71,9 @@ def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str,
 
 
 def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
-          public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
-    """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
+          public_key: Path | None = None, require_signatures: bool = False, signing: bool = False) -> dict[str, Any]:
+    """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree). `signing`:
+    judged for `sign`, which replaces every signature: signature rows (a half-signed release) do not block it."""
     from pipeline.config.schema import ReleaseConfig
     from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
     saved = Path(report_dir) / SIGNOFF_FILE
@@ -79,12 +81,15 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
         raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
                          f"RELEASE={release}` first")
     previous = load_signoff(saved, release)
-    if previous["verdict"] != READY:
-        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous["blocking"][:5]))
+    # A release blocked only by its signatures (half-signed, a signature removed) is what signing fixes.
+    blocking = [words for words in previous["blocking"]
+                if not (signing and re.match(r"[^/]+ / signature: ", words))]
+    if previous["verdict"] != READY and blocking:
+        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(blocking[:5]))
     settings = ReleaseConfig(**(previous.get("settings") or {}).get("release", {}))  # the limits it was held to
     try:
         report = signoff(release, Path(release_dir), waivers or WAIVERS_DIR / f"{release}.yaml",
-                         public_key=public_key, require_signatures=require_signatures, settings=settings)
+                         public_key=public_key, require_signatures=require_signatures, settings=settings, signing=signing)
     except SignoffError as error:
         raise TrustError(str(error)) from None
     if report["verdict"] != READY:
@@ -98,7 +103,7 @@ def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key,
     """Sign every artifact folder of a ready release; all or nothing."""
     from pipeline.release.provenance import write_provenance
     journal.recover(release_dir)  # a run killed half-way is rolled back before the release is judged
-    report = judge(release, release_dir, report_dir, waivers)
+    report = judge(release, release_dir, report_dir, waivers, signing=True)
     folders = [Path(facts["folder"]) for facts in report["artifacts"]]
     with journal.signing(release_dir, folders):  # all or nothing, across SIGKILL too (pipeline/release/journal.py)
         for facts, folder in zip(report["artifacts"], folders):
