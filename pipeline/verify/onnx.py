@@ -32,7 +32,8 @@ from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
 from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
                                       keep_decisions_within_noise, output_kind, output_scale)
-from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
+from pipeline.verify.planning import (child_timeout, host_cpu_features, limits_from, numerics_hint, plan_profiles,
+                                      resolve_reference_cpu)
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
 from pipeline.verify.scratch import scratch_folder
@@ -340,11 +341,13 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     work = scratch.enter_context(scratch_folder("quantgate-verify-"))
     profiles: dict[str, dict] = {}
     reference_record, evidence, selection, reference_cpu_record = None, None, None, None
+    native_seconds = None
     emulated_inputs = inputs
     try:
         if any(plan.not_verified is None for plan in plans):
             progress(f"verify {target.name}: fp32 reference, native, {native_n} samples ...")
             reference_record, fp32 = run_reference(reference, inputs, work / "reference", native_n, cfg)
+            native_seconds = reference_record.get("wall_seconds")  # sizes every later child's timeout
             if fp32 is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
@@ -354,7 +357,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,
                                     model_kind, reference_cpu)
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
-                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
+                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes, native_seconds)
 
         # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
         # pipeline.runtimes.arm), before any profile runs.
@@ -395,7 +398,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             record |= verify_on_profile(cpu, artifact, emulated_inputs if cpu.emulated else inputs, work / plan.key,
                                         ids, cfg, evidence, host, env.python if env else None,
                                         padding if padding["status"] == "pending" else None,
-                                        emulator_args=getattr(env, "emulator_args", ()))
+                                        emulator_args=getattr(env, "emulator_args", ()), native_seconds=native_seconds)
             disagreement = judge_prediction(record, problems) if not cpu.remote else None
             if disagreement:
                 record["runtime"]["disagreement"] = disagreement
@@ -431,7 +434,9 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         native_latency["fp32"] = reference_record["latency"]
     failed = any(p["required"] and not p["requirement_met"] and p["status"] != "not_verified" for p in profiles.values())
     unverified = any(p["required"] and p["status"] == "not_verified" for p in profiles.values())
-    failed |= reference_record is not None and evidence is None
+    # the fp32 reference did not run: a failure, unless it could not be run at all here (a wedged runtime)
+    failed |= reference_record is not None and evidence is None and reference_record["status"] != "not_verified"
+    unverified |= reference_record is not None and evidence is None and reference_record["status"] == "not_verified"
     padding = summarize_padding(padding, profiles)
     failed |= padding["status"] == "fail"
     status = "fail" if failed else "not_verified" if unverified else "pass"
@@ -457,15 +462,18 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
 
 
 def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_args: list[str] | tuple[str, ...] = (),
-              uploads: dict[str, Path] | None = None) -> tuple[dict, tuple[dict, dict] | None]:
+              uploads: dict[str, Path] | None = None, native_seconds: float | None = None
+              ) -> tuple[dict, tuple[dict, dict] | None]:
     """One child on one CPU: the record of what happened, and its outputs (in `out_dir`) when it ran. On an
-    SSH host, `uploads` (name in the remote folder -> local file) are copied there first."""
+    SSH host, `uploads` (name in the remote folder -> local file) are copied there first. `native_seconds`: the
+    first native run's wall time, which sizes the child's timeout (None: this is that run)."""
     v = cfg.verify
+    timeout = child_timeout(v, cpu, native_seconds)
     if cpu.remote:
         results = [f"{REMOTE_OUT}/{name}" for name in CHILD_RESULTS]
-        run = remote.run_child(cpu, command, uploads or {}, out_dir, results, v.timeout_seconds, v.memory_limit_mb)
+        run = remote.run_child(cpu, command, uploads or {}, out_dir, results, timeout, v.memory_limit_mb)
     else:
-        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
+        run = run_under_profile(command, cpu, timeout, v.memory_limit_mb, emulator_args)
     outcome = classify(run)
     record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
               "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
@@ -492,14 +500,15 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, emulated_n: int,
-                       evidence: Evidence, cfg, notes: list[str]) -> tuple[dict, Path, dict]:
+                       evidence: Evidence, cfg, notes: list[str], native_seconds: float | None = None
+                       ) -> tuple[dict, Path, dict]:
     """Run the artifact natively (no guard: a measurement, not a deployment), choose from that run the samples
     the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_*."""
     native_dir = work / "native-measurement"
     record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
                                               custom_ops=cfg.verify.custom_op_libraries),
-                                profile("native"), native_dir, cfg)
+                                profile("native"), native_dir, cfg, native_seconds=native_seconds)
     native = results[0] if results else None
     if native is not None and all(name in native for name in evidence.fp32):
         chosen, why = choose_samples(native, evidence.fp32, evidence.mask, evidence.scales, emulated_n)
@@ -523,7 +532,7 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
         try:
             record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False,
                                                           custom_ops=cfg.verify.custom_op_libraries),
-                                        cpu, ref_dir, cfg)
+                                        cpu, ref_dir, cfg, native_seconds=native_seconds)
         except EmulatorMissing as missing:
             record, results = {"status": "not_verified", "reason": str(missing)}, None
         outputs, ids = (results[0] if results else None), chosen
@@ -541,7 +550,7 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
 
 def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evidence: Evidence | None,
                       host: frozenset[str], python: str | None = None, padding: dict | None = None,
-                      emulator_args: list[str] | tuple[str, ...] = ()) -> dict:
+                      emulator_args: list[str] | tuple[str, ...] = (), native_seconds: float | None = None) -> dict:
     """Run the artifact on one profile (in the runtime whose interpreter is `python`) in a child; the
     record of what happened and, if it ran, how well: against fp32, against the reference CPU, and (given
     `padding`) whether padding changes it."""
@@ -556,7 +565,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                             0 if cpu.emulated else v.latency_repeats, python=python,
                             padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops)
     try:
-        record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
+        record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads, native_seconds)
     except (EmulatorMissing, remote.HostUnavailable) as missing:
         return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
     record |= {"emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads}

@@ -19,7 +19,7 @@ from pipeline.isa import audit
 from pipeline.isa.targets import profile
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
 from pipeline.verify.fidelity import compare_cpus, judge, output_scale
-from pipeline.verify.planning import host_cpu_features, limits_from, with_extra_profiles
+from pipeline.verify.planning import child_timeout, host_cpu_features, limits_from, with_extra_profiles
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import classify, run_under_profile
 from pipeline.verify.scratch import scratch_folder
@@ -75,7 +75,7 @@ def verify_package(cfg, manifest: Manifest) -> dict:
         with scratch_folder("quantgate-verify-") as scratch:
             out = scratch / "outputs.npz"
             run = run_under_profile(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
-                                    v.timeout_seconds, v.memory_limit_mb)
+                                    child_timeout(v, cpu, None), v.memory_limit_mb)
             outcome = classify(run)
             record = {"cpu": name, "status": outcome.status, "expected": expected, "required": True,
                       "why": f"{name} has every feature the package needs" if not missing else
