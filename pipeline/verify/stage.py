@@ -13,7 +13,6 @@ verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unkno
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pipeline.commandline import command_parser, run_command
@@ -75,33 +74,18 @@ def load_config(target: str, overrides: list[str]):
 
 def check_report_destination(out: Path, folder: Path | None = None) -> None:
     """Refuse, before any work, a report path whose writing would destroy or change something quantgate did not
-    make for it: an existing file that is not a verify report (`--out notes.txt`, `--out A/model.onnx`), a
-    folder, a new file inside an artifact folder (its signature and manifest cover every file), or the verify.json
-    of a signed folder (model.sig covers it: rewriting it would break the release's signature)."""
-    from pipeline.guard.signature import SIGNATURE_FILE
+    make for it (pipeline/outputs.py): a file that is not a verify report (`--out notes.txt`, `--out A/model.onnx`),
+    a new file in an artifact folder, or the verify.json of a signed folder (its signature covers it)."""
+    from pipeline.outputs import check_output_file
     from pipeline.verify.report import VerifyReport, VerifyReportError
-    where = f"cannot use {out}"
-    if out.is_dir():
-        raise UsageError(f"{where}: it is a folder; give --out a file path (e.g. {out / VERIFY_FILE})")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UsageError(f"{where}: {out.parent} is a file, not a folder; give --out a path in an existing folder")
-    home = out.parent.resolve()
-    if (home / "manifest.json").is_file() and out.name != VERIFY_FILE:
-        raise UsageError(f"{where}: {out.parent} is an artifact folder and {out.name} would become a file of it "
-                         f"(its manifest and signature cover every file); write the report outside it, or omit "
-                         f"--out to write {out.parent / VERIFY_FILE}")
-    if (home / SIGNATURE_FILE).is_file():
-        raise UsageError(f"{where}: {out.parent} is signed ({SIGNATURE_FILE} covers its {VERIFY_FILE}: rewriting it "
-                         f"would break the release's signature); write this report elsewhere with --out FILE "
-                         f"(`make verify ARTIFACT_DIR={folder or out.parent} OUT=FILE`)")
-    if os.path.lexists(out):
+
+    def ours(path: Path) -> bool:
         try:
-            if out.is_symlink():
-                raise VerifyReportError("a symlink")
-            VerifyReport.load(out)
+            VerifyReport.load(path)
         except VerifyReportError:
-            raise UsageError(f"{where}: it exists and is not a verify report quantgate wrote, so it would be "
-                             f"overwritten; give --out a new file name, or move that file away first") from None
+            return False
+        return True
+    check_output_file(out, "--out", ours, VERIFY_FILE, f" (`make verify ARTIFACT_DIR={folder or out.parent} OUT=FILE`)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,3 +188,18 @@ def test_verify_of_a_signed_folder_names_a_fix_that_works(verified, tmp_path):
         assert json.loads(elsewhere.read_text())["status"] == "pass" and snapshot(verified) == before
     finally:
         (verified / "model.sig").unlink()
+
+
+def test_audit_json_never_overwrites_a_file_quantgate_did_not_write(verified, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("years of work")
+    before = snapshot(verified)
+    for target in (notes, verified / "model.onnx"):
+        result = quantgate("audit", str(verified), "--json", str(target))
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert_user_error(result, f"cannot use {target}")
+    assert notes.read_text() == "years of work" and snapshot(verified) == before
+    report = tmp_path / "audit.json"
+    first = quantgate("audit", str(verified), "--json", str(report))
+    assert first.returncode in (0, 4) and report.is_file(), first.stderr[-3000:]
+    assert quantgate("audit", str(verified), "--json", str(report)).returncode == first.returncode  # its own report
