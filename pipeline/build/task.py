@@ -87,6 +87,11 @@ def build_lock(folder: Path):
             raise BuildFailed(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
                                  f"or build elsewhere with out=PATH") from None
         handle.seek(0)
+        held = handle.read().strip()
+        if held and not held.isdigit():  # not a lock quantgate wrote (it holds a pid): the user's file
+            raise UsageError(f"{lock_path} exists and is not quantgate's lock file (it holds no pid); quantgate will "
+                             f"not overwrite it: move it away, or build elsewhere with out=PATH")
+        handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()

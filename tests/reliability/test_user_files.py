@@ -203,3 +203,24 @@ def test_audit_json_never_overwrites_a_file_quantgate_did_not_write(verified, tm
     first = quantgate("audit", str(verified), "--json", str(report))
     assert first.returncode in (0, 4) and report.is_file(), first.stderr[-3000:]
     assert quantgate("audit", str(verified), "--json", str(report)).returncode == first.returncode  # its own report
+
+
+def test_onnx_external_data_linking_outside_its_folder_and_a_users_lock_named_file_are_refused(tmp_path, two_models):
+    from tests.fixtures.byom import write_onnx_model
+    _, calib = two_models
+    (tmp_path / "m").mkdir()
+    model = write_onnx_model(tmp_path / "m" / "detector.onnx")
+    data = next(p for p in (tmp_path / "m").iterdir() if p != model)
+    secret = tmp_path / "secret.bin"
+    data.rename(secret)
+    os.symlink(secret, data)
+    linked = build_onnx(model, calib, f"artifacts_dir={tmp_path / 'a'}")
+    assert linked.returncode == 2 and "symbolic link" in linked.stderr, linked.stderr[-3000:]
+    assert published(tmp_path / "a") == []
+    home = tmp_path / "D"
+    home.mkdir()
+    (home / ".model.lock").write_text("my notes")  # only named like quantgate's lock
+    locked = build_onnx(two_models[0]["a"], calib, f"out={home / 'model'}")
+    assert locked.returncode == 2
+    assert_user_error(locked, f"{home / '.model.lock'} exists and is not quantgate's lock file")
+    assert (home / ".model.lock").read_text() == "my notes"
