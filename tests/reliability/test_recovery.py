@@ -140,3 +140,25 @@ def test_a_killed_verifys_temporary_folders_are_removed_by_the_next_run(ready_re
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in temp.glob("quantgate-*")) == [mine.name]
     assert (mine / "notes.txt").read_text() == "the user's"
+
+
+def test_keys_killed_half_way_leave_no_private_key_alone_and_the_named_fix_works(tmp_path):
+    folder = tmp_path / "keys"
+    killed_in("""
+        import os, signal
+        from pipeline.release import keys
+        real = keys.atomic_write_bytes
+        def dies_at_the_private_key(path, data, mode=None):
+            if str(path).endswith(".key"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, data, mode)
+        keys.atomic_write_bytes = dies_at_the_private_key
+        """, "keys", "--out", str(folder))
+    assert not (folder / "quantgate.key").exists()  # never a private key without its public key
+    refused = quantgate("keys", "--out", str(folder))
+    assert refused.returncode == 2
+    assert_user_error(refused, "is incomplete", "quantgate.key missing", "--force")
+    fixed = quantgate("keys", "--out", str(folder), "--force")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == \
+        ["quantgate.crt", "quantgate.key", "quantgate.pub"]
