@@ -45,7 +45,7 @@ def quantize(cfg: DictConfig) -> int:
         _outcome.append(refusal)
         return refusal.exit_code
     if code != ExitCode.OK:
-        from pipeline.build.task import kept_build
+        from pipeline.build.leftovers import kept_build
         status = "failed" if code == ExitCode.FAILED else "could not be completed (not verified)"
         folder = artifact_folder(cfg)
         kept = kept_build(folder)  # task._publish kept the rejected build beside a verified one

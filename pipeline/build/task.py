@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import glob
 import os
 import re
-import secrets
 import shutil
 import socket
 import sys
@@ -23,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import BuildFailed, ExitCode, InputError, UsageError
-from pipeline.manifest import BuildRecord, Manifest, _umask, atomic_write_bytes, sha256_file
+from pipeline.build.leftovers import forget_leftover, leftover_path, remove_leftover, remove_leftovers
+from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
 # A user's model (model=onnx, hf, torch) is named after itself, so two of one kind built one after the other land
@@ -96,59 +95,6 @@ def build_lock(folder: Path):
         handle.write(str(os.getpid()))
         handle.flush()
         yield
-
-
-# A leftover a build may leave when killed (its staging folder, a kept rejected build, the replaced folder on its
-# way out) is announced first by a marker file beside it, `<leftover>.quantgate`, holding LEFTOVER_MARK: the next
-# build removes exactly those, never a folder that only looks like one by its name (`.model.old-2025/`).
-LEFTOVER_MARK = "quantgate build leftover: the next build of this folder removes it\n"
-MARKER_SUFFIX = ".quantgate"
-
-
-def leftover_path(folder: Path, kind: str) -> Path:
-    """A new hidden path beside `folder` (`.<name>.<kind>-<pid>-<random>`), its marker written before it exists."""
-    path = folder.parent / f".{folder.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
-    atomic_write_bytes(path.parent / (path.name + MARKER_SUFFIX), f"{LEFTOVER_MARK}pid {os.getpid()}\n".encode())
-    return path
-
-
-def marked_leftovers(folder: Path, kind: str = "*") -> list[Path]:
-    """The leftovers of builds of `folder` (of one kind), proved by their markers."""
-    found = []
-    for marker in folder.parent.glob(f".{glob.escape(folder.name)}.{kind}-*{MARKER_SUFFIX}"):
-        try:
-            if not marker.read_text().startswith(LEFTOVER_MARK):
-                continue
-        except (OSError, UnicodeDecodeError):
-            continue
-        found.append(marker.with_name(marker.name[:-len(MARKER_SUFFIX)]))
-    return sorted(found)
-
-
-def forget_leftover(path: Path) -> None:
-    """`path` was published or removed: drop its marker."""
-    (path.parent / (path.name + MARKER_SUFFIX)).unlink(missing_ok=True)
-
-
-def remove_leftover(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-    if not path.exists():
-        forget_leftover(path)
-
-
-def _remove_stale_staging(folder: Path) -> None:
-    """Under the build lock: every marked leftover of an earlier build of `folder` (staging, rejected, old)."""
-    for stale in marked_leftovers(folder):
-        remove_leftover(stale)
-
-
-def kept_build(folder: Path) -> Path | None:
-    """The rejected build this process kept beside `folder`, if any."""
-    mine = [path for path in marked_leftovers(folder, "rejected") if f"-{os.getpid()}-" in path.name and path.is_dir()]
-    return mine[-1] if mine else None
 
 
 def ours(folder: Path) -> bool:
@@ -305,7 +251,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
     if source is not None:
         check_same_inputs(cfg, folder, source)
     with build_lock(folder):
-        _remove_stale_staging(folder)
+        remove_leftovers(folder)
         staging = leftover_path(folder, "staging")
         staging.mkdir(mode=0o777 & ~_umask())
         try:
