@@ -533,8 +533,11 @@ def _command(argv: list[str]) -> int:
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "results.json", report)
+    # results.json (what the signoff's plot reads) goes first and comes back last: a kill in between leaves no
+    # results.json, never an old one beside a new results.md.
+    (args.out / "results.json").unlink(missing_ok=True)
     atomic_write_bytes(args.out / "results.md", table.encode())
+    atomic_write_json(args.out / "results.json", report)
     print(table)
     print(f"wrote {args.out}/results.json and results.md in {report['wall_seconds']} s")
     return ExitCode.OK
