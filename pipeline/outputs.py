@@ -28,7 +28,8 @@ def has_keys(*keys: str) -> Callable[[Path], bool]:
 def check_output_file(out: Path, option: str, ours: Callable[[Path], bool], folder_name: str | None = None,
                       signed_fix: str = "") -> None:
     """Refuse `out` (given as `option`) unless writing it destroys nothing: a new file, or one `ours` proves is a
-    report quantgate wrote. Inside an artifact folder only `folder_name` may be written, and not in a signed one."""
+    report quantgate wrote. Inside an artifact folder only `folder_name` may be written (whatever it holds: a
+    damaged report there is replaced, as the signoff advises), and not in a signed one."""
     where = f"cannot use {out}"
     if out.is_dir():
         raise UsageError(f"{where}: it is a folder; give {option} a file path (e.g. {out / (folder_name or 'report.json')})")
@@ -43,6 +44,7 @@ def check_output_file(out: Path, option: str, ours: Callable[[Path], bool], fold
         raise UsageError(f"{where}: {out.parent} is signed ({SIGNATURE} covers every file in it: rewriting {out.name} "
                          f"would break the release's signature); write this report elsewhere with {option} FILE"
                          f"{signed_fix}")
-    if os.path.lexists(out) and (out.is_symlink() or not ours(out)):
+    own_place = (home / MANIFEST).is_file() and out.name == folder_name  # an artifact folder's own report file
+    if os.path.lexists(out) and (out.is_symlink() or not (own_place or ours(out))):
         raise UsageError(f"{where}: it exists and is not a report quantgate wrote, so it would be overwritten; give "
                          f"{option} a new file name, or move that file away first")
