@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import UsageError
-
-MANIFEST = "manifest.json"
-SIGNATURE = "model.sig"  # pipeline.guard.signature.SIGNATURE_FILE (imported lazily there: a heavier module)
+from pipeline.guard.signature import SIGNATURE_FILE as SIGNATURE
+from pipeline.manifest import MANIFEST_FILE as MANIFEST
 
 
 def has_keys(*keys: str) -> Callable[[Path], bool]:
