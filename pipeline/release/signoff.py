@@ -419,7 +419,8 @@ def blocking_words(row: dict[str, Any]) -> str:
 def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None,
             public_key: Path | None = None, require_signatures: bool = False, settings: ReleaseConfig | None = None,
             baseline: dict[str, Any] | None = None, signing: bool = False) -> dict[str, Any]:
-    """Gather, judge and return the report as one JSON-ready dict (no files written); `baseline` is the previous
+    """Gather, judge and return the report as one JSON-ready dict (no report written; a `sign` killed half-way is
+    rolled back first, pipeline/release/journal.py); `baseline` is the previous
     release's signoff.json, for the trend. `signing`: judged by `sign`, which replaces every signature, so the
     signatures there are now (a half-signed release) are not judged: `make sign` is their fix."""
     today = today or datetime.now(timezone.utc).date()
