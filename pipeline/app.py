@@ -45,11 +45,11 @@ def quantize(cfg: DictConfig) -> int:
         _outcome.append(refusal)
         return refusal.exit_code
     if code != ExitCode.OK:
-        import os
+        from pipeline.build.leftovers import kept_build
         status = "failed" if code == ExitCode.FAILED else "could not be completed (not verified)"
         folder = artifact_folder(cfg)
-        kept = folder.parent / f".{folder.name}.rejected-{os.getpid()}"  # app._publish kept a verified build
-        _outcome.append(error_for(code, f"verification {status}: see {(kept if kept.is_dir() else folder) / 'verify.json'}"))
+        kept = kept_build(folder)  # task._publish kept the rejected build beside a verified one
+        _outcome.append(error_for(code, f"verification {status}: see {(kept or folder) / 'verify.json'}"))
     return code
 
 

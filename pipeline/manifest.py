@@ -32,8 +32,9 @@ def _umask() -> int:
     return current
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file. `mode`: the
+    file's permissions (default: an ordinary file's, by the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,7 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,6 +52,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def artifact_folders(root: str | Path) -> list[Path]:
+    """The published artifact folders under `root` (a release): each with a manifest.json, never a hidden one (a
+    build's `.NAME.staging-*`, a kept `.NAME.rejected-*`: not artifacts of the release)."""
+    return sorted(p.parent for p in Path(root).glob(f"*/{MANIFEST_FILE}") if not p.parent.name.startswith("."))
 
 
 @dataclass

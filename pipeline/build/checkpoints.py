@@ -83,7 +83,16 @@ def resolve_model_path(name_or_path: str | None) -> Path:
     if not weight_files(path):
         raise QuantgateError(f"{path} has config.json but no weights (*.safetensors or pytorch_model.bin); "
                              f"save the model with `save_pretrained` into that folder")
+    check_copied_files(path)
     return path
+
+
+def check_copied_files(path: Path) -> None:
+    """Every file of the checkpoint an artifact is made of (its config, weights and the preprocessing files copied
+    beside model.onnx) must lie inside the checkpoint folder: a symlink out of it is refused, naming it."""
+    from pipeline.build.hub_files import PREPROCESSING_FILES
+    from pipeline.build.user_files import check_contained
+    check_contained(path, ["config.json", *PREPROCESSING_FILES, *(f.name for f in weight_files(path))])
 
 
 def weight_files(path: Path) -> list[Path]:

@@ -10,8 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
+from pipeline.build.checkpoints import check_copied_files
 from pipeline.build.models import model_family
 from pipeline.build.quantize import QuantizerKnobs
+from pipeline.build.user_files import contained_file
 from pipeline.manifest import Manifest, atomic_write_bytes
 
 # The checkpoint's files a loader reads besides the weights (tokenizers of every kind, image processors).
@@ -51,12 +53,14 @@ def run(cfg, manifest: Manifest) -> Manifest:
     checkpoint: Path | None = getattr(model_family(cfg), "checkpoint_folder", None)
     if checkpoint is None:
         return manifest
+    check_copied_files(checkpoint)  # again, at copy time: the folder may have changed since the build began
     config = json.loads((checkpoint / "config.json").read_bytes())
     config.pop("_name_or_path", None)  # where it was loaded from: not part of the artifact
     atomic_write_bytes(manifest.path("config.json"), (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     for name in PREPROCESSING_FILES:
-        if (checkpoint / name).is_file():
-            shutil.copyfile(checkpoint / name, manifest.path(name))
+        source = contained_file(checkpoint, name)
+        if source is not None:
+            shutil.copyfile(source, manifest.path(name))
     atomic_write_bytes(manifest.path(ORT_CONFIG_FILE),
                        (json.dumps(ort_config(cfg, manifest), indent=2, sort_keys=True) + "\n").encode())
     return manifest

@@ -2,13 +2,15 @@
 
 A folder `artifacts/<model>-<mode>-<target>/` either holds a complete build (manifest.json is
 written last, and the folder appears by rename) or does not exist; a build killed half-way leaves
-only a hidden `.<name>.staging-*` folder that the next build of that name removes.
+only a hidden `.<name>.staging-*` folder, announced by a marker file beside it, that the next build of
+that name removes (it removes nothing it has no marker for).
 """
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import sys
@@ -19,7 +21,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import BuildFailed, ExitCode, InputError, UsageError
+from pipeline.build.leftovers import forget_leftover, leftover_path, remove_leftover, remove_leftovers
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
+
+
+# A user's model (model=onnx, hf, torch) is named after itself, so two of one kind built one after the other land
+# in two folders: the .onnx file's stem, the checkpoint folder's (or hub id's) last part, the factory's function.
+USER_MODEL_NAMES = {
+    "onnx": lambda model: Path(str(model.path or "")).stem,
+    "hf": lambda model: Path(str(model.name_or_path or "").rstrip("/")).name,
+    "torch": lambda model: str(model.factory or "").rpartition(":")[2],
+}
+
+
+def model_label(cfg) -> str:
+    """The model's part of the folder name: a built-in model's name (a contract: `minilm`, `digits_cnn`), or a user
+    model's own name."""
+    name = str(cfg.model.name)
+    label = USER_MODEL_NAMES[name](cfg.model) if name in USER_MODEL_NAMES else name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._-") or name
 
 
 def artifact_name(cfg) -> str:
@@ -28,7 +48,7 @@ def artifact_name(cfg) -> str:
     from pipeline.runtimes.venvs import resolve
     runtime = resolve(cfg.runtime).folder_suffix
     suffix = "-aoti" if cfg.export == "aoti" else ""
-    return f"{cfg.model.name}-{cfg.mode.name}-{cfg.target.name}{runtime}{suffix}"
+    return f"{model_label(cfg)}-{cfg.mode.name}-{cfg.target.name}{runtime}{suffix}"
 
 
 def artifact_folder(cfg) -> Path:
@@ -66,18 +86,15 @@ def build_lock(folder: Path):
             raise BuildFailed(f"another build (pid {holder}) is writing {folder}; wait for it to finish "
                                  f"or build elsewhere with out=PATH") from None
         handle.seek(0)
+        held = handle.read().strip()
+        if held and not held.isdigit():  # not a lock quantgate wrote (it holds a pid): the user's file
+            raise UsageError(f"{lock_path} exists and is not quantgate's lock file (it holds no pid); quantgate will "
+                             f"not overwrite it: move it away, or build elsewhere with out=PATH")
+        handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         yield
-
-
-def _remove_stale_staging(folder: Path) -> None:
-    for stale in folder.parent.glob(f".{folder.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for pattern in (f".{folder.name}.old-*", f".{folder.name}.rejected-*"):
-        for stale in folder.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def ours(folder: Path) -> bool:
@@ -109,23 +126,67 @@ def verified(folder: Path) -> bool:
         return False
 
 
+# Families whose weights are the user's files: a change of weights is another model. A torch factory (which may
+# initialise at random) and a model quantgate trains are told apart by their source's name alone.
+WEIGHED_FAMILIES = ("hf", "onnx", "text_embedding")
+
+
+def _identity(cfg, source_name: str, weights_sha256: str) -> tuple[str, str]:
+    return source_name, weights_sha256 if cfg.model.family in WEIGHED_FAMILIES else ""
+
+
+def check_same_inputs(cfg, folder: Path, source: tuple[str, str]) -> None:
+    """Refuse to replace an artifact built from another model (another file, checkpoint or weights) unless
+    replace=true: two models of one name must not silently take each other's folder."""
+    if cfg.replace or not ours(folder):
+        return
+    built = Manifest.load(folder)
+    previous = _identity(cfg, built.source_model, built.source_weights_sha256)
+    if previous[0] and previous != source:
+        def words(identity):
+            return identity[0] + (f", weights sha256 {identity[1][:16]}..." if identity[1] else "")
+        raise UsageError(f"{folder} holds an artifact built from another model ({words(previous)}; this build: "
+                         f"{words(source)}); quantgate will not replace it: build into another folder with out=PATH, "
+                         f"or replace it with replace=true")
+
+
+def check_verified_kept(folder: Path, verifying: bool, replace_verified: bool) -> None:
+    """A build that will not be verified (verify.enabled=false) never replaces a verified artifact."""
+    if not verifying and not replace_verified and verified(folder):
+        raise UsageError(f"{folder} holds a verified artifact and this build would not be verified "
+                         f"(verify.enabled=false), so it is not replaced: build with verification, into another "
+                         f"folder (out=PATH), or replace it anyway with replace_verified=true")
+
+
+def early_source(cfg) -> tuple[str, str] | None:
+    """The model's identity (source name, weights sha256) before any work, for the families that read it from the
+    user's files or module (a built-in model that trains has it only after training)."""
+    if cfg.model.family not in ("hf", "onnx", "torch", "text_embedding"):
+        return None
+    from pipeline.build.models import model_family
+    family = model_family(cfg)
+    return _identity(cfg, family.source_name, family.weights_sha256() if cfg.model.family in WEIGHED_FAMILIES else "")
+
+
 def _publish(staging: Path, folder: Path, manifest: Manifest, replace_verified: bool) -> Manifest:
     """Rename the staging folder into place. A verified artifact is never replaced by a build that failed
     or could not be verified unless `replace_verified`: that build is kept beside it, hidden, to inspect."""
     check_destination(folder)  # again: something may have appeared there during the build
-    if manifest.verify_status not in ("", "skipped", "pass") and verified(folder) and not replace_verified:
-        kept = folder.parent / f".{folder.name}.rejected-{os.getpid()}"
+    if manifest.verify_status != "pass" and verified(folder) and not replace_verified:
+        kept = leftover_path(folder, "rejected")
         os.rename(staging, kept)
+        forget_leftover(staging)
         manifest.artifact_dir = str(kept)
         manifest.kept_previous = str(folder)
         return manifest
     previous = None
     if folder.exists():
-        previous = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        previous = leftover_path(folder, "old")
         os.rename(folder, previous)
     os.rename(staging, folder)
+    forget_leftover(staging)
     if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+        remove_leftover(previous)
     manifest.artifact_dir = str(folder)
     return manifest
 
@@ -186,10 +247,14 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
     started = time.perf_counter()
     folder = artifact_folder(cfg)
     check_destination(folder)
+    check_verified_kept(folder, verify is not None, bool(cfg.replace_verified))
+    source = early_source(cfg)
+    if source is not None:
+        check_same_inputs(cfg, folder, source)
     with build_lock(folder):
-        _remove_stale_staging(folder)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
-        staging.chmod(0o777 & ~_umask())
+        remove_leftovers(folder)
+        staging = leftover_path(folder, "staging")
+        staging.mkdir(mode=0o777 & ~_umask())
         try:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
@@ -210,16 +275,18 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
                 # Its time is verify.json's wall_seconds: saving the manifest again would break the report's
                 # binding to it (verify.json records manifest.json's sha256).
                 manifest = verify(manifest, folder)
+            # again: it may have been built meanwhile
+            check_same_inputs(cfg, folder, _identity(cfg, manifest.source_model, manifest.source_weights_sha256))
             manifest = _publish(staging, folder, manifest, bool(cfg.replace_verified))
         except OSError as error:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_leftover(staging)
             if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise BuildFailed(f"could not write the artifact under {folder.parent}: {error.strerror} "
                                      f"(disk full or file size limit). Nothing was published; free space and "
                                      f"rebuild") from None
             raise
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_leftover(staging)
             raise
     return manifest
 
@@ -258,6 +325,10 @@ def quantize_task(cfg, overrides: list[str] | None = None) -> int:
         return verify_stage.run(cfg, manifest, shown_folder=published_as)
 
     manifest = build(cfg, overrides, verify if cfg.verify.enabled else None)
+    if not cfg.verify.enabled and getattr(manifest, "kept_previous", None):  # it became verified during the build
+        raise UsageError(f"{manifest.kept_previous} was verified while this build ran, and this build was not "
+                         f"(verify.enabled=false), so it is not replaced; the new build is kept at "
+                         f"{manifest.artifact_dir}. Build with verification, or with replace_verified=true")
     if not cfg.verify.enabled:
         manifest.verify_status = "skipped"
         print("[quantgate] verify: skipped (verify.enabled=false)", file=sys.stderr, flush=True)

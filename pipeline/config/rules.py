@@ -254,6 +254,8 @@ def _export(cfg) -> None:
 # limit or timeout would silently switch the limit off; a cosine bound above 1 could never pass.
 VERIFY_RANGES = {
     "timeout_seconds": (0, None, False), "memory_limit_mb": (0, None, False), "max_parallel_hosts": (0, None, False),
+    "first_run_timeout_seconds": (0, None, False), "startup_timeout_seconds": (0, None, False),
+    "emulation_slowdown": (0, None, False), "native_slowdown": (0, None, False),
     "emulated_max_samples": (0, None, False), "native_max_samples": (0, None, False),
     "latency_repeats": (0, None, True), "max_cpu_error_ratio": (0, None, False),
     "max_cpu_excess_error": (0, None, True), "max_abs_error": (0, None, True), "max_scaled_error": (0, None, True),

@@ -227,7 +227,14 @@ class VerifyConfig:
     extra_profiles: list[str] = field(default_factory=list)  # added to the profiles above, e.g. lab hosts over SSH
     cpu_profile_dirs: list[str] = field(default_factory=list)  # more folders of CPU profile YAMLs beside conf/cpu/
     max_parallel_hosts: int = 4  # lab hosts (kind: ssh) verified at the same time; local profiles run one by one
-    timeout_seconds: float = 900.0  # per child process
+    # Per child process; null = sized to the work: the first native run gets first_run_timeout_seconds, every later
+    # child startup_timeout_seconds plus the first native run's wall time times emulation_slowdown (under QEMU) or
+    # native_slowdown (natively, or on a lab host). A child past it is `not_verified`, naming the emulator or runtime.
+    timeout_seconds: Optional[float] = None
+    first_run_timeout_seconds: float = 600.0
+    startup_timeout_seconds: float = 120.0
+    emulation_slowdown: float = 100.0
+    native_slowdown: float = 10.0
     memory_limit_mb: int = 8192  # per child process (RLIMIT_AS)
     emulated_max_samples: int = 3
     native_max_samples: int = 64
@@ -324,6 +331,9 @@ class QuantgateConfig:
     out: Optional[str] = None
     # A rebuild that fails verification never replaces a verified artifact, unless this is true.
     replace_verified: bool = False
+    # A build never replaces an artifact built from another model (another file, checkpoint or weights) in its
+    # folder, unless this is true.
+    replace: bool = False
     # Reuse the fp32 reference exported earlier from the same checkpoint, config, package versions and export
     # code (pipeline/build/reference_cache.py; $QUANTGATE_REFERENCE_CACHE, default ~/.cache/quantgate/references).
     reference_cache: bool = True

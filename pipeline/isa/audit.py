@@ -308,6 +308,9 @@ def _command(argv: list[str]) -> int:
     parser.add_argument("--features", help="compare with these archspec feature names, comma-separated")
     parser.add_argument("--json", help="also write the report as JSON to this path")
     args = parser.parse_args(argv)
+    if args.json:  # never over a file quantgate did not write, nor into an artifact folder (pipeline/outputs.py)
+        from pipeline.outputs import check_output_file, has_keys
+        check_output_file(Path(args.json), "--json", has_keys("audited_cpu_features"))
     report = audit_path(args.artifact)
     allowed, target = _allowed_for(args, Path(args.artifact))
     print(describe(report, allowed, target))

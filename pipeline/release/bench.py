@@ -40,7 +40,7 @@ import numpy as np
 
 from calibration import layout
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
-from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json
+from pipeline.manifest import MANIFEST_FILE, Manifest, artifact_folders, atomic_write_bytes, atomic_write_json
 from pipeline.release.floors import conv_floor, gemm_floor
 from pipeline.timing import WARMUP, batch_of, op_type_profile, session, time_interleaved
 from pipeline.verify.report import VERIFY_FILE, VerifyReport
@@ -207,7 +207,7 @@ def modes_side_by_side(folders: list[Path], batches: list[int], seconds: float, 
 def no_artifacts_message(root: Path, release: str) -> str:
     """Why there is nothing to bench in `root`, and the command that gives it something: the release's matrix, or
     the artifact folders `make quantize` wrote beside it (artifacts/<model>-<mode>-<target>/, not in a release)."""
-    built = sorted(p.parent for p in root.parent.glob(f"*/{MANIFEST_FILE}"))
+    built = artifact_folders(root.parent)
     fix = f"build the release first (`make matrix RELEASE={release}`)"
     if built:
         fix += f", or bench one artifact folder: `make bench ARTIFACTS={built[0]}`"
@@ -388,7 +388,7 @@ def _command(argv: list[str]) -> int:
                          f"samples as they are")
     root = args.artifacts_dir or Path("artifacts") / args.release
     args.out = args.out or Path("reports") / args.release / "bench"
-    folders = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
+    folders = [root] if (root / MANIFEST_FILE).is_file() else artifact_folders(root)
     if not folders:
         raise InputError(no_artifacts_message(root, args.release))
     # What bench compares is an ONNX artifact against its fp32 graph in onnxruntime; a package (export=aoti) has none.
@@ -426,8 +426,11 @@ def _command(argv: list[str]) -> int:
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     table = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "results.json", report)
+    # results.json (what the signoff's plot reads) goes first and comes back last: a kill in between leaves no
+    # results.json, never an old one beside a new results.md.
+    (args.out / "results.json").unlink(missing_ok=True)
     atomic_write_bytes(args.out / "results.md", table.encode())
+    atomic_write_json(args.out / "results.json", report)
     print(table)
     print(f"wrote {args.out}/results.json and results.md in {report['wall_seconds']} s")
     return ExitCode.OK

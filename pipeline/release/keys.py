@@ -15,6 +15,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipeline.manifest import atomic_write_bytes
 from pipeline.release import TrustError
 
 DEFAULT_DIR = Path("keys")
@@ -49,6 +50,10 @@ def generate_keys(folder: Path, days: float = 365, name: str = KEY_NAME, force: 
 
     key_path, pub_path, cert_path = key_paths(folder, name)
     existing = [p for p in (key_path, pub_path, cert_path) if p.exists()]
+    if existing and len(existing) < 3 and not force:
+        missing = [str(p) for p in (key_path, pub_path, cert_path) if p not in existing]
+        raise TrustError(f"the key set in {folder} is incomplete ({', '.join(missing)} missing: an interrupted `make "
+                         f"keys`, or files removed); make a new one with --force (`make keys FORCE=1`)")
     if existing and not force:
         raise TrustError(f"{', '.join(map(str, existing))} already exist(s): keep them, or replace them with "
                          f"--force (`make keys FORCE=1`); artifacts signed with the old key then no longer verify "
@@ -71,13 +76,13 @@ def generate_keys(folder: Path, days: float = 365, name: str = KEY_NAME, force: 
     )
     private_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption())
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(private_pem)
-    os.chmod(key_path, 0o600)
-    pub_path.write_bytes(private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                               serialization.PublicFormat.SubjectPublicKeyInfo))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    public_pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    # Each file written aside and renamed into place, the private key last: a kill leaves an incomplete set (refused
+    # above, naming --force), never a private key without its public key and certificate.
+    atomic_write_bytes(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    atomic_write_bytes(pub_path, public_pem)
+    atomic_write_bytes(key_path, private_pem, mode=0o600)
     return key_path, pub_path, cert_path
 
 

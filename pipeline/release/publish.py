@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import MANIFEST_FILE, Manifest
+from pipeline.manifest import Manifest, artifact_folders
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
 from pipeline.release.oci import (ANNOTATION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TITLE, Registry,
                                   check_tag, media_type, split_registry)
@@ -182,7 +182,7 @@ def _command(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true", help="replace tags that hold other content")
     args = parser.parse_args(argv)
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
-    if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+    if not release_dir.is_dir() or not artifact_folders(release_dir):
         raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
                          f"RELEASE={args.release}`)")
     records = publish_release(args.release, release_dir, args.report or Path("reports") / args.release,

@@ -9,7 +9,8 @@ the release again first (a file changed since the report blocks it too). Then, p
 `signoff.json` (the signoff's verdict and rows for this artifact), `provenance.intoto.json` (pipeline.
 release.provenance, DSSE-signed with the same key) and, last, `model.sig`: a model-signing bundle whose
 payload lists the sha256 of every other file in the folder. If anything fails, the files this run
-wrote are taken back: no release is left half-signed.
+wrote are taken back: no release is left half-signed; a run killed half-way (SIGKILL) is rolled back by the
+next `sign` or `signoff` from its journal (pipeline/release/journal.py).
 
 Key-based signing works offline: an EC private key (`make keys`), verified with its public key. With
 --certificate (and --chain, your CA's certificates) the bundle carries the certificate chain and is
@@ -19,14 +20,15 @@ that does not verify, 2 a usage error (no key, no signoff, a blocked release).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import VerificationFailed
-from pipeline.manifest import MANIFEST_FILE, atomic_write_json
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TRUST_FILES, TrustError
+from pipeline.manifest import artifact_folders, atomic_write_json
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TrustError, journal
 from pipeline.release.trust import Trust, hashing_config, model_signing_module, verify_folder
 
 ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
@@ -69,8 +71,9 @@ def artifact_signoff(report: dict[str, Any], facts: dict[str, Any]) -> dict[str,
 
 
 def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | None,
-          public_key: Path | None = None, require_signatures: bool = False) -> dict[str, Any]:
-    """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree)."""
+          public_key: Path | None = None, require_signatures: bool = False, signing: bool = False) -> dict[str, Any]:
+    """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree). `signing`:
+    judged for `sign`, which replaces every signature: signature rows (a half-signed release) do not block it."""
     from pipeline.config.schema import ReleaseConfig
     from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
     saved = Path(report_dir) / SIGNOFF_FILE
@@ -78,12 +81,15 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
         raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
                          f"RELEASE={release}` first")
     previous = load_signoff(saved, release)
-    if previous["verdict"] != READY:
-        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(previous["blocking"][:5]))
+    # A release blocked only by its signatures (half-signed, a signature removed) is what signing fixes.
+    blocking = [words for words in previous["blocking"]
+                if not (signing and re.match(r"[^/]+ / signature: ", words))]
+    if previous["verdict"] != READY and blocking:
+        raise TrustError(f"release {release} is blocked ({saved}): " + "; ".join(blocking[:5]))
     settings = ReleaseConfig(**(previous.get("settings") or {}).get("release", {}))  # the limits it was held to
     try:
         report = signoff(release, Path(release_dir), waivers or WAIVERS_DIR / f"{release}.yaml",
-                         public_key=public_key, require_signatures=require_signatures, settings=settings)
+                         public_key=public_key, require_signatures=require_signatures, settings=settings, signing=signing)
     except SignoffError as error:
         raise TrustError(str(error)) from None
     if report["verdict"] != READY:
@@ -96,24 +102,16 @@ def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key,
                  waivers: Path | None = None, progress=print) -> list[Path]:
     """Sign every artifact folder of a ready release; all or nothing."""
     from pipeline.release.provenance import write_provenance
-    report = judge(release, release_dir, report_dir, waivers)
+    journal.recover(release_dir)  # a run killed half-way is rolled back before the release is judged
+    report = judge(release, release_dir, report_dir, waivers, signing=True)
     folders = [Path(facts["folder"]) for facts in report["artifacts"]]
-    backups: dict[Path, bytes | None] = {folder / name: ((folder / name).read_bytes() if (folder / name).is_file()
-                                                         else None) for folder in folders for name in TRUST_FILES}
-    try:
+    with journal.signing(release_dir, folders):  # all or nothing, across SIGKILL too (pipeline/release/journal.py)
         for facts, folder in zip(report["artifacts"], folders):
             (folder / SIGNATURE_FILE).unlink(missing_ok=True)  # an old signature must not outlive a failed run
             atomic_write_json(folder / SIGNOFF_FILE, artifact_signoff(report, facts))
             write_provenance(folder, signing_key, release)
             sign_folder(folder, signing_key, tuple(certificate_chain))
             progress(f"signed {folder} ({SIGNOFF_FILE}, {PROVENANCE_FILE}, {SIGNATURE_FILE})")
-    except BaseException:
-        for path, data in backups.items():  # take back what this run wrote
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(data)
-        raise
     return folders
 
 
@@ -157,7 +155,7 @@ def _command(argv: list[str]) -> int:
         parser.error("--release is required (or --verify FOLDER)")
     release_dir = args.artifacts_dir or Path("artifacts") / args.release
     report_dir = args.report or Path("reports") / args.release
-    if not release_dir.is_dir() or not any(release_dir.glob(f"*/{MANIFEST_FILE}")):
+    if not release_dir.is_dir() or not artifact_folders(release_dir):
         raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
                          f"RELEASE={args.release}`)")
     from pipeline.release.keys import load_signing_key

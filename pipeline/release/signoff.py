@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.config.schema import ReleaseConfig
 from pipeline.errors import ExitCode, InputError, UsageError
 from pipeline.jsonfiles import load_json, read_json
-from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
+from pipeline.manifest import MANIFEST_FILE, Manifest, artifact_folders, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
 from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
@@ -438,16 +438,20 @@ def blocking_words(row: dict[str, Any]) -> str:
 
 def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: date | None = None,
             public_key: Path | None = None, require_signatures: bool = False, settings: ReleaseConfig | None = None,
-            baseline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Gather, judge and return the report as one JSON-ready dict (no files written); `baseline` is the previous
-    release's signoff.json, for the trend."""
+            baseline: dict[str, Any] | None = None, signing: bool = False) -> dict[str, Any]:
+    """Gather, judge and return the report as one JSON-ready dict (no report written; a `sign` killed half-way is
+    rolled back first, pipeline/release/journal.py); `baseline` is the previous
+    release's signoff.json, for the trend. `signing`: judged by `sign`, which replaces every signature, so the
+    signatures there are now (a half-signed release) are not judged: `make sign` is their fix."""
     today = today or datetime.now(timezone.utc).date()
     settings = settings or ReleaseConfig()
     if not release_dir.is_dir():
         raise SignoffError(f"{release_dir} does not exist: build the release first (`make matrix RELEASE={release}`)")
+    from pipeline.release import journal
+    journal.recover(release_dir)  # a `sign` killed half-way: rolled back, never judged half-signed
     waivers = load_waivers(waivers_path)
     artifacts, rows = [], []
-    for folder in sorted(p.parent for p in release_dir.glob(f"*/{MANIFEST_FILE}")):
+    for folder in artifact_folders(release_dir):
         facts, artifact_rows = inspect_artifact(folder)
         artifacts.append(facts)
         rows += artifact_rows
@@ -455,7 +459,8 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
     rows += build_rows + latency_rows(artifacts, settings) + size_rows(artifacts, settings) + build_speed_rows(artifacts)
     # Release trust (issue 18, pipeline/release/sign.py): a `signature` row per artifact once signatures are
     # required, given a key, or present; a missing or invalid signature is never waivable.
-    rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
+    if not signing:
+        rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
     apply_waivers(rows, waivers, today)
     blocking = [blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")]
     if not artifacts:
@@ -651,6 +656,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     images = plots(report) | bench_plot(out_dir)
     markdown, html = render(report, images)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # signoff.json goes first and comes back last: a run killed in between leaves no signoff.json (sign refuses and
+    # names `make signoff`), never the old verdict beside the new report's pages.
+    (out_dir / "signoff.json").unlink(missing_ok=True)
     for name, data in images.items():
         atomic_write_bytes(out_dir / name, data)
     atomic_write_bytes(out_dir / "signoff.md", markdown.encode())

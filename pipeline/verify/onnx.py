@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +35,12 @@ from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, cho
                                       state_drift,
                                       keep_decisions_within_noise, output_kind, output_scale)
 from pipeline.verify.padding import Baselines, error_alone, explain, movement, quantizes_at_run_time, summarize
-from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
+from pipeline.verify.planning import (child_timeout, host_cpu_features, limits_from, numerics_hint, plan_profiles,
+                                      resolve_reference_cpu)
 from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
                                     counted_why, overall_status)
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
+from pipeline.verify.scratch import scratch_folder
 
 # --- the evidence every profile is judged against ---------------------------------------------------
 def percentiles_ms(seconds: list[float]) -> dict:
@@ -371,9 +373,11 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
         return str((folder / path.name) if folder else path.resolve())
 
     started = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="quantgate-verify-"))
+    scratch = ExitStack()  # the work folder, marked as this process's (pipeline/verify/scratch.py)
+    work = scratch.enter_context(scratch_folder("quantgate-verify-"))
     profiles: dict[str, dict] = {}
     reference_record, evidence, selection, reference_cpu_record = None, None, None, None
+    native_seconds = None
     emulated_inputs = inputs
     try:
         if any(plan.not_verified is None for plan in plans):
@@ -381,6 +385,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             pending = padding if padding["status"] == "pending" else None
             reference_record, ran = run_reference(reference, inputs, work / "reference", native_n, cfg, pending,
                                                   batch_axes)
+            native_seconds = reference_record.get("wall_seconds")  # sizes every later child's timeout
             if ran is None:
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
@@ -393,7 +398,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                     evidence.padding = Baselines(fp32_padding(ran, evidence, pending), padding_arrays(ran, judged)[1],
                                                  dynamic=pending["dynamic"])
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
-                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes, pending)
+                    artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes, pending, native_seconds)
 
         # Each runtime prepared once per CPU family (a cached venv; on Arm a sysroot + aarch64 wheels,
         # pipeline.runtimes.arm), before any profile runs.
@@ -434,7 +439,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             record |= verify_on_profile(cpu, artifact, emulated_inputs if cpu.emulated else inputs, work / plan.key,
                                         ids, cfg, evidence, host, env.python if env else None,
                                         padding if padding["status"] == "pending" else None,
-                                        emulator_args=getattr(env, "emulator_args", ()))
+                                        emulator_args=getattr(env, "emulator_args", ()), native_seconds=native_seconds)
             disagreement = judge_prediction(record, problems) if not cpu.remote else None
             if disagreement:
                 record["runtime"]["disagreement"] = disagreement
@@ -462,7 +467,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             for future in running:
                 future.result()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.close()
 
     # The host's own run: `native`, or `native@<runtime>` when the build named a runtime.
     native_names = sorted((name for name in profiles if name.split("@")[0] == "native"), key=lambda n: n != "native")
@@ -470,8 +475,11 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
     if native_latency and reference_record and "latency" in reference_record:
         native_latency["fp32"] = reference_record["latency"]
     padding = summarize(padding, profiles, evidence.padding if evidence else None)
-    status = overall_status(profiles, failed_elsewhere=(reference_record is not None and evidence is None)
-                            or padding["status"] == "fail")
+    # the fp32 reference did not run: a failure, unless it could not be run at all here (a wedged runtime)
+    reference_lost = reference_record is not None and evidence is None
+    reference_wedged = reference_lost and reference_record["status"] == "not_verified"
+    status = overall_status(profiles, failed_elsewhere=(reference_lost and not reference_wedged)
+                            or padding["status"] == "fail", unverified_elsewhere=reference_wedged)
     report = VerifyReport(
         status=status, target=target.name, required_cpu_features=required, model_kind=model_kind, output_names=judged,
         artifact=ArtifactRef(shown(artifact), sha256_file(artifact), "onnx", bool(stamp), stamp.get("target_isa")),
@@ -496,15 +504,18 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
 
 
 def run_child(command: list[str], cpu: CpuProfile, out_dir: Path, cfg, emulator_args: list[str] | tuple[str, ...] = (),
-              uploads: dict[str, Path] | None = None) -> tuple[dict, tuple[dict, dict] | None]:
+              uploads: dict[str, Path] | None = None, native_seconds: float | None = None
+              ) -> tuple[dict, tuple[dict, dict] | None]:
     """One child on one CPU: the record of what happened, and its outputs (in `out_dir`) when it ran. On an
-    SSH host, `uploads` (name in the remote folder -> local file) are copied there first."""
+    SSH host, `uploads` (name in the remote folder -> local file) are copied there first. `native_seconds`: the
+    first native run's wall time, which sizes the child's timeout (None: this is that run)."""
     v = cfg.verify
+    timeout = child_timeout(v, cpu, native_seconds)
     if cpu.remote:
         results = [f"{REMOTE_OUT}/{name}" for name in CHILD_RESULTS]
-        run = remote.run_child(cpu, command, uploads or {}, out_dir, results, v.timeout_seconds, v.memory_limit_mb)
+        run = remote.run_child(cpu, command, uploads or {}, out_dir, results, timeout, v.memory_limit_mb)
     else:
-        run = run_under_profile(command, cpu, v.timeout_seconds, v.memory_limit_mb, emulator_args)
+        run = run_under_profile(command, cpu, timeout, v.memory_limit_mb, emulator_args)
     outcome = classify(run)
     record = {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
               "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
@@ -536,8 +547,8 @@ def run_reference(reference: Path, inputs: Path, out_dir: Path, samples: int, cf
 
 
 def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, emulated_n: int,
-                       evidence: Evidence, cfg, notes: list[str],
-                       padding: dict | None = None) -> tuple[dict, Path, dict]:
+                       evidence: Evidence, cfg, notes: list[str], padding: dict | None = None,
+                       native_seconds: float | None = None) -> tuple[dict, Path, dict]:
     """Run the artifact natively (no guard: a measurement, not a deployment), choose from that run the samples
     the emulated profiles get, and run the artifact on the reference CPU. Returns the sample selection, the
     .npz of the chosen samples, and the reference CPU's record; fills evidence.reference_cpu_* (and, given a
@@ -547,7 +558,7 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
         record, results = run_child(child_command(artifact, inputs, native_dir, native_n, guard=False,
                                                   custom_ops=cfg.verify.custom_op_libraries, padding_extra=extra,
                                                   batch_axes=evidence.batch_axes),
-                                    profile("native"), native_dir, cfg)
+                                    profile("native"), native_dir, cfg, native_seconds=native_seconds)
         if results is not None:
             break
     native = results[0] if results else None
@@ -585,7 +596,7 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
             record, results = run_child(child_command(artifact, emulated_inputs, ref_dir, 0, threads=1, guard=False,
                                                           custom_ops=cfg.verify.custom_op_libraries,
                                                           batch_axes=evidence.batch_axes),
-                                        cpu, ref_dir, cfg)
+                                        cpu, ref_dir, cfg, native_seconds=native_seconds)
         except EmulatorMissing as missing:
             record, results = {"status": "not_verified", "reason": str(missing)}, None
         outputs, ids = (results[0] if results else None), chosen
@@ -603,7 +614,7 @@ def prepare_comparison(artifact: Path, inputs: Path, work: Path, native_n: int, 
 
 def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evidence: Evidence | None,
                       host: frozenset[str], python: str | None = None, padding: dict | None = None,
-                      emulator_args: list[str] | tuple[str, ...] = ()) -> dict:
+                      emulator_args: list[str] | tuple[str, ...] = (), native_seconds: float | None = None) -> dict:
     """Run the artifact on one profile (in the runtime whose interpreter is `python`) in a child; the
     record of what happened and, if it ran, how well: against fp32, against the reference CPU, and (given
     `padding`) whether padding changes it."""
@@ -619,7 +630,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                             padding_extra=padding["extra_tokens"] if padding else 0, custom_ops=custom_ops,
                             batch_axes=evidence.batch_axes if evidence else None)
     try:
-        record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads)
+        record, results = run_child(command, cpu, out_dir, cfg, emulator_args, uploads, native_seconds)
     except (EmulatorMissing, remote.HostUnavailable) as missing:
         return {"status": "not_verified", "reason": str(missing), "wall_seconds": 0.0}
     record |= {"emulated": cpu.emulated, "qemu_cpu": cpu.qemu_cpu, "threads": threads}
@@ -800,8 +811,7 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
     names = [manifest.model_file, manifest.reference_file, manifest.heldout_file]
     for model in names[:2]:
         names += [str(Path(model).parent / location) for location in external_data_locations(manifest.path(model))]
-    with tempfile.TemporaryDirectory(prefix="quantgate-snapshot-") as scratch:
-        snapshot = Path(scratch)
+    with scratch_folder("quantgate-snapshot-") as snapshot:
         for name in dict.fromkeys(names):
             (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
             try:

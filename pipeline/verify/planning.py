@@ -31,6 +31,17 @@ class Plan:
         return self.name if self.runtime.pinned else f"{self.name}@{self.runtime.name}"
 
 
+def child_timeout(v, cpu, native_seconds: float | None) -> float:
+    """Seconds a child on `cpu` may run: verify.timeout_seconds when set, else sized to the work by the first native
+    run's wall time `native_seconds` (None: this is that run); see VerifyConfig."""
+    if v.timeout_seconds is not None:
+        return float(v.timeout_seconds)
+    if native_seconds is None:
+        return float(v.first_run_timeout_seconds)
+    slowdown = v.emulation_slowdown if cpu.emulated else v.native_slowdown
+    return round(float(v.startup_timeout_seconds) + float(slowdown) * native_seconds, 1)
+
+
 def host_cpu_features(cfg) -> frozenset[str]:
     if cfg.verify.assume_host_features is not None:
         return frozenset(cfg.verify.assume_host_features)

@@ -10,7 +10,6 @@ library is mapped. Writes verify.json beside the package.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from pipeline.isa import audit
 from pipeline.isa.targets import profile
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
 from pipeline.verify.fidelity import compare_cpus, judge, output_scale
-from pipeline.verify.planning import host_cpu_features, limits_from, with_extra_profiles
+from pipeline.verify.planning import child_timeout, host_cpu_features, limits_from, with_extra_profiles
 from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
                                     counted_why, overall_status)
 from pipeline.verify.sandbox import classify, run_under_profile
+from pipeline.verify.scratch import scratch_folder
 
 
 
@@ -73,10 +73,10 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                               "reason": f"this host lacks {', '.join(missing)}", "requirement_met": False}
             continue
         samples = min(v.emulated_max_samples if cpu.emulated else v.native_max_samples, len(fp32_all["output"]))
-        with tempfile.TemporaryDirectory() as scratch:
-            out = Path(scratch) / "outputs.npz"
+        with scratch_folder("quantgate-verify-") as scratch:
+            out = scratch / "outputs.npz"
             run = run_under_profile(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
-                                    v.timeout_seconds, v.memory_limit_mb)
+                                    child_timeout(v, cpu, None), v.memory_limit_mb)
             outcome = classify(run)
             record = {"cpu": name, "status": outcome.status, "expected": expected, "required": True,
                       "why": f"{name} has every feature the package needs" if not missing else

@@ -32,10 +32,13 @@ raises HostUnavailable with the reason, which the verifier records as `not_verif
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
-import tempfile
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ from pathlib import Path
 from pipeline.isa.targets import CpuProfile
 from pipeline.paths import SOURCE_ROOT
 from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, run_limited
+from pipeline.verify.scratch import OWNER_FILE, scratch_folder
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
@@ -100,15 +104,51 @@ class Host:
             raise HostUnavailable(self.why_failed(lines))
         return code, lines
 
-    def copy(self, sources: list[Path], destination: str, download: bool = False) -> None:
-        """scp `sources` into the remote folder `destination`, or (download) remote paths into a local folder."""
-        paths = [self.remote_path(str(s)) for s in sources] if download else [str(s) for s in sources]
-        target = destination if download else self.remote_path(destination)
-        code, timed_out, _, lines = run_limited(["scp", "-q", "-r", *self.options("-P"), *paths, target],
-                                                SESSION_SECONDS, None)
-        if timed_out or code != 0:
-            raise HostUnavailable(self.why_failed(lines) if not timed_out else
-                                  f"{self.where}: copying {'from' if download else 'to'} the host hung")
+    def stream(self, remote_command: str, what: str, stdin=None, stdout=None) -> None:
+        """Run `remote_command` with a local file as its stdin or stdout, over the SSH channel itself: files travel
+        as a tar stream (`tar -x` / `tar -c` there), so a host whose sshd has no SFTP subsystem (dropbear, hardened
+        hosts; OpenSSH's scp speaks SFTP since 9.0) works as well as any other."""
+        process = subprocess.Popen(self.ssh(remote_command), stdin=stdin or subprocess.DEVNULL,
+                                   stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, errors = process.communicate(timeout=SESSION_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise HostUnavailable(f"{self.where}: {what} hung (no end within {SESSION_SECONDS} s)") from None
+        lines = errors.decode(errors="replace").splitlines()
+        if process.returncode == SSH_EXIT_ERROR:
+            raise HostUnavailable(self.why_failed(lines))
+        if process.returncode != 0:
+            said = " ".join(line.strip() for line in lines if line.strip())[-300:] or f"exit {process.returncode}"
+            raise HostUnavailable(f"{self.where}: {what} failed there ({said}); the host needs `tar` on its PATH")
+
+    def upload(self, sources: list[Path], destination: str, scratch: Path) -> None:
+        """Copy local files and folders `sources` into the remote folder `destination` (one tar stream)."""
+        bundle = scratch / ".upload.tar"
+        with tarfile.open(bundle, "w") as tar:
+            for source in sources:
+                tar.add(source, arcname=source.name)
+        try:
+            with open(bundle, "rb") as stdin:
+                self.stream(f"tar -xf - -C {shlex.quote(destination)}", "copying to the host", stdin=stdin)
+        finally:
+            bundle.unlink(missing_ok=True)
+
+    def download(self, folder: str, names: list[str], out_dir: Path) -> None:
+        """Copy the remote files `names` (relative to `folder`) into `out_dir`, each by its base name."""
+        bundle = out_dir / ".download.tar"
+        try:
+            with open(bundle, "wb") as stdout:
+                self.stream(f"cd {shlex.quote(folder)} && tar -cf - {shlex.join(names)}", "copying from the host",
+                            stdout=stdout)
+            with tarfile.open(bundle) as tar:
+                for member in tar.getmembers():
+                    if member.isfile():
+                        member.name = Path(member.name).name
+                        tar.extract(member, out_dir, filter="data")
+        finally:
+            bundle.unlink(missing_ok=True)
 
     def why_failed(self, lines: list[str]) -> str:
         said = " ".join(line.strip() for line in lines if line.strip())[-400:] or "no message"
@@ -150,14 +190,13 @@ class _Session:
         return self
 
     def upload(self, files: dict[str, Path]) -> None:
-        """Copy the child's sources and `files` (name in the folder -> local path) there, in one scp."""
-        with tempfile.TemporaryDirectory(prefix="quantgate-upload-") as scratch:
-            staging = Path(scratch)
+        """Copy the child's sources and `files` (name in the folder -> local path) there, in one tar stream."""
+        with scratch_folder("quantgate-upload-") as staging:
             for source in CHILD_SOURCES:
                 copy_into(SOURCE_ROOT / source, staging / source)
             for name, path in files.items():
                 copy_into(path, staging / name)
-            self.host.copy(sorted(staging.iterdir()), self.folder + "/")
+            self.host.upload(sorted(p for p in staging.iterdir() if p.name != OWNER_FILE), self.folder, staging)
 
     def run(self, command: list[str], timeout_seconds: float | None = None, memory_limit_mb: int | None = None
             ) -> tuple[int | None, bool, list[str]]:
@@ -182,7 +221,7 @@ class _Session:
 
     def download(self, names: list[str], out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.host.copy([f"{self.folder}/{name}" for name in names], str(out_dir), download=True)
+        self.host.download(self.folder, names, out_dir)
 
     def __exit__(self, *failure) -> None:
         try:

@@ -165,13 +165,14 @@ def counted_why(required: bool, why: str) -> str:
             f"are reported only")
 
 
-def overall_status(profiles: dict[str, dict], failed_elsewhere: bool = False) -> str:
+def overall_status(profiles: dict[str, dict], failed_elsewhere: bool = False, unverified_elsewhere: bool = False) -> str:
     """The verdict of a verification (pass | fail | not_verified), from the profiles that count (`required`) and
-    the checks of the artifact as a whole (`failed_elsewhere`). An informational profile never decides it,
-    whatever its own status; with none that counts, nothing was verified."""
+    the checks of the artifact as a whole (`failed_elsewhere`; `unverified_elsewhere`: one that could not be made
+    here, e.g. a wedged runtime). An informational profile never decides it, whatever its own status; with none
+    that counts, nothing was verified."""
     counted = [p for p in profiles.values() if p["required"]]
     failed = failed_elsewhere or any(not p["requirement_met"] and p["status"] != "not_verified" for p in counted)
-    unverified = not counted or any(p["status"] == "not_verified" for p in counted)
+    unverified = unverified_elsewhere or not counted or any(p["status"] == "not_verified" for p in counted)
     return "fail" if failed else "not_verified" if unverified else "pass"
 
 

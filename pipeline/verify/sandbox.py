@@ -168,12 +168,27 @@ def classify(run: ChildRun) -> Outcome:
     return _classify(run)
 
 
+def timed_out(run: ChildRun, cpu: str) -> Outcome:
+    """A child past its timeout could not be verified: the emulator, the runtime or the host it ran on hung or is far
+    slower than the work needs. Named, never blamed on the artifact or the guard."""
+    if run.emulator:
+        what = f"the emulator {Path(run.emulator[0]).name} ({' '.join(run.emulator[1:3])})"
+        check = f"check it runs programs (`{shlex.join([run.emulator[0], *run.emulator[1:3]])} /bin/true`)"
+    elif run.host is not None:
+        what, check = f"the lab host {run.host} ({run.command[0] if run.command else 'its runtime'})", "check the host"
+    else:
+        program = run.command[0] if run.command else "the runtime"
+        what, check = f"the runtime ({program})", "check it runs (`" + shlex.join([program, "-c", "pass"]) + "`)"
+    return Outcome("not_verified", "timeout", f"{what} did not finish on {cpu} within {run.timeout_seconds:g} s and was "
+                   f"killed with its process group: it hung or is far slower than this work needs; {check}, or give it "
+                   f"longer with verify.timeout_seconds")
+
+
 def _classify(run: ChildRun) -> Outcome:
     cpu = "this host" if run.profile == "native" else run.profile
     last_line = next((line for line in reversed(run.stderr_tail) if line.strip()), "(no output)")
     if run.timed_out:
-        return Outcome("fail", "timeout", f"timed out after {run.timeout_seconds:g} s on {cpu} and was killed with its "
-                       f"process group; raise verify.timeout_seconds or lower the sample count")
+        return timed_out(run, cpu)
     if run.returncode == 0:
         return Outcome("pass", None, "ran to completion")
     if run.returncode == EXIT_REFUSED:

@@ -72,6 +72,22 @@ def load_config(target: str, overrides: list[str]):
     return cfg
 
 
+def check_report_destination(out: Path, folder: Path | None = None) -> None:
+    """Refuse, before any work, a report path whose writing would destroy or change something quantgate did not
+    make for it (pipeline/outputs.py): a file that is not a verify report (`--out notes.txt`, `--out A/model.onnx`),
+    a new file in an artifact folder, or the verify.json of a signed folder (its signature covers it)."""
+    from pipeline.outputs import check_output_file
+    from pipeline.verify.report import VerifyReport, VerifyReportError
+
+    def ours(path: Path) -> bool:
+        try:
+            VerifyReport.load(path)
+        except VerifyReportError:
+            return False
+        return True
+    check_output_file(out, "--out", ours, VERIFY_FILE, f" (`make verify ARTIFACT_DIR={folder or out.parent} OUT=FILE`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`quantgate verify` (also `python -m pipeline.verify.stage`)."""
     return run_command("quantgate verify", _command, argv)
@@ -90,13 +106,15 @@ def _command(argv: list[str]) -> int:
         if args.artifact or args.reference or args.inputs:
             raise UsageError("give either --artifact-dir or --artifact/--reference/--inputs, not both")
         manifest = Manifest.load(args.artifact_dir)
+        check_report_destination(args.out or manifest.path(VERIFY_FILE), manifest.folder)
         report = verify_folder(load_config(args.target or manifest.target, args.overrides), manifest, args.out)
     else:
         if not (args.artifact and args.reference and args.inputs and args.target):
             raise UsageError("give --artifact-dir DIR, or all of --artifact, --reference, --inputs and --target")
+        out = args.out or args.artifact.parent / VERIFY_FILE
+        check_report_destination(out)
         cfg = load_config(args.target, args.overrides)
-        report = verify_files(args.artifact, args.reference, args.inputs, cfg,
-                              args.out or args.artifact.parent / VERIFY_FILE)
+        report = verify_files(args.artifact, args.reference, args.inputs, cfg, out)
     return exit_code(report["status"])
 
 

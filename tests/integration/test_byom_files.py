@@ -45,7 +45,7 @@ def test_onnx_file_builds_static_and_verifies_on_haswell_and_native(user_files, 
                  f"calibration.path={user_files['calib']}", "mode=static", f"artifacts_dir={tmp_path}", *SMALL,
                  *PROFILES]
     assert quantize_task(compose_config(overrides), overrides) == 0
-    folder = tmp_path / "onnx-static-avx2"
+    folder = tmp_path / f"{user_files['model'].stem}-static-avx2"  # named after the model file
     assert verified_profiles(folder) == {"haswell": "pass", "native": "pass"}
     manifest = Manifest.load(folder)
     assert manifest.model_kind == "generic"
@@ -69,7 +69,7 @@ def test_torch_factory_builds_dynamic_and_verifies_on_haswell_and_native(user_fi
     overrides = ["model=torch", FACTORY, "model.kind=classifier", f"calibration.path={user_files['torch_npz']}",
                  "mode=dynamic", f"artifacts_dir={tmp_path}", *SMALL, *PROFILES]
     assert quantize_task(compose_config(overrides), overrides) == 0
-    folder = tmp_path / "torch-dynamic-avx2"
+    folder = tmp_path / "build-dynamic-avx2"  # named after the factory function
     assert verified_profiles(folder) == {"haswell": "pass", "native": "pass"}
     manifest = Manifest.load(folder)
     # Inputs in the forward's order (the factory gave a dict in another order); labels give a real accuracy.
@@ -85,9 +85,9 @@ def test_torch_factory_builds_with_qat_by_self_distillation(user_files, tmp_path
                  "mode=qat", "mode.qat_steps=10", f"artifacts_dir={tmp_path}", *SMALL, "target=avx2",
                  "verify.profiles=[native]", "verify.reference_cpu=native"]
     assert quantize_task(compose_config(overrides), overrides) == 0
-    manifest = Manifest.load(tmp_path / "torch-qat-avx2")
+    manifest = Manifest.load(tmp_path / "build-qat-avx2")
     assert "self-distillation" in manifest.qat["objective"] and manifest.qat["steps"] == 10
-    assert verified_profiles(tmp_path / "torch-qat-avx2") == {"native": "pass"}
+    assert verified_profiles(tmp_path / "build-qat-avx2") == {"native": "pass"}
 
 
 def test_the_config_hash_names_the_files_by_content_not_by_folder(tmp_path):

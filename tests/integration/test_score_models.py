@@ -22,7 +22,7 @@ def test_a_reranker_score_is_held_to_its_correlation_with_fp32(tmp_path):
             "mode=static", "target=avx2", "verify.profiles=[haswell,native]",
             "verify.reference_cpu=native", "verify.emulated_max_samples=2", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
-    manifest = Manifest.load(tmp_path / "artifacts" / "hf-static-avx2")
+    manifest = Manifest.load(tmp_path / "artifacts" / f"{reranker.name}-static-avx2")
     assert manifest.fallback.budget == "score correlation >= 0.98"
     first = manifest.fallback.steps[0]
     # the first int8 model reordered the scores: caught
@@ -42,7 +42,7 @@ def test_one_value_per_token_is_held_to_its_correlation_over_the_tokens(tmp_path
             f"calibration.data_files=[{words}]", "calibration.text_column=words", "mode=dynamic", "target=avx2",
             "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
-    manifest = Manifest.load(tmp_path / "artifacts" / "hf-dynamic-avx2")
+    manifest = Manifest.load(tmp_path / "artifacts" / f"{model.name}-dynamic-avx2")
     assert manifest.fallback.budget == "score correlation >= 0.98"
     assert 0.98 <= manifest.int8_metrics["validation_score_correlation"] < 1.0
     native = json.loads(manifest.path("verify.json").read_text())["profiles"]["native"]
@@ -63,7 +63,7 @@ def test_several_regressed_values_are_values_not_classes(tmp_path):
             f"calibration.data_files=[{data}]", "calibration.text_column=sentence", "mode=dynamic", "target=avx2",
             "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
-    manifest = Manifest.load(tmp_path / "artifacts" / "hf-dynamic-avx2")
+    manifest = Manifest.load(tmp_path / "artifacts" / f"{model.name}-dynamic-avx2")
     assert manifest.model_kind == "generic" and manifest.output_names == ["logits"]
     assert manifest.fallback.budget.startswith("cosine mean >= ")
     native = json.loads(manifest.path("verify.json").read_text())["profiles"]["native"]

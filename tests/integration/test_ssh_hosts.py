@@ -61,8 +61,9 @@ def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(folder: Path) -> Server:
-    """A real sshd on 127.0.0.1, root login by the key made here only; skips when it cannot start."""
+def start_sshd(folder: Path, sftp: bool = True) -> Server:
+    """A real sshd on 127.0.0.1, root login by the key made here only (`sftp=False`: without an SFTP subsystem, as
+    dropbear and hardened hosts run); skips when it cannot start."""
     if not Path(SSHD).is_file() or shutil.which("ssh") is None:
         pytest.skip(f"needs OpenSSH ({SSHD} and ssh): `apt-get install openssh-server`")
     if os.geteuid() != 0:
@@ -78,7 +79,7 @@ def start_sshd(folder: Path) -> Server:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"Subsystem sftp internal-sftp\nPidFile {folder / 'sshd.pid'}\nLogLevel ERROR\n")
+        f"{'Subsystem sftp internal-sftp' if sftp else ''}\nPidFile {folder / 'sshd.pid'}\nLogLevel ERROR\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")], stderr=subprocess.PIPE)
     for _ in range(100):
@@ -96,6 +97,13 @@ def start_sshd(folder: Path) -> Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     running = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server_without_sftp(tmp_path_factory):
+    running = start_sshd(tmp_path_factory.mktemp("sshd-no-sftp"), sftp=False)
     yield running
     running.stop()
 
@@ -134,6 +142,26 @@ def test_avx2_artifact_passes_on_the_ssh_host_and_its_cpu_is_recorded(tmp_path, 
     assert "mismatch" not in lab["host"] and lab["fidelity"]["cosine_worst"] > 0.99
     assert lab["command"].startswith("cd ") and "ssh " in lab["command"] and "BatchMode=yes" in lab["command"]
     assert remote_folders() == before  # what was copied there is gone
+
+
+def test_a_host_whose_sshd_has_no_sftp_subsystem_is_verified(tmp_path, server_without_sftp):
+    """Files travel as a tar stream over the SSH channel, not by scp (which speaks SFTP since OpenSSH 9.0): a host
+    without an SFTP subsystem (dropbear, hardened hosts) works ("OpenSSH failed (scp: Connection closed)" before)."""
+    server = server_without_sftp
+    probe = tmp_path / "probe.txt"
+    probe.write_text("x")
+    scp = subprocess.run(["scp", "-q", "-P", str(server.port), "-o", "BatchMode=yes", "-i", str(server.user_key),
+                          "-o", f"UserKnownHostsFile={server.known_hosts}", str(probe), "root@127.0.0.1:/tmp/"],
+                         capture_output=True, text=True, timeout=60)
+    if scp.returncode == 0:
+        pytest.skip("this OpenSSH's scp does not use SFTP: the server cannot show the difference")
+    folder = make_artifact_folder(tmp_path / "tiny-dynamic-x86_64_v2", target="x86_64_v2")
+    profiles = write_profile(tmp_path / "profiles", server)
+    before = remote_folders()
+    code, report = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab]")
+    lab = report["profiles"]["lab"]
+    assert code == ExitCode.OK and lab["status"] == "pass" and lab["requirement_met"], lab
+    assert remote_folders() == before
 
 
 @requires_host_features("avx2", why="the lab host is this machine, and the custom-op library is built with -mavx2")
@@ -212,7 +240,7 @@ def test_a_run_killed_half_way_leaves_nothing_on_the_host(tmp_path, server):
     run = remote.run_child(cpu, ["python", "-c", f"import time; time.sleep({marker})"], {}, tmp_path / "out", [],
                            timeout_seconds=1, memory_limit_mb=4096)
     outcome = classify(run)
-    assert run.timed_out and (outcome.status, outcome.failure) == ("fail", "timeout")
+    assert run.timed_out and (outcome.status, outcome.failure) == ("not_verified", "timeout")
     assert remote_folders() == before
     survivors = subprocess.run(["pgrep", "-f", f"time.sleep\\({marker}"], capture_output=True, text=True).stdout
     assert survivors == "", "the timed-out child is still running on the host"

@@ -77,7 +77,7 @@ def test_unnamed_nodes_get_names_a_user_and_the_gate_can_use(tmp_path):
             "mode.nodes_to_exclude=[MatMul_2]", "verify.min_top1_agreement=0.75",
             "verify.profiles=[native]", "verify.reference_cpu=native", f"artifacts_dir={tmp_path / 'artifacts'}"]
     assert quantize_task(compose_config(args), args) == 0
-    manifest = Manifest.load(tmp_path / "artifacts" / "onnx-dynamic-avx2")
+    manifest = Manifest.load(tmp_path / "artifacts" / "unnamed-dynamic-avx2")
     reference = [node.name for node in onnx.load(str(manifest.path("reference.onnx"))).graph.node]
     assert reference == ["MatMul_0", "Relu_1", "MatMul_2", "ArgMax_3"]
     int8 = {node.name: node.op_type for node in onnx.load(str(manifest.path("model.onnx"))).graph.node}

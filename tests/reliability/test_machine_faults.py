@@ -50,6 +50,41 @@ def test_a_broken_emulator_on_path_is_named_not_blamed_on_the_artifact(standalon
         assert str(fake) in profiles[name]["reason"] and "reinstall" in profiles[name]["reason"]
 
 
+def test_a_hanging_emulator_is_not_verified_naming_it_within_a_timeout_sized_to_the_work(standalone, tmp_path):
+    """A wedged emulator: `not_verified` (exit 4) naming it, on the floor CPU and on the CPU the guard must refuse on
+    (never "the guard should have refused it", exit 1); its timeout is sized by the native run's time (here scaled
+    down: 2 s + 1 x the native run), not a fixed 15 minutes per profile."""
+    fake = tmp_path / "bin" / "qemu-x86_64"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake.chmod(0o755)
+    out = tmp_path / "v.json"
+    result = verify_files(standalone, out, "verify.profiles=[native,haswell,nehalem]",
+                          "verify.startup_timeout_seconds=2", "verify.emulation_slowdown=1",
+                          env={"PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert "Traceback" not in result.stderr and result.returncode == 4, result.stderr[-2000:]
+    profiles = profiles_of(out)
+    assert profiles["native"]["status"] == "pass"
+    for name in ("haswell", "nehalem"):
+        entry = profiles[name]
+        assert (entry["status"], entry["failure"]) == ("not_verified", "timeout"), entry
+        assert "the emulator qemu-x86_64" in entry["reason"] and "did not finish" in entry["reason"], entry
+        assert "guard" not in entry["reason"] and entry["wall_seconds"] < 60
+
+
+def test_the_default_timeout_is_sized_to_the_work():
+    from pipeline.config import compose_config
+    from pipeline.isa.targets import profile
+    from pipeline.verify.planning import child_timeout
+    v = compose_config(["target=avx2"]).verify
+    assert v.timeout_seconds is None
+    first, native, emulated = (child_timeout(v, profile("native"), None), child_timeout(v, profile("native"), 2.0),
+                               child_timeout(v, profile("haswell"), 2.0))
+    assert first == v.first_run_timeout_seconds and native < emulated < 900  # not 15 minutes per profile
+    assert child_timeout(v, profile("haswell"), 20.0) > emulated  # more work, more time
+    assert child_timeout(compose_config(["verify.timeout_seconds=30"]).verify, profile("haswell"), 2.0) == 30
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("profiles", ["[native]", "[native,nehalem]"])
 def test_a_memory_limit_too_small_for_the_interpreter_is_named(standalone, tmp_path, profiles):

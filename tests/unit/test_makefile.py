@@ -65,3 +65,12 @@ def test_models_users_bring_default_to_mode_auto_and_an_explicit_mode_wins():
     assert re.search(r"^  ARTIFACT_DIR +artifacts/torch-auto-avx2$", make("help", "MODEL=torch"), re.M)
     assert "mode=static" in make("-n", "quantize", "MODEL=hf", "MODE=static")
     assert "mode=dynamic" in make("-n", "quantize")  # the built-in models as before
+
+
+def test_verify_of_a_users_model_finds_the_folder_quantgate_names_after_it():
+    """MODEL=onnx, hf, torch: the folder is named after the model (pipeline/build/task.py: artifact_name), so the
+    Makefile asks quantgate for it, as `quantgate build --artifact-folder` prints it."""
+    onnx = make("-n", "verify", "MODEL=onnx", "MODE=static", "ARGS=model.path=models/detector.onnx")
+    assert "--artifact-dir artifacts/detector-static-avx2 " in onnx
+    torch = make("-n", "verify", "MODEL=torch", "ARGS=model.factory=my_models:make_net")
+    assert "--artifact-dir artifacts/make_net-auto-avx2 " in torch
