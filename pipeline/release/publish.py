@@ -117,7 +117,15 @@ def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifa
 
 def publish_release(release: str, release_dir: Path, report_dir: Path, registry: str, public_key: Path,
                     force: bool = False, waivers: Path | None = None, progress=print) -> list[dict[str, Any]]:
-    """Push every artifact of a ready, signed release; returns one record per artifact."""
+    """Push every artifact of a ready, signed release; returns one record per artifact. One publish of a release
+    at a time (pipeline/release/lock.py): a second is refused, naming the first."""
+    from pipeline.release.lock import release_lock
+    with release_lock(release_dir, "publish"):
+        return _publish(release, release_dir, report_dir, registry, public_key, force, waivers, progress)
+
+
+def _publish(release: str, release_dir: Path, report_dir: Path, registry: str, public_key: Path, force: bool,
+             waivers: Path | None, progress) -> list[dict[str, Any]]:
     from pipeline.release.sign import judge
     host, namespace = split_registry(registry)
     check_tag(release)
