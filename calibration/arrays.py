@@ -84,15 +84,16 @@ MAX_NPZ_BYTES = 4 << 30
 def check_declared_sizes(file: Path, limit: int = MAX_NPZ_BYTES) -> None:
     """Refuse an .npz whose members declare more than `limit` bytes in all, or whose .npy header declares an
     array of another size than the member holds (a crafted or damaged file), before any array is unpacked."""
-    total = 0
     try:
         with zipfile.ZipFile(file) as archive:
-            for info in archive.infolist():
-                total += info.file_size
-                if total > limit:
-                    raise CalibrationError(f"{file} unpacks to more than {limit / 2**30:.0f} GiB ({info.filename} "
-                                           f"alone declares {info.file_size / 2**30:.3g} GiB): a zip bomb, or data "
-                                           f"too large to load whole; give a smaller sample")
+            members = archive.infolist()
+            total = sum(info.file_size for info in members)
+            if total > limit:
+                largest = max(members, key=lambda info: info.file_size)
+                raise CalibrationError(f"{file} unpacks to more than {limit / 2**30:.0f} GiB ({total / 2**30:.3g} GiB; "
+                                       f"{largest.filename} alone declares {largest.file_size / 2**30:.3g} GiB): a zip "
+                                       f"bomb, or data too large to load whole; give a smaller sample")
+            for info in members:
                 if info.filename.endswith(".npy"):
                     _check_npy_header(file, archive, info)
     except (zipfile.BadZipFile, OSError, EOFError) as error:
