@@ -10,9 +10,11 @@ only when the verdict is `ready`; 1 when `blocked`;
 
 A release is blocked by any of: a file whose bytes no longer match its manifest (never waivable:
 rebuild), a verify.json made for other bytes (never waivable), an artifact never verified, a required
-CPU profile that did not meet its requirement, a missing matrix.json or a combination asked for that is not
-in the release, int8 slower than fp32 beyond release.max_latency_ratio, or a waiver
-that covers one of these but has expired. A valid waiver turns a failure into `waived`.
+CPU profile that did not meet its requirement, the target's floor CPU not verified at all, a missing, empty or
+malformed matrix.json or a combination asked for that is not in the release, a folder whose name, manifest and
+stamp disagree (never waivable), a model left mostly fp32, int8 slower than fp32 beyond release.max_latency_ratio
+and beyond the timings' noise, or a waiver that covers one of these but has expired. A valid waiver turns a
+failure into `waived`. The checks of the evidence itself are in pipeline/release/evidence.py.
 """
 from __future__ import annotations
 

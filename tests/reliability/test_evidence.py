@@ -273,3 +273,17 @@ def test_the_same_key_is_read_under_the_group_that_reads_it():
     assert unread_keys(compose_config([])) == []  # no default is refused
     for model in ("minilm", "digits_cnn", "hf", "onnx", "torch"):
         assert unread_keys(compose_config([f"model={model}"])) == [], model
+
+
+def test_a_damaged_outcome_of_a_sweep_job_is_recorded_as_crashed_not_lost(tmp_path):
+    """matrix.json is made from each job's outcome.json: one cut short or of the wrong shape is a `crashed`
+    combination (which blocks the signoff), never a crash of the table or a combination left out."""
+    from pipeline.release.matrix import collect
+    for job, content in (("0", '{"artifact": '), ("1", "[]"), ("2", None)):
+        (tmp_path / job).mkdir()
+        if content is not None:
+            (tmp_path / job / "outcome.json").write_text(content)
+    outcomes = collect(tmp_path)
+    assert [o["outcome"] for o in outcomes] == ["crashed"] * 3
+    assert "outcome.json cannot be read" in outcomes[0]["reason"] and "lacks the outcome's keys" in outcomes[1]["reason"]
+    assert "died without recording an outcome" in outcomes[2]["reason"]
