@@ -294,6 +294,9 @@ READ_ONLY_UNDER = {
     "calibration.text_column": ("calibration.source", ("files", "hub")),
     "calibration.text_pair_column": ("calibration.source", ("files", "hub")),
     "calibration.label_column": ("calibration.source", ("files", "hub", "images")),
+    "model.name_or_path": ("model.family", ("text_embedding", "hf")),
+    "model.max_length": ("model.family", ("text_embedding", "hf")),
+    "model.train_steps": ("model.family", ("digits_cnn",)),
     "model.path": ("model.family", ("onnx",)),
     "model.factory": ("model.family", ("torch",)),
     "model.task": ("model.family", ("hf",)),
@@ -304,6 +307,7 @@ READ_ONLY_UNDER = {
 }
 # The config group that chooses each `chooser` key, and how its choices are spelled on the command line.
 CHOOSER_GROUPS = {"calibration.source": "calibration", "model.family": "model", "mode.name": "mode"}
+MODEL_CHOICES = {"text_embedding": "minilm"}  # model families whose conf/model/ option has another name
 
 
 def _schema_default(key: str):
@@ -326,8 +330,8 @@ def unread_keys(cfg) -> list[str]:
         if chosen in readers or _plain(value) == _schema_default(key):
             continue
         group = CHOOSER_GROUPS[chooser]
-        choices = " or ".join(f"{group}={reader}" for reader in readers) if group != "model" else \
-            " or ".join(f"model={reader}" for reader in readers)
+        choices = " or ".join(f"{group}={MODEL_CHOICES.get(reader, reader) if group == 'model' else reader}"
+                              for reader in readers)
         found.append(f"{key}={_plain(value)!r} is read only with {choices} ({chooser} here is {chosen})")
     return found
 

@@ -256,6 +256,9 @@ def test_labels_no_output_is_judged_against_are_named_not_silently_ignored(stand
                                  "model.family here is text_embedding"]),
     (["model.factory=pkg:make"], ["is read only with model=torch"]),
     (["mode.qat_steps=5"], ["mode.qat_steps=5 is read only with mode=qat", "mode.name here is dynamic"]),
+    (["model=digits_cnn", "model.name_or_path=/models/bert"], ["model.name_or_path='/models/bert' is read only "
+                                                                "with model=minilm or model=hf"]),
+    (["model.train_steps=5"], ["model.train_steps=5 is read only with model=digits_cnn"]),
     (["model=digits_cnn", "calibration.text_column=body"], ["calibration.text_column='body' is read only with "
                                                             "calibration=files or calibration=hub"]),
 ])
