@@ -1,6 +1,7 @@
 """What a signoff requires beyond each artifact's own verify.json: that the evidence is the evidence it names.
 
-Each check returns signoff rows (pipeline/release/signoff.py `_row`) for one artifact folder:
+Each check returns signoff rows (pipeline/release/signoff.py `_row`) for one artifact folder (`artifact_stamp`
+reads the stamp the model file carries, for these checks and for publishing):
 
 - `identity_rows`: the folder's name is the name its (signed) manifest.json was built under, and the model file's
   stamp says the mode and target the manifest says: two signed folders swapped by name are caught (never waivable).
@@ -21,6 +22,19 @@ from pipeline.paths import CONF_DIR
 Row = Callable[..., dict[str, Any]]
 # Above this share of weight-bearing compute nodes left fp32, the artifact is mostly an fp32 model stamped int8.
 MAX_FP32_SHARE = 0.5
+
+
+def artifact_stamp(manifest) -> dict[str, str]:
+    """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
+    from pipeline.guard import StampError, read_stamp
+    model = manifest.path(manifest.model_file)
+    try:
+        if model.suffix == ".pt2":
+            from pipeline.guard.pt2 import read_package_stamp
+            return read_package_stamp(model) or dict(manifest.stamp)
+        return read_stamp(model) or dict(manifest.stamp)
+    except (StampError, OSError, ValueError):
+        return dict(manifest.stamp)
 
 
 def identity_rows(row: Row, folder: Path, manifest, stamp: dict[str, str]) -> list[dict[str, Any]]:

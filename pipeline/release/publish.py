@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.manifest import MANIFEST_FILE, Manifest
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
+from pipeline.release.evidence import artifact_stamp
 from pipeline.release.oci import (ANNOTATION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TITLE, Registry,
                                   check_tag, media_type, split_registry)
 
@@ -80,19 +81,6 @@ def annotations(manifest: Manifest, release: str) -> dict[str, str]:
     if f"{ANNOTATION}required_cpu_features" not in values:
         values[f"{ANNOTATION}required_cpu_features"] = json.dumps(manifest.required_cpu_features)
     return values
-
-
-def artifact_stamp(manifest: Manifest) -> dict[str, str]:
-    """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
-    from pipeline.guard import StampError, read_stamp
-    model = manifest.path(manifest.model_file)
-    try:
-        if model.suffix == ".pt2":
-            from pipeline.guard.pt2 import read_package_stamp
-            return read_package_stamp(model) or dict(manifest.stamp)
-        return read_stamp(model) or dict(manifest.stamp)
-    except (StampError, OSError, ValueError):
-        return dict(manifest.stamp)
 
 
 def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifact:

@@ -34,7 +34,7 @@ from pipeline.errors import ExitCode, InputError, UsageError
 from pipeline.jsonfiles import read_json
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
-from pipeline.release.evidence import floor_rows, identity_rows, int8_rows, report_rows
+from pipeline.release.evidence import artifact_stamp, floor_rows, identity_rows, int8_rows, report_rows
 from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
 from pipeline.release.provenance import build_config, quantgate_source
@@ -208,7 +208,6 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
                          f"signed off", waivable=False))
     else:
         rows.append(_row(name, "files", "intact", True, f"all {len(files)} files match the sha256 in manifest.json"))
-    from pipeline.release.publish import artifact_stamp
     rows += identity_rows(_row, folder, manifest, artifact_stamp(manifest)) + int8_rows(_row, folder, manifest)
 
     verify_path = folder / VERIFY_FILE
