@@ -548,6 +548,12 @@ def version_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- rendering ---------------------------------------------------------------------------------------
+def fidelity_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows fidelity.png shows: every CPU profile that ran and measured fidelity, judged or not (an emulated
+    profile's few samples leave the figures of the whole held-out set unjudged: shown as such, never left out)."""
+    return [r for r in rows if r.get("cpu") and (r.get("margins") or r.get("figures"))]
+
+
 def plots(report: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes of: fidelity per artifact x profile against its threshold; latency and size int8/fp32."""
     import matplotlib
@@ -555,9 +561,7 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     images = {}
-    # every CPU profile that ran and measured fidelity, judged or not (an emulated profile's few samples leave the
-    # figures of the whole held-out set unjudged: shown as such, never left out)
-    measured = [r for r in report["rows"] if r.get("cpu") and (r.get("margins") or r.get("figures"))]
+    measured = fidelity_rows(report["rows"])
     metrics = [m for m, _, _ in MARGINS if any(m in r["margins"] for r in measured)]
     if metrics:
         figure, axes = plt.subplots(len(metrics), 1, figsize=(8, sum(0.45 * len(measured) + 1.1 for _ in metrics)),

@@ -162,3 +162,18 @@ def test_latency_blocks_only_beyond_the_noise_and_never_on_a_model_too_fast_to_t
     assert (row["status"], row["outcome"]) == (status, outcome), row["reason"]
     if status == "within_noise":
         assert "within the timings' noise" in row["reason"] and "repeats" in row["reason"]
+
+
+def test_fidelity_png_shows_every_profile_that_measured_fidelity_judged_or_not():
+    """An emulated profile whose figures are not judged on its few samples (no margin) is in the plot all the same."""
+    from pipeline.release.signoff import _row, fidelity_rows, plots
+    native = _row("a", "native", "pass", True, "", cpu=True, figures={"cosine_worst": 0.99},
+                  margins={"cosine_worst": 0.04})
+    haswell = _row("a", "haswell", "pass", True, "", cpu=True, figures={"cosine_mean": 0.99})
+    refused = _row("a", "nehalem", "refused_by_guard", True, "", cpu=True)
+    check = _row("a", "latency", "within_limit", True, "")
+    for row in (native, haswell, refused, check):
+        row["outcome"] = "ok"
+    assert fidelity_rows([native, haswell, refused, check]) == [native, haswell]
+    images = plots({"rows": [native, haswell, refused, check], "artifacts": []})
+    assert images["fidelity.png"].startswith(b"\x89PNG")
