@@ -96,11 +96,55 @@ def npz_files(path: str | Path) -> list[Path]:
     return [where]
 
 
+# The most an .npz may unpack to: its arrays are loaded whole into memory. A zip bomb declares terabytes in a
+# few kilobytes; checked from the zip's and each .npy's headers before anything is unpacked.
+MAX_NPZ_BYTES = 4 << 30
+
+
+def check_declared_sizes(file: Path, limit: int = MAX_NPZ_BYTES) -> None:
+    """Refuse an .npz whose members declare more than `limit` bytes in all, or whose .npy header declares an
+    array of another size than the member holds (a crafted or damaged file), before any array is unpacked."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+            total = sum(info.file_size for info in members)
+            if total > limit:
+                largest = max(members, key=lambda info: info.file_size)
+                raise CalibrationError(f"{file} unpacks to more than {limit / 2**30:.0f} GiB ({total / 2**30:.3g} GiB; "
+                                       f"{largest.filename} alone declares {largest.file_size / 2**30:.3g} GiB): a zip "
+                                       f"bomb, or data too large to load whole; give a smaller sample")
+            for info in members:
+                if info.filename.endswith(".npy"):
+                    _check_npy_header(file, archive, info)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CalibrationError(f"{file} is not a readable .npz ({one_line(error)})") from None
+
+
+def _check_npy_header(file: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    with archive.open(info) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(stream, max_header_size=1 << 16)
+        except (ValueError, SyntaxError, EOFError, OSError) as error:
+            raise CalibrationError(f"{file}: {info.filename} has no valid .npy header ({one_line(error)})") from None
+        header = stream.tell()
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False), in words, by the caller
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != info.file_size - header:
+        raise CalibrationError(f"{file}: {info.filename} declares a {dtype} array of shape {list(shape)} "
+                               f"({declared:,} bytes) but holds {info.file_size - header:,}: a crafted or damaged "
+                               f"file; save it again with np.savez")
+
+
 def _read(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     expected = describe_inputs(specs)
     if not zipfile.is_zipfile(file):
         raise CalibrationError(f"{file} is not an .npz file (a zip of named .npy arrays); save the calibration data "
                                f"with np.savez(path, NAME=array, ...) naming the model's inputs: {expected}")
+    check_declared_sizes(file)
     try:
         with np.load(file, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -3,6 +3,7 @@ one artifact; `quantgate matrix` (--multirun over conf/experiment/release.yaml) 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -59,8 +60,21 @@ def _hydra_options() -> dict[str, bool]:
     return {option: action.nargs != 0 for action in get_args_parser()._actions for option in action.option_strings}
 
 
+def _no_split_values(args: list[str]) -> None:
+    """`out=/my models/x` unquoted reaches us as `out=/my` and `models/x`: name the split and how to quote it."""
+    for before, arg in zip(args, args[1:]):
+        if "=" in before and not before.startswith("-") and "=" not in arg and not arg.startswith("-"):
+            joined = f"{before} {arg}"
+            raise UsageError(f"{arg!r} is not an override (key=value): the shell split {joined!r} at a space. Quote a "
+                             f"value with spaces as one argument: '{joined}' (in make: ARGS=\"'{joined}'\")")
+
+
 def check_options(args: list[str]) -> None:
-    """Refuse, with a hint, an option Hydra does not know (`--avx2`: an Optimum habit for target=avx2)."""
+    """Refuse, with a hint, an option Hydra does not know (`--avx2`: an Optimum habit for target=avx2), and a
+    required config group set to null (`target=null`)."""
+    from pipeline.config.compose import refuse_empty_choices
+    refuse_empty_choices([arg for arg in args if not arg.startswith("-")])
+    _no_split_values(args)
     options = _hydra_options()
     i = 0
     while i < len(args):
@@ -123,6 +137,13 @@ def _matrix_command(argv: list[str]) -> int:
                         help="Hydra launcher (conf/hydra/launcher/; default joblib)")
     parser.add_argument("--jobs", type=int, default=2, help="combinations at a time with joblib (default 2)")
     args = parser.parse_args(argv)
-    return run_hydra(["--multirun", "experiment=release", f"hydra/launcher={args.launcher}",
-                      *([f"hydra.launcher.n_jobs={args.jobs}"] if args.launcher == "joblib" else []),
-                      f"artifacts_dir={args.artifacts_dir or f'artifacts/{args.release}'}", *args.overrides])
+    from pipeline.release.lock import release_lock
+    release_dir = args.artifacts_dir or f"artifacts/{args.release}"
+    release_dir = next((o.partition("=")[2] for o in reversed(args.overrides) if o.startswith("artifacts_dir=")),
+                       release_dir)
+    # One matrix of a release at a time: two would each write its matrix.json, one record lost (Hydra's callbacks
+    # swallow exceptions, so the lock is taken here, around the whole sweep).
+    with release_lock(Path(release_dir), "matrix"):
+        return run_hydra(["--multirun", "experiment=release", f"hydra/launcher={args.launcher}",
+                          *([f"hydra.launcher.n_jobs={args.jobs}"] if args.launcher == "joblib" else []),
+                          f"artifacts_dir={release_dir}", *args.overrides])

@@ -37,6 +37,7 @@ def run_command(prog: str, command: Callable[[list[str]], int], argv: list[str] 
     its traceback is printed and the code is 70, so that 1 only ever means "a check failed"."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
+        working_folder()
         return int(command(args))
     except QuantgateError as error:
         return _report(prog, error)
@@ -64,8 +65,30 @@ def run_command(prog: str, command: Callable[[list[str]], int], argv: list[str] 
         return ExitCode.INTERNAL
 
 
+# A message longer than this is cut in the middle: an error echoing a 99 KB value buries what it says.
+MAX_MESSAGE_CHARS = 2000
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message` as it is, or past `limit` characters on one line: its head and tail, with how much was cut."""
+    if len(str(message)) <= limit:
+        return str(message)
+    text = " ".join(str(message).split())
+    keep = (limit - 40) // 2
+    return f"{text[:keep]} [... {len(text) - 2 * keep} characters cut ...] {text[-keep:]}"
+
+
+def working_folder() -> None:
+    """The folder the command runs in must exist: relative paths and the config are resolved from it."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current folder was deleted (or moved) while this shell was in it: `cd` to an existing "
+                         "folder (the quantgate checkout) and run again") from None
+
+
 def _report(prog: str, error: QuantgateError) -> int:
-    print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {one_line(str(error))}", file=sys.stderr, flush=True)
     return error.exit_code
 
 

@@ -45,6 +45,11 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
             os.fsync(handle.fileno())
         os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary
         os.replace(tmp, path)
+    except OSError as error:  # a full disk says ENOSPC and no path: name the file it could not write
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:
+            error.filename = str(path)
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

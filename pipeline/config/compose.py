@@ -43,6 +43,7 @@ def register_configs() -> None:
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    refuse_empty_choices(list(overrides or []))
     register_configs()
     GlobalHydra.instance().clear()
     try:
@@ -72,6 +73,19 @@ def default_choices() -> dict[str, str | None]:
     import yaml
     entries = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
     return {key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items()}
+
+
+def refuse_empty_choices(args: list[str]) -> None:
+    """`target=null` (or `target=`) for a group the build cannot do without: Hydra raises a ValueError (a
+    traceback) or composes nothing; refused naming the choices. Optional groups (runtime, experiment) may be null."""
+    required = [group for group, default in default_choices().items() if default is not None]
+    for arg in args:
+        key, equals, value = arg.lstrip("+~").partition("=")
+        if equals and key in required and value.strip().lower() in ("", "null", "~", "none"):
+            default = default_choices()[key]
+            default = "the model's own" if "${" in str(default) else default
+            raise UsageError(f"{arg}: the build needs a {key}; choose one of {', '.join(config_groups()[key])} "
+                             f"(or leave {key} out for the default, {default})")
 
 
 def config_groups() -> dict[str, list[str]]:

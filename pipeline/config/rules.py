@@ -15,6 +15,8 @@ from pipeline.errors import UsageError
 def check(cfg) -> None:
     _no_unknown_keys(cfg)
     _no_missing_values(cfg)
+    _no_unread_keys(cfg)
+    _numbers_in_range(cfg)
     _target(cfg)
     _model(cfg)
     _calibration(cfg)
@@ -285,6 +287,10 @@ def _verify(cfg) -> None:
         if value is not None and not _in_range(value, low, high, inclusive_low):
             bound = f"{'at least' if inclusive_low else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
             raise UsageError(f"verify.{key}={value} is out of range: it must be {bound}")
+    if cfg.verify.profiles is not None and not list(cfg.verify.profiles) and not list(cfg.verify.extra_profiles):
+        raise UsageError("verify.profiles=[] names no CPU profile: nothing would be verified. Leave verify.profiles "
+                         "out (the target's floor CPU, this host and the CPUs below the floor), name profiles "
+                         "(verify.profiles=[haswell,native]), or skip verification with verify.enabled=false")
     try:
         PROFILES.use_extra_folders(cfg.verify.cpu_profile_dirs)
         # A profile may name a runtime after `@` (haswell@ort116); the CPU is the part before it.
@@ -294,3 +300,92 @@ def _verify(cfg) -> None:
                 raise UsageError(f"verify.{key}: unknown profile(s) {unknown}; valid profiles: {', '.join(PROFILES)}")
     except CpuProfileError as error:
         raise UsageError(str(error)) from None
+
+
+# Keys that only some choices read: key -> (the key whose value chooses, the values that read it). A key set away
+# from its default under a choice that does not read it would be ignored without a word (data_files without
+# calibration=files calibrated on the default text): refused, naming the choice that reads it.
+READ_ONLY_UNDER = {
+    "calibration.data_files": ("calibration.source", ("files",)),
+    "calibration.hub_name": ("calibration.source", ("hub",)),
+    "calibration.hub_config_name": ("calibration.source", ("hub",)),
+    "calibration.hub_revision": ("calibration.source", ("hub",)),
+    "calibration.path": ("calibration.source", ("npz", "images")),
+    "calibration.image_column": ("calibration.source", ("images", "hub")),
+    "calibration.text_column": ("calibration.source", ("files", "hub")),
+    "calibration.text_pair_column": ("calibration.source", ("files", "hub")),
+    "calibration.label_column": ("calibration.source", ("files", "hub", "images")),
+    "model.name_or_path": ("model.family", ("text_embedding", "hf")),
+    "model.max_length": ("model.family", ("text_embedding", "hf")),
+    "model.train_steps": ("model.family", ("digits_cnn",)),
+    "model.path": ("model.family", ("onnx",)),
+    "model.factory": ("model.family", ("torch",)),
+    "model.task": ("model.family", ("hf",)),
+    "model.embedding_output": ("model.family", ("hf",)),
+    "mode.qat_steps": ("mode.name", ("qat",)),
+    "mode.qat_learning_rate": ("mode.name", ("qat",)),
+    "mode.qat_batch_size": ("mode.name", ("qat",)),
+}
+# The config group that chooses each `chooser` key, and how its choices are spelled on the command line.
+CHOOSER_GROUPS = {"calibration.source": "calibration", "model.family": "model", "mode.name": "mode"}
+MODEL_CHOICES = {"text_embedding": "minilm"}  # model families whose conf/model/ option has another name
+
+
+def _schema_default(key: str):
+    import dataclasses
+    from pipeline.config.schema import GROUP_SCHEMAS
+    group, _, leaf = key.partition(".")
+    field = next(f for f in dataclasses.fields(GROUP_SCHEMAS[group]) if f.name == leaf)
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else getattr(value, "value", value)
+
+
+def unread_keys(cfg) -> list[str]:
+    """Every key of READ_ONLY_UNDER set away from its default where the composed config does not read it, in words."""
+    found = []
+    for key, (chooser, readers) in READ_ONLY_UNDER.items():
+        value, chosen = OmegaConf.select(cfg, key), _plain(OmegaConf.select(cfg, chooser))
+        if chosen in readers or _plain(value) == _schema_default(key):
+            continue
+        group = CHOOSER_GROUPS[chooser]
+        choices = " or ".join(f"{group}={MODEL_CHOICES.get(reader, reader) if group == 'model' else reader}"
+                              for reader in readers)
+        found.append(f"{key}={_plain(value)!r} is read only with {choices} ({chooser} here is {chosen})")
+    return found
+
+
+def _no_unread_keys(cfg) -> None:
+    if not OmegaConf.is_config(cfg):
+        return
+    found = unread_keys(cfg)
+    if found:
+        raise UsageError(f"{'; '.join(found)}: nothing would read {'it' if len(found) == 1 else 'them'}, so the build "
+                         f"would silently use something else. Choose that group (e.g. calibration=files) or drop the "
+                         f"key{'s' if len(found) > 1 else ''}")
+
+
+# Numbers outside verify.* that make no sense below a bound: (low, inclusive). A negative seed or batch size
+# reaches numpy or torch as a traceback; zero steps train nothing.
+NUMBER_RANGES = {
+    "calibration.seed": (0, True), "calibration.batch_size": (0, False), "calibration.n_validation": (0, False),
+    "calibration.min_samples": (0, False), "calibration.min_chars": (0, True),
+    "calibration.coverage_warn": (0, True), "calibration.coverage_fail": (0, True),
+    "model.seed": (0, True), "model.max_length": (0, False), "model.opset": (0, False), "model.train_steps": (0, True),
+    "mode.qat_learning_rate": (0, False), "mode.qat_batch_size": (0, False),
+}
+
+
+def _numbers_in_range(cfg) -> None:
+    if not OmegaConf.is_config(cfg):
+        return
+    for key, (low, inclusive) in NUMBER_RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not _in_range(value, low, None, inclusive):
+            raise UsageError(f"{key}={value} is out of range: it must be {'at least' if inclusive else 'more than'} "
+                             f"{low}")
+    for key in ("calibration.coverage_warn", "calibration.coverage_fail"):
+        if OmegaConf.select(cfg, key) > 1:
+            raise UsageError(f"{key}={OmegaConf.select(cfg, key)} is out of range: it is a share, at most 1")

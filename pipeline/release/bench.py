@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from calibration import layout
 from pipeline.errors import ExitCode, InputError, QuantgateError, UsageError
 from pipeline.manifest import MANIFEST_FILE, Manifest, artifact_folders, atomic_write_bytes, atomic_write_json
 from pipeline.release.floors import conv_floor, gemm_floor

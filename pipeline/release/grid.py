@@ -89,9 +89,10 @@ def grid(report: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
             why = next((r for r in mine if r["outcome"] in BLOCKS), None)
             cells = {c: v | {"reason": why["reason"] if why else "no verification of this artifact",
                              "anchor": why and why["anchor"]} for c, v in cells.items()}
-        checks = [{"check": r["profile"], "status": r["status"], "outcome": r["outcome"], "anchor": r["anchor"]}
-                  for r in mine if not r["cpu"]]
-        lines.append({"artifact": name, "cells": cells, "checks": checks})
+        checks = [{"check": r["profile"], "status": r["status"], "outcome": r["outcome"], "anchor": r["anchor"],
+                   "blocking": r["outcome"] in BLOCKS} for r in mine if not r["cpu"]]
+        lines.append({"artifact": name, "cells": cells, "checks": checks,
+                      "checks_blocking": any(check["blocking"] for check in checks)})
     return {"columns": columns, "rows": lines}
 
 

@@ -131,7 +131,10 @@ def load_signing_key(path: Path, certificate: Path | None = None, now: datetime 
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password.encode() if password else None)
     except TypeError:
-        raise TrustError(f"{path} is encrypted: set QUANTGATE_KEY_PASSWORD") from None
+        if password:  # cryptography: "Password was given but private key is not encrypted."
+            raise TrustError(f"QUANTGATE_KEY_PASSWORD is set, but {path} is not encrypted: unset it "
+                             f"(`unset QUANTGATE_KEY_PASSWORD`) or give the encrypted key it is for") from None
+        raise TrustError(f"{path} is encrypted: set QUANTGATE_KEY_PASSWORD to its password") from None
     except ValueError as error:
         raise TrustError(f"{path} is not a PEM private key, or the password is wrong ({error}): give the private "
                          f"key (`keys/quantgate.key`), not the public one") from None

@@ -110,13 +110,19 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                           key=lambda p: (len(p.name), p.name)):
         path = job_dir / OUTCOME_FILE
-        if path.is_file():
-            outcomes.append(json.loads(path.read_text()))
-        else:
-            outcomes.append({"job": job_dir.name, "overrides": [], "artifact": f"(job {job_dir.name})",
-                             "artifact_dir": None, "outcome": "crashed", "exit_code": None, "verify_status": None,
-                             "reason": f"the job died without recording an outcome; see {job_dir}", "seconds": None,
-                             "finished_utc": utc_now()})
+        try:
+            outcome = json.loads(path.read_text())
+            if isinstance(outcome, dict) and {"artifact", "overrides", "outcome", "reason"} <= set(outcome):
+                outcomes.append(outcome)
+                continue
+            why = f"its {OUTCOME_FILE} lacks the outcome's keys"
+        except FileNotFoundError:
+            why = "the job died without recording an outcome"
+        except (OSError, ValueError) as error:  # damaged: never a silent pass, never a crash of the table
+            why = f"its {OUTCOME_FILE} cannot be read ({str(error).splitlines()[0][:80]})"
+        outcomes.append({"job": job_dir.name, "overrides": [], "artifact": f"(job {job_dir.name})",
+                         "artifact_dir": None, "outcome": "crashed", "exit_code": None, "verify_status": None,
+                         "reason": f"{why}; see {job_dir}", "seconds": None, "finished_utc": utc_now()})
     return outcomes
 
 

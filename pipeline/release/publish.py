@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.manifest import Manifest, artifact_folders
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
+from pipeline.release.evidence import artifact_stamp
 from pipeline.release.oci import (ANNOTATION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TITLE, Registry,
                                   check_tag, media_type, split_registry)
 
@@ -82,19 +83,6 @@ def annotations(manifest: Manifest, release: str) -> dict[str, str]:
     return values
 
 
-def artifact_stamp(manifest: Manifest) -> dict[str, str]:
-    """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
-    from pipeline.guard import StampError, read_stamp
-    model = manifest.path(manifest.model_file)
-    try:
-        if model.suffix == ".pt2":
-            from pipeline.guard.pt2 import read_package_stamp
-            return read_package_stamp(model) or dict(manifest.stamp)
-        return read_stamp(model) or dict(manifest.stamp)
-    except (StampError, OSError, ValueError):
-        return dict(manifest.stamp)
-
-
 def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifact:
     """Descriptors of every file in the folder, the config blob (written to `scratch`) and the manifest."""
     manifest = Manifest.load(folder)
@@ -117,7 +105,15 @@ def prepare(folder: Path, release: str, namespace: str, scratch: Path) -> Artifa
 
 def publish_release(release: str, release_dir: Path, report_dir: Path, registry: str, public_key: Path,
                     force: bool = False, waivers: Path | None = None, progress=print) -> list[dict[str, Any]]:
-    """Push every artifact of a ready, signed release; returns one record per artifact."""
+    """Push every artifact of a ready, signed release; returns one record per artifact. One publish of a release
+    at a time (pipeline/release/lock.py): a second is refused, naming the first."""
+    from pipeline.release.lock import release_lock
+    with release_lock(release_dir, "publish"):
+        return _publish(release, release_dir, report_dir, registry, public_key, force, waivers, progress)
+
+
+def _publish(release: str, release_dir: Path, report_dir: Path, registry: str, public_key: Path, force: bool,
+             waivers: Path | None, progress) -> list[dict[str, Any]]:
     from pipeline.release.sign import judge
     host, namespace = split_registry(registry)
     check_tag(release)

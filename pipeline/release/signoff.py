@@ -10,9 +10,11 @@ only when the verdict is `ready`; 1 when `blocked`;
 
 A release is blocked by any of: a file whose bytes no longer match its manifest (never waivable:
 rebuild), a verify.json made for other bytes (never waivable), an artifact never verified, a required
-CPU profile that did not meet its requirement, a missing matrix.json or a combination asked for that is not
-in the release, int8 slower than fp32 beyond release.max_latency_ratio, or a waiver
-that covers one of these but has expired. A valid waiver turns a failure into `waived`.
+CPU profile that did not meet its requirement, the target's floor CPU not verified at all, a missing, empty or
+malformed matrix.json or a combination asked for that is not in the release, a folder whose name, manifest and
+stamp disagree (never waivable), a model left mostly fp32, int8 slower than fp32 beyond release.max_latency_ratio
+and beyond the timings' noise, or a waiver that covers one of these but has expired. A valid waiver turns a
+failure into `waived`. The checks of the evidence itself are in pipeline/release/evidence.py.
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from typing import Any
 
 from pipeline.config.schema import ReleaseConfig
 from pipeline.errors import ExitCode, InputError, UsageError
-from pipeline.jsonfiles import load_json, read_json
+from pipeline.jsonfiles import read_json
 from pipeline.manifest import MANIFEST_FILE, Manifest, artifact_folders, atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.release import SIGNATURE_FILE, TrustError
+from pipeline.release.evidence import artifact_stamp, floor_rows, identity_rows, int8_rows, report_rows
 from pipeline.release.grid import grid, host_microarchitecture, junit_xml
 from pipeline.release.matrix import MATRIX_FILE
 from pipeline.release.provenance import build_config, quantgate_source
@@ -160,7 +163,7 @@ def latency_figures(verify: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     figures = {"int8_p50_ms": latency["int8"]["p50_ms"], "int8_p95_ms": latency["int8"]["p95_ms"],
                "fp32_p50_ms": latency["fp32"]["p50_ms"], "fp32_p95_ms": latency["fp32"]["p95_ms"],
-               "batch": latency.get("batch", 1), "profile": native}
+               "batch": latency.get("batch", 1), "repeats": latency.get("repeats"), "profile": native}
     figures["p50_ratio"] = figures["int8_p50_ms"] / max(figures["fp32_p50_ms"], 1e-12)
     return figures
 
@@ -210,6 +213,7 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
                          f"signed off", waivable=False))
     else:
         rows.append(_row(name, "files", "intact", True, f"all {len(files)} files match the sha256 in manifest.json"))
+    rows += identity_rows(_row, folder, manifest, artifact_stamp(manifest)) + int8_rows(_row, folder, manifest)
 
     verify_path = folder / VERIFY_FILE
     verify, unreadable = None, None
@@ -262,6 +266,7 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             if profile_name == native_profile(verify["profiles"]):
                 row["latency"] = latency_figures(verify)
             rows.append(row)
+        rows += floor_rows(_row, name, manifest.target, verify.get("profiles", {}))
         reference = (verify.get("reference") or {}).get("run") or {}
         if reference and reference.get("status") != "pass":
             rows.append(_row(name, "reference", reference.get("status", "unknown"), False,
@@ -279,9 +284,9 @@ def inspect_artifact(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             if p.get("versions"):
                 versions[f"verify: {profile_name}"] = p["versions"]
     coverage = {}
-    report_path = folder / manifest.calibration_report_file
-    if report_path.is_file():
-        report = load_json(report_path, "rebuild the artifact with this quantgate (`make quantize`)", SignoffError)
+    report, unreadable_report = report_rows(_row, name, folder / manifest.calibration_report_file)
+    rows += unreadable_report
+    if report is not None:
         coverage = {key: report.get(key) for key in ("status", "enforced", "worst_fraction_outside", "warn_threshold",
                                                       "fail_threshold", "n_tensors")}
         coverage["worst_tensors"] = [{"tensor": t["tensor"], "fraction_outside": t["fraction_outside"]}
@@ -337,7 +342,16 @@ def matrix_rows(release: str, release_dir: Path, found: dict[str, dict]) -> tupl
         return None, [_row(RELEASE_ROWS, "matrix", "no_matrix", False, f"no {MATRIX_FILE} in {release_dir}: nothing says "
                            f"which combinations this release was asked for, so it cannot be called complete (`make "
                            f"matrix RELEASE={release}`, or waive artifact `release`, profile `matrix`)")]
-    matrix = load_json(path, f"run the matrix again (`make matrix`) or remove {path}", SignoffError)
+    fix = f"run the matrix again (`make matrix RELEASE={release}`)"
+    try:
+        matrix = read_json(path, "matrix", fix)
+    except InputError as error:  # damaged or edited: the record of what was asked for is gone
+        return None, [_row(RELEASE_ROWS, "matrix", "unreadable", False, f"{error} (a release whose {MATRIX_FILE} "
+                           f"cannot be read cannot be called complete)", waivable=False)]
+    if not matrix["combinations"]:
+        return matrix, [_row(RELEASE_ROWS, "matrix", "empty", False, f"{path} lists no combination: nothing says "
+                             f"what this release was asked for, so nothing can be checked complete; {fix}",
+                             waivable=False)]
     rows = []
     for combo in matrix.get("combinations", []):
         command = shlex.join([".venv/bin/python", "-m", "pipeline", *combo["overrides"]])
@@ -378,8 +392,24 @@ def size_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[
     return rows
 
 
+# Below this fp32 p50, a batch-1 latency is timer and scheduler noise, not the model: not measurable.
+MIN_MEASURABLE_MS = 0.1
+MIN_NOISE_MARGIN = 0.05  # the least relative noise assumed of any timing (a quiet host's run-to-run spread)
+FEW_REPEATS, FEW_REPEATS_MARGIN = 5, 0.25  # fewer repeats than this: their spread says little
+
+
+def noise_margin(figures: dict[str, Any]) -> float:
+    """The relative noise of the int8/fp32 ratio from the repeats' own spread ((p95 - p50) / p50 of either side),
+    at least MIN_NOISE_MARGIN, and FEW_REPEATS_MARGIN when there were too few repeats to tell."""
+    spreads = [(figures[f"{side}_p95_ms"] - figures[f"{side}_p50_ms"]) / max(figures[f"{side}_p50_ms"], 1e-12)
+               for side in ("int8", "fp32")]
+    floor = FEW_REPEATS_MARGIN if (figures.get("repeats") or 0) < FEW_REPEATS else MIN_NOISE_MARGIN
+    return max([floor, *spreads])
+
+
 def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[dict[str, Any]]:
-    """Performance as a finding: int8 slower than fp32 beyond release.max_latency_ratio blocks (waivable: `latency`)."""
+    """Performance as a finding: int8 slower than fp32 beyond release.max_latency_ratio by more than the timings'
+    noise blocks (waivable: `latency`); within the noise, or a model too fast to time, it is reported, not judged."""
     rows, limit = [], settings.max_latency_ratio
     for facts in artifacts:
         figures = facts["latency"]
@@ -387,13 +417,22 @@ def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> li
             rows.append(_row(facts["name"], "latency", "not_measured", None, "no native latency in verify.json "
                              "(int8 and the fp32 reference, batch 1): performance is unknown"))
             continue
-        ratio = figures["p50_ratio"]
+        ratio, margin = figures["p50_ratio"], noise_margin(figures)
         speed = f"{ratio:.2f}x slower than" if ratio > 1 else f"{1 / ratio:.2f}x faster than"
-        within = ratio <= limit
-        rows.append(_row(facts["name"], "latency", "within_limit" if within else "too_slow", within,
-                         f"int8 is {speed} fp32 (p50 {figures['int8_p50_ms']:.3g} ms vs {figures['fp32_p50_ms']:.3g} ms, "
-                         f"batch {figures['batch']}, on {figures['profile']}): int8/fp32 {ratio:.2f} "
-                         f"{'<=' if within else '>'} release.max_latency_ratio {limit:g}", latency=figures))
+        measured = (f"int8 is {speed} fp32 (p50 {figures['int8_p50_ms']:.3g} ms vs {figures['fp32_p50_ms']:.3g} ms, "
+                    f"batch {figures['batch']}, {figures.get('repeats') or '?'} repeats, on {figures['profile']})")
+        if figures["fp32_p50_ms"] < MIN_MEASURABLE_MS:
+            rows.append(_row(facts["name"], "latency", "not_measurable", None, f"{measured}: a model this fast "
+                             f"(under {MIN_MEASURABLE_MS:g} ms) cannot be timed apart from the timer's noise; not "
+                             f"judged against release.max_latency_ratio", latency=figures))
+            continue
+        within, noisy = ratio <= limit, limit < ratio <= limit * (1 + margin)
+        status = "within_limit" if within else "within_noise" if noisy else "too_slow"
+        judged = ("<=" if within else ">") + f" release.max_latency_ratio {limit:g}"
+        if noisy:
+            judged += f", but within the timings' noise (±{margin:.0%} from the repeats' spread): not a finding"
+        rows.append(_row(facts["name"], "latency", status, None if noisy else within,
+                         f"{measured}: int8/fp32 {ratio:.2f} {judged}", latency=figures))
     return rows
 
 
@@ -462,7 +501,8 @@ def signoff(release: str, release_dir: Path, waivers_path: Path | None, today: d
     if not signing:
         rows += signoff_rows([Path(a["folder"]) for a in artifacts], public_key, require_signatures)
     apply_waivers(rows, waivers, today)
-    blocking = [blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")]
+    # each reason once: a release is read, not counted (two rows can say the same thing, e.g. a shared waiver)
+    blocking = list(dict.fromkeys(blocking_words(r) for r in rows if r["outcome"] in ("failed", "waiver_expired")))
     if not artifacts:
         blocking.insert(0, f"no artifact folders (with {MANIFEST_FILE}) in {release_dir}")
     for facts in artifacts:
@@ -533,6 +573,12 @@ def version_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- rendering ---------------------------------------------------------------------------------------
+def fidelity_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows fidelity.png shows: every CPU profile that ran and measured fidelity, judged or not (an emulated
+    profile's few samples leave the figures of the whole held-out set unjudged: shown as such, never left out)."""
+    return [r for r in rows if r.get("cpu") and (r.get("margins") or r.get("figures"))]
+
+
 def plots(report: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes of: fidelity per artifact x profile against its threshold; latency and size int8/fp32."""
     import matplotlib
@@ -540,19 +586,21 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     images = {}
-    measured = [r for r in report["rows"] if r.get("margins") and r["outcome"] != "info"]
+    measured = fidelity_rows(report["rows"])
     metrics = [m for m, _, _ in MARGINS if any(m in r["margins"] for r in measured)]
     if metrics:
         figure, axes = plt.subplots(len(metrics), 1, figsize=(8, sum(0.45 * len(measured) + 1.1 for _ in metrics)),
                                     squeeze=False)
         for axis, metric in zip(axes[:, 0], metrics):
-            rows = [r for r in measured if metric in r["margins"]]
-            values = [r["margins"][metric] for r in rows]
-            colors = [{"ok": "#2e7d32", "waived": "#f9a825"}.get(r["outcome"], "#c62828") for r in rows]
+            rows = measured
+            values = [r["margins"].get(metric, 0.0) for r in rows]
+            colors = [{"ok": "#2e7d32", "waived": "#f9a825", "info": "#9e9e9e"}.get(r["outcome"], "#c62828")
+                      for r in rows]
             axis.barh(range(len(rows)), values, color=colors, height=0.6)
             axis.axvline(0.0, color="black", linewidth=1.5)
-            for y, value in enumerate(values):
-                axis.text(value, y, f" {value:+.4g}", va="center", fontsize=8)
+            for y, (row, value) in enumerate(zip(rows, values)):
+                words = f" {value:+.4g}" if metric in row["margins"] else " not judged on these samples"
+                axis.text(value, y, words, va="center", fontsize=8)
             axis.set_yticks(range(len(rows)), [f"{r['artifact']} / {r['profile']}" for r in rows], fontsize=8)
             axis.invert_yaxis()
             limit = next(limit for figure_key, limit, _ in MARGINS if figure_key == metric)

@@ -234,6 +234,12 @@ def load_inputs(inputs: Path, input_names: list[str],
     model's layout (`input_axes`: each input's batch axis, None for one given once; axis 0 by default); refuses,
     before any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
     values the input's type cannot hold, sample counts) or whose labels are not integer class ids."""
+    from calibration.arrays import check_declared_sizes
+    from calibration.errors import CalibrationError
+    try:
+        check_declared_sizes(inputs)
+    except CalibrationError as error:
+        raise InputError(f"{error} (the verification inputs)") from None
     try:
         with np.load(inputs, allow_pickle=False) as arrays:
             absent = [name for name in input_names if name not in arrays.files]
@@ -264,6 +270,8 @@ def load_inputs(inputs: Path, input_names: list[str],
         elif dtype.kind in "iub" and array.dtype.kind not in "iub":
             raise InputError(f"{inputs}: array {name} holds {array.dtype}, but the model input {name} takes "
                              f"integers (token ids, masks)")
+    check_inputs_vary(inputs, {name: layout.batch_first(loaded[name], axes[name]) for name in input_names
+                               if axes[name] is not None}, n)  # inputs given once are the same for every sample
     labels = loaded.get("labels")
     if labels is not None:
         check_labels(inputs, labels, n)
@@ -281,6 +289,54 @@ def graph_layout(reference: Path, cfg) -> dict:
     found = find_layout(onnx.load(str(reference), load_external_data=False), dict(cfg.model.batch_axes),
                         str(reference), dict(cfg.model.state))
     return found.to_json()
+
+
+def check_inputs_vary(inputs: Path, arrays: dict[str, np.ndarray], n: int) -> None:
+    """Inputs that carry no evidence are refused: every value of every input the same (all zeros), or most
+    samples copies of others (one sample repeated): int8 would be judged on one point, and pass on it."""
+    if not arrays:  # no batched input: nothing varies by sample
+        return
+    if all(array.size and np.all(array == array.flat[0]) for array in arrays.values()):
+        values = ", ".join(f"{name} = {array.flat[0].item()!r}" for name, array in arrays.items())
+        raise InputError(f"{inputs}: every value of every input is the same ({values}): such inputs say nothing "
+                         f"about the model; give real held-out samples (the build's heldout.npz, or traffic)")
+    if n < 2:
+        return
+    rows = [b"".join(np.ascontiguousarray(arrays[name][i]).tobytes() for name in sorted(arrays)) for i in range(n)]
+    distinct = len(set(rows))
+    if distinct * 2 < n:
+        raise InputError(f"{inputs}: of its {n} samples only {distinct} are distinct (the rest repeat them): "
+                         f"fidelity would be judged on {distinct} point(s) counted {n} times; give {n} different "
+                         f"held-out samples (or fewer: verify.native_max_samples)")
+
+
+def check_labels_fit(inputs: Path, labels: np.ndarray | None, fp32: dict[str, np.ndarray], model_kind: str,
+                     notes: list[str]) -> None:
+    """Labels that no output is judged against are named in the notes (never silently ignored); a classifier's
+    labels that its own fp32 reference agrees with no better than always guessing the commonest class do not
+    belong to these inputs (shuffled, another order): refused, since accuracy against them proves nothing."""
+    if labels is None or model_kind == "multi_label":  # label sets are judged as such (fidelity.py)
+        return
+    if model_kind != "classifier":
+        notes.append(f"labels in {inputs.name} are not judged: accuracy applies to model.kind=classifier (this "
+                     f"model is {model_kind}); fidelity to fp32 is what was judged")
+        return
+    from pipeline.verify.fidelity import classification_figures
+    classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+    for output in fp32.values():
+        if output.ndim < 2 or output.shape[-1] < 2 or output.argmax(-1).shape != labels.shape:
+            continue
+        figures = classification_figures(output, output, None, labels)
+        if "reference_accuracy" not in figures or len(classes) < 2 or counts.sum() < 20:
+            return
+        majority = counts.max() / counts.sum()
+        if figures["reference_accuracy"] <= majority:
+            raise InputError(f"{inputs}: the fp32 reference agrees with only {figures['reference_accuracy']:.0%} of "
+                             f"its labels, no better than always guessing the commonest class ({majority:.0%}): the "
+                             f"labels do not belong to these inputs (shuffled, or in another order); fix them or "
+                             f"leave `labels` out")
+        return
+    notes.append(f"labels in {inputs.name} fit no output (shape {list(labels.shape)}): they were not judged")
 
 
 def check_float_values(inputs: Path, name: str, array: np.ndarray, dtype: np.dtype) -> None:
@@ -390,6 +446,7 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                 notes.append(f"the fp32 reference could not run natively: {reference_record['reason']}")
             else:
                 fp32 = {name: ran[name] for name in judged}
+                check_labels_fit(inputs, labels[:native_n] if labels is not None else None, fp32, model_kind, notes)
                 window = mask[:native_n] if mask is not None else None
                 evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
                                     {name: output_scale(array, window) for name, array in fp32.items()}, limits,

@@ -80,7 +80,7 @@ def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path
     assert not (tmp_path / "digits_cnn-static-avx2-aoti").exists()  # nothing published
 
 
-def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
+def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose, tmp_path):
     """Contract: both verifiers write one verify.json shape, and the signoff reads both."""
     from pipeline.verify.pt2 import verify_package
     from pipeline.build.task import quantize_task
@@ -96,11 +96,13 @@ def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose):
     for report in reports.values():
         assert report.profiles["native"].status == "pass" and report.profiles["native"].fidelity["top1_agreement"] > 0.9
     from pipeline.config.schema import ReleaseConfig
-    from tests.fixtures.matrix import combination, write_matrix
+    from tests.fixtures.matrix import combination, floor_waivers, write_matrix
     write_matrix(release, combination(release, "digits_cnn-static-avx2-aoti", BUILD),
                  combination(release, "digits_cnn-static-avx2", onnx_build))
-    # Latency is the signoff's own finding (int8 digits is slower than fp32 here): out of this contract's scope.
-    result = signoff("contract", release, None, settings=ReleaseConfig(max_latency_ratio=1000.0))
+    # Latency is the signoff's own finding (int8 digits is slower than fp32 here): out of this contract's scope; so
+    # is the floor CPU (verified natively only here: waived by name).
+    result = signoff("contract", release, floor_waivers(tmp_path / "floor.yaml"),
+                     settings=ReleaseConfig(max_latency_ratio=1000.0))
     assert {a["name"] for a in result["artifacts"]} == {"digits_cnn-static-avx2-aoti", "digits_cnn-static-avx2"}
     assert result["verdict"] == "ready", result["blocking"]
 

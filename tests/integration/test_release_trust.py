@@ -21,14 +21,14 @@ from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, Trus
 from pipeline.release import registry as local_registry
 from pipeline.release.keys import generate_keys, load_signing_key
 from pipeline.release.provenance import verify_provenance
-from pipeline.release.publish import publish_release
+from pipeline.release.publish import publish_release as _publish_release
 from pipeline.release.pull import pull
-from pipeline.release.sign import sign_release
+from pipeline.release.sign import sign_release as _sign_release
 from pipeline.release.trust import Trust, verify_folder
 from pipeline.release.signoff import main as signoff_main
 from pipeline.release.signoff import signoff as judge_release
 from tests.conftest import REPO
-from tests.fixtures.matrix import combination, write_matrix
+from tests.fixtures.matrix import combination, floor_waivers, write_matrix
 from tests.fixtures.tiny_artifact import make_artifact_folder
 
 TARGETS = ("avx2", "x86_64_v2")
@@ -44,9 +44,27 @@ def overrides_for(target):
     return ["model=digits_cnn", "mode=dynamic", f"target={target}"]
 
 
-def signoff(*args, **kwargs):
-    """The signoff with the limits the fixture's report was made with."""
-    return judge_release(*args, settings=NO_LATENCY_LIMIT, **kwargs)
+# Verified natively only: the floor CPUs (haswell, nehalem) are waived by name, as a user of such a release must.
+FLOOR = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def floor_waived(tmp_path_factory):
+    FLOOR["waivers"] = floor_waivers(tmp_path_factory.mktemp("floor") / "floor.yaml")
+    return FLOOR["waivers"]
+
+
+def signoff(release, release_dir, waivers, **kwargs):
+    """The signoff with the limits and waivers the fixture's report was made with."""
+    return judge_release(release, release_dir, waivers or FLOOR["waivers"], settings=NO_LATENCY_LIMIT, **kwargs)
+
+
+def sign_release(*args, **kwargs):
+    return _sign_release(*args, **{"waivers": FLOOR["waivers"], **kwargs})
+
+
+def publish_release(*args, **kwargs):
+    return _publish_release(*args, **{"waivers": FLOOR["waivers"], **kwargs})
 
 
 # --- fixtures: keys, a ready two-artifact release, a real registry ----------------------------------
@@ -83,8 +101,8 @@ def ready_release(tmp_path_factory):
         assert verify_stage.run(cfg, Manifest.load(folder)).verify_status == "pass"
     write_matrix(release, *(combination(release, name, overrides_for(target)) for target, name in zip(TARGETS, NAMES)))
     report = release.parent / "reports"
-    assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report),
-                         f"release.max_latency_ratio={NO_LATENCY_LIMIT.max_latency_ratio}"]) == 0
+    assert signoff_main(["--release", "rc", "--artifacts-dir", str(release), "--out", str(report), "--waivers",
+                         str(FLOOR["waivers"]), f"release.max_latency_ratio={NO_LATENCY_LIMIT.max_latency_ratio}"]) == 0
     return release, report
 
 
@@ -444,7 +462,8 @@ def test_a_push_killed_half_way_leaves_no_tag(signed, keys, registry):
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "publish", "--release", "rc", "--artifacts-dir", str(release),
              "--report", str(report), "--registry", f"127.0.0.1:{proxy.port}/quantgate/killed",
-             "--public-key", str(keys["pub"])], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             "--public-key", str(keys["pub"]), "--waivers", str(FLOOR["waivers"])], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
         assert proxy.seen.wait(90), process.communicate(timeout=30)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)

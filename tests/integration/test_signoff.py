@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from pipeline.release.signoff import main as signoff_main
-from tests.fixtures.matrix import combination, write_matrix
+from tests.fixtures.matrix import combination, floor_waivers, write_matrix
 
 pytestmark = pytest.mark.slow
 GOOD, BAD = "digits_cnn-static-avx2", "digits_cnn-dynamic-avx2"
@@ -24,16 +24,16 @@ def release_with(tmp_path, digits_release, *names):
 
 def run(folder, tmp_path, *extra):
     out = tmp_path / "reports"
+    if "--waivers" not in extra:  # natively verified: the floor CPU (haswell) is waived by name
+        extra = (*extra, "--waivers", str(floor_waivers(tmp_path / "floor.yaml")))
     code = signoff_main(["--release", "rc", "--artifacts-dir", str(folder), "--out", str(out), *extra, NO_LATENCY_LIMIT])
     report = json.loads((out / "signoff.json").read_text()) if (out / "signoff.json").is_file() else None
     return code, report, out
 
 
 def waivers(tmp_path, expires, profile="native"):
-    path = tmp_path / "waivers.yaml"
-    path.write_text(f"waivers:\n  - artifact: {BAD}\n    profile: {profile}\n    reason: top-1 bar raised on purpose\n"
-                    f"    who: Release Manager\n    expires: {expires.isoformat()}\n")
-    return path
+    return floor_waivers(tmp_path / "waivers.yaml", f"  - artifact: {BAD}\n    profile: {profile}\n    reason: top-1 bar "
+                         f"raised on purpose\n    who: Release Manager\n    expires: {expires.isoformat()}\n")
 
 
 class _Tags(HTMLParser):
@@ -51,7 +51,7 @@ def test_ready_release_writes_the_three_reports(digits_release, tmp_path):
     code, report, out = run(release_with(tmp_path, digits_release, GOOD), tmp_path)
     assert code == 0 and report["verdict"] == "ready" and not report["blocking"]
     artifact = report["artifacts"][0]
-    assert artifact["name"] == GOOD and artifact["verdict"] == "ready"
+    assert artifact["name"] == GOOD and artifact["verdict"] == "ready (waived)"  # its floor CPU, by name
     assert artifact["versions"]["build"]["onnxruntime"] and artifact["versions"]["verify: native"]["onnxruntime"]
     assert {f["path"] for f in artifact["files"]} >= {"model.onnx", "reference.onnx", "heldout.npz", "verify.json"}
     assert artifact["reproduce"]["command"].endswith(f"artifacts_dir={digits_release}")
@@ -109,7 +109,7 @@ def test_a_byte_changed_after_verification_blocks_and_cannot_be_waived(digits_re
 
 def test_a_combination_that_did_not_build_blocks(digits_release, tmp_path):
     folder = release_with(tmp_path, digits_release, GOOD)
-    (folder / "matrix.json").write_text(json.dumps({"finished_utc": "2999-01-01T00:00:00+00:00", "combinations": [
+    (folder / "matrix.json").write_text(json.dumps({"schema": "quantgate.matrix/1", "finished_utc": "2999-01-01T00:00:00+00:00", "combinations": [
         {"job": 1, "overrides": ["model=digits_cnn", "mode=qat"], "artifact": "digits_cnn-qat-avx2",
          "artifact_dir": str(folder / "digits_cnn-qat-avx2"), "outcome": "build_failed", "exit_code": 2,
          "reason": "something was refused", "seconds": 0.1, "finished_utc": "2999-01-01T00:00:00+00:00"}]}))

@@ -256,7 +256,7 @@ def test_a_full_disk_while_writing_verify_json_keeps_the_previous_one_and_leaves
     finally:
         os.close(descriptor)
     result = quantgate("verify", "--artifact-dir", str(folder), "verify.profiles=[native]", "verify.reference_cpu=native")
-    assert_user_error(result, "No space left on device", "free space")
+    assert_user_error(result, "No space left on device", "free space", str(folder / "verify.json"))  # names the file
     assert result.returncode == 2
     assert (folder / "verify.json").read_bytes() == previous
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left behind
