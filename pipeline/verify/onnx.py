@@ -30,8 +30,9 @@ from pipeline.isa.targets import CpuProfile, profile, required_cpu_features
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
+from pipeline.verify.detection import DetectionSettings
 from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, compare_cpus, judge,
-                                      keep_decisions_within_noise, output_kind, output_scale)
+                                      keep_decisions_within_noise, output_kind, output_reading, output_scale)
 from pipeline.verify.planning import host_cpu_features, limits_from, numerics_hint, plan_profiles, resolve_reference_cpu
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport
 from pipeline.verify.sandbox import EmulatorMissing, classify, run_under_profile
@@ -57,6 +58,8 @@ class Evidence:
     reference_cpu_outputs: dict[str, np.ndarray] | None = None
     reference_cpu_ids: list[int] = field(default_factory=list)
     reference_cpu_reason: str = ""
+    groups: list = field(default_factory=list)  # parts of outputs judged on their own scales (verify/groups.py)
+    detection: DetectionSettings | None = None  # a detector's detections (verify/detection.py)
 
     def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
@@ -348,9 +351,10 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
             else:
                 fp32 = {name: fp32[name] for name in judged}
                 window = mask[:native_n] if mask is not None else None
-                evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
-                                    {name: output_scale(array, window) for name, array in fp32.items()}, limits,
-                                    model_kind, reference_cpu)
+                reading = output_reading(fp32, model_kind, window, v)
+                evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None, reading.scales,
+                                    limits, model_kind, reference_cpu, groups=reading.groups,
+                                    detection=reading.detection)
                 selection, emulated_inputs, reference_cpu_record = prepare_comparison(
                     artifact, inputs, work, native_n, emulated_n, evidence, cfg, notes)
 
@@ -577,7 +581,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                                         "agreement rates are judged on the native run of every sample)")
     fp32, mask, labels = evidence.rows(ids)
     judgement = judge(outputs, fp32, model_kind=evidence.model_kind, mask=mask, labels=labels, limits=limits,
-                      scales=evidence.scales)
+                      scales=evidence.scales, groups=evidence.groups, detection=evidence.detection)
     record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
     problems = list(judgement.problems)
     failure = "fidelity" if problems else None
@@ -615,7 +619,7 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
                         {k: v[there] for k, v in evidence.reference_cpu_outputs.items() if k in fp32}, fp32,
                         reference_cpu=evidence.reference_cpu, mask=mask, sample_ids=shared, scales=evidence.scales,
                         max_excess_error=v.max_cpu_excess_error, max_error_ratio=v.max_cpu_error_ratio,
-                        hint=numerics_hint(cpu.name, host))
+                        hint=numerics_hint(cpu.name, host), groups=evidence.groups)
 
 
 def judge_padding(outputs: dict, evidence: Evidence, padding: dict, fidelity: dict[str, dict]) -> dict:

@@ -162,8 +162,10 @@ def contradictions(profile: ProfileResult) -> list[str]:
     lower = (("cosine_mean", "min_cosine_mean"), ("cosine_worst", "min_cosine_worst"),
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
              ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
-             ("score_correlation", "min_cosine_mean"))
-    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"))
+             ("score_correlation", "min_cosine_mean"), ("detection_recall", "min_detection_recall"),
+             ("detection_precision", "min_detection_precision"), ("detection_mean_iou", "min_detection_mean_iou"))
+    upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"),
+             ("near_empty_error_worst", "max_near_empty_error"))
     for where, figures in figure_sets:
         for key, limit in lower:
             if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
