@@ -10,10 +10,11 @@ Where groups come from, first match wins per output:
 
 1. `verify.output_groups`: slices named in config (output, axis, start, stop, kind, label);
 2. `model.kind=detector` with a packed head (pipeline.verify.detection): rows 0:4 `boxes`, 4: `scores`;
-3. found automatically for outputs judged as vectors or token states: along each feature axis (not the batch
-   axis, not the token axis; at most MAX_SPLIT_AXIS long; the shortest first), the fp32 RMS of every index over
-   all samples; indices whose RMS is under 1/`verify.group_scale_ratio` of the whole output's RMS are drowned by
-   the rest. If some are and some are not, each contiguous run of drowned or of carrying indices is a group.
+3. found automatically for outputs judged as vectors or token states: along the output's feature axis
+   (`feature_axis`: never the batch, a token axis or one of two position axes; 2 to MAX_SPLIT_AXIS long), the fp32
+   RMS of every index over all samples; indices whose RMS is under 1/`verify.group_scale_ratio` of the RMS of all
+   indices are drowned by the rest. If some are and some are not, each contiguous run of drowned or of carrying
+   indices is a group.
 
 numpy only (the parent imports this, never a child).
 """
@@ -80,17 +81,30 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def feature_axis(array: np.ndarray, tokens: np.ndarray | None) -> int | None:
+    """The axis that holds an output's features, or None: the last of a per-token output; axis 1 of `[batch,
+    features]` and of channels-first maps `[batch, channels, height, width]`; of `[batch, a, b]` the shorter of a and
+    b when at most a quarter of the other (`[batch, 4 + classes, anchors]`, `[batch, anchors, 4 + classes]`), never
+    one of two position axes (`[batch, height, width]`)."""
+    if tokens is not None:
+        axis = array.ndim - 1 if array.ndim >= 3 else None
+    elif array.ndim == 3:
+        short, long = sorted((1, 2), key=lambda a: array.shape[a])
+        axis = short if 4 * array.shape[short] <= array.shape[long] else None
+    else:
+        axis = 1 if array.ndim >= 2 else None
+    return axis if axis is not None and 2 <= array.shape[axis] <= MAX_SPLIT_AXIS else None
+
+
 def split_by_scale(name: str, array: np.ndarray, tokens: np.ndarray | None, ratio: float) -> list[Group]:
-    """The groups of one fp32 output whose indices along a feature axis differ in scale by `ratio` or more."""
-    first = 2 if tokens is not None else 1
-    axes = sorted((axis for axis in range(first, array.ndim) if 2 <= array.shape[axis] <= MAX_SPLIT_AXIS),
-                  key=lambda axis: array.shape[axis])
-    for axis in axes:
-        rms = index_rms(array, axis, tokens)
-        overall = float(np.sqrt(np.mean(rms ** 2)))
-        drowned = rms < overall / ratio
-        if drowned.any() and not drowned.all():
-            return [Group(name, axis, start, stop) for start, stop in runs(drowned)]
+    """The groups of one fp32 output whose indices along its feature axis differ in scale by `ratio` or more."""
+    axis = feature_axis(array, tokens)
+    if axis is None:
+        return []
+    rms = index_rms(array, axis, tokens)
+    drowned = rms < float(np.sqrt(np.mean(rms ** 2))) / ratio
+    if drowned.any() and not drowned.all():
+        return [Group(name, axis, start, stop) for start, stop in runs(drowned)]
     return []
 
 

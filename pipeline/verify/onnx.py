@@ -671,7 +671,8 @@ def format_table(report: dict) -> str:
         figures = p.get("fidelity") or {}
         detail = ", ".join(f"{key} {figures[key]:.4g}" for key in (
             "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "score_correlation", "accuracy",
-            "macro_f1", "max_scaled_error") if key in figures)
+            "macro_f1", "detection_recall", "detection_precision", "near_empty_error_worst", "max_scaled_error")
+            if key in figures)
         comparison = p.get("cpu_comparison") or {}
         if comparison.get("divergence") is not None:
             detail += f", vs {comparison['reference_cpu']} {comparison['divergence']:.3g}x scale"
