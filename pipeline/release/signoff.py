@@ -146,7 +146,20 @@ def fidelity_words(profile: dict[str, Any]) -> str:
         parts.append(f"macro-F1 {figures['macro_f1']:.3f} (fp32 {figures.get('reference_macro_f1', float('nan')):.3f})")
     if limits.get("max_abs_error") is not None and "max_abs_error" in figures:
         parts.append(f"max abs error {figures['max_abs_error']:.3g} (limit {limits['max_abs_error']:g})")
-    return ", ".join(parts)
+    return ", ".join(parts + group_words(profile.get("fidelity_by_output") or {}))
+
+
+def group_words(by_output: dict[str, Any]) -> list[str]:
+    """Each group of an output (pipeline/verify/groups.py) by its name and its direction figure, e.g.
+    `output0[4:84] (scores): cosine worst 0.9994`."""
+    words = []
+    for name, figures in by_output.items():
+        if "group" in figures:
+            shown = [f"{label} {figures[key]:.4f}" for key, label in (
+                ("cosine_worst", "cosine worst"), ("score_correlation", "score correlation"),
+                ("top1_agreement", "top-1 agreement"), ("near_empty_error_worst", "near-empty error")) if key in figures]
+            words.append(f"{name}: {', '.join(shown) or 'no figure'}")
+    return words
 
 
 def native_profile(profiles: dict[str, Any]) -> str | None:

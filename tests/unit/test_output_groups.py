@@ -166,11 +166,13 @@ def test_a_near_empty_sample_that_int8_lights_up_fails_by_magnitude():
 def test_signoff_words_name_where_the_worst_figure_is_and_contradictions_see_the_new_figures():
     profile = {"fidelity": {"cosine_worst": 0.28, "detection_recall": 0.57,
                             "worst_of": {"cosine_worst": "output0[4:84] (scores)", "detection_recall": "output0"}},
-               "fidelity_by_output": {"output0": {}, "output0[0:4] (boxes)": {}, "output0[4:84] (scores)": {}},
+               "fidelity_by_output": {"output0": {}, "output0[0:4] (boxes)": {"group": {}, "cosine_worst": 1.0},
+                                      "output0[4:84] (scores)": {"group": {}, "cosine_worst": 0.28}},
                "thresholds": {"min_cosine_worst": 0.95, "min_detection_recall": 0.9}}
     words = fidelity_words(profile)
     assert "cosine worst 0.2800 in output0[4:84] (scores) < 0.95" in words
     assert "detection recall 0.5700 in output0 < 0.9" in words
+    assert words.endswith("output0[0:4] (boxes): cosine worst 1.0000, output0[4:84] (scores): cosine worst 0.2800")
     record = ProfileResult(cpu="native", expected="pass", required=True, why="", status="pass", reason="",
                            fidelity={"detection_recall": 0.57, "near_empty_error_worst": 2.0},
                            thresholds={"min_detection_recall": 0.9, "max_near_empty_error": 0.316})
