@@ -2,7 +2,9 @@
 
 The budget is the verify thresholds (`verify/`), on the figures verification judges: top-1 agreement with fp32
 and (with labels) the accuracy and macro-F1 drops for classifiers, the correlation for scores, cosine for
-embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
+embeddings (near-empty samples by magnitude), every group of an output on its own scale and a detector's detections
+(pipeline/verify/groups.py, detection.py), measured on the validation split; the decision names the output or group
+that holds each worst figure. Over budget, the quantized nodes that add the most
 quantization noise (a MatMul's or Gemm's on its output, other nodes' on their quantized inputs, from the
 activations onnxruntime's qdq_loss_debug collects) leave the mode's quantizer, a few per step, until the budget
 holds or the limit is reached; then the build fails with the numbers. A dynamic build keeps them fp32; a static
