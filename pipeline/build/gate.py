@@ -74,8 +74,8 @@ def named_metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask
     result: dict[str, float] = {}
     holders: dict[str, str] = {}
     for name, exact in expected.items():
+        judged_as = kinds.get(name) or fidelity.output_kind(exact, kind, mask)  # by its dtype too: before float64
         output, exact = found[name].astype(np.float64), exact.astype(np.float64)
-        judged_as = kinds.get(name) or fidelity.output_kind(exact, kind, mask)
         scale = reading.scales.get(name) if reading else None
         figures = fidelity.kind_figures(judged_as, output, exact, mask, labels, scale=scale,
                                         near_empty_ratio=reading.near_empty_ratio if scale else 0.0)
