@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from tests.fixtures import near_empty
+from tests.helpers.cpu import requires_emulated_python
 
 from pipeline.errors import ExitCode
 from pipeline.paths import PROJECT_ROOT
@@ -31,6 +32,7 @@ def verify(paths, artifact, out, *overrides):
     return result, json.loads(out.read_text())
 
 
+@requires_emulated_python("SandyBridge")
 def test_fp32_against_itself_passes_on_every_profile(text_map, tmp_path):
     result, report = verify(text_map, "fp32", tmp_path / "verify.json", "verify.profiles=[native,haswell,sandybridge]")
     assert result.returncode == 0, result.stderr[-3000:]
