@@ -5,7 +5,9 @@ the drift of its carried state is held to verify.max_state_drift too (docs/strea
 
 The budget is the verify thresholds (`verify/`), on the figures verification judges: top-1 agreement with fp32
 and (with labels) the accuracy and macro-F1 drops for classifiers, the correlation for scores, cosine for
-embeddings, measured on the validation split. Over budget, the quantized nodes that add the most
+embeddings (near-empty samples by magnitude), every group of an output on its own scale and a detector's detections
+(pipeline/verify/groups.py, detection.py), measured on the validation split; the decision names the output or group
+that holds each worst figure. Over budget, the quantized nodes that add the most
 quantization noise (a MatMul's or Gemm's on its output, other nodes' on their quantized inputs, from the
 activations onnxruntime's qdq_loss_debug collects) leave the mode's quantizer, a few per step, until the budget
 holds or the limit is reached; then the build fails with the numbers. A dynamic build keeps them fp32; a static
@@ -13,6 +15,7 @@ build runs its MatMuls among them as dynamic int8 (activation ranges per run) an
 """
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -24,8 +27,12 @@ from pipeline.build.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
 from pipeline.errors import BuildFailed, InputError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
+from pipeline.verify.onnx import graph_io
 from pipeline.verify import fidelity
 from pipeline.verify.child_onnx import stream_run
+from pipeline.verify.detection import detection_figures
+from pipeline.verify.groups import with_groups
+
 
 class OverBudget(BuildFailed):
     """The int8 model is over its accuracy budget, the fallback done: mode=auto keeps another candidate."""
@@ -58,35 +65,57 @@ def run_model(path: Path, inputs: dict[str, np.ndarray], streaming: dict | None 
             for output, name in zip(session.run(None, inputs), names)]
 
 
-GATED_FIGURES = ("top1_agreement", "label_set_agreement", "decision_agreement", "accuracy", "macro_f1", "score_correlation", "cosine_mean",
-                 "cosine_worst")
+GATED_FIGURES = ("top1_agreement", "label_set_agreement", "decision_agreement", "accuracy", "macro_f1",
+                 "score_correlation", "cosine_mean", "cosine_worst", "detection_recall", "detection_precision",
+                 "detection_mean_iou")
+GATED_MAXIMA = ("near_empty_error_worst",)  # figures whose worst is the largest
 
 
 def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None,
+            reading: fidelity.Reading | None = None, names: list[str] | None = None,
             threshold: float = 0.5) -> dict[str, float]:
     """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
     labels, accuracy and macro-F1; one value per sample or per token (a score) by its correlation with fp32's;
-    any other output by cosine per sample (per token for hidden states). With several outputs, the worst of each
-    figure."""
+    any other output by cosine per sample (per token for hidden states), near-empty samples by magnitude; with a
+    `reading` (fp32's, by output `names`), every group of an output too, and a detector's detections. With several
+    outputs, the worst of each figure."""
+    return named_metrics(kind, outputs, reference, labels, mask, reading, names, threshold)[0]
+
+
+def named_metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None,
+                  reading: fidelity.Reading | None = None, names: list[str] | None = None,
+                  threshold: float = 0.5) -> tuple[dict[str, float], dict[str, str]]:
+    """`metrics`, and which output or group holds each figure's worst."""
     if not isinstance(outputs, list):
         outputs, reference = [outputs], [reference]
+    names = names or [f"output {index}" for index in range(len(outputs))]
+    groups = reading.groups if reading else []
+    found, expected = (with_groups(dict(zip(names, arrays)), groups) for arrays in (outputs, reference))
+    kinds = {group.name: group.kind for group in groups if group.kind}
     result: dict[str, float] = {}
-    for output, expected in zip(outputs, reference):
-        judged_as = fidelity.output_kind(expected, kind, mask)
-        figures = fidelity.kind_figures(judged_as, output.astype(np.float64), expected.astype(np.float64),
-                                        mask, labels, threshold=threshold)
-        for key in GATED_FIGURES:
-            if key in figures:
-                result[key] = min(result.get(key, figures[key]), figures[key])
-    return result
+    holders: dict[str, str] = {}
+    for name, exact in expected.items():
+        judged_as = kinds.get(name) or fidelity.output_kind(exact, kind, mask)  # by its dtype too: before float64
+        output, exact = found[name].astype(np.float64), exact.astype(np.float64)
+        scale = reading.scales.get(name) if reading else None
+        figures = fidelity.kind_figures(judged_as, output, exact, mask, labels, scale=scale,
+                                        near_empty_ratio=reading.near_empty_ratio if scale else 0.0,
+                                        threshold=threshold)
+        if reading and reading.detection and name == reading.detection.output:
+            figures |= detection_figures(output, exact, reading.detection)
+        for key in (*GATED_FIGURES, *GATED_MAXIMA):
+            worse = max if key in GATED_MAXIMA else min
+            if key in figures and (key not in result or worse(figures[key], result[key]) != result[key]):
+                result[key], holders[key] = figures[key], name
+    return result, holders
 
 
 def heldout_accuracy(kind: str, outputs, labels: np.ndarray, mask: np.ndarray | None,
                      threshold: float = 0.5) -> float | None:
     """Accuracy on the held-out split, as `metrics` judges logits (per labelled, non-padding token for a token
     classifier); None when no output is judged against the labels."""
-    return metrics(kind, outputs, outputs, labels, mask, threshold).get("accuracy")
+    return metrics(kind, outputs, outputs, labels, mask, threshold=threshold).get("accuracy")
 
 
 # The agreements with fp32 held to verify.min_top1_agreement: a classifier's top-1, a multi-label classifier's
@@ -116,9 +145,22 @@ def check_labels_judged(kind: str, labels: np.ndarray, outputs: list[np.ndarray]
         f"with fp32 only; model.kind=classifier (class ids) or model.kind=multi_label (0/1 rows) judges accuracy")
 
 
+# A detector's figures (pipeline/verify/detection.py) and their budgets under verify.detection, in words.
+DETECTION_BUDGETS = (("detection_recall", "min_recall", "detection recall"),
+                     ("detection_precision", "min_precision", "detection precision"),
+                     ("detection_mean_iou", "min_mean_iou", "mean IoU of matched detections"))
+
+
+def near_empty_bound(verify_cfg) -> float:
+    """The largest RMS error a near-empty sample may have, in output scales (pipeline/verify/planning.limits_from)."""
+    return math.sqrt(2 * (1 - verify_cfg.min_cosine_worst))
+
+
 def budget_text(fp32: dict[str, float], verify_cfg) -> str:
     """The bounds within_budget holds the figures `metrics` gave for the fp32 model to, in words."""
     parts = [f"{words} >= {verify_cfg.min_top1_agreement}" for key, words in AGREEMENTS if key in fp32]
+    parts += [f"{words} >= {verify_cfg.detection[budget]}" for key, budget, words in DETECTION_BUDGETS
+              if key in fp32]
     if "accuracy" in fp32:
         parts.append(f"accuracy drop <= {verify_cfg.max_accuracy_drop}, "
                      f"macro-F1 drop <= {verify_cfg.max_macro_f1_drop}")
@@ -126,11 +168,17 @@ def budget_text(fp32: dict[str, float], verify_cfg) -> str:
         parts.append(f"score correlation >= {verify_cfg.min_cosine_mean}")
     if "cosine_mean" in fp32:
         parts.append(f"cosine mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst}")
+    if "near_empty_error_worst" in fp32:
+        parts.append(f"near-empty samples' RMS error <= {near_empty_bound(verify_cfg):.3g}x the output's scale")
     return "; ".join(parts)
 
 
-def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float], verify_cfg) -> tuple[bool, str]:
+def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float], verify_cfg,
+                  holders: dict[str, str] | None = None) -> tuple[bool, str]:
+    """Whether the figures are within the budget, and the figures against it in words (each naming the output or
+    group that holds it, given `holders` and more than one output or group)."""
     checks: list[tuple[bool, str]] = []
+    where = {key: f" in {name}" for key, name in (holders or {}).items() if len(set((holders or {}).values())) > 1}
     # Verification holds a classifier to both: agreement with fp32, and (with labels) the accuracy drop. A model near
     # chance keeps its accuracy while int8 changes a fifth of its answers.
     for key, words in AGREEMENTS:
@@ -152,8 +200,19 @@ def within_budget(kind: str, quantized: dict[str, float], fp32: dict[str, float]
     if "cosine_mean" in quantized:
         checks.append((quantized["cosine_mean"] >= verify_cfg.min_cosine_mean
                        and quantized["cosine_worst"] >= verify_cfg.min_cosine_worst,
-                       f"cosine mean {quantized['cosine_mean']:.4f} worst {quantized['cosine_worst']:.4f} (budget "
+                       f"cosine mean {quantized['cosine_mean']:.4f}{where.get('cosine_mean', '')} worst "
+                       f"{quantized['cosine_worst']:.4f}{where.get('cosine_worst', '')} (budget "
                        f"mean >= {verify_cfg.min_cosine_mean}, worst >= {verify_cfg.min_cosine_worst})"))
+    if "near_empty_error_worst" in quantized:
+        bound = near_empty_bound(verify_cfg)
+        checks.append((quantized["near_empty_error_worst"] <= bound,
+                       f"near-empty samples' RMS error {quantized['near_empty_error_worst']:.3g}x the output's scale"
+                       f"{where.get('near_empty_error_worst', '')} (budget <= {bound:.3g})"))
+    for key, budget, words in DETECTION_BUDGETS:
+        if key in quantized:
+            checks.append((quantized[key] >= verify_cfg.detection[budget],
+                           f"{words} {quantized[key]:.4f}{where.get(key, '')} (budget verify.detection.{budget} >= "
+                           f"{verify_cfg.detection[budget]})"))
     return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
 
 
@@ -296,8 +355,10 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
         validation_labels = validation_labels[:len(reference_validation[0])]
         heldout_labels = heldout_labels[:len(reference_heldout[0])] if heldout_labels is not None else None
     validation_mask, heldout_mask = validation.get("attention_mask"), heldout.get("attention_mask")
-    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask,
-                   verify_cfg.threshold)
+    names = graph_io(manifest.path(manifest.reference_file))[1]
+    reading = fidelity.output_reading(dict(zip(names, reference_validation)), kind, validation_mask, verify_cfg)
+    fp32 = metrics(kind, reference_validation, reference_validation, validation_labels, validation_mask, reading,
+                   names, verify_cfg.threshold)
     if validation_labels is not None and "accuracy" not in fp32:
         check_labels_judged(kind, validation_labels, reference_validation, manifest.output_names)
     manifest.fp32_metrics = {f"validation_{k}": v for k, v in fp32.items()}
@@ -308,11 +369,10 @@ def _gate(cfg, manifest: Manifest) -> Manifest:
 
     def measure() -> tuple[bool, str, dict[str, float]]:
         outputs = run_model(manifest.path(manifest.model_file), validation, streaming)
-        quantized = metrics(kind, outputs, reference_validation, validation_labels, validation_mask,
-                            verify_cfg.threshold)
-        ok, description = within_budget(kind, quantized, fp32, verify_cfg)
+        quantized, holders = named_metrics(kind, outputs, reference_validation, validation_labels, validation_mask,
+                                           reading, names, verify_cfg.threshold)
+        ok, description = within_budget(kind, quantized, fp32, verify_cfg, holders)
         if streaming.get("state"):  # the carried state's drift over the sequences, held as verification holds it
-            names = manifest.output_names
             drift, problems = fidelity.state_drift(dict(zip(names, outputs)), dict(zip(names, reference_validation)),
                                                    streaming["state"], streaming["steps"], verify_cfg.max_state_drift)
             quantized["state_drift"] = max((figures["worst"] for figures in drift.values()), default=0.0)

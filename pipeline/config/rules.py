@@ -268,6 +268,10 @@ VERIFY_RANGES = {
     "padding_min_cosine_mean": (-1, 1, True), "padding_min_cosine_worst": (-1, 1, True),
     "padding_min_top1_agreement": (0, 1, True), "padding_max_abs_error": (0, None, True),
     "stream_steps": (0, None, False), "max_state_drift": (0, None, False),
+    "group_scale_ratio": (1, None, False), "near_empty_ratio": (0, 1, True), "near_zero": (0, None, True),
+    "detection.score_threshold": (0, None, True), "detection.nms_iou": (0, 1, True),
+    "detection.match_iou": (0, 1, False), "detection.max_detections": (0, None, False),
+    "detection.min_recall": (0, 1, True), "detection.min_precision": (0, 1, True), "detection.min_mean_iou": (0, 1, True),
 }
 
 
@@ -283,7 +287,7 @@ def check_verify(cfg) -> None:
 def _verify(cfg) -> None:
     from pipeline.isa.targets import PROFILES, CpuProfileError
     for key, (low, high, inclusive_low) in VERIFY_RANGES.items():
-        value = cfg.verify[key]
+        value = OmegaConf.select(cfg.verify, key)
         if value is not None and not _in_range(value, low, high, inclusive_low):
             bound = f"{'at least' if inclusive_low else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
             raise UsageError(f"verify.{key}={value} is out of range: it must be {bound}")

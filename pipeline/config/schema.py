@@ -27,6 +27,9 @@ class ModelKind(StrEnum):
     # a detector of events (speech, a wake word), one score per chunk: fidelity also by the per-chunk decision,
     # score above verify.threshold, agreeing with fp32's (and accuracy against 0/1 labels)
     event = "event"
+    # an object detector: fidelity as generic, plus its detections after score threshold and NMS matched to fp32's
+    # (verify.detection: recall, precision, mean IoU; pipeline/verify/detection.py)
+    detector = "detector"
 
 
 class CalibrationSource(StrEnum):
@@ -218,6 +221,43 @@ class TargetConfig:
 
 
 @dataclass
+class OutputGroup:
+    """A slice of one output judged on its own scale (pipeline/verify/groups.py), e.g. a detector head's class
+    scores: `{output: output0, start: 4, stop: 84, label: scores}` is judged and named `output0[4:84] (scores)`."""
+
+    output: str = MISSING
+    start: int = MISSING
+    stop: int = MISSING
+    axis: int = 1  # counted with the batch axis as 0
+    kind: Optional[str] = None  # vector | token_states | score | logits | label_sets; null = as the output's kind
+    label: Optional[str] = None  # a name shown after the slice
+
+
+class DetectionLayout(StrEnum):
+    auto = "auto"  # packed when the feature axis (the shorter) comes first, packed_last otherwise
+    packed = "packed"  # [batch, 4 + classes, anchors]: cx, cy, w, h, then one score per class (YOLOv8 style)
+    packed_last = "packed_last"  # [batch, anchors, 4 + classes]
+    boxes = "boxes"  # [batch, detections, 6]: x1, y1, x2, y2, score, class (NMS already done)
+
+
+@dataclass
+class DetectionConfig:
+    """How a detector's detections are read and judged (model.kind=detector; pipeline/verify/detection.py)."""
+
+    output: Optional[str] = None  # the output holding the detections; null = the first
+    layout: DetectionLayout = DetectionLayout.auto
+    score_threshold: float = 0.25
+    nms_iou: float = 0.45  # class-wise NMS: a box overlapping a better one of its class by more is dropped
+    match_iou: float = 0.5  # an int8 detection matches fp32's of the same class at this IoU or more
+    max_detections: int = 300  # per sample, after NMS
+    # Budgets, over every held-out sample (not on the few emulated ones): the share of fp32's detections int8
+    # finds, the share of int8's detections fp32 has, the mean IoU of the matched pairs.
+    min_recall: float = 0.9
+    min_precision: float = 0.9
+    min_mean_iou: float = 0.85
+
+
+@dataclass
 class VerifyConfig:
     """Verification on the target's CPU profiles. Emulated runs use one intra-op thread and a few held-out
     samples (QEMU is ~100x slower); latency is measured natively."""
@@ -247,6 +287,17 @@ class VerifyConfig:
     max_scaled_error: Optional[float] = None
     # Token models: hidden states are judged per non-padding token, and also after pooling when asked.
     pooling: str = "none"  # none | mean | cls
+    # Parts of one output on different scales, judged each on its own (pipeline/verify/groups.py): slices named
+    # here; outputs not named are split automatically where indices of a feature axis have an fp32 RMS under
+    # 1/group_scale_ratio of the output's (null = no automatic split).
+    output_groups: list[OutputGroup] = field(default_factory=list)
+    group_scale_ratio: Optional[float] = 30.0
+    # Near-empty samples (pipeline/verify/fidelity.py): an fp32 sample (token) whose RMS is under near_empty_ratio
+    # times the output's scale is judged by magnitude, not by cosine; the scale (the RMS over every sample) is never
+    # below near_zero, an absolute value in the output's units (an output near zero on every input, ~1e-7).
+    near_empty_ratio: float = 0.1
+    near_zero: float = 1e-4
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     # Per-CPU numerics: every profile's outputs against the same artifact's on the reference CPU, element-wise
     # on each output's scale. `auto`: this host when it has VNNI (exact int8 kernels); otherwise sandybridge
     # (emulated; SSE/AVX kernels widen int8 products to 16 bits and never saturate). A profile fails when its

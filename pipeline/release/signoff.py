@@ -119,22 +119,31 @@ def fidelity_words(profile: dict[str, Any]) -> str:
     the whole held-out set (a mean, an agreement rate, a correlation) is not judged on an emulated profile's few
     samples, whose threshold is null: it is shown as such."""
     figures, limits = profile.get("fidelity") or {}, profile.get("thresholds") or {}
+    holders = figures.get("worst_of") or {}
+    # which output or group holds a worst figure, when there are several (a detector head's `output0[4:84] (scores)`)
+    shown = {key: f" in {name}" for key, name in holders.items()} if len(profile.get("fidelity_by_output") or {}) > 1 \
+        else {}
     parts = []
 
-    def against(label, key, limit_key):
+    def against(label, key, limit_key, at_most=False):
         if key in figures:
             limit = limits.get(limit_key)
             if limit is None:
                 sign = " (not judged on these samples)" if limit_key in limits else ""
             else:
-                sign = (" ≥ " if figures[key] >= limit else " < ") + f"{limit:g}"
-            parts.append(f"{label} {figures[key]:.4f}{sign}")
+                within = figures[key] <= limit if at_most else figures[key] >= limit
+                sign = ((" ≤ " if within else " > ") if at_most else (" ≥ " if within else " < ")) + f"{limit:.3g}"
+            parts.append(f"{label} {figures[key]:.4f}{shown.get(key, '')}{sign}")
     against("cosine mean", "cosine_mean", "min_cosine_mean")
     against("cosine worst", "cosine_worst", "min_cosine_worst")
+    against("near-empty samples' error (x scale)", "near_empty_error_worst", "max_near_empty_error", at_most=True)
     against("top-1 agreement", "top1_agreement", "min_top1_agreement")
     against("label-set agreement", "label_set_agreement", "min_top1_agreement")
     against("decision agreement", "decision_agreement", "min_top1_agreement")
     against("score correlation", "score_correlation", "min_cosine_mean")
+    against("detection recall", "detection_recall", "min_detection_recall")
+    against("detection precision", "detection_precision", "min_detection_precision")
+    against("detection mean IoU", "detection_mean_iou", "min_detection_mean_iou")
     if "state_drift" in figures and limits.get("max_state_drift") is not None:  # a stateful model, run streamed
         sign = " ≤ " if figures["state_drift"] <= limits["max_state_drift"] else " > "
         parts.append(f"state drift {figures['state_drift']:.3g}{sign}{limits['max_state_drift']:g} (streamed)")
@@ -144,7 +153,20 @@ def fidelity_words(profile: dict[str, Any]) -> str:
         parts.append(f"macro-F1 {figures['macro_f1']:.3f} (fp32 {figures.get('reference_macro_f1', float('nan')):.3f})")
     if limits.get("max_abs_error") is not None and "max_abs_error" in figures:
         parts.append(f"max abs error {figures['max_abs_error']:.3g} (limit {limits['max_abs_error']:g})")
-    return ", ".join(parts)
+    return ", ".join(parts + group_words(profile.get("fidelity_by_output") or {}))
+
+
+def group_words(by_output: dict[str, Any]) -> list[str]:
+    """Each group of an output (pipeline/verify/groups.py) by its name and its direction figure, e.g.
+    `output0[4:84] (scores): cosine worst 0.9994`."""
+    words = []
+    for name, figures in by_output.items():
+        if "group" in figures:
+            shown = [f"{label} {figures[key]:.4f}" for key, label in (
+                ("cosine_worst", "cosine worst"), ("score_correlation", "score correlation"),
+                ("top1_agreement", "top-1 agreement"), ("near_empty_error_worst", "near-empty error")) if key in figures]
+            words.append(f"{name}: {', '.join(shown) or 'no figure'}")
+    return words
 
 
 def native_profile(profiles: dict[str, Any]) -> str | None:
@@ -172,7 +194,9 @@ def latency_figures(verify: dict[str, Any] | None) -> dict[str, Any] | None:
 MARGINS = (("cosine_worst", "min_cosine_worst", 1), ("cosine_mean", "min_cosine_mean", 1),
            ("top1_agreement", "min_top1_agreement", 1), ("label_set_agreement", "min_top1_agreement", 1),
            ("decision_agreement", "min_top1_agreement", 1),
-           ("score_correlation", "min_cosine_mean", 1),
+           ("score_correlation", "min_cosine_mean", 1), ("detection_recall", "min_detection_recall", 1),
+           ("detection_precision", "min_detection_precision", 1), ("detection_mean_iou", "min_detection_mean_iou", 1),
+           ("near_empty_error_worst", "max_near_empty_error", -1),
            ("max_abs_error", "max_abs_error", -1),
            ("max_scaled_error", "max_scaled_error", -1), ("state_drift", "max_state_drift", -1))
 

@@ -20,7 +20,18 @@ Every output of the model is judged, whatever its rank:
     `verify.threshold`, equals fp32's, held to the top-1 agreement bound; with 0/1 labels, accuracy of both);
   - `vector` (cosine per sample over the flattened output).
   Models of kind `embedding` and `generic` (a model a user brings, whose outputs mean nothing quantgate knows) are
-  judged as token states or vectors; only `classifier` gives logits and only `multi_label` label sets.
+  judged as token states or vectors; only `classifier` gives logits and only `multi_label` label sets;
+- in groups: parts of one output on different scales (box pixels beside class probabilities) are also judged each
+  as an output of its own, on its own scale (pipeline.verify.groups);
+- a detector (`model.kind=detector`) also by its detections after the score threshold and NMS, matched to fp32's
+  (pipeline.verify.detection): recall, precision, mean IoU.
+
+Near-empty samples: where fp32's output of a sample is near zero (a text detector's probability map of a page
+without text, ~1e-7), its direction is rounding noise and a cosine says nothing. A sample (a token, for token
+states) whose fp32 RMS is under `verify.near_empty_ratio` of the output's scale is judged by magnitude instead: its
+RMS error to fp32 in units of the output's scale, held to what the worst-cosine bound lets a typical sample be off
+by, sqrt(2 (1 - min_cosine_worst)) (0.32 at 0.95). The output's scale is the RMS over all samples, never below
+`verify.near_zero` (absolute): an output near zero on every input is judged in units of that floor.
 
 Per-CPU numerics: int8 kernels differ by ISA (u8s8 without VNNI saturates in VPMADDUBSW), so each
 profile's outputs are also compared with the same artifact's outputs on the reference CPU, on the
@@ -38,6 +49,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from pipeline.verify.detection import DetectionSettings, detection_figures, detection_problems
+from pipeline.verify.groups import detection_settings, find_groups, with_groups
 
 IDS, LABEL_SETS, LOGITS, SCORE, TOKEN_STATES, VECTOR = "ids", "label_sets", "logits", "score", "token_states", "vector"
 EVENTS = "events"
@@ -65,6 +79,14 @@ class Limits:
     max_accuracy_drop: float | None = None
     max_macro_f1_drop: float | None = None
     threshold: float = 0.5  # model.kind=event: a chunk is an event where its score is above this
+    # Near-empty samples (the module's docstring): the share of the output's scale under which a sample is judged by
+    # magnitude (0: never), and the largest RMS error such a sample may have, in units of the output's scale.
+    near_empty_ratio: float = 0.0
+    max_near_empty_error: float | None = None
+    # Detectors (pipeline.verify.detection): set figures over every sample; None = not judged.
+    min_detection_recall: float | None = None
+    min_detection_precision: float | None = None
+    min_detection_mean_iou: float | None = None
 
     def to_json(self) -> dict:
         return {key: value for key, value in self.__dict__.items()}
@@ -75,7 +97,8 @@ class Limits:
         ones, they would be biased low, so there only per-sample bounds (and the per-CPU comparison) apply: the
         set bounds are None, and verify.json and the signoff say they were not judged there."""
         return Limits(None, self.min_cosine_worst, None, self.max_abs_error, self.max_scaled_error, self.pooling,
-                      threshold=self.threshold)
+                      threshold=self.threshold, near_empty_ratio=self.near_empty_ratio,
+                      max_near_empty_error=self.max_near_empty_error)
 
 
 def macro_f1(predicted: np.ndarray, labels: np.ndarray) -> float:
@@ -206,10 +229,11 @@ def valid_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return array[tokens] if tokens is not None else array
 
 
-def output_scale(reference: np.ndarray, mask: np.ndarray | None) -> float:
-    """The RMS of the fp32 output over the positions that count: the unit of element-wise errors."""
+def output_scale(reference: np.ndarray, mask: np.ndarray | None, floor: float = 1e-12) -> float:
+    """The RMS of the fp32 output over the positions that count, at least `floor` (verify.near_zero): the unit of
+    element-wise errors."""
     values = valid_values(reference, mask).astype(np.float64)
-    return max(float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0, 1e-12)
+    return max(float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0, floor, 1e-12)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -218,6 +242,22 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
     return np.where(both_zero, 1.0, dot / np.maximum(norms, 1e-30))
+
+
+def _directions(a: np.ndarray, b: np.ndarray, scale: float | None, ratio: float) -> dict[str, float]:
+    """Cosine mean and worst of the rows of two 2-D arrays (samples or tokens); rows whose fp32 RMS is under `ratio`
+    times `scale` are near-empty: judged by their RMS error in units of `scale` instead (the module's docstring)."""
+    empty = np.zeros(len(b), bool)
+    if scale is not None and ratio > 0 and b.shape[1]:
+        empty = np.sqrt(np.mean(b ** 2, axis=1)) < ratio * scale
+    figures = {}
+    if (~empty).any():
+        cosine = _cosines(a[~empty], b[~empty])
+        figures = {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+    if empty.any():
+        errors = np.sqrt(np.mean((a[empty] - b[empty]) ** 2, axis=1)) / scale
+        figures |= {"near_empty_samples": int(empty.sum()), "near_empty_error_worst": float(errors.max())}
+    return figures
 
 
 def _pool(array: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
@@ -242,10 +282,12 @@ def event_figures(output: np.ndarray, reference: np.ndarray, labels: np.ndarray 
 
 
 def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
-                 labels: np.ndarray | None, pooling: str = "none", threshold: float = 0.5) -> dict[str, float]:
+                 labels: np.ndarray | None, pooling: str = "none", scale: float | None = None,
+                 near_empty_ratio: float = 0.0, threshold: float = 0.5) -> dict[str, float]:
     """The figures an output of this kind is judged by (float64 arrays of one shape): top-1 agreement (and
     accuracy and macro-F1 against labels) for logits, the correlation for scores, cosine mean and worst per
-    sample or per non-padding token otherwise (and after pooling, when asked, for token states)."""
+    sample or per non-padding token otherwise (and after pooling, when asked, for token states), near-empty
+    samples or tokens by magnitude on `scale`."""
     if kind == LOGITS:
         return classification_figures(output, reference, mask, labels)
     if kind == LABEL_SETS:
@@ -265,10 +307,10 @@ def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.
     tokens = token_mask(mask, output) if kind == TOKEN_STATES else None
     if tokens is not None:
         count = int(tokens.sum())
-        cosine = _cosines(output[tokens].reshape(count, -1), reference[tokens].reshape(count, -1))
+        rows = output[tokens].reshape(count, -1), reference[tokens].reshape(count, -1)
     else:
-        cosine = _cosines(output.reshape(len(output), -1), reference.reshape(len(reference), -1))
-    figures = {"cosine_mean": float(cosine.mean()), "cosine_worst": float(cosine.min())}
+        rows = output.reshape(len(output), -1), reference.reshape(len(reference), -1)
+    figures = _directions(*rows, scale, near_empty_ratio)
     if tokens is not None and pooling in ("mean", "cls"):
         pooled = _cosines(_pool(output, tokens, pooling), _pool(reference, tokens, pooling))
         figures |= {"pooled_cosine_mean": float(pooled.mean()), "pooled_cosine_worst": float(pooled.min()),
@@ -277,7 +319,8 @@ def kind_figures(kind: str, output: np.ndarray, reference: np.ndarray, mask: np.
 
 
 def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray, mask: np.ndarray | None,
-                 labels: np.ndarray | None, limits: Limits, scale: float) -> tuple[dict, list[str]]:
+                 labels: np.ndarray | None, limits: Limits, scale: float,
+                 detection: DetectionSettings | None = None) -> tuple[dict, list[str]]:
     """One output against its fp32 reference on the same samples."""
     if output.shape != reference.shape:
         return {}, [f"{name}: shape {list(output.shape)} differs from the fp32 reference's {list(reference.shape)}"]
@@ -288,7 +331,23 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
     max_abs = float(difference.max()) if difference.size else 0.0
     figures = {"kind": kind, "max_abs_error": max_abs, "max_scaled_error": max_abs / scale, "scale": scale,
                "max_rel_error": max_abs / max(float(np.abs(valid_values(b, mask)).max(initial=0.0)), 1e-12)}
-    figures |= kind_figures(kind, a, b, mask, labels, limits.pooling, limits.threshold)
+    figures |= kind_figures(kind, a, b, mask, labels, limits.pooling, scale, limits.near_empty_ratio,
+                            limits.threshold)
+    problems = direction_problems(name, kind, figures, limits, output)
+    if detection is not None:
+        figures |= detection_figures(a, b, detection)
+        problems += detection_problems(name, figures, limits)
+    if limits.max_abs_error is not None and max_abs > limits.max_abs_error:
+        problems.append(f"{name}: max abs error {max_abs:.4g} > {limits.max_abs_error}")
+    if limits.max_scaled_error is not None and figures["max_scaled_error"] > limits.max_scaled_error:
+        problems.append(f"{name}: max error {figures['max_scaled_error']:.3g}x the output's scale > "
+                        f"{limits.max_scaled_error}")
+    return figures, problems
+
+
+def direction_problems(name: str, kind: str, figures: dict, limits: Limits, output: np.ndarray) -> list[str]:
+    """The kind's figures past their bounds, in words: agreements, accuracy drops, score correlations, cosines, and
+    near-empty samples' errors."""
     problems = []
     if kind in AGREEMENT:
         key, what = AGREEMENT[kind]
@@ -306,7 +365,7 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                             f" < {limits.min_cosine_mean}")
     else:
         what = "per-token cosine" if kind == TOKEN_STATES else "cosine"
-        checks = [(what, figures["cosine_mean"], figures["cosine_worst"])]
+        checks = [(what, figures["cosine_mean"], figures["cosine_worst"])] if "cosine_mean" in figures else []
         if "pooled_cosine_mean" in figures:
             checks.append((f"{limits.pooling}-pooled cosine", figures["pooled_cosine_mean"],
                            figures["pooled_cosine_worst"]))
@@ -315,15 +374,17 @@ def judge_output(name: str, kind: str, output: np.ndarray, reference: np.ndarray
                 problems.append(f"{name}: {label} mean {mean:.4f} < {limits.min_cosine_mean}")
             if worst < limits.min_cosine_worst:
                 problems.append(f"{name}: {label} worst {worst:.4f} < {limits.min_cosine_worst}")
-    if limits.max_abs_error is not None and max_abs > limits.max_abs_error:
-        problems.append(f"{name}: max abs error {max_abs:.4g} > {limits.max_abs_error}")
-    if limits.max_scaled_error is not None and figures["max_scaled_error"] > limits.max_scaled_error:
-        problems.append(f"{name}: max error {figures['max_scaled_error']:.3g}x the output's scale > "
-                        f"{limits.max_scaled_error}")
-    return figures, problems
+        bound, error = limits.max_near_empty_error, figures.get("near_empty_error_worst")
+        if bound is not None and error is not None and error > bound:
+            rows = "tokens" if kind == TOKEN_STATES else "samples"
+            problems.append(f"{name}: {figures['near_empty_samples']} near-empty {rows} (fp32 under "
+                            f"{limits.near_empty_ratio:g}x the output's scale {figures['scale']:.3g}, judged by "
+                            f"magnitude): RMS error up to {error:.3g}x the scale > {bound:.3g}")
+    return problems
 
 
-SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
+SUMMARY_WORST = {"cosine_mean": min, "near_empty_error_worst": max, "detection_recall": min,
+                 "detection_precision": min, "detection_mean_iou": min, "cosine_worst": min, "pooled_cosine_mean": min, "pooled_cosine_worst": min,
                  "score_correlation": min,
                  "top1_agreement": min, "label_set_agreement": min, "label_agreement": min, "decision_agreement": min,
                  "accuracy": min, "reference_accuracy": min,
@@ -333,22 +394,36 @@ SUMMARY_WORST = {"cosine_mean": min, "cosine_worst": min, "pooled_cosine_mean": 
 
 def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, model_kind: str,
           mask: np.ndarray | None, labels: np.ndarray | None, limits: Limits,
-          scales: dict[str, float]) -> Judgement:
-    """Every output of `outputs` against `reference` (same samples, same order)."""
+          scales: dict[str, float], groups=(), detection: DetectionSettings | None = None) -> Judgement:
+    """Every output of `outputs` against `reference` (same samples, same order), then every group of an output
+    (pipeline.verify.groups; `scales` has their names too), and the detections of `detection.output`."""
     judgement = Judgement()
+    kinds = {group.name: group.kind for group in groups if group.kind}
+    reference, outputs = with_groups(reference, groups), with_groups(outputs, groups)
     for name, ref in reference.items():
         if name not in outputs:
-            judgement.problems.append(f"{name}: the artifact has no such output (it has {sorted(outputs)})")
+            if name not in {group.name for group in groups}:  # a group of a missing output: said once, above
+                judgement.problems.append(f"{name}: the artifact has no such output (it has {sorted(outputs)})")
             continue
-        kind = output_kind(ref, model_kind, mask)
-        figures, problems = judge_output(name, kind, outputs[name], ref, mask, labels, limits, scales[name])
-        judgement.by_output[name] = figures
+        kind = kinds.get(name) or output_kind(ref, model_kind, mask)
+        figures, problems = judge_output(name, kind, outputs[name], ref, mask, labels, limits, scales[name],
+                                         detection if detection is not None and name == detection.output else None)
+        group = next((group for group in groups if group.name == name), None)
+        judgement.by_output[name] = figures | ({"group": group.to_json()} if group else {})
         judgement.problems += problems
-    for key, pick in SUMMARY_WORST.items():
-        values = [figures[key] for figures in judgement.by_output.values() if key in figures]
-        if values:
-            judgement.summary[key] = float(pick(values))
+    judgement.summary = summarize(judgement.by_output)
     return judgement
+
+
+def summarize(by_output: dict[str, dict]) -> dict:
+    """The worst of each figure over outputs and groups, and `worst_of`: which output or group holds it."""
+    summary, holders = {}, {}
+    for key, pick in SUMMARY_WORST.items():
+        held = {name: figures[key] for name, figures in by_output.items() if key in figures}
+        if held:
+            holders[key] = pick(held, key=held.get)
+            summary[key] = float(held[holders[key]])
+    return summary | ({"worst_of": holders} if holders else {})
 
 
 def keep_decisions_within_noise(kind: str, moved: np.ndarray, alone: np.ndarray, mask: np.ndarray | None,
@@ -375,6 +450,28 @@ def keep_decisions_within_noise(kind: str, moved: np.ndarray, alone: np.ndarray,
     return kept, int((within & changed).sum())
 
 
+@dataclass
+class Reading:
+    """How a model's outputs are read beyond their kinds, found once on fp32's outputs of every sample."""
+
+    groups: list  # pipeline.verify.groups.Group: parts of outputs judged on their own scales
+    detection: DetectionSettings | None  # a detector's detections
+    scales: dict[str, float]  # of every output and group: the RMS of fp32 over every sample, verify.near_zero at least
+    near_empty_ratio: float = 0.0  # verify.near_empty_ratio
+
+
+def output_reading(reference: dict[str, np.ndarray], model_kind: str, mask: np.ndarray | None,
+                   verify_cfg) -> Reading:
+    """The Reading of these fp32 outputs under `verify.*` (output_groups, group_scale_ratio, detection, near_zero)."""
+    detection = detection_settings(verify_cfg, model_kind, reference)
+    kinds = {name: output_kind(array, model_kind, mask) for name, array in reference.items()}
+    tokens = {name: token_mask(mask, array) for name, array in reference.items()}
+    groups = find_groups(reference, kinds, tokens, verify_cfg, detection)
+    scales = {name: output_scale(array, mask, float(verify_cfg.near_zero))
+              for name, array in with_groups(reference, groups).items()}
+    return Reading(groups, detection, scales, float(verify_cfg.near_empty_ratio))
+
+
 # --- the same artifact on two CPUs ------------------------------------------------------------------
 @dataclass
 class CpuComparison:
@@ -397,9 +494,10 @@ class CpuComparison:
 def compare_cpus(profile_name: str, outputs: dict[str, np.ndarray], on_reference_cpu: dict[str, np.ndarray],
                  fp32: dict[str, np.ndarray], *, reference_cpu: str, mask: np.ndarray | None,
                  sample_ids: list[int], scales: dict[str, float], max_excess_error: float,
-                 max_error_ratio: float, hint: str = "") -> CpuComparison:
-    """Two CPUs' outputs of one artifact, element-wise on each output's scale: how far apart they are, and
-    how much worse this profile's error to fp32 is than the reference CPU's."""
+                 max_error_ratio: float, hint: str = "", groups=()) -> CpuComparison:
+    """Two CPUs' outputs of one artifact, element-wise on each output's scale (and each group's, on its own):
+    how far apart they are, and how much worse this profile's error to fp32 is than the reference CPU's."""
+    outputs, on_reference_cpu, fp32 = (with_groups(arrays, groups) for arrays in (outputs, on_reference_cpu, fp32))
     comparison = CpuComparison("pass", "", reference_cpu, {"max_excess_error": max_excess_error,
                                                            "max_error_ratio": max_error_ratio})
     candidates = []

@@ -31,9 +31,10 @@ from pipeline.isa.targets import CpuProfile, profile, runtime_floor
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.runtimes import arm, venvs
 from pipeline.verify import remote
+from pipeline.verify.detection import DetectionSettings
 from pipeline.verify.fidelity import (CpuComparison, Limits, choose_samples, choose_sequences, compare_cpus, judge,
-                                      state_drift,
-                                      keep_decisions_within_noise, output_kind, output_scale)
+                                      keep_decisions_within_noise, output_kind, output_reading, output_scale,
+                                      state_drift)
 from pipeline.verify.padding import Baselines, error_alone, explain, movement, quantizes_at_run_time, summarize
 from pipeline.verify.planning import (child_timeout, host_cpu_features, limits_from, numerics_hint, plan_profiles,
                                       resolve_reference_cpu)
@@ -65,6 +66,8 @@ class Evidence:
     reference_cpu_reason: str = ""
     padding: Baselines | None = None  # fp32's own padded run and the artifact's native one (pipeline.verify.padding)
     batch_axes: dict = field(default_factory=dict)  # {"inputs": ..., "outputs": ...}: pipeline/layout.py
+    groups: list = field(default_factory=list)  # parts of outputs judged on their own scales (verify/groups.py)
+    detection: DetectionSettings | None = None  # a detector's detections (verify/detection.py)
 
     def rows(self, ids: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         labels = self.labels[ids] if self.labels is not None and len(self.labels) > max(ids) else None
@@ -448,9 +451,10 @@ def verify_files(artifact, reference, inputs, cfg, out, *, model_kind: str | Non
                 fp32 = {name: ran[name] for name in judged}
                 check_labels_fit(inputs, labels[:native_n] if labels is not None else None, fp32, model_kind, notes)
                 window = mask[:native_n] if mask is not None else None
-                evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None,
-                                    {name: output_scale(array, window) for name, array in fp32.items()}, limits,
-                                    model_kind, reference_cpu, batch_axes=batch_axes)
+                reading = output_reading(fp32, model_kind, window, v)
+                evidence = Evidence(fp32, window, labels[:native_n] if labels is not None else None, reading.scales,
+                                    limits, model_kind, reference_cpu, batch_axes=batch_axes, groups=reading.groups,
+                                    detection=reading.detection)
                 if pending:
                     evidence.padding = Baselines(fp32_padding(ran, evidence, pending), padding_arrays(ran, judged)[1],
                                                  dynamic=pending["dynamic"])
@@ -710,7 +714,7 @@ def verify_on_profile(cpu, artifact, inputs, out_dir, ids: list[int], cfg, evide
                                         "agreement rates are judged on the native run of every sample)")
     fp32, mask, labels = evidence.rows(ids)
     judgement = judge(outputs, fp32, model_kind=evidence.model_kind, mask=mask, labels=labels, limits=limits,
-                      scales=evidence.scales)
+                      scales=evidence.scales, groups=evidence.groups, detection=evidence.detection)
     record |= {"fidelity": judgement.summary, "fidelity_by_output": judgement.by_output}
     problems = list(judgement.problems)
     if evidence.batch_axes.get("state"):  # run streamed: how far the carried state drifts over the sequence
@@ -759,7 +763,7 @@ def compare_with_reference_cpu(cpu, outputs: dict, ids: list[int], evidence: Evi
                         {k: v[there] for k, v in evidence.reference_cpu_outputs.items() if k in fp32}, fp32,
                         reference_cpu=evidence.reference_cpu, mask=mask, sample_ids=shared, scales=evidence.scales,
                         max_excess_error=v.max_cpu_excess_error, max_error_ratio=v.max_cpu_error_ratio,
-                        hint=numerics_hint(cpu.name, host))
+                        hint=numerics_hint(cpu.name, host), groups=evidence.groups)
 
 
 def padding_arrays(outputs: dict, names) -> tuple[np.ndarray | None, dict, dict]:
@@ -830,8 +834,8 @@ def format_table(report: dict) -> str:
         figures = p.get("fidelity") or {}
         detail = ", ".join(f"{key} {figures[key]:.4g}" for key in (
             "cosine_mean", "cosine_worst", "top1_agreement", "label_set_agreement", "decision_agreement",
-            "score_correlation", "accuracy",
-            "macro_f1", "max_scaled_error", "state_drift") if key in figures)
+            "score_correlation", "accuracy", "macro_f1", "detection_recall", "detection_precision",
+            "near_empty_error_worst", "max_scaled_error", "state_drift") if key in figures)
         comparison = p.get("cpu_comparison") or {}
         if comparison.get("divergence") is not None:
             detail += f", vs {comparison['reference_cpu']} {comparison['divergence']:.3g}x scale"

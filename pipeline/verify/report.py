@@ -188,9 +188,10 @@ def contradictions(profile: ProfileResult) -> list[str]:
              ("pooled_cosine_mean", "min_cosine_mean"), ("pooled_cosine_worst", "min_cosine_worst"),
              ("top1_agreement", "min_top1_agreement"), ("label_set_agreement", "min_top1_agreement"),
              ("decision_agreement", "min_top1_agreement"),
-             ("score_correlation", "min_cosine_mean"))
+             ("score_correlation", "min_cosine_mean"), ("detection_recall", "min_detection_recall"),
+             ("detection_precision", "min_detection_precision"), ("detection_mean_iou", "min_detection_mean_iou"))
     upper = (("max_abs_error", "max_abs_error"), ("max_scaled_error", "max_scaled_error"),
-             ("state_drift", "max_state_drift"))
+             ("state_drift", "max_state_drift"), ("near_empty_error_worst", "max_near_empty_error"))
     for where, figures in figure_sets:
         for key, limit in lower:
             if isinstance(figures.get(key), (int, float)) and isinstance(limits.get(limit), (int, float)) \
