@@ -26,7 +26,7 @@ def convnet(tmp_path_factory):
 def build(overrides: list[str], artifacts) -> Manifest:
     overrides = [*overrides, f"artifacts_dir={artifacts}"]
     assert quantize_task(compose_config(overrides), overrides) == 0
-    return Manifest.load(next(artifacts.glob("onnx-*")))
+    return Manifest.load(next(artifacts.glob("convnet-*")))
 
 
 def op_types(manifest: Manifest) -> set[str]:
@@ -44,7 +44,7 @@ def check_speed_figures(record: SpeedRecord) -> None:
 @pytest.mark.parametrize("mode, int8_conv", [("dynamic", "ConvInteger"), ("static", "QuantizeLinear")])
 def test_a_conv_graph_quantized_dynamic_and_static_records_its_speed(convnet, tmp_path, mode, int8_conv):
     manifest = build([*convnet, f"mode={mode}"], tmp_path)
-    assert manifest.name == f"onnx-{mode}-avx2" and manifest.mode == mode and manifest.mode_choice is None
+    assert manifest.name == f"convnet-{mode}-avx2" and manifest.mode == mode and manifest.mode_choice is None
     assert int8_conv in op_types(manifest)
     check_speed_figures(manifest.speed)
     if mode == "static":  # int8 from one convolution to the next; the RGB stem (reduction 3x3x3 = 27) stays fp32
@@ -60,7 +60,7 @@ def test_a_conv_graph_quantized_dynamic_and_static_records_its_speed(convnet, tm
 def test_auto_keeps_static_for_a_conv_graph_and_records_both_candidates(convnet, tmp_path, capsys):
     manifest = build(convnet, tmp_path)  # model=onnx: mode=auto unless told
     # the folder keeps the mode asked for; manifest.json says which was kept and why
-    assert manifest.name == "onnx-auto-avx2" and manifest.mode == "static" == manifest.quantization.mode
+    assert manifest.name == "convnet-auto-avx2" and manifest.mode == "static" == manifest.quantization.mode
     choice = manifest.mode_choice
     assert choice.requested == "auto" and choice.chosen == "static" and "convolution" in choice.reason
     assert set(choice.candidates) == {"static", "dynamic"}
@@ -147,4 +147,4 @@ def test_auto_with_no_candidate_within_budget_fails_with_both_figures(convnet, t
         quantize_task(compose_config(overrides), overrides)
     message = str(refused.value)
     assert message.startswith("mode=auto: no candidate is within the accuracy budget: static: over the accuracy budget")
-    assert "; dynamic: over the accuracy budget" in message and not list(tmp_path.glob("onnx-*"))
+    assert "; dynamic: over the accuracy budget" in message and not list(tmp_path.glob("convnet-*"))

@@ -39,7 +39,7 @@ def user_files(tmp_path_factory):
 def build(user_files, model: str, data: str, mode: str, tmp_path, *extra) -> tuple[int, object]:
     overrides = ["model=onnx", f"model.path={user_files[model]}", "calibration=npz",
                  f"calibration.path={user_files[data]}", f"mode={mode}", f"artifacts_dir={tmp_path}", *SMALL, *extra]
-    return quantize_task(compose_config(overrides), overrides), tmp_path / f"onnx-{mode}-avx2"
+    return quantize_task(compose_config(overrides), overrides), tmp_path / f"{user_files[model].stem}-{mode}-avx2"
 
 
 def test_a_recurrent_state_laid_out_as_onnx_prescribes_builds_and_verifies_on_haswell_and_native(user_files, tmp_path):
@@ -82,7 +82,7 @@ def test_static_says_which_subgraphs_stay_fp32_and_why(user_files, tmp_path):
     assert ("no int8 compute node: every MatMul/Conv stayed fp32 (subgraph(s) by_rate/else_branch (2 compute nodes), "
             "by_rate/then_branch (2 compute nodes) stay fp32: onnxruntime's static quantizer does not enter "
             "If/Loop/Scan subgraphs") in str(refused.value) and "build with mode=dynamic" in str(refused.value)
-    assert not (tmp_path / "onnx-static-avx2").exists()
+    assert not (tmp_path / "detector_sr-static-avx2").exists()
 
 
 def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tmp_path):
@@ -103,7 +103,7 @@ def test_a_state_that_int8_error_runs_away_in_fails_streamed_naming_the_drift(tm
         quantize_task(compose_config(gate), gate)
     overrides.append("verify.build_gate=false")
     assert quantize_task(compose_config(overrides), overrides) == 1
-    folder = tmp_path / "artifacts" / "onnx-dynamic-avx2"  # no verified build to keep: published, failed
+    folder = tmp_path / "artifacts" / "chaotic-dynamic-avx2"  # no verified build to keep: published, failed
     assert Manifest.load(folder).int8_metrics["validation_state_drift"] > 0.25  # measured, not enforced
     native = json.loads((folder / "verify.json").read_text())["profiles"]["native"]
     drift = native["state_drift"]["stateN"]
