@@ -60,7 +60,7 @@ space := $(subst x, ,x)
 RUNTIME_ARG = $(if $(RUNTIME),$(if $(findstring =,$(RUNTIME))$(findstring <,$(RUNTIME))$(findstring >,$(RUNTIME)),\
 	runtime=custom 'runtime.requirements=[$(subst $(space),$(comma),$(patsubst %,"%",$(RUNTIME)))]',runtime=$(RUNTIME)))
 # The default build folder; with RUNTIME=, and for a user's model (MODEL=onnx, hf, torch: named after the model
-# file, checkpoint or factory given in ARGS), quantgate names it (pipeline/build/task.py: artifact_name).
+# file, checkpoint or factory given in ARGS), quantgate names it (pipeline/builder/task.py: artifact_name).
 ARTIFACT_DIR ?= $(if $(or $(RUNTIME),$(filter onnx hf torch,$(MODEL))),$(shell $(PY) -m pipeline.cli build \
 	--artifact-folder model=$(MODEL) mode=$(MODE) target=$(TARGET) export=$(EXPORT) $(RUNTIME_ARG) $(ARGS)),\
 	artifacts/$(MODEL)-$(MODE)-$(TARGET)$(if $(filter aoti,$(EXPORT)),-aoti))

@@ -26,7 +26,7 @@ _outcome: list[QuantgateError] = []
 # app is started through `quantgate` (pipeline.cli) instead of `python -m pipeline`.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def quantize(cfg: DictConfig) -> int:
-    from pipeline.build.task import artifact_folder, quantize_task
+    from pipeline.builder.task import artifact_folder, quantize_task
     from pipeline.progress import route_third_party_logs
 
     route_third_party_logs()
@@ -46,7 +46,7 @@ def quantize(cfg: DictConfig) -> int:
         _outcome.append(refusal)
         return refusal.exit_code
     if code != ExitCode.OK:
-        from pipeline.build.leftovers import kept_build
+        from pipeline.builder.leftovers import kept_build
         status = "failed" if code == ExitCode.FAILED else "could not be completed (not verified)"
         folder = artifact_folder(cfg)
         kept = kept_build(folder)  # task._publish kept the rejected build beside a verified one
@@ -96,7 +96,7 @@ def run_hydra(args: list[str]) -> int:
         print(f"quantgate {version()}")
         return ExitCode.OK
     if "--artifact-folder" in args:  # where this build would land (the Makefile's default ARTIFACT_DIR)
-        from pipeline.build.task import artifact_folder
+        from pipeline.builder.task import artifact_folder
         from pipeline.config.compose import compose_config
         print(artifact_folder(compose_config([a for a in args if a != "--artifact-folder"])))
         return ExitCode.OK

@@ -34,7 +34,7 @@ def inspect(path: str) -> int:
         return 2
     for key in sorted(stamp):
         print(f"quantgate.{key:<22} {_shown(stamp[key])}")
-    from pipeline.build import reproducible
+    from pipeline.builder import reproducible
     if reproducible.load_sidecar(path) is not None:
         print(f"\nnode sources   {reproducible.debug_file_for(Path(path).name)} beside it: "
               f"quantgate inspect {path} --nodes | --node NAME")
@@ -54,7 +54,7 @@ def inspect_nodes(path: str, node: str | None = None) -> int:
     """Which source files the nodes of an ONNX artifact came from, from the debug file beside it
     (debug/<file>.nodes.json: the exporter's per-node metadata, kept out of the artifact itself)."""
 
-    from pipeline.build import reproducible
+    from pipeline.builder import reproducible
 
     sidecar = reproducible.load_sidecar(path)
     if sidecar is None:

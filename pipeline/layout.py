@@ -124,8 +124,14 @@ def input_axis(name: str, shape: list | None, symbol: str | None, recurrent: dic
     dynamic = [axis for axis, dim in enumerate(shape) if not isinstance(dim, int)]
     if len(dynamic) == 1:
         return dynamic[0], "its only dynamic axis"
-    if dynamic:
-        return dynamic[0], f"the first of its dynamic axes {dynamic}"
+    if dynamic and dynamic[0] == 0:
+        return 0, f"the first of its dynamic axes {dynamic}"
+    if dynamic:  # axis 0 fixed, several others dynamic ([2, 3, H, W]): which is the batch is a guess, not made
+        from pipeline.errors import InputError
+        shown = ["?" if axis in dynamic else dim for axis, dim in enumerate(shape)]
+        raise InputError(f"input {name} {shown} has a fixed first axis ({shape[0]}) and several dynamic axes "
+                         f"{dynamic}: quantgate cannot tell which one holds the examples; name it, e.g. "
+                         f"+model.batch_axes.{name}={dynamic[0]}, or export the model with a dynamic batch axis")
     return None, "every axis fixed: given once"
 
 

@@ -19,7 +19,7 @@ MANIFEST_SCHEMA = "quantgate.manifest/1"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"  # export=aoti: the fp32 torch model's outputs on heldout.npz
 
-DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/build/reproducible.py)
+DEBUG_DIR = "debug"  # debug-only files of an artifact folder (pipeline/builder/reproducible.py)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -95,20 +95,20 @@ class QuantizationRecord:
     per_channel: bool
     reduce_range: bool
     calibration_method: str | None = None
-    # A static build's nodes quantized dynamically (pipeline/build/quantize.py): fused Attention and
+    # A static build's nodes quantized dynamically (pipeline/builder/quantize.py): fused Attention and
     # EmbedLayerNormalization (QDQ has no rule for them), and MatMuls the accuracy gate took out of static int8.
     dynamic_nodes: list[str] = field(default_factory=list)
     # The fused graph's SkipLayerNormalizations the int8 graph runs as Add + LayerNormalization (faster kernels).
     layer_norms_split: int = 0
     # Inputs of fp32 operators (a residual Add) that read an activation itself, not the int8-rounded copy that static
-    # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/build/qdq.py).
+    # QDQ hands to every consumer of an activation an int8 operator reads (pipeline/builder/qdq.py).
     fp32_inputs_unrounded: int = 0
-    # What the int8 graph holds, counted after quantization (pipeline/build/graph_counts.py GraphCounts.as_stamp):
+    # What the int8 graph holds, counted after quantization (pipeline/builder/graph_counts.py GraphCounts.as_stamp):
     # weights int8 / per channel / quantized at run time / fp32, compute nodes int8 / fp32. Null for a .pt2.
     graph_counts: dict[str, int] | None = None
     # Convolutions a static build kept fp32: their reduction is below mode.conv_min_reduction (an RGB stem).
     fp32_convs: list[str] = field(default_factory=list)
-    # If/Loop/Scan bodies with compute nodes (pipeline/build/int8_nodes.py): path -> {compute_nodes, int8_nodes,
+    # If/Loop/Scan bodies with compute nodes (pipeline/builder/int8_nodes.py): path -> {compute_nodes, int8_nodes,
     # fp32_reason when none runs int8}.
     subgraphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -127,7 +127,7 @@ class FallbackRecord:
 
 @dataclass
 class FusionRecord:
-    """The fused fp32 graph (model.fuse, pipeline/build/fuse.py): the tool, the fused operators it wrote, and
+    """The fused fp32 graph (model.fuse, pipeline/builder/fuse.py): the tool, the fused operators it wrote, and
     those it left unfused with the reason."""
 
     tool: str
@@ -139,7 +139,7 @@ class FusionRecord:
 
 @dataclass
 class SpeedRecord:
-    """What int8 bought on the build host (pipeline/build/speed.py): per batch, p50 of int8 and fp32 and the median
+    """What int8 bought on the build host (pipeline/builder/speed.py): per batch, p50 of int8 and fp32 and the median
     of their per-round ratios with its 95% interval; the size ratio; the verdict and its words."""
 
     threads: int
@@ -157,7 +157,7 @@ class SpeedRecord:
 
 @dataclass
 class ModeChoiceRecord:
-    """mode=auto (pipeline/build/auto.py): the mode chosen, why, and each candidate built: its validation figures,
+    """mode=auto (pipeline/builder/auto.py): the mode chosen, why, and each candidate built: its validation figures,
     whether it held the accuracy budget, its speed (a SpeedRecord's JSON) and why it was not kept."""
 
     requested: str
@@ -205,7 +205,7 @@ class Manifest:
     # pipeline/layout.py); empty: axis 0 everywhere.
     batch_axes: dict[str, dict[str, int | None]] = field(default_factory=dict)
     # How a `sentence_embedding` output is pooled and normalised, and where that was read
-    # (pipeline/build/sentence_head.py): "cls pooling, not normalised (bge/modules.json)"; "" for other outputs.
+    # (pipeline/builder/sentence_head.py): "cls pooling, not normalised (bge/modules.json)"; "" for other outputs.
     sentence_embedding: str = ""
     opset: int = 0
     required_cpu_features: list[str] = field(default_factory=list)
@@ -226,11 +226,11 @@ class Manifest:
     config_sha256: str = ""
     build: BuildRecord | None = None
     files: list[FileRecord] = field(default_factory=list)
-    # Debug-only files (debug/: the exporters' per-node metadata, pipeline/build/reproducible.py): listed with
+    # Debug-only files (debug/: the exporters' per-node metadata, pipeline/builder/reproducible.py): listed with
     # their sha256 for reference, but not part of the artifact: dropping them is not tampering.
     debug_files: list[FileRecord] = field(default_factory=list)
     reference_size_bytes: int = 0
-    # Where reference.onnx came from (pipeline/build/reference_cache.py): "built" (exported, then cached),
+    # Where reference.onnx came from (pipeline/builder/reference_cache.py): "built" (exported, then cached),
     # "reused" (the cached export of the same checkpoint, config, versions and code), "off" (exported, not cached).
     reference_cache: str = ""
     model_size_bytes: int = 0

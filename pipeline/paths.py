@@ -1,7 +1,7 @@
 """Where quantgate finds its own files: in a checkout (the Makefile's .venv) or installed from its wheel.
 
 - `SOURCE_ROOT`: the folder holding the `pipeline` package (the checkout, or site-packages); code files by
-  their relative names (`pipeline/build/export.py`) lie under it either way.
+  their relative names (`pipeline/builder/export.py`) lie under it either way.
 - `CHECKOUT`: the git checkout quantgate runs from, or None when installed (provenance then records the package
   version instead of a commit).
 - `CONF_DIR`, `SCHEMAS_DIR`: Hydra's config groups (conf/; conf/cpu/ holds the CPU profiles) and the JSON schemas

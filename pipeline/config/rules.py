@@ -1,4 +1,4 @@
-"""Every rule between config values, in one place, checked once before any work (`pipeline.build.task.validate`).
+"""Every rule between config values, in one place, checked once before any work (`pipeline.builder.task.validate`).
 
 A rule here needs the composed config only: no model, no data. Types and enum values are checked by the
 schema when Hydra composes; keys added with `+key=value` (which Hydra lets through) are checked here against

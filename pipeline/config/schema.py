@@ -41,7 +41,7 @@ class CalibrationSource(StrEnum):
     images = "images"  # a folder of images, one subfolder per class (datasets' imagefolder): calibration.path
 
 
-# model=hf's tasks (pipeline/build/hf_family.py), by their transformers pipeline names:
+# model=hf's tasks (pipeline/builder/hf_family.py), by their transformers pipeline names:
 # feature-extraction (AutoModel: a sentence embedding or last_hidden_state), text-classification
 # (AutoModelForSequenceClassification: texts or sentence pairs), token-classification, image-classification.
 HF_TASKS = ("feature-extraction", "text-classification", "token-classification", "image-classification")
@@ -61,14 +61,14 @@ class CalibrationMethod(StrEnum):
 
 class ExportKind(StrEnum):
     onnx = "onnx"  # model.onnx for onnxruntime (the default)
-    aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/build/aoti.py)
+    aoti = "aoti"  # model.pt2: torchao PT2E int8 compiled by AOTInductor for the target ISA (pipeline/builder/aoti.py)
 
 
 class QuantMode(StrEnum):
     dynamic = "dynamic"
     static = "static"
     qat = "qat"
-    # chosen per model (pipeline/build/auto.py): from the graph where it tells (convolutions: static), else the
+    # chosen per model (pipeline/builder/auto.py): from the graph where it tells (convolutions: static), else the
     # fastest candidate on this host within the accuracy budget; the default of the models users bring
     auto = "auto"
 
@@ -86,7 +86,7 @@ class IntType(StrEnum):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    family: str = "text_embedding"  # text_embedding | digits_cnn | onnx | torch (see pipeline/build/models.py)
+    family: str = "text_embedding"  # text_embedding | digits_cnn | onnx | torch (see pipeline/builder/models.py)
     kind: ModelKind = ModelKind.embedding
     # A local transformers checkpoint folder; null = the embedded all-MiniLM-L6-v2 package.
     name_or_path: Optional[str] = None
@@ -94,7 +94,7 @@ class ModelConfig:
     opset: int = 18
     # Transformer encoders: export a graph onnxruntime's transformer optimizer fuses (Attention,
     # EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) and quantize that; reference.onnx is the
-    # fused fp32 graph, debug/reference.unfused.onnx the export before fusion (pipeline/build/fuse.py).
+    # fused fp32 graph, debug/reference.unfused.onnx the export before fusion (pipeline/builder/fuse.py).
     # Other model families ignore it.
     fuse: bool = True
     seed: int = 0
@@ -178,7 +178,7 @@ class ModeConfig:
     # wrecks it (MiniLM cosine 0.40 vs 0.93 with MatMul/Gemm only), so only these op types
     # (Gather: the embedding table, weight-only in effect). Attention and EmbedLayerNormalization are
     # the fused transformer operators (model.fuse): dynamic int8 makes them QAttention and
-    # QEmbedLayerNormalization, in static builds too (QDQ has no rule for them; pipeline/build/quantize.py).
+    # QEmbedLayerNormalization, in static builds too (QDQ has no rule for them; pipeline/builder/quantize.py).
     op_types_to_quantize: list[str] = field(default_factory=lambda: [
         "MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"])
     # Static int8 of a graph with convolutions also quantizes these, which onnxruntime runs in int8 (NHWC)
@@ -340,7 +340,7 @@ class VerifyConfig:
 
 @dataclass
 class SpeedConfig:
-    """What int8 bought, measured at build time on the build host (pipeline/build/speed.py): int8 and the fp32
+    """What int8 bought, measured at build time on the build host (pipeline/builder/speed.py): int8 and the fp32
     reference timed interleaved in one process at each batch; their size ratio. int8 slower than fp32 beyond the
     noise of the rounds is a build warning naming its cause."""
 
@@ -386,7 +386,7 @@ class QuantgateConfig:
     # folder, unless this is true.
     replace: bool = False
     # Reuse the fp32 reference exported earlier from the same checkpoint, config, package versions and export
-    # code (pipeline/build/reference_cache.py; $QUANTGATE_REFERENCE_CACHE, default ~/.cache/quantgate/references).
+    # code (pipeline/builder/reference_cache.py; $QUANTGATE_REFERENCE_CACHE, default ~/.cache/quantgate/references).
     reference_cache: bool = True
     experiment: Any = None
 

@@ -1,7 +1,7 @@
 """What int8 buys on this host: latency, throughput, size and fidelity of each built artifact against its fp32
 graph, and against a plain onnxruntime `quantize_dynamic` of the same fp32 graph with default settings.
 
-The fp32 graph is the fused one (model.fuse: Attention, SkipLayerNormalization, ...; pipeline/build/fuse.py),
+The fp32 graph is the fused one (model.fuse: Attention, SkipLayerNormalization, ...; pipeline/builder/fuse.py),
 all operators fused even where the artifact's own reference leaves some unfused for static QDQ; the unfused
 export (debug/reference.unfused.onnx) is timed too when the folder has it. Per artifact, the time per operator
 type of fp32 and int8 (onnxruntime's profiler, kernel time summed by op type) shows where the time goes.
@@ -69,7 +69,7 @@ def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path
     """(the fp32 graph with every fusion, the unfused export or None): the artifact's reference when it is fused
     throughout, else a full fusion of its debug/reference.unfused.onnx (static builds made before every mode was
     fused left Attention unfused; roberta-like encoders keep their embedding LayerNormalization)."""
-    from pipeline.build.export import UNFUSED_REFERENCE_FILE
+    from pipeline.builder.export import UNFUSED_REFERENCE_FILE
     reference = manifest.path(manifest.reference_file)
     unfused = folder / UNFUSED_REFERENCE_FILE
     if not unfused.is_file():
@@ -78,7 +78,7 @@ def fully_fused_fp32(folder: Path, manifest: Manifest, work: Path) -> tuple[Path
         return reference, unfused
     import onnx
 
-    from pipeline.build.fuse import fuse_transformer
+    from pipeline.builder.fuse import fuse_transformer
     fused, _ = fuse_transformer(onnx.load(str(unfused)), manifest.fusion.num_heads, manifest.fusion.hidden_size)
     path = work / f"{folder.name}-fp32-fused.onnx"
     atomic_write_bytes(path, fused.SerializeToString())
@@ -101,7 +101,7 @@ def plain_dynamic(reference: Path, out: Path) -> Path:
 
 def bench_artifact(folder: Path, batches: list[int], seconds: float, threads: int, work: Path,
                    sequence_length: int | None = None, build_runs: int = 0) -> dict[str, Any]:
-    from pipeline.build.gate import metrics
+    from pipeline.builder.gate import metrics
     manifest = Manifest.load(folder)
     with np.load(manifest.path(manifest.heldout_file)) as arrays:
         heldout = {name: arrays[name] for name in manifest.input_names}
@@ -340,7 +340,7 @@ def markdown(report: dict[str, Any]) -> str:
                                f"anew: {timed['cached_vs_anew']:.2f}x (medians of {timed['runs']}, in turn); stages "
                                f"from the cache (s): {stages}")
     if build_lines:
-        build_lines = ["", "Build time (whole command, a process each; pipeline/build/reference_cache.py):", "",
+        build_lines = ["", "Build time (whole command, a process each; pipeline/builder/reference_cache.py):", "",
                        *build_lines]
     side_lines = []
     for entry in report.get("side_by_side", ()):

@@ -77,7 +77,7 @@ def floor_rows(row: Row, name: str, target: str, profiles: dict[str, Any]) -> li
 def weight_compute_nodes(model) -> tuple[int, int]:
     """(int8, fp32) counts of the compute nodes that carry a weight: integer kernels and MatMul/Gemm/Conv whose
     weight comes through a DequantizeLinear are int8; MatMul/Gemm/Conv with an fp32 initializer weight are fp32."""
-    from pipeline.build.stamp import INT8_KERNELS, LAYOUT_OPS, QDQ_COMPUTE
+    from pipeline.builder.stamp import INT8_KERNELS, LAYOUT_OPS, QDQ_COMPUTE
     initializers = {tensor.name for tensor in model.graph.initializer}
     producer = {output: node for node in model.graph.node for output in node.output}
 

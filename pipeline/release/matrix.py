@@ -73,7 +73,7 @@ def run_combination(cfg, overrides: list[str]) -> int:
 
     The outcome comes from what quantize_task returned (the verification's exit code) or raised: a
     QuantgateError is a build refused with a message; anything else is a crash (traceback printed)."""
-    from pipeline.build.task import artifact_folder, quantize_task
+    from pipeline.builder.task import artifact_folder, quantize_task
 
     started = time.monotonic()
     folder = artifact_folder(cfg)

@@ -91,7 +91,7 @@ def build_config(manifest: Manifest) -> tuple[dict | None, str]:
     from omegaconf import OmegaConf
 
     from pipeline.config import compose_config
-    from pipeline.build.stamp import config_sha256
+    from pipeline.builder.stamp import config_sha256
     try:
         cfg = compose_config(manifest.build.config_overrides)
     except Exception as error:  # noqa: BLE001 - any composition failure means: cannot reproduce

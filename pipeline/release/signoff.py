@@ -461,7 +461,7 @@ def latency_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> li
 
 
 def build_speed_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the build measured on its own host (pipeline/build/speed.py) as findings: int8 slower than fp32 beyond
+    """What the build measured on its own host (pipeline/builder/speed.py) as findings: int8 slower than fp32 beyond
     noise, or larger, in words with the cause. Informational: the native latency row above is what blocks."""
     rows = []
     for facts in artifacts:

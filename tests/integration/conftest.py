@@ -8,7 +8,7 @@ FAST = ["model=digits_cnn", "target=avx2", "verify.profiles=[native]", "verify.r
 @pytest.fixture(scope="session")
 def digits_release(tmp_path_factory):
     """artifacts/<release>/ with digits_cnn-static-avx2 (passes) and digits_cnn-dynamic-avx2 (fails fidelity)."""
-    from pipeline.build.task import quantize_task
+    from pipeline.builder.task import quantize_task
     from pipeline.config import compose_config
 
     release = tmp_path_factory.mktemp("artifacts") / "rc1"

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.build.task import build
+from pipeline.builder.task import build
 from pipeline.errors import BuildFailed
 from pipeline.config import QuantgateError, compose_config
 from pipeline.manifest import Manifest
@@ -120,7 +120,7 @@ def test_fallback_records_excluded_nodes_when_it_succeeds(tmp_path):
     assert record.excluded_nodes and record.within_budget
     assert record.steps[-1]["accuracy"] >= manifest.fp32_metrics["validation_accuracy"] - 0.03
     assert json.loads(manifest.stamp["fallback"])["fp32_nodes"] == record.excluded_nodes
-    from pipeline.build.stamp import int8_compute_nodes
+    from pipeline.builder.stamp import int8_compute_nodes
     assert int8_compute_nodes(onnx.load(str(manifest.path(manifest.model_file)))) > 0  # still an int8 model
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import aoti
+from pipeline.builder import aoti
 from pipeline.guard.cpuid import host_features
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ BUILD = ["model=digits_cnn", "mode=static", "target=avx2", "export=aoti", "verif
 
 @pytest.fixture(scope="module")
 def avx2_package(tmp_path_factory):
-    from pipeline.build.task import build
+    from pipeline.builder.task import build
     from pipeline.config import compose_config
     artifacts = tmp_path_factory.mktemp("artifacts")
     return build(compose_config([*BUILD, f"artifacts_dir={artifacts}"]))
@@ -45,10 +45,10 @@ def test_avx2_package_audits_clean_and_carries_the_stamp(avx2_package):
 def test_avx2_package_names_no_folder_of_this_machine(avx2_package):
     """Measured before issue 19: the .cpp files ended with compile commands naming the build's inductor
     cache, the venv and /tmp/torchinductor_<user>; the .so's line tables and __FILE__ strings named the
-    same folders; file names were hashes of code holding them and a memory address (pipeline/build/aoti.py)."""
+    same folders; file names were hashes of code holding them and a memory address (pipeline/builder/aoti.py)."""
     import zipfile
 
-    from pipeline.build.reproducible import host_paths_in_folder
+    from pipeline.builder.reproducible import host_paths_in_folder
     folder = avx2_package.folder
     assert host_paths_in_folder(folder, (str(folder.parent),)) == {}
     with zipfile.ZipFile(folder / "model.pt2") as package:
@@ -72,7 +72,7 @@ def test_avx2_package_runs_on_haswell_and_is_refused_on_sandybridge(avx2_package
 @pytest.mark.skipif("avx512f" not in host_features(), reason="the mis-targeted build needs an AVX-512 build host")
 def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path, monkeypatch):
     """Inductor's own defaults (no plan: -march=native, host vector ISA) for an avx2 target."""
-    from pipeline.build.task import build
+    from pipeline.builder.task import build
     from pipeline.config import QuantgateError, compose_config
     monkeypatch.setattr(aoti, "isa_plan", lambda *args: None)
     with pytest.raises(QuantgateError, match=r"outside target avx2: .*avx512\w* \(\d+ instructions\).*0x[0-9a-f]+"):
@@ -83,7 +83,7 @@ def test_mistargeted_build_is_caught_by_the_audit_before_anything_ships(tmp_path
 def test_one_release_of_onnx_and_pt2_artifacts_signs_off(avx2_package, compose, tmp_path):
     """Contract: both verifiers write one verify.json shape, and the signoff reads both."""
     from pipeline.verify.pt2 import verify_package
-    from pipeline.build.task import quantize_task
+    from pipeline.builder.task import quantize_task
     from pipeline.release.signoff import signoff
     from pipeline.verify.report import VerifyReport
     release = avx2_package.folder.parent
@@ -112,7 +112,7 @@ def test_a_qat_package_this_host_cannot_run_is_refused_before_the_gate_loads_it(
     (TypeError, before any compile), and a package above the host (avx512 on an AVX2 machine) died with SIGILL
     (exit 132) in the accuracy gate. Now: QAT, conversion, compile and audit run, then exit 4, nothing published.
     The host is made a Nehalem here, whatever this machine is."""
-    from pipeline.build.task import build
+    from pipeline.builder.task import build
     from pipeline.config import compose_config
     from pipeline.errors import ExitCode, NotVerified
     from pipeline.guard import cpuid

@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.build.task import build
+from pipeline.builder.task import build
 from pipeline.guard import REQUIRED_STAMP_KEYS, read_stamp
 from pipeline.manifest import Manifest, sha256_file
 from tests.conftest import run_cli
@@ -43,7 +43,7 @@ def cosine_to_reference(manifest: Manifest) -> np.ndarray:
 def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     folder = artifacts / "minilm-dynamic-avx2"
     assert dynamic_build.folder == folder
-    # and what Optimum and transformers load beside the model (pipeline/build/hub_files.py)
+    # and what Optimum and transformers load beside the model (pipeline/builder/hub_files.py)
     hub_files = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                  "ort_config.json"}
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "reference.onnx", "manifest.json", "heldout.npz",
@@ -55,7 +55,7 @@ def test_dynamic_build_writes_the_contracted_folder(dynamic_build, artifacts):
     assert {r.path for r in manifest.files} == {"model.onnx", "reference.onnx", "heldout.npz", "validation.npz",
                                                 "calibration.npz", "calibration_report.json", *hub_files}
     # The exporter's per-node debug metadata and the export before fusion, outside the artifact
-    # (pipeline/build/reproducible.py, pipeline/build/fuse.py).
+    # (pipeline/builder/reproducible.py, pipeline/builder/fuse.py).
     assert {r.path for r in manifest.debug_files} == {"debug/reference.nodes.json", "debug/model.nodes.json",
                                                       "debug/reference.unfused.onnx"}
     assert manifest.fusion.operators["Attention"] == 6 and manifest.build.stage_seconds["export"] > 0
@@ -113,7 +113,7 @@ def test_rebuild_is_byte_identical(dynamic_build, tmp_path):
 
 def test_no_file_names_this_machines_folders(dynamic_build, static_build):
     """reference.onnx held 1,566 absolute paths of the checkout and venv (node stack traces) before issue 19."""
-    from pipeline.build.reproducible import host_paths_in_folder
+    from pipeline.builder.reproducible import host_paths_in_folder
     for manifest in (dynamic_build, static_build):
         assert host_paths_in_folder(manifest.folder, (str(manifest.folder.parent),)) == {}
         for name in ("reference.onnx", "model.onnx"):

@@ -1,12 +1,12 @@
-"""What a build bought, measured at build time (pipeline/build/speed.py), and mode=auto (pipeline/build/auto.py), on a
+"""What a build bought, measured at build time (pipeline/builder/speed.py), and mode=auto (pipeline/builder/auto.py), on a
 small convolutional network a user brings (tests/fixtures/convnet.py). No timing is asserted: the figures are
 recorded and their shape checked; which mode is faster on a CPU goes to `make bench`, not to tests."""
 import numpy as np
 import onnx
 import pytest
 
-from pipeline.build import speed
-from pipeline.build.task import quantize_task
+from pipeline.builder import speed
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest, SpeedRecord
 from pipeline.timing import batch_of, op_type_profile
@@ -119,7 +119,7 @@ def test_signoff_lists_what_the_build_measured_as_findings():
 
 
 def test_without_convolutions_auto_keeps_the_faster_of_the_two_timed_in_one_loop():
-    from pipeline.build.auto import choose
+    from pipeline.builder.auto import choose
     within = {"within_budget": True, "outcome": "", "speed": {"verdict": "faster", "latency": {"1": {"ratio": 0.4}}}}
     candidates = {"static": within, "dynamic": within}
 

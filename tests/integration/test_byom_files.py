@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.build.task import quantize_task
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.guard import read_stamp
 from pipeline.manifest import Manifest
@@ -91,7 +91,7 @@ def test_torch_factory_builds_with_qat_by_self_distillation(user_files, tmp_path
 
 
 def test_the_config_hash_names_the_files_by_content_not_by_folder(tmp_path):
-    from pipeline.build.stamp import config_sha256
+    from pipeline.builder.stamp import config_sha256
 
     def digest(folder, seed=0):
         folder.mkdir()

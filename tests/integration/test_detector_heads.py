@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tests.fixtures import tiny_detector
 
-from pipeline.build.gate import named_metrics, within_budget
+from pipeline.builder.gate import named_metrics, within_budget
 from pipeline.config import compose_config
 from pipeline.errors import ExitCode
 from pipeline.paths import PROJECT_ROOT

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pipeline.build.task import quantize_task
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.guard import read_stamp
 from pipeline.manifest import Manifest

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from tests.helpers.cpu import VNNI, host_features
 
-from pipeline.build.task import quantize_task
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 
@@ -34,7 +34,7 @@ def test_fused_minilm_passes_verification_on_haswell_and_native(mode, tmp_path):
     nodes = [node.op_type for node in onnx.load(str(manifest.path("model.onnx"))).graph.node]
     ops = set(nodes)
     assert INT8_KERNELS[mode] <= ops and "Attention" not in ops  # every attention runs in int8
-    # its layer norms as onnxruntime's faster Add + LayerNormalization (pipeline/build/fuse.py)
+    # its layer norms as onnxruntime's faster Add + LayerNormalization (pipeline/builder/fuse.py)
     assert "SkipLayerNormalization" not in ops and nodes.count("LayerNormalization") == 12
     assert manifest.quantization.layer_norms_split == 12
     # static QDQ's residual Adds read the layer norm's output, not the copy rounded for the next MatMul (qdq.py)

@@ -1,4 +1,4 @@
-"""The fused fp32 graph (model.fuse, pipeline/build/fuse.py) and the int8 weights of the modes that quantize it.
+"""The fused fp32 graph (model.fuse, pipeline/builder/fuse.py) and the int8 weights of the modes that quantize it.
 
 Real MiniLM, real onnxruntime, real sentences (Python's own documentation). Fast: one TorchScript export and
 two fusions of MiniLM, one static quantization; QAT's weights on a tiny random BERT with MiniLM's vocabulary
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.build.export import export_torchscript
-from pipeline.build.fuse import fuse_transformer
-from pipeline.build.models import model_family
+from pipeline.builder.export import export_torchscript
+from pipeline.builder.fuse import fuse_transformer
+from pipeline.builder.models import model_family
 from pipeline.config import compose_config
 
 MINILM_FUSED = {"Attention": 6, "BiasGelu": 6, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 12}
@@ -65,7 +65,7 @@ def test_fused_minilm_has_the_fused_operators_and_matches_the_unfused_export(min
 def test_static_int8_of_the_fused_graph_is_static_qdq_with_dynamic_attention_and_int8_weights(minilm, tmp_path):
     import onnx
 
-    from pipeline.build.quantize import QuantizerKnobs, policy, quantize_onnx
+    from pipeline.builder.quantize import QuantizerKnobs, policy, quantize_onnx
 
     family, unfused = minilm
     fused, _ = fuse_transformer(onnx.load_from_string(unfused), *family.attention_shape())
@@ -117,8 +117,8 @@ def test_a_users_encoder_fuses_too(tiny_encoder):
 def test_qat_int8_holds_int8_weights_including_the_word_embeddings(tiny_encoder, tmp_path):
     import onnx
 
-    from pipeline.build import qat
-    from pipeline.build.quantize import policy
+    from pipeline.builder import qat
+    from pipeline.builder.quantize import policy
 
     cfg = compose_config(["model=minilm", f"model.name_or_path={tiny_encoder}", "mode=qat", "mode.qat_steps=1",
                           "mode.qat_batch_size=4", "target=avx2"])
@@ -138,9 +138,9 @@ def test_qat_of_a_fused_encoder_is_the_fused_graph_with_its_fine_tuned_weights_a
     range the one QAT learned, quantized as a static build is."""
     import onnx
 
-    from pipeline.build import qat
-    from pipeline.build.export import fused_torchscript_export
-    from pipeline.build.quantize import learned_ranges_by_tensor, policy, quantize_fine_tuned_fused
+    from pipeline.builder import qat
+    from pipeline.builder.export import fused_torchscript_export
+    from pipeline.builder.quantize import learned_ranges_by_tensor, policy, quantize_fine_tuned_fused
 
     cfg = compose_config(["model=minilm", f"model.name_or_path={tiny_encoder}", "mode=qat", "mode.qat_steps=2",
                           "mode.qat_batch_size=4", "target=avx2"])

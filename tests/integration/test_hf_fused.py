@@ -1,4 +1,4 @@
-"""model=hf's fused fp32 graph (model.fuse, pipeline/build/fuse.py): BERT-like text encoders are exported with eager
+"""model=hf's fused fp32 graph (model.fuse, pipeline/builder/fuse.py): BERT-like text encoders are exported with eager
 attention by the TorchScript exporter and fused as MiniLM is; image models and model.fuse=false keep the dynamo export.
 
 Real parts: a tiny BERT classifier trained for seconds on Python's own documentation (tests/fixtures/hf_checkpoints.py),
@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.build import export, hf_family
-from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer, operator_counts
+from pipeline.builder import export, hf_family
+from pipeline.builder.fuse import CONTRIB_DOMAIN, fuse_transformer, operator_counts
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from tests.fixtures import hf_checkpoints
@@ -53,7 +53,7 @@ def made(tmp_path_factory):
 
 
 def export_stage(made, name: str, *overrides: str) -> Manifest:
-    """The build's export stage (pipeline/build/export.py) into a folder of its own."""
+    """The build's export stage (pipeline/builder/export.py) into a folder of its own."""
     cfg = compose_config(["model=hf", *overrides])
     folder = made["folder"] / name
     folder.mkdir()
@@ -62,7 +62,7 @@ def export_stage(made, name: str, *overrides: str) -> Manifest:
 
 
 def family_of(*overrides: str):
-    from pipeline.build.models import model_family
+    from pipeline.builder.models import model_family
     return model_family(compose_config(["model=hf", *overrides]))
 
 

@@ -5,7 +5,7 @@ import json
 import onnx
 import pytest
 
-from pipeline.build.task import quantize_task
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from tests.fixtures import hf_checkpoints

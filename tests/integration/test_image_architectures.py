@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from pipeline.build.models import model_family
-from pipeline.build.task import quantize_task
+from pipeline.builder.models import model_family
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from tests.fixtures import hf_checkpoints

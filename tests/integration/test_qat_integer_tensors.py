@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.build.task import quantize_task
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from tests.fixtures import hf_checkpoints
@@ -33,8 +33,8 @@ def test_no_observer_is_put_on_an_integer_tensor(tmp_path):
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from pipeline.build.models import model_family
-    from pipeline.build.qat import quantizer_for
+    from pipeline.builder.models import model_family
+    from pipeline.builder.qat import quantizer_for
     from pipeline.manifest import QuantizationRecord
     roberta = hf_checkpoints.roberta_classifier(tmp_path / "roberta")
     family = model_family(compose_config(["model=hf", f"model.name_or_path={roberta}",

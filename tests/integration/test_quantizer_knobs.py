@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pipeline.build.calibrate import load_batches
-from pipeline.build.quantize import QuantizerKnobs, policy, quantize_onnx
+from pipeline.builder.calibrate import load_batches
+from pipeline.builder.quantize import QuantizerKnobs, policy, quantize_onnx
 from pipeline.config import compose_config
 from pipeline.paths import PROJECT_ROOT
 

@@ -1,4 +1,4 @@
-"""The reference cache (pipeline/build/reference_cache.py): a later build of the same checkpoint reuses the fp32
+"""The reference cache (pipeline/builder/reference_cache.py): a later build of the same checkpoint reuses the fp32
 reference, byte for byte what a fresh export writes; what the reference depends on is in the key; a damaged entry
 is rebuilt; an unusable cache folder does not stop a build."""
 import fcntl
@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from pipeline.build import reference_cache
-from pipeline.build.models import model_family
-from pipeline.build.task import build
+from pipeline.builder import reference_cache
+from pipeline.builder.models import model_family
+from pipeline.builder.task import build
 from pipeline.config import compose_config
 from pipeline.runtimes import venvs
 from pipeline.runtimes.cache import COMPLETE

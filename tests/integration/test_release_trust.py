@@ -81,7 +81,7 @@ def ready_release(tmp_path_factory):
     """Two tiny artifacts, verified natively (real verify.json), with a `ready` signoff report."""
     from pipeline.config import compose_config
     from pipeline.verify import stage as verify_stage
-    from pipeline.build.stamp import config_sha256
+    from pipeline.builder.stamp import config_sha256
 
     release = tmp_path_factory.mktemp("release") / "rc"
     for target, name in zip(TARGETS, NAMES):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import reproducible
+from pipeline.builder import reproducible
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from tests.fixtures.tiny_artifact import make_artifact_folder, make_standalone
 
 from pipeline.runtimes import venvs
-from pipeline.build.task import build
+from pipeline.builder.task import build
 from pipeline.config import compose_config
 from pipeline.guard import ArtifactRefused, ensure_can_run, read_stamp
 from pipeline.manifest import Manifest
@@ -111,8 +111,8 @@ def test_padding_invariance_passes_for_minilm(ort116_build):
 def test_padding_check_fails_for_minilm_exported_without_attention_mask(tmp_path):
     import torch
 
-    from pipeline.build.models import model_family
-    from pipeline.build.export import export_onnx
+    from pipeline.builder.models import model_family
+    from pipeline.builder.export import export_onnx
 
     family = model_family(compose_config([]))
 

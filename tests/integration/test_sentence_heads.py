@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline.build import models, reference_cache
-from pipeline.build.models import model_family
-from pipeline.build.task import build
+from pipeline.builder import models, reference_cache
+from pipeline.builder.models import model_family
+from pipeline.builder.task import build
 from pipeline.config import compose_config
 from pipeline.runtimes import venvs
 from tests.fixtures.hf_checkpoints import sentence_transformers_checkpoint
@@ -62,8 +62,8 @@ def test_every_pooling_fuses_and_runs_as_in_torch(cls_model, pooling):
 
     import onnx
 
-    from pipeline.build.export import export_torchscript
-    from pipeline.build.fuse import fuse_transformer
+    from pipeline.builder.export import export_torchscript
+    from pipeline.builder.fuse import fuse_transformer
     family = model_family(compose_config(["model=minilm", f"model.name_or_path={cls_model}"]))
     family.sentence_head = dataclasses.replace(family.sentence_head, pooling=pooling, normalize=True)
     module = family.load_torch(attention="eager")
@@ -106,7 +106,7 @@ def test_a_fused_graph_the_shape_inference_cannot_type_is_refused_naming_model_f
                                                                                           monkeypatch, capsys):
     # ReduceMax-18 (its axes an input) has no rule in onnxruntime's symbolic shape inference: max pooling exported
     # that way (before it became TopK) left the fused graph untyped, and the build died with a TypeError, exit 70
-    from pipeline.build.sentence_head import SentenceHead
+    from pipeline.builder.sentence_head import SentenceHead
     from pipeline.cli import main
     from tests.reliability.helpers import published
     monkeypatch.setattr(SentenceHead, "embed", lambda self, hidden, mask: hidden.amax(dim=1) * 2.0)

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.build.fuse import unshare_small_initializers
-from pipeline.build.task import build
+from pipeline.builder.fuse import unshare_small_initializers
+from pipeline.builder.task import build
 from pipeline.config import compose_config
 from tests.fixtures import hf_checkpoints
 

@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.build.calibrate import load_batches
-from pipeline.build.int8_nodes import subgraphs
-from pipeline.build.task import quantize_task
+from pipeline.builder.calibrate import load_batches
+from pipeline.builder.int8_nodes import subgraphs
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.errors import BuildFailed, QuantgateError
 from pipeline.guard import read_stamp

@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.build.gate import metrics
-from pipeline.build.onnx_family import name_every_node
-from pipeline.build.task import quantize_task
+from pipeline.builder.gate import metrics
+from pipeline.builder.onnx_family import name_every_node
+from pipeline.builder.task import quantize_task
 from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from pipeline.verify.fidelity import IDS, Limits, judge, output_kind

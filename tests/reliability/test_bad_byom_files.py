@@ -1,7 +1,7 @@
 """Bad models and data a user brings (model=onnx, model=torch, calibration=npz): one line naming what is wrong
 and the fix, exit 2, no traceback, no artifact folder.
 
-Every case is refused by the build's checks before any work (`pipeline.build.task.validate`), tried in this
+Every case is refused by the build's checks before any work (`pipeline.builder.task.validate`), tried in this
 process (fast); one case of each kind also goes through the command line as a user runs it."""
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ def refused(tmp_path, *overrides: str, cli: bool = False) -> str:
         assert result.returncode == 2
         assert published(tmp_path / "a") == []
         return result.stderr
-    from pipeline.build.models import _FAMILY_CACHE
-    from pipeline.build.task import validate
+    from pipeline.builder.models import _FAMILY_CACHE
+    from pipeline.builder.task import validate
     from pipeline.config import compose_config
     _FAMILY_CACHE.clear()
     with pytest.raises(Exception) as raised:
@@ -141,7 +141,7 @@ def test_incomplete_or_conflicting_settings_are_refused(tmp_path, overrides, exp
 
 
 def test_module_that_cannot_have_a_dynamic_batch_axis_is_refused_at_export(tmp_path):
-    from pipeline.build.task import build
+    from pipeline.builder.task import build
     from pipeline.config import compose_config
     from tests.fixtures.byom_pkg.models import FEATURES
     features = np.random.default_rng(0).standard_normal((64, FEATURES)).astype(np.float32)

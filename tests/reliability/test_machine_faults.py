@@ -223,7 +223,7 @@ def test_ctrl_c_ends_a_build_with_one_line_exit_130_and_nothing_published(tmp_pa
 
 def test_int8_compute_is_counted_on_real_graphs(standalone):
     """The build refuses an "int8" artifact in which every compute node stayed fp32 (stamp.check_quantized)."""
-    from pipeline.build.stamp import int8_compute_nodes
+    from pipeline.builder.stamp import int8_compute_nodes
     artifact, reference, _ = standalone
     assert int8_compute_nodes(onnx.load(str(reference))) == 0
     assert int8_compute_nodes(onnx.load(str(artifact))) > 0

@@ -48,7 +48,7 @@ def test_a_checkpoint_file_linking_outside_its_folder_is_refused_naming_it(tmp_p
 
 
 def test_a_link_inside_the_folder_and_a_hub_cache_snapshot_are_accepted(tmp_path, checkpoint):
-    from pipeline.build.user_files import check_contained
+    from pipeline.builder.user_files import check_contained
     source, _ = checkpoint
     folder = tmp_path / "checkpoint"
     shutil.copytree(source, folder)
@@ -92,7 +92,7 @@ def build_onnx(model, calib, *extra):
 def test_a_build_deletes_no_folder_that_only_looks_like_its_leftovers(tmp_path, two_models):
     """`out=D/model` beside the user's own `D/.model.old-2025/`: a build removes only the leftovers it announced by
     a marker (a killed build's staging folder), never a folder by its name."""
-    from pipeline.build.leftovers import leftover_path
+    from pipeline.builder.leftovers import leftover_path
     home = tmp_path / "D"
     look_alikes = [home / ".model.old-2025", home / ".model.staging-mine", home / ".model.rejected-1"]
     for folder in look_alikes:

@@ -8,11 +8,11 @@ from tests.conftest import REPO
 # folder -> the quantgate folders and modules it must not import (the ones above it)
 ABOVE = {
     "pipeline.guard": {"*"},  # standard library only (tests/unit/test_guard_package.py checks the rest)
-    "pipeline.config": {"pipeline.build", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
-    "pipeline.isa": {"pipeline.build", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
-    "pipeline.runtimes": {"pipeline.build", "pipeline.verify", "pipeline.release"},
-    "pipeline.verify": {"pipeline.build", "pipeline.release"},
-    "pipeline.build": {"pipeline.release"},
+    "pipeline.config": {"pipeline.builder", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
+    "pipeline.isa": {"pipeline.builder", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
+    "pipeline.runtimes": {"pipeline.builder", "pipeline.verify", "pipeline.release"},
+    "pipeline.verify": {"pipeline.builder", "pipeline.release"},
+    "pipeline.builder": {"pipeline.release"},
 }
 ENTRY_POINTS = {"pipeline.cli", "pipeline.app", "pipeline.__main__"}  # nothing below them imports them
 
@@ -110,7 +110,7 @@ def layout_section() -> str:
 
 def test_the_folders_are_the_ones_the_layout_lists():
     folders = {p.name for p in (REPO / "pipeline").iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders == {"guard", "isa", "build", "verify", "runtimes", "release", "config"}
+    assert folders == {"guard", "isa", "builder", "verify", "runtimes", "release", "config"}
     layout = layout_section()
     for folder in sorted(folders):
         assert f"pipeline/{folder}/" in layout, f"docs/contributing.md's Layout does not list pipeline/{folder}/"

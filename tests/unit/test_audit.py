@@ -91,14 +91,14 @@ def test_onnx_and_plain_files_hold_no_native_code(tmp_path):
     ("x86_64_v4", ["avx512_vnni"], ("x86-64-v4", "avx512_vnni", 512)),
 ])
 def test_isa_plan_per_target(microarchitecture, extra, expected):
-    from pipeline.build.aoti import isa_plan
+    from pipeline.builder.aoti import isa_plan
     from pipeline.isa.targets import required_cpu_features
     plan = isa_plan(microarchitecture, required_cpu_features(microarchitecture, extra))
     assert (plan.march, plan.vec_isa, plan.simdlen) == expected
 
 
 def test_isa_plan_refuses_arm64():
-    from pipeline.build.aoti import isa_plan
+    from pipeline.builder.aoti import isa_plan
     from pipeline.config import QuantgateError
     with pytest.raises(QuantgateError, match="x86-64 code only"):
         isa_plan("cortex_a72", [])
@@ -108,7 +108,7 @@ def test_pinned_isa_ignores_what_the_build_host_has():
     """On a VNNI/BF16 host inductor alone would pick `avx512 avx512_vnni` and add -mavx512bf16."""
     from torch._inductor import config, cpu_vec_isa
 
-    from pipeline.build.aoti import IsaPlan, pinned_isa
+    from pipeline.builder.aoti import IsaPlan, pinned_isa
     with pinned_isa(IsaPlan("x86-64-v4", "avx512", 512)):
         isa = cpu_vec_isa.pick_vec_isa()
         assert str(isa) == "avx512" and config.cpp.march == "x86-64-v4"

@@ -1,6 +1,6 @@
 """Texts the tokenizer cuts at model.max_length are counted (the build says how many, and what it means)."""
-from pipeline.build.calibrate import rows_at_max_length
-from pipeline.build.models import model_family
+from pipeline.builder.calibrate import rows_at_max_length
+from pipeline.builder.models import model_family
 from pipeline.config import compose_config
 
 

@@ -1,4 +1,4 @@
-"""What an int8 graph holds, counted (pipeline/build/graph_counts.py), and the stamp's claims checked against it, on
+"""What an int8 graph holds, counted (pipeline/builder/graph_counts.py), and the stamp's claims checked against it, on
 graphs onnxruntime's quantizer really writes from the Paddle-style file (tests/fixtures/paddle_style.py)."""
 import json
 from pathlib import Path
@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
 
-from pipeline.build.graph_counts import StampCheckFailed, check_claims, count_graph
-from pipeline.build.onnx_family import read_model, upgrade_opset
-from pipeline.build.stamp import as_held
+from pipeline.builder.graph_counts import StampCheckFailed, check_claims, count_graph
+from pipeline.builder.onnx_family import read_model, upgrade_opset
+from pipeline.builder.stamp import as_held
 from pipeline.errors import ExitCode
 from pipeline.manifest import QuantizationRecord
 from tests.fixtures.paddle_style import images, paddle_model

@@ -54,7 +54,7 @@ def test_verify_takes_the_target_from_a_given_folder_and_names_runtime_folders()
     assert "--artifact-dir artifacts/some-build" in given and "--target" not in given
     assert "--artifact-dir artifacts/minilm-dynamic-avx512-ort116 --target avx512" in \
         make("-n", "verify", "TARGET=avx512", "RUNTIME=ort116")
-    # pip lines: the folder quantgate itself names (pipeline/build/task.py), never the default build's.
+    # pip lines: the folder quantgate itself names (pipeline/builder/task.py), never the default build's.
     custom = make("-n", "verify", "RUNTIME=onnxruntime==1.17.3 numpy<2")
     assert re.search(r"--artifact-dir artifacts/minilm-dynamic-avx2-custom-[0-9a-f]{8} ", custom)
 
@@ -68,7 +68,7 @@ def test_models_users_bring_default_to_mode_auto_and_an_explicit_mode_wins():
 
 
 def test_verify_of_a_users_model_finds_the_folder_quantgate_names_after_it():
-    """MODEL=onnx, hf, torch: the folder is named after the model (pipeline/build/task.py: artifact_name), so the
+    """MODEL=onnx, hf, torch: the folder is named after the model (pipeline/builder/task.py: artifact_name), so the
     Makefile asks quantgate for it, as `quantgate build --artifact-folder` prints it."""
     onnx = make("-n", "verify", "MODEL=onnx", "MODE=static", "ARGS=model.path=models/detector.onnx")
     assert "--artifact-dir artifacts/detector-static-avx2 " in onnx

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline.build import reproducible
+from pipeline.builder import reproducible
 from tests.conftest import REPO
 
 SITE_PACKAGES = next(root for root, label in reproducible.host_roots() if label == "site-packages/")
@@ -116,7 +116,7 @@ def test_scan_finds_this_machines_paths_in_any_published_file(tmp_path):
 
 
 def test_the_build_refuses_to_publish_a_file_naming_the_checkout(tmp_path):
-    from pipeline.build.task import _check_no_host_paths
+    from pipeline.builder.task import _check_no_host_paths
     staging, folder = tmp_path / ".x.staging-1", tmp_path / "x"
     staging.mkdir()
     (staging / "reference.onnx").write_bytes(b"ok")
@@ -148,7 +148,7 @@ def test_export_of_a_module_defined_here_is_stripped_and_sourced(tmp_path, capsy
     import torch
 
     from pipeline.inspect import inspect_nodes
-    from pipeline.build.export import export_onnx
+    from pipeline.builder.export import export_onnx
 
     class Tiny(torch.nn.Module):
         def __init__(self):

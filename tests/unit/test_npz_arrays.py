@@ -4,7 +4,7 @@ import pytest
 
 from calibration.arrays import InputSpec, load_arrays
 from calibration.errors import CalibrationError
-from pipeline.build.gate import metrics, within_budget
+from pipeline.builder.gate import metrics, within_budget
 
 SPECS = [InputSpec("ids", np.dtype(np.int64), (None, None)), InputSpec("x", np.dtype(np.float32), (None, 4))]
 

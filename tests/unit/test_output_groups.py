@@ -5,7 +5,7 @@ wrong class scores (the box rows carry the norm), and fp32 verified against itse
 import numpy as np
 import pytest
 
-from pipeline.build.gate import budget_text, named_metrics, within_budget
+from pipeline.builder.gate import budget_text, named_metrics, within_budget
 from pipeline.config import compose_config
 from pipeline.errors import InputError
 from pipeline.release.signoff import fidelity_words

@@ -5,7 +5,7 @@ limit and fails one token past it."""
 import pytest
 import torch
 
-from pipeline.build.checkpoints import POSITIONS_AFTER_PADDING, POSITIONS_FROM_ZERO, check_max_length, max_tokens
+from pipeline.builder.checkpoints import POSITIONS_AFTER_PADDING, POSITIONS_FROM_ZERO, check_max_length, max_tokens
 from pipeline.errors import InputError
 
 SMALL = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,

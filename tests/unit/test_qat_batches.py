@@ -1,10 +1,10 @@
-"""QAT's training batches (pipeline/build/qat.py): the fp32 model's outputs are computed once, and every step's
+"""QAT's training batches (pipeline/builder/qat.py): the fp32 model's outputs are computed once, and every step's
 targets are those outputs' rows for the step's inputs, as if the fp32 model ran on that step's batch."""
 import numpy as np
 import pytest
 import torch
 
-from pipeline.build.qat import _batches, teacher_outputs
+from pipeline.builder.qat import _batches, teacher_outputs
 
 
 class TwoOutputs(torch.nn.Module):

@@ -1,5 +1,5 @@
 """Static QDQ rounds an activation to int8 for the int8 operator that reads it; the fp32 operators that read the same
-activation (a transformer's residual Add) read it unrounded (pipeline/build/qdq.py). Real onnxruntime quantization
+activation (a transformer's residual Add) read it unrounded (pipeline/builder/qdq.py). Real onnxruntime quantization
 and sessions on small graphs."""
 import numpy as np
 import onnx
@@ -8,8 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from calibration.readers import BatchReader
-from pipeline.build.qdq import fp32_consumers_read_fp32
-from pipeline.build.quantize import QuantizerKnobs, quantize_onnx, rewrite_int8_graph
+from pipeline.builder.qdq import fp32_consumers_read_fp32
+from pipeline.builder.quantize import QuantizerKnobs, quantize_onnx, rewrite_int8_graph
 from pipeline.manifest import QuantizationRecord
 
 HIDDEN = 16

@@ -74,7 +74,7 @@ def test_probe_asks_the_installed_runtime_itself():
 
 
 def test_a_build_for_another_runtime_gets_its_own_folder():
-    from pipeline.build.task import artifact_name
+    from pipeline.builder.task import artifact_name
     assert artifact_name(compose_config(["target=avx2"])) == "minilm-dynamic-avx2"
     assert artifact_name(compose_config(["target=avx2", "runtime=ort116"])) == "minilm-dynamic-avx2-ort116"
     # pip lines that a shipped profile covers are that profile; others are named by their content

@@ -6,7 +6,7 @@ trap per token, and is judged by the correlation across the non-padding tokens."
 import numpy as np
 import pytest
 
-from pipeline.build.gate import budget_text, metrics, within_budget
+from pipeline.builder.gate import budget_text, metrics, within_budget
 from pipeline.config import compose_config
 from pipeline.verify.fidelity import LOGITS, SCORE, TOKEN_STATES, Limits, judge, output_kind, score_correlation
 from pipeline.verify.report import ProfileResult, contradictions

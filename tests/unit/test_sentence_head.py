@@ -1,11 +1,11 @@
-"""The sentence head (pipeline/build/sentence_head.py): each pooling computes what sentence-transformers' own Pooling
+"""The sentence head (pipeline/builder/sentence_head.py): each pooling computes what sentence-transformers' own Pooling
 and Normalize modules compute; modules.json is read in its new and its older form; what is not exported is refused."""
 import json
 
 import pytest
 import torch
 
-from pipeline.build.sentence_head import SentenceHead, read_sentence_head
+from pipeline.builder.sentence_head import SentenceHead, read_sentence_head
 from pipeline.errors import InputError
 
 

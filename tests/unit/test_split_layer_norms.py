@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.build.fuse import split_skip_layer_norms
+from pipeline.builder.fuse import split_skip_layer_norms
 
 HIDDEN = 8
 

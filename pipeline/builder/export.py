@@ -5,10 +5,10 @@ For text models the graph is a sentence embedding (transformer, mean pooling ove
 embeddings as unpadded ones. For digits_cnn the pipeline trains the model first.
 
 With model.fuse (transformer encoders: MiniLM, and model=hf's BERT-like text encoders, `fusable`, see
-pipeline/build/hf_family.py), the encoder is loaded with eager attention and exported by
+pipeline/builder/hf_family.py), the encoder is loaded with eager attention and exported by
 torch's TorchScript exporter, the graph onnxruntime's transformer optimizer recognises (on the dynamo
 exporter's sdpa graph it fuses no Attention; measured in ../shared/FACTS.md), then fused
-(pipeline/build/fuse.py): reference.onnx is the fused graph, debug/reference.unfused.onnx the export.
+(pipeline/builder/fuse.py): reference.onnx is the fused graph, debug/reference.unfused.onnx the export.
 The TorchScript export also takes about 2 s where the dynamo export takes about 15 s.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 
 from calibration.errors import one_line
-from pipeline.build import reproducible
-from pipeline.build.fuse import CONTRIB_DOMAIN, fuse_transformer
+from pipeline.builder import reproducible
+from pipeline.builder.fuse import CONTRIB_DOMAIN, fuse_transformer
 from pipeline.manifest import DEBUG_DIR, FusionRecord, Manifest, atomic_write_bytes
-from pipeline.build.models import model_family
+from pipeline.builder.models import model_family
 from pipeline.errors import InputError, QuantgateError
 from pipeline.progress import say, step
 
@@ -177,7 +177,7 @@ def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
-    from pipeline.build import reference_cache
+    from pipeline.builder import reference_cache
     from pipeline.runtimes import venvs
 
     family = model_family(cfg)

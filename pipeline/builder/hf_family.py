@@ -10,7 +10,7 @@ with model.embedding_output),
 processor gives and the model's forward takes (`input_ids`, `token_type_ids` where the model has them,
 `attention_mask`; `pixel_values`), with dynamic batch (and sequence) axes. The text tasks of BERT-like encoders
 (`FUSABLE_MODEL_TYPES`) are `fusable`: with model.fuse their reference is the fused graph, as model=minilm's
-(pipeline/build/export.py, fuse.py); image models and other architectures keep the dynamo export.
+(pipeline/builder/export.py, fuse.py); image models and other architectures keep the dynamo export.
 
 Everything that can be refused is refused when the family is made, before any export or data: an unknown task,
 an architecture transformers has no such head for, a checkpoint whose weights lack the head.
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import one_line
-from pipeline.build.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
+from pipeline.builder.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
                                         resolve_model_path, weights_digest)
-from pipeline.build.sentence_head import read_sentence_head
+from pipeline.builder.sentence_head import read_sentence_head
 from pipeline.errors import InputError, QuantgateError
 
 # task: (transformers Auto class, its model_type -> class mapping in transformers.models.auto.modeling_auto, kind)
@@ -43,7 +43,7 @@ TASKS = {
 TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification")
 # BERT-like text encoders whose TorchScript export (eager attention) onnxruntime's transformer optimizer fuses as
-# model_type "bert" (pipeline/build/fuse.py), measured (onnxruntime 1.32, transformers 5.23) on tiny 2-layer
+# model_type "bert" (pipeline/builder/fuse.py), measured (onnxruntime 1.32, transformers 5.23) on tiny 2-layer
 # checkpoints of each text task: one Attention per layer, two SkipLayerNormalization per layer, outputs equal to the
 # unfused export's within 2e-7 on padded batches of real sentences (and pairs). The roberta-like types fuse a
 # LayerNormalization where BERT fuses EmbedLayerNormalization (their position ids come from the padding).
@@ -101,7 +101,7 @@ class HfFamily:
     @property
     def checkpoint_folder(self) -> Path:
         """The transformers checkpoint (config.json, tokenizer or image-processor files) the artifact folder
-        copies for Optimum (pipeline/build/hub_files.py)."""
+        copies for Optimum (pipeline/builder/hub_files.py)."""
         return self.path
 
     # --- what the checkpoint is, checked before any work ---------------------------------------------
@@ -165,7 +165,7 @@ class HfFamily:
                                  f"attention_mask")
         return names
 
-    # --- the fused graph (model.fuse, pipeline/build/fuse.py) -------------------------------------------
+    # --- the fused graph (model.fuse, pipeline/builder/fuse.py) -------------------------------------------
     @property
     def fusable(self) -> bool:
         """A BERT-like text encoder onnxruntime's transformer optimizer fuses; images and other architectures are
@@ -188,7 +188,7 @@ class HfFamily:
 
     @property
     def source_name(self) -> str:
-        from pipeline.build.reproducible import portable_path_value
+        from pipeline.builder.reproducible import portable_path_value
         return f"{portable_path_value(str(self.cfg.model.name_or_path))} ({self.task})"
 
     def weights_sha256(self) -> str:
@@ -304,7 +304,7 @@ class HfFamily:
                                         multi_label=self.kind == "multi_label")
         examples, labels = loaded["examples"], loaded["labels"]
         if source == "images":
-            from pipeline.build.reproducible import portable_path_value
+            from pipeline.builder.reproducible import portable_path_value
             name = portable_path_value(str(calibration_cfg.path))
         elif source == "pydoc_topics":
             name = "pydoc_data.topics"

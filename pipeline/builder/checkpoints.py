@@ -27,6 +27,13 @@ POSITIONS_AFTER_PADDING = frozenset({"camembert", "data2vec-text", "mpnet", "rob
                                      "xlm-roberta", "xlm-roberta-xl"})
 
 
+# The tokenizer and image-processor files a checkpoint may have: checked to lie inside it, copied beside model.onnx
+# for Optimum and transformers (pipeline/builder/hub_files.py).
+PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                       "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                       "preprocessor_config.json")
+
+
 @dataclass
 class DataSplits:
     """Sample pools a build draws from: text families draw all three from one pool."""
@@ -49,7 +56,7 @@ def dataset_identity(calibration_cfg) -> str:
     """The calibration source as the stamp names it: user files by basename and sha256 of their bytes
     (`traffic.jsonl sha256:...`), a hub dataset by name (a local dataset folder by its basename), never
     by where they lie on the build machine."""
-    from pipeline.build.reproducible import portable_path_value
+    from pipeline.builder.reproducible import portable_path_value
     if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
     from calibration.sources import hub_dataset_label
@@ -90,8 +97,7 @@ def resolve_model_path(name_or_path: str | None) -> Path:
 def check_copied_files(path: Path) -> None:
     """Every file of the checkpoint an artifact is made of (its config, weights and the preprocessing files copied
     beside model.onnx) must lie inside the checkpoint folder: a symlink out of it is refused, naming it."""
-    from pipeline.build.hub_files import PREPROCESSING_FILES
-    from pipeline.build.user_files import check_contained
+    from pipeline.builder.user_files import check_contained
     check_contained(path, ["config.json", *PREPROCESSING_FILES, *(f.name for f in weight_files(path))])
 
 

@@ -2,7 +2,7 @@
 
 `text_embedding`: any local transformers encoder (default: the embedded all-MiniLM-L6-v2),
 exported as a sentence embedding: pooled and normalised as its sentence-transformers modules.json says
-(pipeline/build/sentence_head.py; without one, the mean of the tokens, L2-normalised). `digits_cnn`: a small CNN the
+(pipeline/builder/sentence_head.py; without one, the mean of the tokens, L2-normalised). `digits_cnn`: a small CNN the
 pipeline trains, seeded, on scikit-learn's digits. Both expose the same small interface, so the
 stages do not care which one they build.
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.build.hf_family import HfFamily
-from pipeline.build.onnx_family import OnnxFamily
-from pipeline.build.sentence_head import read_sentence_head
-from pipeline.build.torch_family import TorchFamily
-from pipeline.build.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
+from pipeline.builder.hf_family import HfFamily
+from pipeline.builder.onnx_family import OnnxFamily
+from pipeline.builder.sentence_head import read_sentence_head
+from pipeline.builder.torch_family import TorchFamily
+from pipeline.builder.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
                                         resolve_model_path, weight_files)
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
@@ -54,7 +54,7 @@ class TextEmbeddingFamily:
     input_names = ["input_ids", "attention_mask"]
     output_names = ["sentence_embedding"]
     kind = "embedding"
-    fusable = True  # a transformer encoder: model.fuse applies (pipeline/build/fuse.py)
+    fusable = True  # a transformer encoder: model.fuse applies (pipeline/builder/fuse.py)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -76,7 +76,7 @@ class TextEmbeddingFamily:
         # (the stamp carries no absolute path; the weights' sha256 identifies it).
         if self.cfg.model.name_or_path is None:
             return "sentence-transformers/all-MiniLM-L6-v2"
-        from pipeline.build.reproducible import portable_path_value
+        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(self.cfg.model.name_or_path)
 
     def weights_sha256(self) -> str:

@@ -4,9 +4,9 @@ The file is read and checked when the family is made, before any work: it must e
 compute in float32 (no float16/bfloat16/double tensors) and not be quantized already (no QuantizeLinear,
 DequantizeLinear, MatMulInteger, QLinear* ... nodes, no int8/uint8 initializers); one older than opset 13 is
 converted up to it. Other exporters' conventions are then put in the form quantgate's tools read
-(`pipeline/build/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers.
+(`pipeline/builder/conventions.py`): -1 and 0 dimensions are dynamic, Constant-node weights become initializers.
 The export stage then writes it, external data folded in, as `reference.onnx` (lowered to the target runtime's IR
-version and opset like an export). Its data comes from `calibration=npz` (`pipeline/build/npz_data.py`), checked
+version and opset like an export). Its data comes from `calibration=npz` (`pipeline/builder/npz_data.py`), checked
 against its inputs, in the model's own layout: each input's batch axis, a recurrent state's axis 1 or none for a
 scalar, and the state it carries from chunk to chunk are found by `pipeline/layout.py` (docs/streaming.md).
 """
@@ -18,8 +18,8 @@ import numpy as np
 
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
-from pipeline.build.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
-from pipeline.build.npz_data import NpzData
+from pipeline.builder.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
+from pipeline.builder.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
 from pipeline.layout import all_graphs, find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
@@ -210,7 +210,7 @@ class OnnxFamily(NpzData):
 
     @property
     def source_name(self) -> str:
-        from pipeline.build.reproducible import portable_path_value
+        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(str(self.cfg.model.path))
 
     def weights_sha256(self) -> str:

@@ -3,7 +3,7 @@
 Arrays named after the model's inputs, in the model's own layout (`calibration/arrays.py` checks them against the
 model; each input's batch axis from `pipeline/layout.py`), drawn like
 any other source: one pool, deduplicated by content, seeded, split into disjoint calibration / validation /
-held-out samples (`pipeline/build/calibrate.py`). An example of the pool is the sha256 of its values, so
+held-out samples (`pipeline/builder/calibrate.py`). An example of the pool is the sha256 of its values, so
 deduplication and the calibration fingerprint are about the data, not row numbers.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.arrays import ArrayData, InputSpec, load_arrays
-from pipeline.build.checkpoints import DataSplits
+from pipeline.builder.checkpoints import DataSplits
 from pipeline.errors import UsageError
 from pipeline.manifest import sha256_bytes, sha256_file
 
@@ -20,7 +20,7 @@ def dataset_name(data: ArrayData, path: str) -> str:
     """The stamp's name for the data: file names and the sha256 of their bytes, never where they lie."""
     from pathlib import Path
     if len(data.files) == 1 and not Path(path).expanduser().is_dir():
-        from pipeline.build.reproducible import portable_path_value
+        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(path)
     digest = sha256_bytes("".join(f"{f.name}:{sha256_file(f)}\n" for f in data.files).encode())
     return f"{Path(path).expanduser().name}/ ({len(data.files)} .npz files) sha256:{digest}"

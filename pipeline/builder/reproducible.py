@@ -211,7 +211,7 @@ def source_files(metadata: dict[str, str]) -> list[str]:
 
 
 def origin(metadata: dict[str, str]) -> str:
-    """The innermost frame outside torch itself (the model's own code: modeling_bert.py, pipeline/build/models.py),
+    """The innermost frame outside torch itself (the model's own code: modeling_bert.py, pipeline/builder/models.py),
     as `file:line`; the innermost frame when all are torch's; "" without a stack trace."""
     found = frames(metadata)
     for frame in reversed(found):

@@ -23,7 +23,7 @@ import numpy as np
 
 from calibration import layout
 from calibration.readers import BatchReader
-from pipeline.build.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
+from pipeline.builder.quantize import DYNAMIC_IN_STATIC, QuantizerKnobs
 from pipeline.errors import BuildFailed, InputError
 from pipeline.manifest import FallbackRecord, Manifest
 from pipeline.progress import say
@@ -313,8 +313,8 @@ def _qdq_probe(cfg, manifest: Manifest, excluded: list[str], scratch: Path) -> P
     """A QDQ model to rank nodes on: the artifact itself, or a static QDQ twin of a dynamic one."""
     from dataclasses import replace
 
-    from pipeline.build.calibrate import load_batches
-    from pipeline.build.quantize import quantize_onnx
+    from pipeline.builder.calibrate import load_batches
+    from pipeline.builder.quantize import quantize_onnx
 
     if manifest.quantization.mode != "dynamic":
         return manifest.path(manifest.model_file)
@@ -341,8 +341,8 @@ def streaming_layout(manifest: Manifest, verify_cfg, n_examples: int) -> dict:
 
 
 def _gate(cfg, manifest: Manifest) -> Manifest:
-    from pipeline.build import quantize
-    from pipeline.build.calibrate import load_inputs
+    from pipeline.builder import quantize
+    from pipeline.builder.calibrate import load_inputs
 
     kind, verify_cfg = manifest.model_kind, cfg.verify
     input_axes = manifest.batch_axes.get("inputs")

@@ -2,10 +2,10 @@
 
 No timestamps, host names or paths inside the artifact: the same inputs give the same bytes in any
 folder on any machine. User-given paths (a checkpoint folder, calibration files) are stamped as
-basename + sha256 of the bytes (pipeline/build/reproducible.py). Build time and host go in manifest.json
+basename + sha256 of the bytes (pipeline/builder/reproducible.py). Build time and host go in manifest.json
 (written by the build app once every file is in place).
 
-What the stamp says about the int8 graph is counted from it (pipeline/build/graph_counts.py: `graph_counts`,
+What the stamp says about the int8 graph is counted from it (pipeline/builder/graph_counts.py: `graph_counts`,
 `per_channel` only where the graph has per-channel weights), and checked against it once written: a claim the
 graph does not hold fails the build (exit 1), as does a graph with no int8 compute node (exit 2).
 """
@@ -18,8 +18,8 @@ from importlib import metadata
 
 from omegaconf import OmegaConf
 
-from pipeline.build.graph_counts import GraphCounts, check_claims, count_graph
-from pipeline.build.int8_nodes import fp32_words
+from pipeline.builder.graph_counts import GraphCounts, check_claims, count_graph
+from pipeline.builder.int8_nodes import fp32_words
 from pipeline.errors import BuildFailed
 from pipeline.guard import REQUIRED_STAMP_KEYS, STAMP_PREFIX, STAMP_SCHEMA, read_stamp
 from pipeline.manifest import Manifest, QuantizationRecord, atomic_write_bytes, sha256_bytes
@@ -46,7 +46,7 @@ def portable_config(resolved: dict) -> dict:
     """The config with its path values (checkpoint folder, ONNX file, data files and arrays, a local hub dataset,
     wheel paths in runtime requirements) as basename (+ sha256 of a file's bytes): the same inputs hash the same in any
     folder on any machine, and different data under the same name does not."""
-    from pipeline.build.reproducible import portable_path_value
+    from pipeline.builder.reproducible import portable_path_value
     model, calibration, runtime = resolved.get("model") or {}, resolved.get("calibration") or {}, \
         resolved.get("runtime") or {}
     if model.get("name_or_path"):
@@ -96,15 +96,15 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
     }
     assert set(values) == set(REQUIRED_STAMP_KEYS), "stamp keys and guard.REQUIRED_STAMP_KEYS drifted apart"
     if manifest.runtime:  # the runtime stack it was built (and fitted) for; verification defaults to it
-        from pipeline.build.reproducible import portable_path_value
+        from pipeline.builder.reproducible import portable_path_value
         values["runtime"] = {"name": manifest.runtime["name"],
                              "requirements": [portable_path_value(r) for r in manifest.runtime["requirements"]],
                              "onnxruntime": manifest.runtime["versions"]["onnxruntime"]}
-    if quantization.graph_counts is not None:  # what the ONNX graph holds (pipeline/build/graph_counts.py)
+    if quantization.graph_counts is not None:  # what the ONNX graph holds (pipeline/builder/graph_counts.py)
         values["graph_counts"] = quantization.graph_counts
     if quantization.subgraphs:  # If/Loop/Scan bodies: their compute nodes and how many run int8
         values["subgraphs"] = quantization.subgraphs
-    if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/build/quantize.py)
+    if quantization.dynamic_nodes:  # a static build's nodes in dynamic int8 (pipeline/builder/quantize.py)
         values["dynamic_nodes"] = quantization.dynamic_nodes
     if manifest.fallback is not None and manifest.fallback.excluded_nodes:
         fallback = manifest.fallback
@@ -127,7 +127,7 @@ def write_stamp(path, values: dict[str, str]) -> None:
 
 
 def int8_compute_nodes(model) -> int:
-    """How many of the model's compute nodes run in int8 (pipeline/build/graph_counts.py)."""
+    """How many of the model's compute nodes run in int8 (pipeline/builder/graph_counts.py)."""
     return count_graph(model).int8_nodes
 
 

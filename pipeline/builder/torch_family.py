@@ -2,7 +2,7 @@
 
 The function takes no arguments and returns `(module, example_inputs)`: example inputs are a tuple of tensors
 (named after the forward's parameters) or a dict name -> tensor. The module is exported by the same exporter as
-the built-in models (`pipeline/build/export.py`, dynamo), with a dynamic batch axis on every input and the other
+the built-in models (`pipeline/builder/export.py`, dynamo), with a dynamic batch axis on every input and the other
 axes dynamic wherever the model allows (`torch.export.Dim.AUTO`). Outputs: one tensor (`output`), a tuple or
 list of tensors (`output_0`, `output_1`, ...) or a dict of tensors (its keys). Data: `calibration=npz`.
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
-from pipeline.build.npz_data import NpzData
+from pipeline.builder.npz_data import NpzData
 from pipeline.errors import InputError, UsageError
 from pipeline.manifest import sha256_bytes
 

@@ -10,16 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.build.checkpoints import check_copied_files
-from pipeline.build.models import model_family
-from pipeline.build.quantize import QuantizerKnobs
-from pipeline.build.user_files import contained_file
+from pipeline.builder.checkpoints import PREPROCESSING_FILES, check_copied_files
+from pipeline.builder.models import model_family
+from pipeline.builder.quantize import QuantizerKnobs
+from pipeline.builder.user_files import contained_file
 from pipeline.manifest import Manifest, atomic_write_bytes
 
 # The checkpoint's files a loader reads besides the weights (tokenizers of every kind, image processors).
-PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                       "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-                       "preprocessor_config.json")
 ORT_CONFIG_FILE = "ort_config.json"
 ORT_QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 

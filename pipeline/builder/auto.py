@@ -1,5 +1,5 @@
 """Stage 3 for mode=auto: which int8 mode this model gets on this host. Both candidates, static and dynamic, are
-quantized, held to the accuracy budget (pipeline/build/gate.py) and timed against fp32 (pipeline/build/speed.py);
+quantized, held to the accuracy budget (pipeline/builder/gate.py) and timed against fp32 (pipeline/builder/speed.py);
 the graph decides where it can tell (convolutions: static, since dynamic int8 runs them as ConvInteger, slower than
 fp32), otherwise the faster on this host beyond noise is kept (within noise: the faster median). A candidate over budget is never kept; both
 over budget fail the build with both candidates' figures. manifest.json's `mode` is the mode kept and `mode_choice`
@@ -52,8 +52,8 @@ def coverage_failed(manifest: Manifest) -> bool:
 
 def build_candidate(cfg, manifest: Manifest, mode: str, stash: Path) -> tuple[Manifest, dict]:
     """Quantize, gate and time one candidate; its model file (and debug sidecar) moved to `stash`."""
-    from pipeline.build import gate, quantize, speed
-    from pipeline.build.reproducible import debug_file_for
+    from pipeline.builder import gate, quantize, speed
+    from pipeline.builder.reproducible import debug_file_for
 
     started = time.perf_counter()
     candidate, candidate_cfg = copy.deepcopy(manifest), with_mode(cfg, mode)
@@ -83,7 +83,7 @@ def head_to_head(manifest: Manifest, stash: Path, speed_cfg) -> dict[str, float]
     candidate's own ratio to fp32 comes from its own loop, under whatever load that loop had)."""
     import os
 
-    from pipeline.build.speed import heldout_inputs, time_pair
+    from pipeline.builder.speed import heldout_inputs, time_pair
     from pipeline.timing import batch_of
     batch = int(speed_cfg.batches[0])
     models = {mode: stash / mode / manifest.model_file for mode in CANDIDATES}

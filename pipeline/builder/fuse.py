@@ -3,13 +3,13 @@
 onnxruntime runs a transformer fastest as its own fused operators (com.microsoft domain): Attention,
 EmbedLayerNormalization, SkipLayerNormalization, BiasGelu/FastGelu. Its optimizer
 (`onnxruntime.transformers.optimizer.optimize_model`, model_type "bert") recognises them in a
-TorchScript export of a model loaded with eager attention (pipeline/build/export.py); on the dynamo
+TorchScript export of a model loaded with eager attention (pipeline/builder/export.py); on the dynamo
 exporter's "sdpa" graph it fuses no Attention (docs: ../shared/FACTS.md). The quantizers then map
 the fused operators onto int8 kernels: `quantize_dynamic` turns Attention into QAttention and
 EmbedLayerNormalization into QEmbedLayerNormalization (int8 word embeddings).
 
 `quantize_static` (QDQ) has no rule for Attention or EmbedLayerNormalization, so a static build quantizes
-those two dynamically, and everything else static (pipeline/build/quantize.py): every mode gets the same
+those two dynamically, and everything else static (pipeline/builder/quantize.py): every mode gets the same
 fused graph. The fused graph carries value_info from onnxruntime's symbolic shape inference:
 without it, the quantizers cannot type the outputs of com.microsoft operators and leave the MatMuls
 after every SkipLayerNormalization with fp32 activations (weight-only int8, slower than fp32).

@@ -10,9 +10,9 @@ activations and s8 per-channel weights, with `reduce_range` (7-bit activations) 
 asks for it; an s8 activation target (arm64) gets the same config with int8 activations.
 
 int8 graph: a model exported unfused gets torchao's converted graph as QDQ ONNX (`train_and_export`). A
-transformer encoder whose reference.onnx is the fused graph (model.fuse, pipeline/build/fuse.py) instead gets its
+transformer encoder whose reference.onnx is the fused graph (model.fuse, pipeline/builder/fuse.py) instead gets its
 fine-tuned weights (`QatResult.weights`) exported through that same fused graph and quantized by onnxruntime as a
-static build is (pipeline/build/quantize.py): the dynamo export of the converted graph fuses nothing, so it ran
+static build is (pipeline/builder/quantize.py): the dynamo export of the converted graph fuses nothing, so it ran
 at 0.90x fp32 where the fused int8 graph runs at about 0.7x (MiniLM, `make bench`).
 
 Objectives: classifiers (digits_cnn) fine-tune on their labelled train split with cross-entropy;
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.manifest import QuantizationRecord
-from pipeline.build.models import model_family
+from pipeline.builder.models import model_family
 
 
 def _linear_only_quantizer(config):
@@ -194,7 +194,7 @@ class QatResult:
 
 def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
     """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
-    from pipeline.build.export import export_onnx
+    from pipeline.builder.export import export_onnx
 
     family = model_family(cfg)
     result = train(cfg, record, calibration_batches)

@@ -15,7 +15,7 @@ from calibration.coverage import coverage_report, describe
 from calibration.sampling import deduplicated_indices, draw
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
-from pipeline.build.models import DataSplits, model_family
+from pipeline.builder.models import DataSplits, model_family
 from pipeline.progress import say, step
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

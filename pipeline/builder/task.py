@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import BuildFailed, ExitCode, InputError, UsageError
-from pipeline.build.leftovers import forget_leftover, leftover_path, remove_leftover, remove_leftovers
+from pipeline.builder.leftovers import forget_leftover, leftover_path, remove_leftover, remove_leftovers
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
 
 
@@ -60,15 +60,15 @@ def validate(cfg) -> None:
     from pipeline.config import rules
     rules.check(cfg)
     if cfg.model.name_or_path is not None:
-        from pipeline.build.models import resolve_model_path
+        from pipeline.builder.models import resolve_model_path
         resolve_model_path(cfg.model.name_or_path)
     _check_calibration_source(cfg)
 
 
 def _check_calibration_source(cfg) -> None:
     """Read the calibration source before any export or training, so bad data fails in seconds."""
-    from pipeline.build.models import model_family
-    from pipeline.build.calibrate import check_source_values
+    from pipeline.builder.models import model_family
+    from pipeline.builder.calibrate import check_source_values
     check_source_values(model_family(cfg).data())
 
 
@@ -163,7 +163,7 @@ def early_source(cfg) -> tuple[str, str] | None:
     user's files or module (a built-in model that trains has it only after training)."""
     if cfg.model.family not in ("hf", "onnx", "torch", "text_embedding"):
         return None
-    from pipeline.build.models import model_family
+    from pipeline.builder.models import model_family
     family = model_family(cfg)
     return _identity(cfg, family.source_name, family.weights_sha256() if cfg.model.family in WEIGHED_FAMILIES else "")
 
@@ -219,7 +219,7 @@ def _build_record(started: float, overrides: list[str], stage_seconds: dict[str,
 def _check_no_host_paths(staging: Path, folder: Path) -> None:
     """Same inputs, same bytes, in any folder: no published file may name a folder of this machine
     (the checkout, the venv, home, temp, the artifacts folder). manifest.json and verify.json may."""
-    from pipeline.build import reproducible
+    from pipeline.builder import reproducible
     parents = (str(folder.parent.absolute()), os.path.realpath(folder.parent))
     found = reproducible.host_paths_in_folder(staging, extra_roots=parents)
     if found:
@@ -230,12 +230,12 @@ def _check_no_host_paths(staging: Path, folder: Path) -> None:
 
 def build_stages(export: str, mode: str) -> tuple:
     """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export) and mode:
-    mode=auto quantizes, gates and times each candidate mode in one stage (pipeline/build/auto.py)."""
-    from pipeline.build import aoti, auto, calibrate, export as export_stage, gate, hub_files, quantize, speed, stamp
+    mode=auto quantizes, gates and times each candidate mode in one stage (pipeline/builder/auto.py)."""
+    from pipeline.builder import aoti, auto, calibrate, export as export_stage, gate, hub_files, quantize, speed, stamp
     return {
         # model.onnx, and for transformers checkpoints what Optimum and transformers load beside it
         "onnx": (export_stage, calibrate, *((auto,) if mode == "auto" else (quantize, gate, speed)), stamp, hub_files),
-        # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/build/aoti.py)
+        # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/builder/aoti.py)
         "aoti": (export_stage, calibrate, aoti),
     }[export]
 
@@ -307,7 +307,7 @@ def print_summary(manifest: Manifest) -> None:
         f"calibration {manifest.calibration.n} examples, sha256 {manifest.calibration.sha256[:16]}...",
     ]
     if manifest.speed is not None:
-        from pipeline.build.speed import summary_line
+        from pipeline.builder.speed import summary_line
         lines.append(f"speed      {summary_line(manifest.speed)}")
         lines += [f"WARNING    {warning}" for warning in manifest.speed.warnings.values()]
     if manifest.verify_status:

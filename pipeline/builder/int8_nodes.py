@@ -1,6 +1,6 @@
 """Which compute nodes run int8, in the main graph and inside control flow (`If`, `Loop`, `Scan` bodies).
 
-int8 compute nodes as pipeline/build/graph_counts.py defines them (which counts the whole model); here they are
+int8 compute nodes as pipeline/builder/graph_counts.py defines them (which counts the whole model); here they are
 counted per subgraph, so the build can say which body stays fp32. The stamp stage refuses an artifact with none.
 
 Measured with onnxruntime 1.32 on a GRU detector whose network sits in both branches of an `If` on the sample rate
@@ -13,7 +13,7 @@ records, per subgraph, its compute nodes and how many run int8 (`QuantizationRec
 """
 from __future__ import annotations
 
-from pipeline.build.graph_counts import INT8_KERNELS, LAYOUT_OPS, QDQ_COMPUTE
+from pipeline.builder.graph_counts import INT8_KERNELS, LAYOUT_OPS, QDQ_COMPUTE
 
 STATIC_REASON = ("onnxruntime's static quantizer does not enter If/Loop/Scan subgraphs (QDQ keeps them fp32; "
                  "QOperator with EnableSubgraph fails): build with mode=dynamic to quantize them")

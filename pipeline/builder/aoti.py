@@ -132,7 +132,7 @@ def portable_compile(cache: str):
     """
     from torch._inductor import config, cpp_builder
 
-    from pipeline.build import reproducible
+    from pipeline.builder import reproducible
 
     maps = [(root, label.rstrip("/") or ".") for root, label in reproducible.host_roots()]
     maps += [(cache, "<inductor-cache>"), (os.path.realpath(cache), "<inductor-cache>")]
@@ -155,7 +155,7 @@ def portable_compile(cache: str):
 def portable_sources(files: list, cache: str) -> None:
     """The generated sources and json that go into the package, with the cache folder and this
     machine's folders replaced by portable names (they end with the compile and link commands)."""
-    from pipeline.build import reproducible
+    from pipeline.builder import reproducible
 
     for name in files:
         if not isinstance(name, str) or not name.endswith((".cpp", ".h", ".json", ".txt")):
@@ -206,8 +206,8 @@ def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=N
 
 # --- quantization: torchao PT2E with X86InductorQuantizer -----------------------------------------------
 def static_quantizer(record):
-    """The same policy mapping as QAT's (pipeline/build/qat.py), with observers instead of fake quant."""
-    from pipeline.build.qat import quantizer_for
+    """The same policy mapping as QAT's (pipeline/builder/qat.py), with observers instead of fake quant."""
+    from pipeline.builder.qat import quantizer_for
     return quantizer_for(record, is_qat=False)
 
 
@@ -216,7 +216,7 @@ def quantize_static(cfg, record, calibration_batches: list):
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from pipeline.build.models import model_family
+    from pipeline.builder.models import model_family
 
     family = model_family(cfg)
     torch.manual_seed(int(cfg.model.seed))
@@ -232,9 +232,9 @@ def quantize_static(cfg, record, calibration_batches: list):
 
 
 def quantize_qat(cfg, record, calibration_batches: list):
-    """QAT (pipeline/build/qat.py): the fine-tuned, converted graph, compiled here instead of exported, and the
+    """QAT (pipeline/builder/qat.py): the fine-tuned, converted graph, compiled here instead of exported, and the
     training summary."""
-    from pipeline.build import qat
+    from pipeline.builder import qat
     result = qat.train(cfg, record, calibration_batches)
     return result.converted(), result.summary
 
@@ -267,7 +267,7 @@ def check_host_runs(audited: list[str], host: frozenset[str], target: str) -> No
 def stamp_for(cfg, manifest: Manifest, plan: IsaPlan, audited: list[str]) -> dict[str, str]:
     """The ONNX stamp's keys (stages.stamp.stamp_values), plus what only a native package has."""
     from pipeline.isa.audit import STAMP_KEY
-    from pipeline.build.stamp import stamp_values
+    from pipeline.builder.stamp import stamp_values
 
     compiler = {"cxx": f"g++ {compiler_version()}", "march": plan.march, "inductor_vec_isa": plan.vec_isa or "none",
                 "simdlen": plan.simdlen}
@@ -284,11 +284,11 @@ def run(cfg, manifest: Manifest) -> Manifest:
     from pipeline.isa import audit
     from pipeline.guard.pt2 import read_package_stamp
     from pipeline.manifest import atomic_write_json
-    from pipeline.build.models import model_family
-    from pipeline.build.calibrate import load_batches, load_inputs, save_npz
-    from pipeline.build.gate import budget_text, metrics, within_budget
-    from pipeline.build.quantize import policy
-    from pipeline.build.stamp import config_sha256
+    from pipeline.builder.models import model_family
+    from pipeline.builder.calibrate import load_batches, load_inputs, save_npz
+    from pipeline.builder.gate import budget_text, metrics, within_budget
+    from pipeline.builder.quantize import policy
+    from pipeline.builder.stamp import config_sha256
     from pipeline.isa.targets import required_cpu_features
 
     family = model_family(cfg)

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from pipeline.build.checkpoints import weight_files
+from pipeline.builder.checkpoints import weight_files
 from pipeline.manifest import Manifest, sha256_file
 from pipeline.paths import SOURCE_ROOT
 from pipeline.runtimes.cache import COMPLETE, INSTALL_RECORD, build_once
@@ -33,9 +33,9 @@ ENV = "QUANTGATE_REFERENCE_CACHE"
 KEEP = 8
 # What a reference's bytes depend on besides the checkpoint and config: these packages and this code.
 PACKAGES = ("torch", "transformers", "onnx", "onnxruntime")
-EXPORT_CODE = ("pipeline/build/export.py", "pipeline/build/fuse.py", "pipeline/build/models.py",
-               "pipeline/build/hf_family.py", "pipeline/build/checkpoints.py", "pipeline/build/reproducible.py",
-               "pipeline/build/sentence_head.py", "pipeline/runtimes/venvs.py")
+EXPORT_CODE = ("pipeline/builder/export.py", "pipeline/builder/fuse.py", "pipeline/builder/models.py",
+               "pipeline/builder/hf_family.py", "pipeline/builder/checkpoints.py", "pipeline/builder/reproducible.py",
+               "pipeline/builder/sentence_head.py", "pipeline/runtimes/venvs.py")
 KEY_SCHEMA = "quantgate.reference-cache/1"
 
 

@@ -1,7 +1,7 @@
 """Stage 3, quantize: fp32 reference.onnx -> int8 model.onnx.
 
 `dynamic` and `static` use onnxruntime.quantization; `qat` fine-tunes with fake quantization in
-torch (pipeline/build/qat.py) and exports QDQ ONNX (a fused encoder: its fine-tuned weights, quantized here).
+torch (pipeline/builder/qat.py) and exports QDQ ONNX (a fused encoder: its fine-tuned weights, quantized here).
 
 A static build is static QDQ where onnxruntime has a QDQ rule, and dynamic int8 where it has none: the fused
 transformer operators (Attention, EmbedLayerNormalization) become QAttention and QEmbedLayerNormalization,
@@ -26,8 +26,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from calibration.readers import BatchReader
-from pipeline.build import reproducible
-from pipeline.build.int8_nodes import fp32_words, quantizer_options, subgraph_counts
+from pipeline.builder import reproducible
+from pipeline.builder.int8_nodes import fp32_words, quantizer_options, subgraph_counts
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest, QuantizationRecord
 from pipeline.progress import say, step
@@ -149,7 +149,7 @@ def _quant_type(name: str):
 @contextmanager
 def computed_weights_named(reference: Path, mode: str):
     """onnxruntime's dynamic quantizer raises ValueError("Expected W to be an initializer") for a convolution whose
-    weight the graph computes with an operator the export stage does not fold (pipeline/build/conventions.py): said
+    weight the graph computes with an operator the export stage does not fold (pipeline/builder/conventions.py): said
     in words, naming the nodes and the fix, instead of a traceback."""
     import onnx
 
@@ -244,9 +244,9 @@ def quantize_fine_tuned_fused(cfg, record: QuantizationRecord, result, calibrati
                               output: Path) -> list[str]:
     """QAT of a fused transformer (`result`: qat.QatResult): its fine-tuned weights in the fused graph reference.onnx
     is, quantized like a static build with the input ranges QAT learned for each MatMul (the calibration sample's
-    for the rest; pipeline/build/qat.py says why); returns the nodes quantized dynamically."""
-    from pipeline.build.export import fused_torchscript_export
-    from pipeline.build.models import model_family
+    for the rest; pipeline/builder/qat.py says why); returns the nodes quantized dynamically."""
+    from pipeline.builder.export import fused_torchscript_export
+    from pipeline.builder.models import model_family
 
     family = model_family(cfg)
     module = family.load_torch(attention="eager")
@@ -297,12 +297,12 @@ def _subgraph_counts(reference: Path, output: Path, record: QuantizationRecord) 
 
 def rewrite_int8_graph(path: Path) -> dict[str, int]:
     """The int8 graph at `path` with its SkipLayerNormalizations as Add + LayerNormalization, onnxruntime's faster
-    CPU kernels (pipeline/build/fuse.py), and its fp32 operators reading activations unrounded (pipeline/build/qdq.py);
+    CPU kernels (pipeline/builder/fuse.py), and its fp32 operators reading activations unrounded (pipeline/builder/qdq.py);
     returns how many of each, as QuantizationRecord fields. Rewritten in place (saved only when anything was)."""
     import onnx
 
-    from pipeline.build.fuse import split_skip_layer_norms
-    from pipeline.build.qdq import fp32_consumers_read_fp32
+    from pipeline.builder.fuse import split_skip_layer_norms
+    from pipeline.builder.qdq import fp32_consumers_read_fp32
 
     model = onnx.load(str(path))
     counts = {"layer_norms_split": split_skip_layer_norms(model),
@@ -313,7 +313,7 @@ def rewrite_int8_graph(path: Path) -> dict[str, int]:
 
 
 def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
-    from pipeline.build.calibrate import load_batches
+    from pipeline.builder.calibrate import load_batches
 
     record = policy(cfg)
     reference = manifest.path(manifest.reference_file)
@@ -324,7 +324,7 @@ def run(cfg, manifest: Manifest, fallback_nodes: list[str] = ()) -> Manifest:
         output = Path(scratch) / "model.onnx"
         excluded = f", {len(knobs.out_of_main_pass)} node(s) out of {record.mode}" if knobs.out_of_main_pass else ""
         if record.mode == "qat":
-            from pipeline.build import qat
+            from pipeline.builder import qat
             with step(f"quantize: QAT, {cfg.mode.qat_steps} fake-quant steps (activations {record.activation_type}, "
                       f"weights {record.weight_type}, per_channel={record.per_channel}, "
                       f"reduce_range={record.reduce_range})"):
