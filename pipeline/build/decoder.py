@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.build.checkpoints import DataSplits, check_weight_files, dataset_identity, resolve_model_path, \
     weights_digest
-from pipeline.errors import BuildFailed, QuantgateError
+from pipeline.errors import BuildFailed, QuantgateError, VerificationFailed
 from pipeline.manifest import CalibrationRecord, Manifest, QuantizationRecord, sha256_file
 from pipeline.progress import say
 
@@ -48,10 +48,6 @@ class DecoderFamily:
                                  f"needs a causal LM checkpoint such as llama, qwen2, phi3, gemma")
         check_weight_files(self.path)
         self._tokenizer = None
-
-    @property
-    def checkpoint_folder(self) -> Path:
-        return self.path
 
     @property
     def source_name(self) -> str:
@@ -161,9 +157,9 @@ def gate_run(cfg, manifest: Manifest) -> Manifest:
         f"perplexity {found['perplexity']:.3f} vs fp32 {found['perplexity_fp32']:.3f} over {found['positions']} tokens")
     wrong = language_model.problems(found, language_model.thresholds(cfg.verify))
     if wrong and cfg.verify.build_gate:
-        raise BuildFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
-                          f"{'; '.join(wrong)}. Nothing was published. Try a smaller mode.block_size, "
-                          f"mode=int8, or allow more loss (verify.*)")
+        raise VerificationFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
+                                 f"{'; '.join(wrong)}. Nothing was published. Try a smaller mode.block_size, "
+                                 f"mode=int8, or allow more loss (verify.*)")
     return manifest
 
 
