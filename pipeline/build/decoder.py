@@ -86,6 +86,16 @@ def builder_command(source: Path, out: Path, precision: str, cfg) -> list[str]:
     return command
 
 
+def same_bytes(model: Path) -> None:
+    """The builder writes a different producer_version into every file it writes (`0.18.0+<7 hex digits>`); keep
+    the release alone, so the same inputs give the same bytes (the weights file is untouched)."""
+    import onnx
+    from pipeline.manifest import atomic_write_bytes
+    proto = onnx.load(str(model), load_external_data=False)
+    proto.producer_version = proto.producer_version.split("+")[0]
+    atomic_write_bytes(model, proto.SerializeToString(deterministic=True))
+
+
 def run_builder(source: Path, out: Path, precision: str, cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = builder_command(source, out, precision, cfg)
@@ -96,6 +106,7 @@ def run_builder(source: Path, out: Path, precision: str, cfg) -> None:
         tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()][-3:]
         raise BuildFailed(f"onnxruntime-genai's model builder could not build {precision} from {source.name} "
                           f"(exit {done.returncode}): {' | '.join(tail)}. Nothing was published")
+    same_bytes(out / "model.onnx")
 
 
 def heldout_sequences(cfg, family: DecoderFamily) -> list[np.ndarray]:
@@ -141,6 +152,32 @@ def folder_model_bytes(folder: Path) -> int:
     return sum((folder / name).stat().st_size for name in ("model.onnx", "model.onnx.data") if (folder / name).exists())
 
 
+def greedy_tokens(folder: Path, prompts: list[np.ndarray], new_tokens: int) -> list[list[int]]:
+    """Greedy continuations through onnxruntime-genai, the runtime the folder is built for (its KV cache path)."""
+    import onnxruntime_genai as og
+    model, continuations = og.Model(str(folder)), []
+    for ids in prompts:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+        continuations.append([int(t) for t in generator.get_sequence(0)[len(ids):]])
+    return continuations
+
+
+GREEDY_PROMPTS, GREEDY_PROMPT_TOKENS, GREEDY_NEW_TOKENS = 4, 8, 16
+
+
+def greedy_check(folder: Path, reference_folder: Path, sequences: list[np.ndarray]) -> float:
+    """Greedy-generation agreement with fp32 on a few prompts (the held-out sequences' first tokens)."""
+    from pipeline.verify import language_model
+    prompts = [ids[:GREEDY_PROMPT_TOKENS] for ids in sequences[:GREEDY_PROMPTS]]
+    return language_model.greedy_agreement(greedy_tokens(reference_folder, prompts, GREEDY_NEW_TOKENS),
+                                           greedy_tokens(folder, prompts, GREEDY_NEW_TOKENS))
+
+
 def gate_run(cfg, manifest: Manifest) -> Manifest:
     """Stage: teacher-forced fidelity to fp32 on the held-out text; over budget fails the build in words."""
     from pipeline.verify import child_decoder, language_model
@@ -153,8 +190,11 @@ def gate_run(cfg, manifest: Manifest) -> Manifest:
     manifest.fp32_metrics = {"perplexity": found["perplexity_fp32"]}
     manifest.int8_metrics = {key: found[key] for key in ("kl_divergence", "next_token_agreement", "perplexity",
                                                          "perplexity_increase")}
+    manifest.int8_metrics["greedy_agreement"] = greedy_check(folder, folder / REFERENCE_DIR, sequences)
     say(f"gate: KL {found['kl_divergence']:.4f} nats/token, next-token agreement {found['next_token_agreement']:.3f}, "
-        f"perplexity {found['perplexity']:.3f} vs fp32 {found['perplexity_fp32']:.3f} over {found['positions']} tokens")
+        f"perplexity {found['perplexity']:.3f} vs fp32 {found['perplexity_fp32']:.3f} over {found['positions']} tokens; "
+        f"greedy generation (onnxruntime-genai) matches fp32 for {manifest.int8_metrics['greedy_agreement']:.0%} of "
+        f"{GREEDY_NEW_TOKENS} tokens on {min(GREEDY_PROMPTS, len(sequences))} prompts")
     wrong = language_model.problems(found, language_model.thresholds(cfg.verify))
     if wrong and cfg.verify.build_gate:
         raise VerificationFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "

@@ -36,6 +36,16 @@ def figures(reference: list[np.ndarray], quantized: list[np.ndarray], sequences:
             "sequences": len(sequences)}
 
 
+def greedy_agreement(reference: list[list[int]], quantized: list[list[int]]) -> float:
+    """Greedy generation from the same prompts: the mean share of generated tokens before the first that differs
+    from fp32's (a greedy path that flips once then continues elsewhere; reported, not budgeted)."""
+    shares = []
+    for ref, q in zip(reference, quantized):
+        same = next((i for i, (a, b) in enumerate(zip(ref, q)) if a != b), min(len(ref), len(q)))
+        shares.append(same / max(len(ref), 1))
+    return float(np.mean(shares)) if shares else float("nan")
+
+
 def thresholds(verify_cfg) -> dict:
     return {"max_kl_divergence": float(verify_cfg.max_kl_divergence),
             "min_next_token_agreement": float(verify_cfg.min_next_token_agreement),

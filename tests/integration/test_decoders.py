@@ -108,3 +108,14 @@ def test_the_gate_refuses_a_decoder_over_budget_and_publishes_nothing(tiny_llama
     assert done.returncode == 1, done.stdout + done.stderr
     assert "materially worse than fp32" in done.stderr and "next-token agreement with fp32 0." in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "hf-int4-avx2").exists()
+
+
+def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny_llama, tmp_path):
+    from pipeline.manifest import Manifest
+    code, folder, _ = built["int4"]
+    assert code == 0
+    done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"model.name_or_path={tiny_llama}",
+                   f"artifacts_dir={tmp_path}", "verify.enabled=false")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, again = Manifest.load(folder), Manifest.load(tmp_path / "hf-int4-avx2")
+    assert {f.path: f.sha256 for f in again.files} == {f.path: f.sha256 for f in first.files}

@@ -49,3 +49,9 @@ def test_weight_only_configs_are_refused_in_words(compose, overrides, words):
     from pipeline.errors import UsageError
     with pytest.raises(UsageError, match=words.replace(".", r"\.").replace("(", r"\(")):
         rules.check(compose(overrides))
+
+
+def test_greedy_agreement_counts_tokens_before_the_first_difference():
+    from pipeline.verify.language_model import greedy_agreement
+    assert greedy_agreement([[1, 2, 3, 4]], [[1, 2, 3, 4]]) == 1.0
+    assert greedy_agreement([[1, 2, 3, 4], [5, 6, 7, 8]], [[1, 2, 9, 4], [0, 6, 7, 8]]) == pytest.approx(0.25)
