@@ -37,8 +37,10 @@ def base_result(plan: Plan, thresholds: dict) -> dict:
             "counted": plan.required, "counted_why": counted_why(plan.required, plan.why), "thresholds": thresholds}
 
 
-def judge_run(record: dict, plan: Plan, out: Path, reference: list, sequences: list, thresholds: dict) -> dict:
-    """The profile's verdict from its child's outcome and, when it ran, its figures against fp32."""
+def judge_run(record: dict, plan: Plan, out: Path, reference: list, sequences: list, thresholds: dict,
+              native: list | None = None) -> dict:
+    """The profile's verdict from its child's outcome and, when it ran, its figures against fp32 (and, reported only,
+    against the same artifact run natively: `native`)."""
     if record["status"] != "pass":
         record["requirement_met"] = record["status"] == plan.expected
         return record
@@ -52,6 +54,8 @@ def judge_run(record: dict, plan: Plan, out: Path, reference: list, sequences: l
     found = language_model.figures(reference[:len(logits)], logits, sequences[:len(logits)])
     wrong = language_model.problems(found, thresholds)
     record.update(fidelity=found, samples=len(logits), sample_ids=list(range(len(logits))))
+    if native is not None and plan.name != "native":
+        record["cpu_comparison"] = language_model.cpu_difference(native[:len(logits)], logits)
     if wrong:
         record.update(status="fail", failure="fidelity", reason="; ".join(wrong), requirement_met=False)
     else:
@@ -62,7 +66,7 @@ def judge_run(record: dict, plan: Plan, out: Path, reference: list, sequences: l
 
 
 def verify_on_profile(plan: Plan, artifact: Path, sequences_file: Path, work: Path, cfg, reference: list,
-                      sequences: list) -> dict:
+                      sequences: list, native: list | None = None) -> dict:
     thresholds = language_model.thresholds(cfg.verify)
     record = base_result(plan, thresholds)
     if plan.not_verified:
@@ -78,7 +82,7 @@ def verify_on_profile(plan: Plan, artifact: Path, sequences_file: Path, work: Pa
                "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
                "command": run.reproduce(), "stderr_tail": run.stderr_tail, "emulated": cpu.emulated,
                "qemu_cpu": cpu.qemu_cpu if cpu.emulated else None, "threads": 1}
-    return judge_run(record, plan, out, reference, sequences, thresholds)
+    return judge_run(record, plan, out, reference, sequences, thresholds, native)
 
 
 def verify_decoder(cfg, manifest: Manifest, out: Path | None = None, shown_folder: Path | None = None) -> dict:
@@ -89,10 +93,14 @@ def verify_decoder(cfg, manifest: Manifest, out: Path | None = None, shown_folde
     sequences = child_decoder.load_sequences(str(sequences_file))
     progress("verify: the fp32 reference natively")
     reference = child_decoder.run(str(folder / manifest.reference_file), sequences, min(2, os.cpu_count() or 1))
-    plans = plan_profiles(cfg, manifest.required_cpu_features, True, host_cpu_features(cfg))
+    host = host_cpu_features(cfg)
+    plans = plan_profiles(cfg, manifest.required_cpu_features, True, host)
+    # The artifact on this host, for the per-CPU comparison (a measurement: no guard), when this host can run it.
+    native = child_decoder.run(str(artifact), sequences, 1) \
+        if not set(manifest.required_cpu_features) - set(host) else None
     with tempfile.TemporaryDirectory(prefix="quantgate-decoder-") as work:
-        profiles = {plan.key: verify_on_profile(plan, artifact, sequences_file, Path(work), cfg, reference, sequences)
-                    for plan in plans}
+        profiles = {plan.key: verify_on_profile(plan, artifact, sequences_file, Path(work), cfg, reference, sequences,
+                                                native) for plan in plans}
     report = VerifyReport(
         status=overall_status(profiles), target=manifest.target,
         artifact=ArtifactRef(str(shown_folder / manifest.model_file if shown_folder else artifact),

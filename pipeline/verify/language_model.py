@@ -46,6 +46,17 @@ def greedy_agreement(reference: list[list[int]], quantized: list[list[int]]) -> 
     return float(np.mean(shares)) if shares else float("nan")
 
 
+def cpu_difference(native: list[np.ndarray], here: list[np.ndarray]) -> dict:
+    """The same artifact on two CPUs (MatMulNBits' kernels differ by ISA): the largest logit difference, the mean
+    KL between their next-token distributions, and the share of positions whose top-1 differs. Reported."""
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(native, here))
+    kl = np.concatenate([(np.exp(log_softmax(a)) * (log_softmax(a) - log_softmax(b))).sum(-1)
+                         for a, b in zip(native, here)])
+    flips = np.concatenate([a.argmax(-1) != b.argmax(-1) for a, b in zip(native, here)])
+    return {"reference_cpu": "native", "max_abs_logit_difference": diff, "kl_divergence": float(kl.mean()),
+            "top1_flips": float(flips.mean())}
+
+
 def thresholds(verify_cfg) -> dict:
     return {"max_kl_divergence": float(verify_cfg.max_kl_divergence),
             "min_next_token_agreement": float(verify_cfg.min_next_token_agreement),

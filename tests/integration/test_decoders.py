@@ -63,7 +63,11 @@ def test_decoder_builds_generates_and_verifies_on_haswell_and_native(built, mode
         assert report["profiles"][cpu]["status"] == "pass", report["profiles"][cpu]["reason"]
         assert fidelity["kl_divergence"] <= report["settings"]["max_kl_divergence"]
         assert fidelity["next_token_agreement"] >= report["settings"]["min_next_token_agreement"]
-    assert report["profiles"]["haswell"]["emulated"] and report["profiles"]["haswell"]["samples"] == 2
+    haswell = report["profiles"]["haswell"]
+    assert haswell["emulated"] and haswell["samples"] == 2
+    # the same file natively, reported beside it: the AVX2 kernels' numerics are not the host's, but close
+    assert haswell["cpu_comparison"]["reference_cpu"] == "native"
+    assert 0 <= haswell["cpu_comparison"]["max_abs_logit_difference"] < 1
     text = generate(folder, "The import statement")  # the folder is what onnxruntime-genai loads
     assert text.startswith("The import statement") and len(text) > len("The import statement")
 
