@@ -22,7 +22,7 @@ from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
 from pipeline.verify import child_decoder, language_model
 from pipeline.verify.onnx import progress
 from pipeline.verify.planning import Plan, host_cpu_features, plan_profiles
-from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport, \
+from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, VerifyReport, \
     counted_why, overall_status
 from pipeline.verify.sandbox import classify, run_under_profile
 
@@ -108,10 +108,13 @@ def verify_decoder(cfg, manifest: Manifest, out: Path | None = None, shown_folde
         required_cpu_features=manifest.required_cpu_features,
         profiles={key: ProfileResult(**record) for key, record in profiles.items()},
         model_kind="language_model", output_names=["logits"],
-        reference=ReferenceRef(manifest.reference_file, ""),
+        # The fp32 reference is named in settings, not as `reference`: the signoff matches the files verify.json
+        # judged by basename, and reference/model.onnx shares the artifact's.
         inputs=InputsRef(manifest.heldout_file, manifest.calibration.heldout_sha256 if manifest.calibration else "",
                          len(sequences)),
         settings={"judged": "teacher-forced next-token distributions against fp32, empty KV cache",
+                  "reference": {"path": manifest.reference_file,
+                                "sha256": sha256_file(folder / manifest.reference_file)},
                   **language_model.thresholds(cfg.verify)},
         manifest_sha256=sha256_file(folder / MANIFEST_FILE), wall_seconds=round(time.perf_counter() - started, 1))
     report.save(out or folder / VERIFY_FILE)
