@@ -123,3 +123,18 @@ def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny
     assert done.returncode == 0, done.stdout + done.stderr
     first, again = Manifest.load(folder), Manifest.load(tmp_path / "hf-int4-avx2")
     assert {f.path: f.sha256 for f in again.files} == {f.path: f.sha256 for f in first.files}
+
+
+def test_the_signoff_reads_the_decoders_figures_and_blocks_nothing_of_it(built, tmp_path):
+    code, folder, _ = built["int4"]
+    assert code == 0
+    shutil.copytree(folder, tmp_path / "rc1" / folder.name)
+    run_cli("-m", "pipeline.cli", "signoff", "--release", "rc1", "--artifacts-dir", str(tmp_path / "rc1"),
+            "--out", str(tmp_path / "out"))
+    rows = [row for row in json.loads((tmp_path / "out" / "signoff.json").read_text())["rows"]
+            if row["artifact"] == folder.name]
+    verified = json.loads((folder / "verify.json").read_text())["profiles"]
+    assert rows and not [row["reason"] for row in rows if row["outcome"] == "failed"]
+    for row in rows:
+        if row["profile"] in ("haswell", "native"):
+            assert row["figures"]["kl_divergence"] == verified[row["profile"]]["fidelity"]["kl_divergence"]
