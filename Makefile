@@ -7,6 +7,7 @@
 # Build and verify (set up on first use: the venv, and qemu-user/debootstrap/sshd/registry via apt-get;
 #   make test also chromium):
 #   make quantize TARGET=avx2 [MODE=dynamic|static|qat|auto] [MODEL=minilm|digits_cnn] [ARGS='calibration.n_samples=256']
+#   make quantize MODEL=hf MODE=int4|int8 ARGS='model.name_or_path=DIR model.task=text-generation'   (decoders)
 #   make verify TARGET=avx2                      (the default build folder again)
 #   make verify ARTIFACT_DIR=artifacts/x         (any built folder; its target comes from its manifest)
 #   make verify ARTIFACT=q.onnx REFERENCE=fp32.onnx INPUTS=inputs.npz TARGET=avx2 [OUT=verify.json]

@@ -30,6 +30,10 @@ INT8_KERNELS = {
     "QAttention": (1, 4), "DynamicQuantizeMatMul": (1, 2), "MatMulIntegerToFloat": (1, 3),
     "QEmbedLayerNormalization": (2, 8),
 }
+# Weight-only kernels (decoders, pipeline/builder/decoder.py): weights stored in `bits` per value in blocks of
+# `block_size` along K with a scale per block (and a zero point, input 3, when asymmetric); activations stay float
+# (or int8 inside the kernel: accuracy_level). Counted as data (bits, block size, symmetric), not as int8.
+WEIGHT_ONLY_KERNELS = {"MatMulNBits"}
 QDQ_COMPUTE = {"MatMul", "Conv", "Gemm", "ConvTranspose"}  # int8 when both operands are dequantized
 FP32_ONLY_COMPUTE = {"Attention", "EmbedLayerNormalization"}  # fused operators a build left fp32
 LAYOUT_OPS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}  # between a weight and its user
@@ -46,16 +50,36 @@ class GraphCounts:
     int8_nodes: int = 0  # compute nodes that run in int8
     fp32_nodes: int = 0  # compute nodes left fp32
     run_time_readers: tuple[str, ...] = field(default=(), compare=False)  # the fp32 graph's nodes reading them
+    # Weight-only kernels by scheme: ((op, bits, block_size, symmetric, accuracy_level), weights); stamped only
+    # when the graph has some.
+    blockwise_weights: tuple[tuple[tuple, int], ...] = ()
 
-    def as_stamp(self) -> dict[str, int]:
+    def as_stamp(self) -> dict:
         values = asdict(self)
         values.pop("run_time_readers")
+        blockwise = values.pop("blockwise_weights")
+        if blockwise:
+            values["blockwise_weights"] = [
+                {"op": op, "bits": bits, "block_size": block, "symmetric": symmetric, "accuracy_level": level,
+                 "weights": count} for (op, bits, block, symmetric, level), count in blockwise]
         return values
 
     def describe(self) -> str:
         return (f"{self.int8_weights} int8 weight(s) ({self.per_channel_weights} per channel), {self.run_time_weights} "
                 f"quantized at run time, {self.fp32_weights} fp32; {self.int8_nodes} int8 compute node(s), "
-                f"{self.fp32_nodes} fp32")
+                f"{self.fp32_nodes} fp32" + "".join(
+                    f"; {count} {op} weight(s) of {bits} bits in blocks of {block} "
+                    f"({'symmetric' if symmetric else 'asymmetric'}, accuracy_level {level})"
+                    for (op, bits, block, symmetric, level), count in self.blockwise_weights))
+
+
+def weight_only_scheme(node) -> tuple:
+    """(op, bits, block_size, symmetric, accuracy_level) of a weight-only kernel node, from its attributes."""
+    import onnx
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    symmetric = not (len(node.input) > 3 and node.input[3])
+    return (node.op_type, int(attributes.get("bits", 4)), int(attributes.get("block_size", 0)), symmetric,
+            int(attributes.get("accuracy_level", 0)))
 
 
 class _Graph:
@@ -131,8 +155,12 @@ def count_graph(model) -> GraphCounts:
     graph = _Graph(model)
     weights = {"int8": set(), "run_time": set(), "fp32": set(), "per_channel": set()}  # a kind -> weight names
     int8_nodes = fp32_nodes = 0
-    readers = []
+    readers, blockwise = [], {}
     for node in graph.nodes:
+        if node.op_type in WEIGHT_ONLY_KERNELS:
+            scheme = weight_only_scheme(node)
+            blockwise[scheme] = blockwise.get(scheme, 0) + 1
+            continue
         if node.op_type in INT8_KERNELS:
             weight_index, scale_index = INT8_KERNELS[node.op_type]
             scale = node.input[scale_index] if len(node.input) > scale_index and node.input[scale_index] else None
@@ -154,7 +182,8 @@ def count_graph(model) -> GraphCounts:
                     readers.append(node.name.removesuffix("_quant") if node.op_type in INT8_KERNELS else node.name)
     return GraphCounts(int8_weights=len(weights["int8"]), per_channel_weights=len(weights["per_channel"]),
                        run_time_weights=len(weights["run_time"]), fp32_weights=len(weights["fp32"]),
-                       int8_nodes=int8_nodes, fp32_nodes=fp32_nodes, run_time_readers=tuple(dict.fromkeys(readers)))
+                       int8_nodes=int8_nodes, fp32_nodes=fp32_nodes, run_time_readers=tuple(dict.fromkeys(readers)),
+                       blockwise_weights=tuple(sorted(blockwise.items())))
 
 
 class StampCheckFailed(QuantgateError):

@@ -253,10 +253,17 @@ class DigitsCnnFamily:
         return {"pixels": to_model_input(examples)}
 
 
+def hf_family(cfg):
+    """model=hf: a decoder language model for model.task=text-generation (pipeline/builder/decoder.py), otherwise an
+    encoder or image model with its task's head (pipeline/builder/hf_family.py)."""
+    from pipeline.builder.decoder import DecoderFamily
+    return DecoderFamily(cfg) if cfg.model.task == "text-generation" else HfFamily(cfg)
+
+
 FAMILIES = {
     "text_embedding": TextEmbeddingFamily,
     "digits_cnn": DigitsCnnFamily,
-    "hf": HfFamily,
+    "hf": hf_family,
     "onnx": OnnxFamily,
     "torch": TorchFamily,
 }

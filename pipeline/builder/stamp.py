@@ -117,7 +117,7 @@ def stamp_values(cfg, manifest: Manifest) -> dict[str, str]:
 def write_stamp(path, values: dict[str, str]) -> None:
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # weights in external data stay where they are
     kept = [entry for entry in model.metadata_props if not entry.key.startswith(STAMP_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -228,16 +228,30 @@ def _check_no_host_paths(staging: Path, folder: Path) -> None:
                                                                        for name, roots in found.items()))
 
 
-def build_stages(export: str, mode: str) -> tuple:
-    """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export) and mode:
-    mode=auto quantizes, gates and times each candidate mode in one stage (pipeline/builder/auto.py)."""
-    from pipeline.builder import aoti, auto, calibrate, export as export_stage, gate, hub_files, quantize, speed, stamp
+class _Stage:
+    """A stage given as a function (`run(cfg, manifest) -> manifest`), named for stage_seconds."""
+
+    def __init__(self, name: str, run):
+        self.__name__, self.run = name, run
+
+
+def build_stages(cfg) -> tuple:
+    """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export; weight-only
+    decoders: mode=int4 | int8): mode=auto quantizes, gates and times each candidate mode in one stage
+    (pipeline/builder/auto.py)."""
+    from pipeline.builder import (aoti, auto, calibrate, decoder, export as export_stage, gate, hub_files, quantize,
+                                  speed, stamp)
+    from pipeline.config.schema import WEIGHT_ONLY_MODES
+    mode = cfg.mode.name
+    if mode in WEIGHT_ONLY_MODES:  # onnxruntime-genai's builder, the language-model gate, the stamp
+        return (_Stage("export", decoder.export_run), _Stage("gate", decoder.gate_run),
+                _Stage("stamp", decoder.stamp_run))
     return {
         # model.onnx, and for transformers checkpoints what Optimum and transformers load beside it
         "onnx": (export_stage, calibrate, *((auto,) if mode == "auto" else (quantize, gate, speed)), stamp, hub_files),
         # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/builder/aoti.py)
         "aoti": (export_stage, calibrate, aoti),
-    }[export]
+    }[cfg.export]
 
 
 def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
@@ -258,7 +272,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
         try:
             manifest = Manifest(name=folder.name, model=cfg.model.name, mode=cfg.mode.name,
                                 target=cfg.target.name, artifact_dir=str(staging))
-            stages = build_stages(cfg.export, cfg.mode.name)
+            stages = build_stages(cfg)
             stage_seconds: dict[str, float] = {}
             with temporary_files_under(staging):  # onnxruntime's quantizer writes ~90 MB of temporary models
                 for stage in stages:
@@ -266,7 +280,7 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
                     manifest = stage.run(cfg, manifest)
                     stage_seconds[stage.__name__.rsplit(".", 1)[-1]] = round(time.perf_counter() - stage_started, 2)
             _check_no_host_paths(staging, folder)
-            manifest.model_size_bytes = manifest.path(manifest.model_file).stat().st_size
+            manifest.model_size_bytes = model_bytes(manifest.path(manifest.model_file))
             manifest.model_sha256 = sha256_file(manifest.path(manifest.model_file))
             manifest.build = _build_record(started, overrides or [], stage_seconds)
             manifest.record_files()
@@ -291,6 +305,12 @@ def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:
     return manifest
 
 
+def model_bytes(model: Path) -> int:
+    """The model file's size with its external weights beside it (`<name>.data`, as onnxruntime-genai writes)."""
+    data = model.with_name(model.name + ".data")
+    return model.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def _headline_features(features: list[str]) -> list[str]:
     """The few features that tell CPUs apart (x86 vector extensions; every Arm feature)."""
     x86 = [f for f in features if f.startswith(("avx", "fma", "sse4"))]
@@ -302,7 +322,7 @@ def print_summary(manifest: Manifest) -> None:
     lines = [
         f"artifact   {manifest.folder}/{manifest.model_file}",
         f"target     {manifest.target} (needs {', '.join(_headline_features(manifest.required_cpu_features))})",
-        f"size       {manifest.model_size_bytes / 1e6:.1f} MB int8 vs {manifest.reference_size_bytes / 1e6:.1f} MB fp32 ({ratio:.2f}x)",
+        f"size       {manifest.model_size_bytes / 1e6:.1f} MB {manifest.mode} vs {manifest.reference_size_bytes / 1e6:.1f} MB fp32 ({ratio:.2f}x)",
         f"sha256     {manifest.model_sha256}",
         f"calibration {manifest.calibration.n} examples, sha256 {manifest.calibration.sha256[:16]}...",
     ]

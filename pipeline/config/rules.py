@@ -130,7 +130,29 @@ def _mode(cfg) -> None:
         raise UsageError("mode=qat exports QuantizeLinear/DequantizeLinear pairs: mode.quant_format must be QDQ")
     if mode.name == "qat" and mode.qat_steps <= 0:
         raise UsageError(f"mode.qat_steps={mode.qat_steps} must be a positive number of training steps")
+    _weight_only(cfg)
     _quantizer_knobs(cfg)
+
+
+def _weight_only(cfg) -> None:
+    """Weight-only modes build decoders, and decoders build only in them (pipeline/builder/decoder.py)."""
+    from pipeline.config.schema import WEIGHT_ONLY_MODES
+    decoder = cfg.model.family == "hf" and cfg.model.task == "text-generation"
+    weight_only = cfg.mode.name in WEIGHT_ONLY_MODES
+    if decoder and not weight_only:
+        raise UsageError(f"model.task=text-generation builds weight-only decoders: use MODE=int4 or MODE=int8 "
+                         f"(mode={cfg.mode.name} quantizes activations of encoders)")
+    if weight_only and not decoder:
+        raise UsageError(f"mode={cfg.mode.name} is weight-only for decoder language models: give model=hf "
+                         f"model.task=text-generation model.name_or_path=DIR, or use mode=dynamic|static|qat")
+    if weight_only and cfg.export != "onnx":
+        raise UsageError(f"mode={cfg.mode.name} exports ONNX through onnxruntime-genai's builder: leave export=onnx")
+    if weight_only and (cfg.mode.block_size < 16 or cfg.mode.block_size & (cfg.mode.block_size - 1)):
+        raise UsageError(f"mode.block_size={cfg.mode.block_size}: MatMulNBits takes a power of two from 16 "
+                         f"(16, 32, 64, 128, 256)")
+    level = cfg.target.accuracy_level
+    if level is not None and level not in (0, 1, 2, 3, 4):
+        raise UsageError(f"target.accuracy_level={level}: MatMulNBits takes 0-4 (1 fp32, 2 fp16, 3 bf16, 4 int8)")
 
 
 # onnxruntime's extra_options that only static quantization reads, and the option each one needs.

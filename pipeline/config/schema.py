@@ -44,7 +44,10 @@ class CalibrationSource(StrEnum):
 # model=hf's tasks (pipeline/builder/hf_family.py), by their transformers pipeline names:
 # feature-extraction (AutoModel: a sentence embedding or last_hidden_state), text-classification
 # (AutoModelForSequenceClassification: texts or sentence pairs), token-classification, image-classification.
-HF_TASKS = ("feature-extraction", "text-classification", "token-classification", "image-classification")
+# text-generation: a decoder language model (AutoModelForCausalLM) built with KV cache by onnxruntime-genai's model
+# builder, weight-only int4 / int8 (mode=int4 | int8; pipeline/builder/decoder.py).
+HF_TASKS = ("feature-extraction", "text-classification", "token-classification", "image-classification",
+            "text-generation")
 
 
 class SamplingStrategy(StrEnum):
@@ -71,6 +74,12 @@ class QuantMode(StrEnum):
     # chosen per model (pipeline/builder/auto.py): from the graph where it tells (convolutions: static), else the
     # fastest candidate on this host within the accuracy budget; the default of the models users bring
     auto = "auto"
+    # Weight-only (MatMulNBits) decoders, built by onnxruntime-genai's model builder (pipeline/builder/decoder.py).
+    int4 = "int4"
+    int8 = "int8"
+
+
+WEIGHT_ONLY_MODES = ("int4", "int8")
 
 
 class QuantFormat(StrEnum):
@@ -202,6 +211,11 @@ class ModeConfig:
     qat_steps: int = 100
     qat_learning_rate: float = 1e-4
     qat_batch_size: int = 16
+    # Weight-only modes (int4, int8): weights quantized in blocks of this many input channels along K, one scale
+    # (and zero point when asymmetric) per block, round-to-nearest (onnxruntime-genai's builder: block_size,
+    # is_symmetric). Smaller blocks: closer to fp32, a larger file.
+    block_size: int = 32
+    symmetric: bool = True
 
 
 @dataclass
@@ -218,6 +232,10 @@ class TargetConfig:
     weight_type: IntType = MISSING
     floor_profile: Optional[str] = None  # the emulated lowest CPU; null = no emulator can model it
     below_floor_profiles: list[str] = field(default_factory=list)  # must be refused by the guard
+    # Weight-only decoders (mode=int4 | int8): MatMulNBits' accuracy_level, the precision its activations are
+    # computed in (1 fp32, 2 fp16, 3 bf16, 4 int8: activations quantized to int8 inside the kernel, the fastest
+    # CPU kernels, whose numerics differ by ISA). null = the builder's default (4 on CPU). Each target says why.
+    accuracy_level: Optional[int] = None
 
 
 @dataclass
@@ -352,6 +370,16 @@ class SpeedConfig:
     # fp32 faster than this at the judged batch is too small to time against the load of a shared host: the ratio
     # is recorded, not judged.
     min_timeable_ms: float = 0.1
+    # Decoders (model.task=text-generation), teacher-forced over held-out text against the fp32 export of the same
+    # checkpoint: mean KL divergence of the next-token distributions (fp32 || quantized, nats per token), the share
+    # of positions whose top-1 next token agrees, and perplexity's relative increase. The build gate and
+    # verify.json judge with these same budgets.
+    # Measured on a tiny trained Llama (hidden 64, block 32): int4 KL 0.005-0.013, agreement 0.89-0.93, perplexity
+    # within 0.5%; int8 KL 0.0001, agreement 0.99 (docs/guides/language-models.md).
+    max_kl_divergence: float = 0.1
+    min_next_token_agreement: float = 0.8
+    max_perplexity_increase: float = 0.1
+    decoder_max_tokens: int = 64  # tokens per held-out sequence (context the check runs over)
 
 
 @dataclass

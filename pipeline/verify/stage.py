@@ -21,7 +21,8 @@ from pipeline.errors import ExitCode, QuantgateError, UsageError
 from pipeline.guard.artifact import ONNX, PT2, artifact_kind
 from pipeline.manifest import Manifest
 from pipeline.paths import CONF_DIR
-from pipeline.verify import onnx, pt2
+from pipeline.config.schema import WEIGHT_ONLY_MODES
+from pipeline.verify import decoder, onnx, pt2
 from pipeline.verify.onnx import progress, verify_files
 from pipeline.verify.report import VERIFY_FILE
 
@@ -38,6 +39,8 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder
     if changed:
         raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
                              f"manifest.json); rebuild the artifact instead of verifying edited files")
+    if manifest.mode in WEIGHT_ONLY_MODES:  # a decoder: judged token by token (pipeline/verify/decoder.py)
+        return decoder.verify_decoder(cfg, manifest, out, shown_folder)
     kind, _ = artifact_kind(manifest.path(manifest.model_file))
     return VERIFIERS[kind](cfg, manifest, out, shown_folder)
 

@@ -47,10 +47,14 @@ def test_every_option_composes_into_its_schema(compose, group, choice):
 @pytest.mark.parametrize("mode", MODES)
 def test_every_target_and_mode_composes(compose, target, mode):
     from pipeline.config import rules
-    cfg = compose([f"target={target}", f"mode={mode}"])
+    from pipeline.config.schema import WEIGHT_ONLY_MODES
+    # weight-only modes build decoders (model=hf model.task=text-generation); the others default to minilm
+    decoder = ["model=hf", "model.task=text-generation", "model.name_or_path=some/decoder"] \
+        if mode in WEIGHT_ONLY_MODES else []
+    cfg = compose([f"target={target}", f"mode={mode}", *decoder])
     assert cfg.target.name == target
     assert cfg.mode.name.value == mode
-    assert cfg.model.name == "minilm"
+    assert cfg.model.name == ("hf" if decoder else "minilm")
     features = required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features))
     assert features, "a target must require some CPU features"
     rules.check(cfg)  # no shipped combination breaks a cross-field rule
@@ -138,7 +142,7 @@ def test_unknown_target_lists_valid_choices(compose):
 
 def test_unknown_mode_lists_valid_choices(compose):
     with pytest.raises(MissingConfigException) as error:
-        compose(["mode=int4"])
+        compose(["mode=int3"])
     assert "dynamic" in str(error.value) and "static" in str(error.value)
 
 

@@ -1,0 +1,140 @@
+"""Decoder language models (model=hf model.task=text-generation, mode=int4 | int8): a tiny Llama trained offline on
+pydoc_data.topics (tests/fixtures/tiny_decoder.py), built through onnxruntime-genai's builder as a user runs it,
+loaded by onnxruntime_genai.Model, verified natively and under QEMU Haswell, and a wrecked one failed in words."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+DECODER = ["model=hf", "model.task=text-generation", "target=avx2", "verify.profiles=[haswell,native]",
+           "verify.emulated_max_samples=2", "calibration.n_heldout=8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    from tests.fixtures.tiny_decoder import build
+    return build(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def built(tiny_llama, tmp_path_factory):
+    """mode -> (exit code, artifact folder, output) of `quantgate build` for int4 and int8."""
+    artifacts, results = tmp_path_factory.mktemp("artifacts"), {}
+    for mode in ("int4", "int8"):
+        done = run_cli("-m", "pipeline.cli", "build", *DECODER, f"mode={mode}", f"model.name_or_path={tiny_llama}",
+                       f"artifacts_dir={artifacts}")
+        results[mode] = (done.returncode, artifacts / f"hf-{mode}-avx2", done.stdout + done.stderr)
+    return results
+
+
+def generate(folder, prompt: str) -> str:
+    import onnxruntime_genai as og
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=24, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokenizer.encode(prompt))
+    while not generator.is_done():
+        generator.generate_next_token()
+    return tokenizer.decode(generator.get_sequence(0))
+
+
+@pytest.mark.parametrize("mode,bits", [("int4", 4), ("int8", 8)])
+def test_decoder_builds_generates_and_verifies_on_haswell_and_native(built, mode, bits):
+    from pipeline.guard import read_stamp
+    code, folder, output = built[mode]
+    assert code == 0, output
+    for name in ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "reference/model.onnx"):
+        assert (folder / name).is_file(), name
+    stamp = read_stamp(folder / "model.onnx")
+    assert (stamp["bits"], stamp["block_size"], stamp["accuracy_level"]) == (str(bits), "32", "4")
+    blockwise = json.loads(stamp["graph_counts"])["blockwise_weights"]
+    assert blockwise[0]["op"] == "MatMulNBits" and blockwise[0]["bits"] == bits and blockwise[0]["weights"] == 11
+    report = json.loads((folder / "verify.json").read_text())
+    assert report["status"] == "pass" and report["model_kind"] == "language_model"
+    for cpu in ("haswell", "native"):
+        fidelity = report["profiles"][cpu]["fidelity"]
+        assert report["profiles"][cpu]["status"] == "pass", report["profiles"][cpu]["reason"]
+        assert fidelity["kl_divergence"] <= report["settings"]["max_kl_divergence"]
+        assert fidelity["next_token_agreement"] >= report["settings"]["min_next_token_agreement"]
+    haswell = report["profiles"]["haswell"]
+    assert haswell["emulated"] and haswell["samples"] == 2
+    # the same file natively, reported beside it: the AVX2 kernels' numerics are not the host's, but close
+    assert haswell["cpu_comparison"]["reference_cpu"] == "native"
+    assert 0 <= haswell["cpu_comparison"]["max_abs_logit_difference"] < 1
+    text = generate(folder, "The import statement")  # the folder is what onnxruntime-genai loads
+    assert text.startswith("The import statement") and len(text) > len("The import statement")
+
+
+def wreck_scales(folder) -> None:
+    """Scramble every MatMulNBits block scale (external data rewritten in place, manifest re-recorded): a file that
+    loads and runs, and predicts nothing like fp32."""
+    import onnx
+    from onnx import numpy_helper
+    from pipeline.manifest import Manifest
+    model = onnx.load(str(folder / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith("_scales"):
+            scales = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(scales * rng.uniform(-8, 8, scales.shape).astype(scales.dtype),
+                                                    tensor.name))
+    (folder / "model.onnx.data").unlink()
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    manifest = Manifest.load(folder)
+    manifest.record_files()
+    manifest.save()
+
+
+def test_a_wrecked_decoder_fails_verification_in_words(built, tmp_path):
+    code, folder, _ = built["int4"]
+    assert code == 0
+    broken = tmp_path / "hf-int4-avx2"
+    shutil.copytree(folder, broken)
+    wreck_scales(broken)
+    done = run_cli("-m", "pipeline.cli", "verify", "--artifact-dir", str(broken), "verify.profiles=[native]")
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads((broken / "verify.json").read_text())
+    native = report["profiles"]["native"]
+    assert report["status"] == "fail" and native["failure"] == "fidelity"
+    assert "KL divergence to fp32" in native["reason"] and f"{native['fidelity']['kl_divergence']:.4f}" in native["reason"]
+
+
+def test_the_gate_refuses_a_decoder_over_budget_and_publishes_nothing(tiny_llama, tmp_path):
+    done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"model.name_or_path={tiny_llama}",
+                   f"artifacts_dir={tmp_path}", "verify.min_next_token_agreement=0.999")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "materially worse than fp32" in done.stderr and "next-token agreement with fp32 0." in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "hf-int4-avx2").exists()
+
+
+def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny_llama, tmp_path):
+    from pipeline.manifest import Manifest
+    code, folder, _ = built["int4"]
+    assert code == 0
+    done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"model.name_or_path={tiny_llama}",
+                   f"artifacts_dir={tmp_path}", "verify.enabled=false")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, again = Manifest.load(folder), Manifest.load(tmp_path / "hf-int4-avx2")
+    assert {f.path: f.sha256 for f in again.files} == {f.path: f.sha256 for f in first.files}
+
+
+def test_the_signoff_reads_the_decoders_figures_and_blocks_nothing_of_it(built, tmp_path):
+    code, folder, _ = built["int4"]
+    assert code == 0
+    shutil.copytree(folder, tmp_path / "rc1" / folder.name)
+    run_cli("-m", "pipeline.cli", "signoff", "--release", "rc1", "--artifacts-dir", str(tmp_path / "rc1"),
+            "--out", str(tmp_path / "out"))
+    rows = [row for row in json.loads((tmp_path / "out" / "signoff.json").read_text())["rows"]
+            if row["artifact"] == folder.name]
+    verified = json.loads((folder / "verify.json").read_text())["profiles"]
+    assert rows and not [row["reason"] for row in rows if row["outcome"] == "failed"]
+    for row in rows:
+        if row["profile"] in ("haswell", "native"):
+            assert row["figures"]["kl_divergence"] == verified[row["profile"]]["fidelity"]["kl_divergence"]
