@@ -354,6 +354,16 @@ class VerifyConfig:
     # model.kind=event: a chunk is an event where its score is above this (in the output's own units: a
     # probability's 0.5, a logit's 0), held to min_top1_agreement with fp32's decisions.
     threshold: float = 0.5
+    # Decoders (model.task=text-generation), teacher-forced over held-out text against the fp32 export of the same
+    # checkpoint: mean KL divergence of the next-token distributions (fp32 || quantized, nats per token), the share
+    # of positions whose top-1 next token agrees, and perplexity's relative increase. The build gate and
+    # verify.json judge with these same budgets.
+    # Measured on a tiny trained Llama (hidden 64, block 32): int4 KL 0.005-0.013, agreement 0.89-0.93, perplexity
+    # within 0.5%; int8 KL 0.0001, agreement 0.99 (docs/guides/language-models.md).
+    max_kl_divergence: float = 0.1
+    min_next_token_agreement: float = 0.8
+    max_perplexity_increase: float = 0.1
+    decoder_max_tokens: int = 64  # tokens per held-out sequence (context the check runs over)
 
 
 @dataclass
@@ -370,16 +380,6 @@ class SpeedConfig:
     # fp32 faster than this at the judged batch is too small to time against the load of a shared host: the ratio
     # is recorded, not judged.
     min_timeable_ms: float = 0.1
-    # Decoders (model.task=text-generation), teacher-forced over held-out text against the fp32 export of the same
-    # checkpoint: mean KL divergence of the next-token distributions (fp32 || quantized, nats per token), the share
-    # of positions whose top-1 next token agrees, and perplexity's relative increase. The build gate and
-    # verify.json judge with these same budgets.
-    # Measured on a tiny trained Llama (hidden 64, block 32): int4 KL 0.005-0.013, agreement 0.89-0.93, perplexity
-    # within 0.5%; int8 KL 0.0001, agreement 0.99 (docs/guides/language-models.md).
-    max_kl_divergence: float = 0.1
-    min_next_token_agreement: float = 0.8
-    max_perplexity_increase: float = 0.1
-    decoder_max_tokens: int = 64  # tokens per held-out sequence (context the check runs over)
 
 
 @dataclass
