@@ -28,7 +28,7 @@ def built(tiny_llama, tmp_path_factory):
     for mode in ("int4", "int8"):
         done = run_cli("-m", "pipeline.cli", "build", *DECODER, f"mode={mode}", f"model.name_or_path={tiny_llama}",
                        f"artifacts_dir={artifacts}")
-        results[mode] = (done.returncode, artifacts / f"hf-{mode}-avx2", done.stdout + done.stderr)
+        results[mode] = (done.returncode, artifacts / f"tiny-llama-{mode}-avx2", done.stdout + done.stderr)
     return results
 
 
@@ -95,7 +95,7 @@ def wreck_scales(folder) -> None:
 def test_a_wrecked_decoder_fails_verification_in_words(built, tmp_path):
     code, folder, _ = built["int4"]
     assert code == 0
-    broken = tmp_path / "hf-int4-avx2"
+    broken = tmp_path / "tiny-llama-int4-avx2"
     shutil.copytree(folder, broken)
     wreck_scales(broken)
     done = run_cli("-m", "pipeline.cli", "verify", "--artifact-dir", str(broken), "verify.profiles=[native]")
@@ -111,7 +111,7 @@ def test_the_gate_refuses_a_decoder_over_budget_and_publishes_nothing(tiny_llama
                    f"artifacts_dir={tmp_path}", "verify.min_next_token_agreement=0.999")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "materially worse than fp32" in done.stderr and "next-token agreement with fp32 0." in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "hf-int4-avx2").exists()
+    assert "Traceback" not in done.stderr and not (tmp_path / "tiny-llama-int4-avx2").exists()
 
 
 def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny_llama, tmp_path):
@@ -121,7 +121,7 @@ def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny
     done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"model.name_or_path={tiny_llama}",
                    f"artifacts_dir={tmp_path}", "verify.enabled=false")
     assert done.returncode == 0, done.stdout + done.stderr
-    first, again = Manifest.load(folder), Manifest.load(tmp_path / "hf-int4-avx2")
+    first, again = Manifest.load(folder), Manifest.load(tmp_path / "tiny-llama-int4-avx2")
     assert {f.path: f.sha256 for f in again.files} == {f.path: f.sha256 for f in first.files}
 
 
