@@ -31,7 +31,7 @@ def test_a_paddle_style_file_builds_with_int8_weights(paddle_files, tmp_path, mo
     overrides = ["model=onnx", f"model.path={model}", "calibration=npz", f"calibration.path={data}", f"mode={mode}",
                  f"artifacts_dir={tmp_path}", *SMALL, *NATIVE]
     assert quantize_task(compose_config(overrides), overrides) == 0
-    folder = tmp_path / f"onnx-{mode}-avx2"
+    folder = tmp_path / f"paddle-{mode}-avx2"  # named after the model file
     assert json.loads((folder / "verify.json").read_text())["status"] == "pass"
     stamp = read_stamp(str(folder / "model.onnx"))
     # Three distinct weights (the shared one once), all stored int8; dynamic int8's ConvInteger is per tensor.

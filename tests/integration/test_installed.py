@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 BUILD = ["model=onnx", "mode=static", "target=x86_64_v2", "model.path=byom/detector.onnx", "calibration=npz",
          "calibration.path=byom/calib.npz", "verify.enabled=false"]
-ARTIFACT = Path("artifacts/onnx-static-x86_64_v2")
+ARTIFACT = Path("artifacts/detector-static-x86_64_v2")  # named after the model file
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 

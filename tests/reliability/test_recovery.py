@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.release import SIGNATURE_FILE, SIGNOFF_FILE
 from pipeline.release.trust import Trust, verify_folder
-from tests.integration.test_release_trust import NAMES, NO_LATENCY_LIMIT, copy_release, keys, ready_release  # noqa: F401
+from tests.integration.test_release_trust import (FLOOR, NAMES, NO_LATENCY_LIMIT, copy_release, floor_waived,  # noqa: F401
+                                                  keys, ready_release)
 from tests.reliability.helpers import REPO, assert_user_error, quantgate
 
 pytestmark = pytest.mark.slow  # the release fixture verifies two artifacts natively
@@ -30,12 +31,12 @@ def killed_in(code: str, *command: str) -> subprocess.CompletedProcess:
 
 def sign(release, report, keys):  # noqa: F811
     return quantgate("sign", "--release", "rc", "--artifacts-dir", str(release), "--report", str(report),
-                     "--key", str(keys["key"]))
+                     "--key", str(keys["key"]), "--waivers", str(FLOOR["waivers"]))
 
 
 def make_signoff(release, report, keys):  # noqa: F811
     return quantgate("signoff", "--release", "rc", "--artifacts-dir", str(release), "--out", str(report),
-                     "--public-key", str(keys["pub"]), f"release.max_latency_ratio={NO_LATENCY_LIMIT.max_latency_ratio}")
+                     "--waivers", str(FLOOR["waivers"]), "--public-key", str(keys["pub"]), f"release.max_latency_ratio={NO_LATENCY_LIMIT.max_latency_ratio}")
 
 
 def all_signed(release, keys):  # noqa: F811
@@ -62,7 +63,7 @@ def test_sign_killed_between_folders_is_rolled_back_and_make_sign_then_signs(rea
             return real(folder, *args)
         sign.sign_folder = second_kills
         """, "sign", "--release", "rc", "--artifacts-dir", str(release), "--report", str(report), "--key",
-              str(keys["key"]))
+              str(keys["key"]), "--waivers", str(FLOOR["waivers"]))
     assert (release / NAMES[0] / SIGNATURE_FILE).is_file() and list(release.glob(".quantgate-sign-*"))
     # the advice of a half-signed release, `make signoff` then `make sign`, works
     result = make_signoff(release, report, keys)
@@ -108,7 +109,8 @@ def test_a_killed_signoff_leaves_no_verdict_beside_pages_it_did_not_write(ready_
         def dies(path, payload):
             os.kill(os.getpid(), signal.SIGKILL)
         signoff.atomic_write_json = dies  # killed right before signoff.json, every other page written
-        """, "signoff", "--release", "rc", "--artifacts-dir", str(release), "--out", str(report))
+        """, "signoff", "--release", "rc", "--artifacts-dir", str(release), "--out", str(report),
+              "--waivers", str(FLOOR["waivers"]))
     assert "BLOCKED" in (report / "signoff.md").read_text().upper()
     assert not (report / SIGNOFF_FILE).exists()  # not the old `ready` beside the new BLOCKED pages
     refused = sign(release, report, keys)

@@ -85,7 +85,8 @@ def two_models(tmp_path_factory):
 
 
 def build_onnx(model, calib, *extra):
-    return run_here("build", "model=onnx", f"model.path={model}", "calibration=npz", f"calibration.path={calib}",
+    return run_here("build", "model=onnx", "mode=dynamic", f"model.path={model}", "calibration=npz",
+                    f"calibration.path={calib}",
                     *SMALL, *extra)
 
 
