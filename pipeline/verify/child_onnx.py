@@ -94,7 +94,7 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     load_seconds = time.perf_counter() - started
 
     axes = json.loads(args.layout) if args.layout else {}
-    input_axes = axes.get("inputs") or {}  # outputs are moved batch-first where they are run (run_batched)
+    input_axes = axes.get("inputs") or {}  # outputs are moved batch-first where they are run (batch_run, stream_run)
     arrays = np.load(args.inputs)
     feeds = {}
     for node in session.get_inputs():
