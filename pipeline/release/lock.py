@@ -1,4 +1,4 @@
-"""One writer per release at a time: `quantgate matrix` and `quantgate publish` of one release folder hold its lock.
+"""One writer per release at a time: `quantgate matrix`, `sign` and `publish` of one release folder hold its lock.
 
 Two matrices of one release started at once would each write matrix.json, the second replacing the first's record
 (one result lost while both report success); two publishes would push tags over each other. The lock is an

@@ -100,7 +100,15 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
 
 def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key, certificate_chain=(),
                  waivers: Path | None = None, progress=print) -> list[Path]:
-    """Sign every artifact folder of a ready release; all or nothing."""
+    """Sign every artifact folder of a ready release; all or nothing; one writer of the release at a time (a second
+    `sign`, `publish` or `matrix` is refused naming the first: pipeline/release/lock.py)."""
+    from pipeline.release.lock import release_lock
+    with release_lock(release_dir, "sign"):
+        return _sign_release(release, release_dir, report_dir, signing_key, certificate_chain, waivers, progress)
+
+
+def _sign_release(release: str, release_dir: Path, report_dir: Path, signing_key, certificate_chain,
+                  waivers: Path | None, progress) -> list[Path]:
     from pipeline.release.provenance import write_provenance
     journal.recover(release_dir)  # a run killed half-way is rolled back before the release is judged
     report = judge(release, release_dir, report_dir, waivers, signing=True)

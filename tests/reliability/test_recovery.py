@@ -164,3 +164,19 @@ def test_keys_killed_half_way_leave_no_private_key_alone_and_the_named_fix_works
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == \
         ["quantgate.crt", "quantgate.key", "quantgate.pub"]
+
+
+def test_a_sign_of_a_release_another_run_is_writing_is_refused_naming_it(ready_release, keys, tmp_path):  # noqa: F811
+    """Two writers of one release at once (sign beside publish or matrix): the second is refused, exit 2, nothing
+    signed, and once the first is done the same sign works."""
+    from pipeline.release.lock import acquire
+    release, report = own_report(ready_release, tmp_path)
+    holder = acquire(release, "publish")
+    try:
+        refused = sign(release, report, keys)
+        assert refused.returncode == 2
+        assert_user_error(refused, "another quantgate publish", "is writing the release")
+        assert not any((release / name / SIGNATURE_FILE).exists() for name in NAMES)
+    finally:
+        holder.close()
+    assert sign(release, report, keys).returncode == 0 and all_signed(release, keys)
