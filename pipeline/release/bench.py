@@ -258,14 +258,16 @@ def build_time(folder: Path, manifest: Manifest, work: Path, runs: int) -> dict[
             "stage_seconds": {"anew": anew[-1][1].build.stage_seconds, "cached": cached[-1][1].build.stage_seconds}}
 
 
+# The one figure a results.md row shows per model, the first the model has: (key, label, format).
+SHOWN_FIGURE = (("score_correlation", "score r", ".4f"), ("label_set_agreement", "label sets", ".3f"),
+                ("decision_agreement", "decisions", ".3f"), ("top1_agreement", "top-1", ".3f"),
+                ("cosine_mean", "cos", ".4f"), ("detection_recall", "detection recall", ".3f"),
+                ("near_empty_error_worst", "near-empty error", ".3g"))
+
+
 def _fid(figures: dict[str, float]) -> str:
-    if "score_correlation" in figures:
-        return f"score r {figures['score_correlation']:.4f}"
-    if "label_set_agreement" in figures:
-        return f"label sets {figures['label_set_agreement']:.3f}"
-    if "decision_agreement" in figures:
-        return f"decisions {figures['decision_agreement']:.3f}"
-    return f"top-1 {figures['top1_agreement']:.3f}" if "top1_agreement" in figures else f"cos {figures['cosine_mean']:.4f}"
+    return next((f"{label} {figures[key]:{spec}}" for key, label, spec in SHOWN_FIGURE if key in figures),
+                "no fidelity figure")
 
 
 # The kernel floors bench measures (pipeline/release/floors.py): result key, the kernels in words, a batch's size.

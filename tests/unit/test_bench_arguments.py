@@ -47,3 +47,12 @@ def test_interleaved_sessions_do_not_spin_between_runs():
     options = session(model.SerializeToString(), threads=2).get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 2
+
+
+def test_a_models_row_shows_the_first_figure_it_has_and_says_so_when_it_has_none():
+    """A generic model judged only by its detections or its near-empty samples has no cosine: its row says what it
+    has (the row used to raise KeyError 'cosine_mean' and take the whole bench down)."""
+    from pipeline.release.bench import _fid
+    assert _fid({"top1_agreement": 0.9, "cosine_mean": 0.5}) == "top-1 0.900"
+    assert _fid({"detection_recall": 0.96}) == "detection recall 0.960"
+    assert _fid({}) == "no fidelity figure"
