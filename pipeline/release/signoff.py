@@ -410,8 +410,9 @@ def size_rows(artifacts: list[dict[str, Any]], settings: ReleaseConfig) -> list[
                              f"size ({_mb(size['fp32_bytes'])}); release.max_size_ratio applies to ONNX artifacts"))
             continue
         within = size["ratio"] <= limit
+        scheme = "int4" if facts.get("mode") == "int4" else "int8"  # a weight-only decoder's bits, else int8
         rows.append(_row(facts["name"], "size", "within_budget" if within else "too_large", within,
-                         f"int8 is {size['ratio']:.2f}x the fp32 size ({_mb(size['int8_bytes'])} vs "
+                         f"{scheme} is {size['ratio']:.2f}x the fp32 size ({_mb(size['int8_bytes'])} vs "
                          f"{_mb(size['fp32_bytes'])}): {'<=' if within else '>'} release.max_size_ratio {limit:g}"))
     return rows
 
