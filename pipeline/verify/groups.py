@@ -14,7 +14,8 @@ Where groups come from, first match wins per output:
    (`feature_axis`: never the batch, a token axis or one of two position axes; 2 to MAX_SPLIT_AXIS long), the fp32
    RMS of every index over all samples; indices whose RMS is under 1/`verify.group_scale_ratio` of the RMS of all
    indices are drowned by the rest. If some are and some are not, each contiguous run of drowned or of carrying
-   indices is a group.
+   indices is a group, when there are at most MAX_AUTO_GROUPS runs and each holds two values per sample or more
+   (an embedding's scattered quiet dimensions, or one number per sample, are not parts of a head).
 
 numpy only (the parent imports this, never a child).
 """
@@ -28,6 +29,9 @@ from pipeline.errors import InputError
 from pipeline.verify.detection import BOX_ROWS, LAYOUTS, DetectionSettings
 
 MAX_SPLIT_AXIS = 1024  # longer axes are positions (anchors, pixels, tokens), not features
+# Parts of a head are a few contiguous blocks (boxes | scores, coordinates | confidences); quiet indices scattered over
+# an embedding (MiniLM's sentence_embedding has single dimensions 30x under its RMS) are not parts.
+MAX_AUTO_GROUPS = 3
 SPLIT_KINDS = ("vector", "token_states")  # the kinds judged by direction, which one large part dominates
 GROUP_KINDS = ("vector", "token_states", "score", "logits", "label_sets")
 
@@ -103,9 +107,13 @@ def split_by_scale(name: str, array: np.ndarray, tokens: np.ndarray | None, rati
         return []
     rms = index_rms(array, axis, tokens)
     drowned = rms < float(np.sqrt(np.mean(rms ** 2))) / ratio
-    if drowned.any() and not drowned.all():
-        return [Group(name, axis, start, stop) for start, stop in runs(drowned)]
-    return []
+    if not drowned.any() or drowned.all():
+        return []
+    found = runs(drowned)
+    per_index = int(np.prod(array.shape[1:])) // array.shape[axis]  # values per sample in one index of the axis
+    if len(found) > MAX_AUTO_GROUPS or any((stop - start) * per_index < 2 for start, stop in found):
+        return []  # scattered small indices (an embedding's quiet dimensions), or single numbers: not parts
+    return [Group(name, axis, start, stop) for start, stop in found]
 
 
 def configured_groups(entries, reference: dict[str, np.ndarray]) -> list[Group]:

@@ -19,8 +19,8 @@ def test_bad_target_lists_choices(tmp_path):
 
 
 def test_bad_mode_lists_choices(tmp_path):
-    result = run_cli("-m", "pipeline", "mode=int4", f"artifacts_dir={tmp_path}")
-    assert_clean_failure(result, tmp_path, "mode/int4", "dynamic", "static")
+    result = run_cli("-m", "pipeline", "mode=int3", f"artifacts_dir={tmp_path}")
+    assert_clean_failure(result, tmp_path, "mode/int3", "dynamic", "static")
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "config_without_weights"])

@@ -8,7 +8,7 @@ from tests.reliability.helpers import DIGITS, assert_user_error, digits_rows, pu
 
 @pytest.mark.parametrize("override, expected", [
     ("target=avx3", ["target/avx3", "avx2", "x86_64_v2"]),
-    ("mode=int4", ["mode/int4", "dynamic", "qat"]),
+    ("mode=int3", ["mode/int3", "dynamic", "qat"]),
     ("model=gpt5", ["model/gpt5", "minilm", "digits_cnn"]),
     ("verify.profiles=[pentium]", ["unknown profile", "haswell"]),
     ("calibration.method=magic", ["minmax, entropy, percentile"]),

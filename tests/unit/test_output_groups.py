@@ -52,6 +52,20 @@ def test_a_packed_head_splits_into_boxes_and_scores_and_positions_never_split():
     assert split_by_scale("last_hidden_state", hidden, np.ones((4, 8), bool), 30.0) == []
 
 
+def test_an_embeddings_scattered_quiet_dimensions_and_single_numbers_are_not_parts_of_a_head():
+    """MiniLM's sentence_embedding has single dimensions 30x under its RMS: split, each judged as a score of one
+    number per sample, they failed good builds (correlation 0.76). Scattered runs and one-number groups stay whole;
+    a head of two blocks, [batch, 6] with coordinates beside confidences, still splits."""
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((32, 384))
+    embedding[:, [127, 223, 300]] *= 0.001
+    assert split_by_scale("sentence_embedding", embedding, None, 30.0) == []
+    one_number = np.concatenate([rng.standard_normal((32, 5)) * 100, rng.standard_normal((32, 1))], axis=1)
+    assert split_by_scale("o", one_number, None, 30.0) == []  # [5:6] is one number per sample
+    head = np.concatenate([rng.standard_normal((32, 4)) * 100, rng.random((32, 2))], axis=1)
+    assert [g.name for g in split_by_scale("o", head, None, 30.0)] == ["o[0:4]", "o[4:6]"]
+
+
 def test_wrong_class_scores_fail_in_their_group_while_the_whole_head_passes():
     fp32 = {"output0": head()}
     read = reading(fp32)
