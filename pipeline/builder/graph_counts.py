@@ -22,6 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import ExitCode, QuantgateError
+from pipeline.layout import all_graphs
 
 # onnxruntime's integer and QOperator kernels: the input holding the weight, and the input whose size tells per
 # channel from per tensor (the weight's scale; MatMulInteger and ConvInteger take only its zero point).
@@ -88,9 +89,7 @@ class _Graph:
     def __init__(self, model):
         import onnx
         self.producer, self.constants, self.nodes, self._constant_expressions = {}, {}, [], {}
-        graphs = [model.graph]
-        while graphs:
-            graph = graphs.pop()
+        for graph in all_graphs(model.graph):
             self.constants.update({tensor.name: tensor for tensor in graph.initializer})
             for node in graph.node:
                 self.nodes.append(node)
@@ -98,8 +97,6 @@ class _Graph:
                 if node.op_type == "Constant":
                     self.constants.update({node.output[0]: a.t for a in node.attribute
                                            if a.type == onnx.AttributeProto.TENSOR})
-                for attribute in node.attribute:
-                    graphs.extend([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs)
 
     def source(self, name: str) -> tuple[str, object]:
         """(name, node) where `name` comes from, past layout operators: node None for a constant or a graph input."""
