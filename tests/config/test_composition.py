@@ -28,7 +28,7 @@ def test_every_yaml_file_under_conf_is_covered():
     covered = {CONF_DIR / "config.yaml"}
     covered |= {CONF_DIR / group / f"{choice}.yaml" for group, choices in config_groups().items() for choice in choices}
     covered |= set((CONF_DIR / "cpu").glob("*.yaml")) | set((CONF_DIR / "waivers").glob("*.yaml"))
-    covered |= set((CONF_DIR / "hydra" / "job_logging").glob("*.yaml"))  # tests/unit/test_run_logging.py
+    covered |= set((CONF_DIR / "hydra" / "job_logging").glob("*.yaml"))  # tests/unit/project/test_run_logging.py
     assert set(CONF_DIR.rglob("*.yaml")) - covered == set()
     assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} <= {*GROUPS, *NOT_GROUPS}
 

@@ -1,6 +1,6 @@
 """Multi-label classifiers end to end: a transformers checkpoint whose config says problem_type
 multi_label_classification (a sigmoid per label) is built as kind `multi_label`, with its label lists read as
-multi-hot rows, and the gate and verification hold its label sets to fp32's (tests/unit/test_label_sets.py
+multi-hot rows, and the gate and verification hold its label sets to fp32's (tests/unit/verify/test_label_sets.py
 shows why argmax could not); an ONNX file a user brings is judged the same with model.kind=multi_label."""
 import json
 import subprocess

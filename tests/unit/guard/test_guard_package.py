@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.isa.targets import microarchitecture_features, required_cpu_features
 from tests.conftest import REPO
-from tests.unit.test_guard import stamp_for, write_stamped_model
+from tests.unit.guard.test_guard import stamp_for, write_stamped_model
 
 GUARD_DIR = REPO / "pipeline" / "guard"
 HEAVY = {"numpy", "onnx", "onnxruntime", "torch", "hydra", "omegaconf"}

@@ -13,7 +13,7 @@ from pipeline.config import compose_config
 from pipeline.guard import REQUIRED_STAMP_KEYS, check_stamp
 from pipeline.isa.targets import microarchitecture_features, required_cpu_features, runtime_floor
 from pipeline.paths import PROJECT_ROOT
-from tests.unit.test_guard import write_stamped_model
+from tests.unit.guard.test_guard import write_stamped_model
 
 # /proc/cpuinfo as these machines show it.
 RASPBERRY_PI_4 = "fp asimd evtstrm crc32 cpuid"  # BCM2711, Cortex-A72 without the Armv8 crypto extension

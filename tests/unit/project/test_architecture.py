@@ -7,7 +7,7 @@ from tests.conftest import REPO
 
 # folder -> the quantgate folders and modules it must not import (the ones above it)
 ABOVE = {
-    "pipeline.guard": {"*"},  # standard library only (tests/unit/test_guard_package.py checks the rest)
+    "pipeline.guard": {"*"},  # standard library only (tests/unit/guard/test_guard_package.py checks the rest)
     "pipeline.config": {"pipeline.builder", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
     "pipeline.isa": {"pipeline.builder", "pipeline.verify", "pipeline.release", "pipeline.runtimes"},
     "pipeline.runtimes": {"pipeline.builder", "pipeline.verify", "pipeline.release"},

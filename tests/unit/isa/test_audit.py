@@ -66,7 +66,7 @@ def test_foreign_architecture_is_reported_not_audited(tmp_path):
     report = audit.audit_path(foreign)
     assert not report.audited and report.libraries[0].architecture == "aarch64"
     assert "decodes x86-64 only" in report.libraries[0].reason
-    result = subprocess.run(["make", "-s", "audit", f"ARTIFACT={foreign}"], cwd=audit.Path(__file__).parents[2],
+    result = subprocess.run(["make", "-s", "audit", f"ARTIFACT={foreign}"], cwd=audit.Path(__file__).parents[3],
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "NOT AUDITED" in result.stdout and "aarch64" in result.stdout

@@ -168,10 +168,10 @@ def test_export_of_a_module_defined_here_is_stripped_and_sourced(tmp_path, capsy
     assert reproducible.host_paths_in_folder(tmp_path) == {}
     nodes = reproducible.load_sidecar(tmp_path / "reference.onnx")["nodes"]
     linear = next(name for name, entry in nodes.items() if entry["op_type"] == "Gemm")
-    assert "tests/unit/test_no_host_paths.py" in nodes[linear]["source_files"]
+    assert "tests/unit/builder/test_no_host_paths.py" in nodes[linear]["source_files"]
     assert inspect_nodes(str(tmp_path / "reference.onnx"), linear) == 0
     shown = capsys.readouterr().out
-    assert "tests/unit/test_no_host_paths.py" in shown and "in forward" in shown and str(REPO) not in shown
+    assert "tests/unit/builder/test_no_host_paths.py" in shown and "in forward" in shown and str(REPO) not in shown
     assert inspect_nodes(str(tmp_path / "reference.onnx"), "no_such_node") == 2
     assert inspect_nodes(str(tmp_path / "reference.onnx")) == 0
     assert linear in capsys.readouterr().out

@@ -7,7 +7,7 @@ import zipfile
 
 from tests.conftest import REPO
 from tests.fixtures.tiny_artifact import make_standalone
-from tests.unit.test_guard_package import ARM, stamped_package
+from tests.unit.guard.test_guard_package import ARM, stamped_package
 
 # The venv's interpreter must not find this checkout (no PYTHONPATH, run outside it).
 CLEAN_ENV = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}

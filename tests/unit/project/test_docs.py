@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # README and the guides; the contributors' pages on design and tests (architecture, testing, verification,
 # reliability) hold no commands to run.
 PAGES = sorted([REPO / "README.md", REPO / "docs" / "index.md", REPO / "docs" / "contributing.md",
