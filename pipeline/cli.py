@@ -4,8 +4,9 @@
     quantgate keys|sign|provenance|publish|pull|registry [options]        (release trust)
     quantgate [options] [key=value ...]                                   (= quantgate build)
 
-Each command is a module's `main(argv) -> int` (also run as `python -m <module>`): it parses its options
-with `command_parser` and does its work inside `run_command`, which turns a QuantgateError into one line,
+Each command is a module of pipeline/commands/ (pipeline/commands/__init__.py: its `build_parser()` and
+`main(argv) -> int`, also run as `python -m pipeline.commands.<command>`): it parses its options with
+`command_parser` and does its work inside `run_command`, which turns a QuantgateError into one line,
 `quantgate <command>: error: <message>`, and its exit code (pipeline/errors.py holds the table). Config
 values are Hydra overrides (`key=value` after the options) wherever a command composes the config.
 
@@ -25,19 +26,19 @@ from typing import Callable, NoReturn
 from pipeline.commandline import EXIT_CODES_HELP, run_command, version
 from pipeline.errors import ExitCode, UsageError
 
-# command -> (module[:function] whose (argv) -> int runs it, one line for `quantgate --help`)
+# command -> (the module whose main(argv) -> int runs it, one line for `quantgate --help`)
 COMMANDS = {
-    "build": ("pipeline.app", "build and verify one artifact (Hydra overrides; --multirun for a sweep)"),
+    "build": ("pipeline.commands.build", "build and verify one artifact (Hydra overrides; --multirun for a sweep)"),
     "verify": ("pipeline.verify.stage", "verify an artifact on every CPU profile of its target"),
-    "inspect": ("pipeline.inspect", "print an artifact's stamp and whether this host can run it"),
-    "audit": ("pipeline.isa.audit", "list the CPU features the machine code inside an artifact needs"),
-    "matrix": ("pipeline.app:matrix_main", "build and verify every combination of a release, in parallel"),
+    "inspect": ("pipeline.commands.inspect", "print an artifact's stamp and whether this host can run it"),
+    "audit": ("pipeline.commands.audit", "list the CPU features the machine code inside an artifact needs"),
+    "matrix": ("pipeline.commands.matrix", "build and verify every combination of a release, in parallel"),
     "signoff": ("pipeline.release.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
     "bench": ("pipeline.release.bench", "measure what int8 buys on this host against fp32"),
-    "arm": ("pipeline.runtimes.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
+    "arm": ("pipeline.commands.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
 }
 # Release trust (pipeline/release/, docs/guides/releases.md).
-RELEASE_COMMANDS = {name: (f"pipeline.release.{name}", summary) for name, summary in (
+RELEASE_COMMANDS = {name: (f"pipeline.commands.{name}", summary) for name, summary in (
     ("keys", "make a development signing key pair"),
     ("sign", "sign every artifact folder of a ready release (or --verify folders)"),
     ("provenance", "print an artifact's SLSA provenance and check it against the files"),
@@ -61,8 +62,7 @@ def top_help() -> str:
 
 
 def _entry(command: str) -> Callable[[list[str]], int]:
-    module, _, function = ALL_COMMANDS[command][0].partition(":")
-    return getattr(importlib.import_module(module), function or "main")
+    return importlib.import_module(ALL_COMMANDS[command][0]).main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +89,7 @@ def _no_command(args: list[str]) -> int:
         return ExitCode.OK
     first = args[0]
     if first.startswith(("-", "+", "~")) or "=" in first:  # overrides or options: the build
-        from pipeline.app import run_hydra
+        from pipeline.commands.build import run_hydra  # Hydra and the build: imported when a build is asked for
         return run_hydra(args)
     close = difflib.get_close_matches(first, ALL_COMMANDS, n=1)
     raise UsageError(f"unknown command {first!r}" + (f" (did you mean {close[0]}?)" if close else "")

@@ -1,5 +1,6 @@
-"""`quantgate inspect PATH`: an artifact's stamp and whether this host can run it (the guard's verdict);
-`--nodes` / `--node NAME`: the source files each ONNX node came from (debug/ beside it)."""
+"""What `quantgate inspect PATH` prints (pipeline/commands/inspect.py parses it): an artifact's stamp and whether this
+host can run it (the guard's verdict); with `--nodes` / `--node NAME`, the source files each ONNX node came from
+(debug/ beside it)."""
 from __future__ import annotations
 
 import difflib
@@ -7,26 +8,25 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.commandline import command_parser, run_command
+from pipeline.builder import reproducible
+from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions, read_stamp
+from pipeline.guard.probe import installed_limits
+from pipeline.guard.pt2 import ensure_can_run as ensure_package_can_run, read_package_stamp
 
 
 def inspect(path: str) -> int:
     """Print an artifact's stamp and whether this host can run it."""
-    from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions, read_stamp
-
     try:
         if path.endswith(".pt2"):  # a torch AOTInductor package
-            from pipeline.guard.pt2 import ensure_can_run, read_package_stamp
             stamp = read_package_stamp(path)
             try:
-                verdict = ensure_can_run(path)
+                verdict = ensure_package_can_run(path)
             except ArtifactRefused:
                 verdict = check_stamp(stamp, artifact=Path(path).name)
         else:
             stamp = read_stamp(path)
             verdict = check_stamp(stamp, artifact=Path(path).name)
         if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
-            from pipeline.guard.probe import installed_limits
             verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits(),
                                   artifact=Path(path).name)
     except StampError as error:
@@ -34,7 +34,6 @@ def inspect(path: str) -> int:
         return 2
     for key in sorted(stamp):
         print(f"quantgate.{key:<22} {_shown(stamp[key])}")
-    from pipeline.builder import reproducible
     if reproducible.load_sidecar(path) is not None:
         print(f"\nnode sources   {reproducible.debug_file_for(Path(path).name)} beside it: "
               f"quantgate inspect {path} --nodes | --node NAME")
@@ -53,9 +52,6 @@ def _shown(value: str) -> str:
 def inspect_nodes(path: str, node: str | None = None) -> int:
     """Which source files the nodes of an ONNX artifact came from, from the debug file beside it
     (debug/<file>.nodes.json: the exporter's per-node metadata, kept out of the artifact itself)."""
-
-    from pipeline.builder import reproducible
-
     sidecar = reproducible.load_sidecar(path)
     if sidecar is None:
         print(f"quantgate: error: no {reproducible.debug_file_for(Path(path).name)} beside {path}: node sources are "
@@ -93,25 +89,3 @@ def inspect_nodes(path: str, node: str | None = None) -> int:
         for frame in frames:
             print(f"  {frame['file']}:{frame['line']} in {frame['function']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_command("quantgate inspect", _inspect_command, argv)
-
-
-def _inspect_command(argv: list[str]) -> int:
-    parser = command_parser("quantgate inspect", "Print an artifact's quantgate stamp and whether this host can "
-                            "run it (exit 3 when it must not: the guard's verdict).")
-    parser.add_argument("path", metavar="MODEL.onnx|MODEL.pt2", help="an artifact (ONNX model or AOTInductor package)")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--nodes", action="store_true",
-                       help="list the ONNX nodes with recorded source files (debug/<file>.nodes.json beside it)")
-    which.add_argument("--node", metavar="NAME", help="the source files and stack one ONNX node came from")
-    args = parser.parse_args(argv)
-    if args.nodes or args.node is not None:
-        return inspect_nodes(args.path, args.node)
-    return inspect(args.path)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,6 +9,8 @@ with how many instructions need it and a few of them with addresses.
     quantgate audit artifacts/digits_cnn-static-avx2/model.pt2 [--target avx2] [--json OUT] [key=value ...]
     make audit ARTIFACT=path/to/libsomething.so TARGET=avx2
 
+(pipeline/commands/audit.py parses the command line.)
+
 Static means conservative in one direction only: code that is present but never executed (a
 runtime dispatcher's AVX-512 branch behind a CPUID check) is still listed, so a third-party
 library with runtime dispatch "exceeds" any target; code quantgate compiles for a target has no
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ExitCode, InputError, NotVerified
+from pipeline.guard.pt2 import read_package_stamp
 
 ELF_MAGIC = b"\x7fELF"
 EXAMPLES_PER_FEATURE = 3
@@ -273,56 +276,19 @@ def describe(report: AuditReport, allowed: list[str] | None = None, target: str 
     return "\n".join(lines)
 
 
-def _allowed_for(args, path: Path) -> tuple[list[str] | None, str]:
-    """The features the artifact may use: --features, --target, else its own stamp/manifest, else none."""
-    from pipeline.isa.targets import required_cpu_features
-    if args.features:
-        return sorted(f.strip() for f in args.features.split(",") if f.strip()), "custom"
-    overrides = [*([f"target={args.target}"] if args.target else []), *args.overrides]
-    if any(o.startswith("target=") for o in overrides):
-        from pipeline.config import compose_config
-        cfg = compose_config(overrides)
-        return required_cpu_features(cfg.target.microarchitecture, list(cfg.target.extra_features)), cfg.target.name
-    if overrides:
-        from pipeline.errors import UsageError
-        raise UsageError(f"config overrides ({' '.join(overrides)}) shape the target's features: give --target NAME")
-    from pipeline.guard.pt2 import read_package_stamp
+def stamped_features(path: Path) -> tuple[list[str] | None, str]:
+    """The CPU features an artifact's own stamp allows (a .pt2 package's), and its target; (None, "") unstamped."""
     stamp = read_package_stamp(path)
     if stamp:
         return json.loads(stamp["required_cpu_features"]), stamp["target_isa"]
     return None, ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate audit` (also `python -m pipeline.isa.audit`)."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate audit", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate audit", __doc__, overrides=True)
-    parser.add_argument("artifact", help=".pt2 package, .so library, .onnx model or artifact folder")
-    parser.add_argument("--target", help="compare with this target's features (conf/target/NAME.yaml); default: "
-                                          "the artifact's own stamp, if any")
-    parser.add_argument("--features", help="compare with these archspec feature names, comma-separated")
-    parser.add_argument("--json", help="also write the report as JSON to this path")
-    args = parser.parse_args(argv)
-    if args.json:  # never over a file quantgate did not write, nor into an artifact folder (pipeline/outputs.py)
-        from pipeline.outputs import check_output_file, has_keys
-        check_output_file(Path(args.json), "--json", has_keys("audited_cpu_features"))
-    report = audit_path(args.artifact)
-    allowed, target = _allowed_for(args, Path(args.artifact))
-    print(describe(report, allowed, target))
-    if args.json:
-        from pipeline.manifest import atomic_write_json
-        atomic_write_json(args.json, report.to_json() | {"target": target or None, "allowed": allowed})
+def verdict(report: AuditReport, allowed: list[str] | None) -> ExitCode:
+    """The audit's exit code: OK within the allowed features (or none given, or nothing native inside), FAILED
+    beyond them; NotVerified when there is native code but none of it x86-64."""
     if not report.audited:
         if report.libraries:
             raise NotVerified("not audited: no x86-64 library inside")
         return ExitCode.OK  # nothing native to audit: nothing can exceed the target
     return ExitCode.FAILED if allowed is not None and report.exceeding(allowed) else ExitCode.OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Signing keys: a local development key pair, loading and checking keys before anything is signed.
 
-    python -m pipeline.release.keys [--out keys] [--days 365] [--force]       (`make keys`)
+    quantgate keys [--out keys] [--days 365] [--force]       (`make keys`)
 
 writes `keys/quantgate.key` (EC P-256 private key, PKCS#8 PEM, mode 0600), `keys/quantgate.pub` (its
 public key: what deployments verify with) and `keys/quantgate.crt`, a self-signed certificate for the
@@ -164,26 +164,3 @@ def load_public_key(path: Path):
                          f"or a certificate") from None
     _check_curve(key, path)
     return key
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate keys`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate keys", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate keys", __doc__)
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder for the key pair (default keys/)")
-    parser.add_argument("--days", type=float, default=365, help="lifetime of the key's certificate (default 365)")
-    parser.add_argument("--force", action="store_true", help="replace an existing key pair")
-    args = parser.parse_args(argv)
-    key, pub, cert = generate_keys(args.out, args.days, force=args.force)
-    print(f"quantgate keys: wrote {key} (private: keep it out of git), {pub} (give it to whoever verifies) and "
-          f"{cert} (valid {args.days:g} days)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

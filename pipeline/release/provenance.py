@@ -33,10 +33,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import VerificationFailed
-from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
-from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
+from pipeline.builder.stamp import config_sha256
+from pipeline.config import compose_config
+from pipeline.manifest import Manifest, atomic_write_bytes, sha256_file
 from pipeline.paths import CHECKOUT
+from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -89,9 +90,6 @@ def build_config(manifest: Manifest) -> tuple[dict | None, str]:
     if manifest.build is None or not manifest.config_sha256:
         return None, "the manifest records no build overrides or config_sha256 (not built by `quantgate build`)"
     from omegaconf import OmegaConf
-
-    from pipeline.config import compose_config
-    from pipeline.builder.stamp import config_sha256
     try:
         cfg = compose_config(manifest.build.config_overrides)
     except Exception as error:  # noqa: BLE001 - any composition failure means: cannot reproduce
@@ -324,37 +322,3 @@ def summary(statement: dict[str, Any]) -> str:
     lines.append(f"  builder   {builder['id']}: quantgate {version.get('quantgate')} on {version.get('host')} "
                  f"({version.get('cpu_microarchitecture')}), {version.get('os')}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate provenance`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate provenance", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate provenance", __doc__)
-    parser.add_argument("path", type=Path, help="an artifact folder (or a file in it)")
-    parser.add_argument("--public-key", type=Path, help="also check the DSSE signature with this public key")
-    parser.add_argument("--json", action="store_true", help="print the whole statement as JSON")
-    args = parser.parse_args(argv)
-    folder = args.path if args.path.is_dir() else args.path.parent
-    if not (folder / MANIFEST_FILE).is_file():
-        raise TrustError(f"{args.path} is not an artifact folder (no {MANIFEST_FILE}): give a folder built by "
-                         f"quantgate")
-    envelope, statement = read_provenance(folder)
-    if args.public_key:
-        from pipeline.release.keys import load_public_key
-        verify_envelope(envelope, load_public_key(args.public_key), folder.name)
-    print(json.dumps(statement, indent=2) if args.json else summary(statement))
-    problems = check_files(folder, statement)
-    signed = "signature verified, " if args.public_key else ""
-    if problems:
-        raise VerificationFailed(f"{folder.name}: does NOT match the files: {'; '.join(problems)}")
-    print(f"provenance: {signed}every subject's sha256 matches the files in {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Publish a ready, signed release to an OCI registry with ORAS: one OCI artifact per artifact folder.
 
-    python -m pipeline.release.publish --release NAME --registry HOST[:PORT][/NAMESPACE]
+    quantgate publish --release NAME --registry HOST[:PORT][/NAMESPACE]
         [--artifacts-dir artifacts/NAME] [--report reports/NAME] [--public-key keys/quantgate.pub] [--force]
 
 (`make publish RELEASE=rc1 REGISTRY=localhost:5000/quantgate`) pushes `artifacts/NAME/<artifact>/` to
@@ -21,11 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import Manifest, artifact_folders
+from pipeline.manifest import Manifest
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, TrustError
 from pipeline.release.evidence import artifact_stamp
+from pipeline.release.lock import release_lock
 from pipeline.release.oci import (ANNOTATION, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TITLE, Registry,
                                   check_tag, media_type, split_registry)
+from pipeline.release.sign import judge
+from pipeline.release.trust import Trust
 
 # Stamp keys copied into the manifest's annotations (values are strings already; JSON where nested).
 STAMP_ANNOTATIONS = ("target_isa", "required_cpu_features", "mode", "quant_format", "weight_type",
@@ -107,17 +110,14 @@ def publish_release(release: str, release_dir: Path, report_dir: Path, registry:
                     force: bool = False, waivers: Path | None = None, progress=print) -> list[dict[str, Any]]:
     """Push every artifact of a ready, signed release; returns one record per artifact. One publish of a release
     at a time (pipeline/release/lock.py): a second is refused, naming the first."""
-    from pipeline.release.lock import release_lock
     with release_lock(release_dir, "publish"):
         return _publish(release, release_dir, report_dir, registry, public_key, force, waivers, progress)
 
 
 def _publish(release: str, release_dir: Path, report_dir: Path, registry: str, public_key: Path, force: bool,
              waivers: Path | None, progress) -> list[dict[str, Any]]:
-    from pipeline.release.sign import judge
     host, namespace = split_registry(registry)
     check_tag(release)
-    from pipeline.release.trust import Trust
     Trust.of(public_key).check()  # a clear error for a missing or wrong key, before judging
     report = judge(release, release_dir, report_dir, waivers, public_key=public_key, require_signatures=True)
     client = Registry(host)
@@ -157,36 +157,3 @@ def _publish(release: str, release_dir: Path, report_dir: Path, registry: str, p
             progress(f"published {host}/{artifact.reference}" + (" (already there, same content)"
                                                                    if artifact.name in same else ""))
     return records
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate publish`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate publish", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate publish", __doc__)
-    parser.add_argument("--release", required=True)
-    parser.add_argument("--registry", required=True, help="host[:port][/namespace], e.g. localhost:5000/quantgate")
-    parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")
-    parser.add_argument("--report", type=Path, help="the signoff's folder; default reports/<release>")
-    parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
-    parser.add_argument("--public-key", type=Path, default=Path("keys/quantgate.pub"),
-                        help="checks every artifact's signature before the push")
-    parser.add_argument("--force", action="store_true", help="replace tags that hold other content")
-    args = parser.parse_args(argv)
-    release_dir = args.artifacts_dir or Path("artifacts") / args.release
-    if not release_dir.is_dir() or not artifact_folders(release_dir):
-        raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
-                         f"RELEASE={args.release}`)")
-    records = publish_release(args.release, release_dir, args.report or Path("reports") / args.release,
-                              args.registry, args.public_key, args.force, args.waivers)
-    print(f"quantgate publish: release {args.release}: {len(records)} artifact(s) in {args.registry}; pull one with "
-          f"`make pull REF={records[0]['reference']} OUT=deploy/`")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Pull one published artifact and verify it before anything is written where the user asked.
 
-    python -m pipeline.release.pull REF --out DIR [--public-key keys/quantgate.pub] [--force]
+    quantgate pull REF --out DIR [--public-key keys/quantgate.pub] [--force]
 
 (`make pull REF=localhost:5000/quantgate/minilm-dynamic-avx2:rc1 OUT=deploy/`) downloads every blob of
 REF into a hidden staging folder inside DIR, checks each blob's sha256 against the OCI manifest, checks
@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from pipeline.manifest import MANIFEST_FILE, Manifest, _umask
 from pipeline.release import TrustError
 from pipeline.release.oci import ANNOTATION, CONFIG_MEDIA_TYPE, TITLE, Registry, check_repository, split_reference
+from pipeline.release.trust import Trust, verify_folder
 
 
 def _safe_relative(title: str, reference: str) -> Path:
@@ -29,7 +30,6 @@ def _safe_relative(title: str, reference: str) -> Path:
 
 def pull(reference: str, out: Path, public_key: Path, force: bool = False, progress=print) -> Path:
     """Download, verify, then place REF at `out/<artifact>/`; returns that folder."""
-    from pipeline.release.trust import Trust, verify_folder
     host, repository, tag = split_reference(reference)
     trust = Trust.of(public_key)  # a public key, or a CA's certificate for certificate-signed artifacts
     trust.check()  # a missing or wrong key fails before any download
@@ -82,28 +82,3 @@ def pull(reference: str, out: Path, public_key: Path, force: bool = False, progr
     progress(f"pulled {reference} into {destination}: {result['files']} files, every sha256 and the signature "
              f"verified ({result['signer']}), provenance matches")
     return destination
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate pull`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate pull", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate pull", __doc__)
-    parser.add_argument("reference", help="<host[:port]>/<repository>:<tag>")
-    parser.add_argument("--out", type=Path, required=True, help="the folder to put <artifact>/ in")
-    parser.add_argument("--public-key", type=Path, default=Path("keys/quantgate.pub"))
-    parser.add_argument("--force", action="store_true", help="replace OUT/<artifact>/ if it exists")
-    args = parser.parse_args(argv)
-    destination = pull(args.reference, args.out, args.public_key, args.force)
-    manifest = Manifest.load(destination)
-    print(f"quantgate pull: {destination} (target {manifest.target}); check this host before loading it: "
-          f"`python -m pipeline.guard {destination / manifest.model_file} --public-key {args.public_key}`")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

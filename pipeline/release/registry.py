@@ -1,8 +1,8 @@
 """A local OCI registry for trying publishing out and for tests: Debian's `docker-registry` (the CNCF
 distribution registry), on 127.0.0.1 only, with its own config file and storage folder.
 
-    python -m pipeline.release.registry start [--dir .registry] [--port 5000]     (`make registry`)
-    python -m pipeline.release.registry stop  [--dir .registry]                   (`make registry-stop`)
+    quantgate registry start [--dir .registry] [--port 5000]     (`make registry`)
+    quantgate registry stop  [--dir .registry]                   (`make registry-stop`)
 
 `start` writes DIR/config.yml, stores blobs under DIR/storage/, logs to DIR/registry.log, records the
 process id in DIR/registry.pid and returns once the registry answers on /v2/. `stop` ends exactly that
@@ -140,30 +140,3 @@ def stop(folder: Path = DEFAULT_DIR, timeout: float = 10) -> bool:
                 pass
     pid_file.unlink(missing_ok=True)
     return running
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate registry`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate registry", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate registry", __doc__)
-    parser.add_argument("action", choices=("start", "stop"))
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="config, storage, log and pid (default .registry)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    args = parser.parse_args(argv)
-    if args.action == "start":
-        process = start(args.dir, args.port)
-        print(f"quantgate registry: running on 127.0.0.1:{args.port} (pid {process.pid}, storage {args.dir}/storage);"
-              f" publish with `make publish REGISTRY=localhost:{args.port}/quantgate`, stop with "
-              f"`make registry-stop`")
-    else:
-        print("quantgate registry: stopped" if stop(args.dir) else f"quantgate registry: none running from {args.dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Sign every artifact folder of a ready release with OpenSSF model-signing; verify a signed folder.
 
-    python -m pipeline.release.sign --release NAME [--artifacts-dir artifacts/NAME] [--report reports/NAME]
+    quantgate sign --release NAME [--artifacts-dir artifacts/NAME] [--report reports/NAME]
         [--key keys/quantgate.key] [--certificate CERT --chain CA.pem ...] [--waivers FILE]     (`make sign`)
-    python -m pipeline.release.sign --verify FOLDER [FOLDER ...] --public-key keys/quantgate.pub
+    quantgate sign --verify FOLDER [FOLDER ...] --public-key keys/quantgate.pub
 
 Signing refuses a release whose signoff (reports/NAME/signoff.json) is missing or `blocked`, and judges
 the release again first (a file changed since the report blocks it too). Then, per artifact folder:
@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import VerificationFailed
-from pipeline.manifest import artifact_folders, atomic_write_json
+from pipeline.config.schema import ReleaseConfig
+from pipeline.manifest import _umask, artifact_folders, atomic_write_json
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TrustError, journal
-from pipeline.release.trust import Trust, hashing_config, model_signing_module, verify_folder
+from pipeline.release.lock import release_lock
+from pipeline.release.provenance import write_provenance
+from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
+from pipeline.release.trust import hashing_config, model_signing_module
 
 ARTIFACT_SIGNOFF_SCHEMA = "quantgate.artifact-signoff/1"
 
@@ -49,7 +51,6 @@ def sign_folder(folder: Path, signing_key, certificate_chain: tuple[Path, ...] =
     os.close(handle)
     try:
         config.sign(folder, temp)
-        from pipeline.manifest import _umask
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a signature is an ordinary file
         Path(temp).replace(folder / SIGNATURE_FILE)
     finally:
@@ -74,8 +75,6 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
           public_key: Path | None = None, require_signatures: bool = False, signing: bool = False) -> dict[str, Any]:
     """The release's signoff, judged now; TrustError unless it is ready (the saved report must agree). `signing`:
     judged for `sign`, which replaces every signature: signature rows (a half-signed release) do not block it."""
-    from pipeline.config.schema import ReleaseConfig
-    from pipeline.release.signoff import READY, WAIVERS_DIR, SignoffError, load_signoff, signoff
     saved = Path(report_dir) / SIGNOFF_FILE
     if not saved.is_file():
         raise TrustError(f"release {release} has no signoff ({saved} is missing): run `make signoff "
@@ -98,18 +97,23 @@ def judge(release: str, release_dir: Path, report_dir: Path, waivers: Path | Non
     return report
 
 
+def check_built(release: str, release_dir: Path) -> None:
+    """TrustError unless `release_dir` holds the release's artifact folders: signing or publishing needs a built one."""
+    if not release_dir.is_dir() or not artifact_folders(release_dir):
+        raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
+                         f"RELEASE={release}`)")
+
+
 def sign_release(release: str, release_dir: Path, report_dir: Path, signing_key, certificate_chain=(),
                  waivers: Path | None = None, progress=print) -> list[Path]:
     """Sign every artifact folder of a ready release; all or nothing; one writer of the release at a time (a second
     `sign`, `publish` or `matrix` is refused naming the first: pipeline/release/lock.py)."""
-    from pipeline.release.lock import release_lock
     with release_lock(release_dir, "sign"):
         return _sign_release(release, release_dir, report_dir, signing_key, certificate_chain, waivers, progress)
 
 
 def _sign_release(release: str, release_dir: Path, report_dir: Path, signing_key, certificate_chain,
                   waivers: Path | None, progress) -> list[Path]:
-    from pipeline.release.provenance import write_provenance
     journal.recover(release_dir)  # a run killed half-way is rolled back before the release is judged
     report = judge(release, release_dir, report_dir, waivers, signing=True)
     folders = [Path(facts["folder"]) for facts in report["artifacts"]]
@@ -121,60 +125,3 @@ def _sign_release(release: str, release_dir: Path, report_dir: Path, signing_key
             sign_folder(folder, signing_key, tuple(certificate_chain))
             progress(f"signed {folder} ({SIGNOFF_FILE}, {PROVENANCE_FILE}, {SIGNATURE_FILE})")
     return folders
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate sign`."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate sign", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate sign", __doc__)
-    parser.add_argument("--release", help="the release to sign (its signoff must be ready)")
-    parser.add_argument("--artifacts-dir", type=Path, help="default artifacts/<release>")
-    parser.add_argument("--report", type=Path, help="the signoff's folder; default reports/<release>")
-    parser.add_argument("--waivers", type=Path, help="waivers YAML; default conf/waivers/<release>.yaml if it exists")
-    parser.add_argument("--key", type=Path, default=Path("keys/quantgate.key"), help="EC private key (PEM)")
-    parser.add_argument("--certificate", type=Path, help="the key's certificate; default <key>.crt if it exists")
-    parser.add_argument("--chain", type=Path, nargs="*", default=[],
-                        help="CA certificates: sign in certificate mode (bundle carries the chain)")
-    parser.add_argument("--verify", type=Path, nargs="+", metavar="FOLDER", help="verify these folders instead")
-    parser.add_argument("--public-key", type=Path, help="with --verify: the public key")
-    parser.add_argument("--certificate-chain", type=Path, nargs="*", default=[],
-                        help="with --verify: CA certificates (certificate-signed folders)")
-    args = parser.parse_args(argv)
-    if args.verify:
-        trust = Trust.of(args.public_key) if args.public_key and not args.certificate_chain else \
-            Trust(args.public_key, tuple(args.certificate_chain))
-        failed = []
-        for folder in args.verify:  # every folder is checked and reported, then the verdict
-            try:
-                result = verify_folder(folder, trust)
-                print(f"verified {folder}: {result['files']} files signed, provenance matches ({result['signer']})")
-            except TrustError as error:
-                print(f"quantgate sign --verify: {folder}: {error}", file=sys.stderr)
-                failed.append(str(folder))
-        if failed:
-            raise VerificationFailed(f"{len(failed)} of {len(args.verify)} folder(s) did not verify: {', '.join(failed)}")
-        return 0
-    if not args.release:
-        parser.error("--release is required (or --verify FOLDER)")
-    release_dir = args.artifacts_dir or Path("artifacts") / args.release
-    report_dir = args.report or Path("reports") / args.release
-    if not release_dir.is_dir() or not artifact_folders(release_dir):
-        raise TrustError(f"{release_dir} holds no artifact folders: build the release first (`make matrix "
-                         f"RELEASE={args.release}`)")
-    from pipeline.release.keys import load_signing_key
-    signing_key = load_signing_key(args.key, args.certificate)
-    if args.chain and signing_key.certificate is None:
-        raise TrustError("--chain needs the key's certificate (--certificate, or <key>.crt beside the key)")
-    folders = sign_release(args.release, release_dir, report_dir, signing_key, tuple(args.chain), args.waivers)
-    expiry = f"; key valid until {signing_key.not_after:%Y-%m-%d}" if signing_key.not_after else ""
-    print(f"quantgate sign: release {args.release}: {len(folders)} artifact folder(s) signed with {args.key}{expiry}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -236,23 +236,3 @@ def prepare(runtime: Runtime, progress=say, probe_cpu: str = "cortex-a72") -> Ar
                "site": json.loads((packages / "install.json").read_text()),
                "prepare_seconds": round(time.monotonic() - started, 1)}
     return ArmEnv(runtime, str(root / GUEST_PYTHON), limits, str(packages), args, install)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`quantgate arm` (also `python -m pipeline.runtimes.arm`)."""
-    from pipeline.commandline import run_command
-    return run_command("quantgate arm", _command, argv)
-
-
-def _command(argv: list[str]) -> int:
-    from pipeline.commandline import command_parser
-    parser = command_parser("quantgate arm", __doc__)
-    parser.add_argument("--requirements", help="pip lines, space-separated; default: this venv's onnxruntime and numpy")
-    args = parser.parse_args(argv)
-    runtime = Runtime("custom", tuple(args.requirements.split())) if args.requirements else Runtime("pinned")
-    print(json.dumps(prepare(runtime).record(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

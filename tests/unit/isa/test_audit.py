@@ -46,11 +46,11 @@ def test_audit_flags_avx512f_and_fails_an_avx2_target(tmp_path):
 def test_audit_cli_exit_codes(tmp_path):
     avx512 = compile_library(tmp_path, "-mavx512f")
     sse = compile_library(tmp_path)  # the psABI baseline only
-    over = subprocess.run([sys.executable, "-m", "pipeline.isa.audit", avx512, "--target", "avx2"],
+    over = subprocess.run([sys.executable, "-m", "pipeline.commands.audit", avx512, "--target", "avx2"],
                           capture_output=True, text=True)
     assert over.returncode == audit.EXIT_EXCEEDS, over.stdout + over.stderr
     assert "EXCEEDED by avx512f" in over.stdout
-    within = subprocess.run([sys.executable, "-m", "pipeline.isa.audit", sse, "--target", "x86_64_v2",
+    within = subprocess.run([sys.executable, "-m", "pipeline.commands.audit", sse, "--target", "x86_64_v2",
                              "--json", str(tmp_path / "a.json")], capture_output=True, text=True)
     assert within.returncode == 0, within.stdout + within.stderr
     assert json.loads((tmp_path / "a.json").read_text())["audited_cpu_features"] == []
