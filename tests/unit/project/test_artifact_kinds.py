@@ -173,3 +173,12 @@ def test_a_new_kind_is_found_by_build_verify_inspect_guard_audit_and_publish(reg
     write_toy(toy_config(["avx2"]), Manifest("n", "toy", "static", "toy_target", str(needs)))
     with pytest.raises(ArtifactRefused, match="lacks: avx2"):
         ensure_can_run(needs, frozenset({"sse2"}))
+
+
+def test_the_config_words_and_the_kinds_agree():
+    """Every export and mode the schema accepts is built by some kind, and the weight-only modes are the kinds'."""
+    from pipeline.config.schema import WEIGHT_ONLY_MODES, ExportKind, QuantMode
+    assert {kind.export for kind in kinds.KINDS.values()} == {export.value for export in ExportKind}
+    assert {mode for kind in kinds.KINDS.values() for mode in kind.modes} == {mode.value for mode in QuantMode}
+    assert {mode for kind in kinds.KINDS.values() if kind.scheme == kinds.WEIGHT_ONLY
+            for mode in kind.modes} == set(WEIGHT_ONLY_MODES)
