@@ -8,27 +8,42 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.builder import reproducible
-from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions, read_stamp
+from pipeline.guard import ArtifactRefused, StampError, check_stamp, read_onnx_versions
 from pipeline.guard.probe import installed_limits
-from pipeline.guard.pt2 import ensure_can_run as ensure_package_can_run, read_package_stamp
+from pipeline.guard.pt2 import ensure_can_run as ensure_package_can_run
+
+
+def _model_verdict(path: str, stamp: dict[str, str]):
+    """An ONNX model: its stamp against this CPU, then whether the installed onnxruntime loads it."""
+    verdict = check_stamp(stamp, artifact=Path(path).name)
+    if verdict.can_run:
+        verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits(),
+                              artifact=Path(path).name)
+    return verdict
+
+
+def _package_verdict(path: str, stamp: dict[str, str]):
+    """A torch AOTInductor package: the package guard (its stamp's kind, the CPU, torch), else the CPU's verdict."""
+    try:
+        return ensure_package_can_run(path)
+    except ArtifactRefused:
+        return check_stamp(stamp, artifact=Path(path).name)
+
+
+# artifact kind -> verdict(path, stamp) -> GuardVerdict: whether this host can run it
+kinds.register_handlers("inspect", {
+    kinds.ONNX_QDQ.name: _model_verdict, kinds.ONNX_QOPERATOR.name: _model_verdict,
+    kinds.AOTI_PT2.name: _package_verdict, kinds.ONNX_INT4_WEIGHT_ONLY.name: _model_verdict,
+    kinds.ONNX_INT8_WEIGHT_ONLY.name: _model_verdict})
 
 
 def inspect(path: str) -> int:
     """Print an artifact's stamp and whether this host can run it."""
     try:
-        if path.endswith(".pt2"):  # a torch AOTInductor package
-            stamp = read_package_stamp(path)
-            try:
-                verdict = ensure_package_can_run(path)
-            except ArtifactRefused:
-                verdict = check_stamp(stamp, artifact=Path(path).name)
-        else:
-            stamp = read_stamp(path)
-            verdict = check_stamp(stamp, artifact=Path(path).name)
-        if verdict.can_run and not path.endswith(".pt2"):  # ask the installed onnxruntime whether it loads it
-            verdict = check_stamp(stamp, model=read_onnx_versions(path), runtime=installed_limits(),
-                                  artifact=Path(path).name)
+        kind, stamp = kinds.kind_of_file(path)
+        verdict = kinds.handler("inspect", kind)(path, stamp)
     except StampError as error:
         print(f"quantgate: error: {error}", file=sys.stderr)
         return 2

@@ -36,11 +36,13 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.errors import NotVerified, QuantgateError
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest
 from pipeline.progress import say, step
 
-PACKAGE_FILE = "model.pt2"
+KIND = kinds.AOTI_PT2  # what this stage builds: its file, container and stamp kind are the registry's
+PACKAGE_FILE = KIND.model_file
 STAMP_MEMBER = "quantgate_stamp.json"  # stored as <archive>/extra/quantgate_stamp.json (package_pt2 extra_files)
 AVX512_BASE = {"avx512f", "avx512dq", "avx512vl", "avx512bw", "fma"}  # what inductor's VecAVX512 flags enable
 
@@ -272,7 +274,7 @@ def stamp_for(cfg, manifest: Manifest, plan: IsaPlan, audited: list[str]) -> dic
     compiler = {"cxx": f"g++ {compiler_version()}", "march": plan.march, "inductor_vec_isa": plan.vec_isa or "none",
                 "simdlen": plan.simdlen}
     return stamp_values(cfg, manifest) | {
-        "artifact_kind": "aoti", "opset": "none (AOTInductor package)",
+        "artifact_kind": KIND.stamp_kind, "opset": "none (AOTInductor package)",
         STAMP_KEY: json.dumps(audited, separators=(",", ":")),
         "compiler": json.dumps(compiler, sort_keys=True, separators=(",", ":"))}
 
@@ -314,7 +316,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     def audited_stamp(libraries: list[Path]) -> dict[str, str]:
         """Audit the compiled libraries before they are packaged; over the target, nothing ships."""
         reports = [audit.audit_elf(library.read_bytes(), library.name) for library in libraries]
-        measured = audit.AuditReport(PACKAGE_FILE, "pt2", reports)
+        measured = audit.AuditReport(PACKAGE_FILE, KIND.container, reports)
         problems = audit.check(measured, required, cfg.target.name)
         if not measured.audited:
             problems.append("no x86-64 library to audit: " + ("; ".join(r.reason for r in reports) or "none compiled"))

@@ -18,6 +18,7 @@ from importlib import metadata
 
 from omegaconf import OmegaConf
 
+from pipeline import kinds
 from pipeline.builder.graph_counts import GraphCounts, check_claims, count_graph
 from pipeline.builder.int8_nodes import fp32_words
 from pipeline.errors import BuildFailed
@@ -131,15 +132,16 @@ def int8_compute_nodes(model) -> int:
     return count_graph(model).int8_nodes
 
 
-def check_quantized(manifest: Manifest, counts: GraphCounts) -> None:
-    """An artifact stamped int8 must compute in int8: a build in which every node stayed fp32 has failed."""
-    if counts.int8_nodes == 0:
+def check_quantized(manifest: Manifest, counts: GraphCounts, kind: kinds.ArtifactKind = kinds.ONNX_QDQ) -> None:
+    """An artifact stamped as its kind must hold the kind's quantized compute nodes (`kind.proven_by`, the count of
+    them): a build in which every node stayed fp32 has failed."""
+    if not getattr(counts, kind.proven_by):
         excluded = len(manifest.fallback.excluded_nodes) if manifest.fallback else 0
         in_subgraphs = fp32_words(manifest.quantization.subgraphs) if manifest.quantization else ""
-        raise BuildFailed(f"{manifest.model_file} has no int8 compute node: every MatMul/Conv stayed fp32"
+        raise BuildFailed(f"{manifest.model_file} has no int{kind.bits} compute node: every MatMul/Conv stayed fp32"
                           + (f" ({excluded} excluded by the accuracy gate)" if excluded else "")
                           + (f" ({in_subgraphs})" if in_subgraphs else "")
-                          + ", so it would be an fp32 model stamped int8. Nothing was published. Check the "
+                          + f", so it would be an fp32 model stamped int{kind.bits}. Nothing was published. Check the "
                             "calibration data (values outside float32's range, a constant column) and the "
                             "mode's op types, or allow more loss: verify.max_accuracy_drop")
 
@@ -168,7 +170,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
             say(f"stamp: fitted model.onnx to onnxruntime {manifest.runtime['versions']['onnxruntime']}: "
                 f"{', '.join(changes)}")
     counts = count_graph(onnx.load(str(model_path), load_external_data=False))
-    check_quantized(manifest, counts)
+    check_quantized(manifest, counts, kinds.kind_for_config(cfg))
     manifest.quantization = as_held(manifest.quantization, counts)
     say(f"stamp: the int8 graph holds {counts.describe()}")
     values = stamp_values(cfg, manifest)

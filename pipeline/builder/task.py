@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.errors import BuildFailed, ExitCode, InputError, UsageError
 from pipeline.builder.leftovers import forget_leftover, leftover_path, remove_leftover, remove_leftovers
 from pipeline.manifest import BuildRecord, Manifest, _umask, sha256_file
@@ -43,12 +44,11 @@ def model_label(cfg) -> str:
 
 
 def artifact_name(cfg) -> str:
-    """<model>-<mode>-<target>, then `-<runtime>` for a build with RUNTIME= and `-aoti` for export=aoti:
+    """<model>-<mode>-<target>, then `-<runtime>` for a build with RUNTIME= and the kind's suffix (`-aoti`):
     each sits beside the default build of the same model, mode and target, never over it."""
     from pipeline.runtimes.venvs import resolve
     runtime = resolve(cfg.runtime).folder_suffix
-    suffix = "-aoti" if cfg.export == "aoti" else ""
-    return f"{model_label(cfg)}-{cfg.mode.name}-{cfg.target.name}{runtime}{suffix}"
+    return f"{model_label(cfg)}-{cfg.mode.name}-{cfg.target.name}{runtime}{kinds.folder_suffix(cfg.export)}"
 
 
 def artifact_folder(cfg) -> Path:
@@ -235,23 +235,35 @@ class _Stage:
         self.__name__, self.run = name, run
 
 
+def _onnx_stages(cfg) -> tuple:
+    """model.onnx, and for transformers checkpoints what Optimum and transformers load beside it; mode=auto
+    quantizes, gates and times each candidate mode in one stage (pipeline/builder/auto.py)."""
+    from pipeline.builder import auto, calibrate, export as export_stage, gate, hub_files, quantize, speed, stamp
+    return (export_stage, calibrate, *((auto,) if cfg.mode.name == "auto" else (quantize, gate, speed)), stamp,
+            hub_files)
+
+
+def _aoti_stages(cfg) -> tuple:
+    """Quantize, compile, audit, gate and stamp a model.pt2 (pipeline/builder/aoti.py)."""
+    from pipeline.builder import aoti, calibrate, export as export_stage
+    return export_stage, calibrate, aoti
+
+
+def _decoder_stages(cfg) -> tuple:
+    """onnxruntime-genai's builder, the language-model gate, the stamp (pipeline/builder/decoder.py)."""
+    from pipeline.builder import decoder
+    return _Stage("export", decoder.export_run), _Stage("gate", decoder.gate_run), _Stage("stamp", decoder.stamp_run)
+
+
+# artifact kind -> stages(cfg) -> the stages, each `run(cfg, manifest) -> manifest`, that build it
+kinds.register_handlers("build", {
+    kinds.ONNX_QDQ.name: _onnx_stages, kinds.ONNX_QOPERATOR.name: _onnx_stages, kinds.AOTI_PT2.name: _aoti_stages,
+    kinds.ONNX_INT4_WEIGHT_ONLY.name: _decoder_stages, kinds.ONNX_INT8_WEIGHT_ONLY.name: _decoder_stages})
+
+
 def build_stages(cfg) -> tuple:
-    """The stages, each `run(cfg, manifest) -> manifest`, that build an artifact of this kind (cfg.export; weight-only
-    decoders: mode=int4 | int8): mode=auto quantizes, gates and times each candidate mode in one stage
-    (pipeline/builder/auto.py)."""
-    from pipeline.builder import (aoti, auto, calibrate, decoder, export as export_stage, gate, hub_files, quantize,
-                                  speed, stamp)
-    from pipeline.config.schema import WEIGHT_ONLY_MODES
-    mode = cfg.mode.name
-    if mode in WEIGHT_ONLY_MODES:  # onnxruntime-genai's builder, the language-model gate, the stamp
-        return (_Stage("export", decoder.export_run), _Stage("gate", decoder.gate_run),
-                _Stage("stamp", decoder.stamp_run))
-    return {
-        # model.onnx, and for transformers checkpoints what Optimum and transformers load beside it
-        "onnx": (export_stage, calibrate, *((auto,) if mode == "auto" else (quantize, gate, speed)), stamp, hub_files),
-        # quantize, compile, audit, gate and stamp a model.pt2 (pipeline/builder/aoti.py)
-        "aoti": (export_stage, calibrate, aoti),
-    }[cfg.export]
+    """The stages that build an artifact of this config's kind (pipeline/kinds.py kind_for_config)."""
+    return kinds.handler("build", kinds.kind_for_config(cfg))(cfg)
 
 
 def build(cfg, overrides: list[str] | None = None, verify=None) -> Manifest:

@@ -26,7 +26,8 @@ only relatively and nothing else of quantgate.
     pt2.py        a .pt2 package's stamp, torch's version, load_package
     probe.py      what the installed onnxruntime loads (imports onnxruntime only when asked)
     signature.py  the optional model-signing check (imports model-signing only when asked)
-    artifact.py   ensure_can_run / read_stamp for either kind;  cli.py + __main__.py: the command
+    artifact.py   the table of containers (ONNX, .pt2): ensure_can_run / read_stamp for either;
+                  cli.py + __main__.py: the command
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from .errors import ArtifactRefused, StampError, UnreadableArtifact
 from .stamp import GuardVerdict, check_stamp, decode_stamp, unprefixed
 
 STAMP_MEMBER = "quantgate_stamp.json"
+STAMP_KIND = "aoti"  # the stamp's `artifact_kind`: an AOTInductor package
 AUDITED_KEY = "audited_cpu_features"
 
 
@@ -106,7 +107,7 @@ def ensure_can_run(path: str | Path, host_features=None, check_runtime: bool = T
     if not stamp:
         raise StampError(f"{path} carries no quantgate stamp (no extra/{STAMP_MEMBER} inside); "
                          f"build it with quantgate (export=aoti) or audit it with `make audit ARTIFACT={path}`")
-    if stamp.get("artifact_kind") != "aoti":
+    if stamp.get("artifact_kind") != STAMP_KIND:
         raise StampError(f"{path}: the stamp is not for an AOTInductor package (artifact_kind="
                          f"{stamp.get('artifact_kind')!r})")
     verdict = check_package(stamp, host_features, check_runtime=check_runtime, artifact=path.name)

@@ -30,8 +30,9 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.errors import ExitCode, InputError, NotVerified
-from pipeline.guard.pt2 import read_package_stamp
+from pipeline.guard.artifact import container_of
 
 ELF_MAGIC = b"\x7fELF"
 EXAMPLES_PER_FEATURE = 3
@@ -213,6 +214,18 @@ def _audit_zip(path: Path, report: AuditReport) -> None:
             report.libraries.append(audit_elf(archive.read(member), f"{path}!{member.filename}"))
 
 
+def _kind_by_suffix(path: Path):
+    """The artifact kind a file's suffix names (pipeline/kinds.py), or None: a library, or no artifact."""
+    return next((kind for kind in kinds.KINDS.values() if path.suffix == kind.suffix), None)
+
+
+def _native_stamp(path: Path) -> dict[str, str]:
+    """The stamp of an artifact that holds machine code (a folder: its model file); {} for any other file."""
+    container, file = container_of(path)
+    compiled = any(kind.native_code and kind.container == container.name for kind in kinds.KINDS.values())
+    return container.read_stamp(file) if compiled else {}
+
+
 def audit_path(path: str | Path) -> AuditReport:
     """Audit an artifact: a .pt2 (zip), an ELF library, an ONNX model, or a folder holding them."""
     path = Path(path)
@@ -230,14 +243,15 @@ def audit_path(path: str | Path) -> AuditReport:
         head = handle.read(4)
     if head == ELF_MAGIC:
         return AuditReport(str(path), "elf", [audit_elf(path.read_bytes(), str(path))])
+    kind = _kind_by_suffix(path)
     if zipfile.is_zipfile(path):
-        report = AuditReport(str(path), "pt2" if path.suffix == ".pt2" else "zip")
+        report = AuditReport(str(path), kind.container if kind is not None and kind.native_code else "zip")
         _audit_zip(path, report)
         if not report.libraries:
             report.note = "no native code inside the package"
         return report
-    if path.suffix == ".onnx":
-        return AuditReport(str(path), "onnx", note="no native code inside the artifact: an ONNX model is a graph; "
+    if kind is not None and not kind.native_code:
+        return AuditReport(str(path), kind.container, note="no native code inside the artifact: an ONNX model is a graph; "
                            "onnxruntime picks its kernels by CPUID at run time, which verification checks on "
                            "the target's CPUs")
     return AuditReport(str(path), "other", note="no native code inside (not ELF, not a zip/.pt2, not ONNX)")
@@ -278,7 +292,7 @@ def describe(report: AuditReport, allowed: list[str] | None = None, target: str 
 
 def stamped_features(path: Path) -> tuple[list[str] | None, str]:
     """The CPU features an artifact's own stamp allows (a .pt2 package's), and its target; (None, "") unstamped."""
-    stamp = read_package_stamp(path)
+    stamp = _native_stamp(path)
     if stamp:
         return json.loads(stamp["required_cpu_features"]), stamp["target_isa"]
     return None, ""

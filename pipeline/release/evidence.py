@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline import kinds
+from pipeline.guard.artifact import ONNX
 from pipeline.paths import CONF_DIR
 
 Row = Callable[..., dict[str, Any]]
@@ -28,10 +30,7 @@ def artifact_stamp(manifest) -> dict[str, str]:
     """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
     from pipeline.guard import StampError, read_stamp
     model = manifest.path(manifest.model_file)
-    try:
-        if model.suffix == ".pt2":
-            from pipeline.guard.pt2 import read_package_stamp
-            return read_package_stamp(model) or dict(manifest.stamp)
+    try:  # the reader of the model file's container (pipeline/guard/artifact.py)
         return read_stamp(model) or dict(manifest.stamp)
     except (StampError, OSError, ValueError):
         return dict(manifest.stamp)
@@ -85,7 +84,10 @@ def weight_compute_nodes(model) -> tuple[int, int]:
 def int8_rows(row: Row, folder: Path, manifest) -> list[dict[str, Any]]:
     """The share of weight-bearing compute nodes left fp32 (the accuracy gate's fallback among them)."""
     path = folder / manifest.model_file
-    if path.suffix != ".onnx" or not path.is_file():
+    try:
+        if not path.is_file() or kinds.kind_of_manifest(manifest).container != ONNX:  # no ONNX graph to count in
+            return []
+    except kinds.KindError:  # a folder of no kind: the identity and files rows say what is wrong
         return []
     import onnx
     try:

@@ -16,6 +16,7 @@ import functools
 import re
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.release import PROVENANCE_FILE, SIGNATURE_FILE, SIGNOFF_FILE, TrustError
 
 ARTIFACT_TYPE = "application/vnd.quantgate.artifact.v1"
@@ -28,15 +29,17 @@ MEDIA_TYPES = {SIGNATURE_FILE: "application/vnd.dev.sigstore.bundle.v0.3+json",
                SIGNOFF_FILE: "application/vnd.quantgate.signoff.v1+json",
                "verify.json": "application/vnd.quantgate.verify.v1+json",
                "manifest.json": "application/vnd.quantgate.manifest.v1+json"}
-SUFFIX_MEDIA_TYPES = {".onnx": "application/vnd.onnx.model", ".pt2": "application/vnd.pytorch.pt2",
-                      ".npz": "application/vnd.numpy.npz", ".json": "application/json"}
+# Data files beside the model; the model file's own media type is its kind's (pipeline/kinds.py media_types).
+SUFFIX_MEDIA_TYPES = {".npz": "application/vnd.numpy.npz", ".json": "application/json"}
 TIMEOUT_SECONDS = 60
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 
 def media_type(relative: str) -> str:
-    return MEDIA_TYPES.get(relative) or SUFFIX_MEDIA_TYPES.get(Path(relative).suffix, "application/octet-stream")
+    suffix = Path(relative).suffix
+    return MEDIA_TYPES.get(relative) or kinds.media_types().get(suffix) or SUFFIX_MEDIA_TYPES.get(
+        suffix, "application/octet-stream")
 
 
 def check_tag(tag: str) -> str:

@@ -7,7 +7,8 @@
 A target's profiles: its floor CPU (emulated by QEMU, must run and stay accurate), `native` when this
 host has the target's features, and the CPUs just below the floor, where the guard must refuse the
 artifact cleanly (exit 3) instead of letting it die. ONNX models are verified by pipeline/verify/onnx.py,
-torch AOTInductor packages (.pt2) by pipeline/verify/pt2.py: VERIFIERS picks by the artifact's kind.
+torch AOTInductor packages (.pt2) by pipeline/verify/pt2.py, weight-only decoders token by token by
+pipeline/verify/decoder.py: the handler registered for the artifact's kind (pipeline/kinds.py) picks.
 Exit codes: 0 every required check passed; 1 a check failed; 4 a required check could not be
 verified (e.g. AVX-512 without such a host); 2 a user error (missing file, unknown target).
 """
@@ -15,22 +16,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import kinds
 from pipeline.commandline import command_parser, run_command
 from pipeline.config import compose_config, rules
 from pipeline.errors import ExitCode, QuantgateError, UsageError
-from pipeline.guard.artifact import ONNX, PT2, artifact_kind
 from pipeline.manifest import Manifest
 from pipeline.paths import CONF_DIR
-from pipeline.config.schema import WEIGHT_ONLY_MODES
 from pipeline.verify import decoder, onnx, pt2
 from pipeline.verify.onnx import progress, verify_files
 from pipeline.verify.report import VERIFY_FILE
 
+
+def _verify_package(cfg, manifest: Manifest, out: Path | None, shown_folder: Path | None) -> dict:
+    return pt2.verify_package(cfg, manifest)
+
+
 # artifact kind -> verify(cfg, manifest, out, shown_folder) -> verify.json as a dict
-VERIFIERS = {
-    ONNX: onnx.verify_snapshot,
-    PT2: lambda cfg, manifest, out, shown_folder: pt2.verify_package(cfg, manifest),
-}
+VERIFIERS = {kinds.ONNX_QDQ.name: onnx.verify_snapshot, kinds.ONNX_QOPERATOR.name: onnx.verify_snapshot,
+             kinds.AOTI_PT2.name: _verify_package, kinds.ONNX_INT4_WEIGHT_ONLY.name: decoder.verify_decoder,
+             kinds.ONNX_INT8_WEIGHT_ONLY.name: decoder.verify_decoder}
+kinds.register_handlers("verify", VERIFIERS)
 
 
 def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder: Path | None = None) -> dict:
@@ -39,10 +44,7 @@ def verify_folder(cfg, manifest: Manifest, out: Path | None = None, shown_folder
     if changed:
         raise QuantgateError(f"{manifest.folder}: {', '.join(changed)} changed since the build (sha256 differs from "
                              f"manifest.json); rebuild the artifact instead of verifying edited files")
-    if manifest.mode in WEIGHT_ONLY_MODES:  # a decoder: judged token by token (pipeline/verify/decoder.py)
-        return decoder.verify_decoder(cfg, manifest, out, shown_folder)
-    kind, _ = artifact_kind(manifest.path(manifest.model_file))
-    return VERIFIERS[kind](cfg, manifest, out, shown_folder)
+    return kinds.handler("verify", kinds.kind_of_manifest(manifest))(cfg, manifest, out, shown_folder)
 
 
 def run(cfg, manifest: Manifest, shown_folder: Path | None = None) -> Manifest:
