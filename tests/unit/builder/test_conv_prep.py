@@ -1,6 +1,7 @@
 """Static int8 of convolutional graphs (pipeline/builder/conv_prep.py, QuantizerKnobs.prepared): a Pad computed by a
-constant subgraph (TF-style "same" padding) is fused into its convolution before quantizing, the convolutions keep their names and the graph computes what it did; only a stem convolution with a
-small reduction stays fp32; a classifier's Gemm head keeps its output fp32. Real onnx graphs, real onnxruntime."""
+constant subgraph (TF-style "same" padding) is fused into its convolution before quantizing, the convolutions keep
+their names and the graph computes what it did; only a stem convolution with a small reduction stays fp32; a
+classifier's Gemm head keeps its output fp32. Real onnx graphs, real onnxruntime."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,44 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.builder.conv_prep import prepare
 from pipeline.builder.quantize import QuantizerKnobs
 from pipeline.config import compose_config
-
-
-def padded_graph() -> onnx.ModelProto:
-    """image [batch, 8, 12, 12] -> Pad (pads from ConstantOfShape/Concat/Slice, as exporters of "same" padding write
-    them) -> Conv 3x3 (16) -> BatchNormalization -> Relu -> Conv 1x1 (4 input channels: a small reduction inside the
-    graph) ... -> GlobalAveragePool -> Flatten -> Gemm."""
-    rng = np.random.default_rng(0)
-    tensor = numpy_helper.from_array
-    initializers = [
-        tensor(np.array([4], np.int64), "zeros_shape"), tensor(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "tail"),
-        tensor(np.array([4], np.int64), "start"), tensor(np.array([12], np.int64), "end"),
-        tensor((rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32), "conv.weight"),
-        tensor(rng.random(16).astype(np.float32) + 0.5, "bn.scale"), tensor(rng.standard_normal(16).astype(np.float32), "bn.bias"),
-        tensor(rng.standard_normal(16).astype(np.float32) * 0.1, "bn.mean"), tensor(rng.random(16).astype(np.float32) + 0.5, "bn.var"),
-        tensor((rng.standard_normal((4, 16, 1, 1)) * 0.3).astype(np.float32), "squeeze.weight"),
-        tensor((rng.standard_normal((16, 4, 1, 1)) * 0.3).astype(np.float32), "expand.weight"),
-        tensor((rng.standard_normal((3, 16)) * 0.3).astype(np.float32), "head.weight"), tensor(np.zeros(3, np.float32), "head.bias")]
-    nodes = [
-        helper.make_node("ConstantOfShape", ["zeros_shape"], ["zeros"], name="pad_zeros",
-                         value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
-        helper.make_node("Concat", ["zeros", "tail"], ["all_pads"], name="pad_concat", axis=0),
-        helper.make_node("Slice", ["all_pads", "start", "end"], ["pads"], name="pad_slice"),
-        helper.make_node("Pad", ["image", "pads"], ["padded"], name="pad", mode="constant"),
-        helper.make_node("Conv", ["padded", "conv.weight"], ["conv"], name="conv", kernel_shape=[3, 3]),
-        helper.make_node("BatchNormalization", ["conv", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"], name="bn"),
-        helper.make_node("Relu", ["bn"], ["relu"], name="relu"),
-        helper.make_node("Conv", ["relu", "squeeze.weight"], ["squeezed"], name="squeeze", kernel_shape=[1, 1]),
-        helper.make_node("Conv", ["squeezed", "expand.weight"], ["expanded"], name="expand", kernel_shape=[1, 1]),
-        helper.make_node("GlobalAveragePool", ["expanded"], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "head.weight", "head.bias"], ["logits"], name="head", transB=1)]
-    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                                                               ["batch", 8, 12, 12])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+from tests.fixtures.padded_convnet import padded_graph
 
 
 def run(model: onnx.ModelProto, image: np.ndarray) -> np.ndarray:
@@ -94,3 +58,16 @@ def test_only_a_stem_convolution_stays_fp32_and_dynamic_builds_are_left_alone(tm
 def knobs_for(path):
     cfg = compose_config(["model=onnx", "model.path=x", "mode=static"])
     return QuantizerKnobs.from_config(cfg).prepared(path, "static")
+
+
+def test_a_static_graph_without_convolutions_is_quantized_as_before(tmp_path):
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    knobs = QuantizerKnobs.from_config(compose_config(["model=onnx", "model.path=x", "mode=static"]))
+    assert knobs.prepared(path, "static") == (knobs, None) and knobs.float_output_ops == ("MatMul",)
