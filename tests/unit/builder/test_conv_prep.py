@@ -24,7 +24,8 @@ def test_a_computed_zero_pad_is_fused_into_the_convolution_that_keeps_its_name()
     assert prepared.pads_fused == 1 and prepared.words() == "1 Pad(s) fused into the convolution that reads it"
     ops = [node.op_type for node in prepared.model.graph.node]
     assert "Pad" not in ops and "ConstantOfShape" not in ops and "BatchNormalization" in ops
-    assert [node.name for node in prepared.model.graph.node if node.op_type == "Conv"] == ["conv", "squeeze", "expand"]
+    assert [(node.name, list(node.output)) for node in prepared.model.graph.node if node.op_type == "Conv"] == [
+        ("conv", ["conv"]), ("squeeze", ["squeezed"]), ("expand", ["expanded"])]  # the gate compares by these
     conv = next(node for node in prepared.model.graph.node if node.name == "conv")
     assert list(next(a for a in conv.attribute if a.name == "pads").ints) == [1, 1, 1, 1]
     image = np.random.default_rng(1).standard_normal((2, 8, 12, 12)).astype(np.float32)
