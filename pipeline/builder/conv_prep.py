@@ -41,7 +41,12 @@ def _small_constant_of_shape(node) -> bool | None:
 
 def prepare(model) -> Prepared:
     """`model` (onnx.ModelProto, not modified) with its constant subgraphs folded and zero Pads fused into the Conv that
-    reads them (onnxscript's rule; shapes from onnx's shape inference, which it needs)."""
+    reads them (onnxscript's rule; shapes from onnx's shape inference, which it needs). A graph with no Pad, or with
+    weights in external data files (which a prepared copy saved elsewhere would not find), is returned as it is."""
+    import onnx
+    if not _pads(model.graph) or any(tensor.data_location == onnx.TensorProto.EXTERNAL
+                                     for tensor in model.graph.initializer):
+        return Prepared(model, 0)
     import onnx_ir as ir
     from onnxscript import rewriter
     from onnxscript.optimizer import fold_constants

@@ -105,12 +105,10 @@ class QuantizerKnobs:
         if not any(node.op_type in CONVOLUTIONS for node in model.graph.node):
             return self, None
         prepared = prepare(model)
-        if prepared.pads_fused:
-            model = prepared.model
         knobs = replace(self, op_types=tuple(dict.fromkeys([*self.op_types, *self.conv_graph_op_types])),
                         float_output_ops=tuple(dict.fromkeys([*self.float_output_ops, *CONV_GRAPH_FLOAT_OUTPUT_OPS])),
-                        fp32_convs=tuple(self._slow_int8_convs(model)))
-        return knobs, prepared if model is prepared.model else None
+                        fp32_convs=tuple(self._slow_int8_convs(prepared.model)))
+        return knobs, prepared if prepared.pads_fused else None
 
     def _slow_int8_convs(self, model) -> list[str]:
         """Non-grouped convolutions that read a graph input (the stem) with a reduction below conv_min_reduction and at

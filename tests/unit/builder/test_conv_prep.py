@@ -72,3 +72,12 @@ def test_a_static_graph_without_convolutions_is_quantized_as_before(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     knobs = QuantizerKnobs.from_config(compose_config(["model=onnx", "model.path=x", "mode=static"]))
     assert knobs.prepared(path, "static") == (knobs, None) and knobs.float_output_ops == ("MatMul",)
+
+
+def test_a_graph_whose_weights_are_in_external_files_is_left_as_it_is(tmp_path):
+    path = tmp_path / "external.onnx"
+    onnx.save(padded_graph(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="external.data", size_threshold=0)
+    model = onnx.load(str(path), load_external_data=False)
+    prepared = prepare(model)
+    assert prepared.pads_fused == 0 and prepared.model is model
