@@ -199,11 +199,13 @@ bench: setup
 # The decoder bench on a model of about 100M parameters (random weights: speed, memory and size, not text), made
 # offline from a Llama config; the gate's figures are not judged (verify off, build_gate=false).
 DECODER_DIR ?= bench-decoder
+DECODER_BUILD = $(QG) build model=hf model.task=text-generation target=$(TARGET) \
+	model.name_or_path=$(DECODER_DIR)/llama-100m artifacts_dir=$(DECODER_DIR)/artifacts verify.enabled=false \
+	verify.build_gate=false calibration.n_heldout=4
 bench-decoder: setup
 	test -f $(DECODER_DIR)/llama-100m/config.json || $(PY) -m tests.fixtures.bench_decoder $(DECODER_DIR)/llama-100m
-	for mode in int4 int8; do $(QG) build model=hf model.task=text-generation target=$(TARGET) mode=$$mode \
-		model.name_or_path=$(DECODER_DIR)/llama-100m artifacts_dir=$(DECODER_DIR)/artifacts verify.enabled=false \
-		verify.build_gate=false calibration.n_heldout=4 || exit $$?; done
+	$(DECODER_BUILD) mode=int4
+	$(DECODER_BUILD) mode=int8
 	$(QG) bench --artifacts-dir $(DECODER_DIR)/artifacts --out reports/bench-decoder $(ARGS)
 
 # pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with

@@ -43,9 +43,17 @@ def by_subject(folders: list[Path]) -> tuple[dict[str, list[Path]], list[dict[st
     return {name: members for name, members in found.items() if members}, skipped
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() says only "x86_64" there)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    named = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return named or platform.processor() or platform.machine()
+
+
 def host() -> dict[str, Any]:
     import onnxruntime as ort
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(),
             "onnxruntime": ort.__version__, "python": platform.python_version()}
 
 
