@@ -49,7 +49,9 @@ def report(release, tmp_path_factory):
 
 
 def test_each_artifact_is_benched_as_what_it_is(report):
+    from pipeline.jsonfiles import validator
     found, _ = report
+    validator("bench").validate(found)  # docs/schemas/bench.schema.json
     assert found["subjects"] == {"weight_only_decoder": ["tiny-llama-int4-avx2", "tiny-llama-int8-avx2"],
                                  "detector": ["detector-static-avx2"], "cnn": ["convnet-static-avx2"]}
     assert {case["artifact"]: case["subject"] for case in found["artifacts"]} == {
