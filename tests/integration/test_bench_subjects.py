@@ -112,3 +112,13 @@ def test_more_new_tokens_than_the_context_holds_is_refused_in_one_line(release, 
     err = capsys.readouterr().err
     assert err.strip() == ("quantgate bench: error: --new-tokens 4096: tiny-llama-int4-avx2 holds 256 tokens of "
                            "context; give fewer new tokens") and not (tmp_path / "results.json").exists()
+
+
+def test_a_decoder_folder_without_its_fp32_export_is_refused_in_one_line(release, tmp_path, capsys):
+    folder = tmp_path / "tiny-llama-int8-avx2"
+    shutil.copytree(release / folder.name, folder)
+    shutil.rmtree(folder / "reference")
+    assert bench_main(["--artifacts-dir", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quantgate bench: error: tiny-llama-int8-avx2 has no fp32 export in reference/")
+    assert err.count("\n") == 1 and not (tmp_path / "out" / "results.json").exists()

@@ -139,6 +139,9 @@ def bench_checkpoint(members: list[tuple[Path, Manifest]], settings: BenchSettin
     """Every figure of one checkpoint's weight-only folders against its fp32 export, measured on this host."""
     first, manifest = members[0]
     folders = {FP32: first / REFERENCE_DIR, **{folder.name: folder for folder, _ in members}}
+    if not (folders[FP32] / "genai_config.json").is_file():
+        raise InputError(f"{first.name} has no fp32 export in {REFERENCE_DIR}/ (genai_config.json and model.onnx): the "
+                         f"decoder bench compares with it; bench the folder `quantgate build` wrote")
     limit = context_length(first)
     if settings.new_tokens >= limit:
         raise InputError(f"--new-tokens {settings.new_tokens}: {first.name} holds {limit} tokens of context; give "
