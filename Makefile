@@ -22,7 +22,10 @@
 #   make audit ARTIFACT=model.pt2|lib.so|folder [TARGET=avx2]   (which CPU features the machine code needs)
 #   make signoff [RELEASE=candidate] [WAIVERS=conf/waivers/candidate.yaml] [BASELINE=rc1]
 #                [ARGS='release.max_latency_ratio=1.2']   (reports/<release>/)
-#   make bench [RELEASE=candidate]               (reports/<release>/bench/results.json, results.md)
+#   make bench [RELEASE=candidate | ARTIFACTS=folder]   (reports/<release>/bench/results.json, results.md; every
+#                kind: CNN, detector, transformer, int4/int8 decoder; docs/guides/measurements.md)
+#   make bench-decoder [DECODER_DIR=bench-decoder]   (a ~100M-parameter Llama from a config, built int4 and int8,
+#                benched against its fp32 export: reports/bench-decoder/)
 # Release trust (docs/guides/releases.md): signatures, provenance, an OCI registry.
 #   make keys [DAYS=365] [FORCE=1]               (keys/quantgate.{key,pub,crt}: a development key pair)
 #   make sign [RELEASE=candidate] [KEY=keys/quantgate.key] [CERT=... CHAIN=...]   (a ready release only)
@@ -91,7 +94,8 @@ REGISTRY ?= localhost:$(REGISTRY_PORT)/quantgate
 REF ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-tools test-tools quantize verify audit inspect matrix signoff bench test test-fast clean \
+.PHONY: help setup system-tools test-tools quantize verify audit inspect matrix signoff bench bench-decoder test \
+	test-fast clean \
 	keys sign provenance registry registry-stop publish pull guard-wheel wheel
 
 help:
@@ -192,6 +196,18 @@ pull: setup system-tools
 bench: setup
 	$(QG) bench --release $(RELEASE) --artifacts-dir $(or $(ARTIFACTS),artifacts/$(RELEASE)) $(ARGS)
 
+# The decoder bench on a model of about 100M parameters (random weights: speed, memory and size, not text), made
+# offline from a Llama config; the gate's figures are not judged (verify off, build_gate=false).
+DECODER_DIR ?= bench-decoder
+DECODER_BUILD = $(QG) build model=hf model.task=text-generation target=$(TARGET) \
+	model.name_or_path=$(DECODER_DIR)/llama-100m artifacts_dir=$(DECODER_DIR)/artifacts verify.enabled=false \
+	verify.build_gate=false calibration.n_heldout=4
+bench-decoder: setup
+	test -f $(DECODER_DIR)/llama-100m/config.json || $(PY) -m tests.fixtures.bench_decoder $(DECODER_DIR)/llama-100m
+	$(DECODER_BUILD) mode=int4
+	$(DECODER_BUILD) mode=int8
+	$(QG) bench --artifacts-dir $(DECODER_DIR)/artifacts --out reports/bench-decoder $(ARGS)
+
 # pipeline/guard/ and its own pyproject.toml, built from a copy (no build/ or egg-info left in the tree) with
 # the venv's pip and setuptools: no build isolation, no index, so no network.
 DIST ?= dist
@@ -221,4 +237,4 @@ test-fast: setup system-tools test-tools
 	$(PY) -m pytest -q $(TEST_PARALLEL) -m 'not slow'
 
 clean:
-	rm -rf artifacts logs reports bench
+	rm -rf artifacts logs reports bench bench-decoder

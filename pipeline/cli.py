@@ -34,7 +34,7 @@ COMMANDS = {
     "audit": ("pipeline.commands.audit", "list the CPU features the machine code inside an artifact needs"),
     "matrix": ("pipeline.commands.matrix", "build and verify every combination of a release, in parallel"),
     "signoff": ("pipeline.release.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
-    "bench": ("pipeline.release.bench", "measure what int8 buys on this host against fp32"),
+    "bench": ("pipeline.commands.bench", "measure what quantization buys on this host against fp32"),
     "arm": ("pipeline.commands.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
 }
 # Release trust (pipeline/release/, docs/guides/releases.md).

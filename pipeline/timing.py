@@ -2,7 +2,7 @@
 interleaved so that load from other processes falls on all sessions alike, the spread of their paired ratios (the
 noise a verdict "slower" must clear), and the time per operator type from onnxruntime's profiler.
 
-Shared by the build's speed stage (pipeline/builder/speed.py) and `quantgate bench` (pipeline/release/bench.py).
+Shared by the build's speed stage (pipeline/builder/speed.py) and `quantgate bench` (pipeline/release/bench/).
 """
 from __future__ import annotations
 

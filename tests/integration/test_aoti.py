@@ -139,7 +139,7 @@ def test_bench_skips_a_package_and_says_so(avx2_package, digits_release, tmp_pat
     """bench compares ONNX artifacts with their fp32 graph: a .pt2 folder beside them is listed as not benched (it
     stopped bench with a traceback: onnxruntime parsed model.pt2 as ONNX); alone, it is refused (exit 2)."""
     from pipeline.errors import ExitCode
-    from pipeline.release.bench import main as bench_main
+    from pipeline.commands.bench import main as bench_main
     release = tmp_path / "mixed"
     shutil.copytree(avx2_package.folder, release / avx2_package.folder.name)
     shutil.copytree(digits_release / "digits_cnn-static-avx2", release / "digits_cnn-static-avx2")

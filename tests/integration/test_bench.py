@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.release.bench import main as bench_main
+from pipeline.commands.bench import main as bench_main
 
 pytestmark = pytest.mark.slow
 

@@ -140,7 +140,7 @@ def test_two_builds_of_one_checkpoint_at_once_export_it_once(encoder, cache, tmp
 
 
 def test_bench_times_the_build_with_and_without_the_cache(encoder, cache, tmp_path):
-    from pipeline.release.bench import main as bench_main
+    from pipeline.commands.bench import main as bench_main
     built = build(config(encoder, tmp_path / "a", "target=avx2"))
     out = tmp_path / "bench"
     assert bench_main(["--artifacts-dir", str(built.folder), "--out", str(out), "--batches", "1", "--seconds", "0.2",

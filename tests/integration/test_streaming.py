@@ -14,7 +14,7 @@ from pipeline.config import compose_config
 from pipeline.errors import BuildFailed, QuantgateError
 from pipeline.guard import read_stamp
 from pipeline.manifest import Manifest
-from pipeline.release.bench import main as bench_main
+from pipeline.commands.bench import main as bench_main
 from tests.fixtures import streaming
 
 pytestmark = pytest.mark.slow

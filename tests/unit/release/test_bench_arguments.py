@@ -1,8 +1,10 @@
-"""`quantgate bench` arguments: timed token inputs at --sequence-length, sessions that do not spin, and a release
-with nothing to bench."""
+"""`quantgate bench` arguments: timed token inputs at --sequence-length, sessions that do not spin, a release
+with nothing to bench, options out of range (one line, exit 2), and which subject each kind of artifact is."""
 import numpy as np
+import pytest
 
-from pipeline.release.bench import at_sequence_length
+from pipeline.commands.bench import main as bench_main
+from pipeline.release.bench.onnx_int8 import at_sequence_length
 from pipeline.timing import session
 
 
@@ -26,7 +28,6 @@ def test_other_inputs_and_no_length_are_left_as_they_are():
 
 def test_an_empty_release_names_the_matrix_and_what_make_quantize_built(tmp_path, capsys):
     # `make quantize` writes artifacts/<model>-<mode>-<target>/, beside the releases, not into artifacts/candidate/
-    from pipeline.release.bench import main as bench_main
     (tmp_path / "minilm-dynamic-avx2").mkdir()
     (tmp_path / "minilm-dynamic-avx2" / "manifest.json").write_text("{}")
     assert bench_main(["--artifacts-dir", str(tmp_path / "candidate"), "--release", "candidate"]) == 2
@@ -52,7 +53,28 @@ def test_interleaved_sessions_do_not_spin_between_runs():
 def test_a_models_row_shows_the_first_figure_it_has_and_says_so_when_it_has_none():
     """A generic model judged only by its detections or its near-empty samples has no cosine: its row says what it
     has (the row used to raise KeyError 'cosine_mean' and take the whole bench down)."""
-    from pipeline.release.bench import _fid
+    from pipeline.release.bench.report import _fid
     assert _fid({"top1_agreement": 0.9, "cosine_mean": 0.5}) == "top-1 0.900"
     assert _fid({"detection_recall": 0.96}) == "detection recall 0.960"
     assert _fid({}) == "no fidelity figure"
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--build-time", "-1"], "--build-time -1: give a number of rebuilds, or 0 for none"),
+    (["--sequence-length", "-5"], "--sequence-length -5: give a number of tokens, or 0 for the held-out samples"),
+    (["--new-tokens", "0"], "--new-tokens 0: give a number of tokens"),
+    (["--threads", "0"], "--threads 0: give a number of threads"),
+    (["--batches", "0", "8"], "--batches 0 8 --seconds 1.5: give batch sizes of at least 1"),
+    (["--prompt-tokens", "many"], "argument --prompt-tokens: invalid int value: 'many'"),
+    (["--avx2"], "unknown option --avx2"),
+])
+def test_an_option_out_of_range_is_one_line_and_exit_2(options, says, tmp_path, capsys):
+    assert bench_main(["--artifacts-dir", str(tmp_path), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quantgate bench: error: ") and says in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and not (tmp_path / "results.json").exists()
+
+
+def test_the_cli_runs_bench_from_the_commands_package():
+    from pipeline.cli import COMMANDS
+    assert COMMANDS["bench"][0] == "pipeline.commands.bench"
