@@ -1,7 +1,7 @@
 """Verify a `model.pt2` folder (export=aoti) on its target's CPU profiles, and audit it again.
 
 The .pt2 counterpart of pipeline/verify/onnx.py (pipeline/verify/stage.py picks by kind), built from
-the same pieces (`sandbox.run_under_profile`, `sandbox.classify`, `fidelity`): the static audit of the package
+the same pieces (each profile kind's runner, pipeline/verify/cpu_kinds/; `sandbox.classify`; `fidelity`): the static audit of the package
 (`pipeline.isa.audit`) against the target; the floor CPU under QEMU and this host when it has the
 features (the package must load, run and match the fp32 torch model on held-out samples); and the
 CPUs below the floor, where `pipeline.verify.child_pt2`'s guard must refuse it (exit 3) before the
@@ -18,11 +18,12 @@ import numpy as np
 from pipeline.isa import audit
 from pipeline.isa.targets import profile
 from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, sha256_file
+from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify.fidelity import compare_cpus, judge, output_scale
 from pipeline.verify.planning import child_timeout, host_cpu_features, limits_from, with_extra_profiles
 from pipeline.verify.report import (VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, ReferenceRef, VerifyReport,
                                     counted_why, overall_status)
-from pipeline.verify.sandbox import classify, run_under_profile
+from pipeline.verify.sandbox import classify
 from pipeline.verify.scratch import scratch_folder
 
 
@@ -59,7 +60,8 @@ def verify_package(cfg, manifest: Manifest) -> dict:
     profiles, native_outputs = {}, None
     for name in names:
         cpu = profile(name)
-        if cpu.remote:
+        kind = kind_of(cpu)
+        if kind.remote:
             profiles[name] = {"cpu": name, "status": "not_verified", "expected": "pass", "why": f"the lab host {cpu.host}",
                               "required": True, "requirement_met": False,
                               "reason": "torch .pt2 packages are verified on native and emulated profiles only; SSH "
@@ -72,18 +74,18 @@ def verify_package(cfg, manifest: Manifest) -> dict:
                               "required": target.floor_profile is None,
                               "reason": f"this host lacks {', '.join(missing)}", "requirement_met": False}
             continue
-        samples = min(v.emulated_max_samples if cpu.emulated else v.native_max_samples, len(fp32_all["output"]))
+        samples = min(kind.max_samples(cpu, v), len(fp32_all["output"]))
         with scratch_folder("quantgate-verify-") as scratch:
             out = scratch / "outputs.npz"
-            run = run_under_profile(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
-                                    child_timeout(v, cpu, None), v.memory_limit_mb)
+            run = kind.run(_child(package, manifest.path(manifest.heldout_file), out, samples), cpu,
+                           ChildJob(child_timeout(v, cpu, None), v.memory_limit_mb))
             outcome = classify(run)
             record = {"cpu": name, "status": outcome.status, "expected": expected, "required": True,
                       "why": f"{name} has every feature the package needs" if not missing else
                       f"{name} lacks {', '.join(missing)}: the guard must refuse",
                       "failure": outcome.failure, "reason": outcome.reason, "command": run.reproduce(),
                       "wall_seconds": round(run.wall_seconds, 1), "exit_code": run.returncode,
-                      "signal": run.signal_name, "stderr_tail": run.stderr_tail, "emulated": cpu.emulated,
+                      "signal": run.signal_name, "stderr_tail": run.stderr_tail, "emulated": kind.emulated(cpu),
                       "qemu_cpu": cpu.qemu_cpu, "threads": 1}
             if outcome.status == "pass" and out.is_file():
                 with np.load(out) as archive:
