@@ -17,6 +17,7 @@ from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from pipeline.verify import onnx as verify
 from pipeline.verify import sandbox
+from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify import stage as verify_stage
 from pipeline.paths import PROJECT_ROOT
 from pipeline.errors import ExitCode
@@ -33,7 +34,8 @@ def run_cli(*args, timeout=300):
 
 
 def outcome_of(command, profile_name, timeout_seconds=60, memory_limit_mb=4096):
-    run = sandbox.run_under_profile(command, profile(profile_name), timeout_seconds, memory_limit_mb)
+    cpu = profile(profile_name)
+    run = kind_of(cpu).run(command, cpu, ChildJob(timeout_seconds, memory_limit_mb))
     return run, sandbox.classify(run)
 
 
