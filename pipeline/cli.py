@@ -28,7 +28,7 @@ from pipeline.errors import ExitCode, UsageError
 # command -> (module[:function] whose (argv) -> int runs it, one line for `quantgate --help`)
 COMMANDS = {
     "build": ("pipeline.app", "build and verify one artifact (Hydra overrides; --multirun for a sweep)"),
-    "verify": ("pipeline.verify.stage", "verify an artifact on every CPU profile of its target"),
+    "verify": ("pipeline.commands.verify", "verify an artifact on every CPU profile of its target"),
     "inspect": ("pipeline.inspect", "print an artifact's stamp and whether this host can run it"),
     "audit": ("pipeline.isa.audit", "list the CPU features the machine code inside an artifact needs"),
     "matrix": ("pipeline.app:matrix_main", "build and verify every combination of a release, in parallel"),

@@ -19,6 +19,7 @@ from pipeline.verify import onnx as verify
 from pipeline.verify import sandbox
 from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify import stage as verify_stage
+from pipeline.commands import verify as verify_command
 from pipeline.paths import PROJECT_ROOT
 from pipeline.errors import ExitCode
 from pipeline.isa.targets import profile, required_cpu_features
@@ -29,7 +30,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = PROJECT_ROOT
 
 def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipeline.verify.stage", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pipeline.commands.verify", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -204,5 +205,5 @@ def test_nan_outputs_fail_instead_of_slipping_past_thresholds():
 def test_folder_edited_after_the_build_is_refused(tmp_path, capsys):
     folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
     np.savez(folder / "heldout.npz", x=np.zeros((2, 16), dtype=np.float32))
-    assert verify_stage.main(["--artifact-dir", str(folder)]) == 2
+    assert verify_command.main(["--artifact-dir", str(folder)]) == 2
     assert "heldout.npz changed since the build" in capsys.readouterr().err
