@@ -133,7 +133,7 @@ def remote_plan(name: str, cpu, required_features: list[str], stamped: bool) -> 
 def limits_from(cfg) -> Limits:
     v = cfg.verify
     # A near-empty sample may be off by what a typical sample at the worst cosine allowed is: sqrt(2 (1 - c)) of
-    # its norm (pipeline/verify/fidelity.py).
+    # its norm (pipeline/verify/fidelity/).
     return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
                   str(v.pooling), v.max_accuracy_drop, v.max_macro_f1_drop, threshold=float(v.threshold),
                   near_empty_ratio=v.near_empty_ratio, max_near_empty_error=math.sqrt(2 * (1 - v.min_cosine_worst)),

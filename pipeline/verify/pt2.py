@@ -1,8 +1,8 @@
 """Verify a `model.pt2` folder (export=aoti) on its target's CPU profiles, and audit it again.
 
-The .pt2 counterpart of pipeline/verify/onnx.py (pipeline/verify/stage.py picks by kind), built from
-the same pieces (each profile kind's runner, pipeline/verify/cpu_kinds/; `sandbox.classify`; `fidelity`): the static audit of the package
-(`pipeline.isa.audit`) against the target; the floor CPU under QEMU and this host when it has the
+The .pt2 counterpart of pipeline/verify/onnx/ (pipeline/verify/stage.py picks by kind), built from
+the same pieces (each profile kind's runner, pipeline/verify/cpu_kinds/; `sandbox.classify`; `fidelity`):
+the static audit of the package (`pipeline.isa.audit`) against the target; the floor CPU under QEMU and this host when it has the
 features (the package must load, run and match the fp32 torch model on held-out samples); and the
 CPUs below the floor, where `pipeline.verify.child_pt2`'s guard must refuse it (exit 3) before the
 library is mapped. Writes verify.json beside the package.
