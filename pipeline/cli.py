@@ -29,7 +29,7 @@ from pipeline.errors import ExitCode, UsageError
 # command -> (the module whose main(argv) -> int runs it, one line for `quantgate --help`)
 COMMANDS = {
     "build": ("pipeline.commands.build", "build and verify one artifact (Hydra overrides; --multirun for a sweep)"),
-    "verify": ("pipeline.verify.stage", "verify an artifact on every CPU profile of its target"),
+    "verify": ("pipeline.commands.verify", "verify an artifact on every CPU profile of its target"),
     "inspect": ("pipeline.commands.inspect", "print an artifact's stamp and whether this host can run it"),
     "audit": ("pipeline.commands.audit", "list the CPU features the machine code inside an artifact needs"),
     "matrix": ("pipeline.commands.matrix", "build and verify every combination of a release, in parallel"),

@@ -74,7 +74,7 @@ GATED_MAXIMA = ("near_empty_error_worst",)  # figures whose worst is the largest
 def metrics(kind: str, outputs, reference, labels: np.ndarray | None, mask: np.ndarray | None = None,
             reading: fidelity.Reading | None = None, names: list[str] | None = None,
             threshold: float = 0.5) -> dict[str, float]:
-    """The figures verification judges too (pipeline/verify/fidelity.py), for every output (lists, or one array):
+    """The figures verification judges too (pipeline/verify/fidelity/), for every output (lists, or one array):
     a classifier's logits by top-1 agreement with fp32 (per non-padding token for a token classifier) and, with
     labels, accuracy and macro-F1; one value per sample or per token (a score) by its correlation with fp32's;
     any other output by cosine per sample (per token for hidden states), near-empty samples by magnitude; with a

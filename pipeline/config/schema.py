@@ -310,7 +310,7 @@ class VerifyConfig:
     # 1/group_scale_ratio of the output's (null = no automatic split).
     output_groups: list[OutputGroup] = field(default_factory=list)
     group_scale_ratio: Optional[float] = 30.0
-    # Near-empty samples (pipeline/verify/fidelity.py): an fp32 sample (token) whose RMS is under near_empty_ratio
+    # Near-empty samples (pipeline/verify/fidelity/): an fp32 sample (token) whose RMS is under near_empty_ratio
     # times the output's scale is judged by magnitude, not by cosine; the scale (the RMS over every sample) is never
     # below near_zero, an absolute value in the output's units (an output near zero on every input, ~1e-7).
     near_empty_ratio: float = 0.1

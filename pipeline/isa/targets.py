@@ -75,9 +75,6 @@ def runtime_floor(microarchitecture: str, extra_features: list[str] | tuple[str,
     return features if needed is None else sorted((set(features) & needed) | set(extra_features))
 
 
-KINDS = ("native", "qemu", "ssh")
-
-
 @dataclass(frozen=True)
 class CpuProfile:
     """A named CPU to run an artifact on: this host (`native`), a CPU emulated by QEMU user mode (`qemu`),
@@ -88,7 +85,7 @@ class CpuProfile:
     qemu_cpu: str | None = None  # `qemu-x86_64 -cpu MODEL`; None = run natively
     microarchitecture: str | None = None  # archspec name of what the profile provides (or claims); None = read by CPUID
     extra_features: tuple[str, ...] = ()  # what the emulated model has beyond archspec's microarchitecture
-    kind: str = "native"  # native | qemu | ssh; a YAML without `kind` is qemu when it names qemu_cpu
+    kind: str = "native"  # native | qemu | ssh (PROFILE_KINDS); a YAML without `kind` is qemu when it names qemu_cpu
     # kind ssh: where the host is and the interpreter (or command, "qemu-x86_64 -cpu Nehalem python3") there.
     host: str | None = None
     user: str | None = None
@@ -101,6 +98,8 @@ class CpuProfile:
     runtime: str | None = None
     runtime_cache: str = "~/.cache/quantgate/runtimes"  # on the host
 
+    # What the YAML says; how a profile's child runs, and whether that is emulated, the verifiers ask its kind's
+    # runner (pipeline/verify/cpu_kinds/).
     @property
     def emulated(self) -> bool:
         return self.qemu_cpu is not None
@@ -120,7 +119,14 @@ class CpuProfile:
 # One YAML file per profile (conf/cpu/<name>.yaml, keys: CpuProfile's fields), read on first use: the guard
 # side imports this module under emulated CPUs, where only the standard library and archspec may load.
 CPU_DIR = CONF_DIR / "cpu"
-REQUIRED_BY_KIND = {"native": (), "qemu": ("qemu_cpu", "microarchitecture"), "ssh": ("host",)}
+# Each profile kind by name -> the keys a profile of that kind must set. How a kind runs a verification child is its
+# runner's business, registered under the same name (pipeline/verify/cpu_kinds/, which registers new kinds here).
+PROFILE_KINDS: dict[str, tuple[str, ...]] = {"native": (), "qemu": ("qemu_cpu", "microarchitecture"), "ssh": ("host",)}
+
+
+def register_profile_kind(name: str, required_keys: tuple[str, ...] = ()) -> None:
+    """Let profiles say `kind: <name>` (pipeline.verify.cpu_kinds.register calls this for a new kind)."""
+    PROFILE_KINDS[name] = tuple(required_keys)
 
 
 class CpuProfileError(ValueError):
@@ -134,10 +140,10 @@ def load_profile(path: Path) -> CpuProfile:
     values = yaml.safe_load(path.read_text()) or {}
     fields = {f.name: f for f in dataclasses.fields(CpuProfile) if f.name != "name"}
     kind = values.setdefault("kind", "qemu" if values.get("qemu_cpu") else "native")
-    if kind not in KINDS:
-        raise CpuProfileError(f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in PROFILE_KINDS:
+        raise CpuProfileError(f"{path}: kind {kind!r} is not one of {', '.join(PROFILE_KINDS)}")
     unknown = sorted(set(values) - set(fields))
-    missing = sorted(name for name in REQUIRED_BY_KIND[kind] if values.get(name) is None)
+    missing = sorted(name for name in PROFILE_KINDS[kind] if values.get(name) is None)
     if unknown or missing:
         raise CpuProfileError(f"{path}: " + "; ".join(
             ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))

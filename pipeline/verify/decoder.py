@@ -20,11 +20,12 @@ import numpy as np
 from pipeline.isa.targets import profile
 from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
 from pipeline.verify import child_decoder, language_model
+from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify.onnx import progress
 from pipeline.verify.planning import Plan, host_cpu_features, plan_profiles
 from pipeline.verify.report import VERIFY_FILE, ArtifactRef, InputsRef, ProfileResult, VerifyReport, \
     counted_why, overall_status
-from pipeline.verify.sandbox import classify, run_under_profile
+from pipeline.verify.sandbox import classify
 
 
 def child_command(model: Path, sequences: Path, out: Path, limit: int) -> list[str]:
@@ -72,16 +73,17 @@ def verify_on_profile(plan: Plan, artifact: Path, sequences_file: Path, work: Pa
     if plan.not_verified:
         return record | {"status": "not_verified", "reason": plan.not_verified, "requirement_met": False}
     cpu = profile(plan.name)
-    limit = int(cfg.verify.emulated_max_samples if cpu.emulated else cfg.verify.native_max_samples)
+    kind = kind_of(cpu)
+    limit = kind.max_samples(cpu, cfg.verify)
     out = work / f"{plan.name}.npz"
     progress(f"verify: {plan.name}: {min(limit, len(sequences))} sequence(s) teacher-forced")
-    run = run_under_profile(child_command(artifact, sequences_file, out, limit), cpu, cfg.verify.timeout_seconds,
-                            cfg.verify.memory_limit_mb)
+    run = kind.run(child_command(artifact, sequences_file, out, limit), cpu,
+                   ChildJob(cfg.verify.timeout_seconds, cfg.verify.memory_limit_mb))
     outcome = classify(run)
     record |= {"status": outcome.status, "failure": outcome.failure, "reason": outcome.reason,
                "exit_code": run.returncode, "signal": run.signal_name, "wall_seconds": round(run.wall_seconds, 3),
-               "command": run.reproduce(), "stderr_tail": run.stderr_tail, "emulated": cpu.emulated,
-               "qemu_cpu": cpu.qemu_cpu if cpu.emulated else None, "threads": 1}
+               "command": run.reproduce(), "stderr_tail": run.stderr_tail, "emulated": kind.emulated(cpu),
+               "qemu_cpu": cpu.qemu_cpu if kind.emulated(cpu) else None, "threads": 1}
     return judge_run(record, plan, out, reference, sequences, thresholds, native)
 
 

@@ -10,6 +10,7 @@ from pipeline.errors import QuantgateError
 from pipeline.isa.targets import PROFILES, profile
 from pipeline.runtimes import venvs
 from pipeline.verify import remote
+from pipeline.verify.cpu_kinds import kind_of
 from pipeline.verify.fidelity import Limits
 
 HOST_FAMILY = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
@@ -39,8 +40,7 @@ def child_timeout(v, cpu, native_seconds: float | None) -> float:
         return float(v.timeout_seconds)
     if native_seconds is None:
         return float(v.first_run_timeout_seconds)
-    slowdown = v.emulation_slowdown if cpu.emulated else v.native_slowdown
-    return round(float(v.startup_timeout_seconds) + float(slowdown) * native_seconds, 1)
+    return round(float(v.startup_timeout_seconds) + kind_of(cpu).slowdown(cpu, v) * native_seconds, 1)
 
 
 def host_cpu_features(cfg) -> frozenset[str]:
@@ -58,7 +58,7 @@ def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozen
     for plan in plans:
         cpu, _, named = plan.name.partition("@")
         plan.name, plan.runtime = cpu, venvs.parse(named) if named else runtime
-        if named and profile(cpu).remote:
+        if named and kind_of(profile(cpu)).remote:
             plan.not_verified = (f"{cpu} is an SSH host: its runs use the interpreter its profile names (`python:`), "
                                  f"so no runtime can be chosen with @{named}")
     return plans
@@ -86,10 +86,10 @@ def _plan_cpus(cfg, required_features: list[str], stamped: bool, host: frozenset
         except KeyError as error:
             raise QuantgateError(error.args[0]) from None
         if cpu.family != target.family and cpu.name != "native":
-            same = ", ".join(n for n, p in PROFILES.items() if p.family == target.family and p.emulated)
+            same = ", ".join(n for n, p in PROFILES.items() if p.family == target.family and kind_of(p).emulated(p))
             raise QuantgateError(f"profile {cpu.name} is a {cpu.family} CPU; target {target.name} runs on "
                                  f"{target.family}: use {same or 'a ' + target.family + ' profile'}")
-        if cpu.remote:
+        if kind_of(cpu).remote:
             plans.append(remote_plan(name, cpu, required_features, stamped))
             continue
         missing = sorted(set(required_features) - (host if cpu.name == "native" else cpu.features()))
@@ -133,7 +133,7 @@ def remote_plan(name: str, cpu, required_features: list[str], stamped: bool) -> 
 def limits_from(cfg) -> Limits:
     v = cfg.verify
     # A near-empty sample may be off by what a typical sample at the worst cosine allowed is: sqrt(2 (1 - c)) of
-    # its norm (pipeline/verify/fidelity.py).
+    # its norm (pipeline/verify/fidelity/).
     return Limits(v.min_cosine_mean, v.min_cosine_worst, v.min_top1_agreement, v.max_abs_error, v.max_scaled_error,
                   str(v.pooling), v.max_accuracy_drop, v.max_macro_f1_drop, threshold=float(v.threshold),
                   near_empty_ratio=v.near_empty_ratio, max_near_empty_error=math.sqrt(2 * (1 - v.min_cosine_worst)),
@@ -149,7 +149,7 @@ def resolve_reference_cpu(cfg, host: frozenset[str]) -> str:
             cpu = profile(name)
         except KeyError as error:
             raise QuantgateError(f"verify.reference_cpu: {error.args[0]}") from None
-        if cpu.remote:
+        if kind_of(cpu).remote:
             raise QuantgateError(f"verify.reference_cpu={name} is an SSH host; the reference CPU is this host "
                                  f"(native) or an emulated profile")
         return cpu.name

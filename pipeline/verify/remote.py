@@ -1,4 +1,4 @@
-"""Run a verification child on a real lab machine over SSH (a CPU profile of `kind: ssh`).
+"""Run a verification child on a real lab machine over SSH (a CPU profile of `kind: ssh`, pipeline/verify/cpu_kinds/ssh.py).
 
     # conf/cpu/lab-haswell.yaml (or a folder named by verify.cpu_profile_dirs)
     kind: ssh
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from pipeline.isa.targets import CpuProfile
 from pipeline.paths import SOURCE_ROOT
-from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, run_limited
+from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, ProfileUnavailable, run_limited
 from pipeline.verify.scratch import OWNER_FILE, scratch_folder
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
@@ -66,7 +66,7 @@ PROBE = ("import json, platform, sys\nfrom importlib import metadata\nfrom pipel
          "                 'onnxruntime': version('onnxruntime')}}))\n")
 
 
-class HostUnavailable(RuntimeError):
+class HostUnavailable(ProfileUnavailable):
     """The host could not be used: no run happened, so nothing about the artifact is known there."""
 
 

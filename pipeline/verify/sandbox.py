@@ -1,15 +1,15 @@
-"""Run one command on one CPU profile, in its own child process, and say in words how it ended.
+"""Run one command on this machine in its own child process, and say in words how it ended.
 
-The child runs in its own session (killed with its whole group on timeout), under `qemu-<arch> -cpu
-MODEL` when the profile is emulated, with an address-space limit and no core dumps, and dies with its
-parent. A child killed by a signal is a finding (`classify`), never a crash of this process.
+The child runs in its own session (killed with its whole group on timeout), after an emulator prefix when the
+profile's kind gives one (`qemu-<arch> -cpu MODEL`, pipeline/verify/cpu_kinds/qemu.py), with an address-space
+limit and no core dumps, and dies with its parent. A child killed by a signal is a finding (`classify`), never
+a crash of this process.
 """
 from __future__ import annotations
 
 import os
 import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import time
@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.guard import EXIT_REFUSED
-from pipeline.isa.targets import CpuProfile
 from pipeline.paths import code_root
 from pipeline.verify.child_onnx import EXIT_LOAD_FAILED, EXIT_OUT_OF_MEMORY, LOAD_FAILED_PREFIX, OUT_OF_MEMORY_WORDS
 
-QEMU_X86 = "qemu-x86_64"
-QEMU_BY_FAMILY = {"x86_64": QEMU_X86, "aarch64": "qemu-aarch64"}
 STDERR_TAIL_LINES = 15
 QEMU_NOISE = "TCG doesn't support requested feature"  # QEMU warns once per unsupported CPUID bit
 SIGNAL_WORDS = {
@@ -37,7 +34,11 @@ SIGNAL_WORDS = {
 }
 
 
-class EmulatorMissing(RuntimeError):
+class ProfileUnavailable(RuntimeError):
+    """No run could happen on the profile (no emulator, an unreachable host): nothing is known about it there."""
+
+
+class EmulatorMissing(ProfileUnavailable):
     pass
 
 
@@ -84,26 +85,13 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def emulator_prefix(cpu: CpuProfile, emulator_args: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """`qemu-x86_64 -cpu MODEL`, or for Arm `qemu-aarch64 -cpu MODEL` + emulator_args (-L SYSROOT -E ...)."""
-    if not cpu.emulated:
-        return []
-    binary = QEMU_BY_FAMILY[cpu.family]
-    qemu = shutil.which(binary)
-    if qemu is None:
-        raise EmulatorMissing(f"{binary} is not on PATH, so {cpu.name} cannot be emulated: "
-                              f"`apt-get install qemu-user`")
-    return [qemu, "-cpu", cpu.qemu_cpu, *emulator_args]
-
-
-def run_under_profile(command: list[str], cpu: CpuProfile, timeout_seconds: float,
-                      memory_limit_mb: int, emulator_args: list[str] | tuple[str, ...] = ()) -> ChildRun:
-    """Run `command` on `cpu` (under QEMU when emulated) in its own session; never raises for its death."""
-    emulator = emulator_prefix(cpu, emulator_args)
-    returncode, timed_out, seconds, lines = run_limited(emulator + [str(part) for part in command], timeout_seconds,
-                                                         memory_limit_mb)
-    return ChildRun(cpu.name, emulator + [str(part) for part in command], returncode, timed_out, seconds,
-                    timeout_seconds, memory_limit_mb, lines[-STDERR_TAIL_LINES:], emulator)
+def run_local(command: list[str], profile_name: str, timeout_seconds: float, memory_limit_mb: int,
+              emulator: list[str] | tuple[str, ...] = ()) -> ChildRun:
+    """Run `emulator + command` here in its own session, as profile `profile_name`; never raises for its death."""
+    full = [*emulator, *(str(part) for part in command)]
+    returncode, timed_out, seconds, lines = run_limited(full, timeout_seconds, memory_limit_mb)
+    return ChildRun(profile_name, full, returncode, timed_out, seconds, timeout_seconds, memory_limit_mb,
+                    lines[-STDERR_TAIL_LINES:], list(emulator))
 
 
 def run_limited(full_command: list[str], timeout_seconds: float,

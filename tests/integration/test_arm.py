@@ -16,6 +16,7 @@ from pipeline.guard import check_stamp
 from pipeline.runtimes.venvs import PINNED, Runtime
 from pipeline.verify import onnx as verify
 from pipeline.verify import sandbox
+from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.isa.targets import profile, required_cpu_features
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="needs qemu-aarch64 (apt-get install qemu-user)")
@@ -30,7 +31,8 @@ def arm_env():
 
 
 def run_on(cpu_name, command, env, timeout=120):
-    run = sandbox.run_under_profile(command, profile(cpu_name), timeout, 4096, env.emulator_args)
+    cpu = profile(cpu_name)
+    run = kind_of(cpu).run(command, cpu, ChildJob(timeout, 4096, tuple(env.emulator_args)))
     return run, sandbox.classify(run)
 
 

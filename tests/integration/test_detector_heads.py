@@ -30,7 +30,7 @@ def detector(tmp_path_factory):
 
 
 def verify(paths, artifact, out, *overrides):
-    result = subprocess.run([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(paths[artifact]),
+    result = subprocess.run([sys.executable, "-m", "pipeline.commands.verify", "--artifact", str(paths[artifact]),
                              "--reference", str(paths["fp32"]), "--inputs", str(paths["inputs"]), "--target", "avx2",
                              "--out", str(out), *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             timeout=900)

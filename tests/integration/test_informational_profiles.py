@@ -64,7 +64,7 @@ def test_where_the_host_lacks_avx512_vnni_the_verdict_is_not_verified_never_fail
     artifact, reference, inputs = optimum_artifact
     no_vnni = ",".join(required_cpu_features("x86_64_v4"))
     out = tmp_path / "verify.json"
-    result = subprocess.run([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(artifact), "--reference",
+    result = subprocess.run([sys.executable, "-m", "pipeline.commands.verify", "--artifact", str(artifact), "--reference",
                              str(reference), "--inputs", str(inputs), "--target", "avx512_vnni", "--out", str(out),
                              *HASWELL_AND_NATIVE, f"verify.assume_host_features=[{no_vnni}]"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)

@@ -24,7 +24,7 @@ def text_map(tmp_path_factory):
 
 def verify(paths, artifact, out, *overrides):
     # every page on every profile (emulated too), so the blank ones run under QEMU as well
-    result = subprocess.run([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(paths[artifact]),
+    result = subprocess.run([sys.executable, "-m", "pipeline.commands.verify", "--artifact", str(paths[artifact]),
                              "--reference", str(paths["fp32"]), "--inputs", str(paths["inputs"]), "--target",
                              "x86_64_v2", "--out", str(out), "verify.emulated_max_samples=8", *overrides],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)

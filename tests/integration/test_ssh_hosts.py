@@ -23,7 +23,7 @@ from tests.helpers.cpu import requires_host_features
 from pipeline.errors import ExitCode
 from pipeline.isa.targets import load_profile
 from pipeline.verify import remote
-from pipeline.verify import stage as verify_stage
+from pipeline.commands import verify as verify_command
 from pipeline.verify.sandbox import classify
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -118,7 +118,7 @@ def write_profile(folder: Path, server: Server, name: str = "lab", **overrides) 
 
 
 def verify(folder: Path, profiles_dir: Path, *overrides: str) -> tuple[int, dict]:
-    code = verify_stage.main(["--artifact-dir", str(folder), "verify.reference_cpu=native",
+    code = verify_command.main(["--artifact-dir", str(folder), "verify.reference_cpu=native",
                               "verify.native_max_samples=4", "verify.latency_repeats=2",
                               f"verify.cpu_profile_dirs=['{profiles_dir}']", *overrides])
     return code, json.loads((folder / "verify.json").read_text())

@@ -17,7 +17,9 @@ from pipeline.config import compose_config
 from pipeline.manifest import Manifest
 from pipeline.verify import onnx as verify
 from pipeline.verify import sandbox
+from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify import stage as verify_stage
+from pipeline.commands import verify as verify_command
 from pipeline.paths import PROJECT_ROOT
 from pipeline.errors import ExitCode
 from pipeline.isa.targets import profile, required_cpu_features
@@ -28,12 +30,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = PROJECT_ROOT
 
 def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipeline.verify.stage", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pipeline.commands.verify", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def outcome_of(command, profile_name, timeout_seconds=60, memory_limit_mb=4096):
-    run = sandbox.run_under_profile(command, profile(profile_name), timeout_seconds, memory_limit_mb)
+    cpu = profile(profile_name)
+    run = kind_of(cpu).run(command, cpu, ChildJob(timeout_seconds, memory_limit_mb))
     return run, sandbox.classify(run)
 
 
@@ -202,5 +205,5 @@ def test_nan_outputs_fail_instead_of_slipping_past_thresholds():
 def test_folder_edited_after_the_build_is_refused(tmp_path, capsys):
     folder = make_artifact_folder(tmp_path / "tiny-dynamic-avx2", target="avx2")
     np.savez(folder / "heldout.npz", x=np.zeros((2, 16), dtype=np.float32))
-    assert verify_stage.main(["--artifact-dir", str(folder)]) == 2
+    assert verify_command.main(["--artifact-dir", str(folder)]) == 2
     assert "heldout.npz changed since the build" in capsys.readouterr().err

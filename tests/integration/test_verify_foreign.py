@@ -25,7 +25,7 @@ def encoder(tmp_path_factory):
 
 
 def run_verify(artifact, reference, inputs, out, *overrides):
-    return subprocess.run([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(artifact), "--reference",
+    return subprocess.run([sys.executable, "-m", "pipeline.commands.verify", "--artifact", str(artifact), "--reference",
                            str(reference), "--inputs", str(inputs), "--target", "avx2", "--out", str(out),
                            *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
 

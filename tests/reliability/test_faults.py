@@ -142,7 +142,7 @@ def _processes_naming(text: str) -> list[str]:
 def test_killed_verifier_takes_its_emulator_with_it(tmp_path, how):
     from tests.fixtures.tiny_artifact import make_standalone
     artifact, reference, inputs = make_standalone(tmp_path / "standalone")
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.verify.stage", "--artifact", str(artifact),
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.commands.verify", "--artifact", str(artifact),
                                 "--reference", str(reference), "--inputs", str(inputs), "--target", "avx2",
                                 "verify.profiles=[haswell]", "verify.reference_cpu=native"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ from pipeline.jsonfiles import SCHEMAS_DIR, validator
 from pipeline.manifest import Manifest
 from pipeline.release.signoff import main as signoff_main
 from pipeline.verify.report import VerifyReport
-from pipeline.verify.stage import main as verify_main
+from pipeline.commands.verify import main as verify_main
 from tests.fixtures.tiny_artifact import make_artifact_folder
 
 SCHEMAS = sorted(SCHEMAS_DIR.glob("*.schema.json"))

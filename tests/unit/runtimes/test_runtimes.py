@@ -58,7 +58,7 @@ def test_runtime_specs_resolve_to_shipped_profiles_and_hash_by_content():
 
 
 def test_verify_profiles_name_their_runtime():
-    from pipeline.verify.onnx import plan_profiles
+    from pipeline.verify.planning import plan_profiles
     cfg = compose_config(["target=avx2", "verify.profiles=[haswell@ort116,native]"])
     plans = plan_profiles(cfg, ["avx2"], True, frozenset({"avx2"}), venvs.parse("ort116"))
     assert [(p.key, p.runtime.name) for p in plans] == [("haswell@ort116", "ort116"), ("native@ort116", "ort116")]

@@ -3,8 +3,8 @@ Judged by argmax, as classifiers were, int8 could turn a label on or off without
 the largest. It is judged by the share of samples whose set of labels equals fp32's."""
 import numpy as np
 
-from pipeline.verify.fidelity import (LABEL_SETS, LOGITS, Limits, classification_figures, judge_output,
-                                      multi_label_figures, output_kind)
+from pipeline.verify.fidelity import LABEL_SETS, LOGITS, Limits, classification_figures, judge_output, output_kind
+from pipeline.verify.fidelity.figures import multi_label_figures
 
 LIMITS = Limits(0.98, 0.95, 0.97, max_accuracy_drop=0.02, max_macro_f1_drop=0.05)
 FP32 = np.array([[3.0, 0.4, -2.0, -1.0]] * 10 + [[-1.0, 2.0, -0.5, 0.8]] * 10, dtype=np.float64)

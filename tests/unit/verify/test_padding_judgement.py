@@ -7,7 +7,8 @@ ignored mask moves outputs further and flips clear decisions, and fails."""
 import numpy as np
 
 from pipeline.verify.fidelity import LOGITS, Limits, keep_decisions_within_noise
-from pipeline.verify.onnx import Evidence, judge_padding
+from pipeline.verify.onnx.evidence import Evidence
+from pipeline.verify.onnx.padding_runs import judge_padding
 
 PADDING = {"extra_tokens": 16, "thresholds": Limits(0.98, 0.95, 0.97).to_json()}
 ALONE = np.array([[2.5, 0.05, -1.5, -2.0], [-1.0, 3.0, 1.2, -0.7], [1.8, -2.2, -0.9, 0.6]])

@@ -1,4 +1,4 @@
-"""Streamed runs and their figures (pipeline/verify/child_onnx.py stream_run, pipeline/verify/fidelity.py): a real
+"""Streamed runs and their figures (pipeline/verify/child_onnx.py stream_run, pipeline/verify/fidelity/): a real
 onnxruntime session of a recurrence built with onnx.helper, the state's drift per step, sequences chosen whole, and a
 detector's per-chunk decisions at a threshold."""
 import numpy as np
