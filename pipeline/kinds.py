@@ -141,7 +141,7 @@ def kind_for_config(cfg) -> ArtifactKind:
     export, mode = str(cfg.export), str(cfg.mode.name)
     found = [kind for kind in KINDS.values() if kind.export == export and mode in kind.modes]
     if len(found) > 1:
-        found = [kind for kind in found if kind.quant_format == str(cfg.mode.get("quant_format"))] or found[:1]
+        found = [kind for kind in found if kind.quant_format == str(cfg.mode.quant_format)] or found[:1]
     if not found:
         builds = ", ".join(f"export={kind.export} mode={'|'.join(kind.modes)}" for kind in KINDS.values())
         raise KindError(f"no artifact kind is built by export={export} mode={mode}; the kinds: {builds}")
