@@ -32,7 +32,7 @@ COMMANDS = {
     "inspect": ("pipeline.inspect", "print an artifact's stamp and whether this host can run it"),
     "audit": ("pipeline.isa.audit", "list the CPU features the machine code inside an artifact needs"),
     "matrix": ("pipeline.app:matrix_main", "build and verify every combination of a release, in parallel"),
-    "signoff": ("pipeline.release.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
+    "signoff": ("pipeline.commands.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
     "bench": ("pipeline.release.bench", "measure what int8 buys on this host against fp32"),
     "arm": ("pipeline.runtimes.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
 }
