@@ -33,7 +33,7 @@ COMMANDS = {
     "inspect": ("pipeline.commands.inspect", "print an artifact's stamp and whether this host can run it"),
     "audit": ("pipeline.commands.audit", "list the CPU features the machine code inside an artifact needs"),
     "matrix": ("pipeline.commands.matrix", "build and verify every combination of a release, in parallel"),
-    "signoff": ("pipeline.release.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
+    "signoff": ("pipeline.commands.signoff", "judge a release: ready (exit 0) or blocked (exit 1), with a report"),
     "bench": ("pipeline.commands.bench", "measure what quantization buys on this host against fp32"),
     "arm": ("pipeline.commands.arm", "prepare (once) the arm64 sysroot and wheels for the Arm CPU profiles"),
 }

@@ -1,6 +1,6 @@
 """What a signoff requires beyond each artifact's own verify.json: that the evidence is the evidence it names.
 
-Each check returns signoff rows (pipeline/release/signoff.py `_row`) for one artifact folder (`artifact_stamp`
+Each check returns signoff rows (pipeline/release/signoff/rows.py `row`) for one artifact folder (`artifact_stamp`
 reads the stamp the model file carries, for these checks and for publishing):
 
 - `identity_rows`: the folder's name is the name its (signed) manifest.json was built under, and the model file's

@@ -79,7 +79,7 @@ def test_where_the_host_lacks_avx512_vnni_the_verdict_is_not_verified_never_fail
 def test_the_signoff_names_an_informational_profile_and_its_cause_without_blocking(digits_release, tmp_path):
     """A ready artifact whose verify.json also holds an informational profile that failed (as haswell's above):
     the signoff stays ready and says, in words, that the profile was not counted and why it moved."""
-    from pipeline.release.signoff import main as signoff_main
+    from pipeline.commands.signoff import main as signoff_main
     from tests.fixtures.matrix import combination, write_matrix
 
     name = "digits_cnn-static-avx2"

@@ -25,7 +25,7 @@ def test_release_multirun_survives_a_failing_combination_and_ends_with_a_table(t
     assert matrix["launcher"] == "JoblibLauncher"
     assert (release / "digits_cnn-static-avx2" / "manifest.json").is_file()
     # The signoff sees both the unverified artifact and the combination that did not build.
-    from pipeline.release.signoff import main as signoff_main
+    from pipeline.commands.signoff import main as signoff_main
     assert signoff_main(["--release", "tiny", "--artifacts-dir", str(release), "--out", str(tmp_path / "r")]) == 1
     report = json.loads((tmp_path / "r" / "signoff.json").read_text())
     assert {(r["profile"], r["status"]) for r in report["rows"] if r["outcome"] == "failed"} == {

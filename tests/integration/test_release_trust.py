@@ -25,7 +25,7 @@ from pipeline.release.publish import publish_release as _publish_release
 from pipeline.release.pull import pull
 from pipeline.release.sign import sign_release as _sign_release
 from pipeline.release.trust import Trust, verify_folder
-from pipeline.release.signoff import main as signoff_main
+from pipeline.commands.signoff import main as signoff_main
 from pipeline.release.signoff import signoff as judge_release
 from tests.conftest import REPO
 from tests.fixtures.matrix import combination, floor_waivers, write_matrix

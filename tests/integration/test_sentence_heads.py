@@ -158,7 +158,7 @@ def test_the_default_prompt_comes_first_in_every_split_as_encode_puts_it(tmp_pat
                                            "model.prompt_name=passage"]))
     assert family.tokenizer().decode(passage.encode(["a text"])["input_ids"][0]) == "[CLS] passage : a text [SEP]"
     # the person signing the release sees what a deployment must put before every text
-    from pipeline.release.signoff import main as signoff_main
+    from pipeline.commands.signoff import main as signoff_main
     signoff_main(["--release", "rc", "--artifacts-dir", str(tmp_path), "--out", str(tmp_path / "reports")])
     expected = "sentence embedding: mean pooling, L2-normalised (e5/modules.json); prompt 'query: ' before every text"
     assert expected in (tmp_path / "reports" / "signoff.md").read_text()

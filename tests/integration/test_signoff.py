@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pipeline.release.signoff import main as signoff_main
+from pipeline.commands.signoff import main as signoff_main
 from tests.fixtures.matrix import combination, floor_waivers, write_matrix
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pipeline.release.signoff import main as signoff_main
+from pipeline.commands.signoff import main as signoff_main
 from tests.conftest import REPO
 from pipeline.release.signoff import MIN_MEASURABLE_MS, noise_margin
 from tests.fixtures.matrix import combination, floor_waivers, write_matrix

@@ -166,7 +166,8 @@ def test_latency_blocks_only_beyond_the_noise_and_never_on_a_model_too_fast_to_t
 
 def test_fidelity_png_shows_every_profile_that_measured_fidelity_judged_or_not():
     """An emulated profile whose figures are not judged on its few samples (no margin) is in the plot all the same."""
-    from pipeline.release.signoff import _row, fidelity_rows, plots
+    from pipeline.release.signoff import fidelity_rows, plots
+    from pipeline.release.signoff import row as _row
     native = _row("a", "native", "pass", True, "", cpu=True, figures={"cosine_worst": 0.99},
                   margins={"cosine_worst": 0.04})
     haswell = _row("a", "haswell", "pass", True, "", cpu=True, figures={"cosine_mean": 0.99})

@@ -105,7 +105,7 @@ def test_a_killed_signoff_leaves_no_verdict_beside_pages_it_did_not_write(ready_
     (release / NAMES[0] / "verify.json").unlink()  # now blocked: the new pages say so
     killed_in("""
         import os, signal
-        from pipeline.release import signoff
+        from pipeline.release.signoff import rendering as signoff
         def dies(path, payload):
             os.kill(os.getpid(), signal.SIGKILL)
         signoff.atomic_write_json = dies  # killed right before signoff.json, every other page written

@@ -18,8 +18,6 @@ from tests.unit.project.test_architecture import GRAPH, MODULES
 # small command line of its own, run by the verifier), and the guard (its own stdlib-only wheel with its own CLI).
 PARSING = ("pipeline.commands", "pipeline.cli", "pipeline.commandline", "pipeline.guard")
 CHILDREN = ("pipeline.verify.child_decoder", "pipeline.verify.child_onnx", "pipeline.verify.child_pt2")
-# Not moved yet: their owners move them into pipeline/commands/ (signoff.py, bench.py, verify.py) in this round.
-NOT_MOVED_YET = {"signoff": "pipeline.release.signoff"}
 
 
 def _within(name: str, packages: tuple[str, ...]) -> bool:
@@ -41,7 +39,7 @@ def argparse_importers() -> set[str]:
 def parsing_outside_commands() -> list[str]:
     """Modules outside the places allowed to parse a command line that import argparse, the shared command parser
     (pipeline.commandline) or a command module."""
-    allowed = set(PARSING) | set(CHILDREN) | set(NOT_MOVED_YET.values())
+    allowed = set(PARSING) | set(CHILDREN)
     wrong = [f"{name} imports argparse" for name in argparse_importers() if not _within(name, tuple(allowed))]
     for name, targets in GRAPH.items():
         if _within(name, tuple(allowed)) or name == "pipeline.__main__":
@@ -67,9 +65,6 @@ def test_the_check_finds_a_domain_module_that_parses(monkeypatch, tmp_path):
 @pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
 def test_every_command_is_a_module_of_the_commands_package_with_a_parser_and_main(command):
     module = ALL_COMMANDS[command][0]
-    if command in NOT_MOVED_YET:
-        assert module == NOT_MOVED_YET[command]
-        pytest.skip(f"{command} is parsed in {module} until its owner moves it to pipeline/commands/{command}.py")
     assert module == f"pipeline.commands.{command}"
     loaded = importlib.import_module(module)
     assert isinstance(loaded.build_parser(), argparse.ArgumentParser)

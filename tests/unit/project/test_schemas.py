@@ -10,7 +10,7 @@ from pipeline.guard import REQUIRED_STAMP_KEYS, StampError, decode_stamp
 from pipeline.guard.stamp import FEATURE_LIST_KEYS, JSON_OBJECT_KEYS
 from pipeline.jsonfiles import SCHEMAS_DIR, validator
 from pipeline.manifest import Manifest
-from pipeline.release.signoff import main as signoff_main
+from pipeline.commands.signoff import main as signoff_main
 from pipeline.verify.report import VerifyReport
 from pipeline.commands.verify import main as verify_main
 from tests.fixtures.tiny_artifact import make_artifact_folder
