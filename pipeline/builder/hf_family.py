@@ -27,6 +27,7 @@ import numpy as np
 from calibration.errors import one_line
 from pipeline.builder.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
                                         resolve_model_path, weights_digest)
+from pipeline.builder.family import FamilyBase
 from pipeline.builder.sentence_head import read_sentence_head
 from pipeline.errors import InputError, QuantgateError
 
@@ -70,7 +71,9 @@ def _short_list(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > SHOWN else "")
 
 
-class HfFamily:
+class HfFamily(FamilyBase):
+    """A transformers checkpoint with its task's head (the family contract: pipeline/builder/family.py)."""
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.task = str(cfg.model.task) if cfg.model.task is not None else None

@@ -19,6 +19,7 @@ import numpy as np
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
 from pipeline.builder.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
+from pipeline.builder.family import FamilyBase
 from pipeline.builder.npz_data import NpzData
 from pipeline.errors import InputError, QuantgateError
 from pipeline.layout import all_graphs, find_layout, with_batch_axes
@@ -158,7 +159,9 @@ def external_files(path: Path, model) -> list[Path]:
     return [path, *sorted(path.parent / name for name in names)]
 
 
-class OnnxFamily(NpzData):
+class OnnxFamily(NpzData, FamilyBase):
+    """A user's fp32 ONNX file: its own reference (`reference_onnx`), no torch module."""
+
     def __init__(self, cfg):
         import onnx
 
