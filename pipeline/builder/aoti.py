@@ -286,7 +286,7 @@ def run(cfg, manifest: Manifest) -> Manifest:
     from pipeline.manifest import atomic_write_json
     from pipeline.builder.models import model_family
     from pipeline.builder.calibrate import load_batches, load_inputs, save_npz
-    from pipeline.builder.gate import budget_text, metrics, within_budget
+    from pipeline.builder.budget import budget_text, metrics, within_budget
     from pipeline.builder.quantize import policy
     from pipeline.builder.stamp import config_sha256
     from pipeline.isa.targets import required_cpu_features
