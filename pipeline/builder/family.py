@@ -53,8 +53,8 @@ words naming it (a TypeError: registering an incomplete family is a programming 
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
-import textwrap
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -114,6 +114,9 @@ class LanguageModelFamily(IdentifiedModel, Protocol):
     def sequences(self, texts: list[str]) -> list[np.ndarray]: ...
 
 
+# The members that are data, not methods: these may also be set in a method (`self.kind = ...`).
+DATA_MEMBERS = frozenset(name for protocol in (ModelFamily, LanguageModelFamily)
+                         for klass in protocol.__mro__ for name in klass.__dict__.get("__annotations__", {}))
 # The torch trio: the fp32 model of a family without its own reference_onnx.
 TORCH_MEMBERS = ("load_torch", "example_inputs", "dynamic_shapes")
 
@@ -156,32 +159,42 @@ def protocol_members(protocol: type) -> list[str]:
     return list(names)
 
 
-def _assigned_in_methods(klass: type) -> set[str]:
-    """The names a class's methods assign as `self.<name> = ...` (instance attributes, as a type checker infers them)."""
+@functools.cache
+def _self_assignments(filename: str) -> dict[str, frozenset[str]]:
+    """For each class of a source file: the names its methods assign as `self.<name> = ...` (instance attributes,
+    as a type checker infers them)."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-    except (OSError, TypeError, SyntaxError):  # no source (a class made at run time): its attributes only
-        return set()
-    names = set()
-    for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-            if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
-        for target in targets:
-            for leaf in ast.walk(target):
+        tree = ast.parse(Path(filename).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found: dict[str, set[str]] = {}
+    for body in (node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)):
+        names = found.setdefault(body.name, set())
+        for node in ast.walk(body):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+            for leaf in (leaf for target in targets for leaf in ast.walk(target)):
                 if isinstance(leaf, ast.Attribute) and isinstance(leaf.value, ast.Name) and leaf.value.id == "self":
                     names.add(leaf.attr)
-    return names
+    return {name: frozenset(names) for name, names in found.items()}
+
+
+def _assigned_in_methods(klass: type) -> frozenset[str]:
+    """What `klass`'s methods assign to self; nothing for a class without a source file (made at run time)."""
+    try:
+        filename = inspect.getsourcefile(klass)
+    except TypeError:  # a built-in class
+        return frozenset()
+    return _self_assignments(filename).get(klass.__name__, frozenset()) if filename else frozenset()
 
 
 def defined_by(cls: type, name: str, skip: tuple[type, ...] = ()) -> bool:
-    """Whether `cls` (or a base other than `skip` and object) defines the member `name`: as an attribute, an
-    annotation in a class body, or an assignment to self in a method."""
-    for klass in cls.__mro__:
-        if klass is object or klass in skip:
-            continue
-        if name in vars(klass) or name in klass.__dict__.get("__annotations__", {}) or name in _assigned_in_methods(klass):
-            return True
-    return False
+    """Whether `cls` (or a base other than `skip` and object) defines the member `name`: as an attribute or an
+    annotation in a class body, or (a data member of the contract) an assignment to self in a method."""
+    bases = [klass for klass in cls.__mro__ if klass is not object and klass not in skip]
+    if any(name in vars(klass) or name in klass.__dict__.get("__annotations__", {}) for klass in bases):
+        return True
+    return name in DATA_MEMBERS and any(name in _assigned_in_methods(klass) for klass in bases)
 
 
 def missing_members(cls: type) -> list[str]:

@@ -21,6 +21,7 @@ from calibration.errors import one_line
 from pipeline.builder.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
 from pipeline.builder.family import FamilyBase
 from pipeline.builder.npz_data import NpzData
+from pipeline.builder.reproducible import portable_path_value
 from pipeline.errors import InputError, QuantgateError
 from pipeline.layout import all_graphs, find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
@@ -162,6 +163,10 @@ def external_files(path: Path, model) -> list[Path]:
 class OnnxFamily(NpzData, FamilyBase):
     """A user's fp32 ONNX file: its own reference (`reference_onnx`), no torch module."""
 
+    kind: str  # model.kind
+    input_names: list[str]  # the graph's inputs that are not initializers
+    output_names: list[str]
+
     def __init__(self, cfg):
         import onnx
 
@@ -213,7 +218,6 @@ class OnnxFamily(NpzData, FamilyBase):
 
     @property
     def source_name(self) -> str:
-        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(str(self.cfg.model.path))
 
     def weights_sha256(self) -> str:

@@ -131,6 +131,10 @@ def call_factory(text: str):
 class TorchFamily(NpzData, FamilyBase):
     """A user's torch module from `model.factory`; torch.export's refusals in the user's terms (`export_refused`)."""
 
+    kind: str  # model.kind
+    input_names: list[str]  # the forward's parameters the example inputs fill
+    output_names: list[str]  # output, output_0.., or the returned dict's keys
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.module, self.input_names, self._examples, self.output_names = call_factory(cfg.model.factory)
