@@ -61,6 +61,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.builder.checkpoints import DataSplits
+from pipeline.builder.sentence_head import SentenceHead
+from pipeline.layout import Layout
 
 CONTRACT = "pipeline/builder/family.py"
 
@@ -92,9 +94,10 @@ class ModelFamily(IdentifiedModel, Protocol):
 
     def dynamic_shapes(self) -> tuple: ...
 
+    # capabilities: their defaults are FamilyBase's
     fusable: bool
-    sentence_head: Any
-    layout: Any
+    sentence_head: SentenceHead | None
+    layout: Layout | None
     checkpoint_folder: Path | None
 
     def attention_shape(self) -> tuple[int, int]: ...
@@ -125,8 +128,8 @@ class FamilyBase:
     """The default of every capability of the contract: a family that inherits it states only what it has."""
 
     fusable: bool = False
-    sentence_head: Any = None
-    layout: Any = None
+    sentence_head: SentenceHead | None = None
+    layout: Layout | None = None
     checkpoint_folder: Path | None = None
 
     def attention_shape(self) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from pipeline.builder.checkpoints import resolve_model_path  # noqa: F401 - task.py imports it from here
 from pipeline.builder.decoder import DecoderFamily
 from pipeline.builder.digits_family import DigitsCnnFamily
-from pipeline.builder.family import ModelFamily, check_decoder, check_family, check_instance
+from pipeline.builder.family import LanguageModelFamily, ModelFamily, check_decoder, check_family, check_instance
 from pipeline.builder.hf_family import HfFamily
 from pipeline.builder.onnx_family import OnnxFamily
 from pipeline.builder.text_embedding_family import TextEmbeddingFamily
@@ -58,9 +58,10 @@ register_family("torch", TorchFamily)
 _FAMILY_CACHE: dict[str, object] = {}
 
 
-def model_family(cfg) -> ModelFamily:
-    """The family for this config; one instance per model+data config in a process, so a model the
-    pipeline trains (digits_cnn) is trained once per build, not once per stage."""
+def model_family(cfg) -> ModelFamily | LanguageModelFamily:
+    """The family for this config (a LanguageModelFamily for a registered decoder's model.task=text-generation);
+    one instance per model+data config in a process, so a model the pipeline trains (digits_cnn) is trained once
+    per build, not once per stage."""
     name = cfg.model.family
     if name not in FAMILIES:
         raise QuantgateError(f"unknown model.family {name!r}; valid: {', '.join(FAMILIES)}")
