@@ -43,7 +43,7 @@ from pipeline.builder.models import model_family
 from pipeline.builder.quantize import policy
 from pipeline.builder.stamp import config_sha256, stamp_values
 from pipeline.errors import NotVerified, QuantgateError
-from pipeline.guard.cpuid import host_features
+from pipeline.guard import cpuid
 from pipeline.guard.pt2 import read_package_stamp
 from pipeline.isa import audit
 from pipeline.isa.targets import required_cpu_features
@@ -365,6 +365,6 @@ def run(cfg, manifest: Manifest) -> Manifest:
         seconds = compile_package(program, package, plan, audited_stamp(cfg, manifest, plan, required))
     say(f"compile: {seconds:.1f} s, {package.stat().st_size / 1e6:.2f} MB")
     shipped = write_audit(cfg, manifest, package, required)
-    check_host_runs(shipped, host_features(), cfg.target.name)
+    check_host_runs(shipped, cpuid.host_features(), cfg.target.name)
     gate_package(cfg, manifest, family, package)
     return manifest
