@@ -37,8 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import kinds
+from pipeline.builder import qat, reproducible
+from pipeline.builder.budget import budget_text, metrics, within_budget
+from pipeline.builder.calibrate import load_batches, load_inputs, save_npz
+from pipeline.builder.models import model_family
+from pipeline.builder.quantize import policy
+from pipeline.builder.stamp import config_sha256, stamp_values
 from pipeline.errors import NotVerified, QuantgateError
-from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest
+from pipeline.guard import cpuid
+from pipeline.guard.pt2 import read_package_stamp
+from pipeline.isa import audit
+from pipeline.isa.targets import required_cpu_features
+from pipeline.manifest import REFERENCE_OUTPUTS_FILE, Manifest, atomic_write_json
 from pipeline.progress import say, step
 
 KIND = kinds.AOTI_PT2  # what this stage builds: its file, container and stamp kind are the registry's
@@ -134,8 +144,6 @@ def portable_compile(cache: str):
     """
     from torch._inductor import config, cpp_builder
 
-    from pipeline.builder import reproducible
-
     maps = [(root, label.rstrip("/") or ".") for root, label in reproducible.host_roots()]
     maps += [(cache, "<inductor-cache>"), (os.path.realpath(cache), "<inductor-cache>")]
     flags = [f"ffile-prefix-map={old}={new}" for old, new in sorted(set(maps), key=lambda m: len(m[0]))]
@@ -157,8 +165,6 @@ def portable_compile(cache: str):
 def portable_sources(files: list, cache: str) -> None:
     """The generated sources and json that go into the package, with the cache folder and this
     machine's folders replaced by portable names (they end with the compile and link commands)."""
-    from pipeline.builder import reproducible
-
     for name in files:
         if not isinstance(name, str) or not name.endswith((".cpp", ".h", ".json", ".txt")):
             continue
@@ -209,16 +215,13 @@ def compile_package(program, path: Path, plan: IsaPlan | None, extra_files_for=N
 # --- quantization: torchao PT2E with X86InductorQuantizer -----------------------------------------------
 def static_quantizer(record):
     """The same policy mapping as QAT's (pipeline/builder/qat.py), with observers instead of fake quant."""
-    from pipeline.builder.qat import quantizer_for
-    return quantizer_for(record, is_qat=False)
+    return qat.quantizer_for(record, is_qat=False)
 
 
 def quantize_static(cfg, record, calibration_batches: list):
     """prepare_pt2e, run the calibration batches through the observers, convert_pt2e."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from pipeline.builder.models import model_family
 
     family = model_family(cfg)
     torch.manual_seed(int(cfg.model.seed))
@@ -236,7 +239,6 @@ def quantize_static(cfg, record, calibration_batches: list):
 def quantize_qat(cfg, record, calibration_batches: list):
     """QAT (pipeline/builder/qat.py): the fine-tuned, converted graph, compiled here instead of exported, and the
     training summary."""
-    from pipeline.builder import qat
     result = qat.train(cfg, record, calibration_batches)
     return result.converted(), result.summary
 
@@ -268,40 +270,18 @@ def check_host_runs(audited: list[str], host: frozenset[str], target: str) -> No
 
 def stamp_for(cfg, manifest: Manifest, plan: IsaPlan, audited: list[str]) -> dict[str, str]:
     """The ONNX stamp's keys (stages.stamp.stamp_values), plus what only a native package has."""
-    from pipeline.isa.audit import STAMP_KEY
-    from pipeline.builder.stamp import stamp_values
-
     compiler = {"cxx": f"g++ {compiler_version()}", "march": plan.march, "inductor_vec_isa": plan.vec_isa or "none",
                 "simdlen": plan.simdlen}
     return stamp_values(cfg, manifest) | {
         "artifact_kind": KIND.stamp_kind, "opset": "none (AOTInductor package)",
-        STAMP_KEY: json.dumps(audited, separators=(",", ":")),
+        audit.STAMP_KEY: json.dumps(audited, separators=(",", ":")),
         "compiler": json.dumps(compiler, sort_keys=True, separators=(",", ":"))}
 
 
-def run(cfg, manifest: Manifest) -> Manifest:
-    """After export and calibrate: quantize (PT2E), compile for the target, audit, stamp, gate."""
+def quantized_program(cfg, manifest: Manifest, family, record, batches: list):
+    """The PT2E int8 model (static, or QAT's fine-tuned one), exported by torch.export with the family's dynamic
+    shapes: what AOTInductor compiles."""
     import torch
-
-    from pipeline.isa import audit
-    from pipeline.guard.pt2 import read_package_stamp
-    from pipeline.manifest import atomic_write_json
-    from pipeline.builder.models import model_family
-    from pipeline.builder.calibrate import load_batches, load_inputs, save_npz
-    from pipeline.builder.gate import budget_text, metrics, within_budget
-    from pipeline.builder.quantize import policy
-    from pipeline.builder.stamp import config_sha256
-    from pipeline.isa.targets import required_cpu_features
-
-    family = model_family(cfg)
-    record = policy(cfg)
-    manifest.quantization = record = dataclasses.replace(record, quant_format="PT2E")
-    manifest.required_cpu_features = required = required_cpu_features(
-        cfg.target.microarchitecture, list(cfg.target.extra_features))
-    manifest.config_sha256 = config_sha256(cfg)
-    manifest.model_file = PACKAGE_FILE
-    plan = isa_plan(cfg.target.microarchitecture, required)
-    batches = load_batches(manifest.path(manifest.calibration_file))
 
     with step(f"quantize: torchao PT2E {record.mode} (X86InductorQuantizer, per_channel={record.per_channel}, "
               f"reduce_range={record.reduce_range})"):
@@ -311,10 +291,13 @@ def run(cfg, manifest: Manifest) -> Manifest:
             converted = quantize_static(cfg, record, batches)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.export.export(converted, family.example_inputs(), dynamic_shapes=family.dynamic_shapes())
+            return torch.export.export(converted, family.example_inputs(), dynamic_shapes=family.dynamic_shapes())
 
-    def audited_stamp(libraries: list[Path]) -> dict[str, str]:
-        """Audit the compiled libraries before they are packaged; over the target, nothing ships."""
+
+def audited_stamp(cfg, manifest: Manifest, plan: IsaPlan, required: list[str]):
+    """compile_package's `extra_files_for`: audit the compiled libraries before they are packaged (over the target,
+    nothing ships), set manifest.stamp and return the package's stamp member."""
+    def stamp_member(libraries: list[Path]) -> dict[str, str]:
         reports = [audit.audit_elf(library.read_bytes(), library.name) for library in libraries]
         measured = audit.AuditReport(PACKAGE_FILE, KIND.container, reports)
         problems = audit.check(measured, required, cfg.target.name)
@@ -328,13 +311,11 @@ def run(cfg, manifest: Manifest) -> Manifest:
         manifest.stamp = stamp_for(cfg, manifest, plan, measured.features())
         return {STAMP_MEMBER: json.dumps({f"quantgate.{k}": v for k, v in manifest.stamp.items()}, indent=1,
                                          sort_keys=True) + "\n"}
+    return stamp_member
 
-    package = manifest.path(PACKAGE_FILE)
-    settings = plan.describe() if plan else "inductor's defaults (-march=native, the host's vector ISA)"
-    with step(f"compile: AOTInductor for {cfg.target.name}: {settings}, then audit"):
-        seconds = compile_package(program, package, plan, audited_stamp)
-    say(f"compile: {seconds:.1f} s, {package.stat().st_size / 1e6:.2f} MB")
-    # What ships, audited again from the package itself; audit.json is the evidence.
+
+def write_audit(cfg, manifest: Manifest, package: Path, required: list[str]) -> list[str]:
+    """What ships, audited again from the package itself, written as audit.json (the evidence); its features."""
     shipped = audit.audit_path(package)
     if shipped.features() != json.loads(manifest.stamp[audit.STAMP_KEY]) or read_package_stamp(package) != manifest.stamp:
         raise RuntimeError("model.pt2 does not hold the libraries and stamp that were audited")
@@ -344,11 +325,16 @@ def run(cfg, manifest: Manifest) -> Manifest:
         library["name"] = library["name"].replace(str(package), PACKAGE_FILE, 1)
         library.pop("seconds", None)  # the audit's own run time: the only byte that changed between builds
     atomic_write_json(manifest.path(audit.AUDIT_FILE), evidence)
+    return shipped.features()
 
-    # Build-time accuracy gate on the validation split, against the fp32 torch model (no fallback).
-    from pipeline.guard.cpuid import host_features
-    check_host_runs(shipped.features(), host_features(), cfg.target.name)
+
+def gate_package(cfg, manifest: Manifest, family, package: Path) -> None:
+    """Build-time accuracy gate on the validation split, against the fp32 torch model (no fallback); then fp32's
+    held-out outputs, verification's reference."""
+    import torch
+
     model = family.load_torch()
+
     def fp32_outputs(inputs):
         with torch.no_grad():
             return model(*(torch.from_numpy(inputs[n]) for n in family.input_names)).numpy()
@@ -363,6 +349,24 @@ def run(cfg, manifest: Manifest) -> Manifest:
                              f"({budget_text(manifest.fp32_metrics, cfg.verify)}): {text}")
     heldout, _ = load_inputs(manifest.path(manifest.heldout_file), family.input_names)
     save_npz(manifest.path(REFERENCE_OUTPUTS_FILE), {family.output_names[0]: fp32_outputs(heldout)})
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    """After export and calibrate: quantize (PT2E), compile for the target, audit, stamp, gate."""
+    family = model_family(cfg)
+    manifest.quantization = record = dataclasses.replace(policy(cfg), quant_format="PT2E")
+    manifest.required_cpu_features = required = required_cpu_features(
+        cfg.target.microarchitecture, list(cfg.target.extra_features))
+    manifest.config_sha256 = config_sha256(cfg)
+    manifest.model_file = PACKAGE_FILE
+    plan = isa_plan(cfg.target.microarchitecture, required)
+    program = quantized_program(cfg, manifest, family, record, load_batches(manifest.path(manifest.calibration_file)))
+    package = manifest.path(PACKAGE_FILE)
+    settings = plan.describe() if plan else "inductor's defaults (-march=native, the host's vector ISA)"
+    with step(f"compile: AOTInductor for {cfg.target.name}: {settings}, then audit"):
+        seconds = compile_package(program, package, plan, audited_stamp(cfg, manifest, plan, required))
+    say(f"compile: {seconds:.1f} s, {package.stat().st_size / 1e6:.2f} MB")
+    shipped = write_audit(cfg, manifest, package, required)
+    check_host_runs(shipped, cpuid.host_features(), cfg.target.name)
+    gate_package(cfg, manifest, family, package)
     return manifest
-
-

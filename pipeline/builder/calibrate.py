@@ -11,12 +11,15 @@ import io
 
 import numpy as np
 
+from calibration import layout
 from calibration.coverage import coverage_report, describe
 from calibration.sampling import deduplicated_indices, draw
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, atomic_write_bytes, atomic_write_json
-from pipeline.builder.models import DataSplits, model_family
+from pipeline.builder.checkpoints import DataSplits
+from pipeline.builder.models import model_family
 from pipeline.progress import say, step
+from pipeline.verify.child_onnx import stream_run
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -93,9 +96,6 @@ def carried_states(reference, batches: list[dict[str, np.ndarray]], record: dict
     chunk but a sequence's first takes the state the chunk before it returned (the data may hold only zeros)."""
     import onnxruntime as ort
 
-    from calibration import layout
-    from pipeline.verify.child_onnx import stream_run
-
     axes = record["inputs"]
     examples = layout.concatenate(batches, axes)
     n = layout.count(examples, axes)
@@ -115,74 +115,77 @@ def carried_states(reference, batches: list[dict[str, np.ndarray]], record: dict
     return [layout.take(examples, slice(int(start), int(start + size)), axes) for start, size in zip(starts, sizes)]
 
 
-def run(cfg, manifest: Manifest) -> Manifest:
-    calibration_cfg = cfg.calibration
-    family = model_family(cfg)
-    strategy, seed = calibration_cfg.strategy, int(calibration_cfg.seed)
-    with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
-              f"{calibration_cfg.n_heldout} held-out examples ({strategy}, seed {seed})"):
-        data = family.data()
-        check_source_values(data)
-        # A small user file is used whole (down to calibration.min_samples, checked below); the
-        # validation and held-out samples still need their full counts.
-        available = len(deduplicated_indices(data.calibration_pool)) if calibration_cfg.deduplicate \
-            else len(data.calibration_pool)
-        reserved = (calibration_cfg.n_validation + calibration_cfg.n_heldout) if data.shared_pool else 0
-        n_samples = min(int(calibration_cfg.n_samples), max(available - reserved, 1))
-        if n_samples < calibration_cfg.n_samples:
-            say(f"calibrate: the source has {available} distinct examples; calibrating on {n_samples}, not "
-                f"calibration.n_samples={calibration_cfg.n_samples}")
-        check_sample_size(n_samples, int(calibration_cfg.min_samples))
-        calibration = draw(data.calibration_pool, n_samples, seed, strategy,
-                           data.calibration_labels, deduplicate=calibration_cfg.deduplicate,
-                           what="calibration sample")
-        used = set(calibration.indices) if data.shared_pool else set()
-        validation = draw(data.validation_pool, calibration_cfg.n_validation, seed + 1, strategy,
-                          data.validation_labels, exclude=used, deduplicate=calibration_cfg.deduplicate,
-                          what="validation sample (calibration.n_validation)")
-        used |= set(validation.indices) if data.shared_pool else set()
-        heldout = draw(data.heldout_pool, calibration_cfg.n_heldout, seed + 2, strategy, data.heldout_labels,
-                       exclude=used, deduplicate=calibration_cfg.deduplicate,
-                       what="held-out sample (calibration.n_heldout)")
-        histogram_method = calibration_cfg.method != "minmax"
-        batch_size = int(calibration_cfg.batch_size)
-        batches = [family.encode(calibration.examples[start:start + batch_size], histogram_method)
-                   for start in range(0, len(calibration), batch_size)]
-        layout_record = getattr(getattr(family, "layout", None), "to_json", dict)()
-        if layout_record.get("state"):
-            batches = carried_states(manifest.path(manifest.reference_file), batches, layout_record,
-                                     int(cfg.verify.stream_steps))
-        save_batches(manifest.path(manifest.calibration_file), batches)
-        head = getattr(family, "sentence_head", None)
-        if head is not None and head.prompt:
-            say(f"calibrate: every text gets the prompt {head.prompt!r} first ({head.prompt_source}), as "
-                f"SentenceTransformer.encode does")
-            doubled = sum(isinstance(text, str) and text.startswith(head.prompt) for text in calibration.examples)
-            if doubled:
-                say(f"calibrate: {doubled} of {len(calibration)} calibration texts already start with "
-                    f"{head.prompt!r} and now read {head.prompt * 2!r}...; if your traffic carries the prompt, "
-                    f"build with model.prompt_name=''")
-        if calibration_cfg.source in TEXT_SOURCES:
-            max_length = int(cfg.model.max_length)
-            cut = rows_at_max_length(batches, max_length)
-            if cut:
-                say(f"calibrate: {cut} of {len(calibration)} calibration texts reach model.max_length={max_length} "
-                    f"tokens and longer ones were cut there: the artifact is calibrated, gated and verified on at "
-                    f"most {max_length} tokens; if real traffic is longer, build with a larger model.max_length")
-        for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
-            arrays = family.encode(sample.examples)
-            if sample.labels is not None:
-                arrays["labels"] = family.encode_labels(sample.examples, sample.labels) \
-                    if hasattr(family, "encode_labels") else np.asarray(sample.labels, dtype=np.int64)
-            save_npz(manifest.path(filename), arrays)
+def draw_samples(calibration_cfg, data: DataSplits) -> tuple:
+    """The calibration, validation and held-out samples (calibration.sampling Sample), disjoint when the three
+    draw from one pool. A small user file is used whole (down to calibration.min_samples, checked here); the
+    validation and held-out samples still need their full counts."""
+    strategy, seed, deduplicate = calibration_cfg.strategy, int(calibration_cfg.seed), calibration_cfg.deduplicate
+    available = len(deduplicated_indices(data.calibration_pool)) if deduplicate else len(data.calibration_pool)
+    reserved = (calibration_cfg.n_validation + calibration_cfg.n_heldout) if data.shared_pool else 0
+    n_samples = min(int(calibration_cfg.n_samples), max(available - reserved, 1))
+    if n_samples < calibration_cfg.n_samples:
+        say(f"calibrate: the source has {available} distinct examples; calibrating on {n_samples}, not "
+            f"calibration.n_samples={calibration_cfg.n_samples}")
+    check_sample_size(n_samples, int(calibration_cfg.min_samples))
+    calibration = draw(data.calibration_pool, n_samples, seed, strategy, data.calibration_labels,
+                       deduplicate=deduplicate, what="calibration sample")
+    used = set(calibration.indices) if data.shared_pool else set()
+    validation = draw(data.validation_pool, calibration_cfg.n_validation, seed + 1, strategy, data.validation_labels,
+                      exclude=used, deduplicate=deduplicate, what="validation sample (calibration.n_validation)")
+    used |= set(validation.indices) if data.shared_pool else set()
+    heldout = draw(data.heldout_pool, calibration_cfg.n_heldout, seed + 2, strategy, data.heldout_labels,
+                   exclude=used, deduplicate=deduplicate, what="held-out sample (calibration.n_heldout)")
+    return calibration, validation, heldout
 
+
+def say_prompt(head, examples: list) -> None:
+    """Say the prompt every text gets (a sentence head's), and how many texts already carried it."""
+    if head is None or not head.prompt:
+        return
+    say(f"calibrate: every text gets the prompt {head.prompt!r} first ({head.prompt_source}), as "
+        f"SentenceTransformer.encode does")
+    doubled = sum(isinstance(text, str) and text.startswith(head.prompt) for text in examples)
+    if doubled:
+        say(f"calibrate: {doubled} of {len(examples)} calibration texts already start with {head.prompt!r} and now "
+            f"read {head.prompt * 2!r}...; if your traffic carries the prompt, build with model.prompt_name=''")
+
+
+def say_truncated(cfg, batches: list[dict[str, np.ndarray]], n_examples: int) -> None:
+    """Say how many calibration texts model.max_length cut."""
+    if cfg.calibration.source not in TEXT_SOURCES:
+        return
+    max_length = int(cfg.model.max_length)
+    cut = rows_at_max_length(batches, max_length)
+    if cut:
+        say(f"calibrate: {cut} of {n_examples} calibration texts reach model.max_length={max_length} tokens and "
+            f"longer ones were cut there: the artifact is calibrated, gated and verified on at most {max_length} "
+            f"tokens; if real traffic is longer, build with a larger model.max_length")
+
+
+def calibration_batches(cfg, manifest: Manifest, family, examples: list) -> list[dict[str, np.ndarray]]:
+    """The calibration sample encoded in batches of calibration.batch_size (padded to model.max_length for the
+    histogram methods), with a stateful model's state inputs as a streamed fp32 run carries them."""
+    pad = cfg.calibration.method != "minmax"
+    size = int(cfg.calibration.batch_size)
+    batches = [family.encode(examples[start:start + size], pad) for start in range(0, len(examples), size)]
+    layout_record = family.layout.to_json() if family.layout is not None else {}
+    if layout_record.get("state"):
+        batches = carried_states(manifest.path(manifest.reference_file), batches, layout_record,
+                                 int(cfg.verify.stream_steps))
+    return batches
+
+
+def check_coverage(cfg, manifest: Manifest, family, batches: list[dict[str, np.ndarray]], sha256: str) -> str:
+    """Write calibration_report.json (are held-out activations inside the calibration ranges?), say it, and fail
+    the build when calibration is not representative; returns the report's status."""
+    calibration_cfg = cfg.calibration
     with step("calibrate: coverage of held-out activations by calibration ranges"):
         heldout_inputs, _ = load_inputs(manifest.path(manifest.heldout_file), family.input_names)
         report = coverage_report(
             manifest.path(manifest.reference_file), list(cfg.mode.op_types_to_quantize), batches,
             [heldout_inputs], float(calibration_cfg.coverage_warn), float(calibration_cfg.coverage_fail),
             enforced=cfg.mode.name in ("static", "qat"))
-        report["calibration_sha256"] = calibration.sha256()
+        report["calibration_sha256"] = sha256
         atomic_write_json(manifest.path(manifest.calibration_report_file), report)
     say(describe(report))
     if report["status"] == "warn":
@@ -195,9 +198,30 @@ def run(cfg, manifest: Manifest) -> Manifest:
             f"{report['worst_tensors'][0]} fall outside the calibration range (calibration.coverage_fail="
             f"{calibration_cfg.coverage_fail}); worst tensors: {', '.join(report['worst_tensors'][:3])}. Use more "
             f"or more varied calibration data (calibration.n_samples, calibration.strategy=stratified)")
-    manifest.coverage_status = report["status"]
+    return report["status"]
+
+
+def run(cfg, manifest: Manifest) -> Manifest:
+    calibration_cfg = cfg.calibration
+    family = model_family(cfg)
+    with step(f"calibrate: {calibration_cfg.n_samples} calibration, {calibration_cfg.n_validation} validation, "
+              f"{calibration_cfg.n_heldout} held-out examples ({calibration_cfg.strategy}, seed "
+              f"{int(calibration_cfg.seed)})"):
+        data = family.data()
+        check_source_values(data)
+        calibration, validation, heldout = draw_samples(calibration_cfg, data)
+        batches = calibration_batches(cfg, manifest, family, calibration.examples)
+        save_batches(manifest.path(manifest.calibration_file), batches)
+        say_prompt(family.sentence_head, calibration.examples)
+        say_truncated(cfg, batches, len(calibration))
+        for sample, filename in ((validation, manifest.validation_file), (heldout, manifest.heldout_file)):
+            arrays = family.encode(sample.examples)
+            if sample.labels is not None:
+                arrays["labels"] = family.encode_labels(sample.examples, sample.labels)
+            save_npz(manifest.path(filename), arrays)
+    manifest.coverage_status = check_coverage(cfg, manifest, family, batches, calibration.sha256())
     manifest.calibration = CalibrationRecord(
         dataset=data.dataset_name, split=calibration_cfg.split, n=len(calibration), n_heldout=len(heldout),
         method=calibration_cfg.method, sha256=calibration.sha256(), heldout_sha256=heldout.sha256(),
-        seed=seed, indices=calibration.indices, heldout_indices=heldout.indices)
+        seed=int(calibration_cfg.seed), indices=calibration.indices, heldout_indices=heldout.indices)
     return manifest

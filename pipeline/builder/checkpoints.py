@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import one_line
+from calibration.sources import hub_dataset_label
+from pipeline.builder.reproducible import portable_path_value
+from pipeline.builder.user_files import check_contained
 from pipeline.errors import InputError, QuantgateError
 from pipeline.manifest import sha256_bytes, sha256_file
 
@@ -56,10 +59,8 @@ def dataset_identity(calibration_cfg) -> str:
     """The calibration source as the stamp names it: user files by basename and sha256 of their bytes
     (`traffic.jsonl sha256:...`), a hub dataset by name (a local dataset folder by its basename), never
     by where they lie on the build machine."""
-    from pipeline.builder.reproducible import portable_path_value
     if calibration_cfg.source == "files":  # a StrEnum: equal to its string
         return ", ".join(portable_path_value(f) for f in calibration_cfg.data_files)
-    from calibration.sources import hub_dataset_label
     from omegaconf import OmegaConf
     portable = OmegaConf.merge(calibration_cfg, {"hub_name": portable_path_value(str(calibration_cfg.hub_name))})
     return hub_dataset_label(portable)
@@ -97,7 +98,6 @@ def resolve_model_path(name_or_path: str | None) -> Path:
 def check_copied_files(path: Path) -> None:
     """Every file of the checkpoint an artifact is made of (its config, weights and the preprocessing files copied
     beside model.onnx) must lie inside the checkpoint folder: a symlink out of it is refused, naming it."""
-    from pipeline.builder.user_files import check_contained
     check_contained(path, ["config.json", *PREPROCESSING_FILES, *(f.name for f in weight_files(path))])
 
 

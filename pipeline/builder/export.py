@@ -20,12 +20,13 @@ import warnings
 from pathlib import Path
 
 from calibration.errors import one_line
-from pipeline.builder import reproducible
+from pipeline.builder import reference_cache, reproducible
 from pipeline.builder.fuse import CONTRIB_DOMAIN, fuse_transformer
 from pipeline.manifest import DEBUG_DIR, FusionRecord, Manifest, atomic_write_bytes
 from pipeline.builder.models import model_family
 from pipeline.errors import InputError, QuantgateError
 from pipeline.progress import say, step
+from pipeline.runtimes import venvs
 
 
 def export_onnx(model, example_inputs: tuple, dynamic_shapes: dict, input_names: list[str],
@@ -107,7 +108,6 @@ def fit_to_runtime(env, cfg, onnx_bytes: bytes) -> tuple[bytes, int]:
     quantization, so the quantizer works on (and keeps) versions that runtime accepts."""
     import onnx
 
-    from pipeline.runtimes import venvs
     model, changes = venvs.fit_model(onnx.load_from_string(onnx_bytes), env.limits, cfg.model.name)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not changes:
@@ -138,34 +138,40 @@ def fuse(cfg, manifest: Manifest, family, onnx_bytes: bytes):
     return fused
 
 
+def export_torch(cfg, family, fused: bool) -> bytes:
+    """The family's torch module as ONNX: fused, by the TorchScript exporter with eager attention; otherwise by the
+    dynamo exporter, then (unless the family refuses in its own words) the TorchScript exporter."""
+    import torch
+
+    exporter = "TorchScript exporter, eager attention" if fused else "dynamo exporter"
+    label = f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"
+    torch.manual_seed(int(cfg.model.seed))
+    if fused:
+        with step(label):
+            return export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
+                                      family.dynamic_shapes(), family.input_names, family.output_names,
+                                      int(cfg.model.opset))
+    try:
+        with step(label):
+            return export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
+                               family.input_names, family.output_names, int(cfg.model.opset))
+    except Exception as error:
+        refusal = family.export_refused(error)  # model=torch: the user's module, the user's fix
+        if refusal is not None:
+            raise refusal from None
+        return export_torchscript_instead(cfg, family, error)
+
+
 def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
     """Export (and with `fused`, fuse) the family's model; write reference.onnx, its sidecar and, fused, the
     unfused export; return what the manifest takes from it: {"fusion": FusionRecord as a dict or None, "opset"}."""
     import onnx
 
-    if hasattr(family, "reference_onnx"):  # model=onnx: the user's fp32 file is the reference
-        with step(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference"):
-            onnx_bytes = family.reference_onnx()
+    onnx_bytes = family.reference_onnx()  # model=onnx: the user's fp32 file is the reference
+    if onnx_bytes is not None:
+        say(f"export: {cfg.model.name} ({family.source_name}): the fp32 ONNX file as the reference")
     else:
-        import torch
-
-        exporter = "TorchScript exporter, eager attention" if fused else "dynamo exporter"
-        label = f"export: {cfg.model.name} ({family.source_name}) to ONNX (opset {cfg.model.opset}, {exporter})"
-        torch.manual_seed(int(cfg.model.seed))
-        if fused:
-            with step(label):
-                onnx_bytes = export_torchscript(family.load_torch(attention="eager"), family.example_inputs(),
-                                                family.dynamic_shapes(), family.input_names, family.output_names,
-                                                int(cfg.model.opset))
-        else:
-            try:
-                with step(label):
-                    onnx_bytes = export_onnx(family.load_torch(), family.example_inputs(), family.dynamic_shapes(),
-                                             family.input_names, family.output_names, int(cfg.model.opset))
-            except Exception as error:
-                if hasattr(family, "export_refused"):  # model=torch: the user's module, the user's fix
-                    raise family.export_refused(error) from None
-                onnx_bytes = export_torchscript_instead(cfg, family, error)
+        onnx_bytes = export_torch(cfg, family, fused)
     onnx_bytes, opset = fit_to_runtime(env, cfg, onnx_bytes)
     model = fuse(cfg, manifest, family, onnx_bytes) if fused else onnx.load_from_string(onnx_bytes)
     # The exporter's per-node debug metadata (stack traces with this machine's paths) goes to
@@ -176,44 +182,45 @@ def export_reference(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
     return {"fusion": dataclasses.asdict(manifest.fusion) if fused else None, "opset": opset}
 
 
-def run(cfg, manifest: Manifest) -> Manifest:
-    from pipeline.builder import reference_cache
-    from pipeline.runtimes import venvs
+def export_or_reuse(cfg, manifest: Manifest, family, fused: bool, env) -> dict:
+    """export_reference's record, from the reference cache when the family's export is kept there (a checkpoint's)
+    and the cache is on; manifest.reference_cache says which ("reused", "built", "off")."""
+    cache = reference_cache.usable_root(cfg, family, say)
+    if cache is None:
+        manifest.reference_cache = "off"
+        return export_reference(cfg, manifest, family, fused, env)
+    files = [manifest.reference_file, reproducible.debug_file_for(manifest.reference_file)]
+    record = reference_cache.reference(cache, cfg, manifest, family, files + [UNFUSED_REFERENCE_FILE] * fused,
+                                       lambda: export_reference(cfg, manifest, family, fused, env), say)
+    if record["status"] == "reused":
+        fused_operators = ", ".join(f"{n} {op}" for op, n in (record["fusion"] or {}).get("operators", {}).items())
+        say(f"export: {cfg.model.name}: reference.onnx from the reference cache (exported {record['time_utc']}; "
+            f"same checkpoint, config, versions and export code; reference_cache=false exports anew)"
+            + (f"; fused {fused_operators}" if fused_operators else ""))
+    manifest.reference_cache = record["status"]
+    return record
 
+
+def run(cfg, manifest: Manifest) -> Manifest:
     family = model_family(cfg)
     env = venvs.prepare(venvs.resolve(cfg.runtime))
     manifest.runtime = env.record()
-    fused = bool(cfg.model.fuse) and getattr(family, "fusable", False)
+    fused = bool(cfg.model.fuse) and family.fusable
     if fused and CONTRIB_DOMAIN not in manifest.runtime.get("max_opsets", {}):
         say(f"export: not fused: onnxruntime {manifest.runtime['versions']['onnxruntime']} ({manifest.runtime['name']}) "
             f"has no {CONTRIB_DOMAIN} operators (a minimal build?); reference.onnx is the unfused export")
         fused = False
-    head = getattr(family, "sentence_head", None)  # text embeddings: what follows the transformer
-    if head is not None:
-        manifest.sentence_embedding = head.describe()
+    if family.sentence_head is not None:  # text embeddings: what follows the transformer
+        manifest.sentence_embedding = family.sentence_head.describe()
         say(f"export: sentence embedding: {manifest.sentence_embedding}")
-    cache = reference_cache.usable_root(cfg, family, say)
-    if cache is not None:
-        files = [manifest.reference_file, reproducible.debug_file_for(manifest.reference_file)]
-        record = reference_cache.reference(cache, cfg, manifest, family, files + [UNFUSED_REFERENCE_FILE] * fused,
-                                           lambda: export_reference(cfg, manifest, family, fused, env), say)
-        if record["status"] == "reused":
-            fused_operators = ", ".join(f"{n} {op}" for op, n in (record["fusion"] or {}).get("operators", {}).items())
-            say(f"export: {cfg.model.name}: reference.onnx from the reference cache (exported {record['time_utc']}; "
-                f"same checkpoint, config, versions and export code; reference_cache=false exports anew)"
-                + (f"; fused {fused_operators}" if fused_operators else ""))
-        manifest.reference_cache = record["status"]
-    else:
-        record = export_reference(cfg, manifest, family, fused, env)
-        manifest.reference_cache = "off"
+    record = export_or_reuse(cfg, manifest, family, fused, env)
     manifest.fusion = FusionRecord(**record["fusion"]) if record["fusion"] else None
     manifest.source_model = family.source_name
     manifest.source_weights_sha256 = family.weights_sha256()
     manifest.model_kind = family.kind
     manifest.input_names, manifest.output_names = list(family.input_names), list(family.output_names)
-    layout = getattr(family, "layout", None)  # model=onnx: found from the graph (pipeline/layout.py)
-    if layout is not None:
-        manifest.batch_axes = layout.to_json()
+    if family.layout is not None:  # model=onnx: found from the graph (pipeline/layout.py)
+        manifest.batch_axes = family.layout.to_json()
     manifest.opset = record["opset"]
     manifest.reference_size_bytes = manifest.path(manifest.reference_file).stat().st_size
     return manifest

@@ -25,8 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import one_line
+from calibration.sources import load_images, load_text_examples
 from pipeline.builder.checkpoints import (DataSplits, check_max_length, check_weight_files, dataset_identity,
                                         resolve_model_path, weights_digest)
+from pipeline.builder.family import FamilyBase
+from pipeline.builder.reproducible import portable_path_value
 from pipeline.builder.sentence_head import read_sentence_head
 from pipeline.errors import InputError, QuantgateError
 
@@ -70,7 +73,13 @@ def _short_list(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > SHOWN else "")
 
 
-class HfFamily:
+class HfFamily(FamilyBase):
+    """A transformers checkpoint with its task's head (the family contract: pipeline/builder/family.py)."""
+
+    kind: str  # the task's (TASKS), or the checkpoint's problem_type's
+    input_names: list[str]  # what the tokenizer gives and the forward takes, or pixel_values
+    output_names: list[str]
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.task = str(cfg.model.task) if cfg.model.task is not None else None
@@ -188,7 +197,6 @@ class HfFamily:
 
     @property
     def source_name(self) -> str:
-        from pipeline.builder.reproducible import portable_path_value
         return f"{portable_path_value(str(self.cfg.model.name_or_path))} ({self.task})"
 
     def weights_sha256(self) -> str:
@@ -284,7 +292,6 @@ class HfFamily:
 
     # --- data ------------------------------------------------------------------------------------------
     def data(self) -> DataSplits:
-        from calibration.sources import load_images, load_text_examples
         calibration_cfg = self.cfg.calibration
         source = calibration_cfg.source
         image_task = self.task == "image-classification"
@@ -304,7 +311,6 @@ class HfFamily:
                                         multi_label=self.kind == "multi_label")
         examples, labels = loaded["examples"], loaded["labels"]
         if source == "images":
-            from pipeline.builder.reproducible import portable_path_value
             name = portable_path_value(str(calibration_cfg.path))
         elif source == "pydoc_topics":
             name = "pydoc_data.topics"

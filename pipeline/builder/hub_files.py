@@ -47,7 +47,7 @@ def ort_config(cfg, manifest: Manifest) -> dict:
 
 
 def run(cfg, manifest: Manifest) -> Manifest:
-    checkpoint: Path | None = getattr(model_family(cfg), "checkpoint_folder", None)
+    checkpoint: Path | None = model_family(cfg).checkpoint_folder
     if checkpoint is None:
         return manifest
     check_copied_files(checkpoint)  # again, at copy time: the folder may have changed since the build began

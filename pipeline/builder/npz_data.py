@@ -12,6 +12,7 @@ import numpy as np
 
 from calibration.arrays import ArrayData, InputSpec, load_arrays
 from pipeline.builder.checkpoints import DataSplits
+from pipeline.builder.reproducible import portable_path_value
 from pipeline.errors import UsageError
 from pipeline.manifest import sha256_bytes, sha256_file
 
@@ -20,7 +21,6 @@ def dataset_name(data: ArrayData, path: str) -> str:
     """The stamp's name for the data: file names and the sha256 of their bytes, never where they lie."""
     from pathlib import Path
     if len(data.files) == 1 and not Path(path).expanduser().is_dir():
-        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(path)
     digest = sha256_bytes("".join(f"{f.name}:{sha256_file(f)}\n" for f in data.files).encode())
     return f"{Path(path).expanduser().name}/ ({len(data.files)} .npz files) sha256:{digest}"

@@ -19,7 +19,9 @@ import numpy as np
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
 from pipeline.builder.conventions import declare_dynamic_dims, fixed_size, lift_constant_weights
+from pipeline.builder.family import FamilyBase
 from pipeline.builder.npz_data import NpzData
+from pipeline.builder.reproducible import portable_path_value
 from pipeline.errors import InputError, QuantgateError
 from pipeline.layout import all_graphs, find_layout, with_batch_axes
 from pipeline.manifest import sha256_bytes, sha256_file
@@ -158,7 +160,13 @@ def external_files(path: Path, model) -> list[Path]:
     return [path, *sorted(path.parent / name for name in names)]
 
 
-class OnnxFamily(NpzData):
+class OnnxFamily(NpzData, FamilyBase):
+    """A user's fp32 ONNX file: its own reference (`reference_onnx`), no torch module."""
+
+    kind: str  # model.kind
+    input_names: list[str]  # the graph's inputs that are not initializers
+    output_names: list[str]
+
     def __init__(self, cfg):
         import onnx
 
@@ -210,7 +218,6 @@ class OnnxFamily(NpzData):
 
     @property
     def source_name(self) -> str:
-        from pipeline.builder.reproducible import portable_path_value
         return portable_path_value(str(self.cfg.model.path))
 
     def weights_sha256(self) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.manifest import QuantizationRecord
+from pipeline.builder.export import export_onnx
 from pipeline.builder.models import model_family
 
 
@@ -194,8 +195,6 @@ class QatResult:
 
 def train_and_export(cfg, record: QuantizationRecord, calibration_batches: list, output: Path) -> dict:
     """Fine-tune with fake quantization, convert, export QDQ ONNX to `output`; returns a summary."""
-    from pipeline.builder.export import export_onnx
-
     family = model_family(cfg)
     result = train(cfg, record, calibration_batches)
     output.write_bytes(export_onnx(result.converted(), family.example_inputs(), family.dynamic_shapes(),

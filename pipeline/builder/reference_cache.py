@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from omegaconf import OmegaConf
+
 from pipeline.builder.checkpoints import weight_files
 from pipeline.manifest import Manifest, sha256_file
 from pipeline.paths import SOURCE_ROOT
@@ -33,8 +35,9 @@ ENV = "QUANTGATE_REFERENCE_CACHE"
 KEEP = 8
 # What a reference's bytes depend on besides the checkpoint and config: these packages and this code.
 PACKAGES = ("torch", "transformers", "onnx", "onnxruntime")
-EXPORT_CODE = ("pipeline/builder/export.py", "pipeline/builder/fuse.py", "pipeline/builder/models.py",
-               "pipeline/builder/hf_family.py", "pipeline/builder/checkpoints.py", "pipeline/builder/reproducible.py",
+EXPORT_CODE = ("pipeline/builder/export.py", "pipeline/builder/fuse.py", "pipeline/builder/family.py",
+               "pipeline/builder/text_embedding_family.py", "pipeline/builder/hf_family.py",
+               "pipeline/builder/checkpoints.py", "pipeline/builder/reproducible.py",
                "pipeline/builder/sentence_head.py", "pipeline/runtimes/venvs.py")
 KEY_SCHEMA = "quantgate.reference-cache/1"
 
@@ -55,7 +58,7 @@ def usable_root(cfg, family, progress: Callable[[str], None]) -> Path | None:
     module from user code (model=torch) or a model the build trains (digits_cnn) is not identified by files),
     or a folder that cannot be written (said, and the build exports without it)."""
     root = cache_root()
-    if root is None or not cfg.reference_cache or not hasattr(family, "checkpoint_folder"):
+    if root is None or not cfg.reference_cache or family.checkpoint_folder is None:
         return None
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -69,8 +72,6 @@ def usable_root(cfg, family, progress: Callable[[str], None]) -> Path | None:
 
 
 def entry_key(cfg, family, runtime: dict) -> str:
-    from omegaconf import OmegaConf
-
     folder = Path(family.checkpoint_folder)
     weights = family.weights_sha256()
     weight_paths = set(weight_files(folder))  # in `weights`

@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.arrays import InputSpec
 from calibration.errors import one_line
+from pipeline.builder.family import FamilyBase
 from pipeline.builder.npz_data import NpzData
 from pipeline.errors import InputError, UsageError
 from pipeline.manifest import sha256_bytes
@@ -127,7 +128,13 @@ def call_factory(text: str):
     return module, names, values, _output_names(outputs, where)
 
 
-class TorchFamily(NpzData):
+class TorchFamily(NpzData, FamilyBase):
+    """A user's torch module from `model.factory`; torch.export's refusals in the user's terms (`export_refused`)."""
+
+    kind: str  # model.kind
+    input_names: list[str]  # the forward's parameters the example inputs fill
+    output_names: list[str]  # output, output_0.., or the returned dict's keys
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.module, self.input_names, self._examples, self.output_names = call_factory(cfg.model.factory)

@@ -4,7 +4,7 @@ accuracy 0.125 in fp32 and int8) passed the gate while int8 changed a fifth of i
 failed the published build on top-1 agreement."""
 import numpy as np
 
-from pipeline.builder.gate import budget_text, heldout_accuracy, metrics, within_budget
+from pipeline.builder.budget import budget_text, heldout_accuracy, metrics, within_budget
 from pipeline.config import compose_config
 
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from calibration.readers import BatchReader
-from pipeline.builder.gate import rank_sensitive_nodes
+from pipeline.builder.ranking import rank_sensitive_nodes
 
 WIDTH = 16
 
@@ -64,7 +64,7 @@ def test_dynamic_builds_rank_only_what_dynamic_int8_quantizes_and_the_fused_oper
     """onnxruntime's dynamic quantizer leaves Gemm fp32: ranking it spent fallback steps on nodes already fp32. The
     fused Attention and EmbedLayerNormalization are quantized dynamically in every build and the QDQ probe cannot
     measure them: they are taken out after every ranked node, instead of the gate saying nothing is left."""
-    from pipeline.builder.gate import quantized_op_types, unmeasured_nodes
+    from pipeline.builder.ranking import quantized_op_types, unmeasured_nodes
 
     op_types = ["MatMul", "Gemm", "Conv", "Gather", "Attention", "EmbedLayerNormalization"]
     assert quantized_op_types("dynamic", op_types) == ["MatMul", "Conv", "Gather"]

@@ -8,7 +8,7 @@ import pytest
 
 from calibration.errors import CalibrationError
 from calibration.sources import load_texts
-from pipeline.builder.models import dataset_identity
+from pipeline.builder.checkpoints import dataset_identity
 from pipeline.config import compose_config
 
 
