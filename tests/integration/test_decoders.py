@@ -1,6 +1,7 @@
-"""Decoder language models (model=hf model.task=text-generation, mode=int4 | int8): a tiny Llama trained offline on
-pydoc_data.topics (tests/fixtures/tiny_decoder.py), built through onnxruntime-genai's builder as a user runs it,
-loaded by onnxruntime_genai.Model, verified natively and under QEMU Haswell, and a wrecked one failed in words."""
+"""Decoder language models (model=hf model.task=text-generation, mode=int4 | int8): a tiny Llama and a tiny Qwen2
+trained offline on pydoc_data.topics (tests/fixtures/tiny_decoder.py), built through onnxruntime-genai's builder as a
+user runs it, loaded by onnxruntime_genai.Model, verified natively and under QEMU Haswell, and a wrecked one failed
+in words."""
 import json
 import shutil
 
@@ -16,20 +17,36 @@ DECODER = ["model=hf", "model.task=text-generation", "target=avx2", "verify.prof
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory):
+def checkpoint(tmp_path_factory):
+    """family -> a trained tiny checkpoint of it (tests/fixtures/tiny_decoder.py FAMILIES), built once on first use."""
     from tests.fixtures.tiny_decoder import build
-    return build(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            made[family] = build(tmp_path_factory.mktemp(f"tiny-{family}") / f"tiny-{family}", family=family)
+        return made[family]
+    return get
 
 
 @pytest.fixture(scope="session")
-def built(tiny_llama, tmp_path_factory):
-    """mode -> (exit code, artifact folder, output) of `quantgate build` for int4 and int8."""
+def tiny_llama(checkpoint):
+    return checkpoint("llama")
+
+
+@pytest.fixture(scope="session")
+def built(checkpoint, tmp_path_factory):
+    """(family, mode) -> (exit code, artifact folder, output) of `quantgate build`, built once on first use."""
     artifacts, results = tmp_path_factory.mktemp("artifacts"), {}
-    for mode in ("int4", "int8"):
-        done = run_cli("-m", "pipeline.cli", "build", *DECODER, f"mode={mode}", f"model.name_or_path={tiny_llama}",
-                       f"artifacts_dir={artifacts}")
-        results[mode] = (done.returncode, artifacts / f"tiny-llama-{mode}-avx2", done.stdout + done.stderr)
-    return results
+
+    def get(family: str, mode: str):
+        if (family, mode) not in results:
+            done = run_cli("-m", "pipeline.cli", "build", *DECODER, f"mode={mode}",
+                           f"model.name_or_path={checkpoint(family)}", f"artifacts_dir={artifacts}")
+            results[family, mode] = (done.returncode, artifacts / f"tiny-{family}-{mode}-avx2",
+                                     done.stdout + done.stderr)
+        return results[family, mode]
+    return get
 
 
 def generate(folder, prompt: str) -> str:
@@ -45,10 +62,11 @@ def generate(folder, prompt: str) -> str:
     return tokenizer.decode(generator.get_sequence(0))
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
 @pytest.mark.parametrize("mode,bits", [("int4", 4), ("int8", 8)])
-def test_decoder_builds_generates_and_verifies_on_haswell_and_native(built, mode, bits):
+def test_decoder_builds_generates_and_verifies_on_haswell_and_native(built, family, mode, bits):
     from pipeline.guard import read_stamp
-    code, folder, output = built[mode]
+    code, folder, output = built(family, mode)
     assert code == 0, output
     for name in ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "reference/model.onnx"):
         assert (folder / name).is_file(), name
@@ -93,7 +111,7 @@ def wreck_scales(folder) -> None:
 
 
 def test_a_wrecked_decoder_fails_verification_in_words(built, tmp_path):
-    code, folder, _ = built["int4"]
+    code, folder, _ = built("llama", "int4")
     assert code == 0
     broken = tmp_path / "tiny-llama-int4-avx2"
     shutil.copytree(folder, broken)
@@ -116,7 +134,7 @@ def test_the_gate_refuses_a_decoder_over_budget_and_publishes_nothing(tiny_llama
 
 def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny_llama, tmp_path):
     from pipeline.manifest import Manifest
-    code, folder, _ = built["int4"]
+    code, folder, _ = built("llama", "int4")
     assert code == 0
     done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"model.name_or_path={tiny_llama}",
                    f"artifacts_dir={tmp_path}", "verify.enabled=false")
@@ -126,7 +144,7 @@ def test_the_same_checkpoint_builds_the_same_bytes_in_another_folder(built, tiny
 
 
 def test_the_signoff_reads_the_decoders_figures_and_blocks_nothing_of_it(built, tmp_path):
-    code, folder, _ = built["int4"]
+    code, folder, _ = built("llama", "int4")
     assert code == 0
     shutil.copytree(folder, tmp_path / "rc1" / folder.name)
     run_cli("-m", "pipeline.cli", "signoff", "--release", "rc1", "--artifacts-dir", str(tmp_path / "rc1"),
