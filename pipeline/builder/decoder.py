@@ -27,6 +27,11 @@ from pipeline.progress import say
 REFERENCE_DIR = "reference"
 SEQUENCES_FILE = "heldout.npz"
 BUILDER_FILES = ("model.onnx", "model.onnx.data", "genai_config.json")
+# The oldest onnxruntime that loads what onnxruntime-genai 0.18's builder writes (stamped as min_onnxruntime, judged
+# by the guard): its GroupQueryAttention takes inputs that 1.22 refuses ("This is an invalid model. In Node,
+# GroupQueryAttention ..."), within com.microsoft opset 1, so no opset says it. Measured on the tiny int4 and int8
+# Qwen2: 1.21.1 and 1.22.1 refuse them; 1.23.0, 1.23.2, 1.26.0, 1.29.0 and 1.32.0 load and run them.
+RUNTIME_FLOOR = "1.23.0"
 
 
 class DecoderFamily:
@@ -219,7 +224,7 @@ def decoder_stamp_values(cfg, manifest: Manifest, counts) -> dict[str, str]:
     (_, bits, block_size, symmetric, level), _ = counts.blockwise_weights[0]
     extra = {"bits": str(bits), "block_size": str(block_size), "symmetric": str(symmetric).lower(),
              "accuracy_level": str(level), "exporter": f"onnxruntime-genai {metadata.version('onnxruntime-genai')}",
-             "reference": manifest.reference_file}
+             "reference": manifest.reference_file, "min_onnxruntime": RUNTIME_FLOOR}
     return stamp.stamp_values(cfg, manifest) | extra
 
 
@@ -231,7 +236,9 @@ def stamp_run(cfg, manifest: Manifest) -> Manifest:
     from pipeline.guard import read_stamp
     from pipeline.isa.targets import runtime_floor
     model_path = manifest.path(manifest.model_file)
-    manifest.required_cpu_features = runtime_floor(cfg.target.microarchitecture, list(cfg.target.extra_features))
+    # The runtime's floor and what the kernels use at the target's accuracy_level (target.decoder_features).
+    manifest.required_cpu_features = runtime_floor(cfg.target.microarchitecture, [*cfg.target.extra_features,
+                                                                                  *cfg.target.decoder_features])
     manifest.config_sha256 = stamp.config_sha256(cfg)
     counts = count_graph(onnx.load(str(model_path), load_external_data=False))
     if not counts.blockwise_weights:

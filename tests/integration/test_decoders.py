@@ -13,6 +13,7 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 DECODER = ["model=hf", "model.task=text-generation", "target=avx2", "verify.profiles=[haswell,native]",
+           "verify.reference_cpu=native",
            "verify.emulated_max_samples=2", "calibration.n_heldout=8"]
 
 
