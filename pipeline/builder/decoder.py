@@ -114,14 +114,59 @@ def run_builder(source: Path, out: Path, precision: str, cfg) -> None:
     same_bytes(out / "model.onnx")
 
 
+def text_order(cfg, texts: list[str]) -> np.ndarray:
+    """The seeded order of the source's texts: held-out candidates first, GPTQ's calibration text after them."""
+    return np.random.default_rng(int(cfg.calibration.seed)).permutation(len(texts))
+
+
 def heldout_sequences(cfg, family: DecoderFamily) -> list[np.ndarray]:
     """The held-out texts (a seeded sample of the calibration source) as token sequences."""
     texts = family.data().heldout_pool
-    order = np.random.default_rng(int(cfg.calibration.seed)).permutation(len(texts))
+    order = text_order(cfg, texts)
     picked = family.sequences([texts[i] for i in order[: 4 * int(cfg.calibration.n_heldout)]])
     if not picked:
         raise QuantgateError("no held-out text of at least 8 tokens: give longer texts (calibration=files)")
     return picked[: int(cfg.calibration.n_heldout)]
+
+
+def calibration_sequences(cfg, family: DecoderFamily) -> list[np.ndarray]:
+    """GPTQ's calibration text: up to calibration.n_samples sequences from the texts after the held-out candidates
+    (never one the gate judges on)."""
+    texts = family.data().heldout_pool
+    rest = text_order(cfg, texts)[4 * int(cfg.calibration.n_heldout):]
+    picked = family.sequences([texts[i] for i in rest])[: int(cfg.calibration.n_samples)]
+    if not picked:
+        raise QuantgateError(f"mode.algorithm={cfg.mode.algorithm} needs calibration text beyond the held-out sample, "
+                             f"and {len(texts)} texts leave none of at least 8 tokens: give more texts "
+                             f"(calibration=files) or fewer held-out ones (calibration.n_heldout)")
+    return picked
+
+
+def requantized(cfg, family: DecoderFamily, folder: Path) -> list[np.ndarray]:
+    """mode.algorithm other than rtn: the builder's weights replaced (pipeline/builder/weight_only.py); returns the
+    calibration sequences it read ([] for the algorithms that read none)."""
+    from pipeline.builder.weight_only import CALIBRATED, requantize
+    algorithm = str(cfg.mode.algorithm)
+    if algorithm == "rtn":
+        return []
+    calibration = calibration_sequences(cfg, family) if algorithm in CALIBRATED else []
+    say(f"quantize: mode.algorithm={algorithm} with onnxruntime's MatMulNBitsQuantizer on the fp32 export"
+        + (f", calibrated on {len(calibration)} texts" if calibration else ""))
+    requantize(cfg, folder, folder / REFERENCE_DIR / "model.onnx", calibration)
+    same_bytes(folder / "model.onnx")
+    return calibration
+
+
+def calibration_record(cfg, family: DecoderFamily, calibration: list[np.ndarray], heldout: int,
+                       folder: Path) -> CalibrationRecord:
+    import hashlib
+    method = {"rtn": "none (round-to-nearest weights)", "hqq": "none (HQQ fits each block's weights)",
+              "gptq": f"gptq on {len(calibration)} calibration texts"}[str(cfg.mode.algorithm)]
+    digest = hashlib.sha256(b"".join(ids.astype("<i8").tobytes() + b"|" for ids in calibration)).hexdigest() \
+        if calibration else ""
+    return CalibrationRecord(dataset=family.data().dataset_name, split=cfg.calibration.split, n=len(calibration),
+                             n_heldout=heldout, method=method, sha256=digest,
+                             heldout_sha256=sha256_file(folder / SEQUENCES_FILE), seed=int(cfg.calibration.seed))
 
 
 def save_sequences(path: Path, sequences: list[np.ndarray]) -> None:
@@ -140,16 +185,14 @@ def export_run(cfg, manifest: Manifest) -> Manifest:
     run_builder(family.path, folder, str(cfg.mode.name), cfg)
     say("export: the fp32 reference from the same checkpoint")
     run_builder(family.path, folder / REFERENCE_DIR, "fp32", cfg)
+    calibration = requantized(cfg, family, folder)
     sequences = heldout_sequences(cfg, family)
     save_sequences(folder / SEQUENCES_FILE, sequences)
     manifest.reference_file = f"{REFERENCE_DIR}/model.onnx"
     manifest.model_kind, manifest.input_names, manifest.output_names = family.kind, family.input_names, ["logits"]
     manifest.source_model, manifest.source_weights_sha256 = family.source_name, family.weights_sha256()
     manifest.reference_size_bytes = folder_model_bytes(folder / REFERENCE_DIR)
-    manifest.calibration = CalibrationRecord(dataset=family.data().dataset_name, split=cfg.calibration.split, n=0,
-                                             n_heldout=len(sequences), method="none (round-to-nearest weights)",
-                                             sha256="", heldout_sha256=sha256_file(folder / SEQUENCES_FILE),
-                                             seed=int(cfg.calibration.seed))
+    manifest.calibration = calibration_record(cfg, family, calibration, len(sequences), folder)
     return manifest
 
 
@@ -214,7 +257,8 @@ def weight_only_record(cfg, counts) -> QuantizationRecord:
     activations = "int8 inside MatMulNBits (accuracy_level 4)" if level == 4 else f"float (accuracy_level {level})"
     return QuantizationRecord(mode=str(cfg.mode.name), quant_format="MatMulNBits (weight-only, blockwise)",
                               weight_type=f"{'int' if symmetric else 'uint'}{bits}", activation_type=activations,
-                              per_channel=False, reduce_range=False, calibration_method=None,
+                              per_channel=False, reduce_range=False,
+                              calibration_method=None if cfg.mode.algorithm == "rtn" else str(cfg.mode.algorithm),
                               graph_counts=counts.as_stamp())
 
 
@@ -224,7 +268,8 @@ def decoder_stamp_values(cfg, manifest: Manifest, counts) -> dict[str, str]:
     (_, bits, block_size, symmetric, level), _ = counts.blockwise_weights[0]
     extra = {"bits": str(bits), "block_size": str(block_size), "symmetric": str(symmetric).lower(),
              "accuracy_level": str(level), "exporter": f"onnxruntime-genai {metadata.version('onnxruntime-genai')}",
-             "reference": manifest.reference_file, "min_onnxruntime": RUNTIME_FLOOR}
+             "reference": manifest.reference_file, "min_onnxruntime": RUNTIME_FLOOR,
+             "algorithm": str(cfg.mode.algorithm)}
     return stamp.stamp_values(cfg, manifest) | extra
 
 

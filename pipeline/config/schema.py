@@ -87,6 +87,14 @@ class QuantFormat(StrEnum):
     QOperator = "QOperator"
 
 
+class WeightAlgorithm(StrEnum):
+    """How an int4 decoder's MatMulNBits weights are chosen (pipeline/builder/weight_only.py)."""
+
+    rtn = "rtn"  # round-to-nearest per block (onnxruntime-genai's builder)
+    hqq = "hqq"  # Half-Quadratic Quantization: scales and zero points fitted per block, no data
+    gptq = "gptq"  # rounding error compensated through the layer inputs' Hessian on calibration text
+
+
 class IntType(StrEnum):
     int8 = "int8"
     uint8 = "uint8"
@@ -216,6 +224,10 @@ class ModeConfig:
     # is_symmetric). Smaller blocks: closer to fp32, a larger file.
     block_size: int = 32
     symmetric: bool = True
+    # int4 only: rtn, or hqq / gptq from onnxruntime's MatMulNBitsQuantizer on the fp32 export (gptq calibrates on
+    # calibration.n_samples texts of the calibration source, disjoint from the held-out text). Measured on the tiny
+    # Qwen2 (docs/guides/language-models.md): against RTN, HQQ's KL to fp32 0.75x, GPTQ's 5-6x (worse).
+    algorithm: WeightAlgorithm = WeightAlgorithm.rtn
 
 
 @dataclass

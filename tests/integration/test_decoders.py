@@ -1,7 +1,8 @@
 """Decoder language models (model=hf model.task=text-generation, mode=int4 | int8): a tiny Llama and a tiny Qwen2
 trained offline on pydoc_data.topics (tests/fixtures/tiny_decoder.py), built through onnxruntime-genai's builder as a
 user runs it, loaded by onnxruntime_genai.Model, verified natively and under QEMU Haswell, and a wrecked one failed
-in words."""
+in words; HQQ and GPTQ (calibrated on the user's text, calibration=files) re-quantize the weights with onnxruntime's
+MatMulNBitsQuantizer."""
 import json
 import shutil
 
@@ -157,3 +158,35 @@ def test_the_signoff_reads_the_decoders_figures_and_blocks_nothing_of_it(built, 
     for row in rows:
         if row["profile"] in ("haswell", "native"):
             assert row["figures"]["kl_divergence"] == verified[row["profile"]]["fidelity"]["kl_divergence"]
+
+
+@pytest.mark.parametrize("algorithm", ["hqq", "gptq"])
+def test_hqq_and_gptq_requantize_the_weights_with_onnxruntimes_quantizer(checkpoint, tmp_path, algorithm):
+    from pipeline.guard import read_stamp
+    from pipeline.manifest import Manifest
+    from tests.fixtures.tiny_decoder import topics_text
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": text}) + "\n" for text in topics_text()))
+    done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int4", f"mode.algorithm={algorithm}",
+                   f"model.name_or_path={checkpoint('qwen2')}", f"artifacts_dir={tmp_path}", "verify.enabled=false",
+                   "calibration=files", f"calibration.data_files=[{texts}]", "calibration.n_samples=16")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = tmp_path / "tiny-qwen2-int4-avx2"
+    stamp, manifest = read_stamp(folder / "model.onnx"), Manifest.load(folder)
+    assert stamp["algorithm"] == algorithm and stamp["bits"] == "4" and stamp["min_onnxruntime"] == "1.23.0"
+    assert json.loads(stamp["graph_counts"])["blockwise_weights"][0]["weights"] == 11
+    assert manifest.quantization.calibration_method == algorithm
+    if algorithm == "gptq":  # calibrated on the user's texts, none of them held out
+        assert manifest.calibration.n == 16 and manifest.calibration.method == "gptq on 16 calibration texts"
+        assert len(manifest.calibration.sha256) == 64
+    else:
+        assert manifest.calibration.n == 0
+    assert manifest.int8_metrics["kl_divergence"] <= 0.1  # judged by the same gate as RTN's weights
+    text = generate(folder, "The import statement")  # onnxruntime-genai still loads the folder
+    assert text.startswith("The import statement") and len(text) > len("The import statement")
+
+
+def test_hqq_for_8_bit_weights_is_refused_in_words(tmp_path):
+    done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int8", "mode.algorithm=hqq",
+                   f"model.name_or_path={tmp_path}", f"artifacts_dir={tmp_path}")
+    assert done.returncode == 2 and "mode.algorithm=hqq quantizes 4-bit weights" in done.stderr, done.stderr
