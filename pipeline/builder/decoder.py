@@ -91,6 +91,18 @@ def builder_command(source: Path, out: Path, precision: str, cfg) -> list[str]:
     return command
 
 
+# The checkpoint's transformers config beside the builder's files: with it, Optimum's ORTModelForCausalLM loads the
+# folder too (its legacy path: no position_ids input; measured with optimum-onnx 0.1.0 on the tiny Llama and Qwen2,
+# greedy text identical to onnxruntime-genai's). Without config.json it cannot tell the library and refuses.
+TRANSFORMERS_FILES = ("config.json", "generation_config.json")
+
+
+def copy_transformers_config(source: Path, folder: Path) -> None:
+    for name in TRANSFORMERS_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+
+
 def same_bytes(model: Path) -> None:
     """The builder writes a different producer_version into every file it writes (`0.18.0+<7 hex digits>`); keep
     the release alone, so the same inputs give the same bytes (the weights file is untouched)."""
@@ -186,6 +198,7 @@ def export_run(cfg, manifest: Manifest) -> Manifest:
     say("export: the fp32 reference from the same checkpoint")
     run_builder(family.path, folder / REFERENCE_DIR, "fp32", cfg)
     calibration = requantized(cfg, family, folder)
+    copy_transformers_config(family.path, folder)
     sequences = heldout_sequences(cfg, family)
     save_sequences(folder / SEQUENCES_FILE, sequences)
     manifest.reference_file = f"{REFERENCE_DIR}/model.onnx"

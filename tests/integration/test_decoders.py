@@ -190,3 +190,27 @@ def test_hqq_for_8_bit_weights_is_refused_in_words(tmp_path):
     done = run_cli("-m", "pipeline.cli", "build", *DECODER, "mode=int8", "mode.algorithm=hqq",
                    f"model.name_or_path={tmp_path}", f"artifacts_dir={tmp_path}")
     assert done.returncode == 2 and "mode.algorithm=hqq quantizes 4-bit weights" in done.stderr, done.stderr
+
+
+OPTIMUM_GREEDY = """
+import json, sys
+from optimum.onnxruntime import ORTModelForCausalLM
+from transformers import PreTrainedTokenizerFast
+folder, prompt = sys.argv[1], sys.argv[2]
+model = ORTModelForCausalLM.from_pretrained(folder, file_name="model.onnx")
+# transformers 4.57 (Optimum's) cannot read the class a transformers 5 tokenizer_config.json names: the tokenizer alone
+tokenizer = PreTrainedTokenizerFast(tokenizer_file=folder + "/tokenizer.json")
+ids = tokenizer(prompt, return_tensors="pt")
+out = model.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], max_length=24, do_sample=False)
+print(json.dumps({"text": tokenizer.decode(out[0], skip_special_tokens=True)}))
+"""
+
+
+def test_optimums_causal_lm_class_loads_the_folder_and_generates_the_same_text(built):
+    """The builder's layout (GroupQueryAttention, no position_ids) loads in Optimum's legacy path once the
+    checkpoint's config.json is beside it; its greedy text is onnxruntime-genai's."""
+    from tests.fixtures.optimum_venv import run_in_optimum
+    code, folder, _ = built("llama", "int4")
+    assert code == 0 and (folder / "config.json").is_file()
+    prompt = "The import statement"
+    assert run_in_optimum(OPTIMUM_GREEDY, str(folder), prompt)["text"] == generate(folder, prompt)
