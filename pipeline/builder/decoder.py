@@ -241,7 +241,6 @@ def greedy_check(folder: Path, reference_folder: Path, sequences: list[np.ndarra
 
 def gate_run(cfg, manifest: Manifest) -> Manifest:
     """Stage: teacher-forced fidelity to fp32 on the held-out text; over budget fails the build in words."""
-    from pipeline.builder.gate import OverBudget
     from pipeline.verify import child_decoder, language_model
     folder = manifest.folder
     sequences = child_decoder.load_sequences(str(folder / SEQUENCES_FILE))
@@ -258,8 +257,8 @@ def gate_run(cfg, manifest: Manifest) -> Manifest:
         f"greedy generation (onnxruntime-genai) matches fp32 for {manifest.int8_metrics['greedy_agreement']:.0%} of "
         f"{GREEDY_NEW_TOKENS} tokens on {min(GREEDY_PROMPTS, len(sequences))} prompts")
     wrong = language_model.problems(found, language_model.thresholds(cfg.verify))
-    if wrong and cfg.verify.build_gate:  # exit 2, as the int8 gate's (a build that cannot meet its budget)
-        raise OverBudget(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
+    if wrong and cfg.verify.build_gate:  # exit 2, as the int8 gate's OverBudget (a build that cannot meet its budget)
+        raise BuildFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
                                  f"{'; '.join(wrong)}. Nothing was published. Try a smaller mode.block_size, "
                                  f"mode=int8, or allow more loss (verify.*)")
     return manifest
