@@ -62,9 +62,9 @@ def cpu_problem(comparison: dict, max_kl: float) -> str | None:
     """The per-CPU budget broken, in words with the figure; None within it."""
     if comparison["kl_divergence"] <= max_kl:
         return None
-    return (f"its next-token distributions differ from the same file's on the reference CPU {comparison['reference_cpu']} "
-            f"by KL {comparison['kl_divergence']:.2g} nats/token (largest logit difference "
-            f"{comparison['max_abs_logit_difference']:.3g}, top-1 flips {comparison['top1_flips']:.1%}) > "
+    return (f"its next-token distributions differ from the same file's on the reference CPU "
+            f"{comparison['reference_cpu']} by KL {comparison['kl_divergence']:.2g} nats/token (largest logit "
+            f"difference {comparison['max_abs_logit_difference']:.3g}, top-1 flips {comparison['top1_flips']:.1%}) > "
             f"verify.max_cpu_kl_divergence {max_kl:g}: this CPU's MatMulNBits kernels compute differently; try "
             f"target.accuracy_level=1 (fp32 activations)")
 

@@ -102,7 +102,8 @@ def two_bit_weights(folder) -> None:
     config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=2)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(folder / "reference" / "model.onnx")), algo_config=config)
     quantizer.process()
-    stamp = {prop.key: prop.value for prop in onnx.load(str(folder / "model.onnx"), load_external_data=False).metadata_props}
+    stamped = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    stamp = {prop.key: prop.value for prop in stamped.metadata_props}
     for name in ("model.onnx", "model.onnx.data"):
         (folder / name).unlink()
     onnx.helper.set_model_props(quantizer.model.model, stamp)  # still stamped: the guard lets it run

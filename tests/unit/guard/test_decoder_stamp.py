@@ -19,7 +19,8 @@ def test_a_runtime_older_than_the_stamps_floor_is_refused_in_words(tmp_path):
     assert not verdict.can_run
     assert "needs onnxruntime >= 1.23.0" in verdict.message() and "onnxruntime 1.22.1" in verdict.message()
     write_stamped_model(tmp_path / "model.onnx", stamp)
-    with pytest.raises(ArtifactRefused, match=r"artifact needs onnxruntime >= 1\.23\.0 .*this runtime is onnxruntime 1\.22\.1"):
+    refused = r"artifact needs onnxruntime >= 1\.23\.0 .*this runtime is onnxruntime 1\.22\.1"
+    with pytest.raises(ArtifactRefused, match=refused):
         ensure_can_run(tmp_path / "model.onnx", HASWELL, runtime=ORT122)
     assert check_stamp(stamp, HASWELL).can_run  # no runtime at hand: the CPU alone is judged
 
@@ -31,7 +32,8 @@ def test_a_malformed_runtime_floor_is_a_stamp_error(value):
 
 
 @pytest.mark.parametrize("target,features", [
-    ("avx2", {"avx2", "fma"}), ("avx512_vnni", {"avx512_vnni", "avx512bw"}), ("arm64", {"asimd"}), ("x86_64_v2", set())])
+    ("avx2", {"avx2", "fma"}), ("avx512_vnni", {"avx512_vnni", "avx512bw"}), ("arm64", {"asimd"}),
+    ("x86_64_v2", set())])
 def test_each_target_names_the_kernel_features_a_decoders_stamp_requires(compose, target, features):
     from pipeline.isa.targets import runtime_floor
     cfg = compose(["model=hf", "model.task=text-generation", "model.name_or_path=x", "mode=int4", f"target={target}"])
