@@ -20,13 +20,18 @@ import numpy as np
 
 from pipeline.builder.checkpoints import DataSplits, check_weight_files, dataset_identity, resolve_model_path, \
     weights_digest
-from pipeline.errors import BuildFailed, QuantgateError, VerificationFailed
+from pipeline.errors import BuildFailed, QuantgateError
 from pipeline.manifest import CalibrationRecord, Manifest, QuantizationRecord, sha256_file
 from pipeline.progress import say
 
 REFERENCE_DIR = "reference"
 SEQUENCES_FILE = "heldout.npz"
 BUILDER_FILES = ("model.onnx", "model.onnx.data", "genai_config.json")
+# The oldest onnxruntime that loads what onnxruntime-genai 0.18's builder writes (stamped as min_onnxruntime, judged
+# by the guard): its GroupQueryAttention takes inputs that 1.22 refuses ("This is an invalid model. In Node,
+# GroupQueryAttention ..."), within com.microsoft opset 1, so no opset says it. Measured on the tiny int4 and int8
+# Qwen2: 1.21.1 and 1.22.1 refuse them; 1.23.0, 1.23.2, 1.26.0, 1.29.0 and 1.32.0 load and run them.
+RUNTIME_FLOOR = "1.23.0"
 
 
 class DecoderFamily:
@@ -86,6 +91,18 @@ def builder_command(source: Path, out: Path, precision: str, cfg) -> list[str]:
     return command
 
 
+# The checkpoint's transformers config beside the builder's files: with it, Optimum's ORTModelForCausalLM loads the
+# folder too (its legacy path: no position_ids input; measured with optimum-onnx 0.1.0 on the tiny Llama and Qwen2,
+# greedy text identical to onnxruntime-genai's). Without config.json it cannot tell the library and refuses.
+TRANSFORMERS_FILES = ("config.json", "generation_config.json")
+
+
+def copy_transformers_config(source: Path, folder: Path) -> None:
+    for name in TRANSFORMERS_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+
+
 def same_bytes(model: Path) -> None:
     """The builder writes a different producer_version into every file it writes (`0.18.0+<7 hex digits>`); keep
     the release alone, so the same inputs give the same bytes (the weights file is untouched)."""
@@ -109,14 +126,59 @@ def run_builder(source: Path, out: Path, precision: str, cfg) -> None:
     same_bytes(out / "model.onnx")
 
 
+def text_order(cfg, texts: list[str]) -> np.ndarray:
+    """The seeded order of the source's texts: held-out candidates first, GPTQ's calibration text after them."""
+    return np.random.default_rng(int(cfg.calibration.seed)).permutation(len(texts))
+
+
 def heldout_sequences(cfg, family: DecoderFamily) -> list[np.ndarray]:
     """The held-out texts (a seeded sample of the calibration source) as token sequences."""
     texts = family.data().heldout_pool
-    order = np.random.default_rng(int(cfg.calibration.seed)).permutation(len(texts))
+    order = text_order(cfg, texts)
     picked = family.sequences([texts[i] for i in order[: 4 * int(cfg.calibration.n_heldout)]])
     if not picked:
         raise QuantgateError("no held-out text of at least 8 tokens: give longer texts (calibration=files)")
     return picked[: int(cfg.calibration.n_heldout)]
+
+
+def calibration_sequences(cfg, family: DecoderFamily) -> list[np.ndarray]:
+    """GPTQ's calibration text: up to calibration.n_samples sequences from the texts after the held-out candidates
+    (never one the gate judges on)."""
+    texts = family.data().heldout_pool
+    rest = text_order(cfg, texts)[4 * int(cfg.calibration.n_heldout):]
+    picked = family.sequences([texts[i] for i in rest])[: int(cfg.calibration.n_samples)]
+    if not picked:
+        raise QuantgateError(f"mode.algorithm={cfg.mode.algorithm} needs calibration text beyond the held-out sample, "
+                             f"and {len(texts)} texts leave none of at least 8 tokens: give more texts "
+                             f"(calibration=files) or fewer held-out ones (calibration.n_heldout)")
+    return picked
+
+
+def requantized(cfg, family: DecoderFamily, folder: Path) -> list[np.ndarray]:
+    """mode.algorithm other than rtn: the builder's weights replaced (pipeline/builder/weight_only.py); returns the
+    calibration sequences it read ([] for the algorithms that read none)."""
+    from pipeline.builder.weight_only import CALIBRATED, requantize
+    algorithm = str(cfg.mode.algorithm)
+    if algorithm == "rtn":
+        return []
+    calibration = calibration_sequences(cfg, family) if algorithm in CALIBRATED else []
+    say(f"quantize: mode.algorithm={algorithm} with onnxruntime's MatMulNBitsQuantizer on the fp32 export"
+        + (f", calibrated on {len(calibration)} texts" if calibration else ""))
+    requantize(cfg, folder, folder / REFERENCE_DIR / "model.onnx", calibration)
+    same_bytes(folder / "model.onnx")
+    return calibration
+
+
+def calibration_record(cfg, family: DecoderFamily, calibration: list[np.ndarray], heldout: int,
+                       folder: Path) -> CalibrationRecord:
+    import hashlib
+    method = {"rtn": "none (round-to-nearest weights)", "hqq": "none (HQQ fits each block's weights)",
+              "gptq": f"gptq on {len(calibration)} calibration texts"}[str(cfg.mode.algorithm)]
+    digest = hashlib.sha256(b"".join(ids.astype("<i8").tobytes() + b"|" for ids in calibration)).hexdigest() \
+        if calibration else ""
+    return CalibrationRecord(dataset=family.data().dataset_name, split=cfg.calibration.split, n=len(calibration),
+                             n_heldout=heldout, method=method, sha256=digest,
+                             heldout_sha256=sha256_file(folder / SEQUENCES_FILE), seed=int(cfg.calibration.seed))
 
 
 def save_sequences(path: Path, sequences: list[np.ndarray]) -> None:
@@ -135,16 +197,15 @@ def export_run(cfg, manifest: Manifest) -> Manifest:
     run_builder(family.path, folder, str(cfg.mode.name), cfg)
     say("export: the fp32 reference from the same checkpoint")
     run_builder(family.path, folder / REFERENCE_DIR, "fp32", cfg)
+    calibration = requantized(cfg, family, folder)
+    copy_transformers_config(family.path, folder)
     sequences = heldout_sequences(cfg, family)
     save_sequences(folder / SEQUENCES_FILE, sequences)
     manifest.reference_file = f"{REFERENCE_DIR}/model.onnx"
     manifest.model_kind, manifest.input_names, manifest.output_names = family.kind, family.input_names, ["logits"]
     manifest.source_model, manifest.source_weights_sha256 = family.source_name, family.weights_sha256()
     manifest.reference_size_bytes = folder_model_bytes(folder / REFERENCE_DIR)
-    manifest.calibration = CalibrationRecord(dataset=family.data().dataset_name, split=cfg.calibration.split, n=0,
-                                             n_heldout=len(sequences), method="none (round-to-nearest weights)",
-                                             sha256="", heldout_sha256=sha256_file(folder / SEQUENCES_FILE),
-                                             seed=int(cfg.calibration.seed))
+    manifest.calibration = calibration_record(cfg, family, calibration, len(sequences), folder)
     return manifest
 
 
@@ -196,8 +257,8 @@ def gate_run(cfg, manifest: Manifest) -> Manifest:
         f"greedy generation (onnxruntime-genai) matches fp32 for {manifest.int8_metrics['greedy_agreement']:.0%} of "
         f"{GREEDY_NEW_TOKENS} tokens on {min(GREEDY_PROMPTS, len(sequences))} prompts")
     wrong = language_model.problems(found, language_model.thresholds(cfg.verify))
-    if wrong and cfg.verify.build_gate:
-        raise VerificationFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
+    if wrong and cfg.verify.build_gate:  # exit 2, as the int8 gate's OverBudget (a build that cannot meet its budget)
+        raise BuildFailed(f"the {cfg.mode.name} decoder is materially worse than fp32 on held-out text: "
                                  f"{'; '.join(wrong)}. Nothing was published. Try a smaller mode.block_size, "
                                  f"mode=int8, or allow more loss (verify.*)")
     return manifest
@@ -209,7 +270,8 @@ def weight_only_record(cfg, counts) -> QuantizationRecord:
     activations = "int8 inside MatMulNBits (accuracy_level 4)" if level == 4 else f"float (accuracy_level {level})"
     return QuantizationRecord(mode=str(cfg.mode.name), quant_format="MatMulNBits (weight-only, blockwise)",
                               weight_type=f"{'int' if symmetric else 'uint'}{bits}", activation_type=activations,
-                              per_channel=False, reduce_range=False, calibration_method=None,
+                              per_channel=False, reduce_range=False,
+                              calibration_method=None if cfg.mode.algorithm == "rtn" else str(cfg.mode.algorithm),
                               graph_counts=counts.as_stamp())
 
 
@@ -219,7 +281,8 @@ def decoder_stamp_values(cfg, manifest: Manifest, counts) -> dict[str, str]:
     (_, bits, block_size, symmetric, level), _ = counts.blockwise_weights[0]
     extra = {"bits": str(bits), "block_size": str(block_size), "symmetric": str(symmetric).lower(),
              "accuracy_level": str(level), "exporter": f"onnxruntime-genai {metadata.version('onnxruntime-genai')}",
-             "reference": manifest.reference_file}
+             "reference": manifest.reference_file, "min_onnxruntime": RUNTIME_FLOOR,
+             "algorithm": str(cfg.mode.algorithm)}
     return stamp.stamp_values(cfg, manifest) | extra
 
 
@@ -231,7 +294,9 @@ def stamp_run(cfg, manifest: Manifest) -> Manifest:
     from pipeline.guard import read_stamp
     from pipeline.isa.targets import runtime_floor
     model_path = manifest.path(manifest.model_file)
-    manifest.required_cpu_features = runtime_floor(cfg.target.microarchitecture, list(cfg.target.extra_features))
+    # The runtime's floor and what the kernels use at the target's accuracy_level (target.decoder_features).
+    manifest.required_cpu_features = runtime_floor(cfg.target.microarchitecture, [*cfg.target.extra_features,
+                                                                                  *cfg.target.decoder_features])
     manifest.config_sha256 = stamp.config_sha256(cfg)
     counts = count_graph(onnx.load(str(model_path), load_external_data=False))
     if not counts.blockwise_weights:

@@ -153,6 +153,15 @@ def _weight_only(cfg) -> None:
     level = cfg.target.accuracy_level
     if level is not None and level not in (0, 1, 2, 3, 4):
         raise UsageError(f"target.accuracy_level={level}: MatMulNBits takes 0-4 (1 fp32, 2 fp16, 3 bf16, 4 int8)")
+    if weight_only and cfg.mode.algorithm != "rtn" and cfg.mode.name != "int4":
+        raise UsageError(f"mode.algorithm={cfg.mode.algorithm} quantizes 4-bit weights (onnxruntime's "
+                         f"MatMulNBitsQuantizer): use mode=int4, or mode.algorithm=rtn for mode={cfg.mode.name}")
+    from pipeline.isa.targets import RUNTIME_FEATURES
+    known = RUNTIME_FEATURES.get(cfg.target.family, frozenset())
+    unknown = sorted(set(cfg.target.decoder_features) - known)
+    if unknown:
+        raise UsageError(f"target.decoder_features names {', '.join(unknown)}, which no {cfg.target.family} kernel of "
+                         f"onnxruntime dispatches on: use {', '.join(sorted(known))}")
 
 
 # onnxruntime's extra_options that only static quantization reads, and the option each one needs.

@@ -87,6 +87,14 @@ class QuantFormat(StrEnum):
     QOperator = "QOperator"
 
 
+class WeightAlgorithm(StrEnum):
+    """How an int4 decoder's MatMulNBits weights are chosen (pipeline/builder/weight_only.py)."""
+
+    rtn = "rtn"  # round-to-nearest per block (onnxruntime-genai's builder)
+    hqq = "hqq"  # Half-Quadratic Quantization: scales and zero points fitted per block, no data
+    gptq = "gptq"  # rounding error compensated through the layer inputs' Hessian on calibration text
+
+
 class IntType(StrEnum):
     int8 = "int8"
     uint8 = "uint8"
@@ -216,6 +224,10 @@ class ModeConfig:
     # is_symmetric). Smaller blocks: closer to fp32, a larger file.
     block_size: int = 32
     symmetric: bool = True
+    # int4 only: rtn, or hqq / gptq from onnxruntime's MatMulNBitsQuantizer on the fp32 export (gptq calibrates on
+    # calibration.n_samples texts of the calibration source, disjoint from the held-out text). Measured on the tiny
+    # Qwen2 (docs/guides/language-models.md): against RTN, HQQ's KL to fp32 0.75x, GPTQ's 5-6x (worse).
+    algorithm: WeightAlgorithm = WeightAlgorithm.rtn
 
 
 @dataclass
@@ -236,6 +248,10 @@ class TargetConfig:
     # computed in (1 fp32, 2 fp16, 3 bf16, 4 int8: activations quantized to int8 inside the kernel, the fastest
     # CPU kernels, whose numerics differ by ISA). null = the builder's default (4 on CPU). Each target says why.
     accuracy_level: Optional[int] = None
+    # Decoders: CPU features MatMulNBits' and GroupQueryAttention's kernels use at that accuracy_level on this ISA,
+    # required by the decoder's stamp (with the runtime floor) so the guard refuses a CPU that would run other kernels
+    # than the ones verified. Each target says which and why; names from pipeline/isa/targets.py RUNTIME_FEATURES.
+    decoder_features: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -364,6 +380,11 @@ class VerifyConfig:
     min_next_token_agreement: float = 0.8
     max_perplexity_increase: float = 0.1
     decoder_max_tokens: int = 64  # tokens per held-out sequence (context the check runs over)
+    # Per-CPU numerics of a decoder: the mean KL between the same file's next-token distributions on a profile and on
+    # the reference CPU (verify.reference_cpu). Measured on the tiny int4 Qwen2 (accuracy level 4) against an
+    # AVX512-VNNI host: Haswell (AVX2 kernels) and qemu-aarch64 cortex-a72 / neoverse-n1 2e-5 to 9e-5, a hundredth of
+    # int4's own KL to fp32 (0.005); the budget leaves 100x room and still catches a kernel that computes wrong.
+    max_cpu_kl_divergence: float = 0.01
 
 
 @dataclass

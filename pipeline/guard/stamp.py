@@ -6,6 +6,7 @@ The same `quantgate.*` keys travel in an ONNX model's metadata_props (onnx.py) a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ REQUIRED_STAMP_KEYS = (
 # Keys whose values the guard decodes from JSON and judges; every other value is text it only reports.
 FEATURE_LIST_KEYS = ("required_cpu_features", "audited_cpu_features")
 JSON_OBJECT_KEYS = ("versions",)
+# The oldest onnxruntime that runs the artifact, where its opsets cannot say (a contrib operator whose inputs changed
+# within com.microsoft opset 1: a decoder's GroupQueryAttention); judged against the runtime at hand when one is.
+RUNTIME_FLOOR_KEY = "min_onnxruntime"
 REBUILD = "rebuild the artifact with quantgate"
 
 
@@ -83,6 +87,9 @@ def decode_stamp(stamp: dict[str, str], artifact: str = "the artifact") -> dict[
             if not isinstance(decoded[key], list) or not all(isinstance(name, str) and name for name in decoded[key]):
                 raise StampError(f"{artifact}'s stamp value {key} must be a JSON list of CPU feature names "
                                  f"(like [\"sse4_2\", \"avx2\"]), not {stamp[key][:60]!r}; {REBUILD}")
+    if RUNTIME_FLOOR_KEY in stamp and _release(stamp[RUNTIME_FLOOR_KEY]) is None:
+        raise StampError(f"{artifact}'s stamp value {RUNTIME_FLOOR_KEY} must be a release like \"1.23.0\", not "
+                         f"{stamp[RUNTIME_FLOOR_KEY][:60]!r}; {REBUILD}")
     for key in JSON_OBJECT_KEYS:
         decoded[key] = _json_value(stamp, key, artifact)
         if not isinstance(decoded[key], dict):
@@ -122,6 +129,8 @@ def check_stamp(stamp: dict[str, str], host_features: frozenset[str] | set[str] 
                 "Build for a lower target (e.g. TARGET=x86_64_v2) or deploy on a CPU with these features"))
     if model is not None and runtime is not None:
         verdict.problems += predict_load(model, runtime)
+    if runtime is not None:
+        verdict.problems += runtime_floor_problems(stamp, runtime)
     verdict.can_run = not verdict.problems
     return verdict
 
@@ -143,6 +152,24 @@ def predict_load(model: ModelVersions, runtime: dict) -> list[str]:
             problems.append(f"artifact imports opset {opset} of {domain or 'ai.onnx'}; onnxruntime {version} "
                             f"loads at most {limits[domain]}; {fix}")
     return problems
+
+
+RELEASE = re.compile(r"([0-9]+)\.([0-9]+)(?:\.([0-9]+))?([^.0-9].*)?")  # 1.23.0, 1.32.0+cpu, 1.23.0rc1
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """(1, 23, 0) from "1.23.0" (a local or pre-release tail such as "+cpu" or "rc1" ignored); None if not a release."""
+    found = RELEASE.fullmatch(version.strip())
+    return tuple(int(part) for part in found.groups()[:3] if part is not None) if found else None
+
+
+def runtime_floor_problems(stamp: dict[str, str], runtime: dict) -> list[str]:
+    """The stamp's min_onnxruntime against the runtime's onnxruntime version, in words; [] = new enough or no floor."""
+    floor, version = stamp.get(RUNTIME_FLOOR_KEY), runtime.get("versions", {}).get("onnxruntime")
+    if not floor or not version or _release(version) is None or _release(version) >= _release(floor):
+        return []
+    return [f"artifact needs onnxruntime >= {floor} (its contrib operators changed their inputs before then); this "
+            f"runtime is onnxruntime {version}: upgrade it (`pip install 'onnxruntime>={floor}'`)"]
 
 
 def required_headline(required: list[str], missing: list[str]) -> list[str]:

@@ -4,9 +4,10 @@ so it runs under QEMU and refuses cleanly below the artifact's floor.
     [qemu-x86_64 -cpu Haswell] python -m pipeline.verify.child_decoder MODEL.onnx SEQUENCES.npz OUT.npz \
         [--sequences N] [--threads 1] [--no-guard]
 
-Runs each held-out token sequence teacher-forced in one pass with an empty KV cache (every `past_key_values.*`
-input of length 0) and writes its logits ([tokens, vocab]) to OUT.npz as `logits_<i>`. Exit codes as
-pipeline/verify/child_onnx.py: 0 ran, 3 refused by the guard.
+The guard also refuses an onnxruntime older than the stamp's min_onnxruntime (read from package metadata, before
+onnxruntime is imported). Runs each held-out token sequence teacher-forced in one pass with an empty KV cache (every
+`past_key_values.*` input of length 0) and writes its logits ([tokens, vocab]) to OUT.npz as `logits_<i>`. Exit
+codes as pipeline/verify/child_onnx.py: 0 ran, 3 refused by the guard.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError, ensure_can_run, read_stamp
+from pipeline.guard.stamp import runtime_floor_problems
 
 
 def head_size(model: str) -> int | None:
@@ -61,6 +63,15 @@ def run(model: str, sequences: list, threads: int) -> list:
     return logits
 
 
+def installed_versions() -> dict:
+    """The installed onnxruntime's version from its package metadata (not imported: the guard decides first)."""
+    from importlib import metadata
+    try:
+        return {"versions": {"onnxruntime": metadata.version("onnxruntime")}}
+    except metadata.PackageNotFoundError:
+        return {"versions": {}}
+
+
 def load_sequences(path: str, limit: int | None = None) -> list:
     import numpy as np
     data = np.load(path)
@@ -81,11 +92,15 @@ def main() -> int:
     if not args.no_guard and read_stamp(args.model):
         try:
             print(f"quantgate guard: {ensure_can_run(args.model, check_runtime=False).message()}", file=sys.stderr)
+            too_old = runtime_floor_problems(read_stamp(args.model), installed_versions())
+            if too_old:
+                raise ArtifactRefused(f"{Path(args.model).name}: {'; '.join(too_old)}")
         except (ArtifactRefused, StampError) as refused:
             print(f"quantgate guard: {refused}", file=sys.stderr)
             return EXIT_REFUSED
     import numpy as np
     logits = run(args.model, load_sequences(args.sequences, args.limit), args.threads)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # on a lab host: out/ in the run's folder
     np.savez(args.out, **{f"logits_{i}": array for i, array in enumerate(logits)})
     return 0
 

@@ -46,15 +46,27 @@ def greedy_agreement(reference: list[list[int]], quantized: list[list[int]]) -> 
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def cpu_difference(native: list[np.ndarray], here: list[np.ndarray]) -> dict:
+def cpu_difference(reference_cpu: list[np.ndarray], here: list[np.ndarray], name: str = "native") -> dict:
     """The same artifact on two CPUs (MatMulNBits' kernels differ by ISA): the largest logit difference, the mean
-    KL between their next-token distributions, and the share of positions whose top-1 differs. Reported."""
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(native, here))
+    KL between their next-token distributions (reference CPU || here; budgeted: cpu_problem), and the share of
+    positions whose top-1 differs."""
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(reference_cpu, here))
     kl = np.concatenate([(np.exp(log_softmax(a)) * (log_softmax(a) - log_softmax(b))).sum(-1)
-                         for a, b in zip(native, here)])
-    flips = np.concatenate([a.argmax(-1) != b.argmax(-1) for a, b in zip(native, here)])
-    return {"reference_cpu": "native", "max_abs_logit_difference": diff, "kl_divergence": float(kl.mean()),
-            "top1_flips": float(flips.mean())}
+                         for a, b in zip(reference_cpu, here)])
+    flips = np.concatenate([a.argmax(-1) != b.argmax(-1) for a, b in zip(reference_cpu, here)])
+    return {"reference_cpu": name, "status": "measured", "max_abs_logit_difference": diff,
+            "kl_divergence": float(kl.mean()), "top1_flips": float(flips.mean()), "positions": int(len(kl))}
+
+
+def cpu_problem(comparison: dict, max_kl: float) -> str | None:
+    """The per-CPU budget broken, in words with the figure; None within it."""
+    if comparison["kl_divergence"] <= max_kl:
+        return None
+    return (f"its next-token distributions differ from the same file's on the reference CPU "
+            f"{comparison['reference_cpu']} by KL {comparison['kl_divergence']:.2g} nats/token (largest logit "
+            f"difference {comparison['max_abs_logit_difference']:.3g}, top-1 flips {comparison['top1_flips']:.1%}) > "
+            f"verify.max_cpu_kl_divergence {max_kl:g}: this CPU's MatMulNBits kernels compute differently; try "
+            f"target.accuracy_level=1 (fp32 activations)")
 
 
 def thresholds(verify_cfg) -> dict:

@@ -43,6 +43,8 @@ def test_matmulnbits_weights_are_counted_by_bits_and_scheme():
      "mode.block_size=48"),
     (["model=hf", "model.task=text-generation", "model.name_or_path=x", "mode=int8", "target.accuracy_level=7"],
      "target.accuracy_level=7"),
+    (["model=hf", "model.task=text-generation", "model.name_or_path=x", "mode=int4", "target.decoder_features=[avx3]"],
+     "target.decoder_features names avx3"),
 ])
 def test_weight_only_configs_are_refused_in_words(compose, overrides, words):
     from pipeline.config import rules
