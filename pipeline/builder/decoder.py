@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import kinds
 from pipeline.builder.checkpoints import DataSplits, check_weight_files, dataset_identity, resolve_model_path, \
     weights_digest
 from pipeline.errors import BuildFailed, QuantgateError
@@ -83,7 +84,7 @@ def builder_command(source: Path, out: Path, precision: str, cfg) -> list[str]:
     """onnxruntime-genai's model builder, CPU, offline, from the local checkpoint folder."""
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(out / ".cache")]
-    if precision in ("int4", "int8"):
+    if precision != "fp32":  # the weight-only kinds: the builder quantizes MatMul weights to `precision`
         options = [f"block_size={int(cfg.mode.block_size)}", f"is_symmetric={str(bool(cfg.mode.symmetric)).lower()}"]
         if cfg.target.accuracy_level is not None:
             options.append(f"accuracy_level={int(cfg.target.accuracy_level)}")
@@ -268,7 +269,7 @@ def weight_only_record(cfg, counts) -> QuantizationRecord:
     """What the graph holds, as the stamp's quantization fields: bits and scheme from the MatMulNBits nodes."""
     (_, bits, _, symmetric, level), _ = counts.blockwise_weights[0]
     activations = "int8 inside MatMulNBits (accuracy_level 4)" if level == 4 else f"float (accuracy_level {level})"
-    return QuantizationRecord(mode=str(cfg.mode.name), quant_format="MatMulNBits (weight-only, blockwise)",
+    return QuantizationRecord(mode=str(cfg.mode.name), quant_format=kinds.WEIGHT_ONLY_FORMAT,
                               weight_type=f"{'int' if symmetric else 'uint'}{bits}", activation_type=activations,
                               per_channel=False, reduce_range=False,
                               calibration_method=None if cfg.mode.algorithm == "rtn" else str(cfg.mode.algorithm),

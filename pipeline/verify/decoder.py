@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import kinds
 from pipeline.errors import QuantgateError
 from pipeline.isa.targets import profile
 from pipeline.manifest import MANIFEST_FILE, Manifest, sha256_file
@@ -221,7 +222,8 @@ def verify_decoder(cfg, manifest: Manifest, out: Path | None = None, shown_folde
     report = VerifyReport(
         status=overall_status(profiles), target=manifest.target,
         artifact=ArtifactRef(str(shown_folder / manifest.model_file if shown_folder else artifact),
-                             manifest.model_sha256, "onnx", True, manifest.target),
+                             manifest.model_sha256, kinds.kind_of_manifest(manifest).container, True,
+                             manifest.target),
         required_cpu_features=manifest.required_cpu_features,
         profiles={key: ProfileResult(**record) for key, record in profiles.items()},
         model_kind="language_model", output_names=["logits"], reference_cpu=reference_cpu.record,

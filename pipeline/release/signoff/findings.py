@@ -13,8 +13,10 @@ and `finding_rows` runs every kind in registration order (kind by kind, the orde
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
+from pipeline import kinds
 from pipeline.config.schema import ReleaseConfig
 from pipeline.release.signoff.rows import Row, mb, row
 
@@ -86,12 +88,13 @@ def size_rows(facts: Facts, settings: ReleaseConfig) -> list[Row]:
     size, limit = facts["size"], settings.max_size_ratio
     if not size.get("fp32_bytes"):
         return []
-    if facts["model_file"].endswith(".pt2"):  # compiled code and weights, against an ONNX graph: not alike
+    kind, _ = kinds.kind_of_file(Path(facts["folder"]) / facts["model_file"])
+    if kind.native_code:  # compiled code and weights, against an ONNX graph: not alike
         return [row(facts["name"], "size", "not_comparable", None, f"a compiled .pt2 package (code and weights, "
                     f"{mb(size['int8_bytes'])}) is not measured against the fp32 ONNX reference's size "
                     f"({mb(size['fp32_bytes'])}); release.max_size_ratio applies to ONNX artifacts")]
     within = size["ratio"] <= limit
-    scheme = "int4" if facts.get("mode") == "int4" else "int8"  # a weight-only decoder's bits, else int8
+    scheme = f"int{kind.bits}"
     return [row(facts["name"], "size", "within_budget" if within else "too_large", within,
                 f"{scheme} is {size['ratio']:.2f}x the fp32 size ({mb(size['int8_bytes'])} vs "
                 f"{mb(size['fp32_bytes'])}): {'<=' if within else '>'} release.max_size_ratio {limit:g}")]
