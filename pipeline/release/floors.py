@@ -5,6 +5,8 @@ mostly the fixed cost of a run). `int8_vs_fp32` is the ratio a model whose time 
 how far an artifact is from it is what the rest of its graph (quantize/dequantize, layout transposes, fp32 operators)
 costs. For convolutions, `model_int8_vs_fp32` is the floor of the whole model: its fp32 time with only its
 convolutions sped up (model_floor), which a small CNN's fixed cost per run keeps well above the kernels' ratio.
+For weight-only decoders, `matmul_nbits_floor` times each MatMulNBits of the artifact (its bits, block size and
+accuracy level) against the fp32 MatMul it replaced, at the rows of a decode step (1) or of a prefill (the prompt).
 """
 from __future__ import annotations
 
@@ -236,4 +238,68 @@ def model_floor(fp32: Path, feed: dict[str, np.ndarray], threads: int, best_rati
         shares.append(convolutions / max(total, 1))
     share = float(np.median(shares))
     return {"fp32_conv_share": round(share, 4), "best_kernel_ratio": round(best_ratio, 4),
-            "model_int8_vs_fp32": round(1 - share * (1 - best_ratio), 4)}
+            "model_int8_vs_fp32": round(whole_model_ratio(share, best_ratio), 4)}
+
+
+def whole_model_ratio(share: float, kernel_ratio: float) -> float:
+    """A whole model's time ratio when the kernels that take `share` of its fp32 kernel time run `kernel_ratio` of
+    their fp32 time and the rest as fp32 runs it."""
+    return 1 - share * (1 - kernel_ratio)
+
+
+def nbits_shapes(path: Path) -> dict[tuple, int]:
+    """Every MatMulNBits of a weight-only model as (K, N, bits, block_size, accuracy_level, its other inputs'
+    (shape, onnx type)), with how many nodes have it; the weights are not loaded."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = {t.name: (tuple(t.dims), t.data_type) for t in model.graph.initializer}
+    found: dict[tuple, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        key = (attributes["K"], attributes["N"], attributes.get("bits", 4), attributes["block_size"],
+               attributes.get("accuracy_level", 0), tuple(tensors.get(name, ((), 0)) for name in node.input[1:]))
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def _nbits_case(key: tuple, count: int, rows: int, rng) -> dict[str, Any]:
+    """fp32 MatMul against MatMulNBits on one weight shape, `rows` rows; the packed weights, scales and zero points
+    random bytes of the artifact's own shapes and types (a kernel's speed does not depend on their values)."""
+    import onnx
+    from onnx import TensorProto, helper
+    k, n, bits, block_size, accuracy_level, others = key
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, rows, k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, rows, n])
+    float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y],
+                                    [onnx.numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")])
+    names, tensors = [], []
+    for index, (dims, onnx_type) in enumerate(others):
+        if not onnx_type:  # an input the artifact leaves empty
+            names.append("")
+            continue
+        dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
+        values = (rng.random(dims) * 0.01 + 1e-3 if np.issubdtype(dtype, np.floating)
+                  else rng.integers(0, 256 if dtype == np.uint8 else 2, dims))
+        names.append(f"in{index}")
+        tensors.append(onnx.numpy_helper.from_array(np.asarray(values).astype(dtype), names[-1]))
+    node = helper.make_node("MatMulNBits", ["a", *names], ["y"], domain=CONTRIB_DOMAIN, K=k, N=n, bits=bits,
+                            block_size=block_size, accuracy_level=accuracy_level)
+    feed = {"a": rng.standard_normal((1, rows, k)).astype(np.float32)}
+    return {"name": f"{k}x{n} int{bits}", "nodes": count, "macs": rows * k * n, "fp32": (float_graph, feed),
+            "int8": (helper.make_graph([node], "nbits", [a], [y], tensors), feed)}
+
+
+def matmul_nbits_floor(artifact: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
+    """This host's MatMulNBits speed on a weight-only model's own weights: for each of its MatMulNBits shapes, the
+    kernel (the artifact's bits, block size, accuracy level) against the fp32 MatMul it replaced, on `rows` rows (1:
+    a decode step; the prompt's tokens: a prefill), timed by kernel time, interleaved. `kernel_vs_fp32` is the time
+    ratio of a model whose time were all these MatMuls (None without MatMulNBits)."""
+    rng = np.random.default_rng(0)
+    cases = [_nbits_case(key, count, rows, rng) for key, count in sorted(nbits_shapes(artifact).items())]
+    per_shape, totals = _floor(cases, threads, seconds)
+    return {"rows": rows, "shapes": {name: {"nodes": figures["nodes"], "fp32_gmac_per_s": figures["fp32_gmac_per_s"],
+                                            "nbits_gmac_per_s": figures["int8_gmac_per_s"]}
+                                     for name, figures in per_shape.items()},
+            "kernel_vs_fp32": _ratio(totals)}
