@@ -73,9 +73,10 @@ def _kernel_p50_ms(graphs: dict[str, tuple], threads: int, seconds: float, work:
 
 
 def _floor(cases: list[dict[str, Any]], threads: int, seconds: float) -> tuple[dict[str, dict], dict[str, float]]:
-    """Time each case ({"name", "nodes", "macs", "fp32", "int8": (graph, feed)}), fp32 and int8 interleaved, by
-    their kernels' own time; per case GMAC/s of each, and the node-weighted total ms of fp32, int8 and the faster of
-    the two per case ("best": a build may keep any convolution fp32)."""
+    """Time each case ({"name", "nodes", "macs", "fp32", "int8": (graph, feed)}; "copies": how many of its nodes each
+    graph holds, default 1), fp32 and int8 interleaved, by their kernels' own time; per case GMAC/s of each, and the
+    node-weighted total ms of fp32, int8 and the faster of the two per case ("best": a build may keep any convolution
+    fp32)."""
     import tempfile
     per_case, totals = {}, {"fp32": 0.0, "int8": 0.0, "best": 0.0}
     with tempfile.TemporaryDirectory() as work:
@@ -84,7 +85,7 @@ def _floor(cases: list[dict[str, Any]], threads: int, seconds: float) -> tuple[d
             per_case[case["name"]] = {"nodes": case["nodes"], **{
                 f"{name}_gmac_per_s": case["macs"] / (max(ms, 1e-3) / 1000) / 1e9 for name, ms in p50.items()}}
             for name, ms in {**p50, "best": min(p50.values())}.items():
-                totals[name] += case["nodes"] * ms
+                totals[name] += case["nodes"] / case.get("copies", 1) * ms
     return per_case, totals
 
 
@@ -264,37 +265,49 @@ def nbits_shapes(path: Path) -> dict[tuple, int]:
     return found
 
 
+# fp32 weight bytes a MatMulNBits floor graph holds at most: its shape's nodes each get their own weight, so that the
+# weights stream from memory as a decoder's do (one weight, timed alone, stays in the cache: on a 100M Llama at decode
+# the lone kernels measured 0.49x fp32 and the whole model ran at 0.39x), up to this much.
+STREAMED_BYTES = 256 << 20
+
+
+def _random_like(dims: tuple, onnx_type: int, name: str, rng):
+    """A tensor of these dims and onnx type, random (a kernel's speed does not depend on the values)."""
+    from onnx import helper, numpy_helper
+    dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
+    values = (rng.random(dims, dtype=np.float32) * 0.01 + 1e-3 if np.issubdtype(dtype, np.floating)
+              else rng.integers(0, 256 if dtype == np.uint8 else 2, dims, dtype=np.uint8))
+    return numpy_helper.from_array(values.astype(dtype), name)
+
+
 def _nbits_case(key: tuple, count: int, rows: int, rng) -> dict[str, Any]:
-    """fp32 MatMul against MatMulNBits on one weight shape, `rows` rows; the packed weights, scales and zero points
-    random bytes of the artifact's own shapes and types (a kernel's speed does not depend on their values)."""
-    import onnx
+    """fp32 MatMul against MatMulNBits on one weight shape, `rows` rows: each graph holds `copies` of the node (the
+    shape's nodes in the model, up to STREAMED_BYTES of fp32 weights), each with its own weight of the artifact's
+    shapes and types (packed weights, scales, zero points)."""
     from onnx import TensorProto, helper
     k, n, bits, block_size, accuracy_level, others = key
+    copies = max(1, min(count, STREAMED_BYTES // (k * n * 4)))
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, rows, k])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, rows, n])
-    float_graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "fp32", [a], [y],
-                                    [onnx.numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")])
-    names, tensors = [], []
-    for index, (dims, onnx_type) in enumerate(others):
-        if not onnx_type:  # an input the artifact leaves empty
-            names.append("")
-            continue
-        dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
-        values = (rng.random(dims) * 0.01 + 1e-3 if np.issubdtype(dtype, np.floating)
-                  else rng.integers(0, 256 if dtype == np.uint8 else 2, dims))
-        names.append(f"in{index}")
-        tensors.append(onnx.numpy_helper.from_array(np.asarray(values).astype(dtype), names[-1]))
-    node = helper.make_node("MatMulNBits", ["a", *names], ["y"], domain=CONTRIB_DOMAIN, K=k, N=n, bits=bits,
-                            block_size=block_size, accuracy_level=accuracy_level)
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, rows, n]) for i in range(copies)]
+    floats = [helper.make_node("MatMul", ["a", f"w{i}"], [f"y{i}"]) for i in range(copies)]
+    float_weights = [_random_like((k, n), TensorProto.FLOAT, f"w{i}", rng) for i in range(copies)]
+    nbits, tensors = [], []
+    for i in range(copies):
+        names = [f"in{i}_{index}" if onnx_type else "" for index, (_, onnx_type) in enumerate(others)]
+        tensors += [_random_like(dims, onnx_type, name, rng) for (dims, onnx_type), name in zip(others, names) if name]
+        nbits.append(helper.make_node("MatMulNBits", ["a", *names], [f"y{i}"], domain=CONTRIB_DOMAIN, K=k, N=n,
+                                      bits=bits, block_size=block_size, accuracy_level=accuracy_level))
     feed = {"a": rng.standard_normal((1, rows, k)).astype(np.float32)}
-    return {"name": f"{k}x{n} int{bits}", "nodes": count, "macs": rows * k * n, "fp32": (float_graph, feed),
-            "int8": (helper.make_graph([node], "nbits", [a], [y], tensors), feed)}
+    return {"name": f"{k}x{n} int{bits}", "nodes": count, "copies": copies, "macs": copies * rows * k * n,
+            "fp32": (helper.make_graph(floats, "fp32", [a], outputs, float_weights), feed),
+            "int8": (helper.make_graph(nbits, "nbits", [a], outputs, tensors), feed)}
 
 
 def matmul_nbits_floor(artifact: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
     """This host's MatMulNBits speed on a weight-only model's own weights: for each of its MatMulNBits shapes, the
     kernel (the artifact's bits, block size, accuracy level) against the fp32 MatMul it replaced, on `rows` rows (1:
-    a decode step; the prompt's tokens: a prefill), timed by kernel time, interleaved. `kernel_vs_fp32` is the time
+    a decode step; the prompt's tokens: a prefill), timed by kernel time, interleaved, each node with its own weight
+    (_nbits_case: streamed from memory as in the model, not cached). `kernel_vs_fp32` is the time
     ratio of a model whose time were all these MatMuls (None without MatMulNBits)."""
     rng = np.random.default_rng(0)
     cases = [_nbits_case(key, count, rows, rng) for key, count in sorted(nbits_shapes(artifact).items())]

@@ -194,7 +194,8 @@ def ratios(found: dict[str, dict], times: dict[str, dict[str, list[float]]], nam
                           for step in STEPS}
     figures["fp32_step_ms"] = {step: round(step_ms(times[FP32][step], step, new_tokens), 4) for step in STEPS}
     for step, floor in (floors or {}).items():
-        figures[f"{step}_time_vs_floor"] = 1 / figures[f"{step}_tokens_per_s_vs_fp32"]["ratio"] / decoder_floor_level(floor)
+        time_ratio = 1 / figures[f"{step}_tokens_per_s_vs_fp32"]["ratio"]
+        figures[f"{step}_time_vs_floor"] = time_ratio / decoder_floor_level(floor)
     return figures | {"size_vs_fp32": found[name]["size_bytes"] / found[FP32]["size_bytes"],
                       "peak_rss_vs_fp32": found[name]["peak_rss_mb"] / found[FP32]["peak_rss_mb"],
                       "model_rss_vs_fp32": found[name]["model_rss_mb"] / found[FP32]["model_rss_mb"]}

@@ -59,9 +59,10 @@ def measure_floors(case: dict[str, Any], kinds: tuple[FloorKind, ...], fp32: Pat
         measured = case[kind.key] = {}
         for batch, (feed, rows) in feeds.items():
             floor = measured[batch] = kind.measure(fp32, feed, rows, threads, seconds / 2)
+            ratios = case["ratios"][batch]
             if floor["int8_vs_fp32"] is not None:
-                case["ratios"][batch][kind.ratio_key] = floor["int8_vs_fp32"]
-                case["ratios"][batch][kind.distance_key] = case["ratios"][batch]["int8_vs_fp32_p50"] / floor_ratio(floor)
+                ratios[kind.ratio_key] = floor["int8_vs_fp32"]
+                ratios[kind.distance_key] = ratios["int8_vs_fp32_p50"] / floor_ratio(floor)
         if all(floor["int8_vs_fp32"] is None for floor in measured.values()):
             absent[kind.key] = kind.absent
 
@@ -75,8 +76,8 @@ def floor_lines(case: dict[str, Any]) -> list[str]:
         floors = [(batch, floor) for batch, floor in (case.get(kind.key) or {}).items()
                   if floor["int8_vs_fp32"] is not None]
         if floors:
-            lines.append(f"- {case['artifact']}, distance to this host's int8 floor on its {kind.kernels}: " + "; ".join(
-                _against(case, batch, floor, kind) for batch, floor in floors))
+            lines.append(f"- {case['artifact']}, distance to this host's int8 floor on its {kind.kernels}: "
+                         + "; ".join(_against(case, batch, floor, kind) for batch, floor in floors))
     absent = case.get("floor_absent") or {}
     if absent and len(absent) == len([kind for kind in FLOOR_KINDS.values() if kind.key in case]):
         lines.append(f"- {case['artifact']}: no int8 floor: " + "; ".join(absent.values()))
