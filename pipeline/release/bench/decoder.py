@@ -26,7 +26,7 @@ from pipeline.config.schema import SpeedConfig
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest
 from pipeline.release.bench.decoder_child import generate_once, load_model
-from pipeline.release.bench.floor import decoder_floor_level, decoder_floors
+from pipeline.release.bench.floor import decoder_floors
 from pipeline.release.bench.profiles import profiles
 from pipeline.release.bench.settings import BenchSettings
 from pipeline.timing import paired_ratio
@@ -195,8 +195,7 @@ def ratios(found: dict[str, dict], times: dict[str, dict[str, list[float]]], nam
     figures["fp32_step_ms"] = {step: round(step_ms(times[FP32][step], step, new_tokens), 4) for step in STEPS}
     for step, floor in (floors or {}).items():
         time_ratio = 1 / figures[f"{step}_tokens_per_s_vs_fp32"]["ratio"]
-        figures[f"{step}_time_vs_floor"] = time_ratio / decoder_floor_level(floor)
+        figures[f"{step}_time_vs_floor"] = time_ratio / floor["kernel_vs_fp32"]
     return figures | {"size_vs_fp32": found[name]["size_bytes"] / found[FP32]["size_bytes"],
                       "peak_rss_vs_fp32": found[name]["peak_rss_mb"] / found[FP32]["peak_rss_mb"],
                       "model_rss_vs_fp32": found[name]["model_rss_mb"] / found[FP32]["model_rss_mb"]}
-
