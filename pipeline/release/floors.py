@@ -5,6 +5,8 @@ mostly the fixed cost of a run). `int8_vs_fp32` is the ratio a model whose time 
 how far an artifact is from it is what the rest of its graph (quantize/dequantize, layout transposes, fp32 operators)
 costs. For convolutions, `model_int8_vs_fp32` is the floor of the whole model: its fp32 time with only its
 convolutions sped up (model_floor), which a small CNN's fixed cost per run keeps well above the kernels' ratio.
+For weight-only decoders, `matmul_nbits_floor` times each MatMulNBits of the artifact (its bits, block size and
+accuracy level) against the fp32 MatMul it replaced, at the rows of a decode step (1) or of a prefill (the prompt).
 """
 from __future__ import annotations
 
@@ -71,9 +73,10 @@ def _kernel_p50_ms(graphs: dict[str, tuple], threads: int, seconds: float, work:
 
 
 def _floor(cases: list[dict[str, Any]], threads: int, seconds: float) -> tuple[dict[str, dict], dict[str, float]]:
-    """Time each case ({"name", "nodes", "macs", "fp32", "int8": (graph, feed)}), fp32 and int8 interleaved, by
-    their kernels' own time; per case GMAC/s of each, and the node-weighted total ms of fp32, int8 and the faster of
-    the two per case ("best": a build may keep any convolution fp32)."""
+    """Time each case ({"name", "nodes", "macs", "fp32", "int8": (graph, feed)}; "copies": how many of its nodes each
+    graph holds, default 1), fp32 and int8 interleaved, by their kernels' own time; per case GMAC/s of each, and the
+    node-weighted total ms of fp32, int8 and the faster of the two per case ("best": a build may keep any convolution
+    fp32)."""
     import tempfile
     per_case, totals = {}, {"fp32": 0.0, "int8": 0.0, "best": 0.0}
     with tempfile.TemporaryDirectory() as work:
@@ -82,7 +85,7 @@ def _floor(cases: list[dict[str, Any]], threads: int, seconds: float) -> tuple[d
             per_case[case["name"]] = {"nodes": case["nodes"], **{
                 f"{name}_gmac_per_s": case["macs"] / (max(ms, 1e-3) / 1000) / 1e9 for name, ms in p50.items()}}
             for name, ms in {**p50, "best": min(p50.values())}.items():
-                totals[name] += case["nodes"] * ms
+                totals[name] += case["nodes"] / case.get("copies", 1) * ms
     return per_case, totals
 
 
@@ -236,4 +239,80 @@ def model_floor(fp32: Path, feed: dict[str, np.ndarray], threads: int, best_rati
         shares.append(convolutions / max(total, 1))
     share = float(np.median(shares))
     return {"fp32_conv_share": round(share, 4), "best_kernel_ratio": round(best_ratio, 4),
-            "model_int8_vs_fp32": round(1 - share * (1 - best_ratio), 4)}
+            "model_int8_vs_fp32": round(whole_model_ratio(share, best_ratio), 4)}
+
+
+def whole_model_ratio(share: float, kernel_ratio: float) -> float:
+    """A whole model's time ratio when the kernels that take `share` of its fp32 kernel time run `kernel_ratio` of
+    their fp32 time and the rest as fp32 runs it."""
+    return 1 - share * (1 - kernel_ratio)
+
+
+def nbits_shapes(path: Path) -> dict[tuple, int]:
+    """Every MatMulNBits of a weight-only model as (K, N, bits, block_size, accuracy_level, its other inputs'
+    (shape, onnx type)), with how many nodes have it; the weights are not loaded."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = {t.name: (tuple(t.dims), t.data_type) for t in model.graph.initializer}
+    found: dict[tuple, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        key = (attributes["K"], attributes["N"], attributes.get("bits", 4), attributes["block_size"],
+               attributes.get("accuracy_level", 0), tuple(tensors.get(name, ((), 0)) for name in node.input[1:]))
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+# fp32 weight bytes a MatMulNBits floor graph holds at most: its shape's nodes each get their own weight, so that the
+# weights stream from memory as a decoder's do (one weight, timed alone, stays in the cache: on a 100M Llama at decode
+# the lone kernels measured 0.49x fp32 and the whole model ran at 0.39x), up to this much.
+STREAMED_BYTES = 256 << 20
+
+
+def _random_like(dims: tuple, onnx_type: int, name: str, rng):
+    """A tensor of these dims and onnx type, random (a kernel's speed does not depend on the values)."""
+    from onnx import helper, numpy_helper
+    dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
+    values = (rng.random(dims, dtype=np.float32) * 0.01 + 1e-3 if np.issubdtype(dtype, np.floating)
+              else rng.integers(0, 256 if dtype == np.uint8 else 2, dims, dtype=np.uint8))
+    return numpy_helper.from_array(values.astype(dtype), name)
+
+
+def _nbits_case(key: tuple, count: int, rows: int, rng) -> dict[str, Any]:
+    """fp32 MatMul against MatMulNBits on one weight shape, `rows` rows: each graph holds `copies` of the node (the
+    shape's nodes in the model, up to STREAMED_BYTES of fp32 weights), each with its own weight of the artifact's
+    shapes and types (packed weights, scales, zero points)."""
+    from onnx import TensorProto, helper
+    k, n, bits, block_size, accuracy_level, others = key
+    copies = max(1, min(count, STREAMED_BYTES // (k * n * 4)))
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, rows, k])
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, rows, n]) for i in range(copies)]
+    floats = [helper.make_node("MatMul", ["a", f"w{i}"], [f"y{i}"]) for i in range(copies)]
+    float_weights = [_random_like((k, n), TensorProto.FLOAT, f"w{i}", rng) for i in range(copies)]
+    nbits, tensors = [], []
+    for i in range(copies):
+        names = [f"in{i}_{index}" if onnx_type else "" for index, (_, onnx_type) in enumerate(others)]
+        tensors += [_random_like(dims, onnx_type, name, rng) for (dims, onnx_type), name in zip(others, names) if name]
+        nbits.append(helper.make_node("MatMulNBits", ["a", *names], [f"y{i}"], domain=CONTRIB_DOMAIN, K=k, N=n,
+                                      bits=bits, block_size=block_size, accuracy_level=accuracy_level))
+    feed = {"a": rng.standard_normal((1, rows, k)).astype(np.float32)}
+    return {"name": f"{k}x{n} int{bits}", "nodes": count, "copies": copies, "macs": copies * rows * k * n,
+            "fp32": (helper.make_graph(floats, "fp32", [a], outputs, float_weights), feed),
+            "int8": (helper.make_graph(nbits, "nbits", [a], outputs, tensors), feed)}
+
+
+def matmul_nbits_floor(artifact: Path, rows: int, threads: int, seconds: float) -> dict[str, Any]:
+    """This host's MatMulNBits speed on a weight-only model's own weights: for each of its MatMulNBits shapes, the
+    kernel (the artifact's bits, block size, accuracy level) against the fp32 MatMul it replaced, on `rows` rows (1:
+    a decode step; the prompt's tokens: a prefill), timed by kernel time, interleaved, each node with its own weight
+    (_nbits_case: streamed from memory as in the model, not cached). `kernel_vs_fp32` is the time
+    ratio of a model whose time were all these MatMuls (None without MatMulNBits)."""
+    rng = np.random.default_rng(0)
+    cases = [_nbits_case(key, count, rows, rng) for key, count in sorted(nbits_shapes(artifact).items())]
+    per_shape, totals = _floor(cases, threads, seconds)
+    return {"rows": rows, "shapes": {name: {"nodes": figures["nodes"], "fp32_gmac_per_s": figures["fp32_gmac_per_s"],
+                                            "nbits_gmac_per_s": figures["int8_gmac_per_s"]}
+                                     for name, figures in per_shape.items()},
+            "kernel_vs_fp32": _ratio(totals)}

@@ -66,12 +66,20 @@ def test_the_cnn_and_the_detector_have_ratios_noise_profile_and_floor(report):
             assert ratios["int8_vs_fp32_p50"] > 0 and ratios["int8_vs_plain_int8_p50"] > 0
             assert 0 < noise["low"] <= noise["ratio"] <= noise["high"] and noise["rounds"] >= 5
             # the model's three 3x3 convolutions (and the detector's 1x1 head) timed alone, fp32 against QLinearConv
-            assert case["conv_floor"][batch]["int8_vs_fp32"] == ratios["int8_vs_fp32_conv_floor"] > 0
+            floor = case["conv_floor"][batch]
+            assert floor["int8_vs_fp32"] == ratios["int8_vs_fp32_conv_floor"] > 0
+            # the distance is to the whole model's floor (its convolutions' share sped up), said in words
+            level = floor["model_int8_vs_fp32"]
+            assert ratios["int8_vs_conv_floor"] == pytest.approx(ratios["int8_vs_fp32_p50"] / level)
+            assert (f"batch {batch}: int8 {ratios['int8_vs_fp32_p50']:.2f}x fp32; the conv floor on this model's "
+                    f"shapes {level:.2f}x (convolutions {floor['fp32_conv_share']:.0%} of fp32's kernel time") in table
+            assert f"{ratios['int8_vs_conv_floor']:.2f}x the floor" in table
+            assert case["verdict"][batch] in ("faster", "within_noise", "slower", "too_small_to_time")
         profile = case["op_type_profile"]
         assert profile["batch"] == 4 and "Conv" in list(profile["fp32"]["share_by_op_type"])[:3]
         assert {"QLinearConv", "Conv", "ConvInteger", "QuantizeLinear"} & set(profile["int8"]["share_by_op_type"])
         assert f"| {case['artifact']} | {case['subject']} |" in table
-        assert f"- {case['artifact']}: int8/fp32 of this host's convolutions alone" in table
+        assert f"- {case['artifact']}, distance to this host's int8 floor on its convolutions: batch 1" in table
     detector = next(case for case in found["artifacts"] if case["subject"] == "detector")
     assert "gemm_floor" in detector["floor_absent"]  # no MatMul: said, not left blank
     assert "Noise: the median per-round int8/fp32 ratio" in table and "Where the time goes" in table
@@ -94,7 +102,45 @@ def test_the_decoders_have_tokens_per_second_memory_size_and_profile_against_fp3
             assert "MatMulNBits" in list(group["op_type_profile"][step][name]["share_by_op_type"])[:4]
         assert f"| {name} | {ratios['size_vs_fp32']:.2f}x |" in table
     assert "MatMul" in group["op_type_profile"]["decode"]["fp32"]["share_by_op_type"]
-    assert "not measured for weight-only decoders" in group["floor_absent"] and "- int8 floor: not measured" in table
+    assert "floor_absent" not in group
+
+
+def test_the_decoders_floor_is_matmul_nbits_on_their_own_weights_at_decode_and_prefill_rows(report):
+    found, table = report
+    [group] = found["decoders"]
+    for name, bits in (("tiny-llama-int4-avx2", 4), ("tiny-llama-int8-avx2", 8)):
+        floors = group["matmul_nbits_floor"][name]
+        assert (floors["prefill"]["rows"], floors["decode"]["rows"]) == (24, 1)
+        for step, floor in floors.items():
+            # the tiny Llama's four weight shapes (qkv, o, gate/up, down; lm_head), its 11 MatMuls
+            assert sum(shape["nodes"] for shape in floor["shapes"].values()) == 11
+            assert all(key.endswith(f" int{bits}") for key in floor["shapes"])
+            assert floor["kernel_vs_fp32"] > 0 and 0 < floor["fp32_matmul_share"] <= 1
+            # the whole model's floor: fp32's MatMul share at that step sped up to the kernels' ratio
+            share, kernels = floor["fp32_matmul_share"], floor["kernel_vs_fp32"]
+            assert floor["model_vs_fp32"] == pytest.approx(1 - share * (1 - kernels))
+            assert share == group["op_type_profile"][step]["fp32"]["share_by_op_type"]["MatMul"]
+
+
+def test_a_tiny_decoders_step_is_too_small_to_time_and_said_so(report):
+    """The tiny decoder's fp32 decode step takes a few hundredths of a millisecond: under the build's
+    speed.min_timeable_ms (pipeline/builder/speed.py), so it is not judged; a judged step states its floor."""
+    from pipeline.config.schema import SpeedConfig
+    found, table = report
+    [group] = found["decoders"]
+    for name, ratios in group["ratios"].items():
+        assert ratios["verdict"]["decode"] == "too_small_to_time"
+        for step in ("prefill", "decode"):
+            too_small = ratios["fp32_step_ms"][step] < SpeedConfig.min_timeable_ms
+            assert (ratios["verdict"][step] == "too_small_to_time") == too_small
+            tokens = ratios[f"{step}_tokens_per_s_vs_fp32"]["ratio"]
+            said = f"- {name} {step}: {tokens:.2f}x fp32's tokens/s"
+            [line] = [line for line in table.splitlines() if line.startswith(said)]
+            if too_small:
+                assert "too small to time here" in line and "not judged" in line
+            else:
+                assert "the MatMulNBits floor on this model's shapes" in line
+                assert f"{ratios[step + '_time_vs_floor']:.2f}x the floor" in line
 
 
 def test_a_release_of_one_decoder_folder_benches_it_alone(release, tmp_path):

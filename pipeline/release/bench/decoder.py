@@ -2,7 +2,10 @@
 decode tokens/s at batch 1 through onnxruntime-genai's generator, the int4 and int8 folders of one checkpoint and its
 fp32 export (the folders' reference/) in one interleaved loop in one process, with the paired ratios' noise; peak
 memory (the peak RSS of a child process per folder, pipeline/release/bench/decoder_child.py, beside one that loads
-no model); file size; and where the time goes (the op-type profile of one prefill and one decode step).
+no model); file size; where the time goes (the op-type profile of one prefill and one decode step); and the distance
+to this host's MatMulNBits floor on the model's own weights (pipeline/release/bench/floor.py decoder_floors). A step
+that fp32 runs faster than the build's `speed.min_timeable_ms` (the tiny test decoders) is said to be too small to
+time rather than judged (pipeline/builder/speed.py judge).
 """
 from __future__ import annotations
 
@@ -18,18 +21,20 @@ from typing import Any
 import numpy as np
 
 from pipeline.builder.decoder import REFERENCE_DIR, folder_model_bytes
+from pipeline.builder.speed import judge
+from pipeline.config.schema import SpeedConfig
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest
 from pipeline.release.bench.decoder_child import generate_once, load_model
+from pipeline.release.bench.floor import decoder_floors
 from pipeline.release.bench.profiles import profiles
 from pipeline.release.bench.settings import BenchSettings
 from pipeline.timing import paired_ratio
 
 FP32 = "fp32"
+STEPS = ("prefill", "decode")
 MIN_ROUNDS, MAX_ROUNDS = 3, 50
-NO_FLOOR = ("not measured for weight-only decoders: pipeline/release/floors.py times int8-activation kernels "
-            "(DynamicQuantizeMatMul, QLinearConv), not MatMulNBits; decode at batch 1 reads every weight once per "
-            "token, so its floor is memory bandwidth")
+NO_FLOOR = "no MatMulNBits in the artifact: no weight-only kernel to time"
 
 
 @dataclass(frozen=True)
@@ -158,18 +163,39 @@ def bench_checkpoint(members: list[tuple[Path, Manifest]], settings: BenchSettin
              | memory(folder, prompt_file, settings, baseline) for name, folder in folders.items()}
     feeds = step_feeds(first, prompt)
     graphs = {name: folder / "model.onnx" for name, folder in folders.items()}
-    return {"subject": DecoderSubject.kind, "model": manifest.model, "target": manifest.target,
-            "artifacts": [folder.name for folder, _ in members], "modes": {f.name: m.mode for f, m in members},
-            "prompt_tokens": length, "new_tokens": settings.new_tokens, "baseline_rss_mb": round(baseline, 1),
-            "models": found, "ratios": {name: ratios(found, times, name) for name in folders if name != FP32},
-            "op_type_profile": {step: profiles(graphs, feed, settings.threads, work) for step, feed in feeds.items()},
-            "floor_absent": NO_FLOOR}
+    op_profile = {step: profiles(graphs, feed, settings.threads, work) for step, feed in feeds.items()}
+    rows = {"prefill": length, "decode": 1}
+    floors = {name: decoder_floors(graphs[name], graphs[FP32], rows, {s: op_profile[s][FP32] for s in STEPS},
+                                   settings.threads, settings.seconds / 2) for name in folders if name != FP32}
+    group = {"subject": DecoderSubject.kind, "model": manifest.model, "target": manifest.target,
+             "artifacts": [folder.name for folder, _ in members], "modes": {f.name: m.mode for f, m in members},
+             "prompt_tokens": length, "new_tokens": settings.new_tokens, "baseline_rss_mb": round(baseline, 1),
+             "models": found, "ratios": {name: ratios(found, times, name, floors[name], settings.new_tokens)
+                                         for name in floors},
+             "op_type_profile": op_profile, "matmul_nbits_floor": {k: v for k, v in floors.items() if v}}
+    if not all(floors.values()):
+        group["floor_absent"] = NO_FLOOR
+    return group
 
 
-def ratios(found: dict[str, dict], times: dict[str, dict[str, list[float]]], name: str) -> dict[str, Any]:
-    """One folder against fp32: tokens/s ratios (above 1: faster) with the paired per-round interval, size, memory."""
-    return {"prefill_tokens_per_s_vs_fp32": paired_ratio(times[FP32]["prefill"], times[name]["prefill"]),
-            "decode_tokens_per_s_vs_fp32": paired_ratio(times[FP32]["decode"], times[name]["decode"]),
-            "size_vs_fp32": found[name]["size_bytes"] / found[FP32]["size_bytes"],
-            "peak_rss_vs_fp32": found[name]["peak_rss_mb"] / found[FP32]["peak_rss_mb"],
-            "model_rss_vs_fp32": found[name]["model_rss_mb"] / found[FP32]["model_rss_mb"]}
+def step_ms(seconds: list[float], step: str, new_tokens: int) -> float:
+    """Milliseconds of one run of the model in this step: the prefill, or one decode step."""
+    return statistics.median(seconds) * 1000 / (new_tokens if step == "decode" else 1)
+
+
+def ratios(found: dict[str, dict], times: dict[str, dict[str, list[float]]], name: str, floors: dict | None,
+           new_tokens: int) -> dict[str, Any]:
+    """One folder against fp32: tokens/s ratios (above 1: faster) with the paired per-round interval, size, memory;
+    per step the verdict on its time (the build's rule: too small to time when fp32 runs a step faster than
+    speed.min_timeable_ms) and, where a MatMulNBits floor was measured, its time as a multiple of the floor's."""
+    figures = {f"{step}_tokens_per_s_vs_fp32": paired_ratio(times[FP32][step], times[name][step]) for step in STEPS}
+    figures["verdict"] = {step: judge(paired_ratio(times[name][step], times[FP32][step]),
+                                      step_ms(times[FP32][step], step, new_tokens), SpeedConfig.min_timeable_ms)
+                          for step in STEPS}
+    figures["fp32_step_ms"] = {step: round(step_ms(times[FP32][step], step, new_tokens), 4) for step in STEPS}
+    for step, floor in (floors or {}).items():
+        time_ratio = 1 / figures[f"{step}_tokens_per_s_vs_fp32"]["ratio"]
+        figures[f"{step}_time_vs_floor"] = time_ratio / floor["kernel_vs_fp32"]
+    return figures | {"size_vs_fp32": found[name]["size_bytes"] / found[FP32]["size_bytes"],
+                      "peak_rss_vs_fp32": found[name]["peak_rss_mb"] / found[FP32]["peak_rss_mb"],
+                      "model_rss_vs_fp32": found[name]["model_rss_mb"] / found[FP32]["model_rss_mb"]}

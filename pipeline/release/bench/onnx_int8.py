@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.builder.speed import judge
+from pipeline.config.schema import SpeedConfig
 from pipeline.manifest import Manifest, atomic_write_bytes
 from pipeline.release.bench.build_time import build_time
 from pipeline.release.bench.floor import FloorKind, measure_floors
@@ -125,6 +127,8 @@ def bench_artifact(folder: Path, subject: OnnxInt8Subject, settings: BenchSettin
     feeds = {str(batch): batch_of(inputs, batch, axes) for batch in settings.batches}
     for batch, feed in feeds.items():
         case["latency"][batch], case["ratios"][batch], case["noise"][batch] = latency(sessions, feed, settings, batch)
+        case["verdict"][batch] = judge(case["noise"][batch], case["latency"][batch]["fp32"]["p50_ms"],
+                                       SpeedConfig.min_timeable_ms)  # the build's rule (pipeline/builder/speed.py)
     rows = {batch: int(np.prod(next(iter(feed.values())).shape[:2])) if manifest.model_kind == "embedding"
             else int(batch) for batch, feed in feeds.items()}  # GEMM rows: batch x tokens for token models
     measure_floors(case, subject.floors, fp32, {b: (feed, rows[b]) for b, feed in feeds.items()}, settings.threads,
@@ -146,7 +150,7 @@ def describe(folder: Path, manifest: Manifest, subject: OnnxInt8Subject, models:
         "fused_operators": manifest.fusion.operators if manifest.fusion else {},
         "size_bytes": {name: path.stat().st_size for name, path in models.items()},
         "sequence_length": int(inputs["attention_mask"].shape[1]) if "attention_mask" in inputs else None,
-        "latency": {}, "ratios": {}, "noise": {},
+        "latency": {}, "ratios": {}, "noise": {}, "verdict": {},
         "build_seconds": manifest.build.seconds if manifest.build else None,
         "stage_seconds": manifest.build.stage_seconds if manifest.build else None,
         "reference_cache": manifest.reference_cache,

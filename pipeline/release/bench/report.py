@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.manifest import atomic_write_bytes, atomic_write_json
-from pipeline.release.bench.floor import floor_lines
+from pipeline.config.schema import SpeedConfig
+from pipeline.release.bench.decoder import STEPS
+from pipeline.release.bench.floor import decoder_floor_words, floor_lines
 from pipeline.release.bench.profiles import profile_line
 
 # The one figure a results.md row shows per model, the first the model has: (key, label, format).
@@ -14,6 +16,16 @@ SHOWN_FIGURE = (("score_correlation", "score r", ".4f"), ("label_set_agreement",
                 ("decision_agreement", "decisions", ".3f"), ("top1_agreement", "top-1", ".3f"),
                 ("cosine_mean", "cos", ".4f"), ("detection_recall", "detection recall", ".3f"),
                 ("near_empty_error_worst", "near-empty error", ".3g"))
+
+
+VERDICT_WORDS = {"faster": "faster beyond noise", "slower": "SLOWER than fp32 beyond noise",
+                 "within_noise": "within noise of fp32"}
+
+
+def too_small(fp32_ms: float, run: str) -> str:
+    """The words for a ratio not judged (pipeline/builder/speed.py judge: too_small_to_time)."""
+    return (f"too small to time here (fp32 {fp32_ms:.3g} ms {run}, under speed.min_timeable_ms "
+            f"{SpeedConfig.min_timeable_ms} ms: the runtime's fixed costs decide the ratio): not judged")
 
 
 def _fid(figures: dict[str, float]) -> str:
@@ -57,6 +69,8 @@ def int8_notes(report: dict[str, Any]) -> list[str]:
     for case in report["artifacts"]:
         lines.append(f"- {case['artifact']}: " + "; ".join(
             f"b{batch} {noise['ratio']:.2f}x ({noise['low']:.2f}-{noise['high']:.2f}, {noise['rounds']} rounds)"
+            + (f": {too_small(case['latency'][batch]['fp32']['p50_ms'], 'a run')}"
+               if case.get("verdict", {}).get(batch) == "too_small_to_time" else "")
             for batch, noise in case.get("noise", {}).items()))
     lines += ["", "Absolute p50 (ms):", ""]
     for case in report["artifacts"]:
@@ -115,8 +129,23 @@ def decoder_lines(report: dict[str, Any]) -> list[str]:
         for step in ("prefill", "decode"):
             notes += [profile_line(f"{name} {step}", profile)
                       for name, profile in group["op_type_profile"][step].items() if isinstance(profile, dict)]
-        notes.append(f"- int8 floor: {group['floor_absent']}")
+        notes += [step_words(group, name, step) for name in group["ratios"] for step in STEPS]
+        if group.get("floor_absent"):
+            notes.append(f"- MatMulNBits floor: {group['floor_absent']}")
     return [*lines, "", *notes]
+
+
+def step_words(group: dict[str, Any], name: str, step: str) -> str:
+    """`- <folder> decode: 4.20x fp32's tokens/s (faster beyond noise); the MatMulNBits floor ...: 1.19x the floor`,
+    or that the step is too small to time here."""
+    r = group["ratios"][name]
+    tokens = r[f"{step}_tokens_per_s_vs_fp32"]["ratio"]
+    said = f"- {name} {step}: {tokens:.2f}x fp32's tokens/s"
+    if r["verdict"][step] == "too_small_to_time":
+        return f"{said}: {too_small(r['fp32_step_ms'][step], 'a prefill' if step == 'prefill' else 'a decode step')}"
+    floor = (group.get("matmul_nbits_floor", {}).get(name) or {}).get(step)
+    return f"{said} ({VERDICT_WORDS[r['verdict'][step]]})" + (
+        f"; {decoder_floor_words(floor, 1 / tokens)}" if floor else "")
 
 
 def build_time_lines(report: dict[str, Any]) -> list[str]:

@@ -68,7 +68,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         raise InputError(f"no ONNX artifact in {root} to bench ({len(skipped)} export=aoti package(s)); bench "
                          f"compares ONNX artifacts with their fp32 graph: build with export=onnx (the default)")
     report: dict[str, Any] = {
-        "schema": "quantgate.bench/2", "host": host(),
+        "schema": "quantgate.bench/3", "host": host(),
         "settings": settings.as_json() | {"graph_optimization_level": "ORT_ENABLE_ALL", "warmup": WARMUP},
         "subjects": {name: [folder.name for folder in members] for name, members in subjects.items()},
         "artifacts": [], "side_by_side": [], "decoders": [], "skipped": skipped,
