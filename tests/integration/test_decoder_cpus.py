@@ -75,7 +75,7 @@ def test_a_decoder_is_verified_on_an_ssh_lab_host(qwen2, tmp_path, server):  # n
     profiles = write_profile(tmp_path / "profiles", server)
     before = set(glob.glob(REMOTE_TMP))
     done = run_cli("-m", "pipeline.cli", "verify", "--artifact-dir", str(folder), "verify.reference_cpu=native",
-                   "verify.profiles=[native]", "verify.extra_profiles=[lab]", "verify.emulated_max_samples=1",
+                   "verify.profiles=[native]", "verify.extra_profiles=[lab]", "verify.native_max_samples=1",
                    f"verify.cpu_profile_dirs=['{profiles}']")
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     lab = json.loads((folder / "verify.json").read_text())["profiles"]["lab"]
