@@ -97,7 +97,7 @@ def _translate(error: Exception) -> QuantgateError | None:
     library's as InputErrors (pipeline.errors.translate)."""
     if type(error).__module__.split(".")[0] not in ("hydra", "omegaconf", "yaml"):
         return translate(error)
-    from pipeline.config.compose import usage_error
+    from pipeline.config.compose import usage_error  # Hydra (0.1 s): every command's --help imports this module
     return usage_error(error)
 
 
@@ -154,7 +154,7 @@ def command_parser(prog: str, doc: str | None, overrides: bool = False) -> Comma
 
 def unknown_option(option: str, following: str | None = None, parser: argparse.ArgumentParser | None = None) -> str:
     """`unknown option --avx2: quantgate takes Hydra overrides: target=avx2`, or the command's own option."""
-    from pipeline.config.compose import override_hint
+    from pipeline.config.compose import override_hint  # Hydra: only when an option is unknown
     hint = override_hint(option, following)
     if hint is not None:
         key, _, value = hint.partition("=")

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pipeline.errors import InputError
+
 RECURRENT_STATE_INPUTS = {"LSTM": (0, 5, 6), "GRU": (0, 5), "RNN": (0, 5)}  # X, initial_h, initial_c
 
 
@@ -127,7 +129,6 @@ def input_axis(name: str, shape: list | None, symbol: str | None, recurrent: dic
     if dynamic and dynamic[0] == 0:
         return 0, f"the first of its dynamic axes {dynamic}"
     if dynamic:  # axis 0 fixed, several others dynamic ([2, 3, H, W]): which is the batch is a guess, not made
-        from pipeline.errors import InputError
         shown = ["?" if axis in dynamic else dim for axis, dim in enumerate(shape)]
         raise InputError(f"input {name} {shown} has a fixed first axis ({shape[0]}) and several dynamic axes "
                          f"{dynamic}: quantgate cannot tell which one holds the examples; name it, e.g. "
@@ -155,7 +156,6 @@ def output_axes(model, symbol: str | None) -> dict[str, int | None]:
 def find_layout(model, configured: dict | None = None, where: str = "the model", state: dict | None = None) -> Layout:
     """The batch axes of `model`'s inputs and outputs and its state pairs (the module's docstring), `configured`
     (model.batch_axes) and `state` (model.state) taking precedence."""
-    from pipeline.errors import InputError
 
     configured = dict(configured or {})
     inputs = graph_inputs(model)
@@ -208,7 +208,6 @@ def names_pair(output: str, input_name: str) -> bool:
 def state_pairs(model, layout: Layout, configured: dict, where: str) -> dict[str, str]:
     """Outputs that feed inputs at the next chunk (output -> input): `configured` (model.state), else by name and
     shape (the module's docstring)."""
-    from pipeline.errors import InputError
 
     inputs = {value.name: dims(value) for value in graph_inputs(model)}
     outputs = {value.name: dims(value) for value in model.graph.output}

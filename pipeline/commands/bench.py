@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline.commandline import command_parser, run_command
 from pipeline.errors import ExitCode, UsageError
+from pipeline.release.bench.settings import BenchSettings
 
 PROG = "quantgate bench"
 
@@ -50,9 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings(args: argparse.Namespace):
+def settings(args: argparse.Namespace) -> BenchSettings:
     """The parsed options as the bench's typed settings; an option out of range is a one-line usage error."""
-    from pipeline.release.bench.settings import BenchSettings
     at_least = {"--build-time": (args.build_time, 0, "a number of rebuilds, or 0 for none"),
                 "--sequence-length": (args.sequence_length, 0, "a number of tokens, or 0 for the held-out samples "
                                                                "as they are"),
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(argv: list[str]) -> int:
-    from pipeline.release.bench.run import run_bench
+    from pipeline.release.bench.run import run_bench  # onnxruntime and numpy (0.2 s): not for --help
     run_bench(settings(build_parser().parse_args(argv)))
     return ExitCode.OK
 

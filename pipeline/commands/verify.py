@@ -13,10 +13,11 @@ from pipeline.commandline import command_parser, run_command
 from pipeline.config import compose_config, rules
 from pipeline.errors import UsageError
 from pipeline.manifest import Manifest
+from pipeline.outputs import check_output_file
 from pipeline.paths import CONF_DIR
 from pipeline.verify import stage
 from pipeline.verify.onnx import verify_files
-from pipeline.verify.report import VERIFY_FILE
+from pipeline.verify.report import VERIFY_FILE, VerifyReport, VerifyReportError
 
 PROG = "quantgate verify"
 
@@ -72,9 +73,6 @@ def check_report_destination(out: Path, folder: Path | None = None) -> None:
     """Refuse, before any work, a report path whose writing would destroy or change something quantgate did not
     make for it (pipeline/outputs.py): a file that is not a verify report (`--out notes.txt`, `--out A/model.onnx`),
     a new file in an artifact folder, or the verify.json of a signed folder (its signature covers it)."""
-    from pipeline.outputs import check_output_file
-    from pipeline.verify.report import VerifyReport, VerifyReportError
-
     def ours(path: Path) -> bool:
         try:
             VerifyReport.load(path)

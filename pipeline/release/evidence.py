@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import kinds
+from pipeline.builder.graph_counts import count_graph
+from pipeline.guard import StampError, read_stamp
 from pipeline.guard.artifact import ONNX
 from pipeline.paths import CONF_DIR
 
@@ -28,7 +30,6 @@ MAX_FP32_SHARE = 0.5
 
 def artifact_stamp(manifest) -> dict[str, str]:
     """The quantgate.* stamp as the model file carries it (the source of truth), else as manifest.json has it."""
-    from pipeline.guard import StampError, read_stamp
     model = manifest.path(manifest.model_file)
     try:  # the reader of the model file's container (pipeline/guard/artifact.py)
         return read_stamp(model) or dict(manifest.stamp)
@@ -76,7 +77,6 @@ def floor_rows(row: Row, name: str, target: str, profiles: dict[str, Any]) -> li
 def weight_compute_nodes(model) -> tuple[int, int]:
     """(int8, fp32) counts of the compute nodes that carry a weight, as the build stamped them
     (pipeline/builder/graph_counts.py, recounted here from the file the signoff judges)."""
-    from pipeline.builder.graph_counts import count_graph
     counts = count_graph(model)
     return counts.int8_nodes, counts.fp32_nodes
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from xml.etree import ElementTree
 
+from pipeline.isa.targets import PROFILES
+
 BLOCKS = ("failed", "waiver_expired")
 NOT_VERIFIED = "not verified"
 
@@ -27,7 +29,6 @@ def profile_columns(rows: list[dict[str, Any]], native: dict[str, Any]) -> list[
     """Every CPU profile any artifact was verified on, fewest CPU features first (below-floor CPUs left, the
     native host right); `native` carries the host's microarchitecture and feature count. `where` tells real
     machines from emulated ones: `this host`, `lab host` (an ssh profile) or `emulated` (QEMU)."""
-    from pipeline.isa.targets import PROFILES
     columns = {}
     for name in dict.fromkeys(r["profile"] for r in rows if r["cpu"]):
         cpu = name.split("@")[0]
@@ -49,7 +50,6 @@ def profile_columns(rows: list[dict[str, Any]], native: dict[str, Any]) -> list[
 def profile_where(cpu: str, evidence: list[dict[str, Any]]) -> str:
     """`this host`, `lab host` or `emulated`, from what the profile's runs recorded (a lab host's CPU was read
     there; an emulated run's command starts QEMU), else from the profile's YAML when it is known here."""
-    from pipeline.isa.targets import PROFILES
     if cpu == "native":
         return "this host"
     if any(e.get("host") for e in evidence):

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.guard import ArtifactRefused
+from pipeline.guard import ArtifactRefused, signature
 from pipeline.release import SIGNATURE_FILE, TrustError
+from pipeline.release.keys import load_certificate, load_public_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +35,8 @@ class Trust:
     def check(self) -> None:
         """A clear error now for a missing or unreadable key or certificate, before any work."""
         if self.public_key is not None:
-            from pipeline.release.keys import load_public_key
             load_public_key(self.public_key)
         else:
-            from pipeline.release.keys import load_certificate
             for path in self.certificate_chain:
                 load_certificate(Path(path))
 
@@ -47,18 +46,16 @@ class Trust:
 
 
 def model_signing_module():
-    from pipeline.guard.signature import SignatureCheckUnavailable, model_signing
     try:
-        return model_signing()
-    except SignatureCheckUnavailable as error:
+        return signature.model_signing()
+    except signature.SignatureCheckUnavailable as error:
         raise TrustError(f"{error}; in this checkout: `.venv/bin/pip install -e .`") from None
 
 
 def hashing_config():
     """Every file of the folder, sha256 per file; only the signature itself is left out (the guard's)."""
     model_signing_module()
-    from pipeline.guard.signature import hashing_config
-    return hashing_config()
+    return signature.hashing_config()
 
 
 def _bundle_public_key(folder: Path):
@@ -74,17 +71,16 @@ def _bundle_public_key(folder: Path):
 def verify_folder(folder: Path, trust: Trust) -> dict[str, Any]:
     """Raise TrustError unless `folder` carries a signature by `trust` over exactly its files, and a provenance
     signed by the same key that matches them. Returns {"files": n, "signer": words}."""
-    from pipeline.guard.signature import verify_signature
     folder = Path(folder)
     try:  # the guard's verifier: there is no second one
-        verify_signature(folder, trust.public_key, trust.certificate_chain)
+        signature.verify_signature(folder, trust.public_key, trust.certificate_chain)
     except ArtifactRefused as error:
         raise TrustError(str(error)) from None
     if trust.public_key is not None:
-        from pipeline.release.keys import load_public_key
         public_key = load_public_key(trust.public_key)
     if trust.public_key is None:
         public_key = _bundle_public_key(folder)
+    # Hydra and the builder's stamp (0.3 s) come with provenance.py: not for `quantgate pull --help`
     from pipeline.release.provenance import verify_provenance
     verify_provenance(folder, public_key)
     signed = len([p for p in folder.rglob("*") if p.is_file()]) - 1

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import QuantgateError
+from pipeline.guard.probe import probe
+from pipeline.manifest import atomic_write_bytes
 from pipeline.progress import say
 from pipeline.runtimes.cache import build_once
 from pipeline.paths import CONF_DIR, code_root
@@ -138,7 +140,6 @@ def prepare(runtime: Runtime, progress=say) -> RuntimeEnv:
     global _pinned_limits
     if runtime.pinned:
         if _pinned_limits is None:
-            from pipeline.guard.probe import probe
             _pinned_limits = probe()
         return RuntimeEnv(runtime, sys.executable, _pinned_limits, install={"status": "this venv"})
     folder = cache_root() / runtime.key[:16]
@@ -274,8 +275,6 @@ def _ops_newer_than(model, limit: int) -> list[str]:
 def fit_file(path, limits: dict, what: str) -> list[str]:
     """fit_model on a file in place (atomically); the list of changes made."""
     import onnx
-
-    from pipeline.manifest import atomic_write_bytes
     model, changes = fit_model(onnx.load(str(path)), limits, what)
     if changes:
         atomic_write_bytes(path, model.SerializeToString(deterministic=True))

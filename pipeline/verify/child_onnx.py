@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError, ensure_can_run, read_stamp
+from pipeline.guard.cpuid import host_features
 
 EXIT_BAD_INPUTS = 2
 EXIT_OUT_OF_MEMORY = 4
@@ -131,7 +132,6 @@ def run_model(args: argparse.Namespace, guard_message: str) -> int:
     if args.padding_extra:
         outputs |= padding_runs(session, feeds, args.padding_extra)
 
-    from pipeline.guard.cpuid import host_features
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "outputs.npz", **outputs)

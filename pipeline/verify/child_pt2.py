@@ -13,6 +13,9 @@ import argparse
 import sys
 import time
 
+from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError
+from pipeline.guard.pt2 import ensure_can_run, read_package_stamp
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.verify.child_pt2")
@@ -22,9 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--no-guard", action="store_true", help="skip the guard (to show what a user without it sees)")
     args = parser.parse_args(argv)
-
-    from pipeline.guard import EXIT_REFUSED, ArtifactRefused, StampError
-    from pipeline.guard.pt2 import ensure_can_run, read_package_stamp
     if not args.no_guard:
         try:
             verdict = ensure_can_run(args.package)

@@ -7,6 +7,7 @@ import platform
 from dataclasses import dataclass
 
 from pipeline.errors import QuantgateError
+from pipeline.guard import cpuid
 from pipeline.isa.targets import PROFILES, profile
 from pipeline.runtimes import venvs
 from pipeline.verify import remote
@@ -46,8 +47,7 @@ def child_timeout(v, cpu, native_seconds: float | None) -> float:
 def host_cpu_features(cfg) -> frozenset[str]:
     if cfg.verify.assume_host_features is not None:
         return frozenset(cfg.verify.assume_host_features)
-    from pipeline.guard.cpuid import host_features
-    return host_features()
+    return cpuid.host_features()  # read through the module: a test can make this host another CPU
 
 
 def plan_profiles(cfg, required_features: list[str], stamped: bool, host: frozenset[str],

@@ -43,8 +43,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.guard.cpuid import KNOWN_FEATURES
 from pipeline.isa.targets import CpuProfile
 from pipeline.paths import SOURCE_ROOT
+from pipeline.runtimes import venvs
 from pipeline.verify.sandbox import STDERR_TAIL_LINES, ChildRun, ProfileUnavailable, run_limited
 from pipeline.verify.scratch import OWNER_FILE, scratch_folder
 
@@ -250,7 +252,6 @@ def interpreter(cpu: CpuProfile) -> list[str]:
 
 def host_runtime_requirements(cpu: CpuProfile) -> tuple[str, ...]:
     """The pip lines of the profile's `runtime:`: a shipped runtime's (conf/runtime/) or the lines themselves."""
-    from pipeline.runtimes import venvs
     runtime = venvs.parse(str(cpu.runtime))
     if runtime.pinned:
         raise HostUnavailable(f"{cpu.name}: runtime {cpu.runtime!r} names no pip lines; give a runtime profile "
@@ -330,7 +331,6 @@ def read_host(cpu: CpuProfile) -> dict:
 
 def claim_mismatch(cpu: CpuProfile, seen: frozenset[str]) -> str | None:
     """Words when the host lacks features its profile's `microarchitecture` claims; None when it has them."""
-    from pipeline.guard.cpuid import KNOWN_FEATURES
     claimed = cpu.features()
     lacking = sorted(((claimed or frozenset()) & KNOWN_FEATURES) - seen)
     if not lacking:

@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from calibration import layout
+from calibration.arrays import check_declared_sizes
+from calibration.errors import CalibrationError
 from pipeline.errors import InputError, QuantgateError
-from pipeline.guard import StampError, read_onnx_header, read_stamp
+from pipeline.guard import StampError, check_stamp, read_onnx_header, read_stamp
+from pipeline.guard.onnx import UnsafeModelError, check_external_data
+from pipeline.layout import find_layout
+from pipeline.verify.fidelity import classification_figures
 
 
 def graph_io(path: Path) -> tuple[list[str], list[str]]:
@@ -25,9 +30,6 @@ def graph_io(path: Path) -> tuple[list[str], list[str]]:
 def preflight(*models: Path) -> None:
     """Refuse, before onnx or onnxruntime opens them, files that are not ONNX, point outside their
     folder for external data, or carry a stamp this quantgate cannot read."""
-    from pipeline.guard import check_stamp
-    from pipeline.guard.onnx import UnsafeModelError, check_external_data
-
     import onnx
 
     for model in models:
@@ -71,8 +73,6 @@ def load_inputs(inputs: Path, input_names: list[str],
     model's layout (`input_axes`: each input's batch axis, None for one given once; axis 0 by default); refuses,
     before any profile runs, a file whose arrays do not fit the model's inputs (names, ranks, kinds of numbers,
     values the input's type cannot hold, sample counts) or whose labels are not integer class ids."""
-    from calibration.arrays import check_declared_sizes
-    from calibration.errors import CalibrationError
     try:
         check_declared_sizes(inputs)
     except CalibrationError as error:
@@ -121,8 +121,6 @@ def graph_layout(reference: Path, cfg) -> dict:
     """Where the examples lie in the model's inputs and outputs, and the state it carries from chunk to chunk ({} when
     batch-first and stateless), from its graph, `model.batch_axes` and `model.state` (pipeline/layout.py)."""
     import onnx
-
-    from pipeline.layout import find_layout
     found = find_layout(onnx.load(str(reference), load_external_data=False), dict(cfg.model.batch_axes),
                         str(reference), dict(cfg.model.state))
     return found.to_json()
@@ -158,7 +156,6 @@ def check_labels_fit(inputs: Path, labels: np.ndarray | None, fp32: dict[str, np
         notes.append(f"labels in {inputs.name} are not judged: accuracy applies to model.kind=classifier (this "
                      f"model is {model_kind}); fidelity to fp32 is what was judged")
         return
-    from pipeline.verify.fidelity import classification_figures
     classes, counts = np.unique(labels[labels >= 0], return_counts=True)
     for output in fp32.values():
         if output.ndim < 2 or output.shape[-1] < 2 or output.argmax(-1).shape != labels.shape:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.guard.onnx import external_data_locations
 from pipeline.isa.targets import CpuProfile, profile
 from pipeline.verify.cpu_kinds import ChildJob, kind_of
 from pipeline.verify.planning import child_timeout
@@ -46,7 +47,6 @@ def host_files(artifact: Path, inputs: Path, custom_op_libraries=()) -> dict[str
     """What a child on an SSH host reads, by name in its remote folder: the artifact (with any external data
     beside it, under the same relative names), the inputs, and custom-operator libraries under
     REMOTE_CUSTOM_OPS/ (numbered: two libraries may share a file name)."""
-    from pipeline.guard.onnx import external_data_locations
     return {artifact.name: artifact, REMOTE_INPUTS: inputs} | {
         location: artifact.parent / location for location in external_data_locations(artifact)} | {
         remote_library_name(i, library): Path(library) for i, library in enumerate(custom_op_libraries)}

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import QuantgateError
+from pipeline.guard.onnx import external_data_locations
 from pipeline.manifest import MANIFEST_FILE, Manifest, atomic_write_bytes, sha256_file
 from pipeline.verify.onnx.evidence import Measured
 from pipeline.verify.onnx.job import Job, plan_job
@@ -80,7 +81,6 @@ def verify_snapshot(cfg, manifest: Manifest, out: Path | None = None, shown_fold
     """Verify a build folder's ONNX artifact on a snapshot of its files: a rebuild that replaces the folder
     meanwhile can neither mix old and new files into one verification nor receive a verify.json made for
     other bytes."""
-    from pipeline.guard.onnx import external_data_locations
     manifest_file = manifest.folder / MANIFEST_FILE
     manifest_sha256 = sha256_file(manifest_file)
     recorded = {record.path: record.sha256 for record in manifest.files}
