@@ -84,4 +84,4 @@ def test_a_decoder_is_verified_on_an_ssh_lab_host(qwen2, tmp_path, server):  # n
     assert lab["host"]["machine"] == "x86_64" and "avx2" in lab["host"]["cpu_features"]
     assert lab["samples"] == 1 and lab["fidelity"]["next_token_agreement"] >= 0.8
     assert lab["cpu_comparison"]["reference_cpu"] == "native" and lab["cpu_comparison"]["kl_divergence"] < 1e-3
-    assert set(glob.glob(REMOTE_TMP)) == before  # the run's folder there is gone
+    assert set(glob.glob(REMOTE_TMP)) <= before  # the run's folder there is gone (others may run in parallel)

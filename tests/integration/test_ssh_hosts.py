@@ -141,7 +141,7 @@ def test_avx2_artifact_passes_on_the_ssh_host_and_its_cpu_is_recorded(tmp_path, 
     assert lab["versions"]["onnxruntime"] == lab["host"]["versions"]["onnxruntime"]  # the child's own import agrees
     assert "mismatch" not in lab["host"] and lab["fidelity"]["cosine_worst"] > 0.99
     assert lab["command"].startswith("cd ") and "ssh " in lab["command"] and "BatchMode=yes" in lab["command"]
-    assert remote_folders() == before  # what was copied there is gone
+    assert remote_folders() <= before  # what was copied there is gone (other tests may run in parallel)
 
 
 def test_a_host_whose_sshd_has_no_sftp_subsystem_is_verified(tmp_path, server_without_sftp):
@@ -161,7 +161,7 @@ def test_a_host_whose_sshd_has_no_sftp_subsystem_is_verified(tmp_path, server_wi
     code, report = verify(folder, profiles, "verify.profiles=[native]", "verify.extra_profiles=[lab]")
     lab = report["profiles"]["lab"]
     assert code == ExitCode.OK and lab["status"] == "pass" and lab["requirement_met"], lab
-    assert remote_folders() == before
+    assert remote_folders() <= before
 
 
 @requires_host_features("avx2", why="the lab host is this machine, and the custom-op library is built with -mavx2")
