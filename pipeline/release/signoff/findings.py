@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from pipeline import kinds
 from pipeline.config.schema import ReleaseConfig
+from pipeline.manifest import Manifest
 from pipeline.release.signoff.rows import Row, mb, row
 
 Facts = dict[str, Any]
@@ -88,7 +89,7 @@ def size_rows(facts: Facts, settings: ReleaseConfig) -> list[Row]:
     size, limit = facts["size"], settings.max_size_ratio
     if not size.get("fp32_bytes"):
         return []
-    kind, _ = kinds.kind_of_file(Path(facts["folder"]) / facts["model_file"])
+    kind = kinds.kind_of_manifest(Manifest.load(Path(facts["folder"])))  # the recorded stamp: the file may be damaged
     if kind.native_code:  # compiled code and weights, against an ONNX graph: not alike
         return [row(facts["name"], "size", "not_comparable", None, f"a compiled .pt2 package (code and weights, "
                     f"{mb(size['int8_bytes'])}) is not measured against the fp32 ONNX reference's size "
