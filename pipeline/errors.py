@@ -24,7 +24,7 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
-# The README's table, in words (tests/unit/test_cli.py checks that the README lists every code).
+# The README's table, in words (tests/unit/project/test_cli.py checks that the README lists every code).
 MEANING = {
     ExitCode.OK: "success: verification passed, release `ready`, artifact within its target",
     ExitCode.FAILED: "a check ran and failed: verification `fail`, release `blocked`, audit over the target, "

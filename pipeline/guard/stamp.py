@@ -64,7 +64,7 @@ def _json_value(stamp: dict[str, str], key: str, artifact: str):
 def decode_stamp(stamp: dict[str, str], artifact: str = "the artifact") -> dict[str, Any]:
     """The stamp as docs/schemas/stamp.schema.json describes it (the judged values decoded from JSON), or a
     StampError naming the key and the fix. The guard has the standard library only, so this is the schema's
-    hand-written mirror; tests/unit/test_schemas.py checks that both accept and refuse the same stamps.
+    hand-written mirror; tests/unit/project/test_schemas.py checks that both accept and refuse the same stamps.
     Keys it does not know are kept: the guard judges only what it reads, and a stamp whose meaning
     changes gets a new `schema`."""
     if not stamp:
